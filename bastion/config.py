@@ -1,0 +1,287 @@
+"""The bastion's TOML config: parsed once into frozen dataclasses, every mistake named.
+
+Unknown keys are errors rather than warnings: a misspelt `logins` must not silently widen or
+narrow access.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from bastion.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
+
+
+def parse_duration(value: object, *, where: str = "duration") -> int:
+    """Seconds from `90`, `"30s"`, `"2m"`, `"8h"`, `"90d"` or `"1w"`."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like '2m', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{where}: a duration cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ConfigError(f"{where}: expected a duration like '30s', '2m', '8h' or '90d', got {value!r}")
+
+
+def parse_host_port(value: str, *, default_port: int, where: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` -> (host, port)."""
+    text = value.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"{where}: unbalanced '[' in address {value!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"{where}: expected ':port' after ']' in {value!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise ConfigError(f"{where}: address {value!r} has no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: bad port in address {value!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    keys: tuple[asyncssh.SSHKey, ...] = ()
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    host: str
+    port: int
+    aliases: tuple[str, ...] = ()
+    logins: tuple[str, ...] = ()
+    groups: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    host_key: asyncssh.SSHKey | None = None
+    host_ca: asyncssh.SSHKey | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a client may use for this target (the host certificate's principals)."""
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    env_allow: tuple[str, ...] = ("TERM", "LANG", "LC_*")
+    allow_port_forwarding: bool = False
+    allow_agent_forwarding: bool = False
+
+
+@dataclass(frozen=True)
+class CertificateSettings:
+    ttl: int = 120
+    backdate: int = 30
+    source_address: str | None = None
+
+
+@dataclass(frozen=True)
+class BastionConfig:
+    path: Path | None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 2200
+    keys_dir: Path = Path("hostkeys")
+    recordings_dir: Path = Path("recordings")
+    log_file: Path | None = None
+    names: tuple[str, ...] = ()
+    grace_period: int = 30
+    login_timeout: int = 60
+    certificates: CertificateSettings = field(default_factory=CertificateSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    users: Mapping[str, UserConfig] = field(default_factory=dict)
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+
+    def find_target(self, host: str, port: int) -> TargetConfig | None:
+        """The target a jump request names, by name or alias; port 22 or the target's own."""
+        wanted = host.lower().rstrip(".")
+        for target in self.targets.values():
+            if wanted in (n.lower() for n in target.names) and port in (22, target.port):
+                return target
+        return None
+
+
+class _Table:
+    """A TOML table being read: remembers where it is and refuses keys nobody asked for."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a table")
+        self.data, self.where, self.seen = data, where, set[str]()
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(f"{self.where}.{key}: expected {names}, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        for value in values:
+            if not isinstance(value, str):
+                raise ConfigError(f"{self.where}.{key}: expected a list of strings, got {value!r}")
+        return tuple(values)
+
+    def finish(self) -> None:
+        extra = sorted(set(self.data) - self.seen)
+        if extra:
+            raise ConfigError(f"{self.where}: unknown key {extra[0]!r}")
+
+
+def _public_key(text: str, where: str) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.import_public_key(text)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ConfigError(f"{where}: not an OpenSSH public key ({exc})") from None
+
+
+def _user(name: str, data: Mapping[str, Any], where: str) -> UserConfig:
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: {name!r} is not a valid user name")
+    table = _Table(data, where)
+    keys = tuple(_public_key(k, f"{where}.keys") for k in table.strings("keys"))
+    groups = frozenset(table.strings("groups"))
+    table.finish()
+    return UserConfig(name=name, keys=keys, groups=groups)
+
+
+def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: {name!r} is not a valid target name")
+    table = _Table(data, where)
+    address = table.get("address", str)
+    if address is None:
+        raise ConfigError(f"{where}.address: missing (e.g. address = \"10.0.0.5:22\")")
+    host, port = parse_host_port(address, default_port=22, where=f"{where}.address")
+    aliases = table.strings("aliases")
+    for alias in aliases:
+        if not _NAME.match(alias):
+            raise ConfigError(f"{where}.aliases: {alias!r} is not a valid host name")
+    logins = table.strings("logins")
+    for login in logins:
+        if not _LOGIN.match(login):
+            raise ConfigError(f"{where}.logins: {login!r} is not a valid login name")
+    host_key = table.get("host_key", str)
+    host_ca = table.get("host_ca", str)
+    target = TargetConfig(
+        name=name,
+        host=host,
+        port=port,
+        aliases=aliases,
+        logins=logins,
+        groups=frozenset(table.strings("groups")),
+        users=frozenset(table.strings("users")),
+        host_key=_public_key(host_key, f"{where}.host_key") if host_key else None,
+        host_ca=_public_key(host_ca, f"{where}.host_ca") if host_ca else None,
+    )
+    table.finish()
+    return target
+
+
+def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> BastionConfig:
+    """Build a config from parsed TOML; relative paths resolve against the file's folder."""
+    where = str(path) if path else "config"
+    base = path.parent if path else Path.cwd()
+    top = _Table(data, where)
+
+    listen_host, listen_port = parse_host_port(
+        top.get("listen", str, "127.0.0.1:2200"), default_port=2200, where=f"{where}: listen"
+    )
+
+    def folder(key: str, default: str | None) -> Path | None:
+        value = top.get(key, str, default)
+        return None if value is None else (base / value).resolve()
+
+    certs = _Table(top.get("certificates", dict, {}), f"{where}: [certificates]")
+    certificates = CertificateSettings(
+        ttl=parse_duration(certs.get("ttl", (int, str), 120), where=f"{certs.where} ttl"),
+        backdate=parse_duration(certs.get("backdate", (int, str), 30), where=f"{certs.where} backdate"),
+        source_address=certs.get("source_address", str),
+    )
+    certs.finish()
+    if not 10 <= certificates.ttl <= 86400:
+        raise ConfigError(f"{certs.where} ttl: must be between 10s and 24h")
+
+    sess = _Table(top.get("session", dict, {}), f"{where}: [session]")
+    session = SessionSettings(
+        env_allow=sess.strings("env_allow") if "env_allow" in sess.data else SessionSettings.env_allow,
+        allow_port_forwarding=sess.get("allow_port_forwarding", bool, False),
+        allow_agent_forwarding=sess.get("allow_agent_forwarding", bool, False),
+    )
+    sess.finish()
+
+    users = {
+        name: _user(name, table, f"{where}: [users.{name}]")
+        for name, table in top.get("users", dict, {}).items()
+    }
+    targets = {
+        name: _target(name, table, f"{where}: [targets.{name}]")
+        for name, table in top.get("targets", dict, {}).items()
+    }
+    seen: dict[str, str] = {}
+    for target in targets.values():
+        for target_name in target.names:
+            other = seen.setdefault(target_name.lower(), target.name)
+            if other != target.name:
+                raise ConfigError(f"{where}: name {target_name!r} is used by targets {other!r} and {target.name!r}")
+
+    config = BastionConfig(
+        path=path,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        keys_dir=folder("keys_dir", "hostkeys") or base,
+        recordings_dir=folder("recordings_dir", "recordings") or base,
+        log_file=folder("log_file", None),
+        names=top.strings("names"),
+        grace_period=parse_duration(top.get("grace_period", (int, str), 30), where=f"{where}: grace_period"),
+        login_timeout=parse_duration(top.get("login_timeout", (int, str), 60), where=f"{where}: login_timeout"),
+        certificates=certificates,
+        session=session,
+        users=users,
+        targets=targets,
+    )
+    top.finish()
+    return config
+
+
+def load_config(path: str | Path) -> BastionConfig:
+    """Read and validate a TOML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(data, path=file.resolve())

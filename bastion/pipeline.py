@@ -1,0 +1,144 @@
+"""The session's input and output paths: one ordered list of stages every byte passes.
+
+The relay knows nothing about recording, masking or screening; it hands each chunk to the
+pipeline and forwards what comes back. A stage may return fewer bytes than it was given (a
+masker holding a possible secret's tail, a screener holding an Enter) and release them later
+through `SessionIO`. A stage that raises ends the session: fail closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+
+class Stream(IntEnum):
+    STDOUT = 0
+    STDERR = 1
+
+
+@dataclass
+class SessionInfo:
+    """What a stage may want to know about the session it is attached to."""
+
+    session_id: str
+    channel: int
+    user: str
+    target: str
+    login: str
+    client_address: str
+    client_version: str
+    kind: str  # "shell", "exec" or "subsystem"
+    command: str | None = None
+    subsystem: str | None = None
+    term_type: str | None = None
+    width: int = 0
+    height: int = 0
+    key_id: str = ""
+    serial: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_pty(self) -> bool:
+        return self.term_type is not None
+
+
+class SessionIO(Protocol):
+    """What a stage can do to its session outside the call it is in."""
+
+    def to_target(self, data: bytes) -> None:
+        """Send bytes upstream (e.g. a held line, released)."""
+
+    def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        """Send bytes to the user (e.g. a status line, or output released late)."""
+
+    def end(self, reason: str) -> None:
+        """End the session, telling the user `reason` in one line."""
+
+
+class SessionStage:
+    """Base stage: passes everything through. Override what you need."""
+
+    name = "stage"
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        """Called before any byte moves. Raising here refuses the session."""
+
+    def on_input(self, data: bytes) -> bytes:
+        return data
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        return data
+
+    def flush_output(self, stream: Stream) -> bytes:
+        """Output this stage still holds, asked for once the target sent EOF."""
+        return b""
+
+    def on_resize(self, width: int, height: int) -> None:
+        """The client's window changed."""
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        """The session is over; release resources. Must not raise."""
+
+
+class StageFailed(Exception):
+    """A stage could not do its job; the session must not go on without it."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason
+
+
+class SessionPipeline:
+    """Runs chunks through the stages in order; an empty result stops the chain early."""
+
+    def __init__(self, stages: list[SessionStage]) -> None:
+        self.stages = stages
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        for stage in self.stages:
+            self._guard(stage, stage.start, info, io)
+
+    def input(self, data: bytes) -> bytes:
+        for stage in self.stages:
+            if not data:
+                break
+            data = self._guard(stage, stage.on_input, data)
+        return data
+
+    def output(self, data: bytes, stream: Stream) -> bytes:
+        for stage in self.stages:
+            if not data:
+                break
+            data = self._guard(stage, stage.on_output, data, stream)
+        return data
+
+    def flush_output(self, stream: Stream) -> bytes:
+        """Drain every stage in order: what one releases still passes the ones after it."""
+        out = b""
+        for stage in self.stages:
+            if out:
+                out = self._guard(stage, stage.on_output, out, stream)
+            out += self._guard(stage, stage.flush_output, stream)
+        return out
+
+    def resize(self, width: int, height: int) -> None:
+        for stage in self.stages:
+            self._guard(stage, stage.on_resize, width, height)
+
+    def end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        for stage in self.stages:
+            try:
+                stage.on_end(exit_status, exit_signal)
+            except Exception:  # noqa: BLE001, S112 - one stage's cleanup must not skip the next
+                continue
+
+    @staticmethod
+    def _guard(stage: SessionStage, method, *args):  # type: ignore[no-untyped-def]
+        try:
+            return method(*args)
+        except StageFailed:
+            raise
+        except Exception as exc:
+            raise StageFailed(stage.name, str(exc) or type(exc).__name__) from exc

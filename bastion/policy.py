@@ -1,0 +1,48 @@
+"""Who may reach which target as which login. Pure: no I/O, exhaustively unit-tested."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.config import TargetConfig
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated bastion user, however they proved it."""
+
+    user: str
+    groups: frozenset[str] = frozenset()
+    method: str = "publickey"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def decide_target(identity: Identity, target: TargetConfig) -> Decision:
+    """May this identity open a jump to this target at all?"""
+    if identity.user in target.users:
+        return Decision(True, f"user {identity.user} is listed on target {target.name}")
+    shared = sorted(identity.groups & target.groups)
+    if shared:
+        return Decision(True, f"group {shared[0]} may reach target {target.name}")
+    return Decision(False, f"{identity.user} may not reach {target.name}")
+
+
+def decide_login(identity: Identity, target: TargetConfig, login: str) -> Decision:
+    """May this identity log into this target as `login`? Implies `decide_target`."""
+    reach = decide_target(identity, target)
+    if not reach:
+        return reach
+    if not login:
+        return Decision(False, "an empty login is never allowed")
+    if login not in target.logins:
+        allowed = ", ".join(target.logins) or "none"
+        return Decision(False, f"login {login!r} is not allowed on {target.name} (allowed: {allowed})")
+    return Decision(True, f"{reach.reason}; login {login} is allowed")
