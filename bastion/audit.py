@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,4 @@ class AuditLog:
 
 
 def os_open_append(path: Path) -> int:
-    import os
-
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -252,7 +252,9 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         for target_name in target.names:
             other = seen.setdefault(target_name.lower(), target.name)
             if other != target.name:
-                raise ConfigError(f"{where}: name {target_name!r} is used by targets {other!r} and {target.name!r}")
+                raise ConfigError(
+                    f"{where}: name {target_name!r} is used by targets {other!r} and {target.name!r}"
+                )
 
     config = BastionConfig(
         path=path,
@@ -262,8 +264,12 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         recordings_dir=folder("recordings_dir", "recordings") or base,
         log_file=folder("log_file", None),
         names=top.strings("names"),
-        grace_period=parse_duration(top.get("grace_period", (int, str), 30), where=f"{where}: grace_period"),
-        login_timeout=parse_duration(top.get("login_timeout", (int, str), 60), where=f"{where}: login_timeout"),
+        grace_period=parse_duration(
+            top.get("grace_period", (int, str), 30), where=f"{where}: grace_period"
+        ),
+        login_timeout=parse_duration(
+            top.get("login_timeout", (int, str), 60), where=f"{where}: login_timeout"
+        ),
         certificates=certificates,
         session=session,
         users=users,

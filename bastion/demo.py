@@ -24,7 +24,8 @@ def run_demo(state_dir: Path, *, port: int, login: str) -> None:
         cfg = shlex.quote(str(ssh_config))
         click.echo(
             f"""
-bastion listening on 127.0.0.1:{port}; a throwaway sshd target runs on 127.0.0.1:{sandbox.servers['demo-target'].port}
+bastion listening on 127.0.0.1:{port}
+a throwaway sshd target runs on 127.0.0.1:{sandbox.servers['demo-target'].port}
 state (config, keys, recordings, log): {state_dir}
 
 Try it:

@@ -138,7 +138,9 @@ class KeyStore:
         kept.append(f"{target_name} {public}")
         _write_private(self.pinned_path, ("\n".join(kept) + "\n").encode("ascii"))
 
-    def trusted_target_keys(self, target: TargetConfig) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+    def trusted_target_keys(
+        self, target: TargetConfig
+    ) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
         """(host keys, host CAs) the upstream connection accepts for `target`; config wins."""
         if target.host_key or target.host_ca:
             return (

@@ -90,6 +90,7 @@ class OpenSSHServer:
             "Subsystem sftp internal-sftp",
             "MaxStartups 100:30:200",
             "MaxSessions 50",
+            "ExposeAuthInfo yes",
         ]
         if self.user_ca:
             (self.directory / "user_ca.pub").write_text(self.user_ca.strip() + "\n")

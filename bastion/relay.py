@@ -67,6 +67,10 @@ class SessionRelay:
         self._client_reading: _Pause | None = None
         self._target_reading: _Pause | None = None
         self._term_modes: dict[int, int] = {}
+        self._term_pixels = (0, 0)
+        # Input that arrives before the upstream channel is open (bounded by the SSH window,
+        # since reading is paused until then).
+        self._early_input: list[bytes] = []
         self._pending_eof = False
         self._ended = False
 
@@ -128,6 +132,9 @@ class SessionRelay:
         self._target = chan
         self._target_reading = _Pause(chan.pause_reading, chan.resume_reading)
         assert self._client_reading is not None
+        for data in self._early_input:
+            chan.write(data)
+        self._early_input.clear()
         self._client_reading.release("upstream")
         if self._pending_eof:
             chan.write_eof()
@@ -145,8 +152,12 @@ class SessionRelay:
         except StageFailed as exc:
             self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
             return
-        if data and self._target is not None:
+        if not data:
+            return
+        if self._target is not None:
             self._target.write(data)
+        else:
+            self._early_input.append(data)
 
     def client_eof(self) -> None:
         if self._target is not None:
@@ -285,7 +296,9 @@ class InnerSession(asyncssh.SSHServerSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self._relay.client_opened(chan)
 
-    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]) -> bool:  # type: ignore[override]
+    def pty_requested(  # type: ignore[override]
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]
+    ) -> bool:
         self._relay.pty_requested(term_type, term_size, term_modes)
         return True
 

@@ -133,7 +133,7 @@ class Sandbox:
         return self.config_path
 
     def write_ssh_config(self, user: str = "alice") -> Path:
-        """A client config: `-F` this and `ssh -J bastion root@db-1` just works."""
+        """A client config for `user`: `-F` it and `ssh -J bastion root@db-1` just works."""
         config = load_config(self.write_config())
         hosts = [f"[127.0.0.1]:{self.port}"]
         known = self.directory / "known_hosts"
@@ -154,7 +154,7 @@ Host *
     BatchMode yes
     ConnectTimeout 20
 """
-        path = self.directory / "ssh_config"
+        path = self.directory / f"ssh_config-{user}"
         path.write_text(text)
         return path
 

@@ -109,7 +109,7 @@ async def connect_upstream(
         ) from None
     except asyncssh.PermissionDenied:
         raise UpstreamAuthError(f"{target.name} refused login {login!r}") from None
-    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
         if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
             raise TargetUnreachable(f"cannot reach {target.name}: connection refused") from None
         raise TargetUnreachable(f"cannot reach {target.name}: {_reason(exc)}") from None
@@ -122,7 +122,7 @@ async def fetch_host_key(target: TargetConfig) -> asyncssh.SSHKey:
         key = await asyncssh.get_server_host_key(
             target.host, target.port, config=None, connect_timeout=CONNECT_TIMEOUT
         )
-    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
         raise TargetUnreachable(f"cannot reach {target.name}: {_reason(exc)}") from None
     if key is None:
         raise TargetUnreachable(f"{target.name} sent no host key")
