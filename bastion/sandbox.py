@@ -98,11 +98,13 @@ class Sandbox:
 
     def add_target(self, name: str, *, logins: list[str], groups: list[str], aliases: list[str] = (),  # type: ignore[assignment]
                    principals: dict[str, list[str]] | None = None, start: bool = True,
-                   pin: bool = True, **extra: Any) -> OpenSSHServer:
+                   pin: bool = True, authorized_keys: str | None = None,
+                   **extra: Any) -> OpenSSHServer:
         server = OpenSSHServer(
             self.directory / f"target-{name}",
             user_ca=public_line(self.keys.user_ca.convert_to_public()),
             principals=principals if principals is not None else {login: [login] for login in logins},
+            authorized_keys=authorized_keys,
         )
         if start:
             server.start()

@@ -1,0 +1,103 @@
+"""Bulk throughput and setup time: the bastion vs OpenSSH's own jump host, same run."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bastion.openssh import OpenSSHServer  # noqa: E402
+from bastion.sandbox import Sandbox  # noqa: E402
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def openssh_jump_config(sandbox: Sandbox, jump: OpenSSHServer, login: str) -> Path:
+    target = sandbox.servers["db-1"]
+    known = sandbox.directory / "known_hosts_openssh"
+    known.write_text(
+        f"[127.0.0.1]:{jump.port} {jump.host_public_key()}\n"
+        f"db-1-direct {target.host_public_key()}\n"
+    )
+    config = sandbox.directory / "ssh_config-openssh"
+    config.write_text(f"""\
+Host ojump
+    HostName 127.0.0.1
+    Port {jump.port}
+    User {login}
+Host db-1-direct
+    HostName 127.0.0.1
+    Port {target.port}
+    HostKeyAlias db-1-direct
+Host *
+    IdentityFile {sandbox.key_path('alice')}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+""")
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mb", type=int, default=500, help="bulk transfer size in MB")
+    parser.add_argument("--runs", type=int, default=15, help="setup-time samples per path")
+    parser.add_argument("--repeat", type=int, default=2, help="bulk samples per path (best kept)")
+    args = parser.parse_args()
+    login = getpass.getuser()
+
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        sandbox = Sandbox(Path(tmp))
+        alice_key = sandbox.add_user("alice", ["ops"])
+        alice_pub = alice_key.with_name(alice_key.name + ".pub").read_text()
+        sandbox.add_target("db-1", logins=[login], groups=["ops"], authorized_keys=alice_pub)
+        jump = OpenSSHServer(Path(tmp) / "openssh-jump", authorized_keys=alice_pub,
+                             extra_config=["AllowTcpForwarding yes"]).start()
+        bastion_cfg = sandbox.write_ssh_config("alice")
+        openssh_cfg = openssh_jump_config(sandbox, jump, login)
+        sandbox.start_bastion()
+        paths = {
+            "openssh": ["ssh", "-F", str(openssh_cfg), "-J", "ojump", f"{login}@db-1-direct"],
+            "bastion": ["ssh", "-F", str(bastion_cfg), "-J", "bastion", f"{login}@db-1"],
+        }
+        try:
+            results: dict[str, dict[str, float]] = {name: {} for name in paths}
+            size = args.mb * 1_000_000
+            for name, cmd in paths.items():
+                timed([*cmd, "true"])  # warm up
+            for _ in range(args.repeat):
+                for name, cmd in paths.items():
+                    seconds = timed([*cmd, f"head -c {size} /dev/zero"])
+                    results[name]["bulk"] = max(results[name].get("bulk", 0), size / seconds / 1e6)
+            samples: dict[str, list[float]] = {name: [] for name in paths}
+            for _ in range(args.runs):
+                for name, cmd in paths.items():
+                    samples[name].append(timed([*cmd, "true"]))
+            for name in paths:
+                results[name]["setup"] = statistics.median(samples[name])
+        finally:
+            sandbox.stop()
+            jump.stop()
+
+    o, b = results["openssh"], results["bastion"]
+    print(f"bulk  ({args.mb} MB):  openssh jump {o['bulk']:8.1f} MB/s   bastion {b['bulk']:8.1f} MB/s"
+          f"   ratio {b['bulk'] / o['bulk']:.2f}x")
+    print(f"setup (median of {args.runs}): openssh jump {o['setup'] * 1000:6.0f} ms    "
+          f"bastion {b['setup'] * 1000:6.0f} ms    ratio {b['setup'] / o['setup']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
