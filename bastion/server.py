@@ -24,6 +24,7 @@ from bastion.keys import KeyStore
 from bastion.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.policy import Identity, decide_login, decide_target
 from bastion.relay import InnerSession, SessionRelay
+from bastion.transport import InnerServerConnection, OuterServerConnection
 from bastion.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 
 # OpenSSH clients decide the cipher on hops where they are the client; we accept what they
@@ -185,7 +186,7 @@ class OuterServer(asyncssh.SSHServer):
             config=None,
             **SERVER_ALGORITHMS,  # type: ignore[arg-type]
         )
-        return asyncssh.SSHServerConnection(asyncio.get_running_loop(), options)
+        return InnerServerConnection(asyncio.get_running_loop(), options)
 
 
 @dataclass
@@ -326,18 +327,19 @@ class Bastion:
 
     def __init__(self, state: BastionState) -> None:
         self.state = state
-        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
-        assert self._acceptor is not None
-        return self._acceptor.get_port()
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         config = self.state.config
-        self._acceptor = await asyncssh.listen(
-            config.listen_host,
-            config.listen_port,
+        loop = asyncio.get_running_loop()
+        # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
+        # IGNORE padding (see bastion.transport), so the listener is made here.
+        options = asyncssh.SSHServerConnectionOptions(
             server_factory=lambda: OuterServer(self.state),
             server_host_keys=[self.state.keys.bastion_host_key],
             allow_pty=False,
@@ -346,8 +348,13 @@ class Bastion:
             login_timeout=config.login_timeout,
             encoding=None,
             config=None,
-            reuse_address=True,
             **SERVER_ALGORITHMS,  # type: ignore[arg-type]
+        )
+        self._server = await loop.create_server(
+            lambda: OuterServerConnection(loop, options),
+            config.listen_host,
+            config.listen_port,
+            reuse_address=True,
         )
         self.state.audit.event(
             "bastion_started", listen=f"{config.listen_host}:{self.port}",
@@ -356,8 +363,8 @@ class Bastion:
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for `grace` seconds; then close what is left."""
-        if self._acceptor is not None:
-            self._acceptor.close()
+        if self._server is not None:
+            self._server.close()
         self.state.audit.event("bastion_stopping", live_sessions=len(self.state.relays), grace=grace)
         deadline = time.monotonic() + grace
         while self.state.relays and time.monotonic() < deadline:

@@ -6,15 +6,12 @@ import argparse
 import getpass
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bastion.openssh import OpenSSHServer  # noqa: E402
-from bastion.sandbox import Sandbox  # noqa: E402
+from bastion.openssh import OpenSSHServer
+from bastion.sandbox import Sandbox
 
 
 def timed(cmd: list[str]) -> float:
@@ -76,7 +73,7 @@ def main() -> None:
         try:
             results: dict[str, dict[str, float]] = {name: {} for name in paths}
             size = args.mb * 1_000_000
-            for name, cmd in paths.items():
+            for cmd in paths.values():
                 timed([*cmd, "true"])  # warm up
             for _ in range(args.repeat):
                 for name, cmd in paths.items():
