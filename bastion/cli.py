@@ -97,8 +97,7 @@ backdate = "30s"                   # tolerance for clocks behind ours
 
 [session]
 env_allow = ["TERM", "LANG", "LC_*"]
-allow_port_forwarding = false
-allow_agent_forwarding = false
+allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the target reaches
 
 # One table per user; keys are OpenSSH public key lines.
 [users.alice]

@@ -91,7 +91,6 @@ class TargetConfig:
 class SessionSettings:
     env_allow: tuple[str, ...] = ("TERM", "LANG", "LC_*")
     allow_port_forwarding: bool = False
-    allow_agent_forwarding: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,7 +234,6 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     session = SessionSettings(
         env_allow=sess.strings("env_allow") if "env_allow" in sess.data else SessionSettings.env_allow,
         allow_port_forwarding=sess.get("allow_port_forwarding", bool, False),
-        allow_agent_forwarding=sess.get("allow_agent_forwarding", bool, False),
     )
     sess.finish()
 

@@ -178,7 +178,7 @@ class OuterServer(asyncssh.SSHServer):
             server_host_keys=[(state.keys.inner_host_key, state.keys.target_host_certificate(target))],
             line_editor=False,
             encoding=None,
-            agent_forwarding=state.config.session.allow_agent_forwarding,
+            agent_forwarding=False,
             x11_forwarding=False,
             allow_scp=False,
             login_timeout=state.config.login_timeout,
@@ -232,6 +232,7 @@ class InnerServer(asyncssh.SSHServer):
                 target=jump.target, login=username, user=jump.identity.user,
                 session_id=jump.session_id, keys=jump.state.keys,
                 settings=jump.state.config.certificates,
+                port_forwarding=jump.state.config.session.allow_port_forwarding,
             )
         except BastionError as exc:
             hint = PRINCIPALS_HINT if isinstance(exc, UpstreamAuthError) else None
@@ -371,6 +372,10 @@ class Bastion:
             await asyncio.sleep(0.1)
         for relay in list(self.state.relays):
             relay.end("bastion: the bastion is shutting down")
+        # Let the clients read that line and close by themselves before we cut them off.
+        deadline = time.monotonic() + 2
+        while self.state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
         await asyncio.sleep(0)

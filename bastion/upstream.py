@@ -68,6 +68,7 @@ async def connect_upstream(
     session_id: str,
     keys: KeyStore,
     settings: CertificateSettings,
+    port_forwarding: bool = False,
 ) -> UpstreamConnection:
     """Mint a certificate for `login` and log into `target` with it; fail closed on any doubt."""
     host_keys, host_cas = keys.trusted_target_keys(target)
@@ -85,6 +86,7 @@ async def connect_upstream(
         ttl=settings.ttl,
         backdate=settings.backdate,
         source_address=settings.source_address,
+        port_forwarding=port_forwarding,
     )
     key, cert = mint_session_certificate(keys.user_ca, spec)
     local_addr = (settings.source_address, 0) if settings.source_address else None
