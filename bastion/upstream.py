@@ -121,8 +121,8 @@ async def connect_upstream(
 async def fetch_host_key(target: TargetConfig) -> asyncssh.SSHKey:
     """The target's current host key, for an operator to pin. Trusts nothing by itself."""
     try:
-        key = await asyncssh.get_server_host_key(
-            target.host, target.port, config=None, connect_timeout=CONNECT_TIMEOUT
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(target.host, target.port, config=None), CONNECT_TIMEOUT
         )
     except (TimeoutError, OSError, asyncssh.Error) as exc:
         raise TargetUnreachable(f"cannot reach {target.name}: {_reason(exc)}") from None
