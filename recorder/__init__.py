@@ -1,0 +1,1 @@
+"""Session recordings: asciicast files, hash-chained and signed, indexed in SQLite."""

@@ -1,0 +1,138 @@
+"""Tamper evidence: every line extends a SHA-256 chain; checkpoints sign the chain head.
+
+    h[0] = SHA256("bastion-cast-v1\\0" || line[0])          line 0 is the header
+    h[k] = SHA256(h[k-1] || line[k])                         line k is event k
+
+A checkpoint signs (k+1 lines, h[k], final?) with the recording key and is appended to the
+`.sig` file beside the cast, which asciinema never reads. The last checkpoint of a closed
+recording is final; a crash leaves only intermediate ones, so the recording verifies as
+incomplete but intact up to its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from recorder.signing import RecordingKey, RecordingVerifier
+
+DOMAIN = b"bastion-cast-v1\x00"
+
+
+class HashChain:
+    def __init__(self) -> None:
+        self.head = b""
+        self.lines = 0
+
+    def add(self, line: bytes) -> None:
+        prefix = self.head if self.lines else DOMAIN
+        self.head = hashlib.sha256(prefix + line).digest()
+        self.lines += 1
+
+    def extend(self, lines: Iterable[bytes]) -> None:
+        for line in lines:
+            self.add(line)
+
+
+def checkpoint_message(lines: int, head: bytes, final: bool) -> bytes:
+    return DOMAIN + struct.pack(">Q?", lines, final) + head
+
+
+def checkpoint_line(key: RecordingKey, chain: HashChain, *, final: bool, at: float) -> bytes:
+    signature = key.sign(checkpoint_message(chain.lines, chain.head, final))
+    record = {
+        "lines": chain.lines,
+        "chain": chain.head.hex(),
+        "final": final,
+        "ts": round(at, 3),
+        "sig": base64.b64encode(signature).decode(),
+    }
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass
+class Verification:
+    state: str  # "verified", "incomplete", "tampered" or "unsigned"
+    events: int  # complete events in the file (the header not counted)
+    intact_events: int  # events covered by a good signature
+    at_event: int | None = None  # where tampering was found
+    reason: str = ""
+    key_fingerprint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("verified", "incomplete")
+
+    def describe(self) -> str:
+        if self.state == "verified":
+            return f"verified: {self.events} events, signed by {self.key_fingerprint}"
+        if self.state == "incomplete":
+            return (f"incomplete: intact up to event {self.intact_events} of {self.events} "
+                    f"(the recording was not closed: {self.reason})")
+        if self.state == "unsigned":
+            return f"unsigned: {self.reason}"
+        return f"TAMPERED at event {self.at_event}: {self.reason}"
+
+
+def verify(cast: bytes, signatures: bytes | None, verifier: RecordingVerifier,
+           *, expected_lines: int | None = None, expected_head: str | None = None) -> Verification:
+    """Check a recording against its signature file (and the index's closing record, if any)."""
+    lines = cast.splitlines(keepends=True)
+    partial = bool(lines) and not lines[-1].endswith(b"\n")
+    if partial:
+        lines.pop()
+    events = max(0, len(lines) - 1)
+    fp = verifier.fingerprint
+
+    def tampered(line: int, reason: str, intact: int = 0) -> Verification:
+        return Verification("tampered", events, intact, at_event=line, reason=reason, key_fingerprint=fp)
+
+    if not signatures:
+        return Verification("unsigned", events, 0, reason="no signature file", key_fingerprint=fp)
+    checkpoints = []
+    for number, raw in enumerate(signatures.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            count, head, final = int(record["lines"]), bytes.fromhex(record["chain"]), bool(record["final"])
+            signature = base64.b64decode(record["sig"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            if number == len(signatures.splitlines()) and not signatures.endswith(b"\n"):
+                break  # a checkpoint cut short by a crash
+            return tampered(0, f"signature file line {number} is malformed")
+        if not verifier.verify(signature, checkpoint_message(count, head, final)):
+            return tampered(max(0, count - 1), f"checkpoint {number} has a bad signature (wrong key or edited)")
+        checkpoints.append((count, head, final))
+
+    chain = HashChain()
+    good = 0  # lines covered by the last good checkpoint
+    for index, (count, head, final) in enumerate(checkpoints):
+        if count < good or (index and count == good and not final):
+            return tampered(count, "checkpoints are out of order")
+        if count > len(lines):
+            return tampered(len(lines), f"recording is truncated: a checkpoint covers {count - 1} events, "
+                                        f"the file has {events}", max(0, good - 1))
+        chain.extend(lines[chain.lines:count])
+        if chain.head != head:
+            return tampered(good if good else 1, f"events {max(good, 1)}..{count - 1} do not match the "
+                                                 f"signed checkpoint", max(0, good - 1))
+        good = count
+        if final:
+            if index != len(checkpoints) - 1:
+                return tampered(count, "checkpoints follow the final one")
+            if len(lines) > count or partial:
+                return tampered(count, "lines were appended after the final signature", count - 1)
+            if expected_head is not None and head.hex() != expected_head:
+                return tampered(count - 1, "the index recorded a different final chain head", 0)
+            return Verification("verified", events, events, key_fingerprint=fp)
+    intact = max(0, good - 1)
+    if expected_lines is not None:
+        return tampered(intact + 1, f"the index says the recording closed with {expected_lines - 1} "
+                                    f"events, but its final signature is missing", intact)
+    reason = "no final signature"
+    return Verification("incomplete", events, intact, reason=reason, key_fingerprint=fp)

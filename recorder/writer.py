@@ -1,0 +1,221 @@
+"""The recorder: sessions encode events on the event loop; one thread writes, chains and signs.
+
+`SessionRecording` methods are cheap and never touch the disk: they encode a line and put it
+on a queue. The `Recorder` thread appends each recording's lines at least every
+`flush_interval` seconds (so a crash loses at most that much), extends the hash chain, and
+signs a checkpoint whenever it wrote something. A write error marks the recording failed and
+calls its `on_error`, from the event loop when one was given: the session decides what next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from recorder.asciicast import V2, CastEncoder, build_header
+from recorder.chain import HashChain, checkpoint_line
+from recorder.index import RecordingIndex
+from recorder.signing import RecordingKey
+from recorder.storage import AppendFile, RecordingStore, dated_name
+
+_STOP = object()
+
+
+class RecordingFailed(Exception):
+    """The recording cannot be written; the session must not go on unrecorded."""
+
+
+class SessionRecording:
+    """One session's recording. Call from one thread (the event loop)."""
+
+    def __init__(self, recorder: Recorder, session_id: str, name: str, started: float,
+                 cast: AppendFile, signatures: AppendFile, encoder: CastEncoder) -> None:
+        self.recorder = recorder
+        self.session_id = session_id
+        self.name = name
+        self.started = started
+        self.encoder = encoder
+        self.markers: Counter[str] = Counter()
+        self.error: str | None = None
+        self.on_error: Callable[[str], None] | None = None
+        self.closed = False
+        # Written by the writer thread only:
+        self._cast, self._signatures = cast, signatures
+        self._chain = HashChain()
+        self._pending: list[bytes] = []
+        self._dirty = False
+
+    def _elapsed(self) -> float:
+        return time.time() - self.started
+
+    def _put(self, line: bytes) -> None:
+        if self.error is not None:
+            raise RecordingFailed(self.error)
+        if line and not self.closed:
+            self.recorder._queue.put((self, line))
+
+    def output(self, data: bytes) -> None:
+        self._put(self.encoder.data(self._elapsed(), "o", data))
+
+    def input(self, data: bytes) -> None:
+        self._put(self.encoder.data(self._elapsed(), "i", data))
+
+    def resize(self, width: int, height: int) -> None:
+        self._put(self.encoder.resize(self._elapsed(), width, height))
+
+    def marker(self, kind: str, text: str = "") -> None:
+        """A marker labelled `kind: text`; counts by kind go to the index."""
+        self.markers[kind] += 1
+        self._put(self.encoder.marker(self._elapsed(), f"{kind}: {text}" if text else kind))
+
+    def close(self, *, exit_status: int | None = None, exit_signal: str | None = None,
+              **summary: Any) -> None:
+        """Flush the decoders, write the exit, sign the final checkpoint, update the index."""
+        if self.closed:
+            return
+        elapsed = self._elapsed()
+        lines = [self.encoder.flush(elapsed, "o"), self.encoder.flush(elapsed, "i")]
+        if exit_status is not None or exit_signal is not None:
+            lines.append(self.encoder.exit(elapsed, exit_status, exit_signal))
+        for line in lines:
+            with contextlib.suppress(RecordingFailed):
+                self._put(line)
+        self.closed = True
+        fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
+                      exit_signal=exit_signal, markers=dict(self.markers))
+        self.recorder._queue.put((self, ("close", fields)))
+
+    # -- writer thread --------------------------------------------------------------------
+
+    def _write(self, now: float, final: bool) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._cast.append(data)
+            self._chain.extend(self._pending)
+            self._pending.clear()
+            self._dirty = True
+        if self._dirty or final:
+            self._signatures.append(checkpoint_line(self.recorder.key, self._chain, final=final, at=now))
+            self._cast.sync()
+            self._signatures.sync()
+            self._dirty = False
+
+
+class Recorder:
+    """Owns the writer thread, the store, the index and the signing key."""
+
+    def __init__(self, store: RecordingStore, index: RecordingIndex | None, key: RecordingKey, *,
+                 version: int = V2, flush_interval: float = 0.5,
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 log: Callable[..., None] | None = None) -> None:
+        self.store, self.index, self.key = store, index, key
+        self.version = version
+        self.flush_interval = flush_interval
+        self.loop = loop
+        self.log = log or (lambda event, **fields: None)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._live: set[SessionRecording] = set()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def open(self, *, session_id: str, width: int, height: int, term: str | None, command: str | None,
+             metadata: dict[str, Any], index_fields: dict[str, Any]) -> SessionRecording:
+        """Create the files and write the header now, so a store that cannot take it fails here."""
+        started = time.time()
+        name = dated_name(session_id, started)
+        cast, signatures = self.store.create(name)
+        encoder = CastEncoder(self.version)
+        header = encoder.header(build_header(
+            version=self.version, width=width, height=height, timestamp=int(started), term=term,
+            command=command, metadata=metadata,
+        ))
+        try:
+            cast.append(header)
+        except OSError:
+            cast.close()
+            signatures.close()
+            self.store.delete(name)
+            raise
+        recording = SessionRecording(self, session_id, name, started, cast, signatures, encoder)
+        recording._chain.add(header)
+        recording._dirty = True
+        self._queue.put((recording, ("open", dict(index_fields, id=session_id, name=name, started=started,
+                                                   location=self.store.location(name)))))
+        return recording
+
+    def stop(self, timeout: float = 10) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.flush_interval
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                for recording in list(self._live):
+                    self._flush(recording, final=False)
+                return
+            if item is not None:
+                recording, payload = item
+                if isinstance(payload, bytes):
+                    recording._pending.append(payload)
+                    if len(recording._pending) > 256:
+                        self._flush(recording, final=False)
+                else:
+                    self._command(recording, *payload)
+            if time.monotonic() >= deadline:
+                for recording in list(self._live):
+                    self._flush(recording, final=False)
+                deadline = time.monotonic() + self.flush_interval
+
+    def _command(self, recording: SessionRecording, command: str, fields: dict[str, Any]) -> None:
+        if command == "open":
+            self._live.add(recording)
+            self._index("session_opened", recording, **fields)
+        elif command == "close":
+            self._flush(recording, final=True)
+            self._live.discard(recording)
+            for handle in (recording._cast, recording._signatures):
+                with contextlib.suppress(OSError):
+                    handle.close()
+            state = "failed" if recording.error else "closed"
+            self._index("session_updated", recording, recording.session_id, lines=recording._chain.lines,
+                        chain=recording._chain.head.hex(), state=state, error=recording.error, **fields)
+
+    def _flush(self, recording: SessionRecording, *, final: bool) -> None:
+        if recording.error is not None:
+            recording._pending.clear()
+            return
+        try:
+            recording._write(time.time(), final)
+        except OSError as exc:
+            self._failed(recording, f"cannot write recording: {exc.strerror or exc}")
+
+    def _failed(self, recording: SessionRecording, reason: str) -> None:
+        recording.error = reason
+        recording._pending.clear()
+        self.log("recording_failed", session=recording.session_id, reason=reason)
+        self._index("session_updated", recording, recording.session_id, state="failed", error=reason)
+        callback = recording.on_error
+        if callback is not None:
+            if self.loop is not None and not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(callback, reason)
+            else:
+                callback(reason)
+
+    def _index(self, method: str, recording: SessionRecording, *args: Any, **fields: Any) -> None:
+        if self.index is None:
+            return
+        try:
+            getattr(self.index, method)(*args, **fields)
+        except Exception as exc:  # noqa: BLE001 - the index failing must be reported, not fatal here
+            self.log("index_failed", session=recording.session_id, reason=str(exc))
