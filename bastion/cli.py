@@ -13,7 +13,6 @@ import asyncssh
 import click
 
 from bastion import __version__
-from bastion.audit import AuditLog
 from bastion.config import BastionConfig, load_config, parse_duration
 from bastion.errors import BastionError
 from bastion.keys import KeyStore, known_hosts_lines, public_line
@@ -55,10 +54,14 @@ def main() -> None:
 @config_option
 def serve(config_path: Path) -> None:
     """Run the bastion in the foreground until SIGTERM or Ctrl-C."""
-    from bastion.server import Bastion, BastionState
+    from bastion.app import build_state
+    from bastion.server import Bastion
 
     config = _load(config_path)
-    state = BastionState(config=config, keys=_keys(config), audit=AuditLog(path=config.log_file))
+    try:
+        state = build_state(config, _keys(config))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot set up recordings: {exc}") from None
     try:
         asyncio.run(Bastion(state).serve_forever())
     except OSError as exc:

@@ -94,6 +94,14 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    enabled: bool = True
+    version: int = 2
+    on_failure: str = "refuse"
+    flush_interval: float = 0.5
+
+
+@dataclass(frozen=True)
 class CertificateSettings:
     ttl: int = 120
     backdate: int = 30
@@ -113,6 +121,7 @@ class BastionConfig:
     login_timeout: int = 60
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
     users: Mapping[str, UserConfig] = field(default_factory=dict)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
 
@@ -237,6 +246,21 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     )
     sess.finish()
 
+    rec = _Table(top.get("recording", dict, {}), f"{where}: [recording]")
+    recording = RecordingSettings(
+        enabled=rec.get("enabled", bool, True),
+        version=rec.get("version", int, 2),
+        on_failure=rec.get("on_failure", str, "refuse"),
+        flush_interval=float(rec.get("flush_interval", (int, float), 0.5)),
+    )
+    rec.finish()
+    if recording.version not in (2, 3):
+        raise ConfigError(f"{rec.where} version: must be 2 or 3 (asciicast v2 or v3)")
+    if recording.on_failure not in ("refuse", "continue"):
+        raise ConfigError(f"{rec.where} on_failure: must be \"refuse\" or \"continue\"")
+    if not 0.01 <= recording.flush_interval <= 1.0:
+        raise ConfigError(f"{rec.where} flush_interval: must be between 0.01 and 1 second")
+
     users = {
         name: _user(name, table, f"{where}: [users.{name}]")
         for name, table in top.get("users", dict, {}).items()
@@ -270,6 +294,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         ),
         certificates=certificates,
         session=session,
+        recording=recording,
         users=users,
         targets=targets,
     )

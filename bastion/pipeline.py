@@ -56,6 +56,12 @@ class SessionIO(Protocol):
     def end(self, reason: str) -> None:
         """End the session, telling the user `reason` in one line."""
 
+    def hold_output(self, reason: str) -> None:
+        """Stop reading from the target until `release_output(reason)` (back-pressure)."""
+
+    def release_output(self, reason: str) -> None:
+        """Undo `hold_output(reason)`."""
+
 
 class SessionStage:
     """Base stage: passes everything through. Override what you need."""

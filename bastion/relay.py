@@ -265,6 +265,14 @@ class SessionRelay:
         else:
             self._client.write(data)
 
+    def hold_output(self, reason: str) -> None:
+        if self._target_reading is not None:
+            self._target_reading.hold(reason)
+
+    def release_output(self, reason: str) -> None:
+        if self._target_reading is not None:
+            self._target_reading.release(reason)
+
     def end(self, reason: str) -> None:
         """End the session with one line to the user (fail closed)."""
         if self._ended:

@@ -58,6 +58,8 @@ class BastionState:
     keys: KeyStore
     audit: AuditLog
     stages: StageFactory = list
+    on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     relays: set[SessionRelay] = field(default_factory=set)
 
@@ -338,6 +340,8 @@ class Bastion:
     async def start(self) -> None:
         config = self.state.config
         loop = asyncio.get_running_loop()
+        for hook in self.state.on_start:
+            hook(loop)
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.transport), so the listener is made here.
         options = asyncssh.SSHServerConnectionOptions(
@@ -379,6 +383,8 @@ class Bastion:
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
         await asyncio.sleep(0)
+        for hook in self.state.on_stop:
+            hook()
         self.state.audit.event("bastion_stopped")
 
     async def serve_forever(self) -> None:

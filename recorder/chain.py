@@ -54,6 +54,34 @@ def checkpoint_line(key: RecordingKey, chain: HashChain, *, final: bool, at: flo
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
+class _BadCheckpoint(Exception):
+    def __init__(self, event: int, reason: str) -> None:
+        super().__init__(reason)
+        self.event, self.reason = event, reason
+
+
+def read_checkpoints(signatures: bytes, verifier: RecordingVerifier) -> list[tuple[int, bytes, bool]]:
+    """(lines, chain head, final) of every correctly signed checkpoint, in file order."""
+    checkpoints = []
+    rows = signatures.splitlines()
+    for number, raw in enumerate(rows, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            count, head, final = int(record["lines"]), bytes.fromhex(record["chain"]), bool(record["final"])
+            signature = base64.b64decode(record["sig"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            if number == len(rows) and not signatures.endswith(b"\n"):
+                break  # a checkpoint cut short by a crash
+            raise _BadCheckpoint(0, f"signature file line {number} is malformed") from None
+        if not verifier.verify(signature, checkpoint_message(count, head, final)):
+            reason = f"checkpoint {number}: bad signature (another key, or edited)"
+            raise _BadCheckpoint(max(0, count - 1), reason)
+        checkpoints.append((count, head, final))
+    return checkpoints
+
+
 @dataclass
 class Verification:
     state: str  # "verified", "incomplete", "tampered" or "unsigned"
@@ -78,8 +106,10 @@ class Verification:
         return f"TAMPERED at event {self.at_event}: {self.reason}"
 
 
-def verify(cast: bytes, signatures: bytes | None, verifier: RecordingVerifier,
-           *, expected_lines: int | None = None, expected_head: str | None = None) -> Verification:
+def verify(  # noqa: PLR0911 - one return per verdict reads better than a flag dance
+    cast: bytes, signatures: bytes | None, verifier: RecordingVerifier,
+    *, expected_lines: int | None = None, expected_head: str | None = None
+) -> Verification:
     """Check a recording against its signature file (and the index's closing record, if any)."""
     lines = cast.splitlines(keepends=True)
     partial = bool(lines) and not lines[-1].endswith(b"\n")
@@ -93,22 +123,10 @@ def verify(cast: bytes, signatures: bytes | None, verifier: RecordingVerifier,
 
     if not signatures:
         return Verification("unsigned", events, 0, reason="no signature file", key_fingerprint=fp)
-    checkpoints = []
-    for number, raw in enumerate(signatures.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-            count, head, final = int(record["lines"]), bytes.fromhex(record["chain"]), bool(record["final"])
-            signature = base64.b64decode(record["sig"], validate=True)
-        except (ValueError, KeyError, TypeError):
-            if number == len(signatures.splitlines()) and not signatures.endswith(b"\n"):
-                break  # a checkpoint cut short by a crash
-            return tampered(0, f"signature file line {number} is malformed")
-        if not verifier.verify(signature, checkpoint_message(count, head, final)):
-            return tampered(max(0, count - 1), f"checkpoint {number} has a bad signature (wrong key or edited)")
-        checkpoints.append((count, head, final))
-
+    try:
+        checkpoints = read_checkpoints(signatures, verifier)
+    except _BadCheckpoint as exc:
+        return tampered(exc.event, exc.reason)
     chain = HashChain()
     good = 0  # lines covered by the last good checkpoint
     for index, (count, head, final) in enumerate(checkpoints):

@@ -5,6 +5,10 @@ on a queue. The `Recorder` thread appends each recording's lines at least every
 `flush_interval` seconds (so a crash loses at most that much), extends the hash chain, and
 signs a checkpoint whenever it wrote something. A write error marks the recording failed and
 calls its `on_error`, from the event loop when one was given: the session decides what next.
+
+The queue is bounded per recording: past `BACKLOG_HIGH` bytes not yet written, `on_backlog(True)`
+asks the session to stop reading from the target; below `BACKLOG_LOW` it may read again. A slow
+disk slows the session down instead of growing memory.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from recorder.signing import RecordingKey
 from recorder.storage import AppendFile, RecordingStore, dated_name
 
 _STOP = object()
+BACKLOG_HIGH = 8 * 1024 * 1024
+BACKLOG_LOW = 2 * 1024 * 1024
+WRITE_BATCH = 1024 * 1024
 
 
 class RecordingFailed(Exception):
@@ -34,7 +41,7 @@ class RecordingFailed(Exception):
 class SessionRecording:
     """One session's recording. Call from one thread (the event loop)."""
 
-    def __init__(self, recorder: Recorder, session_id: str, name: str, started: float,
+    def __init__(self, recorder: Recorder, session_id: str, name: str, *, started: float,
                  cast: AppendFile, signatures: AppendFile, encoder: CastEncoder) -> None:
         self.recorder = recorder
         self.session_id = session_id
@@ -44,11 +51,16 @@ class SessionRecording:
         self.markers: Counter[str] = Counter()
         self.error: str | None = None
         self.on_error: Callable[[str], None] | None = None
+        self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
+        self._queued = 0  # bytes put on the queue (event loop thread only)
+        self._written = 0  # bytes taken off it (writer thread only)
+        self._held = False
         # Written by the writer thread only:
         self._cast, self._signatures = cast, signatures
         self._chain = HashChain()
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._dirty = False
 
     def _elapsed(self) -> float:
@@ -58,7 +70,24 @@ class SessionRecording:
         if self.error is not None:
             raise RecordingFailed(self.error)
         if line and not self.closed:
+            self._queued += len(line)
             self.recorder._queue.put((self, line))
+            if not self._held and self._queued - self._written > BACKLOG_HIGH and self.on_backlog:
+                self._held = True
+                self.on_backlog(True)
+
+    def _release(self) -> None:
+        """After a failure nothing more is written: stop holding the session back."""
+        if self._held:
+            self._held = False
+            if self.on_backlog:
+                self.on_backlog(False)
+
+    def _resume(self) -> None:
+        if self._held and self._queued - self._written < BACKLOG_LOW:
+            self._held = False
+            if self.on_backlog:
+                self.on_backlog(False)
 
     def output(self, data: bytes) -> None:
         self._put(self.encoder.data(self._elapsed(), "o", data))
@@ -99,7 +128,11 @@ class SessionRecording:
             self._cast.append(data)
             self._chain.extend(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
+            self._written += len(data)
             self._dirty = True
+            if self._held:
+                self.recorder._call(self._resume)
         if self._dirty or final:
             self._signatures.append(checkpoint_line(self.recorder.key, self._chain, final=final, at=now))
             self._cast.sync()
@@ -142,7 +175,8 @@ class Recorder:
             signatures.close()
             self.store.delete(name)
             raise
-        recording = SessionRecording(self, session_id, name, started, cast, signatures, encoder)
+        recording = SessionRecording(self, session_id, name, started=started, cast=cast,
+                                     signatures=signatures, encoder=encoder)
         recording._chain.add(header)
         recording._dirty = True
         self._queue.put((recording, ("open", dict(index_fields, id=session_id, name=name, started=started,
@@ -168,7 +202,8 @@ class Recorder:
                 recording, payload = item
                 if isinstance(payload, bytes):
                     recording._pending.append(payload)
-                    if len(recording._pending) > 256:
+                    recording._pending_bytes += len(payload)
+                    if recording._pending_bytes > WRITE_BATCH:
                         self._flush(recording, final=False)
                 else:
                     self._command(recording, *payload)
@@ -207,15 +242,21 @@ class Recorder:
         self._index("session_updated", recording, recording.session_id, state="failed", error=reason)
         callback = recording.on_error
         if callback is not None:
-            if self.loop is not None and not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(callback, reason)
-            else:
-                callback(reason)
+            self._call(callback, reason)
+        if recording._held:
+            self._call(recording._release)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback` on the sessions' event loop (directly when there is none)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, *args)
+        else:
+            callback(*args)
 
     def _index(self, method: str, recording: SessionRecording, *args: Any, **fields: Any) -> None:
         if self.index is None:
             return
         try:
             getattr(self.index, method)(*args, **fields)
-        except Exception as exc:  # noqa: BLE001 - the index failing must be reported, not fatal here
+        except Exception as exc:  # an index failure is reported; the recording goes on
             self.log("index_failed", session=recording.session_id, reason=str(exc))

@@ -32,7 +32,8 @@ def test_config_errors_are_one_clear_line(tmp_path: Path) -> None:
     config.write_text('listen = "127.0.0.1:2200"\n[targets.db-1]\nadress = "x"\n')
     result = bastion("check", "-c", str(config))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: {config}: [targets.db-1].address: missing (e.g. address = \"10.0.0.5:22\")"
+    expected = f'Error: {config}: [targets.db-1].address: missing (e.g. address = "10.0.0.5:22")'
+    assert result.stderr.strip() == expected
 
 
 def test_ca_commands_print_what_targets_and_users_need(tmp_path: Path) -> None:
