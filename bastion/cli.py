@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncssh
 import click
 
-from bastion import __version__
+from bastion import __version__, recordings_cli
 from bastion.config import BastionConfig, load_config, parse_duration
 from bastion.errors import BastionError
 from bastion.keys import KeyStore, known_hosts_lines, public_line
@@ -259,6 +259,9 @@ def demo(state_dir: Path, port: int) -> None:
         run_demo(state_dir.resolve(), port=port, login=getpass.getuser())
     except (BastionError, RuntimeError, FileNotFoundError) as exc:
         raise click.ClickException(str(getattr(exc, "reason", exc))) from None
+
+
+recordings_cli.register(main, config_option, _load)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,15 +32,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     lines INTEGER,
     chain TEXT,
     state TEXT NOT NULL DEFAULT 'live',
-    error TEXT
+    error TEXT,
+    verification TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, started);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions (target, started);
 """
+ADDED_COLUMNS = ("verification",)
 COLUMNS = ("id", "name", "user", "login", "target", "client", "kind", "command", "started", "ended",
            "duration", "bytes_in", "bytes_out", "exit_status", "exit_signal", "markers", "location",
-           "lines", "chain", "state", "error")
+           "lines", "chain", "state", "error", "verification")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class SessionRow:
     chain: str | None
     state: str
     error: str | None
+    verification: str | None
 
     def as_dict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in COLUMNS}
@@ -79,6 +82,11 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
+    # Columns added after a database was created arrive by ALTER TABLE (all are nullable).
+    present = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    for column in ADDED_COLUMNS:
+        if column not in present:
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
     return db
 
 

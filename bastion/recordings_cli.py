@@ -1,0 +1,153 @@
+"""`bastion recordings ...`: list, verify and prune recordings."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from bastion.config import BastionConfig, parse_duration
+from bastion.errors import ConfigError
+from recorder.chain import Verification, verify
+from recorder.index import RecordingIndex, SessionRow
+from recorder.signing import RecordingVerifier
+from recorder.storage import LocalDirectoryStore
+
+
+def parse_when(text: str) -> float:
+    """`2026-11-28`, `2026-11-28T14:30`, or a duration ago like `2h` or `7d`."""
+    try:
+        return time.time() - parse_duration(text)
+    except ConfigError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use a date (2026-11-28[T14:30]) or an age (2h, 7d)") from None
+
+
+def open_index(config: BastionConfig) -> RecordingIndex:
+    path = config.recordings_dir / "index.db"
+    if not path.exists():
+        raise click.ClickException(f"no recordings index at {path} (has the bastion recorded anything?)")
+    return RecordingIndex(path)
+
+
+def _verifier(config: BastionConfig) -> RecordingVerifier:
+    path = config.keys_dir / "recording_key.pub"
+    try:
+        return RecordingVerifier.load(path)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the recording key {path}: {exc}") from None
+
+
+def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, SessionRow | None, str]:
+    """Verify by session id (cross-checked against the index) or by the .cast path."""
+    row: SessionRow | None = None
+    path = Path(ref)
+    if not (path.suffix == ".cast" or path.exists()):
+        index = open_index(config)
+        row = index.get(ref)
+        if row is None:
+            raise click.ClickException(f"no recording with id {ref!r} in the index")
+        path = Path(row.location or "")
+    try:
+        cast = path.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    sig_path = path.with_name(path.name + ".sig")
+    signatures = sig_path.read_bytes() if sig_path.exists() else None
+    closed = row is not None and row.state == "closed"
+    result = verify(cast, signatures, _verifier(config),
+                    expected_lines=row.lines if closed and row else None,
+                    expected_head=row.chain if closed and row else None)
+    return result, row, str(path)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "live"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _markers(counts: dict[str, int]) -> str:
+    return ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "-"
+
+
+def register(main: click.Group, config_option: click.Option, load: object) -> None:
+    @main.group()
+    def recordings() -> None:
+        """Session recordings: list, verify, prune."""
+
+    @recordings.command("list")
+    @config_option  # type: ignore[operator]
+    @click.option("--user", help="Only this bastion user's sessions.")
+    @click.option("--target", help="Only sessions to this target.")
+    @click.option("--since", help="Started at or after: 2026-11-28, 2026-11-28T14:30, or an age like 2h.")
+    @click.option("--until", help="Started before (same forms as --since).")
+    @click.option("--marker", help="Only sessions with at least one marker of this kind (e.g. upload).")
+    @click.option("--limit", default=100, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+    def recordings_list(config_path: Path, user: str | None, target: str | None, since: str | None,
+                        until: str | None, marker: str | None, limit: int, as_json: bool) -> None:
+        """List recorded sessions, newest first."""
+        config = load(config_path)  # type: ignore[operator]
+        rows = open_index(config).search(
+            user=user, target=target, since=parse_when(since) if since else None,
+            until=parse_when(until) if until else None, marker=marker, limit=limit)
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row.as_dict(), sort_keys=True))
+            return
+        click.echo(f"{'ID':<20} {'STARTED':<19} {'USER':<12} {'LOGIN@TARGET':<24} {'DUR':>6} "
+                   f"{'EXIT':>5} {'STATE':<8} MARKERS")
+        for row in rows:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started))
+            exit_text = row.exit_signal or ("" if row.exit_status is None else str(row.exit_status))
+            click.echo(f"{row.id:<20} {started:<19} {row.user:<12} {row.login + '@' + row.target:<24} "
+                       f"{_age(row.duration):>6} {exit_text:>5} {row.state:<8} {_markers(row.markers)}")
+
+    @recordings.command("verify")
+    @config_option  # type: ignore[operator]
+    @click.argument("ref")
+    def recordings_verify(config_path: Path, ref: str) -> None:
+        """Check REF (a session id or a .cast path) against its signed hash chain.
+
+        Prints verified, incomplete (intact up to the last checkpoint) or TAMPERED at event N;
+        exits 1 when tampered or unsigned."""
+        config = load(config_path)  # type: ignore[operator]
+        result, row, path = verify_recording(config, ref)
+        click.echo(f"{path}: {result.describe()}")
+        if row is not None:
+            index = open_index(config)
+            index.session_updated(row.id, verification=result.state)
+        if not result.ok:
+            raise SystemExit(1)
+
+    @recordings.command("prune")
+    @config_option  # type: ignore[operator]
+    @click.option("--older-than", required=True, help="Age, e.g. 90d.")
+    @click.option("--dry-run", is_flag=True, help="Say what would go, remove nothing.")
+    def recordings_prune(config_path: Path, older_than: str, dry_run: bool) -> None:
+        """Remove recordings (files and index rows together) older than an age."""
+        config = load(config_path)  # type: ignore[operator]
+        try:
+            cutoff = time.time() - parse_duration(older_than, where="--older-than")
+        except ConfigError as exc:
+            raise click.ClickException(exc.reason) from None
+        index = open_index(config)
+        store = LocalDirectoryStore(config.recordings_dir)
+        rows = index.older_than(cutoff)
+        for row in rows:
+            if not dry_run:
+                store.delete(row.name)
+                index.delete(row.id)
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"{verb} {len(rows)} recordings older than {older_than}")
