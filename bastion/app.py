@@ -28,6 +28,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             RecordingKey.load_or_create(config.keys_dir / RECORDING_KEY),
             version=settings.version,
             flush_interval=settings.flush_interval,
+            checkpoint_interval=settings.checkpoint_interval,
             log=audit.event,
         )
         policy = RecordingPolicy(on_failure=settings.on_failure)

@@ -99,6 +99,7 @@ class RecordingSettings:
     version: int = 2
     on_failure: str = "refuse"
     flush_interval: float = 0.5
+    checkpoint_interval: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         version=rec.get("version", int, 2),
         on_failure=rec.get("on_failure", str, "refuse"),
         flush_interval=float(rec.get("flush_interval", (int, float), 0.5)),
+        checkpoint_interval=float(parse_duration(rec.get("checkpoint_interval", (int, str), 2),
+                                                 where=f"{rec.where} checkpoint_interval")),
     )
     rec.finish()
     if recording.version not in (2, 3):
@@ -260,6 +263,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         raise ConfigError(f"{rec.where} on_failure: must be \"refuse\" or \"continue\"")
     if not 0.01 <= recording.flush_interval <= 1.0:
         raise ConfigError(f"{rec.where} flush_interval: must be between 0.01 and 1 second")
+    if not 1 <= recording.checkpoint_interval <= 300:
+        raise ConfigError(f"{rec.where} checkpoint_interval: must be between 1s and 5m")
 
     users = {
         name: _user(name, table, f"{where}: [users.{name}]")

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ class Sandbox:
 
     @property
     def keys(self) -> KeyStore:
-        return KeyStore(self.directory / "hostkeys").load()
+        return KeyStore(Path(self.extra.get("keys_dir", self.directory / "hostkeys"))).load()
 
     def key_path(self, user: str) -> Path:
         return self.directory / f"id_{user}"
@@ -167,13 +168,17 @@ Host *
             stdin=subprocess.DEVNULL,
             stderr=open(self.directory / "bastion.stderr", "ab"),  # noqa: SIM115
         )
-        try:
-            wait_for_port("127.0.0.1", self.port, timeout=20)
-        except TimeoutError:
-            self.process.kill()
-            err = (self.directory / "bastion.stderr").read_text()
-            raise RuntimeError(f"bastion did not start:\n{err}") from None
-        return self.process
+        deadline = time.monotonic() + 20
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_for_port("127.0.0.1", self.port, timeout=0.2)
+                return self.process
+            except TimeoutError:
+                continue
+        self.process.kill()
+        self.process.wait()
+        err = (self.directory / "bastion.stderr").read_text()
+        raise RuntimeError(f"bastion did not start:\n{err}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,9 +1,13 @@
-"""Bulk throughput and setup time: the bastion vs OpenSSH's own jump host, same run."""
+"""Bulk throughput and setup time: the bastion vs OpenSSH's own jump host, same run.
+
+A second bastion with recording off, sharing the first one's keys, shows what recording costs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -12,6 +16,8 @@ from pathlib import Path
 
 from bastion.openssh import OpenSSHServer
 from bastion.sandbox import Sandbox
+
+LOG_LINE = "2026-11-28T14:00:00.123Z INFO api request handled path=/v1/items/42 status=200 ms=12"
 
 
 def timed(cmd: list[str]) -> float:
@@ -66,9 +72,15 @@ def main() -> None:
         bastion_cfg = sandbox.write_ssh_config("alice")
         openssh_cfg = openssh_jump_config(sandbox, jump, login)
         sandbox.start_bastion()
+        bare = Sandbox(Path(tmp) / "unrecorded", users=sandbox.users, targets=sandbox.targets,
+                       extra={"keys_dir": str(Path(tmp) / "hostkeys"), "recording": {"enabled": False}})
+        shutil.copy(alice_key, bare.key_path("alice"))
+        bare_cfg = bare.write_ssh_config("alice")
+        bare.start_bastion()
         paths = {
             "openssh": ["ssh", "-F", str(openssh_cfg), "-J", "ojump", f"{login}@db-1-direct"],
             "bastion": ["ssh", "-F", str(bastion_cfg), "-J", "bastion", f"{login}@db-1"],
+            "unrecorded": ["ssh", "-F", str(bare_cfg), "-J", "bastion", f"{login}@db-1"],
         }
         try:
             results: dict[str, dict[str, float]] = {name: {} for name in paths}
@@ -77,7 +89,7 @@ def main() -> None:
                 timed([*cmd, "true"])  # warm up
             for _ in range(args.repeat):
                 for name, cmd in paths.items():
-                    seconds = timed([*cmd, f"head -c {size} /dev/zero"])
+                    seconds = timed([*cmd, f"yes '{LOG_LINE}' | head -c {size}"])
                     results[name]["bulk"] = max(results[name].get("bulk", 0), size / seconds / 1e6)
             samples: dict[str, list[float]] = {name: [] for name in paths}
             for _ in range(args.runs):
@@ -86,14 +98,18 @@ def main() -> None:
             for name in paths:
                 results[name]["setup"] = statistics.median(samples[name])
         finally:
+            bare.stop()
             sandbox.stop()
             jump.stop()
 
-    o, b = results["openssh"], results["bastion"]
-    print(f"bulk  ({args.mb} MB):  openssh jump {o['bulk']:8.1f} MB/s   bastion {b['bulk']:8.1f} MB/s"
-          f"   ratio {b['bulk'] / o['bulk']:.2f}x")
-    print(f"setup (median of {args.runs}): openssh jump {o['setup'] * 1000:6.0f} ms    "
-          f"bastion {b['setup'] * 1000:6.0f} ms    ratio {b['setup'] / o['setup']:.2f}x")
+    o, b, u = results["openssh"], results["bastion"], results["unrecorded"]
+    print(f"bulk MB/s ({args.mb} MB of log lines, best of {args.repeat}):")
+    print(f"  openssh jump {o['bulk']:7.1f}   bastion {b['bulk']:7.1f} (ratio {b['bulk'] / o['bulk']:.2f}x)"
+          f"   bastion unrecorded {u['bulk']:7.1f} (ratio {u['bulk'] / o['bulk']:.2f}x)")
+    print(f"  recording costs {100 * (1 - b['bulk'] / u['bulk']):.1f}% of bulk throughput")
+    print(f"setup ms (median of {args.runs}):")
+    print(f"  openssh jump {o['setup'] * 1000:7.0f}   bastion {b['setup'] * 1000:7.0f} "
+          f"(ratio {b['setup'] / o['setup']:.2f}x)   unrecorded {u['setup'] * 1000:7.0f}")
 
 
 if __name__ == "__main__":

@@ -14,18 +14,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 V2, V3 = 2, 3
 NAMESPACE = "bastion"  # our own header metadata lives under this single key
 
-_dumps_fast = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def _line(value: Any) -> bytes:
-    text = _dumps_fast(value)
+    # orjson escapes strings several times faster than the standard library, which matters:
+    # every byte of every session passes here. It refuses lone surrogates (bytes that were
+    # not UTF-8), which the standard library writes as \udcXX escapes.
     try:
-        return text.encode("utf-8") + b"\n"
-    except UnicodeEncodeError:  # lone surrogates from undecodable bytes: escape them
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
         return _dumps_ascii(value).encode("ascii") + b"\n"
 
 

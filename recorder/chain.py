@@ -1,12 +1,13 @@
 """Tamper evidence: every line extends a SHA-256 chain; checkpoints sign the chain head.
 
-    h[0] = SHA256("bastion-cast-v1\\0" || line[0])          line 0 is the header
-    h[k] = SHA256(h[k-1] || line[k])                         line k is event k
+    h[k] = SHA-256("bastion-cast-v1\\0" || line[0] || ... || line[k])
 
-A checkpoint signs (k+1 lines, h[k], final?) with the recording key and is appended to the
-`.sig` file beside the cast, which asciinema never reads. The last checkpoint of a closed
-recording is final; a crash leaves only intermediate ones, so the recording verifies as
-incomplete but intact up to its last checkpoint.
+line 0 being the header and line k event k. The chain is one running SHA-256 state that each
+line extends (Merkle-Damgard is a chain of its own), so the writer hashes each byte once,
+with no re-hashing of heads. A checkpoint signs (k+1 lines, h[k], final?) with the
+recording key and is appended to the `.sig` file beside the cast, which asciinema never
+reads. The last checkpoint of a closed recording is final; a crash leaves only intermediate
+ones, so the recording verifies as incomplete but intact up to its last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,17 +26,25 @@ DOMAIN = b"bastion-cast-v1\x00"
 
 class HashChain:
     def __init__(self) -> None:
-        self.head = b""
+        self._state = hashlib.sha256(DOMAIN)
         self.lines = 0
 
+    @property
+    def head(self) -> bytes:
+        return self._state.copy().digest()
+
     def add(self, line: bytes) -> None:
-        prefix = self.head if self.lines else DOMAIN
-        self.head = hashlib.sha256(prefix + line).digest()
+        self._state.update(line)
         self.lines += 1
 
     def extend(self, lines: Iterable[bytes]) -> None:
         for line in lines:
             self.add(line)
+
+    def extend_joined(self, data: bytes, lines: int) -> None:
+        """`lines` whole lines already joined into `data`: one update, no copies."""
+        self._state.update(data)
+        self.lines += lines
 
 
 def checkpoint_message(lines: int, head: bytes, final: bool) -> bytes:

@@ -2,8 +2,9 @@
 
 `SessionRecording` methods are cheap and never touch the disk: they encode a line and put it
 on a queue. The `Recorder` thread appends each recording's lines at least every
-`flush_interval` seconds (so a crash loses at most that much), extends the hash chain, and
-signs a checkpoint whenever it wrote something. A write error marks the recording failed and
+`flush_interval` seconds (so a killed bastion loses at most that much), extends the hash
+chain, and every `checkpoint_interval` makes the file durable (fsync) and signs a checkpoint
+covering it. A write error marks the recording failed and
 calls its `on_error`, from the event loop when one was given: the session decides what next.
 
 The queue is bounded per recording: past `BACKLOG_HIGH` bytes not yet written, `on_backlog(True)`
@@ -32,6 +33,7 @@ _STOP = object()
 BACKLOG_HIGH = 8 * 1024 * 1024
 BACKLOG_LOW = 2 * 1024 * 1024
 WRITE_BATCH = 1024 * 1024
+HANDOFF_BYTES = 256 * 1024
 
 
 class RecordingFailed(Exception):
@@ -54,6 +56,9 @@ class SessionRecording:
         self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
         self._queued = 0  # bytes put on the queue (event loop thread only)
+        self._batch: list[bytes] = []  # lines not yet handed to the writer (event loop thread)
+        self._batch_bytes = 0
+        self._handoff_scheduled = False
         self._written = 0  # bytes taken off it (writer thread only)
         self._held = False
         # Written by the writer thread only:
@@ -62,6 +67,7 @@ class SessionRecording:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._dirty = False
+        self._checkpointed = 0.0
 
     def _elapsed(self) -> float:
         return time.time() - self.started
@@ -71,10 +77,24 @@ class SessionRecording:
             raise RecordingFailed(self.error)
         if line and not self.closed:
             self._queued += len(line)
-            self.recorder._queue.put((self, line))
+            self._batch.append(line)
+            self._batch_bytes += len(line)
+            if self._batch_bytes >= HANDOFF_BYTES or self.recorder.loop is None:
+                self._handoff()
+            elif not self._handoff_scheduled:
+                self._handoff_scheduled = True
+                self.recorder.loop.call_later(self.recorder.flush_interval / 4, self._handoff)
             if not self._held and self._queued - self._written > BACKLOG_HIGH and self.on_backlog:
                 self._held = True
                 self.on_backlog(True)
+
+    def _handoff(self) -> None:
+        """Pass the lines gathered on the event loop to the writer thread in one queue item."""
+        self._handoff_scheduled = False
+        if self._batch:
+            self.recorder._queue.put((self, self._batch))
+            self._batch = []
+            self._batch_bytes = 0
 
     def _release(self) -> None:
         """After a failure nothing more is written: stop holding the session back."""
@@ -116,6 +136,7 @@ class SessionRecording:
             with contextlib.suppress(RecordingFailed):
                 self._put(line)
         self.closed = True
+        self._handoff()
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
                       exit_signal=exit_signal, markers=dict(self.markers))
         self.recorder._queue.put((self, ("close", fields)))
@@ -126,17 +147,19 @@ class SessionRecording:
         if self._pending:
             data = b"".join(self._pending)
             self._cast.append(data)
-            self._chain.extend(self._pending)
+            self._chain.extend_joined(data, len(self._pending))
             self._pending.clear()
             self._pending_bytes = 0
             self._written += len(data)
             self._dirty = True
             if self._held:
                 self.recorder._call(self._resume)
-        if self._dirty or final:
+        due = now - self._checkpointed >= self.recorder.checkpoint_interval
+        if (self._dirty and due) or final:
+            self._cast.sync()  # the data a checkpoint covers is on disk before the checkpoint
             self._signatures.append(checkpoint_line(self.recorder.key, self._chain, final=final, at=now))
-            self._cast.sync()
             self._signatures.sync()
+            self._checkpointed = now
             self._dirty = False
 
 
@@ -144,12 +167,13 @@ class Recorder:
     """Owns the writer thread, the store, the index and the signing key."""
 
     def __init__(self, store: RecordingStore, index: RecordingIndex | None, key: RecordingKey, *,
-                 version: int = V2, flush_interval: float = 0.5,
+                 version: int = V2, flush_interval: float = 0.5, checkpoint_interval: float = 2.0,
                  loop: asyncio.AbstractEventLoop | None = None,
                  log: Callable[..., None] | None = None) -> None:
         self.store, self.index, self.key = store, index, key
         self.version = version
         self.flush_interval = flush_interval
+        self.checkpoint_interval = checkpoint_interval
         self.loop = loop
         self.log = log or (lambda event, **fields: None)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -200,9 +224,9 @@ class Recorder:
                 return
             if item is not None:
                 recording, payload = item
-                if isinstance(payload, bytes):
-                    recording._pending.append(payload)
-                    recording._pending_bytes += len(payload)
+                if isinstance(payload, list):
+                    recording._pending.extend(payload)
+                    recording._pending_bytes += sum(map(len, payload))
                     if recording._pending_bytes > WRITE_BATCH:
                         self._flush(recording, final=False)
                 else:

@@ -168,6 +168,7 @@ def _ssh(box: Sandbox, command: str) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: Sandbox) -> None:
+    own_box.extra["recording"] = {"checkpoint_interval": 1}
     own_box.start_bastion()
     proc = _ssh(own_box, "for i in $(seq 1 100); do echo line-$i; sleep 0.05; done")
     assert proc.stdout is not None
@@ -184,6 +185,8 @@ def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: San
     verify = bastion_cli(own_box, "recordings", "verify", str(path))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "incomplete: intact up to event" in verify.stdout
+    intact = int(verify.stdout.split("intact up to event ")[1].split()[0])
+    assert 1 <= intact <= len(cast.events)
     # ... and by session id, where the index also says it never closed.
     by_id = bastion_cli(own_box, "recordings", "verify", path.stem)
     assert by_id.returncode == 0 and "incomplete" in by_id.stdout
