@@ -59,11 +59,13 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="bulk transfer size in MB")
     parser.add_argument("--runs", type=int, default=15, help="setup-time samples per path")
     parser.add_argument("--repeat", type=int, default=2, help="bulk samples per path (best kept)")
+    parser.add_argument("--recordings-dir", help="where the recorded bastion writes (default: its temp dir)")
     args = parser.parse_args()
     login = getpass.getuser()
 
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        sandbox = Sandbox(Path(tmp))
+        extra = {"recordings_dir": args.recordings_dir} if args.recordings_dir else {}
+        sandbox = Sandbox(Path(tmp), extra=extra)
         alice_key = sandbox.add_user("alice", ["ops"])
         alice_pub = alice_key.with_name(alice_key.name + ".pub").read_text()
         sandbox.add_target("db-1", logins=[login], groups=["ops"], authorized_keys=alice_pub)
