@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 
 from bastion.errors import ConfigError
+from bastion.masker import DETECTOR_NAMES
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -103,6 +104,15 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class MaskingConfig:
+    enabled: bool = True
+    sinks: str = "both"
+    disable: tuple[str, ...] = ()
+    hold_ms: int = 30
+    custom: tuple[tuple[str, str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class CertificateSettings:
     ttl: int = 120
     backdate: int = 30
@@ -123,6 +133,7 @@ class BastionConfig:
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
     users: Mapping[str, UserConfig] = field(default_factory=dict)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
 
@@ -216,6 +227,42 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
     return target
 
 
+def _masking(table: _Table) -> MaskingConfig:
+    customs = []
+    for index, entry in enumerate(table.get("custom", list, [])):
+        rule = _Table(entry, f"{table.where}.custom[{index}]")
+        name, regex = rule.get("name", str), rule.get("regex", str)
+        if not name or not regex:
+            raise ConfigError(f"{rule.where}: needs name and regex")
+        group = rule.get("group", int, 0)
+        rule.finish()
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ConfigError(f"{rule.where}.regex: not a valid regular expression ({exc})") from None
+        if group > re.compile(regex).groups:
+            raise ConfigError(f"{rule.where}.group: the regex has no group {group}")
+        customs.append((name, regex, group))
+    disable = table.strings("disable")
+    for name in disable:
+        if name not in DETECTOR_NAMES:
+            raise ConfigError(f"{table.where}.disable: unknown detector {name!r} "
+                              f"(known: {', '.join(DETECTOR_NAMES)})")
+    config = MaskingConfig(
+        enabled=table.get("enabled", bool, True),
+        sinks=table.get("sinks", str, "both"),
+        disable=disable,
+        hold_ms=table.get("hold_ms", int, 30),
+        custom=tuple(customs),
+    )
+    table.finish()
+    if config.sinks not in ("both", "recording"):
+        raise ConfigError(f'{table.where}.sinks: must be "both" or "recording"')
+    if not 0 <= config.hold_ms <= 1000:
+        raise ConfigError(f"{table.where}.hold_ms: must be between 0 and 1000")
+    return config
+
+
 def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> BastionConfig:
     """Build a config from parsed TOML; relative paths resolve against the file's folder."""
     where = str(path) if path else "config"
@@ -266,6 +313,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     if not 1 <= recording.checkpoint_interval <= 300:
         raise ConfigError(f"{rec.where} checkpoint_interval: must be between 1s and 5m")
 
+    masking = _masking(_Table(top.get("masking", dict, {}), f"{where}: [masking]"))
+
     users = {
         name: _user(name, table, f"{where}: [users.{name}]")
         for name, table in top.get("users", dict, {}).items()
@@ -300,6 +349,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         certificates=certificates,
         session=session,
         recording=recording,
+        masking=masking,
         users=users,
         targets=targets,
     )

@@ -56,6 +56,12 @@ class SessionIO(Protocol):
     def end(self, reason: str) -> None:
         """End the session, telling the user `reason` in one line."""
 
+    def release_output_after(self, stage: SessionStage, data: bytes, stream: Stream) -> None:
+        """Output `stage` held back, now released: it passes the stages after it, then out."""
+
+    def marker(self, kind: str, text: str = "") -> None:
+        """Something notable happened (a mask, a decision): every stage and the log hear it."""
+
     def hold_output(self, reason: str) -> None:
         """Stop reading from the target until `release_output(reason)` (back-pressure)."""
 
@@ -83,6 +89,9 @@ class SessionStage:
 
     def on_resize(self, width: int, height: int) -> None:
         """The client's window changed."""
+
+    def on_marker(self, kind: str, text: str) -> None:
+        """A stage reported something notable (see `SessionIO.marker`)."""
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         """The session is over; release resources. Must not raise."""
@@ -132,6 +141,19 @@ class SessionPipeline:
     def resize(self, width: int, height: int) -> None:
         for stage in self.stages:
             self._guard(stage, stage.on_resize, width, height)
+
+    def output_after(self, after: SessionStage, data: bytes, stream: Stream) -> bytes:
+        """Run `data` through the stages that follow `after` only."""
+        index = self.stages.index(after)
+        for stage in self.stages[index + 1:]:
+            if not data:
+                break
+            data = self._guard(stage, stage.on_output, data, stream)
+        return data
+
+    def marker(self, kind: str, text: str) -> None:
+        for stage in self.stages:
+            self._guard(stage, stage.on_marker, kind, text)
 
     def end(self, exit_status: int | None, exit_signal: str | None) -> None:
         for stage in self.stages:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion.audit import AuditLog
+from bastion.masker import SecretMasker
+from bastion.masking import HiddenInput
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser, SftpTransferParser
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
@@ -22,8 +24,11 @@ class RecordingStage(SessionStage):
 
     name = "recorder"
 
-    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog) -> None:
+    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog,
+                 *, masker: SecretMasker | None = None) -> None:
         self._recorder = recorder
+        self._masker = masker  # set when masking applies to the recording only
+        self._hidden = HiddenInput(self._hidden_input)
         self._policy = policy
         self._audit = audit
         self._rec: SessionRecording | None = None
@@ -90,8 +95,14 @@ class RecordingStage(SessionStage):
         elif self._scp is not None:
             self._scp.from_client(data)
         else:
-            self._rec.input(data)
+            recorded = self._hidden.input(data)
+            if recorded:
+                self._rec.input(recorded)
         return data
+
+    def _hidden_input(self, keystrokes: int) -> None:
+        if self._rec is not None and self._rec.error is None:
+            self._rec.marker("hidden-input", f"{keystrokes} keystrokes")
 
     def on_output(self, data: bytes, stream: Stream) -> bytes:
         self._bytes_out += len(data)
@@ -109,14 +120,30 @@ class RecordingStage(SessionStage):
             # came from stderr until a `stdout` marker says otherwise.
             self._stream = stream
             rec.marker(stream.name.lower())
-        rec.output(data)
+        recorded = data
+        if self._masker is not None:
+            result = self._masker.feed(data)
+            recorded = result.data
+            for name in result.masked:
+                rec.marker("masked", name)
+        self._hidden.output(recorded)
+        if recorded:
+            rec.output(recorded)
         return data
+
+    def on_marker(self, kind: str, text: str) -> None:
+        if self._usable() is not None and self._rec is not None:
+            self._rec.marker(kind, text)
 
     def on_resize(self, width: int, height: int) -> None:
         if self._usable() is not None and self._rec is not None:
             self._rec.resize(width, height)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        if self._masker is not None and self._rec is not None and self._rec.error is None:
+            tail = self._masker.flush()
+            if tail.data:
+                self._rec.output(tail.data)
         if self._rec is not None:
             self._rec.close(exit_status=exit_status, exit_signal=exit_signal,
                             bytes_in=self._bytes_in, bytes_out=self._bytes_out)

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from bastion.pipeline import SessionInfo, SessionPipeline, StageFailed, Stream
+from bastion.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
 
@@ -59,6 +59,7 @@ class SessionRelay:
         self.exit_status: int | None = None
         self.exit_signal: tuple[str, bool, str, str] | None = None
         self.end_reason: str | None = None
+        self.markers: dict[str, int] = {}
         self._upstream_conn = upstream
         self._env_allow = env_allow
         self._on_end = on_end
@@ -132,9 +133,10 @@ class SessionRelay:
         self._target = chan
         self._target_reading = _Pause(chan.pause_reading, chan.resume_reading)
         assert self._client_reading is not None
-        for data in self._early_input:
-            chan.write(data)
-        self._early_input.clear()
+        early, self._early_input = self._early_input, []
+        for data in early:
+            self.client_data(data)
+            self.bytes_in -= len(data)  # counted when it arrived
         self._client_reading.release("upstream")
         if self._pending_eof:
             chan.write_eof()
@@ -147,17 +149,18 @@ class SessionRelay:
 
     def client_data(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._target is None:
+            # Typed before the upstream channel (and the pipeline) started: it goes through
+            # the pipeline then, like everything else.
+            self._early_input.append(data)
+            return
         try:
             data = self.pipeline.input(data)
         except StageFailed as exc:
             self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
             return
-        if not data:
-            return
-        if self._target is not None:
+        if data:
             self._target.write(data)
-        else:
-            self._early_input.append(data)
 
     def client_eof(self) -> None:
         if self._target is not None:
@@ -264,6 +267,24 @@ class SessionRelay:
             self._client.write_stderr(data)
         else:
             self._client.write(data)
+
+    def release_output_after(self, stage: SessionStage, data: bytes, stream: Stream) -> None:
+        if self._ended:
+            return
+        try:
+            data = self.pipeline.output_after(stage, data, stream)
+        except StageFailed as exc:
+            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            return
+        if data:
+            self.to_client(data, stream)
+
+    def marker(self, kind: str, text: str = "") -> None:
+        self.markers[kind] = self.markers.get(kind, 0) + 1
+        try:
+            self.pipeline.marker(kind, text)
+        except StageFailed as exc:
+            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
 
     def hold_output(self, reason: str) -> None:
         if self._target_reading is not None:

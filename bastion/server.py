@@ -297,7 +297,7 @@ class InnerServer(asyncssh.SSHServer):
             key_id=info.key_id, bytes_in=relay.bytes_in, bytes_out=relay.bytes_out,
             duration=round(time.monotonic() - relay.started, 3), exit_status=relay.exit_status,
             exit_signal=relay.exit_signal[0] if relay.exit_signal else None,
-            reason=relay.end_reason,
+            markers=relay.markers or None, reason=relay.end_reason,
         )
 
     def connection_requested(

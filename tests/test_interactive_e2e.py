@@ -17,9 +17,9 @@ def test_interactive_shell_prompt_ctrl_c_and_resize(lab: Lab) -> None:
     pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"],
                     width=100, height=30)
     try:
-        pane.type("PS1='ready> '")
+        pane.type("PS1='rea''dy> '")
         pane.send("Enter")
-        pane.wait_for("ready> ")
+        pane.wait_for("ready>")
         pane.type("echo answer-$((6*7)) $TERM")
         pane.send("Enter")
         pane.wait_for("answer-42 tmux")

@@ -84,9 +84,9 @@ def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
     pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"],
                     width=90, height=20)
     try:
-        pane.type("PS1='rec> '; clear")
+        pane.type("PS1='r''ec> '; clear")
         pane.send("Enter")
-        pane.wait_for("rec> ")
+        pane.wait_for("rec>")
         pane.type("printf '\\033[1;31mred\\033[0m plain\\n'; seq 1 30 | tail -n 4; echo done-$((2+3))")
         pane.send("Enter")
         pane.wait_for("done-5\nrec>")

@@ -1,0 +1,450 @@
+"""Streaming secret masker: secrets in terminal output become `*`, everything else passes.
+
+Pure and synchronous: `feed(bytes) -> bytes` releases what is safe, `flush() -> bytes` the rest.
+
+How a chunk is handled:
+
+1. Escape sequences (CSI, OSC, other ESC) and zero-width characters are set aside: detectors
+   see the *visible* text, so `AK\\x1b[0mIA...` is still a key; the sequences pass through
+   untouched and each masked character becomes one `*` (the display width is kept).
+2. A multi-pattern prefilter (Hyperscan when installed, else one `re` alternation) tells which
+   detector families can possibly match; only those run their precise regular expressions.
+   Ordinary output costs one prefilter pass and nothing else.
+3. The end of the chunk is checked for a secret still being written (`AKIA` plus a few key
+   characters, `password=` plus part of a value, a run of digits, a PEM header): a short
+   tail is held back until the next chunk; once a strong prefix and four plausible characters
+   are seen the rest is masked *provisionally*, character by character, as it arrives. So a
+   secret printed one character at a time never appears whole, and ordinary echo never waits:
+   the caller releases a held tail after `hold_seconds` without more output (`flush_held`).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+try:  # Hyperscan scans for every trigger at once, at GB/s; optional (x86-64 wheels).
+    import hyperscan
+except ImportError:  # pragma: no cover - exercised where the wheel is missing
+    hyperscan = None
+
+ESCAPES = re.compile(
+    rb"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI (SGR colours, cursor moves)
+    rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, terminated
+    rb"|\x1b[PX^_][^\x1b]*\x1b\\"  # DCS, SOS, PM, APC
+    rb"|\x1b[ -/]*[0-~]"  # other ESC sequences
+    rb"|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf"  # zero-width characters, BOM
+)
+TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
+HAS_ESCAPE = re.compile(rb"\x1b|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf")
+TAIL_WINDOW = 160  # visible bytes examined for a secret still being written
+MAX_HOLD = 4096  # bytes: a held tail never grows past this
+CONTEXT = 96  # visible bytes already released that detection still looks back on
+PROVISIONAL_AFTER = 4  # plausible characters after a strong prefix before masking provisionally
+_CONT = 0xC0  # UTF-8 continuation bytes are 0b10xxxxxx
+
+
+def luhn_ok(digits: bytes) -> bool:
+    total, parity = 0, len(digits) % 2
+    for index, char in enumerate(digits):
+        value = char - 48
+        if index % 2 == parity:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def card_ok(candidate: bytes) -> bool:
+    digits = candidate.replace(b" ", b"").replace(b"-", b"")
+    if not 13 <= len(digits) <= 19 or digits[0] not in b"23456":
+        return False
+    separators = set(candidate) - set(b"0123456789")
+    if len(separators) > 1:
+        return False
+    if separators:
+        groups = [len(g) for g in re.split(rb"[ -]", candidate)]
+        if groups not in ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4], [4, 4, 4, 4, 2]):
+            return False
+    return luhn_ok(digits)
+
+
+_PLACEHOLDERS = {b"null", b"none", b"true", b"false", b"undefined", b"changeme", b"xxx", b"redacted"}
+
+
+def value_ok(value: bytes) -> bool:
+    """An assignment's value worth masking: not empty, not a placeholder, not already masked."""
+    return len(value) >= 3 and value.lower() not in _PLACEHOLDERS and value.strip(b"*") != b""
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One kind of secret.
+
+    `pattern` finds complete secrets in visible text; group `group` is what gets masked.
+    `trigger` is a cheap pattern that must occur wherever `pattern` can match. `opening`
+    (anchored at the end of the text) finds a secret still being written: its group 1 is the
+    part already known to be secret, `token` the characters that may continue it.
+    """
+
+    name: str
+    pattern: re.Pattern[bytes]
+    trigger: bytes
+    group: int = 0
+    validate: Callable[[bytes], bool] | None = None
+    opening: re.Pattern[bytes] | None = None
+    token: re.Pattern[bytes] | None = None
+    provisional: bool = True  # mask a long enough opening before it is complete
+
+
+def _d(name: str, pattern: bytes, trigger: bytes, group: int = 0, *, flags: int = 0,
+       validate: Callable[[bytes], bool] | None = None, opening: bytes | None = None,
+       token: bytes | None = None, provisional: bool = True) -> Detector:
+    return Detector(
+        name=name, pattern=re.compile(pattern, flags), trigger=trigger, group=group,
+        validate=validate, opening=re.compile(opening + rb"\Z", flags) if opening else None,
+        token=re.compile(token) if token else None, provisional=provisional,
+    )
+
+
+_ASSIGN_KEYS = (
+    rb"(?:[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    rb"|private[_-]?key|client[_-]?secret|auth[_-]?key))"
+)
+# Still being written: quoted values without spaces only (a quote opening a sentence, as in
+# read -p 'Password: ' var, is not a secret).
+_ASSIGN_VALUE_OPEN = rb"[\"']?\s*(?:=|:)[ \t]*(?:\"([^\"\s]*)|'([^'\s]*)|([^\s\"',;]*))"
+
+BUILTIN_DETECTORS: tuple[Detector, ...] = (
+    _d("aws-access-key-id", rb"\b(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{16})\b", rb"A[KSBC][IC]A", 1,
+       opening=rb"\b(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{0,16})", token=rb"[A-Z0-9]+"),
+    _d("aws-secret-access-key",
+       rb"(?i)(?:aws_?secret_?access_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
+       rb"(?i)secret_?access_?key", 1),
+    _d("github-token", rb"\b(?:gh[pousr]_([A-Za-z0-9]{36,255})|github_pat_([A-Za-z0-9_]{22,255}))\b",
+       rb"gh[pousr]_|github_pat_", 0,
+       opening=rb"\b(?:gh[pousr]_|github_pat_)([A-Za-z0-9_]*)", token=rb"[A-Za-z0-9_]+"),
+    _d("gitlab-token", rb"\bglpat-([A-Za-z0-9_-]{20,})", rb"glpat-", 1,
+       opening=rb"\bglpat-([A-Za-z0-9_-]*)", token=rb"[A-Za-z0-9_-]+"),
+    _d("slack-token", rb"\bxox[baprs]-([A-Za-z0-9-]{10,})", rb"xox[baprs]-", 1,
+       opening=rb"\bxox[baprs]-([A-Za-z0-9-]*)", token=rb"[A-Za-z0-9-]+"),
+    _d("slack-webhook", rb"https://hooks\.slack\.com/services/(T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,})",
+       rb"hooks\.slack\.com/services/", 1),
+    _d("stripe-key", rb"\b(?:sk|rk)_(?:live|test)_([A-Za-z0-9]{16,})", rb"[sr]k_(?:live|test)_", 1,
+       opening=rb"\b(?:sk|rk)_(?:live|test)_([A-Za-z0-9]*)", token=rb"[A-Za-z0-9]+"),
+    _d("google-api-key", rb"\bAIza([0-9A-Za-z_-]{35})", rb"AIza", 1,
+       opening=rb"\bAIza([0-9A-Za-z_-]*)", token=rb"[0-9A-Za-z_-]+"),
+    _d("jwt", rb"\beyJ[A-Za-z0-9_-]{8,}\.eyJ([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})", rb"eyJ", 1,
+       opening=rb"\beyJ[A-Za-z0-9_-]{8,}\.eyJ([A-Za-z0-9_.-]*)", token=rb"[A-Za-z0-9_.-]+"),
+    _d("bearer-token", rb"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{12,}=*)", rb"(?i)bearer", 1,
+       opening=rb"(?i)\bbearer\s+([A-Za-z0-9._~+/-]*)", token=rb"[A-Za-z0-9._~+/=-]+"),
+    _d("url-password", rb"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@", rb"://[^\s/@:]+:", 1,
+       opening=rb"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]*)", token=rb"[^\s@/]+"),
+    _d("password-assignment",
+       rb"(?i)\b" + _ASSIGN_KEYS + rb"[\"']?\s*(?:=|:)[ \t]*(?:\"([^\"\r\n]+)\"|'([^'\r\n]+)'|([^\s\"',;]+))",
+       rb"(?i)passw|pwd|secret|token|api.?key|access.?key|private.?key|auth.?key", 0,
+       validate=value_ok,
+       opening=rb"(?i)\b" + _ASSIGN_KEYS + _ASSIGN_VALUE_OPEN,
+       token=rb"[^\s\"',;]+"),
+    _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
+       rb"(?:^|[^0-9A-Za-z_-])[0-9](?:[ -]?[0-9]){12,18}(?:[^0-9A-Za-z_-]|$)", 1,
+       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False),
+)
+DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
+PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
+PEM_END = re.compile(rb"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+PEM_PARTIAL_HEADER = re.compile(rb"-----(?:B(?:E(?:G(?:I(?:N[^\n]*)?)?)?)?)?\Z")
+
+
+def custom_detector(name: str, regex: str, group: int = 0) -> Detector:
+    """A detector from the config: masks `group` of every match of `regex`."""
+    pattern = re.compile(regex.encode())
+    if group > pattern.groups:
+        raise ValueError(f"custom detector {name!r}: regex has no group {group}")
+    return Detector(name=name, pattern=pattern, trigger=regex.encode(), group=group)
+
+
+class _Prefilter:
+    """Which detectors can possibly match this text."""
+
+    def __init__(self, detectors: list[Detector]) -> None:
+        self._detectors = detectors
+        self._db = None
+        if hyperscan is not None:
+            try:
+                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+                triggers = [_hyperscan_pattern(d.trigger) for d in detectors] + [rb"-----BEGIN"]
+                db.compile(expressions=triggers, ids=list(range(len(triggers))), elements=len(triggers),
+                           flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(triggers))
+                self._db = db
+            except Exception:
+                self._db = None
+        alternation = b"|".join(b"(?P<t%d>%s)" % (i, _re_pattern(d.trigger)) for i, d in enumerate(detectors))
+        self._fallback = re.compile(alternation + b"|(?P<pem>-----BEGIN)")
+
+    def scan(self, text: bytes) -> tuple[list[Detector], bool]:
+        """(detectors whose trigger occurs, whether a PEM header may start here)."""
+        if self._db is not None:
+            hits: set[int] = set()
+
+            def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:
+                hits.add(index)
+                return 0
+
+            self._db.scan(text, match_event_handler=found)
+            pem = len(self._detectors) in hits
+            return [d for i, d in enumerate(self._detectors) if i in hits], pem
+        names = {m.lastgroup for m in self._fallback.finditer(text)}
+        return [d for i, d in enumerate(self._detectors) if f"t{i}" in names], "pem" in names
+
+
+def _hyperscan_pattern(trigger: bytes) -> bytes:
+    return trigger.replace(b"(?i)", b"(?i:", 1) + b")" if trigger.startswith(b"(?i)") else trigger
+
+
+def _re_pattern(trigger: bytes) -> bytes:
+    return _hyperscan_pattern(trigger)
+
+
+@dataclass
+class _Run:
+    """A secret being masked provisionally: its characters keep coming."""
+
+    detector: str
+    token: re.Pattern[bytes] | None  # None: a PEM body, masked line by line until its footer
+
+
+@dataclass
+class MaskResult:
+    data: bytes
+    masked: list[str] = field(default_factory=list)  # detector names, one per secret
+
+
+def _stars(segment: bytes) -> bytes:
+    """One `*` per character (UTF-8 aware), keeping line breaks."""
+    if segment.isascii():
+        return re.sub(rb"[^\r\n]", b"*", segment)
+    count = sum(1 for byte in segment if byte & _CONT != 0x80 and byte not in b"\r\n")
+    return b"*" * count
+
+
+class SecretMasker:
+    def __init__(self, detectors: Iterable[Detector] = BUILTIN_DETECTORS, *, pem: bool = True) -> None:
+        self.detectors = list(detectors)
+        self._openings = [d for d in self.detectors if d.opening is not None]
+        self._prefilter = _Prefilter(self.detectors)
+        self._pem = pem
+        self._held = b""
+        self._context = b""
+        self._run: _Run | None = None
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def feed(self, data: bytes) -> MaskResult:
+        return self._process(self._held + data, final=False)
+
+    def flush(self) -> MaskResult:
+        """Release everything held, masking what is complete (end of stream or a quiet pause)."""
+        held, self._held = self._held, b""
+        if not held:
+            return MaskResult(b"")
+        return self._process(held, final=True)
+
+    # -- the work ---------------------------------------------------------------------------
+
+    def _process(self, buf: bytes, *, final: bool) -> MaskResult:
+        self._held = b""
+        projection = _Projection(buf, final=final)
+        visible = projection.visible
+        # Detection runs over the last released visible bytes too, so a secret whose prefix
+        # went out in the previous chunk is still found; only the new part can be masked.
+        context = self._context
+        offset = len(context)
+        text = context + visible
+        spans: list[tuple[int, int]] = []
+        masked: list[str] = []
+        start, run_hold = offset, len(text)
+        if self._run is not None:
+            start, run_hold = self._continue_run(text, offset, spans)
+        detectors, pem = self._prefilter.scan(text) if start < len(text) else ([], False)
+        for detector in detectors:
+            for match in detector.pattern.finditer(text):
+                group = detector.group or next((g for g in range(1, (match.re.groups or 0) + 1)
+                                                if match.group(g) is not None), 0)
+                begin, end = match.span(group)
+                if end <= start:
+                    continue  # released before, or masked already by the run
+                if detector.validate is not None and not detector.validate(match.group(group)):
+                    continue
+                spans.append((begin, end))
+                if begin >= start or start == offset:
+                    masked.append(detector.name)  # not the run's secret, counted already
+        if pem and self._pem:
+            self._pem_blocks(text, max(start, offset), spans, masked)
+        hold = len(text) if final else self._open_tail(text, max(start, offset), spans, masked)
+        if not final and run_hold < len(text):
+            hold = min(hold, run_hold)
+        hold = max(offset, min([hold, *(b for b, e in spans if e > hold)]))
+        vis_hold = hold - offset
+        cut = projection.byte_offset(vis_hold)
+        if not final and len(buf) - cut > MAX_HOLD:
+            vis_hold, cut = len(visible), len(buf)  # too long to be a secret in progress
+        if final and self._run is not None and self._run.token is not None:
+            self._run = None
+        local = [(max(b, offset) - offset, min(e, hold) - offset) for b, e in spans if e > offset]
+        released = projection.masked(cut, [(b, e) for b, e in local if b < vis_hold])
+        self._held = buf[cut:]
+        self._context = (context + visible[:vis_hold])[-CONTEXT:]
+        return MaskResult(released, masked)
+
+    def _continue_run(self, text: bytes, offset: int, spans: list[tuple[int, int]]) -> tuple[int, int]:
+        """Mask the run's continuation: (where detection resumes, where releasing must stop)."""
+        run = self._run
+        assert run is not None
+        if run.token is None:  # inside a PEM body: everything up to the footer is secret
+            end = PEM_END.search(text, offset)
+            if end is None:
+                # A line starting with '-' may be the footer arriving: hold it (base64 has no '-').
+                newline = text.rfind(b"\n", offset)
+                line = newline + 1 if newline >= 0 else offset
+                stop = line if text.startswith(b"-", line) else len(text)
+                spans.append((offset, stop))
+                return len(text), stop
+            spans.append((offset, end.start()))
+            self._run = None
+            return end.end(), len(text)
+        match = run.token.match(text, offset)
+        stop = match.end() if match else offset
+        if stop > offset:
+            spans.append((offset, stop))
+        if stop < len(text):
+            self._run = None  # the token ended: the secret is complete
+        return stop, len(text)
+
+    def _pem_blocks(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> None:
+        for begin in PEM_BEGIN.finditer(text, max(0, start - 64)):
+            if begin.end() <= start - 1 and not spans:
+                continue
+            body = text.find(b"\n", begin.end())
+            if body < 0:
+                continue  # the header line is not complete yet: the tail check holds it
+            end = PEM_END.search(text, body)
+            masked.append("private-key")
+            if end is None:
+                spans.append((body, len(text)))
+                self._run = _Run("private-key", None)
+                return
+            spans.append((body, end.start()))
+
+    def _open_tail(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> int:
+        """Where to stop releasing: the start of a secret that may still be being written."""
+        if self._run is not None:
+            return len(text)  # a provisional run reaching the end masks as it goes
+        window_start = max(0, len(text) - TAIL_WINDOW)
+        window = text[window_start:]
+        hold = len(text)
+        if self._pem and (partial := PEM_PARTIAL_HEADER.search(window)):
+            hold = window_start + partial.start()
+        for detector in self._openings:
+            assert detector.opening is not None
+            match = detector.opening.search(window)
+            if match is None:
+                continue
+            group = next((g for g in range(1, (match.re.groups or 0) + 1) if match.group(g) is not None), 0)
+            secret_start = window_start + match.start(group)
+            if secret_start == len(text) and detector.provisional:
+                continue  # only the prefix so far: released, kept as context
+            if detector.provisional and match.end(group) - match.start(group) >= PROVISIONAL_AFTER:
+                if not any(b <= secret_start < e for b, e in spans):
+                    spans.append((max(secret_start, start), len(text)))
+                    masked.append(detector.name)
+                self._run = _Run(detector.name, detector.token)
+                return len(text)
+            hold = min(hold, secret_start)
+        return hold
+
+
+class _Projection:
+    """The visible text of a chunk, and the way back from visible offsets to bytes.
+
+    The visible text costs one `re.sub`; the segment table is only built when something in a
+    chunk with escape sequences has to be masked or held.
+    """
+
+    def __init__(self, buf: bytes, *, final: bool = False) -> None:
+        self.buf = buf
+        self.identity = HAS_ESCAPE.search(buf) is None
+        self.end = len(buf)  # bytes past `end` are an escape sequence cut by the chunk boundary
+        if self.identity:
+            self.visible = buf
+            return
+        trailing = None if final else TRAILING_ESCAPE.search(buf, max(0, len(buf) - 64))
+        if trailing is not None and ESCAPES.match(buf, trailing.start()) is None:
+            self.end = trailing.start()
+        self.visible = ESCAPES.sub(b"", buf[: self.end]) if self.end else b""
+        self._segments: list[tuple[int, int, int]] | None = None
+        self._starts: list[int] = []
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        """(visible start, byte start, length) of every run of text between escapes."""
+        if self._segments is None:
+            segments, position, visible = [], 0, 0
+            for match in ESCAPES.finditer(self.buf, 0, self.end):
+                if match.start() > position:
+                    segments.append((visible, position, match.start() - position))
+                    visible += match.start() - position
+                position = match.end()
+            if position < self.end:
+                segments.append((visible, position, self.end - position))
+            self._segments = segments
+            self._starts = [vis for vis, _, _ in segments]
+        return self._segments
+
+    def byte_offset(self, offset: int) -> int:
+        """Byte position of a visible offset; escapes just before it go out with what precedes."""
+        if self.identity:
+            return offset
+        if offset >= len(self.visible):
+            return self.end
+        # Usually the offset is near the end (a held tail): if no escape sits in between,
+        # count back from the end instead of building the segment table.
+        candidate = self.end - (len(self.visible) - offset)
+        if candidate > 0 and HAS_ESCAPE.search(self.buf, max(0, candidate - 3), self.end) is None:
+            return candidate
+        segments = self.segments()
+        vis, byte, _ = segments[bisect_right(self._starts, offset) - 1]
+        return byte + offset - vis
+
+    def masked(self, cut: int, spans: list[tuple[int, int]]) -> bytes:
+        """`buf[:cut]` with the visible spans replaced by stars, escape sequences untouched."""
+        spans = sorted((s, e) for s, e in spans if e > s)
+        if not spans:
+            return self.buf[:cut]
+        if self.identity:
+            byte_spans = spans
+        else:
+            byte_spans = []
+            segments = self.segments()
+            for s, e in spans:
+                first = max(0, bisect_right(self._starts, s) - 1)
+                for vis, byte, length in segments[first:]:
+                    if vis >= e:
+                        break
+                    lo, hi = max(s, vis), min(e, vis + length)
+                    if lo < hi:
+                        byte_spans.append((byte + lo - vis, byte + hi - vis))
+        out, last = [], 0
+        for span_start, span_end in byte_spans:
+            s, e = max(min(span_start, cut), last), min(span_end, cut)
+            if e <= s:
+                continue
+            out.append(self.buf[last:s])
+            out.append(_stars(self.buf[s:e]))
+            last = e
+        out.append(self.buf[last:cut])
+        return b"".join(out)

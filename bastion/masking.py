@@ -1,0 +1,126 @@
+"""Secret masking as a session stage, and hidden-input detection for the recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bastion.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector
+from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    enabled: bool = True
+    sinks: str = "both"  # "both": the user's screen and the recording; "recording": only the recording
+    disable: tuple[str, ...] = ()
+    hold_seconds: float = 0.03
+    custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
+    pem: bool = field(default=True)
+
+    def detectors(self) -> list[Detector]:
+        chosen = [d for d in BUILTIN_DETECTORS if d.name not in self.disable]
+        return chosen + [custom_detector(name, regex, group) for name, regex, group in self.custom]
+
+    def make_masker(self) -> SecretMasker:
+        return SecretMasker(self.detectors(), pem="private-key" not in self.disable)
+
+
+class MaskingStage(SessionStage):
+    """Masks the output before the user and the recorder see it (one masker per stream).
+
+    A tail the masker holds (a secret that may still be being written) is released after
+    `hold_seconds` without further output, so a prompt or an echo never waits longer.
+    """
+
+    name = "masker"
+
+    def __init__(self, settings: MaskingSettings) -> None:
+        self._settings = settings
+        self._maskers = {stream: settings.make_masker() for stream in Stream}
+        self._io: SessionIO | None = None
+        self._timers: dict[Stream, asyncio.TimerHandle] = {}
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        self._io = io
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        masker = self._maskers[stream]
+        result = masker.feed(data)
+        self._report(result.masked)
+        timer = self._timers.pop(stream, None)
+        if timer is not None:
+            timer.cancel()
+        if masker.holding:
+            loop = asyncio.get_running_loop()
+            self._timers[stream] = loop.call_later(self._settings.hold_seconds, self._release, stream)
+        return result.data
+
+    def _release(self, stream: Stream) -> None:
+        self._timers.pop(stream, None)
+        result = self._maskers[stream].flush()
+        self._report(result.masked)
+        if result.data and self._io is not None:
+            self._io.release_output_after(self, result.data, stream)
+
+    def _report(self, names: list[str]) -> None:
+        if self._io is not None:
+            for name in names:
+                self._io.marker("masked", name)
+
+    def flush_output(self, stream: Stream) -> bytes:
+        timer = self._timers.pop(stream, None)
+        if timer is not None:
+            timer.cancel()
+        result = self._maskers[stream].flush()
+        self._report(result.masked)
+        return result.data
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+PROMPT = re.compile(
+    rb"(?i)(?:\[sudo\] password for [^\r\n:]*|(?:^|[\r\n ])password(?: for [^\r\n:]*)?|passphrase[^\r\n:]*"
+    rb"|enter pin[^\r\n:]*|verification code|one-time (?:password|code)[^\r\n:]*|otp|passcode)"
+    rb": ?\Z"
+)
+ENDS_LINE = re.compile(rb"[\r\n\x03\x04]")
+
+
+class HiddenInput:
+    """Tells when the user is typing at a prompt that does not echo (sudo, passwd, ssh-keygen).
+
+    The bastion cannot see the target's terminal modes, so it reads the prompt from the output:
+    after `Password:` and friends, keystrokes up to Enter (or Ctrl-C/Ctrl-D) are hidden.
+    """
+
+    def __init__(self, on_hidden: Callable[[int], None]) -> None:
+        self._on_hidden = on_hidden
+        self._tail = b""
+        self.active = False
+        self._count = 0
+
+    def output(self, data: bytes) -> None:
+        self._tail = (self._tail + data)[-200:]
+        if PROMPT.search(self._tail):
+            self.active = True
+        elif self.active and not self._count:
+            self.active = False  # the prompt went by before anything was typed at it
+
+    def input(self, data: bytes) -> bytes:
+        """What may be recorded of `data`: nothing typed at a hidden prompt."""
+        if not self.active:
+            return data
+        end = ENDS_LINE.search(data)
+        if end is None:
+            self._count += len(data)
+            return b""
+        self._count += end.start()
+        self._on_hidden(self._count)
+        self.active, self._count, self._tail = False, 0, b""
+        return data[end.start():]

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import random
+import re
+import string
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.masker import SecretMasker, card_ok, custom_detector, luhn_ok
+
+rng = random.Random(7)
+
+
+def rand(chars: str, n: int) -> str:
+    return "".join(rng.choice(chars) for _ in range(n))
+
+
+UPPER_DIGITS = string.ascii_uppercase + string.digits
+ALNUM = string.ascii_letters + string.digits
+
+
+def luhn_complete(prefix: str, length: int) -> str:
+    body = prefix + rand(string.digits, length - len(prefix) - 1)
+    for check in string.digits:
+        if luhn_ok((body + check).encode()):
+            return body + check
+    raise AssertionError
+
+
+def pem(kind: str) -> str:
+    if kind == "openssh":
+        key = ed25519.Ed25519PrivateKey.generate()
+        fmt = serialization.PrivateFormat.OpenSSH
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # type: ignore[assignment]
+        fmt = serialization.PrivateFormat.PKCS8
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+# (text, secret) pairs: the secret must vanish, the rest must stay.
+AWS_ID = "AKIA" + rand(UPPER_DIGITS, 16)
+AWS_SECRET = rand(ALNUM + "/+", 40)
+GH = "ghp_" + rand(ALNUM, 36)
+CARD = luhn_complete("4", 16)
+TRUE_CASES = [
+    (f"aws_access_key_id = {AWS_ID}\n", AWS_ID),
+    (f"aws_secret_access_key = {AWS_SECRET}\n", AWS_SECRET),
+    (f'{{"SecretAccessKey": "{AWS_SECRET}"}}\n', AWS_SECRET),
+    (f"export GITHUB_TOKEN={GH}\n", GH),
+    (f"token {'github_pat_' + rand(ALNUM + '_', 60)} ok\n", None),
+    (f"glpat-{rand(ALNUM, 20)}\n", None),
+    (f"SLACK=xoxb-{rand(string.digits, 12)}-{rand(ALNUM, 24)}\n", None),
+    (f"sk_live_{rand(ALNUM, 24)}\n", None),
+    (f"key=AIza{rand(ALNUM + '-_', 35)}\n", None),
+    (f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{rand(ALNUM + '-_', 43)}\n", None),
+    (f"Authorization: Bearer {rand(ALNUM, 32)}\r\n", None),
+    ("postgres://app:s3cr3t-Pa55@db.internal:5432/app\n", "s3cr3t-Pa55"),
+    ("DB_PASSWORD=hunter2hunter2\n", "hunter2hunter2"),
+    ('password: "correct-horse-battery"\n', "correct-horse-battery"),
+    ('password: "correct horse"\n', "correct horse"),
+    ("  api_key: 9f8e7d6c5b4a\n", "9f8e7d6c5b4a"),
+    ('{"client_secret": "abc123def456"}\n', "abc123def456"),
+    (f"card {CARD} ok\n", CARD),
+    (f"card {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]} ok\n", f"{CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}"),
+    (f"card {CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]} ok\n", f"{CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]}"),
+]
+FALSE_CASES = [
+    "commit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3\n",
+    f"id {uuid.uuid4()}\n",
+    "aGVsbG8gd29ybGQgdGhpcyBpcyBvcmRpbmFyeSBiYXNlNjQgdGV4dA==\n",
+    "2026-11-28T14:00:00.123Z INFO took 1234567890123 ns\n",
+    "number 4111111111111112 fails luhn\n",
+    "-rw-r--r-- 1 root root 1234567 Nov 28 14:00 file\n",
+    "Password: \n",
+    "token: null\n",
+    "The password is stored in the vault.\n",
+    "ls -la /etc/ssh\n",
+    "read -s -p 'Password: ' pw; echo; echo length-${#pw}\n",
+]
+
+
+def mask_all(masker: SecretMasker, chunks: list[bytes]) -> tuple[bytes, list[str]]:
+    out, names = [], []
+    for chunk in chunks:
+        result = masker.feed(chunk)
+        out.append(result.data)
+        names += result.masked
+    final = masker.flush()
+    return b"".join(out) + final.data, names + final.masked
+
+
+def secret_of(text: str, secret: str | None) -> str:
+    if secret:
+        return secret
+    return max(re.split(r"[\s=:\"'{}]+", text), key=len)
+
+
+@pytest.mark.parametrize(("text", "secret"), TRUE_CASES)
+def test_detectors_mask_secrets(text: str, secret: str | None) -> None:
+    out, names = mask_all(SecretMasker(), [text.encode()])
+    hidden = secret_of(text, secret)
+    assert hidden.encode() not in out, out
+    assert len(out.decode()) == len(text)  # width kept
+    assert names
+
+
+@pytest.mark.parametrize("text", FALSE_CASES)
+def test_ordinary_output_is_untouched(text: str) -> None:
+    out, names = mask_all(SecretMasker(), [text.encode()])
+    assert out == text.encode() and names == []
+
+
+@pytest.mark.parametrize("kind", ["openssh", "pkcs8"])
+def test_private_key_blocks_are_masked_across_lines(kind: str) -> None:
+    key = pem(kind)
+    text = f"$ cat id\n{key}$ \n"
+    out, names = mask_all(SecretMasker(), [text.encode()])
+    body = [line for line in key.splitlines() if not line.startswith("-----")]
+    for line in body:
+        assert line.encode() not in out
+    assert b"-----BEGIN" in out and b"PRIVATE KEY-----" in out  # header and footer stay
+    assert out.count(b"\n") == text.count("\n")
+    assert "private-key" in names
+    # Streamed in small chunks, too.
+    data = text.encode()
+    chunked, _ = mask_all(SecretMasker(), [data[i:i + 7] for i in range(0, len(data), 7)])
+    assert chunked == out
+
+
+@pytest.mark.parametrize(("text", "secret"), TRUE_CASES[:8] + TRUE_CASES[12:14] + TRUE_CASES[17:18])
+def test_a_secret_split_at_every_offset_is_still_masked(text: str, secret: str | None) -> None:
+    data, hidden = text.encode(), secret_of(text, secret).encode()
+    reference, _ = mask_all(SecretMasker(), [data])
+    for cut in range(1, len(data)):
+        out, _ = mask_all(SecretMasker(), [data[:cut], data[cut:]])
+        assert hidden not in out
+        assert out == reference, cut
+
+
+@pytest.mark.parametrize(("text", "secret"), [TRUE_CASES[0], TRUE_CASES[3], TRUE_CASES[16]])
+def test_colour_codes_inside_a_secret_do_not_defeat_it(text: str, secret: str) -> None:
+    start = text.index(secret)
+    for offset in range(1, len(secret)):
+        position = start + offset
+        coloured = (text[:position] + "\x1b[1;31m" + text[position:]).encode()
+        out, _ = mask_all(SecretMasker(), [coloured])
+        assert b"\x1b[1;31m" in out  # the sequence passes through
+        plain = out.replace(b"\x1b[1;31m", b"")
+        assert secret.encode()[:offset] + secret.encode()[offset:] not in plain
+        assert plain.count(b"*") >= len(secret) - 4
+
+
+def test_zero_width_characters_inside_a_secret_do_not_defeat_it() -> None:
+    text = f"key {AWS_ID[:6]}\u200b{AWS_ID[6:]} end\n".encode()
+    out, _ = mask_all(SecretMasker(), [text])
+    assert AWS_ID[6:].encode() not in out
+    assert "\u200b".encode() in out
+
+
+def test_one_byte_chunks() -> None:
+    text = "".join(t for t, _ in TRUE_CASES).encode()
+    reference, _ = mask_all(SecretMasker(), [text])
+    out, _ = mask_all(SecretMasker(), [bytes([b]) for b in text])
+    for t, s in TRUE_CASES:
+        assert secret_of(t, s).encode() not in out
+    assert len(out.decode()) == len(text.decode())
+    # Streaming one byte at a time masks the same as all at once, except a quoted value with
+    # a space in it, whose second word goes out before the closing quote shows it was one value.
+    spaced = [i for i, (t, _) in enumerate(TRUE_CASES) if '"correct horse"' in t]
+    lines_ref, lines_out = reference.split(b"\n"), out.split(b"\n")
+    assert [r for i, r in enumerate(lines_ref) if i not in spaced] == [o for i, o in enumerate(lines_out) if i not in spaced]
+
+
+def test_slow_output_never_shows_a_secret_whole() -> None:
+    """A program printing a key one character at a time (the stage flushes only when quiet)."""
+    for text, secret in [(f"key: {AWS_ID}\n", AWS_ID), (f"TOKEN={GH}\n", GH), (f"pay {CARD} now\n", CARD)]:
+        masker = SecretMasker()
+        screen = b""
+        for char in text.encode():
+            screen += masker.feed(bytes([char])).data
+            assert secret.encode() not in screen
+        screen += masker.flush().data
+        assert secret.encode() not in screen
+        assert screen.endswith(b"\n")
+
+
+def test_ordinary_interactive_echo_is_not_held() -> None:
+    masker = SecretMasker()
+    for char in b"ls -la /var/log && echo done":
+        assert masker.feed(bytes([char])).data == bytes([char])
+
+
+def test_luhn_and_cards() -> None:
+    assert luhn_ok(b"4111111111111111") and not luhn_ok(b"4111111111111112")
+    assert card_ok(b"4111 1111 1111 1111") and not card_ok(b"4111-1111 1111 1111")
+    assert not card_ok(b"1111111111111117")  # no issuer starts with 1
+
+
+def test_custom_detector() -> None:
+    masker = SecretMasker([custom_detector("employee-id", r"EMP-([0-9]{6})", 1)])
+    out, names = mask_all(masker, [b"user EMP-123456 logged in\n"])
+    assert out == b"user EMP-****** logged in\n" and names == ["employee-id"]
+    with pytest.raises(ValueError, match="no group 2"):
+        custom_detector("bad", r"(x)", 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))
+def test_any_output_keeps_its_length_in_characters_and_never_grows_unbounded(data: bytes, size: int) -> None:
+    masker = SecretMasker()
+    out = b"".join(masker.feed(data[i:i + size]).data for i in range(0, len(data), size)) + masker.flush().data
+    assert len(out) <= len(data) + data.count(b"\x1b") * 0 + len(data)
+    assert masker.holding is False

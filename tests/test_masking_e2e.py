@@ -1,0 +1,84 @@
+"""Secrets printed on a real target never reach the real client or the recording."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from recorder.asciicast import load_cast
+from tests.conftest import LOGIN, Lab, need
+from tests.test_masker import AWS_ID, AWS_SECRET, CARD, GH, pem
+from tests.test_recording_e2e import recording_for
+from tests.tmux import TmuxPane
+
+pytestmark = pytest.mark.e2e
+
+SECRETS_FILE = f"""\
+# app settings
+AWS_ACCESS_KEY_ID={AWS_ID}
+aws_secret_access_key = {AWS_SECRET}
+GITHUB_TOKEN={GH}
+DATABASE_URL=postgres://app:Sup3r-S3cret@db.internal/app
+card: {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}
+commit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3
+{pem("openssh")}"""
+KEY_BODY = [line for line in SECRETS_FILE.splitlines()[8:] if not line.startswith("-----")]
+HIDDEN = [AWS_ID[4:], AWS_SECRET, GH[4:], "Sup3r-S3cret", f"{CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}", *KEY_BODY]
+
+
+def test_cat_of_a_secrets_file(lab: Lab) -> None:
+    remote = f"/tmp/secrets-{time.monotonic_ns()}.env"
+    put = lab.ssh(f"{LOGIN}@db-1", f"cat > {remote}", input=SECRETS_FILE.encode())
+    assert put.returncode == 0
+    result = lab.ssh(f"{LOGIN}@db-1", f"cat {remote}; rm {remote}")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    for secret in HIDDEN:
+        assert secret not in out, secret
+    assert "commit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3" in out  # ordinary output intact
+    assert "-----BEGIN OPENSSH PRIVATE KEY-----" in out
+    assert len(out.splitlines()) == len(SECRETS_FILE.splitlines())
+    cast_path = recording_for(lab.sandbox, lambda e: e.get("command") == f"cat {remote}; rm {remote}")
+    recorded = cast_path.read_text()
+    for secret in HIDDEN:
+        assert secret not in recorded
+    markers = load_cast(cast_path.read_bytes()).markers()
+    assert {"masked: aws-access-key-id", "masked: aws-secret-access-key", "masked: github-token",
+            "masked: url-password", "masked: card-number", "masked: private-key"} <= set(markers)
+
+
+def test_a_secret_printed_slowly_never_appears_whole(lab: Lab) -> None:
+    command = f"for c in $(echo {GH} | fold -w1); do printf %s $c; sleep 0.01; done; echo"
+    result = lab.ssh(f"{LOGIN}@db-1", command)
+    assert result.returncode == 0
+    assert GH[4:].encode() not in result.stdout
+    assert result.stdout.startswith(b"ghp_") and result.stdout.count(b"*") == len(GH) - 4
+
+
+def test_typed_password_at_a_hidden_prompt_is_not_recorded(lab: Lab) -> None:
+    need("tmux")
+    pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"])
+    try:
+        pane.type("PS1='h''p> '")
+        pane.send("Enter")
+        pane.wait_for("hp>")
+        pane.type("read -s -p 'Pass''word: ' pw; echo; echo length-${#pw}")
+        pane.send("Enter")
+        pane.wait_for("Password:")
+        pane.type("Tr0ub4dor&3")
+        pane.send("Enter")
+        pane.wait_for("length-11")
+        pane.type("exit")
+        pane.send("Enter")
+        deadline = time.monotonic() + 20
+        while not pane.dead() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        pane.close()
+    cast_path = recording_for(lab.sandbox, lambda e: e.get("kind") == "shell")
+    cast = load_cast(cast_path.read_bytes())
+    assert b"Tr0ub4dor" not in cast.input_bytes()
+    assert b"length-11" in cast.output_bytes()
+    assert "hidden-input: 11 keystrokes" in cast.markers()
+    assert b"read -s" in cast.input_bytes()  # ordinary typing is still recorded
