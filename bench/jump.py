@@ -74,16 +74,23 @@ def main() -> None:
         bastion_cfg = sandbox.write_ssh_config("alice")
         openssh_cfg = openssh_jump_config(sandbox, jump, login)
         sandbox.start_bastion()
-        bare = Sandbox(Path(tmp) / "unrecorded", users=sandbox.users, targets=sandbox.targets,
-                       extra={"keys_dir": str(Path(tmp) / "hostkeys"), "recording": {"enabled": False}})
-        shutil.copy(alice_key, bare.key_path("alice"))
-        bare_cfg = bare.write_ssh_config("alice")
-        bare.start_bastion()
+        variants = {
+            "unrecorded": {"recording": {"enabled": False}, "masking": {"enabled": False}},
+            "unmasked": {"masking": {"enabled": False}},
+        }
+        extra_boxes = []
         paths = {
             "openssh": ["ssh", "-F", str(openssh_cfg), "-J", "ojump", f"{login}@db-1-direct"],
             "bastion": ["ssh", "-F", str(bastion_cfg), "-J", "bastion", f"{login}@db-1"],
-            "unrecorded": ["ssh", "-F", str(bare_cfg), "-J", "bastion", f"{login}@db-1"],
         }
+        for name, settings in variants.items():
+            box = Sandbox(Path(tmp) / name, users=sandbox.users, targets=sandbox.targets,
+                          extra={"keys_dir": str(Path(tmp) / "hostkeys"), **settings, **extra})
+            shutil.copy(alice_key, box.key_path("alice"))
+            box_cfg = box.write_ssh_config("alice")
+            box.start_bastion()
+            extra_boxes.append(box)
+            paths[name] = ["ssh", "-F", str(box_cfg), "-J", "bastion", f"{login}@db-1"]
         try:
             results: dict[str, dict[str, float]] = {name: {} for name in paths}
             size = args.mb * 1_000_000
@@ -100,15 +107,19 @@ def main() -> None:
             for name in paths:
                 results[name]["setup"] = statistics.median(samples[name])
         finally:
-            bare.stop()
+            for box in extra_boxes:
+                box.stop()
             sandbox.stop()
             jump.stop()
 
-    o, b, u = results["openssh"], results["bastion"], results["unrecorded"]
+    o, b, u, m = results["openssh"], results["bastion"], results["unrecorded"], results["unmasked"]
     print(f"bulk MB/s ({args.mb} MB of log lines, best of {args.repeat}):")
-    print(f"  openssh jump {o['bulk']:7.1f}   bastion {b['bulk']:7.1f} (ratio {b['bulk'] / o['bulk']:.2f}x)"
-          f"   bastion unrecorded {u['bulk']:7.1f} (ratio {u['bulk'] / o['bulk']:.2f}x)")
-    print(f"  recording costs {100 * (1 - b['bulk'] / u['bulk']):.1f}% of bulk throughput")
+    print(f"  openssh jump {o['bulk']:7.1f}")
+    print(f"  bastion, recording and masking   {b['bulk']:7.1f}  ratio {b['bulk'] / o['bulk']:.2f}x")
+    print(f"  bastion, recording, no masking   {m['bulk']:7.1f}  ratio {m['bulk'] / o['bulk']:.2f}x")
+    print(f"  bastion, neither                 {u['bulk']:7.1f}  ratio {u['bulk'] / o['bulk']:.2f}x")
+    print(f"  recording costs {100 * (1 - m['bulk'] / u['bulk']):.1f}%, masking costs "
+          f"{100 * (1 - b['bulk'] / m['bulk']):.1f}% of bulk throughput")
     print(f"setup ms (median of {args.runs}):")
     print(f"  openssh jump {o['setup'] * 1000:7.0f}   bastion {b['setup'] * 1000:7.0f} "
           f"(ratio {b['setup'] / o['setup']:.2f}x)   unrecorded {u['setup'] * 1000:7.0f}")
