@@ -359,6 +359,8 @@ class SecretMasker:
         """Where to stop releasing: the start of a secret that may still be being written."""
         if self._run is not None:
             return len(text)  # a provisional run reaching the end masks as it goes
+        if text[-1:] in (b"\n", b"\r"):
+            return len(text)  # no opening pattern can end with a line break
         window_start = max(0, len(text) - TAIL_WINDOW)
         window = text[window_start:]
         hold = len(text)
