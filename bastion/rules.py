@@ -1,0 +1,277 @@
+"""Command rules: which commands are allowed, denied, logged or held for approval. Pure.
+
+A rules file holds ordered `[[rule]]` tables. For every simple command a line would run (see
+`bastion.shellsplit`), the first rule in scope that matches decides; commands no rule matches
+get the target's default action. The line's verdict is the strictest of its commands':
+deny > approve > log > allow.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.config import parse_duration
+from bastion.errors import ConfigError
+from bastion.shellsplit import SimpleCommand, split_command
+
+ACTIONS = ("allow", "log", "approve", "deny")
+STRICTNESS = {action: rank for rank, action in enumerate(ACTIONS)}
+KINDS = ("exec", "shell", "sftp", "forward")
+UNSURE_POLICIES = ("default", "allow", "approve", "deny")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str
+    message: str = ""
+    command: re.Pattern[str] | None = None
+    programs: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    kinds: frozenset[str] = frozenset({"exec", "shell"})
+    targets: tuple[str, ...] = ()
+    logins: tuple[str, ...] = ()
+    groups: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    approvers: tuple[str, ...] = ()
+    approvals: int = 1
+    timeout: int = 300
+    line: int = 0
+
+    def in_scope(self, request: CommandRequest) -> bool:
+        if request.kind not in self.kinds:
+            return False
+        if self.targets and not any(fnmatch.fnmatchcase(request.target, t) for t in self.targets):
+            return False
+        if self.logins and not any(fnmatch.fnmatchcase(request.login, p) for p in self.logins):
+            return False
+        if (self.groups or self.users) and not (
+            request.user in self.users or self.groups & request.groups
+        ):
+            return False
+        return True
+
+    def matches(self, part: SimpleCommand | None, line: str) -> bool:
+        if part is None:  # sftp, forwards: scope alone decides, or the pattern on the request
+            return self.command is None or bool(self.command.search(line))
+        if self.programs and not any(fnmatch.fnmatchcase(part.program, p) for p in self.programs):
+            return False
+        if self.args and not all(any(fnmatch.fnmatchcase(a, pattern) for a in part.argv[1:])
+                                 for pattern in self.args):
+            return False
+        return self.command is None or bool(self.command.search(part.text))
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    user: str
+    groups: frozenset[str]
+    target: str
+    login: str
+    kind: str
+    command: str
+    unsure: bool = False  # the bastion could not tell exactly what was submitted
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str
+    rule: str | None
+    message: str = ""
+    part: str = ""
+    approvers: tuple[str, ...] = ()
+    approvals: int = 1
+    timeout: int = 300
+    unsure: bool = False
+    why: str = ""
+
+    def describe(self) -> str:
+        by = f"rule {self.rule!r}" if self.rule else "the target's default"
+        text = f"{self.action} by {by}"
+        if self.part:
+            text += f" (on: {self.part})"
+        if self.unsure:
+            text += " [unsure what was submitted]"
+        return text
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    default_action: str = "allow"
+    target_defaults: tuple[tuple[str, str], ...] = ()  # (target glob, action), first match wins
+    when_unsure: str = "default"
+    path: Path | None = None
+
+    def default_for(self, target: str) -> str:
+        for pattern, action in self.target_defaults:
+            if fnmatch.fnmatchcase(target, pattern):
+                return action
+        return self.default_action
+
+    def decide(self, request: CommandRequest) -> Verdict:
+        scoped = [rule for rule in self.rules if rule.in_scope(request)]
+        verdicts: list[Verdict] = []
+        unsure = request.unsure
+        if request.kind in ("exec", "shell"):
+            split = split_command(request.command)
+            unsure = unsure or bool(split.unsure)
+            parts: list[SimpleCommand | None] = list(split.commands) or [None]
+        else:
+            parts = [None]
+        whole = " ".join(request.command.split())
+        for part in parts:
+            rule = next((r for r in scoped if r.matches(part, whole)), None)
+            part_text = part.text if part is not None else whole
+            if rule is None:
+                verdicts.append(Verdict(self.default_for(request.target), None, part=part_text,
+                                        why="no rule matched"))
+            else:
+                verdicts.append(Verdict(rule.action, rule.name, rule.message, part_text, rule.approvers,
+                                        rule.approvals, rule.timeout, why=f"rule at line {rule.line}"))
+        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        if unsure:
+            verdict = self._unsure(verdict, scoped, request)
+        return verdict
+
+    def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest) -> Verdict:
+        policy = self.when_unsure
+        if policy == "default":
+            approving = [r for r in self.rules if r.action == "approve" and
+                         (not r.targets or any(fnmatch.fnmatchcase(request.target, t) for t in r.targets))]
+            policy = "approve" if approving else "allow"
+            approvers = approving[0].approvers if approving else ()
+        else:
+            approvers = next((r.approvers for r in scoped if r.action == "approve"), ())
+        if STRICTNESS[verdict.action] >= STRICTNESS[policy]:
+            return Verdict(verdict.action, verdict.rule, verdict.message, verdict.part, verdict.approvers,
+                           verdict.approvals, verdict.timeout, unsure=True, why=verdict.why)
+        return Verdict(policy, "when_unsure", "the bastion could not tell exactly what was submitted",
+                       verdict.part, approvers or verdict.approvers, unsure=True, why="when_unsure policy")
+
+
+def _rule_lines(text: str) -> list[int]:
+    return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rule]]"]
+
+
+def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str = "") -> RuleSet:
+    where = str(path) if path else "rules"
+    lines = _rule_lines(text)
+    unknown = set(data) - {"rule", "defaults", "targets"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected [[rule]], [defaults], [targets.NAME])")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{where}: [defaults] must be a table")
+    extra = set(defaults) - {"action", "when_unsure"}
+    if extra:
+        raise ConfigError(f"{where}: [defaults]: unknown key {sorted(extra)[0]!r}")
+    default_action = defaults.get("action", "allow")
+    if default_action not in ("allow", "log", "deny", "approve"):
+        raise ConfigError(f"{where}: [defaults] action: must be one of {', '.join(ACTIONS)}")
+    when_unsure = defaults.get("when_unsure", "default")
+    if when_unsure not in UNSURE_POLICIES:
+        raise ConfigError(f"{where}: [defaults] when_unsure: must be one of {', '.join(UNSURE_POLICIES)}")
+    target_defaults = []
+    for name, table in data.get("targets", {}).items():
+        if not isinstance(table, Mapping) or set(table) - {"default"} or table.get("default") not in ACTIONS:
+            raise ConfigError(f"{where}: [targets.{name}]: expected default = one of {', '.join(ACTIONS)}")
+        target_defaults.append((name, table["default"]))
+    rules = []
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"{where}: rule must be written [[rule]]")
+    names: set[str] = set()
+    for index, raw in enumerate(raw_rules):
+        line = lines[index] if index < len(lines) else 0
+        rule = _rule(raw, f"{where}:{line}" if line else f"{where}: rule {index + 1}", line)
+        if rule.name in names:
+            raise ConfigError(f"{where}:{line}: a rule named {rule.name!r} exists already")
+        names.add(rule.name)
+        rules.append(rule)
+    return RuleSet(tuple(rules), default_action, tuple(target_defaults), when_unsure, path)
+
+
+RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",
+             "groups", "users", "approvers", "approvals", "timeout"}
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key}: expected a string or a list of strings")
+    return tuple(value)
+
+
+def _rule(raw: Any, where: str, line: int) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: a rule must be a table")
+    extra = set(raw) - RULE_KEYS
+    if extra:
+        raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r}")
+    name, action = raw.get("name"), raw.get("action")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: every rule needs a name")
+    if action not in ACTIONS:
+        raise ConfigError(f"{where}: rule {name!r}: action must be one of {', '.join(ACTIONS)}")
+    command = None
+    if "command" in raw:
+        try:
+            command = re.compile(raw["command"])
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"{where}: rule {name!r}: command is not a valid regular expression ({exc})") from None
+    kinds = _strings(raw, "kinds", where) or ("exec", "shell")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ConfigError(f"{where}: rule {name!r}: unknown kind {bad[0]!r} (kinds: {', '.join(KINDS)})")
+    approvers = _strings(raw, "approvers", where)
+    if action == "approve" and not approvers:
+        raise ConfigError(f"{where}: rule {name!r}: an approve rule needs approvers (groups)")
+    approvals = raw.get("approvals", 1)
+    if not isinstance(approvals, int) or approvals < 1:
+        raise ConfigError(f"{where}: rule {name!r}: approvals must be a positive number")
+    timeout = parse_duration(raw.get("timeout", "5m"), where=f"{where}: rule {name!r} timeout")
+    message = raw.get("message", "")
+    if not isinstance(message, str):
+        raise ConfigError(f"{where}: rule {name!r}: message must be a string")
+    return Rule(
+        name=name, action=action, message=message, command=command,
+        programs=_strings(raw, "program", where), args=_strings(raw, "args", where),
+        kinds=frozenset(kinds), targets=_strings(raw, "targets", where), logins=_strings(raw, "logins", where),
+        groups=frozenset(_strings(raw, "groups", where)), users=frozenset(_strings(raw, "users", where)),
+        approvers=approvers, approvals=approvals, timeout=timeout, line=line,
+    )
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Read a rules file; every mistake names the file, the line and what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read rules ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_rules(data, path=path, text=text)
+
+
+@dataclass
+class RulesHolder:
+    """The rules in force; `reload` swaps them only when the new file is valid."""
+
+    rules: RuleSet = field(default_factory=RuleSet)
+    path: Path | None = None
+
+    def reload(self) -> RuleSet:
+        if self.path is not None:
+            self.rules = load_rules(self.path)
+        return self.rules
