@@ -51,11 +51,9 @@ class Rule:
             return False
         if self.logins and not any(fnmatch.fnmatchcase(request.login, p) for p in self.logins):
             return False
-        if (self.groups or self.users) and not (
+        return not (self.groups or self.users) or bool(
             request.user in self.users or self.groups & request.groups
-        ):
-            return False
-        return True
+        )
 
     def matches(self, part: SimpleCommand | None, line: str) -> bool:
         if part is None:  # sftp, forwards: scope alone decides, or the pattern on the request
@@ -165,7 +163,9 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
     lines = _rule_lines(text)
     unknown = set(data) - {"rule", "defaults", "targets"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected [[rule]], [defaults], [targets.NAME])")
+        raise ConfigError(
+            f"{where}: unknown key {sorted(unknown)[0]!r} (expected [[rule]], [defaults], [targets.NAME])"
+        )
     defaults = data.get("defaults", {})
     if not isinstance(defaults, Mapping):
         raise ConfigError(f"{where}: [defaults] must be a table")
@@ -227,7 +227,8 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
         try:
             command = re.compile(raw["command"])
         except (re.error, TypeError) as exc:
-            raise ConfigError(f"{where}: rule {name!r}: command is not a valid regular expression ({exc})") from None
+            reason = f"command is not a valid regular expression ({exc})"
+            raise ConfigError(f"{where}: rule {name!r}: {reason}") from None
     kinds = _strings(raw, "kinds", where) or ("exec", "shell")
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -246,7 +247,8 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
         name=name, action=action, message=message, command=command,
         programs=_strings(raw, "program", where), args=_strings(raw, "args", where),
         kinds=frozenset(kinds), targets=_strings(raw, "targets", where), logins=_strings(raw, "logins", where),
-        groups=frozenset(_strings(raw, "groups", where)), users=frozenset(_strings(raw, "users", where)),
+        groups=frozenset(_strings(raw, "groups", where)),
+        users=frozenset(_strings(raw, "users", where)),
         approvers=approvers, approvals=approvals, timeout=timeout, line=line,
     )
 

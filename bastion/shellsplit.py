@@ -137,7 +137,7 @@ def _double_quote_end(text: str, start: int) -> int:
     raise ShellSyntaxError("unterminated double quote")
 
 
-def tokenize(text: str, nested: list[str]) -> list[str | tuple[str]]:
+def tokenize(text: str, nested: list[str]) -> list[str | tuple[str]]:  # noqa: PLR0912, PLR0915 - one branch per piece of shell syntax
     """Words (str) and operators (1-tuples). Command substitutions go to `nested`."""
     tokens: list[str | tuple[str]] = []
     word: list[str] = []
@@ -284,7 +284,7 @@ def split_command(text: str, *, depth: int = 0) -> Split:
     return result
 
 
-def _emit(argv: list[str], result: Split, aliases: dict[str, list[str]], depth: int) -> None:
+def _emit(argv: list[str], result: Split, aliases: dict[str, list[str]], depth: int) -> None:  # noqa: PLR0912
     while argv and _ASSIGNMENT.match(argv[0]):
         argv = argv[1:]  # VAR=value cmd
     if not argv:
