@@ -246,7 +246,8 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
     return Rule(
         name=name, action=action, message=message, command=command,
         programs=_strings(raw, "program", where), args=_strings(raw, "args", where),
-        kinds=frozenset(kinds), targets=_strings(raw, "targets", where), logins=_strings(raw, "logins", where),
+        kinds=frozenset(kinds), targets=_strings(raw, "targets", where),
+        logins=_strings(raw, "logins", where),
         groups=frozenset(_strings(raw, "groups", where)),
         users=frozenset(_strings(raw, "users", where)),
         approvers=approvers, approvals=approvals, timeout=timeout, line=line,
