@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
-from bastion.config import BastionConfig
+from bastion.config import BastionConfig, TargetConfig
+from bastion.errors import ConfigError
 from bastion.keys import KeyStore
 from bastion.masking import MaskingSettings, MaskingStage
 from bastion.pipeline import SessionStage
+from bastion.policy import Identity
 from bastion.recording import RecordingPolicy, RecordingStage
+from bastion.rules import CommandRequest, RulesHolder
+from bastion.screening import ScreeningContext, ScreeningStage
 from bastion.server import BastionState
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
@@ -49,9 +54,44 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         state.on_stop.append(recorder.stop)
     else:
         recording_stage = list
-    # Order matters: the masker runs first, so the recorder only ever sees masked output.
-    if masking.enabled and config.masking.sinks == "both":
-        state.stages = lambda: [MaskingStage(masking), *recording_stage()]
-    else:
-        state.stages = recording_stage
+    screening = _screening(config, state)
+    # Order matters. Output: the masker first, so the recorder only ever sees masked output.
+    # Input: the recorder records what was typed before the screener holds or discards it.
+    masking_stage: Callable[[], list[SessionStage]] = (
+        (lambda: [MaskingStage(masking)]) if masking.enabled and config.masking.sinks == "both" else list
+    )
+    state.stages = lambda: [*masking_stage(), *recording_stage(), *screening()]
     return state
+
+
+def _screening(config: BastionConfig, state: BastionState) -> Callable[[], list[SessionStage]]:
+    if config.rules_file is None:
+        return list
+    holder = RulesHolder(path=config.rules_file)
+    holder.reload()  # a bad rules file stops the start, naming file, line and reason
+    approvals = ApprovalStore(config.state_db)
+    cancelled = approvals.cancel_all_pending()
+    if cancelled:
+        state.audit.event("approvals_cancelled_at_start", count=cancelled)
+    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit)
+
+    def reload() -> None:
+        try:
+            rules = holder.reload()
+        except ConfigError as exc:
+            state.audit.event("rules_reload_failed", reason=exc.reason, kept=str(holder.path))
+            return
+        state.audit.event("rules_reloaded", rules=len(rules.rules))
+
+    def forward_gate(identity: Identity, target: TargetConfig, login: str, destination: str) -> str | None:
+        verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
+                                                     "forward", destination))
+        state.audit.event("command_decision", user=identity.user, target=target.name, kind="forward",
+                          command=destination, action=verdict.action, rule=verdict.rule)
+        if verdict.action in ("deny", "approve"):
+            return f"bastion: forwarding to {destination} {verdict.describe()}"
+        return None
+
+    state.reload_hooks.append(reload)
+    state.forward_gate = forward_gate
+    return lambda: [ScreeningStage(context)]

@@ -127,6 +127,8 @@ class BastionConfig:
     keys_dir: Path = Path("hostkeys")
     recordings_dir: Path = Path("recordings")
     log_file: Path | None = None
+    rules_file: Path | None = None
+    state_db: Path = Path("bastion.db")
     names: tuple[str, ...] = ()
     grace_period: int = 30
     login_timeout: int = 60
@@ -339,6 +341,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         keys_dir=folder("keys_dir", "hostkeys") or base,
         recordings_dir=folder("recordings_dir", "recordings") or base,
         log_file=folder("log_file", None),
+        rules_file=folder("rules_file", None),
+        state_db=folder("state_db", "bastion.db") or base / "bastion.db",
         names=top.strings("names"),
         grace_period=parse_duration(
             top.get("grace_period", (int, str), 30), where=f"{where}: grace_period"

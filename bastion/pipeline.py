@@ -38,6 +38,7 @@ class SessionInfo:
     key_id: str = ""
     serial: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    groups: frozenset[str] = frozenset()
 
     @property
     def has_pty(self) -> bool:
@@ -77,6 +78,10 @@ class SessionStage:
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         """Called before any byte moves. Raising here refuses the session."""
 
+    async def gate(self, info: SessionInfo, io: SessionIO) -> str | None:
+        """Before the session runs anything upstream: None to go on, or a one-line refusal."""
+        return None
+
     def on_input(self, data: bytes) -> bytes:
         return data
 
@@ -114,6 +119,16 @@ class SessionPipeline:
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         for stage in self.stages:
             self._guard(stage, stage.start, info, io)
+
+    async def gate(self, info: SessionInfo, io: SessionIO) -> str | None:
+        for stage in self.stages:
+            try:
+                refusal = await stage.gate(info, io)
+            except Exception as exc:
+                raise StageFailed(stage.name, str(exc) or type(exc).__name__) from exc
+            if refusal:
+                return refusal
+        return None
 
     def input(self, data: bytes) -> bytes:
         for stage in self.stages:

@@ -103,8 +103,14 @@ class SessionRelay:
         self.info.env = env
         try:
             self.pipeline.start(self.info, self)
+            refusal = await self.pipeline.gate(self.info, self)
         except StageFailed as exc:
             self._refuse(f"bastion: cannot start session: {exc.stage}: {exc.reason}")
+            return
+        if refusal:
+            self._refuse(refusal, status=1)
+            return
+        if self._ended:
             return
         kwargs: dict[str, Any] = {"env": env, "encoding": None}
         if self.info.term_type is not None:
@@ -141,11 +147,11 @@ class SessionRelay:
         if self._pending_eof:
             chan.write_eof()
 
-    def _refuse(self, message: str) -> None:
+    def _refuse(self, message: str, status: int = 255) -> None:
         self.end_reason = message
         if self._client is not None:
             self._client.write_stderr(message.encode() + b"\r\n")
-            self._client.exit(255)
+            self._client.exit(status)
 
     def client_data(self, data: bytes) -> None:
         self.bytes_in += len(data)

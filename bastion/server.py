@@ -58,6 +58,8 @@ class BastionState:
     keys: KeyStore
     audit: AuditLog
     stages: StageFactory = list
+    forward_gate: Callable[[Identity, TargetConfig, str, str], str | None] | None = None
+    reload_hooks: list[Callable[[], None]] = field(default_factory=list)
     on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
@@ -273,6 +275,7 @@ class InnerServer(asyncssh.SSHServer):
             kind="shell",
             key_id=upstream.spec.key_id,
             serial=upstream.spec.serial,
+            groups=jump.identity.groups,
         )
         relay = SessionRelay(
             info=info,
@@ -305,6 +308,12 @@ class InnerServer(asyncssh.SSHServer):
     ) -> object:
         """`ssh -L` inside the jump: refused unless the config allows port forwarding."""
         jump = self._jump
+        gate = jump.state.forward_gate
+        refusal = None
+        if gate is not None and self._upstream is not None:
+            refusal = gate(jump.identity, jump.target, self._upstream.login, f"{dest_host}:{dest_port}")
+        if refusal:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
         if not jump.state.config.session.allow_port_forwarding or self._upstream is None:
             jump.state.audit.event(
                 "forward_refused", session=jump.session_id, user=jump.identity.user,
@@ -387,6 +396,11 @@ class Bastion:
             hook()
         self.state.audit.event("bastion_stopped")
 
+    def reload(self) -> None:
+        """SIGHUP: re-read what can change without dropping sessions (the rules)."""
+        for hook in self.state.reload_hooks:
+            hook()
+
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop with the configured grace period."""
         await self.start()
@@ -394,5 +408,6 @@ class Bastion:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await stop.wait()
         await self.stop(self.state.config.grace_period)

@@ -1,0 +1,102 @@
+"""What the user is submitting at a shell prompt, read from a terminal emulator. Pure.
+
+The output (already masked) feeds a pyte screen; the keystrokes since the last Enter are kept
+too. At Enter the submitted line is the text between where the prompt ended (the cursor when
+the first key of the line was typed) and the end of the input on screen, so line editing,
+history recall and completion are all accounted for. When only plain typing happened, the
+keystrokes must agree with the screen; if they do not (or the prompt is gone), the line is
+`unsure`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyte
+
+ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+PLAIN_KEYS = re.compile(rb"[\x20-\x7e\x7f\x08\x15\x17]*")
+
+
+@dataclass
+class SubmittedLine:
+    text: str
+    unsure: bool = False
+    why: str = ""
+
+
+def replay_keys(keys: bytes) -> str:
+    """The line plain typing produces: printable keys, backspace, Ctrl-U, Ctrl-W."""
+    line: list[str] = []
+    for byte in keys:
+        if byte in (0x7F, 0x08):
+            if line:
+                line.pop()
+        elif byte == 0x15:
+            line.clear()
+        elif byte == 0x17:
+            while line and line[-1] == " ":
+                line.pop()
+            while line and line[-1] != " ":
+                line.pop()
+        elif 0x20 <= byte <= 0x7E:
+            line.append(chr(byte))
+    return "".join(line)
+
+
+class LineTracker:
+    def __init__(self, width: int, height: int) -> None:
+        self.screen = pyte.Screen(max(width, 20), max(height, 5))
+        self.stream = pyte.ByteStream(self.screen)
+        self.alternate = False
+        self.keys = b""
+        self._prompt: tuple[int, int, str] | None = None  # row, column, text before the cursor
+
+    def output(self, data: bytes) -> None:
+        for match in ALT_SCREEN.finditer(data):
+            self.alternate = match.group(1) == b"h"
+        self.stream.feed(data)
+
+    def resize(self, width: int, height: int) -> None:
+        self.screen.resize(max(height, 5), max(width, 20))
+
+    def typed(self, data: bytes) -> None:
+        if not self.keys:
+            y, x = self.screen.cursor.y, self.screen.cursor.x
+            self._prompt = (y, x, self.screen.display[y][:x])
+        self.keys += data
+
+    def echoed(self) -> bool:
+        """Does the screen show what plain typing produced? (False while echo is on its way.)"""
+        if not self.keys or not PLAIN_KEYS.fullmatch(self.keys):
+            return True
+        return self.submitted().text == replay_keys(self.keys)
+
+    def submitted(self) -> SubmittedLine:
+        """The line Enter would submit now."""
+        keys = self.keys
+        plain = bool(PLAIN_KEYS.fullmatch(keys))
+        if self._prompt is None:
+            return SubmittedLine(replay_keys(keys), unsure=not plain, why="no prompt seen")
+        row, column, prompt = self._prompt
+        display = self.screen.display
+        # The prompt row may have scrolled up while a long line wrapped: look for it.
+        cursor = self.screen.cursor.y
+        start = next((r for r in range(min(row, cursor), -1, -1) if display[r][:column] == prompt), None)
+        if start is None:
+            return SubmittedLine(replay_keys(keys), unsure=True, why="the prompt is no longer on screen")
+        last = max(cursor, start)
+        # A line edited in the middle may continue on rows below the cursor (wrapped rows are full).
+        while last + 1 < len(display) and display[last][-1:] != " " and display[last + 1].strip():
+            last += 1
+        pieces = [display[start][column:]] + [display[r] for r in range(start + 1, last + 1)]
+        text = "".join(pieces).rstrip()
+        if plain and text != replay_keys(keys):
+            return SubmittedLine(text, unsure=True, why="the screen and the keystrokes disagree")
+        return SubmittedLine(text)
+
+    def entered(self) -> None:
+        """Enter went through: the next key starts a new line."""
+        self.keys = b""
+        self._prompt = None

@@ -1,0 +1,253 @@
+"""Command screening as a session stage: exec commands and subsystems at the gate, interactive
+lines at Enter. Every decision is logged and becomes a recording marker.
+
+At a shell prompt the Enter key is held while the submitted line is read from the screen and
+decided. Allowed lines go through at once. A denied line is discarded at the target (Ctrl-C)
+and the user is told which rule blocked it. A line that needs approval stays held: the user
+sees one status line, keystrokes other than Ctrl-C (which cancels) are not forwarded, and the
+held bytes are released only when enough approvers said yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+from bastion.approvals import ApprovalStore
+from bastion.audit import AuditLog
+from bastion.linetrack import LineTracker, replay_keys
+from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from bastion.rules import CommandRequest, RulesHolder, Verdict
+
+ENTER = re.compile(rb"[\r\n]")
+PASTE_START = b"\x1b[200~"
+ECHO_WAIT = 0.3  # longest an Enter waits for the echo of the keys typed just before it
+POLL = 0.25
+
+
+@dataclass
+class ScreeningContext:
+    rules: RulesHolder
+    approvals: ApprovalStore | None
+    audit: AuditLog
+
+
+def _red(text: str) -> bytes:
+    return b"\r\n\x1b[1;31m" + text.encode("utf-8", "replace") + b"\x1b[0m\r\n"
+
+
+class ScreeningStage(SessionStage):
+    name = "screener"
+
+    def __init__(self, context: ScreeningContext) -> None:
+        self._ctx = context
+        self._info: SessionInfo | None = None
+        self._io: SessionIO | None = None
+        self._tracker: LineTracker | None = None
+        self._held: bytes | None = None  # an Enter (and what followed it) awaiting a decision
+        self._request: str | None = None
+        self._cancelled = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _decide(self, kind: str, command: str, *, unsure: bool = False) -> Verdict:
+        info = self._info
+        assert info is not None
+        verdict = self._ctx.rules.rules.decide(CommandRequest(
+            user=info.user, groups=info.groups, target=info.target, login=info.login,
+            kind=kind, command=command, unsure=unsure))
+        self._ctx.audit.event(
+            "command_decision", session=info.session_id, user=info.user, target=info.target,
+            login=info.login, kind=kind, command=command, action=verdict.action, rule=verdict.rule,
+            part=verdict.part, unsure=verdict.unsure or None)
+        return verdict
+
+    def _mark(self, verdict: Verdict, command: str) -> None:
+        if self._io is None:
+            return
+        rule = f" [{verdict.rule}]" if verdict.rule else ""
+        label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
+        unsure = " (unsure)" if verdict.unsure else ""
+        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
+
+    async def _await_approval(self, verdict: Verdict, command: str, notify: bytes) -> tuple[bool, str]:
+        """Hold until approved (True) or denied/expired/cancelled (False, why)."""
+        store, info, io = self._ctx.approvals, self._info, self._io
+        assert info is not None
+        assert io is not None
+        if store is None:
+            return False, "approvals are not configured on this bastion"
+        request = store.create(session=info.session_id, requester=info.user, target=info.target,
+                               login=info.login, command=command, rule=verdict.rule or "",
+                               approvers=verdict.approvers, approvals=verdict.approvals,
+                               timeout=verdict.timeout)
+        self._request = request.id
+        minutes = max(1, round(verdict.timeout / 60))
+        io.to_client(notify + f"bastion: waiting for approval (request {request.id}, expires in "
+                     f"{minutes} min) - Ctrl-C to cancel\r\n".encode(), Stream.STDERR if notify == b"" else
+                     Stream.STDOUT)
+        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
+        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
+                              user=info.user, target=info.target, command=command, rule=verdict.rule)
+        while True:
+            if self._cancelled:
+                store.cancel(request.id)
+                io.marker("approval-cancelled", request.id)
+                return False, "cancelled"
+            state, decisions = store.state(request.id)
+            if state != "pending":
+                break
+            await asyncio.sleep(POLL)
+        self._request = None
+        who = ", ".join(a for a, d in decisions if d == ("approve" if state == "approved" else "deny"))
+        io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
+        self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
+                              by=who or None)
+        if state == "approved":
+            return True, f"approved by {who}"
+        return False, f"{state} by {who}" if who else state
+
+    # -- the gate: exec commands and subsystems, before anything runs upstream -------------
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        self._info, self._io = info, io
+        if info.kind == "shell" and info.has_pty:
+            self._tracker = LineTracker(info.width, info.height)
+
+    async def gate(self, info: SessionInfo, io: SessionIO) -> str | None:
+        if info.kind == "exec":
+            kind, command = "exec", info.command or ""
+        elif info.kind == "subsystem":
+            kind, command = info.subsystem or "", info.subsystem or ""
+        else:
+            return None
+        verdict = self._decide(kind, command)
+        self._mark(verdict, command)
+        if verdict.action == "deny":
+            return f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+        if verdict.action == "approve":
+            approved, why = await self._await_approval(verdict, command, b"")
+            if not approved:
+                return f"bastion: {command!r} was not approved ({why})"
+        return None
+
+    # -- interactive lines ------------------------------------------------------------------
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        if self._tracker is not None:
+            self._tracker.output(data)
+        return data
+
+    def on_resize(self, width: int, height: int) -> None:
+        if self._tracker is not None:
+            self._tracker.resize(width, height)
+
+    def on_input(self, data: bytes) -> bytes:
+        tracker = self._tracker
+        if self._held is not None:
+            if b"\x03" in data:
+                self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
+            return b""
+        if tracker is None or tracker.alternate:
+            return data  # full-screen programs (vim, less): their launch was screened
+        enter = ENTER.search(data)
+        if enter is None:
+            tracker.typed(data)
+            return data
+        if PASTE_START in data or len(ENTER.findall(data)) > 1:
+            return self._paste(data)
+        before, self._held = data[:enter.start()], data[enter.start():]
+        if before:
+            tracker.typed(before)
+        self._task = asyncio.get_running_loop().create_task(self._on_enter())
+        return before
+
+    def _paste(self, data: bytes) -> bytes:
+        """Several lines at once: each is screened from the keystrokes before any is released."""
+        tracker, io = self._tracker, self._io
+        assert tracker is not None
+        assert io is not None
+        text = data.replace(PASTE_START, b"").replace(b"\x1b[201~", b"")
+        pieces = ENTER.split(tracker.keys + text)
+        lines = [replay_keys(piece) for piece in pieces[:-1] if replay_keys(piece).strip()]
+        verdicts = [(self._decide("shell", line), line) for line in lines]
+        if not verdicts:
+            tracker.entered()
+            return data
+        verdict, line = max(verdicts, key=lambda v: ("allow", "log", "approve", "deny").index(v[0].action))
+        for each, each_line in verdicts:
+            self._mark(each, each_line)
+        if verdict.action in ("allow", "log"):
+            tracker.entered()
+            if pieces[-1]:
+                tracker.typed(pieces[-1])
+            return data
+        if verdict.action == "deny":
+            io.to_client(_red(f"bastion: paste denied by rule {verdict.rule!r} on: {line}"))
+            io.to_target(b"\x03")
+            tracker.entered()
+            return b""
+        self._held = data
+        hold = self._hold(verdict, "\n".join(lines), clear=False)
+        self._task = asyncio.get_running_loop().create_task(hold)
+        return b""
+
+    async def _on_enter(self) -> None:
+        tracker = self._tracker
+        assert tracker is not None
+        deadline = time.monotonic() + ECHO_WAIT
+        while not tracker.echoed() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        line = tracker.submitted()
+        if not line.text.strip():
+            self._release()
+            return
+        verdict = self._decide("shell", line.text, unsure=line.unsure)
+        self._mark(verdict, line.text)
+        if verdict.action in ("allow", "log"):
+            self._release()
+        elif verdict.action == "deny":
+            self._discard(f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}")
+        else:
+            await self._hold(verdict, line.text, clear=True)
+
+    async def _hold(self, verdict: Verdict, command: str, *, clear: bool) -> None:
+        self._cancelled = False
+        approved, why = await self._await_approval(verdict, command, b"\r\n")
+        if approved:
+            if self._io is not None:
+                self._io.to_client(f"bastion: {why}\r\n".encode())
+            self._release()
+        else:
+            self._discard(f"bastion: not run: {why}")
+
+    def _release(self) -> None:
+        held, self._held = self._held or b"", None
+        if self._tracker is not None:
+            self._tracker.entered()
+        if self._io is None or not held:
+            return
+        first, rest = held[:1], held[1:]
+        self._io.to_target(first)
+        if rest:
+            forward = self.on_input(rest)  # type-ahead after the Enter: screened the same way
+            if forward:
+                self._io.to_target(forward)
+
+    def _discard(self, message: str) -> None:
+        self._held = None
+        if self._tracker is not None:
+            self._tracker.entered()
+        if self._io is not None:
+            self._io.to_client(_red(message))
+            self._io.to_target(b"\x03")  # the line never runs; Ctrl-C clears it at any shell
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        self._cancelled = True
+        if self._request and self._ctx.approvals is not None:
+            self._ctx.approvals.cancel(self._request)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
