@@ -92,7 +92,12 @@ class LineTracker:
             last += 1
         pieces = [display[start][column:]] + [display[r] for r in range(start + 1, last + 1)]
         text = "".join(pieces).rstrip()
-        if plain and text != replay_keys(keys):
+        if plain:
+            typed = replay_keys(keys)
+            if text == typed or (typed and text.endswith(typed) and self.screen.cursor.x > 0):
+                # Plain typing is exactly what the shell got; a longer screen line only means the
+                # keys were typed ahead, before the prompt they belong to was drawn.
+                return SubmittedLine(typed)
             return SubmittedLine(text, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
 

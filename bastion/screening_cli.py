@@ -1,0 +1,94 @@
+"""`bastion rules check` and `bastion approvals ...`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from bastion.approvals import ApprovalError, ApprovalStore
+from bastion.config import BastionConfig
+from bastion.errors import ConfigError
+from bastion.rules import KINDS, CommandRequest, load_rules
+
+
+def register(
+    main: click.Group, config_option: Callable[..., object], load: Callable[[Path], BastionConfig]
+) -> None:
+    @main.group()
+    def rules() -> None:
+        """Command rules: test them without a session."""
+
+    @rules.command("check")
+    @config_option  # type: ignore[misc]
+    @click.option("--user", required=True, help="Bastion user (their groups come from the config).")
+    @click.option("--target", required=True)
+    @click.option("--login", required=True)
+    @click.option("--kind", type=click.Choice(KINDS), default="exec", show_default=True)
+    @click.option("--group", "groups", multiple=True, help="Extra group memberships (e.g. from SSO).")
+    @click.argument("command", nargs=-1, required=True)
+    def rules_check(config_path: Path, user: str, target: str, login: str, kind: str,
+                    groups: tuple[str, ...], command: tuple[str, ...]) -> None:
+        """Say which rule decides COMMAND and why (after `--`)."""
+        config = load(config_path)
+        if config.rules_file is None:
+            raise click.ClickException(f"{config_path} sets no rules_file")
+        try:
+            ruleset = load_rules(config.rules_file)
+        except ConfigError as exc:
+            raise click.ClickException(exc.reason) from None
+        known = config.users.get(user)
+        member_of = frozenset(groups) | (known.groups if known else frozenset())
+        verdict = ruleset.decide(CommandRequest(user, member_of, target, login, kind, " ".join(command)))
+        click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
+        if verdict.message:
+            click.echo(f"  message: {verdict.message}")
+        if verdict.action == "approve":
+            click.echo(f"  approvers: {', '.join(verdict.approvers)} ({verdict.approvals} needed, "
+                       f"waits {verdict.timeout}s)")
+        click.echo(f"  why: {verdict.why}")
+
+    @main.group()
+    def approvals() -> None:
+        """Approval requests of held commands."""
+
+    def store(config_path: Path) -> ApprovalStore:
+        return ApprovalStore(load(config_path).state_db)
+
+    @approvals.command("list")
+    @config_option  # type: ignore[misc]
+    def approvals_list(config_path: Path) -> None:
+        """Pending requests."""
+        for request in store(config_path).pending():
+            left = max(0, int(request.expires - time.time()))
+            click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "
+                       f"rule={request.rule}  needs {request.approvals_needed} of "
+                       f"{','.join(request.approvers)}  {left}s left  {request.command!r}")
+
+    def decide(config_path: Path, request_id: str, approver: str, decision: str) -> None:
+        config = load(config_path)
+        user = config.users.get(approver)
+        groups = user.groups if user else frozenset()
+        try:
+            state = ApprovalStore(config.state_db).decide(request_id, approver, decision, groups=groups)
+        except ApprovalError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{request_id}: {decision} recorded by {approver}; request is {state}")
+
+    @approvals.command("approve")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
+    def approvals_approve(config_path: Path, request_id: str, approver: str) -> None:
+        """Approve REQUEST_ID as a member of one of its approver groups."""
+        decide(config_path, request_id, approver, "approve")
+
+    @approvals.command("deny")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
+    def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:
+        """Deny REQUEST_ID."""
+        decide(config_path, request_id, approver, "deny")

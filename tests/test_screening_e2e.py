@@ -1,0 +1,257 @@
+"""Screening through the real bastion: what bash actually ran decides, checked on the target."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.sandbox import Sandbox
+from tests.conftest import LOGIN, need
+from tests.tmux import TmuxPane
+
+pytestmark = pytest.mark.e2e
+
+RULES = """
+[defaults]
+action = "allow"
+
+[[rule]]
+name = "no-forbidden"
+action = "deny"
+message = "nothing forbidden here"
+command = "forbidden"
+
+[[rule]]
+name = "needs-approval"
+action = "approve"
+command = "needs-approval"
+approvers = ["dba"]
+timeout = "1m"
+
+[[rule]]
+name = "no-sftp"
+action = "deny"
+kinds = ["sftp"]
+message = "no file transfers to db-1"
+"""
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    need("ssh", "sshd", "tmux")
+    directory = tmp_path_factory.mktemp("screening")
+    (directory / "rules.toml").write_text(RULES)
+    sandbox = Sandbox(directory, extra={"rules_file": "rules.toml"})
+    sandbox.add_user("alice", ["ops"])
+    sandbox.add_user("bob", ["dba"])
+    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    sandbox.write_ssh_config("alice")
+    sandbox.start_bastion()
+    yield sandbox
+    sandbox.stop()
+
+
+def ssh(box: Sandbox, command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion",
+                             f"{LOGIN}@db-1", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+
+
+def cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def unique(name: str) -> Path:
+    return Path(f"/tmp/scr-{uuid.uuid4().hex[:8]}-{name}")
+
+
+def test_denied_exec_never_runs(box: Sandbox) -> None:
+    path = unique("forbidden")
+    proc = ssh(box, f"touch {path}")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert b"bastion: denied by rule 'no-forbidden': nothing forbidden here" in err
+    assert not path.exists()
+    allowed = unique("fine")
+    assert ssh(box, f"touch {allowed}").wait(60) == 0 and allowed.exists()
+
+
+def test_exec_bypass_attempts_are_denied(box: Sandbox) -> None:
+    for command in ["true; touch {p}", "bash -c 'touch {p}'", "sudo -u root touch {p}",
+                    "echo $(touch {p})", "X=1 env Y=2 touch {p}"]:
+        path = unique("forbidden")
+        proc = ssh(box, command.format(p=path))
+        assert proc.wait(60) == 1, command
+        assert not path.exists(), command
+
+
+def test_sftp_denied_by_rule(box: Sandbox) -> None:
+    result = subprocess.run(["sftp", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion",
+                             "-b", "-", f"{LOGIN}@db-1"], input=b"ls\n", capture_output=True, timeout=60, check=False)
+    assert result.returncode != 0
+
+
+def pane(box: Sandbox) -> TmuxPane:
+    p = TmuxPane(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", f"{LOGIN}@db-1"])
+    p.type("PS1='sc''r> '")
+    p.send("Enter")
+    p.wait_for("scr>")
+    return p
+
+
+def run_line(p: TmuxPane, text: str, *keys: str) -> None:
+    p.type(text)
+    for key in keys:
+        p.send(key)
+    p.send("Enter")
+
+
+def test_interactive_denied_line_never_runs_and_the_shell_stays_usable(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        path = unique("forbidden")
+        run_line(p, f"touch {path}")
+        p.wait_for("bastion: denied by rule 'no-forbidden'")
+        run_line(p, "echo still-$((40+2))")
+        p.wait_for("still-42")
+        assert not path.exists()
+    finally:
+        p.close()
+
+
+def test_edited_line_is_decided_on_what_bash_ran(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        # Typed as allowed, then edited in the middle with the cursor keys into a forbidden one.
+        tag = uuid.uuid4().hex[:6]
+        p.type(f"touch /tmp/scr-{tag}-allowed")
+        for _ in range(7):
+            p.send("Left")
+        p.type("forbidden-")
+        p.send("Enter")
+        p.wait_for("bastion: denied by rule 'no-forbidden'")
+        assert not Path(f"/tmp/scr-{tag}-forbidden-allowed").exists()
+        # History recall plus an edit.
+        ok = unique("histok")
+        run_line(p, f"touch {ok}")
+        p.wait_for("scr>")
+        time.sleep(0.3)
+        assert ok.exists()
+        p.send("Up")
+        for _ in range(6):
+            p.send("BSpace")
+        p.type("forbidden")
+        p.send("Enter")
+        p.wait_for("denied by rule 'no-forbidden'")
+        assert not Path(str(ok)[:-6] + "forbidden").exists()
+        # Tab completion turns an innocent prefix into a forbidden path.
+        src = Path(f"/tmp/scr-tab{tag}forbidden-src")
+        src.write_text("x")
+        copy = unique("tabcopy")
+        p.type(f"cp /tmp/scr-tab{tag}f")
+        p.send("Tab")
+        p.wait_for(f"scr-tab{tag}forbidden-src")
+        p.type(f" {copy}")
+        p.send("Enter")
+        p.wait_for("bastion: denied by rule 'no-forbidden'")
+        assert not copy.exists()
+        run_line(p, "echo usable-$((1+1))")
+        p.wait_for("usable-2")
+    finally:
+        p.close()
+
+
+def test_multi_line_paste_is_screened_before_any_line_runs(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        first, second = unique("pasted-ok"), unique("pasted-forbidden")
+        subprocess.run(["tmux", "set-buffer", "-b", "scr", f"touch {first}\ntouch {second}\n"], check=True)
+        subprocess.run(["tmux", "paste-buffer", "-p", "-b", "scr", "-t", p.name], check=True)
+        p.wait_for("bastion: paste denied by rule 'no-forbidden'")
+        time.sleep(0.5)
+        assert not first.exists() and not second.exists()
+    finally:
+        p.close()
+
+
+def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        marker = unique("needs-approval")
+        run_line(p, f"touch {marker}")
+        p.wait_for("waiting for approval (request ")
+        screen = p.screen()
+        request = screen.split("waiting for approval (request ")[1].split(",")[0]
+        assert not marker.exists()
+        # Keystrokes during a hold are not forwarded; the requester cannot approve.
+        p.type("echo typed-during-hold")
+        self_approval = cli(box, "approvals", "approve", request, "--as", "alice")
+        assert self_approval.returncode == 1 and "cannot approve their own request" in self_approval.stderr
+        approved = cli(box, "approvals", "approve", request, "--as", "bob")
+        assert approved.returncode == 0, approved.stderr
+        p.wait_for("bastion: approved by bob")
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        assert "typed-during-hold" not in p.screen().split("approved by bob")[-1]
+        again = cli(box, "approvals", "approve", request, "--as", "bob")
+        assert "already approved by bob" in again.stderr
+        # Held again, then cancelled with Ctrl-C: the line never runs.
+        cancelled = unique("needs-approval")
+        run_line(p, f"touch {cancelled}")
+        p.wait_for(f"touch {cancelled}")
+        p.wait_for("waiting for approval")
+        p.send("C-c")
+        p.wait_for("not run: cancelled")
+        time.sleep(0.5)
+        assert not cancelled.exists()
+    finally:
+        p.close()
+
+
+def test_exec_waits_for_approval(box: Sandbox) -> None:
+    marker = unique("needs-approval")
+    proc = ssh(box, f"touch {marker} && echo done")
+    request = None
+    deadline = time.monotonic() + 20
+    while request is None and time.monotonic() < deadline:
+        listing = cli(box, "approvals", "list").stdout
+        request = next((line.split()[0] for line in listing.splitlines() if str(marker) in line), None)
+        time.sleep(0.1)
+    assert request is not None
+    assert cli(box, "approvals", "deny", request, "--as", "bob").returncode == 0
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and b"was not approved (denied by bob)" in err
+    assert not marker.exists()
+
+
+def test_rules_check_cli(box: Sandbox) -> None:
+    result = subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(box.config_path),
+                             "--user", "alice", "--target", "db-1", "--login", "root", "--", "ls; rm /tmp/forbidden"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("DENY: deny by rule 'no-forbidden' (on: rm /tmp/forbidden)")
+
+
+def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
+    assert box.process is not None
+    rules = box.directory / "rules.toml"
+    rules.write_text(RULES + "\n[[rule]]\nname = 'broken'\naction = 'nope'\n")
+    box.process.send_signal(1)  # SIGHUP
+    deadline = time.monotonic() + 10
+    while not any(e["event"] == "rules_reload_failed" for e in box.events()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    failed = [e for e in box.events() if e["event"] == "rules_reload_failed"][-1]
+    assert "rules.toml:" in str(failed["reason"]) and "action must be one of" in str(failed["reason"])
+    path = unique("forbidden")
+    assert ssh(box, f"touch {path}").wait(60) == 1  # old rules still in force
+    rules.write_text(RULES)
