@@ -71,7 +71,26 @@ class LineTracker:
         """Does the screen show what plain typing produced? (False while echo is on its way.)"""
         if not self.keys or not PLAIN_KEYS.fullmatch(self.keys):
             return True
-        return self.submitted().text == replay_keys(self.keys)
+        typed, shown = replay_keys(self.keys), self._screen_text()
+        return shown is not None and (shown == typed or shown.endswith(typed))
+
+    def _screen_text(self) -> str | None:
+        """The text from the end of the prompt to the end of the input, or None without a prompt."""
+        if self._prompt is None:
+            return None
+        row, column, prompt = self._prompt
+        display = self.screen.display
+        cursor = self.screen.cursor.y
+        # The prompt row may have scrolled up while a long line wrapped: look for it.
+        start = next((r for r in range(min(row, cursor), -1, -1) if display[r][:column] == prompt), None)
+        if start is None:
+            return None
+        last = max(cursor, start)
+        # A line edited in the middle may continue on rows below the cursor (wrapped rows are full).
+        while last + 1 < len(display) and display[last][-1:] != " " and display[last + 1].strip():
+            last += 1
+        pieces = [display[start][column:]] + [display[r] for r in range(start + 1, last + 1)]
+        return "".join(pieces).rstrip()
 
     def submitted(self) -> SubmittedLine:
         """The line Enter would submit now."""
@@ -79,27 +98,24 @@ class LineTracker:
         plain = bool(PLAIN_KEYS.fullmatch(keys))
         if self._prompt is None:
             return SubmittedLine(replay_keys(keys), unsure=not plain, why="no prompt seen")
-        row, column, prompt = self._prompt
-        display = self.screen.display
-        # The prompt row may have scrolled up while a long line wrapped: look for it.
-        cursor = self.screen.cursor.y
-        start = next((r for r in range(min(row, cursor), -1, -1) if display[r][:column] == prompt), None)
-        if start is None:
+        if not plain and self.alternate:
+            return SubmittedLine(replay_keys(keys), unsure=True, why="a full-screen program")
+        text = self._screen_text()
+        if text is None:
             return SubmittedLine(replay_keys(keys), unsure=True, why="the prompt is no longer on screen")
-        last = max(cursor, start)
-        # A line edited in the middle may continue on rows below the cursor (wrapped rows are full).
-        while last + 1 < len(display) and display[last][-1:] != " " and display[last + 1].strip():
-            last += 1
-        pieces = [display[start][column:]] + [display[r] for r in range(start + 1, last + 1)]
-        text = "".join(pieces).rstrip()
         if plain:
+            # Plain typing is exactly what a line editor receives: decide on the keys. A longer
+            # screen line ending with them only means they were typed ahead of the prompt.
             typed = replay_keys(keys)
-            if text == typed or (typed and text.endswith(typed) and self.screen.cursor.x > 0):
-                # Plain typing is exactly what the shell got; a longer screen line only means the
-                # keys were typed ahead, before the prompt they belong to was drawn.
+            if text == typed or (typed and text.endswith(typed)):
                 return SubmittedLine(typed)
-            return SubmittedLine(text, unsure=True, why="the screen and the keystrokes disagree")
+            return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
+
+    @property
+    def prompt(self) -> str:
+        """What stood before the cursor when this line's first key was typed."""
+        return self._prompt[2] if self._prompt else ""
 
     def entered(self) -> None:
         """Enter went through: the next key starts a new line."""

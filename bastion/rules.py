@@ -56,7 +56,9 @@ class Rule:
         )
 
     def matches(self, part: SimpleCommand | None, line: str) -> bool:
-        if part is None:  # sftp, forwards: scope alone decides, or the pattern on the request
+        if part is None:  # sftp, forwards, assignments only: no program to match
+            if self.programs or self.args:
+                return False
             return self.command is None or bool(self.command.search(line))
         if self.programs and not any(fnmatch.fnmatchcase(part.program, p) for p in self.programs):
             return False

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
 from bastion.linetrack import LineTracker, replay_keys
+from bastion.masking import PROMPT
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
 
@@ -201,6 +202,9 @@ class ScreeningStage(SessionStage):
         deadline = time.monotonic() + ECHO_WAIT
         while not tracker.echoed() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if PROMPT.search(tracker.prompt.rstrip().encode() + b" "):
+            self._release()  # typed at a password prompt: not a command, never logged as one
+            return
         line = tracker.submitted()
         if not line.text.strip():
             self._release()

@@ -111,6 +111,8 @@ def ask(rules, command: str, *, target: str = "db-1", kind: str = "exec", groups
     ("psql -c 'DROP TABLE users'", "approve", "drop-needs-dba"),
     ("psql -c 'drop   table users'; rm -rf /", "deny", "no-rm-rf-root"),
     ("systemctl restart nginx", "log", "ops-may-restart"),
+    ("PS1='be''nch> '", "allow", None),
+    ("X=1", "allow", None),
 ])
 def test_decisions(rules, command: str, action: str, rule: str | None) -> None:  # type: ignore[no-untyped-def]
     verdict = ask(rules, command)
