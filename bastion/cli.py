@@ -16,6 +16,7 @@ from bastion import __version__, recordings_cli, screening_cli
 from bastion.config import BastionConfig, load_config, parse_duration
 from bastion.errors import BastionError
 from bastion.keys import KeyStore, known_hosts_lines, public_line
+from player import cli as player_cli
 
 DEFAULT_CONFIG = "bastion.toml"
 config_option = click.option(
@@ -263,6 +264,7 @@ def demo(state_dir: Path, port: int) -> None:
 
 recordings_cli.register(main, config_option, _load)  # type: ignore[arg-type]
 screening_cli.register(main, config_option, _load)
+player_cli.register(main, _load)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,8 @@ def bastion(*args: str, input: str | None = None) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("command", [[], ["serve"], ["check"], ["init"], ["demo"], ["ca"],
                                      ["ca", "known-hosts"], ["ca", "user-ca"], ["ca", "login-ca"],
                                      ["ca", "sign-login"], ["targets"], ["targets", "scan"],
-                                     ["targets", "list"]])
+                                     ["targets", "list"], ["play"], ["review"], ["rules", "check"],
+                                     ["approvals", "approve"], ["recordings", "verify"], ["recordings", "prune"]])
 def test_help_everywhere(command: list[str]) -> None:
     result = bastion(*command, "--help")
     assert result.returncode == 0

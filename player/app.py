@@ -1,0 +1,397 @@
+"""The reviewer's player: a session browser and a replay screen (Textual)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from player.render import screen_text
+from player.replay import SafeScreen, Timeline
+from recorder.asciicast import CastFormatError, load_cast
+from recorder.chain import Verification, verify
+from recorder.index import SessionRow
+from recorder.signing import RecordingVerifier
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+FPS = 30
+
+
+@dataclass
+class Recording:
+    """What the replay screen needs: the cast, where it came from, and its verdict."""
+
+    path: Path
+    timeline: Timeline
+    verification: Verification | None
+
+    @classmethod
+    def open(cls, path: Path, verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
+             expected_lines: int | None = None, expected_head: str | None = None) -> Recording:
+        data = path.read_bytes()
+        cast = load_cast(data)
+        verification = None
+        if verifier is not None:
+            sig = path.with_name(path.name + ".sig")
+            verification = verify(data, sig.read_bytes() if sig.exists() else None, verifier,
+                                  expected_lines=expected_lines, expected_head=expected_head)
+        return cls(path, Timeline(cast, idle_cap=idle_cap), verification)
+
+
+class TerminalView(Static, can_focus=True):
+    """The recorded terminal, drawn from the emulator's cells only."""
+
+    def show(self, screen: SafeScreen) -> None:
+        text = Text("\n", no_wrap=True, overflow="crop").join(screen_text(screen))
+        text.no_wrap, text.overflow = True, "crop"
+        self.update(text)
+
+
+class TimelineBar(Static):
+    """Position and markers on one line; clicking seeks."""
+
+    class Seeked(Message):
+        def __init__(self, fraction: float) -> None:
+            super().__init__()
+            self.fraction = fraction
+
+    def draw(self, position: float, duration: float, markers: list[float]) -> None:
+        width = max(10, self.size.width - 2)
+        cells = ["─"] * width
+        for time_ in markers:
+            if duration > 0:
+                cells[min(width - 1, int(time_ / duration * width))] = "◆"
+        head = min(width - 1, int(position / duration * width)) if duration > 0 else 0
+        cells[head] = "●"
+        self.update(Text("".join(cells), style="bright_white"))
+
+    def on_click(self, event: object) -> None:
+        x = getattr(event, "x", 0)
+        self.post_message(self.Seeked(max(0.0, min(1.0, x / max(1, self.size.width - 2)))))
+
+
+HELP = """\
+space  play / pause          +  -   speed (0.25x to 16x)
+→ ←    seek 5 s              shift+→ shift+←  seek 30 s
+home   start                 end    end
+]  [   next / previous marker   enter on a marker: jump there
+/      search output, typed input and markers; n / N next / previous hit
+i      idle cap on / off     q / escape  back
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, id="help")
+
+
+class ReplayScreen(Screen[None]):
+    BINDINGS = [
+        Binding("space", "toggle", "play/pause"),
+        Binding("plus,equals_sign", "faster", "faster"),
+        Binding("minus", "slower", "slower"),
+        Binding("right", "seek(5)", "+5s"),
+        Binding("left", "seek(-5)", "-5s"),
+        Binding("shift+right", "seek(30)", "+30s", show=False),
+        Binding("shift+left", "seek(-30)", "-30s", show=False),
+        Binding("home", "jump_start", "start", show=False),
+        Binding("end", "jump_end", "end", show=False),
+        Binding("right_square_bracket", "next_marker", "next marker"),
+        Binding("left_square_bracket", "previous_marker", "prev marker"),
+        Binding("slash", "search", "search"),
+        Binding("n", "next_hit", "next hit", show=False),
+        Binding("N", "previous_hit", "prev hit", show=False),
+        Binding("i", "toggle_idle", "idle cap", show=False),
+        Binding("question_mark", "help", "help"),
+        Binding("q,escape", "back", "back"),
+    ]
+
+    position: reactive[float] = reactive(0.0)
+    playing: reactive[bool] = reactive(False)
+    speed: reactive[float] = reactive(1.0)
+
+    def __init__(self, recording: Recording, *, follow: Callable[[], Recording | None] | None = None) -> None:
+        super().__init__()
+        self.recording = recording
+        self.timeline = recording.timeline
+        self._term = self.timeline.screen_after(0)
+        self._applied = 0
+        self._hits: list[int] = []
+        self._last_tick = time.monotonic()
+        self._follow = follow
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._banner_text(), id="banner", classes=self._banner_class())
+        with Horizontal(id="body"):
+            yield TerminalView(id="terminal")
+            yield OptionList(*self._marker_options(), id="markers")
+        yield TimelineBar(id="timeline")
+        yield Input(placeholder="search output, typed commands, markers", id="search")
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / FPS, self._tick)
+        if self._follow is not None:
+            self.set_interval(1.0, self._refresh_follow)
+        self.query_one(TerminalView).focus()  # Tab reaches the marker list
+        self._redraw()
+
+    # -- integrity ---------------------------------------------------------------------------
+
+    def _banner_class(self) -> str:
+        v = self.recording.verification
+        return "unverified" if v is None else ("tampered" if v.state in ("tampered", "unsigned") else v.state)
+
+    def _banner_text(self) -> str:
+        v = self.recording.verification
+        name = self.recording.path.name
+        if v is None:
+            return f"{name}: not verified (no recording key given; use -c CONFIG)"
+        if v.state == "verified":
+            return f"{name}: verified, signed by {v.key_fingerprint}"
+        if v.state == "incomplete":
+            return f"{name}: INCOMPLETE - the bastion stopped; intact up to event {v.intact_events}"
+        if v.state == "unsigned":
+            return f"{name}: UNSIGNED - no signature file"
+        return f"{name}: TAMPERED at event {v.at_event}: {v.reason}"
+
+    # -- markers -----------------------------------------------------------------------------
+
+    def _marker_options(self) -> list[Option]:
+        return [Option(Text(f"{m.time:7.1f}s  {m.label}", no_wrap=True, overflow="ellipsis"), id=str(i))
+                for i, m in enumerate(self.timeline.markers)]
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        marker = self.timeline.markers[int(event.option.id or 0)]
+        self.seek_to(marker.time)
+
+    def on_timeline_bar_seeked(self, event: TimelineBar.Seeked) -> None:
+        self.seek_to(event.fraction * self.timeline.duration)
+
+    # -- playback ----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        if not self.playing:
+            return
+        position = min(self.timeline.duration, self.position + elapsed * self.speed)
+        if position >= self.timeline.duration and self._follow is None:
+            self.playing = False
+        self.position = position
+
+    def watch_position(self, position: float) -> None:
+        target = self.timeline.index_at(position)
+        if target >= self._applied:
+            self.timeline.advance(self._term, self._applied, target)
+        else:
+            self._term = self.timeline.screen_after(target)
+        self._applied = target
+        self._redraw()
+
+    def watch_playing(self, playing: bool) -> None:
+        self._last_tick = time.monotonic()
+        self._update_status()
+
+    def watch_speed(self, speed: float) -> None:
+        self._update_status()
+
+    def seek_to(self, position: float) -> None:
+        self.position = max(0.0, min(self.timeline.duration, position))
+
+    def _redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one(TerminalView).show(self._term)
+        self.query_one(TimelineBar).draw(self.position, self.timeline.duration,
+                                         [m.time for m in self.timeline.markers])
+        self._update_status()
+
+    def _update_status(self) -> None:
+        if not self.is_mounted:
+            return
+        state = "▶" if self.playing else "⏸"
+        hits = f"  {len(self._hits)} hits" if self._hits else ""
+        cap = f"idle≤{self.timeline.idle_cap:g}s" if self.timeline.idle_cap else "idle uncapped"
+        self.query_one("#status", Static).update(
+            f"{state} {self.position:7.1f}s / {self.timeline.duration:.1f}s  {self.speed:g}x  {cap}  "
+            f"{self.timeline.width}x{self.timeline.height}{hits}  ? help")
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_toggle(self) -> None:
+        if not self.playing and self.position >= self.timeline.duration:
+            self.position = 0.0
+        self.playing = not self.playing
+
+    def action_faster(self) -> None:
+        self.speed = next((s for s in SPEEDS if s > self.speed), SPEEDS[-1])
+
+    def action_slower(self) -> None:
+        self.speed = next((s for s in reversed(SPEEDS) if s < self.speed), SPEEDS[0])
+
+    def action_seek(self, seconds: float) -> None:
+        self.seek_to(self.position + seconds)
+
+    def action_jump_start(self) -> None:
+        self.seek_to(0)
+
+    def action_jump_end(self) -> None:
+        self.seek_to(self.timeline.duration)
+
+    def action_next_marker(self) -> None:
+        marker = self.timeline.next_marker(self.position)
+        if marker is not None:
+            self.seek_to(marker.time)
+
+    def action_previous_marker(self) -> None:
+        marker = self.timeline.previous_marker(self.position)
+        if marker is not None:
+            self.seek_to(marker.time)
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.add_class("visible")
+        search.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "search":
+            return
+        self._hits = self.timeline.search(event.value) if event.value else []
+        event.input.remove_class("visible")
+        self.query_one(TerminalView).focus()
+        self.action_next_hit(from_start=True)
+
+    def action_next_hit(self, from_start: bool = False) -> None:
+        times = [self.timeline.times[i] for i in self._hits]
+        later = [t for t in times if from_start or t > self.position + 1e-9]
+        if later:
+            self.seek_to(later[0])
+        self._update_status()
+
+    def action_previous_hit(self) -> None:
+        times = [self.timeline.times[i] for i in self._hits]
+        earlier = [t for t in times if t < self.position - 1e-9]
+        if earlier:
+            self.seek_to(earlier[-1])
+
+    def action_toggle_idle(self) -> None:
+        position_index = self.timeline.index_at(self.position)
+        cap = None if self.timeline.idle_cap else 2.0
+        self.timeline = Timeline(self.timeline.cast, idle_cap=cap)
+        self.recording.timeline = self.timeline
+        self._term, self._applied = self.timeline.screen_after(0), 0
+        self.position = self.timeline.times[position_index - 1] if position_index else 0.0
+        self._redraw()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+    def _refresh_follow(self) -> None:
+        assert self._follow is not None
+        fresh = self._follow()
+        if fresh is not None and len(fresh.timeline.cast.events) > len(self.timeline.cast.events):
+            at_end = self.position >= self.timeline.duration - 1e-6
+            self.recording, self.timeline = fresh, fresh.timeline
+            self._term, self._applied = self.timeline.screen_after(0), 0
+            self.query_one("#markers", OptionList).clear_options().add_options(self._marker_options())
+            self.position = self.timeline.duration if at_end else self.position
+            self._redraw()
+
+
+class BrowserScreen(Screen[None]):
+    BINDINGS = [Binding("q,escape", "app.quit", "quit"), Binding("slash", "filter", "filter")]
+
+    def __init__(self, rows: list[SessionRow], opener: Callable[[SessionRow], Recording]) -> None:
+        super().__init__()
+        self.rows = rows
+        self.opener = opener
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: words, or user:alice target:db-1 marker:upload", id="filter")
+        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("started", "user", "login@target", "duration", "exit", "markers", "state")
+        self._fill("")
+        table.focus()
+
+    def _fill(self, query: str) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in self.rows:
+            if _matches(row, query):
+                started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started))
+                duration = "live" if row.duration is None else f"{row.duration:.0f}s"
+                exit_text = row.exit_signal or ("" if row.exit_status is None else str(row.exit_status))
+                badges = " ".join(f"{kind}:{n}" for kind, n in sorted(row.markers.items()))
+                state = row.verification or row.state
+                table.add_row(started, row.user, f"{row.login}@{row.target}", duration, exit_text, badges,
+                              state, key=row.id)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._fill(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        row = next(r for r in self.rows if r.id == event.row_key.value)
+        try:
+            recording = self.opener(row)
+        except (OSError, CastFormatError) as exc:
+            self.notify(f"cannot open {row.id}: {exc}", severity="error")
+            return
+        self.app.push_screen(ReplayScreen(recording))
+
+
+def _matches(row: SessionRow, query: str) -> bool:
+    for word in query.lower().split():
+        field, _, value = word.partition(":")
+        if value and field == "user" and value not in row.user.lower():
+            return False
+        if value and field == "target" and value not in row.target.lower():
+            return False
+        if value and field == "marker" and not any(value in k for k in row.markers):
+            return False
+        if not value and not any(word in str(v).lower() for v in (row.id, row.user, row.login, row.target,
+                                                                  row.command or "", row.kind or "")):
+            return False
+    return True
+
+
+class PlayerApp(App[None]):
+    CSS_PATH = "player.tcss"
+    TITLE = "bastion player"
+
+    def __init__(self, first: Screen[None]) -> None:
+        super().__init__()
+        self._first = first
+
+    def on_mount(self) -> None:
+        self.push_screen(self._first)

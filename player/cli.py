@@ -1,0 +1,92 @@
+"""`bastion play` and `bastion review`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from bastion.config import BastionConfig
+from recorder.asciicast import CastFormatError
+from recorder.index import RecordingIndex, SessionRow
+from recorder.signing import RecordingVerifier
+
+
+def _verifier(config: BastionConfig | None) -> RecordingVerifier | None:
+    if config is None:
+        return None
+    try:
+        return RecordingVerifier.load(config.keys_dir / "recording_key.pub")
+    except (OSError, ValueError):
+        return None
+
+
+def register(main: click.Group, load: Callable[[Path], BastionConfig]) -> None:
+    config_opt = click.option(
+        "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+        help="The bastion's config: finds recordings by id and verifies them.")
+
+    @main.command()
+    @config_opt
+    @click.argument("ref")
+    @click.option("--follow", is_flag=True, help="Keep up with a session still being recorded.")
+    @click.option("--idle-cap", default=2.0, show_default=True,
+                  help="Longest pause shown, in seconds (0: none).")
+    def play(config_path: Path | None, ref: str, follow: bool, idle_cap: float) -> None:
+        """Replay REF (a session id, or a .cast file from any asciinema) in the terminal UI."""
+        from player.app import PlayerApp, Recording, ReplayScreen
+
+        config = load(config_path) if config_path else None
+        path, row = Path(ref), None
+        if not path.exists():
+            if config is None:
+                raise click.ClickException(f"{ref}: no such file (give -c CONFIG to open a session id)")
+            index = RecordingIndex(config.recordings_dir / "index.db")
+            row = index.get(ref)
+            if row is None or not row.location:
+                raise click.ClickException(f"no recording with id {ref!r}")
+            path = Path(row.location)
+        verifier = _verifier(config)
+        closed = row is not None and row.state == "closed"
+
+        def open_recording() -> Recording:
+            return Recording.open(path, verifier, idle_cap=idle_cap or None,
+                                  expected_lines=row.lines if closed and row else None,
+                                  expected_head=row.chain if closed and row else None)
+
+        try:
+            recording = open_recording()
+        except (OSError, CastFormatError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+
+        def refresh() -> Recording | None:
+            try:
+                return open_recording()
+            except (OSError, CastFormatError):
+                return None
+
+        PlayerApp(ReplayScreen(recording, follow=refresh if follow else None)).run()
+
+    @main.command()
+    @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                  required=True, help="The bastion's config.")
+    @click.option("--limit", default=1000, show_default=True)
+    def review(config_path: Path, limit: int) -> None:
+        """Browse recorded sessions (filter as you type; Enter replays one)."""
+        from player.app import BrowserScreen, PlayerApp, Recording
+
+        config = load(config_path)
+        index_path = config.recordings_dir / "index.db"
+        if not index_path.exists():
+            raise click.ClickException(f"no recordings index at {index_path}")
+        rows = RecordingIndex(index_path).search(limit=limit)
+        verifier = _verifier(config)
+
+        def opener(row: SessionRow) -> Recording:
+            closed = row.state == "closed"
+            return Recording.open(Path(row.location or ""), verifier,
+                                  expected_lines=row.lines if closed else None,
+                                  expected_head=row.chain if closed else None)
+
+        PlayerApp(BrowserScreen(rows, opener)).run()

@@ -1,0 +1,59 @@
+"""pyte screen -> Rich Text. Only cell characters and their attributes leave the emulator:
+no byte of a recording ever reaches the reviewer's terminal as a control sequence."""
+
+from __future__ import annotations
+
+import re
+
+import pyte
+from rich.style import Style
+from rich.text import Text
+
+_HEX = re.compile(r"^[0-9a-fA-F]{6}$")
+_NAMES = {"brown": "yellow", "brightblack": "bright_black", "brightred": "bright_red",
+          "brightgreen": "bright_green", "brightbrown": "bright_yellow", "brightyellow": "bright_yellow",
+          "brightblue": "bright_blue", "brightmagenta": "bright_magenta", "brightcyan": "bright_cyan",
+          "brightwhite": "bright_white"}
+_VALID = {"black", "red", "green", "yellow", "blue", "magenta", "cyan", "white", "bright_black", "bright_red",
+          "bright_green", "bright_yellow", "bright_blue", "bright_magenta", "bright_cyan", "bright_white"}
+
+
+def _color(value: str) -> str | None:
+    if not value or value == "default":
+        return None
+    if _HEX.match(value):
+        return f"#{value}"
+    name = _NAMES.get(value, value)
+    return name if name in _VALID else None
+
+
+def _safe(char: str) -> str:
+    """A printable cell: controls (C0, DEL, C1) and anything odd become a space."""
+    if not char:
+        return " "
+    first = ord(char[0])
+    if first < 0x20 or 0x7F <= first < 0xA0:
+        return " "
+    return char
+
+
+def screen_text(screen: pyte.Screen) -> list[Text]:
+    lines = []
+    for row in range(screen.lines):
+        line = screen.buffer[row]
+        text = Text(no_wrap=True, overflow="crop")
+        run, run_style = [], None
+        for col in range(screen.columns):
+            cell = line[col]
+            style = Style(color=_color(cell.fg), bgcolor=_color(cell.bg), bold=cell.bold or None,
+                          italic=cell.italics or None, underline=cell.underscore or None,
+                          reverse=cell.reverse or None, strike=cell.strikethrough or None)
+            if style != run_style and run:
+                text.append("".join(run), run_style)
+                run = []
+            run_style = style
+            run.append(_safe(cell.data))
+        if run:
+            text.append("".join(run), run_style)
+        lines.append(text)
+    return lines

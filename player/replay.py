@@ -1,0 +1,172 @@
+"""Replay as pure code: a recording becomes a timeline; a terminal emulator gives the screen at
+any moment, quickly, thanks to keyframes. Nothing here writes to a real terminal.
+
+Times are *display* times: the recording's clock with idle gaps capped (`idle_cap`), so a
+reviewer does not watch an hour of nothing. Speed is the player's business.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyte
+
+from recorder.asciicast import Cast, Event
+
+KEYFRAME_SECONDS = 5.0
+KEYFRAME_BYTES = 256 * 1024
+
+
+class SafeScreen(pyte.Screen):
+    """A pyte screen that never answers the recorded program (device status, attributes...)."""
+
+    def write_process_input(self, data: str) -> None:
+        return
+
+    def set_title(self, param: str) -> None:  # titles are not for the reviewer's terminal
+        return
+
+    def set_icon_name(self, param: str) -> None:
+        return
+
+
+def idle_capped(events: list[Event], cap: float | None) -> list[float]:
+    """Display times: each gap between events shortened to at most `cap` seconds."""
+    times, clock, last = [], 0.0, 0.0
+    for event in events:
+        gap = max(0.0, event.time - last)
+        clock += min(gap, cap) if cap else gap
+        last = event.time
+        times.append(clock)
+    return times
+
+
+def scaled(times: list[float], speed: float) -> list[float]:
+    """Wall-clock times at `speed` (2.0 plays twice as fast)."""
+    return [t / speed for t in times]
+
+
+@dataclass
+class Marker:
+    time: float
+    index: int
+    label: str
+
+    @property
+    def kind(self) -> str:
+        return self.label.split(":", 1)[0]
+
+
+@dataclass
+class Keyframe:
+    index: int  # events before this index are applied
+    screen: SafeScreen
+
+
+@dataclass
+class Timeline:
+    cast: Cast
+    idle_cap: float | None = 2.0
+    times: list[float] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    keyframes: list[Keyframe] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.times = idle_capped(self.cast.events, self.idle_cap)
+        self.markers = [Marker(self.times[i], i, e.data) for i, e in enumerate(self.cast.events)
+                        if e.code in "mx"]
+        width, height = self.cast.size
+        # Recordings made without a terminal size (asciinema under a pipe) say 0x0.
+        self.width, self.height = (width if width > 0 else 80), (height if height > 0 else 24)
+        self._build_keyframes()
+
+    @property
+    def duration(self) -> float:
+        return self.times[-1] if self.times else 0.0
+
+    def new_screen(self) -> tuple[SafeScreen, pyte.ByteStream]:
+        screen = SafeScreen(max(self.width, 1), max(self.height, 1))
+        return screen, pyte.ByteStream(screen)
+
+    def _build_keyframes(self) -> None:
+        """Keyframes are made as replay first passes a stretch, so opening costs nothing."""
+        screen, _ = self.new_screen()
+        self.keyframes = [Keyframe(0, copy.deepcopy(screen))]
+        self._covered = 0  # events up to here have had their keyframes made
+
+    def index_at(self, time: float) -> int:
+        """How many events have happened by display time `time`."""
+        return bisect.bisect_right(self.times, time)
+
+    def screen_at(self, time: float) -> SafeScreen:
+        return self.screen_after(self.index_at(time))
+
+    def screen_after(self, count: int) -> SafeScreen:
+        """The screen once the first `count` events are applied (from the nearest keyframe)."""
+        starts = [k.index for k in self.keyframes]
+        keyframe = self.keyframes[bisect.bisect_right(starts, count) - 1]
+        screen = copy.deepcopy(keyframe.screen)
+        stream = pyte.ByteStream(screen)
+        since_time = self.times[keyframe.index - 1] if keyframe.index else 0.0
+        since_bytes = 0
+        for index in range(keyframe.index, count):
+            since_bytes += apply(screen, stream, self.cast.events[index])
+            if index >= self._covered and (self.times[index] - since_time >= KEYFRAME_SECONDS
+                                           or since_bytes >= KEYFRAME_BYTES):
+                self.keyframes.append(Keyframe(index + 1, copy.deepcopy(screen)))
+                since_time, since_bytes = self.times[index], 0
+        self._covered = max(self._covered, count)
+        return screen
+
+    def advance(self, screen: SafeScreen, start: int, stop: int) -> None:
+        """Apply events [start, stop) to `screen` in place (playback moving forward)."""
+        stream = pyte.ByteStream(screen)
+        for event in self.cast.events[start:stop]:
+            apply(screen, stream, event)
+
+    def search(self, query: str) -> list[int]:
+        """Event indices whose output, typed input or marker contains `query` (any case)."""
+        needle = query.lower()
+        return [i for i, e in enumerate(self.cast.events) if e.code in "oim" and needle in e.data.lower()]
+
+    def next_marker(self, time: float) -> Marker | None:
+        return next((m for m in self.markers if m.time > time + 1e-9), None)
+
+    def previous_marker(self, time: float) -> Marker | None:
+        earlier = [m for m in self.markers if m.time < time - 1e-9]
+        return earlier[-1] if earlier else None
+
+
+def apply(screen: SafeScreen, stream: pyte.ByteStream, event: Event) -> int:
+    """Feed one event to the emulator; returns the output bytes it carried."""
+    if event.code == "o":
+        data = event.data.encode("utf-8", "surrogateescape")
+        stream.feed(data)
+        return len(data)
+    if event.code == "r":
+        try:
+            cols, rows = (int(v) for v in event.data.split("x"))
+        except ValueError:
+            return 0
+        if 0 < cols <= 1000 and 0 < rows <= 1000:
+            screen.resize(rows, cols)
+    return 0
+
+
+def plain_lines(screen: pyte.Screen) -> list[str]:
+    return [line.rstrip() for line in screen.display]
+
+
+def frames(timeline: Timeline, fps: float, speed: float) -> Iterator[tuple[float, int]]:
+    """(wall time, events applied) at `fps` for playback at `speed`; pure, for tests and benches."""
+    step = 1.0 / fps
+    wall = 0.0
+    while True:
+        display = wall * speed
+        yield wall, timeline.index_at(display)
+        if display >= timeline.duration:
+            return
+        wall += step
