@@ -11,6 +11,7 @@ keystrokes must agree with the screen; if they do not (or the prompt is gone), t
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import pyte
@@ -52,11 +53,14 @@ class LineTracker:
         self.alternate = False
         self.keys = b""
         self._prompt: tuple[int, int, str] | None = None  # row, column, text before the cursor
+        self._key_at = 0.0
+        self._output_at = 0.0
 
     def output(self, data: bytes) -> None:
         for match in ALT_SCREEN.finditer(data):
             self.alternate = match.group(1) == b"h"
         self.stream.feed(data)
+        self._output_at = time.monotonic()
 
     def resize(self, width: int, height: int) -> None:
         self.screen.resize(max(height, 5), max(width, 20))
@@ -66,11 +70,15 @@ class LineTracker:
             y, x = self.screen.cursor.y, self.screen.cursor.x
             self._prompt = (y, x, self.screen.display[y][:x])
         self.keys += data
+        self._key_at = time.monotonic()
 
-    def echoed(self) -> bool:
-        """Does the screen show what plain typing produced? (False while echo is on its way.)"""
-        if not self.keys or not PLAIN_KEYS.fullmatch(self.keys):
+    def echoed(self, quiet: float = 0.02) -> bool:
+        """Has the screen caught up with the keys? Plain typing: the screen shows it. Edits
+        (arrows, completion, history): output came after the last key and then paused."""
+        if not self.keys:
             return True
+        if not PLAIN_KEYS.fullmatch(self.keys):
+            return self._output_at > self._key_at and time.monotonic() - self._output_at >= quiet
         typed, shown = replay_keys(self.keys), self._screen_text()
         return shown is not None and (shown == typed or shown.endswith(typed))
 
@@ -111,6 +119,10 @@ class LineTracker:
                 return SubmittedLine(typed)
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
+
+    @property
+    def last_output(self) -> float:
+        return self._output_at
 
     @property
     def prompt(self) -> str:

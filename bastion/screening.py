@@ -24,7 +24,10 @@ from bastion.rules import CommandRequest, RulesHolder, Verdict
 
 ENTER = re.compile(rb"[\r\n]")
 PASTE_START = b"\x1b[200~"
-ECHO_WAIT = 0.3  # longest an Enter waits for the echo of the keys typed just before it
+# End of line, kill it, submit the now empty line: the shell forgets the line and prompts again.
+# (Ctrl-C would too, but the terminal driver then flushes whatever the user typed next.)
+DISCARD_LINE = b"\x05\x15\r"
+ECHO_WAIT = 0.5  # longest an Enter waits for the echo of the keys typed just before it
 POLL = 0.25
 
 
@@ -49,6 +52,8 @@ class ScreeningStage(SessionStage):
         self._tracker: LineTracker | None = None
         self._held: bytes | None = None  # an Enter (and what followed it) awaiting a decision
         self._request: str | None = None
+        self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
+        self._typeahead = b""  # keys typed while a line was being decided: screened after it
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
 
@@ -149,8 +154,11 @@ class ScreeningStage(SessionStage):
     def on_input(self, data: bytes) -> bytes:
         tracker = self._tracker
         if self._held is not None:
-            if b"\x03" in data:
-                self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
+            if self._awaiting:
+                if b"\x03" in data:
+                    self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
+                return b""
+            self._typeahead = (self._typeahead + data)[-65536:]
             return b""
         if tracker is None or tracker.alternate:
             return data  # full-screen programs (vim, less): their launch was screened
@@ -188,7 +196,7 @@ class ScreeningStage(SessionStage):
             return data
         if verdict.action == "deny":
             io.to_client(_red(f"bastion: paste denied by rule {verdict.rule!r} on: {line}"))
-            io.to_target(b"\x03")
+            io.to_target(DISCARD_LINE)
             tracker.entered()
             return b""
         self._held = data
@@ -219,8 +227,11 @@ class ScreeningStage(SessionStage):
             await self._hold(verdict, line.text, clear=True)
 
     async def _hold(self, verdict: Verdict, command: str, *, clear: bool) -> None:
-        self._cancelled = False
-        approved, why = await self._await_approval(verdict, command, b"\r\n")
+        self._cancelled, self._awaiting, self._typeahead = False, True, b""
+        try:
+            approved, why = await self._await_approval(verdict, command, b"\r\n")
+        finally:
+            self._awaiting = False
         if approved:
             if self._io is not None:
                 self._io.to_client(f"bastion: {why}\r\n".encode())
@@ -234,20 +245,41 @@ class ScreeningStage(SessionStage):
             self._tracker.entered()
         if self._io is None or not held:
             return
-        first, rest = held[:1], held[1:]
+        first, rest = held[:1], held[1:] + self._typeahead
+        self._typeahead = b""
         self._io.to_target(first)
-        if rest:
-            forward = self.on_input(rest)  # type-ahead after the Enter: screened the same way
+        self._screen_typeahead(rest)
+
+    def _screen_typeahead(self, data: bytes) -> None:
+        """Keys typed after an Enter while it was decided go through screening the same way."""
+        if data and self._io is not None:
+            forward = self.on_input(data)
             if forward:
                 self._io.to_target(forward)
 
     def _discard(self, message: str) -> None:
-        self._held = None
+        held, self._held = self._held or b"", None
+        typeahead, self._typeahead = held[1:] + self._typeahead, b""
         if self._tracker is not None:
             self._tracker.entered()
         if self._io is not None:
             self._io.to_client(_red(message))
-            self._io.to_target(b"\x03")  # the line never runs; Ctrl-C clears it at any shell
+            self._io.to_target(DISCARD_LINE)
+            if typeahead:
+                self._held = b""  # keys keep queueing until the shell has prompted again
+                self._task = asyncio.get_running_loop().create_task(self._after_discard(typeahead))
+
+    async def _after_discard(self, typeahead: bytes) -> None:
+        tracker = self._tracker
+        deadline = time.monotonic() + ECHO_WAIT
+        sent = time.monotonic()
+        while tracker is not None and time.monotonic() < deadline:
+            if tracker.last_output > sent and time.monotonic() - tracker.last_output >= 0.03:
+                break
+            await asyncio.sleep(0.01)
+        self._held = None
+        rest, self._typeahead = typeahead + self._typeahead, b""
+        self._screen_typeahead(rest)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         self._cancelled = True
