@@ -361,15 +361,20 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     return config
 
 
+def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """(parsed TOML, its text); errors name the file and, for syntax, the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path) -> BastionConfig:
     """Read and validate a TOML config file."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read config ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    data, _ = read_toml(file, "config")
     return parse_config(data, path=file.resolve())

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.config import parse_duration
+from bastion.config import parse_duration, read_toml
 from bastion.errors import ConfigError
 from bastion.shellsplit import SimpleCommand, split_command
 
@@ -258,14 +257,7 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
 
 def load_rules(path: Path) -> RuleSet:
     """Read a rules file; every mistake names the file, the line and what is wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read rules ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data, text = read_toml(path, "rules")
     return parse_rules(data, path=path, text=text)
 
 

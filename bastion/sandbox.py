@@ -19,7 +19,7 @@ import asyncssh
 
 from bastion.config import load_config
 from bastion.keys import KeyStore, known_hosts_lines, public_line
-from bastion.openssh import OpenSSHServer, free_port, wait_for_port
+from bastion.openssh import OpenSSHServer, free_port, stop_process, wait_for_port
 
 
 def toml_value(value: Any) -> str:
@@ -181,13 +181,8 @@ Host *
         raise RuntimeError(f"bastion did not start:\n{err}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, grace=15)
         for server in self.servers.values():
             server.stop()
 

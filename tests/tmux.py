@@ -44,5 +44,13 @@ class TmuxPane:
     def dead(self) -> bool:
         return self._tmux("display-message", "-p", "-t", self.name, "#{pane_dead}").strip() == "1"
 
+    def exit_shell(self, timeout: float = 20) -> None:
+        """Type `exit` and wait for ssh to end (the pane stays, dead, for inspection)."""
+        self.type("exit")
+        self.send("Enter")
+        deadline = time.monotonic() + timeout
+        while not self.dead() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
