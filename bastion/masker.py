@@ -362,7 +362,7 @@ class SecretMasker:
             return len(text)  # a provisional run reaching the end masks as it goes
         if text[-1:] in (b"\n", b"\r"):
             return len(text)  # no opening pattern can end with a line break
-        window_start = max(0, len(text) - TAIL_WINDOW)
+        window_start = _tail_start(text)
         window = text[window_start:]
         hold = len(text)
         if self._pem and (partial := PEM_PARTIAL_HEADER.search(window)):
@@ -384,6 +384,26 @@ class SecretMasker:
                 return len(text)
             hold = min(hold, secret_start)
         return hold
+
+
+_WHITESPACE = (b" ", b"\t", b"\n", b"\r")
+
+
+def _tail_start(text: bytes) -> int:
+    """Where the end-of-text check starts: the last three words (a key, `=`, a value) and any
+    trailing run of digits, spaces and dashes (a card number), at most TAIL_WINDOW bytes back.
+    Searching a few words instead of the whole window keeps this cheap on every chunk."""
+    floor = max(0, len(text) - TAIL_WINDOW)
+    end = len(text)
+    for _ in range(3):
+        space = max(text.rfind(w, floor, end) for w in _WHITESPACE)
+        if space < 0:
+            return floor
+        end = space
+        while end > floor and text[end - 1:end] in _WHITESPACE:
+            end -= 1
+    digits = len(text[floor:].rstrip(b"0123456789 -"))
+    return max(floor, min(end, floor + digits))
 
 
 class _Projection:
