@@ -52,7 +52,10 @@ class Recording:
 class TerminalView(Static, can_focus=True):
     """The recorded terminal, drawn from the emulator's cells only."""
 
-    def show(self, screen: SafeScreen) -> None:
+    def show(self, screen: SafeScreen, summary: Text | None = None) -> None:
+        if summary is not None:
+            self.update(summary)
+            return
         text = Text("\n", no_wrap=True, overflow="crop").join(screen_text(screen))
         text.no_wrap, text.overflow = True, "crop"
         self.update(text)
@@ -216,10 +219,26 @@ class ReplayScreen(Screen[None]):
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
-        self.query_one(TerminalView).show(self._term)
+        self.query_one(TerminalView).show(self._term, self._summary())
         self.query_one(TimelineBar).draw(self.position, self.timeline.duration,
                                          [m.time for m in self.timeline.markers])
         self._update_status()
+
+    def _summary(self) -> Text | None:
+        """Sessions without terminal output (sftp, scp) are shown as what they did."""
+        cast = self.timeline.cast
+        if any(e.code == "o" for e in cast.events):
+            return None
+        meta = cast.header.get("bastion", {}) if isinstance(cast.header.get("bastion"), dict) else {}
+        what = cast.header.get("command") or meta.get("subsystem") or meta.get("kind") or "session"
+        who = f"{meta.get('user', '?')} as {meta.get('login', '?')}@{meta.get('target', '?')}"
+        lines = [Text(f"{who}: {what}", style="bold")]
+        lines.append(Text("no terminal output; what happened:"))
+        for marker in self.timeline.markers:
+            done = marker.time <= self.position
+            style = "bright_white" if done else "dim"
+            lines.append(Text(f"  {marker.time:7.1f}s  {marker.label}", style=style))
+        return Text("\n").join(lines)
 
     def _update_status(self) -> None:
         if not self.is_mounted:
@@ -328,7 +347,8 @@ class BrowserScreen(Screen[None]):
         self.opener = opener
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: words, or user:alice target:db-1 marker:upload", id="filter")
+        hint = "filter: words, user:alice target:db-1 marker:upload since:2026-11-01 until:2026-11-30"
+        yield Input(placeholder=hint, id="filter")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -370,9 +390,24 @@ class BrowserScreen(Screen[None]):
         self.app.push_screen(ReplayScreen(recording))
 
 
+def _day(value: str) -> float | None:
+    try:
+        return time.mktime(time.strptime(value, "%Y-%m-%d"))
+    except ValueError:
+        return None
+
+
 def _matches(row: SessionRow, query: str) -> bool:
+    """Words match anywhere; user:, target:, marker:, since:YYYY-MM-DD, until:YYYY-MM-DD narrow."""
     for word in query.lower().split():
         field, _, value = word.partition(":")
+        if value and field in ("since", "until"):
+            day = _day(value)
+            if day is None:
+                continue  # still being typed
+            if (field == "since" and row.started < day) or (field == "until" and row.started >= day + 86400):
+                return False
+            continue
         if value and field == "user" and value not in row.user.lower():
             return False
         if value and field == "target" and value not in row.target.lower():

@@ -192,3 +192,38 @@ def test_plays_a_recording_made_by_the_real_asciinema(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=60)
     timeline = Timeline(load_cast(path.read_bytes()))
     assert any("hello-from-asciinema" in line for line in plain_lines(timeline.screen_at(timeline.duration)))
+
+
+async def test_sftp_sessions_show_what_they_did(tmp_path: Path) -> None:
+    encoder = CastEncoder()
+    header = build_header(version=2, width=80, height=24, timestamp=0, command="sftp",
+                          metadata={"user": "alice", "login": "root", "target": "db-1", "kind": "subsystem"})
+    data = b"".join([encoder.header(header), encoder.marker(1.0, "upload: /tmp/a 10 bytes"),
+                     encoder.marker(2.0, "rename: /tmp/a -> /tmp/b"), encoder.exit(3.0, 0)])
+    path = tmp_path / "sftp.cast"
+    path.write_bytes(data)
+    app = PlayerApp(ReplayScreen(Recording.open(path, None)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("end")
+        shown = str(app.screen.query_one(TerminalView).content)
+        assert "alice as root@db-1: sftp" in shown
+        assert "upload: /tmp/a 10 bytes" in shown and "rename: /tmp/a -> /tmp/b" in shown
+
+
+def test_browser_filter_words_fields_and_dates() -> None:
+    import time as _time
+
+    from player.app import _matches
+    from recorder.index import SessionRow
+
+    started = _time.mktime(_time.strptime("2026-11-20", "%Y-%m-%d")) + 3600
+    row = SessionRow(id="s1", name="n", user="alice", login="root", target="db-1", client=None, kind="shell",
+                     command=None, started=started, ended=None, duration=None, bytes_in=0, bytes_out=0,
+                     exit_status=None, exit_signal=None, markers={"upload": 1}, location=None, lines=None,
+                     chain=None, state="closed", error=None, verification=None)
+    assert _matches(row, "alice db-1")
+    assert _matches(row, "user:ali target:db marker:upl since:2026-11-20 until:2026-11-20")
+    assert not _matches(row, "user:bob")
+    assert not _matches(row, "marker:denied")
+    assert not _matches(row, "since:2026-11-21")
+    assert not _matches(row, "until:2026-11-19")
