@@ -248,7 +248,7 @@ class ReplayScreen(Screen[None]):
         cap = f"idle≤{self.timeline.idle_cap:g}s" if self.timeline.idle_cap else "idle uncapped"
         self.query_one("#status", Static).update(
             f"{state} {self.position:7.1f}s / {self.timeline.duration:.1f}s  {self.speed:g}x  {cap}  "
-            f"{self.timeline.width}x{self.timeline.height}{hits}  ? help")
+            f"{self._term.columns}x{self._term.lines}{hits}  ? help")
 
     # -- actions -----------------------------------------------------------------------------
 
