@@ -75,10 +75,18 @@ def serve(config_path: Path) -> None:
 @config_option
 def check(config_path: Path) -> None:
     """Validate the config file and the key folder, then say what is configured."""
+    from bastion.rules import load_rules
+
     config = _load(config_path)
     _keys(config)
+    rules = ""
+    if config.rules_file is not None:
+        try:
+            rules = f", {len(load_rules(config.rules_file).rules)} rules"
+        except BastionError as exc:
+            raise click.ClickException(exc.reason) from None
     click.echo(
-        f"{config_path}: ok ({len(config.users)} users, {len(config.targets)} targets, "
+        f"{config_path}: ok ({len(config.users)} users, {len(config.targets)} targets{rules}, "
         f"listening on {config.listen_host}:{config.listen_port})"
     )
 

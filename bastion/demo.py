@@ -11,12 +11,32 @@ import click
 
 from bastion.sandbox import Sandbox
 
+DEMO_RULES = """\
+# Command rules for the demo (see README: Command screening).
+[[rule]]
+name = "no-rm-rf-root"
+action = "deny"
+message = "recursive deletes of / are not allowed"
+program = "rm"
+args = ["-*r*", "/"]
+
+[[rule]]
+name = "drops-need-approval"
+action = "approve"
+command = "(?i)drop\\\\s+table"
+approvers = ["dba"]
+timeout = "5m"
+"""
+
 
 def run_demo(state_dir: Path, *, port: int, login: str) -> None:
     # SIGTERM must clean up like Ctrl-C: the bastion and sshd are our children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    sandbox = Sandbox(state_dir, port=port)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "rules.toml").write_text(DEMO_RULES)
+    sandbox = Sandbox(state_dir, port=port, extra={"rules_file": "rules.toml"})
     sandbox.add_user("demo", ["ops"])
+    sandbox.add_user("approver", ["dba"], with_key=False)
     sandbox.add_target("demo-target", logins=[login], groups=["ops"], aliases=["demo-target.local"])
     ssh_config = sandbox.write_ssh_config(user="demo")
     try:
@@ -32,6 +52,10 @@ Try it:
     ssh -F {cfg} -J bastion {login}@demo-target
     ssh -F {cfg} -J bastion {login}@demo-target 'uname -a'
 
+Things to try: `rm -rf /` is denied; `echo DROP TABLE users` waits for approval
+(approve it with: bastion approvals approve ID --as approver -c {shlex.quote(str(sandbox.config_path))});
+`echo AKIAIOSFODNN7EXAMPLE` is masked. Replay what you did:
+    bastion review -c {shlex.quote(str(sandbox.config_path))}
 Audit log: tail -f {shlex.quote(str(sandbox.log_path))}
 Ctrl-C stops the bastion and the target.
 """
