@@ -18,21 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bastion.demo import DEMO_RULES as RULES
 from bastion.sandbox import Sandbox
-
-RULES = """
-[[rule]]
-name = "no-rm-root"
-action = "deny"
-program = "rm"
-args = ["-*r*", "/"]
-
-[[rule]]
-name = "drops-need-approval"
-action = "approve"
-command = "(?i)drop\\\\s+table"
-approvers = ["dba"]
-"""
 
 
 def read_until(fd: int, needle: bytes, timeout: float = 10) -> float:
