@@ -20,6 +20,7 @@ How a chunk is handled:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -182,6 +183,17 @@ def custom_detector(name: str, regex: str, group: int = 0) -> Detector:
     return Detector(name=name, pattern=pattern, trigger=regex.encode(), group=group)
 
 
+_PREFILTERS: dict[tuple[Detector, ...], _Prefilter] = {}
+
+
+def _prefilter_for(detectors: tuple[Detector, ...]) -> _Prefilter:
+    """Compiling the Hyperscan databases costs milliseconds: once per detector set."""
+    prefilter = _PREFILTERS.get(detectors)
+    if prefilter is None:
+        prefilter = _PREFILTERS[detectors] = _Prefilter(list(detectors))
+    return prefilter
+
+
 class _Prefilter:
     """Which detectors can possibly match this text."""
 
@@ -197,8 +209,37 @@ class _Prefilter:
                 self._db = db
             except Exception:
                 self._db = None
+        # For coloured chunks: the same triggers without word boundaries (an SGR sequence next to
+        # a token is a word character in the raw bytes), plus "an escape inside a token".
+        self._raw_db = None
+        if hyperscan is not None and self._db is not None:
+            try:
+                raw = [_raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
+                inside_token = rb"[^\s\x1b](?:" + _WHOLE_ESCAPE + b"|" + ZERO_WIDTH + rb")+[^\s\x1b]"
+                raw += [rb"-----BEGIN", inside_token]
+                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+                db.compile(expressions=raw, ids=list(range(len(raw))), elements=len(raw),
+                           flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(raw))
+                self._raw_db = db
+            except Exception:  # no fast path then; the projection path is complete
+                self._raw_db = None
         alternation = b"|".join(b"(?P<t%d>%s)" % (i, _re_pattern(d.trigger)) for i, d in enumerate(detectors))
         self._fallback = re.compile(alternation + b"|(?P<pem>-----BEGIN)")
+
+    def raw_clear(self, data: bytes) -> bool | None:
+        """On bytes still holding escape sequences: True when no trigger occurs (escapes next to
+        a token tolerated) and no escape sits inside a token; None without Hyperscan."""
+        if self._raw_db is None:
+            return None
+        hits: list[int] = []
+
+        def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:
+            hits.append(index)
+            return 1  # one is enough: stop scanning
+
+        with contextlib.suppress(hyperscan.ScanTerminated):
+            self._raw_db.scan(data, match_event_handler=found)
+        return not hits
 
     def scan(self, text: bytes) -> tuple[list[Detector], bool]:
         """(detectors whose trigger occurs, whether a PEM header may start here)."""
@@ -218,6 +259,23 @@ class _Prefilter:
 
 def _hyperscan_pattern(trigger: bytes) -> bytes:
     return trigger.replace(b"(?i)", b"(?i:", 1) + b")" if trigger.startswith(b"(?i)") else trigger
+
+
+# Escape sequences that cannot also be read as a shorter sequence ("\x1b[" alone is not one):
+# Hyperscan reports every way a pattern can match, not the first alternative that does.
+_WHOLE_ESCAPE = (
+    rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\"
+    rb"|\x1b[ -/]*[0-OQ-WYZ`-~]"
+)
+
+
+def _raw_trigger(trigger: bytes) -> bytes:
+    """A trigger for bytes that still hold escape sequences: a word boundary may also be the
+    end of a CSI sequence (whose final byte is a letter, as in SGR's `m`)."""
+    if b"\\b" not in trigger:
+        return trigger
+    body = trigger.replace(rb"\b", b"")
+    return rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])(?:" + body + rb")"
 
 
 def _re_pattern(trigger: bytes) -> bytes:
@@ -250,7 +308,8 @@ class SecretMasker:
     def __init__(self, detectors: Iterable[Detector] = BUILTIN_DETECTORS, *, pem: bool = True) -> None:
         self.detectors = list(detectors)
         self._openings = [d for d in self.detectors if d.opening is not None]
-        self._prefilter = _Prefilter(self.detectors)
+        self._fast_path = all(d in BUILTIN_DETECTORS for d in self.detectors)
+        self._prefilter = _prefilter_for(tuple(self.detectors))
         self._pem = pem
         self._held = b""
         self._context = b""
@@ -274,6 +333,10 @@ class SecretMasker:
 
     def _process(self, buf: bytes, *, final: bool) -> MaskResult:
         self._held = b""
+        if self._fast_path and not final and self._run is None and len(buf) >= 2048 and has_escape(buf):
+            fast = self._coloured_without_secrets(buf)
+            if fast is not None:
+                return fast
         projection = _Projection(buf, final=final)
         visible = projection.visible
         # Detection runs over the last released visible bytes too, so a secret whose prefix
@@ -316,6 +379,28 @@ class SecretMasker:
         self._held = buf[cut:]
         self._context = (context + visible[:vis_hold])[-CONTEXT:]
         return MaskResult(released, masked)
+
+    def _coloured_without_secrets(self, buf: bytes) -> MaskResult | None:
+        """A coloured chunk with no trigger anywhere needs no projection: only its tail is looked
+        at, for a secret still being written. None means: take the full path."""
+        context = self._context
+        if context[-1:].strip() and buf[:1] in (b"\x1b", b"\xe2", b"\xef"):
+            return None  # an escape right at the boundary might split a token
+        if not self._prefilter.raw_clear(context + buf):
+            return None
+        line = buf.rfind(b"\n", 0, max(0, len(buf) - TAIL_WINDOW))
+        if line < 0:
+            return None
+        tail = _Projection(buf[line + 1:])
+        spans: list[tuple[int, int]] = []
+        hold = self._open_tail(tail.visible, 0, spans, [])
+        if spans or self._run is not None or hold < len(tail.visible):
+            self._run = None
+            return None
+        cut = line + 1 + tail.end
+        self._held = buf[cut:]
+        self._context = (context + tail.visible)[-CONTEXT:] if line < 0 else tail.visible[-CONTEXT:]
+        return MaskResult(buf[:cut], [])
 
     def _continue_run(self, text: bytes, offset: int, spans: list[tuple[int, int]]) -> tuple[int, int]:
         """Mask the run's continuation: (where detection resumes, where releasing must stop)."""
