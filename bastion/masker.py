@@ -215,8 +215,7 @@ class _Prefilter:
         if hyperscan is not None and self._db is not None:
             try:
                 raw = [_raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
-                inside_token = rb"[^\s\x1b](?:" + _WHOLE_ESCAPE + b"|" + ZERO_WIDTH + rb")+[^\s\x1b]"
-                raw += [rb"-----BEGIN", inside_token]
+                raw += [rb"-----BEGIN", *_INSIDE_TOKEN]
                 db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
                 db.compile(expressions=raw, ids=list(range(len(raw))), elements=len(raw),
                            flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(raw))
@@ -261,11 +260,15 @@ def _hyperscan_pattern(trigger: bytes) -> bytes:
     return trigger.replace(b"(?i)", b"(?i:", 1) + b")" if trigger.startswith(b"(?i)") else trigger
 
 
-# Escape sequences that cannot also be read as a shorter sequence ("\x1b[" alone is not one):
-# Hyperscan reports every way a pattern can match, not the first alternative that does.
-_WHOLE_ESCAPE = (
-    rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\"
-    rb"|\x1b[ -/]*[0-OQ-WYZ`-~]"
+# "An escape inside a token", cheap enough to scan for on every coloured chunk: a chain of CSI
+# sequences between two visible characters, any other escape right after a visible character
+# (conservative), or a zero-width character after one. Hyperscan reports every way a pattern
+# matches, so each form is spelled out whole.
+_CSI = rb"\x1b\[[0-?]*[ -/]*[@-~]"
+_INSIDE_TOKEN = (
+    rb"[^\s\x1b]" + _CSI + rb"(?:" + _CSI + rb")*[^\s\x1b]",
+    rb"[^\s\x1b]\x1b[^\[]",
+    rb"[^\s](?:" + ZERO_WIDTH + rb")",
 )
 
 
