@@ -190,6 +190,8 @@ def _prefilter_for(detectors: tuple[Detector, ...]) -> _Prefilter:
     """Compiling the Hyperscan databases costs milliseconds: once per detector set."""
     prefilter = _PREFILTERS.get(detectors)
     if prefilter is None:
+        if len(_PREFILTERS) >= 32:
+            _PREFILTERS.pop(next(iter(_PREFILTERS)))  # bounded: the oldest set goes
         prefilter = _PREFILTERS[detectors] = _Prefilter(list(detectors))
     return prefilter
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,12 +21,18 @@ class MaskingSettings:
     custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
     pem: bool = field(default=True)
 
-    def detectors(self) -> list[Detector]:
-        chosen = [d for d in BUILTIN_DETECTORS if d.name not in self.disable]
-        return chosen + [custom_detector(name, regex, group) for name, regex, group in self.custom]
+    def detectors(self) -> tuple[Detector, ...]:
+        return _detectors(self.disable, self.custom)
 
     def make_masker(self) -> SecretMasker:
         return SecretMasker(self.detectors(), pem="private-key" not in self.disable)
+
+
+@functools.lru_cache(maxsize=16)
+def _detectors(disable: tuple[str, ...], custom: tuple[tuple[str, str, int], ...]) -> tuple[Detector, ...]:
+    """The same settings give the same detector objects, so maskers share compiled prefilters."""
+    chosen = [d for d in BUILTIN_DETECTORS if d.name not in disable]
+    return (*chosen, *(custom_detector(name, regex, group) for name, regex, group in custom))
 
 
 class MaskingStage(SessionStage):
