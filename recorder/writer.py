@@ -56,7 +56,7 @@ class SessionRecording:
         self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
         self._queued = 0  # bytes put on the queue (event loop thread only)
-        self._batch: list[bytes] = []  # lines not yet handed to the writer (event loop thread)
+        self._batch: list[tuple[str, float, Any]] = []  # events not yet handed to the writer
         self._batch_bytes = 0
         self._handoff_scheduled = False
         self._written = 0  # bytes taken off it (writer thread only)
@@ -66,19 +66,21 @@ class SessionRecording:
         self._chain = HashChain()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._pending_raw = 0  # the events' own sizes, as counted in _queued
         self._dirty = False
         self._checkpointed = 0.0
 
     def _elapsed(self) -> float:
         return time.time() - self.started
 
-    def _put(self, line: bytes) -> None:
+    def _put(self, event: tuple[str, float, Any], size: int) -> None:
+        """Queue an event; it is encoded on the writer thread, off the session's event loop."""
         if self.error is not None:
             raise RecordingFailed(self.error)
-        if line and not self.closed:
-            self._queued += len(line)
-            self._batch.append(line)
-            self._batch_bytes += len(line)
+        if not self.closed:
+            self._queued += size
+            self._batch.append(event)
+            self._batch_bytes += size
             if self._batch_bytes >= HANDOFF_BYTES or self.recorder.loop is None:
                 self._handoff()
             elif not self._handoff_scheduled:
@@ -110,18 +112,32 @@ class SessionRecording:
                 self.on_backlog(False)
 
     def output(self, data: bytes) -> None:
-        self._put(self.encoder.data(self._elapsed(), "o", data))
+        self._put(("o", self._elapsed(), data), len(data))
 
     def input(self, data: bytes) -> None:
-        self._put(self.encoder.data(self._elapsed(), "i", data))
+        self._put(("i", self._elapsed(), data), len(data))
 
     def resize(self, width: int, height: int) -> None:
-        self._put(self.encoder.resize(self._elapsed(), width, height))
+        self._put(("r", self._elapsed(), (width, height)), 16)
 
     def marker(self, kind: str, text: str = "") -> None:
         """A marker labelled `kind: text`; counts by kind go to the index."""
         self.markers[kind] += 1
-        self._put(self.encoder.marker(self._elapsed(), f"{kind}: {text}" if text else kind))
+        label = f"{kind}: {text}" if text else kind
+        self._put(("m", self._elapsed(), label), len(label))
+
+    def _encode(self, event: tuple[str, float, Any]) -> bytes:
+        """Writer thread: one event to its asciicast line (b"" for half a character so far)."""
+        code, elapsed, value = event
+        if code in ("o", "i"):
+            return self.encoder.data(elapsed, code, value)
+        if code == "r":
+            return self.encoder.resize(elapsed, *value)
+        if code == "m":
+            return self.encoder.marker(elapsed, value)
+        if code == "flush":
+            return self.encoder.flush(elapsed, "o") + self.encoder.flush(elapsed, "i")
+        return self.encoder.exit(elapsed, *value)
 
     def close(self, *, exit_status: int | None = None, exit_signal: str | None = None,
               **summary: Any) -> None:
@@ -129,12 +145,10 @@ class SessionRecording:
         if self.closed:
             return
         elapsed = self._elapsed()
-        lines = [self.encoder.flush(elapsed, "o"), self.encoder.flush(elapsed, "i")]
-        if exit_status is not None or exit_signal is not None:
-            lines.append(self.encoder.exit(elapsed, exit_status, exit_signal))
-        for line in lines:
-            with contextlib.suppress(RecordingFailed):
-                self._put(line)
+        with contextlib.suppress(RecordingFailed):
+            self._put(("flush", elapsed, None), 0)
+            if exit_status is not None or exit_signal is not None:
+                self._put(("x", elapsed, (exit_status, exit_signal)), 0)
         self.closed = True
         self._handoff()
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
@@ -150,7 +164,8 @@ class SessionRecording:
             self._chain.extend_joined(data, len(self._pending))
             self._pending.clear()
             self._pending_bytes = 0
-            self._written += len(data)
+            self._written += self._pending_raw
+            self._pending_raw = 0
             self._dirty = True
             if self._held:
                 self.recorder._call(self._resume)
@@ -225,8 +240,7 @@ class Recorder:
             if item is not None:
                 recording, payload = item
                 if isinstance(payload, list):
-                    recording._pending.extend(payload)
-                    recording._pending_bytes += sum(map(len, payload))
+                    self._encode_batch(recording, payload)
                     if recording._pending_bytes > WRITE_BATCH:
                         self._flush(recording, final=False)
                 else:
@@ -235,6 +249,14 @@ class Recorder:
                 for recording in list(self._live):
                     self._flush(recording, final=False)
                 deadline = time.monotonic() + self.flush_interval
+
+    @staticmethod
+    def _encode_batch(recording: SessionRecording, events: list[tuple[str, float, Any]]) -> None:
+        lines = [line for line in map(recording._encode, events) if line]
+        recording._pending.extend(lines)
+        recording._pending_bytes += sum(map(len, lines))
+        recording._pending_raw += sum(len(e[2]) if e[0] in ("o", "i", "m") else 16 if e[0] == "r" else 0
+                                      for e in events)
 
     def _command(self, recording: SessionRecording, command: str, fields: dict[str, Any]) -> None:
         if command == "open":
