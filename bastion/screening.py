@@ -227,7 +227,9 @@ class ScreeningStage(SessionStage):
             await self._hold(verdict, line.text, clear=True)
 
     async def _hold(self, verdict: Verdict, command: str, *, clear: bool) -> None:
-        self._cancelled, self._awaiting, self._typeahead = False, True, b""
+        # Ctrl-C typed while the line was still being decided cancels the hold, too.
+        self._cancelled, self._awaiting = b"\x03" in self._typeahead, True
+        self._typeahead = b""
         try:
             approved, why = await self._await_approval(verdict, command, b"\r\n")
         finally:

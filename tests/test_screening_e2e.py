@@ -211,7 +211,10 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
         cancelled = unique("needs-approval")
         run_line(p, f"touch {cancelled}")
         p.wait_for(f"touch {cancelled}")
-        p.wait_for("waiting for approval")
+        deadline = time.monotonic() + 20
+        while p.screen().count("waiting for approval") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         p.send("C-c")
         p.wait_for("not run: cancelled")
         time.sleep(0.5)
