@@ -261,3 +261,20 @@ def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
     path = unique("forbidden")
     assert ssh(box, f"touch {path}").wait(60) == 1  # old rules still in force
     rules.write_text(RULES)
+
+
+def test_full_screen_programs_are_not_screened(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        # A stand-in for vim or less: switches to the alternate screen and reads keys.
+        run_line(p, "printf '\\033[?1049h'; head -n 1; printf '\\033[?1049l'; echo back-$((3*3))")
+        time.sleep(0.5)
+        p.type("this forbidden text is typed into a program, not a shell")
+        p.send("Enter")
+        p.wait_for("back-9")
+        assert "denied" not in p.screen()
+        decisions = [e for e in box.events() if e["event"] == "command_decision"
+                     and "typed into a program" in str(e.get("command"))]
+        assert decisions == []
+    finally:
+        p.close()
