@@ -152,6 +152,19 @@ class ReplayScreen(Screen[None]):
             self.set_interval(1.0, self._refresh_follow)
         self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
+        self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
+
+    def _build_keyframes(self) -> None:
+        """In a thread, on a timeline of its own: every keyframe, so later seeks are quick.
+        The result is swapped in on the UI thread; until then seeks replay as they go."""
+        timeline = self.timeline
+        copy = Timeline(timeline.cast, idle_cap=timeline.idle_cap)
+        copy.screen_after(len(copy.cast.events))
+        self.app.call_from_thread(self._keyframes_ready, timeline, copy)
+
+    def _keyframes_ready(self, timeline: Timeline, built: Timeline) -> None:
+        if timeline is self.timeline and len(built.keyframes) > len(timeline.keyframes):
+            timeline.keyframes, timeline._covered = built.keyframes, built._covered
 
     # -- integrity ---------------------------------------------------------------------------
 

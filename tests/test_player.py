@@ -227,3 +227,17 @@ def test_browser_filter_words_fields_and_dates() -> None:
     assert not _matches(row, "marker:denied")
     assert not _matches(row, "since:2026-11-21")
     assert not _matches(row, "until:2026-11-19")
+
+
+async def test_keyframes_are_built_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "long.cast"
+    path.write_bytes(make_cast([(i * 0.5, "o", f"line {i}\r\n") for i in range(400)]))
+    recording = Recording.open(path, None)
+    assert len(recording.timeline.keyframes) == 1  # opening replays nothing
+    app = PlayerApp(ReplayScreen(recording))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(recording.timeline.keyframes) >= 30
+        await pilot.press("end")
+        assert "line 399" in str(app.screen.query_one(TerminalView).content)
