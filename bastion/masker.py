@@ -578,3 +578,13 @@ class _Projection:
             last = e
         out.append(self.buf[last:cut])
         return b"".join(out)
+
+
+def mask_text(text: str | None) -> str | None:
+    """A command line or other short text with its secrets masked, for logs and headers."""
+    if not text:
+        return text
+    masker = SecretMasker()
+    data = text.encode("utf-8", "surrogateescape")
+    masked = masker.feed(data).data + masker.flush().data
+    return masked.decode("utf-8", "surrogateescape")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion.audit import AuditLog
-from bastion.masker import SecretMasker
+from bastion.masker import SecretMasker, mask_text
 from bastion.masking import HiddenInput
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser, SftpTransferParser
@@ -46,7 +46,8 @@ class RecordingStage(SessionStage):
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info = info
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
-        command = info.command if info.kind == "exec" else info.subsystem
+        # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
+        command = mask_text(info.command) if info.kind == "exec" else info.subsystem
         metadata = {
             "session_id": info.session_id, "user": info.user, "login": info.login,
             "target": info.target, "client_address": info.client_address,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
 from bastion.linetrack import LineTracker, replay_keys
+from bastion.masker import mask_text
 from bastion.masking import PROMPT
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
@@ -67,8 +68,8 @@ class ScreeningStage(SessionStage):
             kind=kind, command=command, unsure=unsure))
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, command=command, action=verdict.action, rule=verdict.rule,
-            part=verdict.part, unsure=verdict.unsure or None)
+            login=info.login, kind=kind, command=mask_text(command), action=verdict.action,
+            rule=verdict.rule, part=mask_text(verdict.part), unsure=verdict.unsure or None)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -77,7 +78,8 @@ class ScreeningStage(SessionStage):
         rule = f" [{verdict.rule}]" if verdict.rule else ""
         label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
-        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
+        shown = mask_text(command) or ""
+        self._io.marker(label, f"{shown}{rule}{unsure}" if label != "command" else shown + unsure)
 
     async def _await_approval(self, verdict: Verdict, command: str, notify: bytes) -> tuple[bool, str]:
         """Hold until approved (True) or denied/expired/cancelled (False, why)."""
