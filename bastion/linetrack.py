@@ -27,6 +27,13 @@ class SubmittedLine:
     why: str = ""
 
 
+MAX_SIDE = 1000  # a client may claim any window size; the emulator's cost grows with it
+
+
+def _clamp(width: int, height: int) -> tuple[int, int]:
+    return min(max(width, 20), MAX_SIDE), min(max(height, 5), MAX_SIDE)
+
+
 def replay_keys(keys: bytes) -> str:
     """The line plain typing produces: printable keys, backspace, Ctrl-U, Ctrl-W."""
     line: list[str] = []
@@ -48,7 +55,8 @@ def replay_keys(keys: bytes) -> str:
 
 class LineTracker:
     def __init__(self, width: int, height: int) -> None:
-        self.screen = pyte.Screen(max(width, 20), max(height, 5))
+        width, height = _clamp(width, height)
+        self.screen = pyte.Screen(width, height)
         self.stream = pyte.ByteStream(self.screen)
         self.alternate = False
         self.keys = b""
@@ -63,7 +71,8 @@ class LineTracker:
         self._output_at = time.monotonic()
 
     def resize(self, width: int, height: int) -> None:
-        self.screen.resize(max(height, 5), max(width, 20))
+        width, height = _clamp(width, height)
+        self.screen.resize(height, width)
 
     def typed(self, data: bytes) -> None:
         if not self.keys:

@@ -81,6 +81,7 @@ class Timeline:
         width, height = self.cast.size
         # Recordings made without a terminal size (asciinema under a pipe) say 0x0.
         self.width, self.height = (width if width > 0 else 80), (height if height > 0 else 24)
+        self.width, self.height = min(self.width, 1000), min(self.height, 1000)  # hostile headers
         self._build_keyframes()
 
     @property

@@ -241,3 +241,13 @@ async def test_keyframes_are_built_in_the_background(tmp_path: Path) -> None:
         assert len(recording.timeline.keyframes) >= 30
         await pilot.press("end")
         assert "line 399" in str(app.screen.query_one(TerminalView).content)
+
+
+def test_absurd_sizes_are_clamped() -> None:
+    from bastion.linetrack import LineTracker
+
+    timeline = Timeline(load_cast(b'{"version": 2, "width": 1000000000, "height": 1000000000}\n[0.1, "o", "x"]\n'))
+    assert (timeline.width, timeline.height) == (1000, 1000)
+    tracker = LineTracker(10**9, 10**9)
+    tracker.resize(10**9, 1)
+    assert (tracker.screen.columns, tracker.screen.lines) == (1000, 5)
