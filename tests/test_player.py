@@ -82,7 +82,6 @@ def test_keyframe_seek_equals_replay_from_the_start(data: bytes, fraction: float
     try:
         timeline = Timeline(load_cast(data))
         timeline.screen_at(timeline.duration)  # the first pass makes the keyframes
-        assert len(timeline.keyframes) > 1 or len(data) < 200
         target = timeline.duration * fraction
         from_keyframe = plain_lines(timeline.screen_at(target))
     finally:
