@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from bastion.masker import mask_text
+
+# Commands can carry secrets (mysql -pS3cret): these fields are masked in every event.
+MASKED_FIELDS = ("command", "part")
+
 
 class AuditLog:
     """Append-only JSON lines to a file (0600) or a stream."""
@@ -25,6 +30,9 @@ class AuditLog:
     def event(self, event: str, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
+        for key in MASKED_FIELDS:
+            if isinstance(record.get(key), str):
+                record[key] = mask_text(record[key])
         line = json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
         try:
             self._stream.write(line + "\n")

@@ -28,6 +28,8 @@ class SubmittedLine:
 
 
 MAX_SIDE = 1000  # a client may claim any window size; the emulator's cost grows with it
+UNFED_LIMIT = 256 * 1024  # output held for the emulator before only its end is kept
+UNFED_KEEP = 64 * 1024
 
 
 def _clamp(width: int, height: int) -> tuple[int, int]:
@@ -63,18 +65,40 @@ class LineTracker:
         self._prompt: tuple[int, int, str] | None = None  # row, column, text before the cursor
         self._key_at = 0.0
         self._output_at = 0.0
+        # Output waits here until the screen is looked at (a key, an Enter): bulk output that
+        # nobody types into costs an append, not an emulator pass over every byte.
+        self._unfed: list[bytes] = []
+        self._unfed_bytes = 0
+        self._overflowed = False
 
     def output(self, data: bytes) -> None:
         for match in ALT_SCREEN.finditer(data):
             self.alternate = match.group(1) == b"h"
-        self.stream.feed(data)
+        self._unfed.append(data)
+        self._unfed_bytes += len(data)
+        if self._unfed_bytes > UNFED_LIMIT:
+            # Only the end can still matter for a prompt: keep that much, start from a blank screen.
+            tail = b"".join(self._unfed)[-UNFED_KEEP:]
+            self._unfed, self._unfed_bytes, self._overflowed = [tail], len(tail), True
         self._output_at = time.monotonic()
 
+    def _sync(self) -> None:
+        """Bring the emulator up to date with the output so far."""
+        if self._overflowed:
+            self.screen.reset()
+            self._overflowed = False
+        for chunk in self._unfed:
+            self.stream.feed(chunk)
+        self._unfed.clear()
+        self._unfed_bytes = 0
+
     def resize(self, width: int, height: int) -> None:
+        self._sync()  # what came before the resize was drawn at the old size
         width, height = _clamp(width, height)
         self.screen.resize(height, width)
 
     def typed(self, data: bytes) -> None:
+        self._sync()
         if not self.keys:
             y, x = self.screen.cursor.y, self.screen.cursor.x
             self._prompt = (y, x, self.screen.display[y][:x])
@@ -95,6 +119,7 @@ class LineTracker:
         """The text from the end of the prompt to the end of the input, or None without a prompt."""
         if self._prompt is None:
             return None
+        self._sync()
         row, column, prompt = self._prompt
         display = self.screen.display
         cursor = self.screen.cursor.y

@@ -224,7 +224,9 @@ class _Prefilter:
                 self._raw_db = db
             except Exception:  # no fast path then; the projection path is complete
                 self._raw_db = None
-        alternation = b"|".join(b"(?P<t%d>%s)" % (i, _re_pattern(d.trigger)) for i, d in enumerate(detectors))
+        alternation = b"|".join(
+            b"(?P<t%d>%s)" % (i, _hyperscan_pattern(d.trigger)) for i, d in enumerate(detectors)
+        )
         self._fallback = re.compile(alternation + b"|(?P<pem>-----BEGIN)")
 
     def raw_clear(self, data: bytes) -> bool | None:
@@ -281,10 +283,6 @@ def _raw_trigger(trigger: bytes) -> bytes:
         return trigger
     body = trigger.replace(rb"\b", b"")
     return rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])(?:" + body + rb")"
-
-
-def _re_pattern(trigger: bytes) -> bytes:
-    return _hyperscan_pattern(trigger)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bastion.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
@@ -19,7 +19,6 @@ class MaskingSettings:
     disable: tuple[str, ...] = ()
     hold_seconds: float = 0.03
     custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
-    pem: bool = field(default=True)
 
     def detectors(self) -> tuple[Detector, ...]:
         return _detectors(self.disable, self.custom)
@@ -113,7 +112,7 @@ class HiddenInput:
         self._count = 0
 
     def output(self, data: bytes) -> None:
-        self._tail = (self._tail + data)[-200:]
+        self._tail = (self._tail + data[-200:])[-200:]  # no copy of a whole chunk
         if PROMPT.search(self._tail):
             self.active = True
         elif self.active and not self._count:

@@ -137,8 +137,8 @@ class SessionPipeline:
             data = self._guard(stage, stage.on_input, data)
         return data
 
-    def output(self, data: bytes, stream: Stream) -> bytes:
-        for stage in self.stages:
+    def output(self, data: bytes, stream: Stream, *, stages: list[SessionStage] | None = None) -> bytes:
+        for stage in self.stages if stages is None else stages:
             if not data:
                 break
             data = self._guard(stage, stage.on_output, data, stream)
@@ -159,12 +159,7 @@ class SessionPipeline:
 
     def output_after(self, after: SessionStage, data: bytes, stream: Stream) -> bytes:
         """Run `data` through the stages that follow `after` only."""
-        index = self.stages.index(after)
-        for stage in self.stages[index + 1:]:
-            if not data:
-                break
-            data = self._guard(stage, stage.on_output, data, stream)
-        return data
+        return self.output(data, stream, stages=self.stages[self.stages.index(after) + 1:])
 
     def marker(self, kind: str, text: str) -> None:
         for stage in self.stages:

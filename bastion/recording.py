@@ -89,7 +89,8 @@ class RecordingStage(SessionStage):
 
     def on_input(self, data: bytes) -> bytes:
         self._bytes_in += len(data)
-        if self._usable() is None or self._rec is None:
+        rec = self._usable()
+        if rec is None:
             return data
         if self._sftp is not None:
             self._sftp.client.feed(data)
@@ -98,7 +99,7 @@ class RecordingStage(SessionStage):
         else:
             recorded = self._hidden.input(data)
             if recorded:
-                self._rec.input(recorded)
+                rec.input(recorded)
         return data
 
     def _hidden_input(self, keystrokes: int) -> None:
@@ -133,12 +134,14 @@ class RecordingStage(SessionStage):
         return data
 
     def on_marker(self, kind: str, text: str) -> None:
-        if self._usable() is not None and self._rec is not None:
-            self._rec.marker(kind, text)
+        rec = self._usable()
+        if rec is not None:
+            rec.marker(kind, text)
 
     def on_resize(self, width: int, height: int) -> None:
-        if self._usable() is not None and self._rec is not None:
-            self._rec.resize(width, height)
+        rec = self._usable()
+        if rec is not None:
+            rec.resize(width, height)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         if self._masker is not None and self._rec is not None and self._rec.error is None:

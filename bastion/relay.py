@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
@@ -141,8 +142,7 @@ class SessionRelay:
         assert self._client_reading is not None
         early, self._early_input = self._early_input, []
         for data in early:
-            self.client_data(data)
-            self.bytes_in -= len(data)  # counted when it arrived
+            self._input(data)
         self._client_reading.release("upstream")
         if self._pending_eof:
             chan.write_eof()
@@ -159,11 +159,15 @@ class SessionRelay:
             # Typed before the upstream channel (and the pipeline) started: it goes through
             # the pipeline then, like everything else.
             self._early_input.append(data)
-            return
+        else:
+            self._input(data)
+
+    def _input(self, data: bytes) -> None:
+        assert self._target is not None
         try:
             data = self.pipeline.input(data)
         except StageFailed as exc:
-            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            self._stage_failed(exc)
             return
         if data:
             self._target.write(data)
@@ -179,7 +183,7 @@ class SessionRelay:
         try:
             self.pipeline.resize(width, height)
         except StageFailed as exc:
-            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            self._stage_failed(exc)
             return
         if self._target is not None:
             self._target.change_terminal_size(width, height, pixwidth, pixheight)
@@ -223,7 +227,7 @@ class SessionRelay:
         try:
             data = self.pipeline.output(data, stream)
         except StageFailed as exc:
-            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            self._stage_failed(exc)
             return
         if data:
             self.to_client(data, stream)
@@ -280,7 +284,7 @@ class SessionRelay:
         try:
             data = self.pipeline.output_after(stage, data, stream)
         except StageFailed as exc:
-            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            self._stage_failed(exc)
             return
         if data:
             self.to_client(data, stream)
@@ -288,9 +292,10 @@ class SessionRelay:
     def marker(self, kind: str, text: str = "") -> None:
         self.markers[kind] = self.markers.get(kind, 0) + 1
         try:
-            self.pipeline.marker(kind, text)
+            # Markers quote commands, and commands can carry secrets: masked once, here.
+            self.pipeline.marker(kind, mask_text(text) or "")
         except StageFailed as exc:
-            self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+            self._stage_failed(exc)
 
     def hold_output(self, reason: str) -> None:
         if self._target_reading is not None:
@@ -299,6 +304,9 @@ class SessionRelay:
     def release_output(self, reason: str) -> None:
         if self._target_reading is not None:
             self._target_reading.release(reason)
+
+    def _stage_failed(self, exc: StageFailed) -> None:
+        self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
 
     def end(self, reason: str) -> None:
         """End the session with one line to the user (fail closed)."""

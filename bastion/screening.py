@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
 from bastion.linetrack import LineTracker, replay_keys
-from bastion.masker import mask_text
 from bastion.masking import PROMPT
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
@@ -68,8 +67,8 @@ class ScreeningStage(SessionStage):
             kind=kind, command=command, unsure=unsure))
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, command=mask_text(command), action=verdict.action,
-            rule=verdict.rule, part=mask_text(verdict.part), unsure=verdict.unsure or None)
+            login=info.login, kind=kind, command=command, action=verdict.action,
+            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -78,10 +77,9 @@ class ScreeningStage(SessionStage):
         rule = f" [{verdict.rule}]" if verdict.rule else ""
         label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
-        shown = mask_text(command) or ""
-        self._io.marker(label, f"{shown}{rule}{unsure}" if label != "command" else shown + unsure)
+        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
 
-    async def _await_approval(self, verdict: Verdict, command: str, notify: bytes) -> tuple[bool, str]:
+    async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
         """Hold until approved (True) or denied/expired/cancelled (False, why)."""
         store, info, io = self._ctx.approvals, self._info, self._io
         assert info is not None
@@ -94,9 +92,13 @@ class ScreeningStage(SessionStage):
                                timeout=verdict.timeout)
         self._request = request.id
         minutes = max(1, round(verdict.timeout / 60))
-        io.to_client(notify + f"bastion: waiting for approval (request {request.id}, expires in "
-                     f"{minutes} min) - Ctrl-C to cancel\r\n".encode(), Stream.STDERR if notify == b"" else
-                     Stream.STDOUT)
+        # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
+        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
+                  " - Ctrl-C to cancel\r\n").encode()
+        if interactive:
+            io.to_client(b"\r\n" + status)
+        else:
+            io.to_client(status, Stream.STDERR)
         io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
         self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
                               user=info.user, target=info.target, command=command, rule=verdict.rule)
@@ -137,7 +139,7 @@ class ScreeningStage(SessionStage):
         if verdict.action == "deny":
             return f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
         if verdict.action == "approve":
-            approved, why = await self._await_approval(verdict, command, b"")
+            approved, why = await self._await_approval(verdict, command, interactive=False)
             if not approved:
                 return f"bastion: {command!r} was not approved ({why})"
         return None
@@ -202,7 +204,7 @@ class ScreeningStage(SessionStage):
             tracker.entered()
             return b""
         self._held = data
-        hold = self._hold(verdict, "\n".join(lines), clear=False)
+        hold = self._hold(verdict, "\n".join(lines))
         self._task = asyncio.get_running_loop().create_task(hold)
         return b""
 
@@ -226,14 +228,14 @@ class ScreeningStage(SessionStage):
         elif verdict.action == "deny":
             self._discard(f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}")
         else:
-            await self._hold(verdict, line.text, clear=True)
+            await self._hold(verdict, line.text)
 
-    async def _hold(self, verdict: Verdict, command: str, *, clear: bool) -> None:
+    async def _hold(self, verdict: Verdict, command: str) -> None:
         # Ctrl-C typed while the line was still being decided cancels the hold, too.
         self._cancelled, self._awaiting = b"\x03" in self._typeahead, True
         self._typeahead = b""
         try:
-            approved, why = await self._await_approval(verdict, command, b"\r\n")
+            approved, why = await self._await_approval(verdict, command, interactive=True)
         finally:
             self._awaiting = False
         if approved:

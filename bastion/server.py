@@ -21,7 +21,6 @@ from bastion.certs import new_session_id
 from bastion.config import BastionConfig, TargetConfig
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.keys import KeyStore
-from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.policy import Identity, decide_login, decide_target
 from bastion.relay import InnerSession, SessionRelay
@@ -297,7 +296,7 @@ class InnerServer(asyncssh.SSHServer):
         state.relays.discard(relay)
         state.audit.event(
             "session_ended", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=info.kind, command=mask_text(info.command), subsystem=info.subsystem,
+            login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
             key_id=info.key_id, bytes_in=relay.bytes_in, bytes_out=relay.bytes_out,
             duration=round(time.monotonic() - relay.started, 3), exit_status=relay.exit_status,
             exit_signal=relay.exit_signal[0] if relay.exit_signal else None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyte
@@ -159,15 +158,3 @@ def apply(screen: SafeScreen, stream: pyte.ByteStream, event: Event) -> int:
 
 def plain_lines(screen: pyte.Screen) -> list[str]:
     return [line.rstrip() for line in screen.display]
-
-
-def frames(timeline: Timeline, fps: float, speed: float) -> Iterator[tuple[float, int]]:
-    """(wall time, events applied) at `fps` for playback at `speed`; pure, for tests and benches."""
-    step = 1.0 / fps
-    wall = 0.0
-    while True:
-        display = wall * speed
-        yield wall, timeline.index_at(display)
-        if display >= timeline.duration:
-            return
-        wall += step

@@ -150,3 +150,16 @@ def test_malformed_rules_name_file_line_and_reason(tmp_path: Path, text: str, me
     with pytest.raises(ConfigError) as err:
         load_rules(path)
     assert message in err.value.reason and str(path) in err.value.reason
+
+
+def test_line_tracker_after_a_burst_of_output() -> None:
+    from bastion.linetrack import UNFED_LIMIT, LineTracker
+
+    tracker = LineTracker(80, 24)
+    tracker.output(b"\x1b[31mlog line\x1b[0m\r\n" * (UNFED_LIMIT // 10))  # more than is kept
+    tracker.output(b"$ ")
+    tracker.typed(b"rm -rf /")
+    tracker.output(b"rm -rf /")
+    line = tracker.submitted()
+    assert (line.text, line.unsure) == ("rm -rf /", False)
+    assert tracker.prompt == "$ "
