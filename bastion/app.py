@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from bastion.approvals import ApprovalStore
+from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.config import BastionConfig, TargetConfig
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
 from bastion.masking import MaskingSettings, MaskingStage
+from bastion.notify import Notifier
+from bastion.oidc import OIDCClient
 from bastion.pipeline import SessionStage
 from bastion.policy import Identity
 from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import CommandRequest, RulesHolder
 from bastion.screening import ScreeningContext, ScreeningStage
 from bastion.server import BastionState
+from bastion.web import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore
@@ -64,6 +67,28 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     return state
 
 
+def _web(config: BastionConfig, state: BastionState,
+         approvals: ApprovalStore) -> Callable[[ApprovalRequest], Awaitable[list[str]]] | None:
+    """The approval pages (when [web] is set) and the chat notifier that links to them."""
+    if config.web is None:
+        if config.notify:
+            raise ConfigError(f"{config.path}: [[notify]] needs [web] (messages link to its pages)")
+        return None
+    service = WebService(config, approvals, state.audit,
+                         SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
+                         OIDCClient(config.oidc) if config.oidc else None)
+    state.services.append(service)
+    if not config.notify:
+        return None
+    notifier = Notifier(config.notify)
+
+    async def notify(request: ApprovalRequest) -> list[str]:
+        failures = await notifier.notify(request, service.link(request))
+        return [f"{f.destination}: {f.reason}" for f in failures]
+
+    return notify
+
+
 def _screening(config: BastionConfig, state: BastionState) -> Callable[[], list[SessionStage]]:
     if config.rules_file is None:
         return list
@@ -73,7 +98,8 @@ def _screening(config: BastionConfig, state: BastionState) -> Callable[[], list[
     cancelled = approvals.cancel_all_pending()
     if cancelled:
         state.audit.event("approvals_cancelled_at_start", count=cancelled)
-    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit)
+    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit,
+                               notify=_web(config, state, approvals))
 
     def reload() -> None:
         try:

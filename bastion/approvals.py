@@ -9,6 +9,7 @@ and can never be approved by its requester.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import sqlite3
@@ -30,16 +31,27 @@ CREATE TABLE IF NOT EXISTS approval_requests (
     approvals_needed INTEGER NOT NULL,
     created REAL NOT NULL,
     expires REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending'
+    state TEXT NOT NULL DEFAULT 'pending',
+    token TEXT,
+    screen TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS approval_decisions (
     request TEXT NOT NULL,
     approver TEXT NOT NULL,
     decision TEXT NOT NULL,
     at REAL NOT NULL,
+    identity TEXT,
     PRIMARY KEY (request, approver)
 );
 """
+# Columns added after the first release, for databases made before them.
+MIGRATIONS = (
+    ("approval_requests", "token", "TEXT"),
+    ("approval_requests", "screen", "TEXT NOT NULL DEFAULT ''"),
+    ("approval_decisions", "identity", "TEXT"),
+)
+FIELDS = ("id, session, requester, target, login, command, rule, approvers, approvals_needed, created,"
+          " expires, state, token, screen")
 
 
 class ApprovalError(Exception):
@@ -60,6 +72,8 @@ class ApprovalRequest:
     created: float
     expires: float
     state: str
+    token: str = ""  # the secret part of the request's web link
+    screen: str = ""  # the terminal screen when the command was submitted (text)
 
 
 def command_hash(command: str) -> str:
@@ -74,28 +88,49 @@ class ApprovalStore:
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        for table, column, kind in MIGRATIONS:
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def create(self, *, session: str, requester: str, target: str, login: str, command: str, rule: str,
-               approvers: tuple[str, ...], approvals: int, timeout: int) -> ApprovalRequest:
+               approvers: tuple[str, ...], approvals: int, timeout: int, screen: str = "") -> ApprovalRequest:
         now = time.time()
-        request_id = secrets.token_hex(3).upper()
-        self.db.execute(
-            "INSERT INTO approval_requests (id, session, requester, target, login, command, command_hash,"
-            " rule, approvers, approvals_needed, created, expires) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (request_id, session, requester, target, login, command, command_hash(command), rule,
-             ",".join(approvers), approvals, now, now + timeout),
-        )
+        for _ in range(8):  # six hex digits are for people to read out; collisions are retried
+            request_id = secrets.token_hex(3).upper()
+            try:
+                self.db.execute(
+                    "INSERT INTO approval_requests (id, session, requester, target, login, command,"
+                    " command_hash, rule, approvers, approvals_needed, created, expires, token, screen)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (request_id, session, requester, target, login, command, command_hash(command), rule,
+                     ",".join(approvers), approvals, now, now + timeout, secrets.token_urlsafe(24), screen),
+                )
+                break
+            except sqlite3.IntegrityError:
+                continue
+        else:
+            raise ApprovalError("could not allocate a request id")
         return self.get(request_id)  # type: ignore[return-value]
 
-    def get(self, request_id: str) -> ApprovalRequest | None:
-        row = self.db.execute(
-            "SELECT id, session, requester, target, login, command, rule, approvers, approvals_needed,"
-            " created, expires, state FROM approval_requests WHERE id = ?", (request_id.upper(),)).fetchone()
+    def _row(self, row: tuple[object, ...] | None) -> ApprovalRequest | None:
         if row is None:
             return None
         values = list(row)
-        values[7] = tuple(a for a in values[7].split(",") if a)
-        return ApprovalRequest(*values)
+        values[7] = tuple(a for a in str(values[7]).split(",") if a)
+        values[12] = values[12] or ""
+        return ApprovalRequest(*values)  # type: ignore[arg-type]
+
+    def get(self, request_id: str) -> ApprovalRequest | None:
+        return self._row(self.db.execute(f"SELECT {FIELDS} FROM approval_requests WHERE id = ?",  # noqa: S608
+                                         (request_id.upper(),)).fetchone())
+
+    def by_token(self, token: str) -> ApprovalRequest | None:
+        """The request a web link names; links carry no authority, only the way to it."""
+        if not token:
+            return None
+        return self._row(self.db.execute(f"SELECT {FIELDS} FROM approval_requests WHERE token = ?",  # noqa: S608
+                                         (token,)).fetchone())
 
     def pending(self) -> list[ApprovalRequest]:
         ids = [r[0] for r in self.db.execute(
@@ -103,8 +138,23 @@ class ApprovalStore:
         return [r for r in (self.get(i) for i in ids) if r is not None]
 
     def decide(self, request_id: str, approver: str, decision: str, *, groups: frozenset[str] | None = None,
-               command: str | None = None) -> str:
-        """Record one approver's decision; returns the request's state afterwards."""
+               command: str | None = None, digest: str | None = None, identity: str | None = None) -> str:
+        """Record one approver's decision; returns the request's state afterwards.
+
+        Atomic across processes: two approvers clicking at once, or a click racing expiry,
+        cannot both win. `command`/`digest` bind the decision to the exact command seen.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            state = self._decide(request_id, approver, decision, groups, command, digest, identity)
+        except BaseException:
+            self.db.execute("COMMIT")  # an expiry noted on the way is kept
+            raise
+        self.db.execute("COMMIT")
+        return state
+
+    def _decide(self, request_id: str, approver: str, decision: str, groups: frozenset[str] | None,
+                command: str | None, digest: str | None, identity: str | None) -> str:
         request = self.get(request_id)
         if request is None:
             raise ApprovalError(f"no approval request {request_id!r}")
@@ -117,15 +167,20 @@ class ApprovalStore:
             raise ApprovalError("the requester cannot approve their own request")
         if groups is not None and not groups & set(request.approvers):
             raise ApprovalError(f"{approver} is not in an approver group ({', '.join(request.approvers)})")
-        if command is not None and command_hash(command) != command_hash(request.command):
+        if command is not None:
+            digest = command_hash(command)
+        if digest is not None and not hmac.compare_digest(digest, command_hash(request.command)):
             raise ApprovalError("the decision is for a different command")
         if time.time() > request.expires:
             self._set_state(request.id, "expired")
             raise ApprovalError(f"request {request.id} has expired")
         if decision not in ("approve", "deny"):
             raise ApprovalError("decision must be approve or deny")
-        self.db.execute("INSERT OR REPLACE INTO approval_decisions VALUES (?,?,?,?)",
-                        (request.id, approver, decision, time.time()))
+        if self.db.execute("SELECT 1 FROM approval_decisions WHERE request = ? AND approver = ?",
+                           (request.id, approver)).fetchone():
+            raise ApprovalError(f"{approver} has already decided on request {request.id}")
+        self.db.execute("INSERT INTO approval_decisions (request, approver, decision, at, identity)"
+                        " VALUES (?,?,?,?,?)", (request.id, approver, decision, time.time(), identity))
         if decision == "deny":
             self._set_state(request.id, "denied")
             return "denied"
@@ -136,8 +191,8 @@ class ApprovalStore:
             return "approved"
         return "pending"
 
-    def state(self, request_id: str) -> tuple[str, list[tuple[str, str]]]:
-        """(state, [(approver, decision)]), marking an expired pending request as such."""
+    def state(self, request_id: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+        """(state, [(approver, decision, identity)]), marking an expired pending request as such."""
         request = self.get(request_id)
         if request is None:
             return "cancelled", []
@@ -145,8 +200,9 @@ class ApprovalStore:
         if state == "pending" and time.time() > request.expires:
             self._set_state(request.id, "expired")
             state = "expired"
-        decisions = [(a, d) for a, d in self.db.execute(
-            "SELECT approver, decision FROM approval_decisions WHERE request = ? ORDER BY at", (request.id,))]
+        decisions = [(a, d, i) for a, d, i in self.db.execute(
+            "SELECT approver, decision, identity FROM approval_decisions WHERE request = ? ORDER BY at",
+            (request.id,))]
         return state, decisions
 
     def cancel(self, request_id: str) -> None:

@@ -65,6 +65,8 @@ def serve(config_path: Path) -> None:
         raise click.ClickException(f"cannot set up recordings: {exc}") from None
     try:
         asyncio.run(Bastion(state).serve_forever())
+    except BastionError as exc:
+        raise click.ClickException(exc.reason) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"

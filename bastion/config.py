@@ -17,6 +17,7 @@ import asyncssh
 
 from bastion.errors import ConfigError
 from bastion.masker import DETECTOR_NAMES
+from bastion.oidc import OIDCSettings
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -68,6 +69,7 @@ class UserConfig:
     name: str
     keys: tuple[asyncssh.SSHKey, ...] = ()
     groups: frozenset[str] = frozenset()
+    oidc_subject: str | None = None  # binds this user to one identity at the provider
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,26 @@ class CertificateSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_ttl: int = 900
+
+
+NOTIFY_KINDS = ("slack", "mattermost", "webhook")
+
+
+@dataclass(frozen=True)
+class NotifyDestination:
+    kind: str
+    url: str
+    name: str
+
+
+@dataclass(frozen=True)
 class BastionConfig:
     path: Path | None
     listen_host: str = "127.0.0.1"
@@ -136,6 +158,9 @@ class BastionConfig:
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    web: WebSettings | None = None
+    oidc: OIDCSettings | None = None
+    notify: tuple[NotifyDestination, ...] = ()
     users: Mapping[str, UserConfig] = field(default_factory=dict)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
 
@@ -192,8 +217,11 @@ def _user(name: str, data: Mapping[str, Any], where: str) -> UserConfig:
     table = _Table(data, where)
     keys = tuple(_public_key(k, f"{where}.keys") for k in table.strings("keys"))
     groups = frozenset(table.strings("groups"))
+    subject = table.get("oidc_subject", str)
     table.finish()
-    return UserConfig(name=name, keys=keys, groups=groups)
+    if subject == "":
+        raise ConfigError(f"{where}.oidc_subject: cannot be empty")
+    return UserConfig(name=name, keys=keys, groups=groups, oidc_subject=subject)
 
 
 def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
@@ -265,6 +293,82 @@ def _masking(table: _Table) -> MaskingConfig:
     return config
 
 
+def _secret(table: _Table, key: str, base: Path) -> str | None:
+    """`key = "..."` or `key_file = "path"` (the file's first line): secrets may live apart."""
+    value, file = table.get(key, str), table.get(f"{key}_file", str)
+    if value is not None and file is not None:
+        raise ConfigError(f"{table.where}: set {key} or {key}_file, not both")
+    if file is None:
+        return value
+    try:
+        text = (base / file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{table.where}.{key}_file: cannot read {file} ({exc.strerror})") from None
+    if not text:
+        raise ConfigError(f"{table.where}.{key}_file: {file} is empty")
+    return text
+
+
+def _web(table: _Table, base: Path) -> WebSettings:
+    host, port = parse_host_port(table.get("listen", str, "127.0.0.1:8080"), default_port=8080,
+                                 where=f"{table.where} listen")
+    cert, key = table.get("tls_cert", str), table.get("tls_key", str)
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{table.where}: tls_cert and tls_key go together")
+    scheme = "https" if cert else "http"
+    shown = f"[{host}]" if ":" in host else host
+    public_url = table.get("public_url", str, f"{scheme}://{shown}:{port}").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", public_url):
+        raise ConfigError(f"{table.where} public_url: expected an http(s) URL, got {public_url!r}")
+    web = WebSettings(
+        listen_host=host, listen_port=port, public_url=public_url,
+        tls_cert=(base / cert).resolve() if cert else None,
+        tls_key=(base / key).resolve() if key else None,
+        session_ttl=parse_duration(table.get("session_ttl", (int, str), "15m"),
+                                   where=f"{table.where} session_ttl"),
+    )
+    table.finish()
+    if not 60 <= web.session_ttl <= 86400:
+        raise ConfigError(f"{table.where} session_ttl: must be between 1m and 24h")
+    return web
+
+
+def _oidc(table: _Table, base: Path) -> OIDCSettings:
+    issuer, client_id = table.get("issuer", str), table.get("client_id", str)
+    if not issuer or not re.match(r"^https?://", issuer):
+        raise ConfigError(f"{table.where} issuer: missing or not an http(s) URL")
+    if not client_id:
+        raise ConfigError(f"{table.where} client_id: missing")
+    settings = OIDCSettings(
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=_secret(table, "client_secret", base),
+        scopes=table.strings("scopes") or OIDCSettings.scopes,
+        username_claim=table.get("username_claim", str, OIDCSettings.username_claim),
+        groups_claim=table.get("groups_claim", str, OIDCSettings.groups_claim),
+    )
+    table.finish()
+    if "openid" not in settings.scopes:
+        raise ConfigError(f"{table.where} scopes: must include \"openid\"")
+    return settings
+
+
+def _notify(entries: list[Any], where: str, base: Path) -> tuple[NotifyDestination, ...]:
+    destinations = []
+    for index, entry in enumerate(entries):
+        table = _Table(entry, f"{where}: [[notify]] #{index + 1}")
+        kind = table.get("kind", str)
+        if kind not in NOTIFY_KINDS:
+            raise ConfigError(f"{table.where} kind: must be one of {', '.join(NOTIFY_KINDS)}, got {kind!r}")
+        url = _secret(table, "url", base)
+        if not url or not re.match(r"^https?://", url):
+            raise ConfigError(f"{table.where} url: missing or not an http(s) URL")
+        name = table.get("name", str, kind)
+        table.finish()
+        destinations.append(NotifyDestination(kind=kind, url=url, name=name))
+    return tuple(destinations)
+
+
 def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> BastionConfig:
     """Build a config from parsed TOML; relative paths resolve against the file's folder."""
     where = str(path) if path else "config"
@@ -316,11 +420,22 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         raise ConfigError(f"{rec.where} checkpoint_interval: must be between 1s and 5m")
 
     masking = _masking(_Table(top.get("masking", dict, {}), f"{where}: [masking]"))
+    web = _web(_Table(top.get("web", dict), f"{where}: [web]"), base) if "web" in top.data else None
+    oidc = _oidc(_Table(top.get("oidc", dict), f"{where}: [oidc]"), base) if "oidc" in top.data else None
+    notify = _notify(top.get("notify", list, []), where, base)
+    if oidc is not None and web is None:
+        raise ConfigError(f"{where}: [oidc] needs [web] (the sign-in callback is served there)")
 
     users = {
         name: _user(name, table, f"{where}: [users.{name}]")
         for name, table in top.get("users", dict, {}).items()
     }
+    subjects: dict[str, str] = {}
+    for user in users.values():
+        if user.oidc_subject is not None:
+            other = subjects.setdefault(user.oidc_subject, user.name)
+            if other != user.name:
+                raise ConfigError(f"{where}: users {other!r} and {user.name!r} have the same oidc_subject")
     targets = {
         name: _target(name, table, f"{where}: [targets.{name}]")
         for name, table in top.get("targets", dict, {}).items()
@@ -354,6 +469,9 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         session=session,
         recording=recording,
         masking=masking,
+        web=web,
+        oidc=oidc,
+        notify=notify,
         users=users,
         targets=targets,
     )

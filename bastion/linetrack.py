@@ -154,6 +154,14 @@ class LineTracker:
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
 
+    def snapshot(self) -> str:
+        """The screen as text (trailing blanks trimmed): what the user saw at this moment."""
+        self._sync()
+        lines = [line.rstrip() for line in self.screen.display]
+        while lines and not lines[-1]:
+            lines.pop()
+        return "\n".join(lines)
+
     @property
     def last_output(self) -> float:
         return self._output_at

@@ -34,9 +34,14 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def write_toml(data: dict[str, Any]) -> str:
-    """Enough TOML for our config: scalars, lists, tables and tables of tables."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    """Enough TOML for our config: scalars, lists, tables, tables of tables, arrays of tables."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in data.items()
+             if not isinstance(v, dict) and not _is_table_array(v)]
 
     def table(prefix: str, body: dict[str, Any]) -> None:
         scalars = {k: v for k, v in body.items() if not isinstance(v, dict)}
@@ -50,6 +55,10 @@ def write_toml(data: dict[str, Any]) -> str:
     for key, value in data.items():
         if isinstance(value, dict):
             table(key, value)
+        elif _is_table_array(value):
+            for entry in value:
+                lines.append(f"\n[[{key}]]")
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in entry.items())
     return "\n".join(lines) + "\n"
 
 

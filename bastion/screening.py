@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bastion.approvals import ApprovalStore
+from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.linetrack import LineTracker, replay_keys
+from bastion.masker import mask_text
 from bastion.masking import PROMPT
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
@@ -36,6 +38,8 @@ class ScreeningContext:
     rules: RulesHolder
     approvals: ApprovalStore | None
     audit: AuditLog
+    # Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
+    notify: Callable[[ApprovalRequest], Awaitable[list[str]]] | None = None
 
 
 def _red(text: str) -> bytes:
@@ -86,10 +90,11 @@ class ScreeningStage(SessionStage):
         assert io is not None
         if store is None:
             return False, "approvals are not configured on this bastion"
+        screen = self._tracker.snapshot() if self._tracker is not None else f"$ {command}"
         request = store.create(session=info.session_id, requester=info.user, target=info.target,
                                login=info.login, command=command, rule=verdict.rule or "",
                                approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout)
+                               timeout=verdict.timeout, screen=mask_text(screen))
         self._request = request.id
         minutes = max(1, round(verdict.timeout / 60))
         # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
@@ -102,23 +107,48 @@ class ScreeningStage(SessionStage):
         io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
         self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
                               user=info.user, target=info.target, command=command, rule=verdict.rule)
-        while True:
-            if self._cancelled:
-                store.cancel(request.id)
-                io.marker("approval-cancelled", request.id)
-                return False, "cancelled"
-            state, decisions = store.state(request.id)
-            if state != "pending":
-                break
-            await asyncio.sleep(POLL)
+        notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
+                     if self._ctx.notify is not None else None)
+        seen = 0
+        try:
+            while True:
+                if self._cancelled:
+                    store.cancel(request.id)
+                    io.marker("approval-cancelled", request.id)
+                    return False, "cancelled"
+                state, decisions = store.state(request.id)
+                for approver, decision, identity in decisions[seen:]:
+                    io.marker("approval-decision", f"{request.id} {decision} by {approver}"
+                                                   + (f" ({identity})" if identity else ""))
+                seen = len(decisions)
+                if state != "pending":
+                    break
+                await asyncio.sleep(POLL)
+        finally:
+            if notifying is not None and not notifying.done():
+                notifying.cancel()
         self._request = None
-        who = ", ".join(a for a, d in decisions if d == ("approve" if state == "approved" else "deny"))
+        who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
         io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
         self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
                               by=who or None)
         if state == "approved":
             return True, f"approved by {who}"
         return False, f"{state} by {who}" if who else state
+
+    async def _notify(self, request: ApprovalRequest, interactive: bool) -> None:
+        assert self._ctx.notify is not None
+        info, io = self._info, self._io
+        assert info is not None
+        assert io is not None
+        failed = await self._ctx.notify(request)
+        self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
+                              failed=failed or None)
+        if failed:
+            io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
+            line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
+                    f" request {request.id} still waits\r\n").encode()
+            io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
 
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------
 

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncssh
 from asyncssh.forward import SSHForwarder
@@ -50,6 +51,15 @@ SUBSYSTEMS = frozenset({"sftp"})
 StageFactory = Callable[[], list[SessionStage]]
 
 
+class Service(Protocol):
+    """Something else the bastion runs on its loop (the web service): started before the SSH
+    listener, stopped after the sessions."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class BastionState:
     """What every connection shares: config, keys, log, the stage factory, live sessions."""
@@ -62,6 +72,7 @@ class BastionState:
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
     on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     relays: set[SessionRelay] = field(default_factory=set)
 
@@ -351,6 +362,8 @@ class Bastion:
         loop = asyncio.get_running_loop()
         for hook in self.state.on_start:
             hook(loop)
+        for service in self.state.services:
+            await service.start()
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.transport), so the listener is made here.
         options = asyncssh.SSHServerConnectionOptions(
@@ -392,6 +405,8 @@ class Bastion:
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
         await asyncio.sleep(0)
+        for service in self.state.services:
+            await service.stop()
         for hook in self.state.on_stop:
             hook()
         self.state.audit.event("bastion_stopped")
