@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
@@ -16,7 +16,7 @@ from bastion.pipeline import SessionStage
 from bastion.policy import Identity
 from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import CommandRequest, RulesHolder
-from bastion.screening import ScreeningContext, ScreeningStage
+from bastion.screening import Notify, ScreeningContext, ScreeningStage
 from bastion.server import BastionState
 from bastion.web import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex
@@ -57,7 +57,9 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         state.on_stop.append(recorder.stop)
     else:
         recording_stage = list
-    screening = _screening(config, state)
+    approvals = ApprovalStore(config.state_db) if config.rules_file or config.web else None
+    notify = _web(config, state, approvals) if approvals is not None else None
+    screening = _screening(config, state, approvals, notify)
     # Order matters. Output: the masker first, so the recorder only ever sees masked output.
     # Input: the recorder records what was typed before the screener holds or discards it.
     masking_stage: Callable[[], list[SessionStage]] = (
@@ -67,12 +69,9 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     return state
 
 
-def _web(config: BastionConfig, state: BastionState,
-         approvals: ApprovalStore) -> Callable[[ApprovalRequest], Awaitable[list[str]]] | None:
+def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -> Notify | None:
     """The approval pages (when [web] is set) and the chat notifier that links to them."""
     if config.web is None:
-        if config.notify:
-            raise ConfigError(f"{config.path}: [[notify]] needs [web] (messages link to its pages)")
         return None
     service = WebService(config, approvals, state.audit,
                          SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
@@ -89,17 +88,16 @@ def _web(config: BastionConfig, state: BastionState,
     return notify
 
 
-def _screening(config: BastionConfig, state: BastionState) -> Callable[[], list[SessionStage]]:
-    if config.rules_file is None:
+def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalStore | None,
+               notify: Notify | None) -> Callable[[], list[SessionStage]]:
+    if config.rules_file is None or approvals is None:
         return list
     holder = RulesHolder(path=config.rules_file)
     holder.reload()  # a bad rules file stops the start, naming file, line and reason
-    approvals = ApprovalStore(config.state_db)
     cancelled = approvals.cancel_all_pending()
     if cancelled:
         state.audit.event("approvals_cancelled_at_start", count=cancelled)
-    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit,
-                               notify=_web(config, state, approvals))
+    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, notify=notify)
 
     def reload() -> None:
         try:

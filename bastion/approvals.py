@@ -137,6 +137,11 @@ class ApprovalStore:
             "SELECT id FROM approval_requests WHERE state = 'pending' ORDER BY created")]
         return [r for r in (self.get(i) for i in ids) if r is not None]
 
+    def recent(self, limit: int) -> list[ApprovalRequest]:
+        rows = self.db.execute(f"SELECT {FIELDS} FROM approval_requests ORDER BY created DESC LIMIT ?",  # noqa: S608
+                               (limit,)).fetchall()
+        return [r for r in map(self._row, rows) if r is not None]
+
     def decide(self, request_id: str, approver: str, decision: str, *, groups: frozenset[str] | None = None,
                command: str | None = None, digest: str | None = None, identity: str | None = None) -> str:
         """Record one approver's decision; returns the request's state afterwards.

@@ -369,6 +369,19 @@ def _notify(entries: list[Any], where: str, base: Path) -> tuple[NotifyDestinati
     return tuple(destinations)
 
 
+def _web_sections(
+    top: _Table, where: str, base: Path
+) -> tuple[WebSettings | None, OIDCSettings | None, tuple[NotifyDestination, ...]]:
+    web = _web(_Table(top.get("web", dict), f"{where}: [web]"), base) if "web" in top.data else None
+    oidc = _oidc(_Table(top.get("oidc", dict), f"{where}: [oidc]"), base) if "oidc" in top.data else None
+    notify = _notify(top.get("notify", list, []), where, base)
+    if oidc is not None and web is None:
+        raise ConfigError(f"{where}: [oidc] needs [web] (the sign-in callback is served there)")
+    if notify and web is None:
+        raise ConfigError(f"{where}: [[notify]] needs [web] (messages link to its pages)")
+    return web, oidc, notify
+
+
 def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> BastionConfig:
     """Build a config from parsed TOML; relative paths resolve against the file's folder."""
     where = str(path) if path else "config"
@@ -420,11 +433,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         raise ConfigError(f"{rec.where} checkpoint_interval: must be between 1s and 5m")
 
     masking = _masking(_Table(top.get("masking", dict, {}), f"{where}: [masking]"))
-    web = _web(_Table(top.get("web", dict), f"{where}: [web]"), base) if "web" in top.data else None
-    oidc = _oidc(_Table(top.get("oidc", dict), f"{where}: [oidc]"), base) if "oidc" in top.data else None
-    notify = _notify(top.get("notify", list, []), where, base)
-    if oidc is not None and web is None:
-        raise ConfigError(f"{where}: [oidc] needs [web] (the sign-in callback is served there)")
+    web, oidc, notify = _web_sections(top, where, base)
 
     users = {
         name: _user(name, table, f"{where}: [users.{name}]")

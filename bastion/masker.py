@@ -583,6 +583,8 @@ def mask_text(text: str | None) -> str | None:
     if not text:
         return text
     masker = SecretMasker()
-    data = text.encode("utf-8", "surrogateescape")
+    # The text is complete: a closing line break stops a secret that could still be growing
+    # at its end from being masked provisionally (the streaming policy), then goes again.
+    data = text.encode("utf-8", "surrogateescape") + b"\n"
     masked = masker.feed(data).data + masker.flush().data
-    return masked.decode("utf-8", "surrogateescape")
+    return masked[:-1].decode("utf-8", "surrogateescape")

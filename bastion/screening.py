@@ -33,13 +33,16 @@ ECHO_WAIT = 0.5  # longest an Enter waits for the echo of the keys typed just be
 POLL = 0.25
 
 
+# Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
+Notify = Callable[[ApprovalRequest], Awaitable[list[str]]]
+
+
 @dataclass
 class ScreeningContext:
     rules: RulesHolder
     approvals: ApprovalStore | None
     audit: AuditLog
-    # Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
-    notify: Callable[[ApprovalRequest], Awaitable[list[str]]] | None = None
+    notify: Notify | None = None
 
 
 def _red(text: str) -> bytes:

@@ -11,6 +11,7 @@ import click
 from bastion.approvals import ApprovalError, ApprovalStore
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
+from bastion.masker import mask_text
 from bastion.rules import KINDS, CommandRequest, load_rules
 
 
@@ -59,13 +60,23 @@ def register(
 
     @approvals.command("list")
     @config_option  # type: ignore[misc]
-    def approvals_list(config_path: Path) -> None:
-        """Pending requests."""
-        for request in store(config_path).pending():
+    @click.option("--all", "everything", is_flag=True, help="Any state (the last 100).")
+    def approvals_list(config_path: Path, everything: bool) -> None:
+        """Pending requests (or, with --all, the most recent ones in any state)."""
+        approvals = store(config_path)
+        for request in approvals.recent(100) if everything else approvals.pending():
             left = max(0, int(request.expires - time.time()))
+            status = f"{left}s left" if request.state == "pending" else request.state
             click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "
                        f"rule={request.rule}  needs {request.approvals_needed} of "
-                       f"{','.join(request.approvers)}  {left}s left  {request.command!r}")
+                       f"{','.join(request.approvers)}  {status}  {mask_text(request.command)!r}")
+
+    @approvals.command("show")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    def approvals_show(config_path: Path, request_id: str) -> None:
+        """Everything about REQUEST_ID: who, where, the command, the screen, each decision."""
+        show_request(store(config_path), request_id)
 
     def decide(config_path: Path, request_id: str, approver: str, decision: str) -> None:
         config = load(config_path)
@@ -92,3 +103,21 @@ def register(
     def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:
         """Deny REQUEST_ID."""
         decide(config_path, request_id, approver, "deny")
+
+
+def show_request(approvals: ApprovalStore, request_id: str) -> None:
+    request = approvals.get(request_id)
+    if request is None:
+        raise click.ClickException(f"no approval request {request_id!r}")
+    state, decisions = approvals.state(request.id)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(request.created))
+    click.echo(f"request   {request.id} ({state})\nuser      {request.requester}\n"
+               f"target    {request.login}@{request.target}\nrule      {request.rule}\n"
+               f"approvers {request.approvals_needed} of {', '.join(request.approvers)}\n"
+               f"created   {when}\ncommand   {mask_text(request.command)}")
+    for approver, decision, identity in decisions:
+        click.echo(f"decision  {decision} by {approver}" + (f" ({identity})" if identity else ""))
+    if request.screen:
+        click.echo("screen when submitted:")
+        for line in request.screen.splitlines():
+            click.echo(f"  | {line}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -156,6 +157,13 @@ def test_approver_signs_in_and_approves_then_the_command_runs(web: Web) -> None:
     decision = [e for e in web.events("approval_decision") if e["request"] == request_id(page)]
     assert decision and decision[0]["by"] == "carol" and decision[0]["identity"] == f"{web.idp.issuer}#carol"
     assert any(e["by"] == "carol" for e in web.events("approval_viewed"))
+    shown = subprocess.run([sys.executable, "-m", "bastion", "approvals", "show", request_id(page), "-c",
+                            str(web.box.config_path)], capture_output=True, text=True, timeout=60, check=True)
+    assert f"decision  approve by carol ({web.idp.issuer}#carol)" in shown.stdout
+    assert f"$ touch {marker}" in shown.stdout and "(approved)" in shown.stdout
+    # ... and the recording says who approved, with the identity.
+    cast = max((web.box.directory / "recordings").rglob("*.cast"), key=lambda p: p.stat().st_mtime)
+    assert f"approve by carol ({web.idp.issuer}#carol)" in cast.read_text()
 
 
 def test_chat_payloads_have_the_documented_shape(web: Web) -> None:

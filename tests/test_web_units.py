@@ -80,6 +80,7 @@ def config(**extra: object) -> dict[str, object]:
     (config(web={"public_url": "ftp://x"}), "public_url"),
     (config(web={"session_ttl": "2d"}), "session_ttl"),
     (config(web={"colour": "red"}), "unknown key 'colour'"),
+    (config(notify=[{"kind": "slack", "url": "https://x"}]), r"needs \[web\]"),
     (config(web={}, notify=[{"kind": "irc", "url": "https://x"}]), "kind: must be one of"),
     (config(web={}, notify=[{"kind": "slack"}]), "url: missing"),
     (config(web={}, notify=[{"kind": "slack", "url": "https://x", "channel": "#a"}]), "unknown key 'channel'"),
