@@ -27,10 +27,11 @@ from aiohttp import web
 
 from bastion.approvals import ApprovalError, ApprovalRequest, ApprovalStore, command_hash
 from bastion.audit import AuditLog
-from bastion.config import BastionConfig, UserConfig
+from bastion.config import BastionConfig
 from bastion.errors import BastionError
+from bastion.identity import SignInRefused, resolve_approver
 from bastion.masker import mask_text
-from bastion.oidc import AuthorizationStart, Identity, OIDCClient, OIDCError
+from bastion.oidc import AuthorizationStart, OIDCClient, OIDCError
 
 SESSION_COOKIE = "bastion_session"
 LOGIN_COOKIE = "bastion_login"
@@ -83,29 +84,6 @@ class SignedCookies:
         if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int):
             return None
         return payload if payload["exp"] > time.time() else None
-
-
-class SignInRefused(Exception):
-    pass
-
-
-def resolve_approver(identity: Identity, users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
-    """The bastion user an identity acts as, and its groups (the provider's and the config's).
-
-    A config user with `oidc_subject` is that subject and no one else; a config user without
-    one is whoever the provider names so (documented: bind subjects for certainty).
-    """
-    for user in users.values():
-        if user.oidc_subject is not None and user.oidc_subject == identity.subject:
-            return user.name, user.groups | identity.groups
-    if not _NAME.match(identity.username):
-        raise SignInRefused(
-            f"the provider's user name {identity.username!r} is not a valid bastion user name"
-        )
-    user = users.get(identity.username)
-    if user is not None and user.oidc_subject is not None:
-        raise SignInRefused(f"user {identity.username!r} is bound to a different identity at the provider")
-    return identity.username, identity.groups | (user.groups if user else frozenset())
 
 
 # -- pages -------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from joserfc.jwk import RSAKey
 from bastion.approvals import ApprovalError, ApprovalStore
 from bastion.config import NotifyDestination, UserConfig, parse_config
 from bastion.errors import ConfigError
+from bastion.identity import SignInRefused, resolve_approver
 from bastion.notify import Notifier, slack_payload
 from bastion.oidc import Identity, OIDCClient, OIDCError, OIDCSettings
-from bastion.web import SignedCookies, SignInRefused, resolve_approver
+from bastion.web import SignedCookies
 from tests.idp import OpenIDProvider, WebhookReceiver
 
 
