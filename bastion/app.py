@@ -9,6 +9,7 @@ from bastion.audit import AuditLog
 from bastion.config import BastionConfig, TargetConfig
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
+from bastion.login import SSO
 from bastion.masking import MaskingSettings, MaskingStage
 from bastion.notify import Notifier
 from bastion.oidc import OIDCClient
@@ -18,6 +19,7 @@ from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import CommandRequest, RulesHolder
 from bastion.screening import Notify, ScreeningContext, ScreeningStage
 from bastion.server import BastionState
+from bastion.sso import Directory
 from bastion.web import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
@@ -57,6 +59,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         state.on_stop.append(recorder.stop)
     else:
         recording_stage = list
+    state.sso = SSO(config, keys, Directory(config.state_db), audit)
     approvals = ApprovalStore(config.state_db) if config.rules_file or config.web else None
     notify = _web(config, state, approvals) if approvals is not None else None
     screening = _screening(config, state, approvals, notify)
@@ -75,7 +78,7 @@ def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -
         return None
     service = WebService(config, approvals, state.audit,
                          SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
-                         OIDCClient(config.oidc) if config.oidc else None)
+                         OIDCClient(config.oidc) if config.oidc else None, sso=state.sso)
     state.services.append(service)
     if not config.notify:
         return None

@@ -6,10 +6,8 @@ import asyncio
 import getpass
 import os
 import sys
-import time
 from pathlib import Path
 
-import asyncssh
 import click
 
 from bastion import __version__, recordings_cli, screening_cli
@@ -183,22 +181,20 @@ def ca_login_ca(config_path: Path) -> None:
               help="Where to write the certificate (default: KEY-cert.pub next to the key).")
 def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, output: Path | None) -> None:
     """Issue a certificate that lets PUBLIC_KEY log into the bastion as --user."""
+    from bastion.sso import Directory, SSOError
+
     config = _load(config_path)
     try:
-        key = asyncssh.read_public_key(public_key)
         lifetime = parse_duration(ttl, where="--ttl")
-    except (asyncssh.KeyImportError, BastionError, ValueError) as exc:
+        # Recorded like the certificates `bastion login` gets, so revocation covers it too.
+        issued = Directory(config.state_db).issue(
+            _keys(config).login_ca, public_key.read_text(), user=user,
+            identity=f"operator:{getpass.getuser()}", ttl=lifetime)
+    except (BastionError, SSOError, OSError) as exc:
         raise click.ClickException(str(getattr(exc, "reason", exc))) from None
-    now = int(time.time())
-    cert = _keys(config).login_ca.generate_user_certificate(
-        key, key_id=f"bastion login user={user}", principals=[user],
-        valid_after=now - 60, valid_before=now + lifetime,
-        permit_x11_forwarding=False, permit_agent_forwarding=False, permit_pty=False,
-        permit_user_rc=False,
-    )
     name = public_key.name.removesuffix(".pub")
     target = output or public_key.with_name(f"{name}-cert.pub")
-    cert.write_certificate(target)
+    issued.certificate.write_certificate(target)
     click.echo(f"wrote {target} (user {user}, valid {ttl})")
 
 

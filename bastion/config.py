@@ -346,8 +346,14 @@ def _oidc(table: _Table, base: Path) -> OIDCSettings:
         scopes=table.strings("scopes") or OIDCSettings.scopes,
         username_claim=table.get("username_claim", str, OIDCSettings.username_claim),
         groups_claim=table.get("groups_claim", str, OIDCSettings.groups_claim),
+        device_login=table.get("device_login", bool, True),
+        cli_client_id=table.get("cli_client_id", str),
+        certificate_ttl=parse_duration(table.get("certificate_ttl", (int, str), "8h"),
+                                       where=f"{table.where} certificate_ttl"),
     )
     table.finish()
+    if not 300 <= settings.certificate_ttl <= 7 * 86400:
+        raise ConfigError(f"{table.where} certificate_ttl: must be between 5m and 7d")
     if "openid" not in settings.scopes:
         raise ConfigError(f"{table.where} scopes: must include \"openid\"")
     return settings

@@ -54,6 +54,26 @@ class OIDCSettings:
     scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
+    # SSH users: the device-code prompt inside ssh, and `bastion login` (a public client).
+    device_login: bool = True
+    cli_client_id: str | None = None
+    certificate_ttl: int = 8 * 3600
+
+
+@dataclass(frozen=True)
+class DeviceAuthorization:
+    """RFC 8628: what the user opens and types, and what the client polls with."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_at: float
+    interval: float
+
+    def instructions(self) -> str:
+        minutes = max(1, round((self.expires_at - time.time()) / 60))
+        return f"Open {self.verification_uri} and enter {self.user_code} (expires in {minutes} min)"
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,74 @@ class OIDCClient:
             data.setdefault("error", f"HTTP {response.status}")
         return data
 
+    async def start_device(self) -> DeviceAuthorization:
+        """Begin a device authorization grant (RFC 8628) at the provider."""
+        metadata = await self.metadata()
+        endpoint = metadata.get("device_authorization_endpoint")
+        if not isinstance(endpoint, str):
+            raise OIDCError("the provider does not offer the device authorization grant")
+        form = {"client_id": self.settings.client_id, "scope": " ".join(self.settings.scopes)}
+        auth = (
+            aiohttp.BasicAuth(self.settings.client_id, self.settings.client_secret)
+            if self.settings.client_secret
+            else None
+        )
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
+                http.post(endpoint, data=form, auth=auth) as response,
+            ):
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise OIDCError(f"device authorization: {exc or type(exc).__name__}") from None
+        if not isinstance(data, dict) or response.status != 200:
+            raise OIDCError(f"device authorization: HTTP {response.status} {data!r:.200}")
+        try:
+            return DeviceAuthorization(
+                device_code=str(data["device_code"]),
+                user_code=str(data["user_code"]),
+                verification_uri=str(data["verification_uri"]),
+                verification_uri_complete=data.get("verification_uri_complete"),
+                expires_at=time.time() + float(data.get("expires_in", 300)),
+                interval=max(1.0, float(data.get("interval", 5))),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise OIDCError("device authorization: the provider's answer is incomplete") from None
+
+    async def finish_device(self, device: DeviceAuthorization, *, deadline: float | None = None) -> Identity:
+        """Poll until the user approved in the browser (or denied, or the code expired)."""
+        tokens = await self.device_tokens(device, deadline=deadline)
+        return await self.identity_from_tokens(tokens)
+
+    async def device_tokens(
+        self, device: DeviceAuthorization, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        end = min(device.expires_at, deadline or device.expires_at)
+        interval = device.interval
+        while True:
+            await asyncio.sleep(interval)
+            if time.time() > end:
+                raise OIDCError("the sign-in code expired before it was used")
+            tokens = await self.token_request(
+                {
+                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                    "device_code": device.device_code,
+                }
+            )
+            error = tokens.get("error")
+            if error is None:
+                return tokens
+            if error == "authorization_pending":
+                continue
+            if error == "slow_down":
+                interval += 5
+                continue
+            if error == "access_denied":
+                raise OIDCError("the sign-in was refused at the provider")
+            if error == "expired_token":
+                raise OIDCError("the sign-in code expired before it was used")
+            raise OIDCError(f"the provider said: {error} {tokens.get('error_description', '')}".rstrip())
+
     async def exchange_code(self, code: str, redirect_uri: str, start: AuthorizationStart) -> Identity:
         tokens = await self.token_request(
             {
@@ -179,7 +267,9 @@ class OIDCClient:
             raise OIDCError(f"the provider refused the code: {why}")
         return await self.identity_from_tokens(tokens, nonce=start.nonce)
 
-    async def identity_from_tokens(self, tokens: Mapping[str, Any], *, nonce: str | None = None) -> Identity:
+    async def identity_from_tokens(
+        self, tokens: Mapping[str, Any], *, nonce: str | None = None, max_age: int | None = None
+    ) -> Identity:
         """The identity in a token response: the verified ID token, completed from the userinfo
         endpoint when the provider keeps name or groups out of the ID token."""
         access_token = tokens.get("access_token")
@@ -187,6 +277,7 @@ class OIDCClient:
             tokens.get("id_token"),
             nonce=nonce,
             access_token=access_token if isinstance(access_token, str) else None,
+            max_age=max_age,
         )
         wanted = (self.settings.username_claim, self.settings.groups_claim)
         if any(name not in claims for name in wanted) and isinstance(access_token, str):

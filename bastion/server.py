@@ -22,9 +22,12 @@ from bastion.certs import new_session_id
 from bastion.config import BastionConfig, TargetConfig
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.keys import KeyStore
+from bastion.login import SSO
+from bastion.oidc import DeviceAuthorization, OIDCError
 from bastion.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.policy import Identity, decide_login, decide_target
 from bastion.relay import InnerSession, SessionRelay
+from bastion.sso import SSOError
 from bastion.transport import InnerServerConnection, OuterServerConnection
 from bastion.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 
@@ -73,7 +76,9 @@ class BastionState:
     on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    sso: SSO | None = None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
     relays: set[SessionRelay] = field(default_factory=set)
 
 
@@ -91,6 +96,7 @@ class OuterServer(asyncssh.SSHServer):
         self._identity: Identity | None = None
         self._client = "?"
         self._client_version = ""
+        self._device: DeviceAuthorization | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -101,6 +107,7 @@ class OuterServer(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._state.connections.discard(self._conn)
+            self._state.identities.pop(self._conn, None)
         self._state.audit.event(
             "connection_closed",
             client=self._client,
@@ -116,27 +123,82 @@ class OuterServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
+    def _revoked(self, username: str, method: str) -> bool:
+        sso = self._state.sso
+        if sso is not None and sso.directory.revoked(username):
+            self._auth_failed(username, method, "user revoked")
+            return True
+        return False
+
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         user = self._state.config.users.get(username)
         ok = user is not None and any(
             key.public_data == known.public_data for known in user.keys
         )
-        if ok and user is not None:
+        if ok and user is not None and not self._revoked(username, "publickey"):
             self._identity = Identity(user=username, groups=user.groups, method="publickey")
-        else:
+            return True
+        if not ok:
             self._auth_failed(username, "publickey", "unknown key")
-        return ok
+        return False
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         # Asked only for certificates; asyncssh then checks principal == username and validity.
-        ok = key.public_data == self._state.keys.login_ca.public_data
-        if ok:
-            user = self._state.config.users.get(username)
-            groups = user.groups if user else frozenset()
-            self._identity = Identity(user=username, groups=groups, method="certificate")
-        else:
+        if key.public_data != self._state.keys.login_ca.public_data:
             self._auth_failed(username, "certificate", "unknown certificate authority")
-        return ok
+            return False
+        sso = self._state.sso
+        user = self._state.config.users.get(username)
+        groups = user.groups if user else frozenset()
+        if sso is not None:
+            refusal = sso.certificate_refusal(username, getattr(self._conn, "presented_certificate", None))
+            if refusal is not None:
+                self._auth_failed(username, "certificate", refusal)
+                return False
+            groups = sso.groups(username)
+        self._identity = Identity(user=username, groups=groups, method="certificate")
+        return True
+
+    # -- single sign-on inside ssh: keyboard-interactive carrying a device code -------------------
+
+    def kbdint_auth_supported(self) -> bool:
+        sso = self._state.sso
+        return sso is not None and sso.device is not None
+
+    async def get_kbdint_challenge(  # type: ignore[override]
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        sso = self._state.sso
+        assert sso is not None
+        if sso.directory.revoked(username):
+            self._auth_failed(username, "sso", "user revoked")
+            return False
+        try:
+            self._device = await sso.start_device()
+        except OIDCError as exc:
+            self._auth_failed(username, "sso", f"identity provider: {exc}")
+            return False
+        self._state.audit.event("sso_login_started", client=self._client, user=username,
+                                user_code=self._device.user_code)
+        # No prompts: OpenSSH shows the instruction and waits while the bastion polls.
+        return "bastion sign-in", self._device.instructions() + "\n", "", []
+
+    async def validate_kbdint_response(  # type: ignore[override]
+        self, username: str, responses: list[str]
+    ) -> bool:
+        sso, device = self._state.sso, self._device
+        if sso is None or device is None:
+            return False
+        self._device = None  # one code, one use
+        try:
+            user, groups = await sso.finish_device(device, username, self._client)
+        except SSOError as exc:
+            self._auth_failed(username, "sso", str(exc))
+            if self._conn is not None:
+                self._conn.send_auth_banner(f"bastion: sign-in failed: {exc}\n")
+            return False
+        self._identity = Identity(user=user, groups=groups, method="sso")
+        return True
 
     def _auth_failed(self, username: str, method: str, reason: str) -> None:
         self._state.audit.event(
@@ -145,6 +207,8 @@ class OuterServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         assert self._identity is not None
+        if self._conn is not None:
+            self._state.identities[self._conn] = self._identity
         self._state.audit.event(
             "auth_succeeded",
             client=self._client,
@@ -296,6 +360,8 @@ class InnerServer(asyncssh.SSHServer):
             on_end=self._session_ended,
         )
         state.relays.add(relay)
+        if state.sso is not None:
+            state.sso.directory.session_started(info.session_id, info.user, info.target, info.login)
         state.audit.event(
             "session_started", session=info.session_id, user=info.user, target=info.target,
             login=info.login, client=info.client_address, key_id=info.key_id,
@@ -305,6 +371,8 @@ class InnerServer(asyncssh.SSHServer):
     def _session_ended(self, relay: SessionRelay) -> None:
         state, info = self._jump.state, relay.info
         state.relays.discard(relay)
+        if state.sso is not None:
+            state.sso.directory.session_ended(info.session_id)
         state.audit.event(
             "session_ended", session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
@@ -351,6 +419,8 @@ class Bastion:
     def __init__(self, state: BastionState) -> None:
         self.state = state
         self._server: asyncio.Server | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._ending: set[asyncssh.SSHServerConnection] = set()
 
     @property
     def port(self) -> int:
@@ -364,6 +434,10 @@ class Bastion:
             hook(loop)
         for service in self.state.services:
             await service.start()
+        if self.state.sso is not None:
+            self.state.sso.directory.clear_sessions()
+            self.state.sso.publish_krl()
+            self._watcher = loop.create_task(self.state.sso.watch_revocations(self.end_user))
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.transport), so the listener is made here.
         options = asyncssh.SSHServerConnectionOptions(
@@ -405,11 +479,29 @@ class Bastion:
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
         await asyncio.sleep(0)
+        if self._watcher is not None:
+            self._watcher.cancel()
         for service in self.state.services:
             await service.stop()
         for hook in self.state.on_stop:
             hook()
         self.state.audit.event("bastion_stopped")
+
+    def end_user(self, user: str) -> None:
+        """A revoked user: end their sessions with a message, then drop their connections."""
+        for relay in [r for r in self.state.relays if r.info.user == user]:
+            self.state.audit.event("session_revoked", session=relay.info.session_id, user=user)
+            relay.end("bastion: your access has been revoked")
+        loop = asyncio.get_running_loop()
+        for conn, identity in list(self.state.identities.items()):
+            if identity.user == user and conn not in self._ending:
+                self._ending.add(conn)
+                # A moment for the session's message to reach the client, then the connection goes.
+                loop.call_later(1.0, self._disconnect, conn)
+
+    def _disconnect(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._ending.discard(conn)
+        conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked")
 
     def reload(self) -> None:
         """SIGHUP: re-read what can change without dropping sessions (the rules)."""

@@ -80,6 +80,20 @@ class SSOUser:
     last_seen: float
 
 
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate: asyncssh.SSHCertificate
+    serial: int
+    key_id: str
+    valid_before: int
+
+
+def certificate_serial(cert: object) -> int | None:
+    """An OpenSSH certificate's serial (asyncssh keeps it without a public accessor)."""
+    serial = getattr(cert, "_serial", None)
+    return serial if isinstance(serial, int) else None
+
+
 class Directory:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -147,7 +161,7 @@ class Directory:
         identity: str,
         ttl: int,
         now: float | None = None,
-    ) -> asyncssh.SSHCertificate:
+    ) -> IssuedCertificate:
         """A user certificate for `public_key`: principal = user, valid `ttl` seconds."""
         key = check_public_key(public_key, ca)
         if not user:
@@ -157,9 +171,10 @@ class Directory:
         self._rate_limit(identity)
         now = time.time() if now is None else now
         serial = secrets.randbits(63) | 1
+        key_id = f"bastion-login user={user} identity={identity} serial={serial}"
         cert = ca.generate_user_certificate(
             key,
-            key_id=f"bastion-login user={user} identity={identity} serial={serial}",
+            key_id=key_id,
             serial=serial,
             principals=[user],
             valid_after=int(now) - 60,
@@ -174,7 +189,7 @@ class Directory:
             "INSERT INTO user_certificates VALUES (?,?,?,?,?,?)",
             (serial, user, identity, key.get_fingerprint(), now, now + ttl),
         )
-        return cert
+        return IssuedCertificate(cert, serial, key_id, int(now) + ttl)
 
     def _rate_limit(self, identity: str) -> None:
         count, window = CERT_RATE
@@ -186,7 +201,7 @@ class Directory:
             raise SSOError(f"too many certificates for this identity; try again in {int(window)} s")
         issued.append(now)
 
-    def certificate_allowed(self, user: str, serial: int) -> str | None:
+    def certificate_allowed(self, user: str, serial: int | None) -> str | None:
         """Why a presented login certificate is refused now, or None."""
         if self.revoked(user):
             return f"user {user} has been revoked"

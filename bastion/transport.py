@@ -80,6 +80,14 @@ class CoalescingTransport(asyncio.Transport):
 class OuterServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
     """The connection users' ssh clients make to the bastion."""
 
+    presented_certificate: Any = None
+
+    async def _validate_openssh_certificate(self, username: str, cert: Any) -> Any:
+        # asyncssh asks the server object about the CA key only; which certificate (its serial,
+        # for revocation) is kept here for OuterServer.validate_ca_key to look at.
+        self.presented_certificate = cert
+        return await super()._validate_openssh_certificate(username, cert)  # type: ignore[misc]
+
 
 class InnerServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
     """The SSH server run over a direct-tcpip channel of the outer connection."""

@@ -30,8 +30,10 @@ from bastion.audit import AuditLog
 from bastion.config import BastionConfig
 from bastion.errors import BastionError
 from bastion.identity import SignInRefused, resolve_approver
+from bastion.login import SSO
 from bastion.masker import mask_text
 from bastion.oidc import AuthorizationStart, OIDCClient, OIDCError
+from bastion.sso import SSOError
 
 SESSION_COOKIE = "bastion_session"
 LOGIN_COOKIE = "bastion_login"
@@ -115,7 +117,50 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600} h"
 
 
-class WebService:
+class _SSOEndpoints:
+    """`bastion login`'s side of the web service: JSON in, JSON out."""
+
+    sso: SSO | None
+    audit: AuditLog
+
+    def _sso_ready(self) -> SSO:
+        if self.sso is None or self.sso.cli is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": "single sign-on is not configured"}),
+                                   content_type="application/json")
+        return self.sso
+
+    async def sso_config(self, request: web.Request) -> web.Response:
+        return web.json_response(self._sso_ready().client_settings())
+
+    async def sso_certificate(self, request: web.Request) -> web.Response:
+        sso = self._sso_ready()
+        # JSON only: a cross-site form cannot send it without the browser asking us first.
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send JSON"}, status=415)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "expected a JSON object"}, status=400)
+        tokens = {k: body[k] for k in ("id_token", "access_token") if isinstance(body.get(k), str)}
+        try:
+            answer = await sso.certify(tokens, body.get("public_key", ""), str(request.remote))
+        except SSOError as exc:
+            status = 429 if "too many" in str(exc) else 403
+            return web.json_response({"error": str(exc)}, status=status)
+        return web.json_response(answer)
+
+    async def sso_krl(self, request: web.Request) -> web.Response:
+        sso = self._sso_ready()
+        try:
+            data = sso.krl_path.read_bytes()
+        except OSError:
+            return web.json_response({"error": "no revocation list yet"}, status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+
+class WebService(_SSOEndpoints):
     """The aiohttp application and its listener; start() and stop() run on the bastion's loop."""
 
     def __init__(
@@ -125,10 +170,12 @@ class WebService:
         audit: AuditLog,
         cookies: SignedCookies,
         oidc: OIDCClient | None,
+        *,
+        sso: SSO | None = None,
     ) -> None:
         assert config.web is not None
         self.config, self.settings = config, config.web
-        self.store, self.audit, self.cookies, self.oidc = store, audit, cookies, oidc
+        self.store, self.audit, self.cookies, self.oidc, self.sso = store, audit, cookies, oidc, sso
         self.secure = self.settings.public_url.startswith("https://")
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[self._headers], client_max_size=64 * 1024)
@@ -140,6 +187,9 @@ class WebService:
                 web.get("/auth/login", self.login),
                 web.get("/auth/callback", self.callback),
                 web.post("/auth/logout", self.logout),
+                web.get("/sso/config", self.sso_config),
+                web.post("/sso/certificate", self.sso_certificate),
+                web.get("/sso/krl", self.sso_krl),
             ]
         )
 
