@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bastion import __version__, recordings_cli, screening_cli
+from bastion import __version__, login_cli, recordings_cli, screening_cli
 from bastion.config import BastionConfig, load_config, parse_duration
 from bastion.errors import BastionError
 from bastion.keys import KeyStore, known_hosts_lines, public_line
@@ -270,6 +270,7 @@ def demo(state_dir: Path, port: int) -> None:
 
 recordings_cli.register(main, config_option, _load)  # type: ignore[arg-type]
 screening_cli.register(main, config_option, _load)
+login_cli.register(main, config_option, _load)
 player_cli.register(main, _load)
 
 

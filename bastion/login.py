@@ -17,9 +17,8 @@ from bastion.audit import AuditLog
 from bastion.config import BastionConfig
 from bastion.keys import KeyStore, known_hosts_lines, public_line
 from bastion.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
-from bastion.sso import Directory, SSOError, certificate_serial, write_krl
+from bastion.sso import Directory, SSOError, certificate_serial, krl_path, write_krl
 
-KRL_FILE = "revoked_user_certs.krl"
 ID_TOKEN_MAX_AGE = 600  # the certificate endpoint takes only ID tokens issued this recently
 REVOCATION_POLL = 1.0
 
@@ -39,7 +38,7 @@ class SSO:
 
     @property
     def krl_path(self) -> Path:
-        return self.config.state_db.with_name(KRL_FILE)  # public: beside the state, not the keys
+        return krl_path(self.config.state_db)
 
     # -- inside ssh: keyboard-interactive with a device code ----------------------------------------
 

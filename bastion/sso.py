@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS revoked_users (
     user TEXT PRIMARY KEY,
     at REAL NOT NULL,
     by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked_certificates (
+    serial INTEGER PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS live_sessions (
     session TEXT PRIMARY KEY,
@@ -92,6 +96,25 @@ def certificate_serial(cert: object) -> int | None:
     """An OpenSSH certificate's serial (asyncssh keeps it without a public accessor)."""
     serial = getattr(cert, "_serial", None)
     return serial if isinstance(serial, int) else None
+
+
+def certificate_info(cert: object) -> dict[str, Any]:
+    """Serial, key id, principals and validity of an asyncssh OpenSSH certificate."""
+    return {
+        "serial": certificate_serial(cert),
+        "key_id": getattr(cert, "_key_id", ""),
+        "principals": list(getattr(cert, "principals", ())),
+        "valid_after": getattr(cert, "_valid_after", 0),
+        "valid_before": getattr(cert, "_valid_before", 0),
+    }
+
+
+KRL_FILE = "revoked_user_certs.krl"
+
+
+def krl_path(state_db: Path) -> Path:
+    """Where the revocation list is published: beside the state (it is public), not the keys."""
+    return state_db.with_name(KRL_FILE)
 
 
 class Directory:
@@ -206,6 +229,8 @@ class Directory:
         if self.revoked(user):
             return f"user {user} has been revoked"
         row = self.db.execute("SELECT user FROM user_certificates WHERE serial = ?", (serial,)).fetchone()
+        if self.db.execute("SELECT 1 FROM revoked_certificates WHERE serial = ?", (serial,)).fetchone():
+            return "certificate revoked"
         if row is None:
             return "certificate not issued by this bastion's records"
         if row[0] != user:
@@ -216,7 +241,13 @@ class Directory:
 
     def revoke(self, user: str, by: str) -> list[int]:
         """Revoke a user (SSO or config); returns the serials of their certificates."""
+        self.db.execute("BEGIN IMMEDIATE")
         self.db.execute("INSERT OR REPLACE INTO revoked_users VALUES (?,?,?)", (user, time.time(), by))
+        self.db.execute(
+            "INSERT OR IGNORE INTO revoked_certificates SELECT serial FROM user_certificates WHERE user = ?",
+            (user,),
+        )
+        self.db.execute("COMMIT")
         return [r[0] for r in self.db.execute("SELECT serial FROM user_certificates WHERE user = ?", (user,))]
 
     def restore(self, user: str) -> bool:
@@ -229,13 +260,7 @@ class Directory:
         return [r[0] for r in self.db.execute("SELECT user FROM revoked_users ORDER BY user")]
 
     def revoked_serials(self) -> list[int]:
-        return [
-            r[0]
-            for r in self.db.execute(
-                "SELECT serial FROM user_certificates"
-                " WHERE user IN (SELECT user FROM revoked_users) ORDER BY serial"
-            )
-        ]
+        return [r[0] for r in self.db.execute("SELECT serial FROM revoked_certificates ORDER BY serial")]
 
     # -- live sessions (so `bastion users list` in another process sees them) ----------------------
 
