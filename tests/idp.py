@@ -46,7 +46,12 @@ class OpenIDProvider:
     port: int = 0
     client_id: str = "bastion"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    cli_client_id: str = "bastion-cli"
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.directory / "provider-signing-key.json"
 
     @property
     def issuer(self) -> str:
@@ -58,12 +63,21 @@ class OpenIDProvider:
         config = {
             "port": self.port,
             "accounts": self.accounts,
+            "signing_key_file": str(self.signing_key_file),
             "clients": [{
                 "client_id": self.client_id,
                 "client_secret": self.client_secret,
                 "redirect_uris": self.redirect_uris,
                 "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
                 "response_types": ["code"],
+            }, {
+                # `bastion login`: a public client that only runs the device flow.
+                "client_id": self.cli_client_id,
+                "token_endpoint_auth_method": "none",
+                "application_type": "native",
+                "redirect_uris": [],
+                "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"],
+                "response_types": [],
             }],
         }
         path = self.directory / "provider.json"
@@ -156,3 +170,24 @@ def sign_in(page: Any, link: str, login: str) -> None:
         page.wait_for_url(link, timeout=20000)
     except Exception as exc:
         raise AssertionError(f"sign-in as {login} ended at {page.url}:\n{page.locator('body').inner_text()}") from exc
+
+
+def complete_device_sign_in(page: Any, verification_uri: str, user_code: str, login: str) -> None:
+    """What a user does in their browser for a device code: enter it, sign in, confirm."""
+    page.goto(verification_uri)
+    try:
+        page.locator("input[name=user_code]").fill(user_code)
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_text("Confirm Device").wait_for(timeout=15000)
+        page.get_by_role("button", name="Continue").click()
+        page.locator("input[name=login]").fill(login, timeout=15000)
+        page.locator("input[name=password]").fill("any password")
+        page.get_by_role("button", name="Sign-in").click()
+        done = page.get_by_text("Sign-in Success")
+        consent = page.get_by_text("Authorize")
+        done.or_(consent).first.wait_for(timeout=15000)
+        if consent.count():  # a native client's consent screen
+            page.get_by_role("button", name="Continue").click()
+        done.wait_for(timeout=15000)
+    except Exception as exc:
+        raise AssertionError(f"device sign-in as {login} stuck at {page.url}:\n{page.locator('body').inner_text()}") from exc

@@ -3,7 +3,7 @@
 // CONFIG: {"port": 0, "clients": [...], "accounts": {"alice": {"groups": ["dev"]}}}
 // Prints "listening <issuer>" once it accepts connections. Sign-in uses the package's
 // development login form: the login name picks the account (any password).
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -12,6 +12,8 @@ const accounts = config.accounts;
 // Signing keys made for this run (the package's quick-start keys are public).
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomBytes(8).toString('hex'), use: 'sig', alg: 'RS256' };
+// Tests that need a token only the provider could sign (an expired one, say) read it here.
+if (config.signing_key_file) writeFileSync(config.signing_key_file, JSON.stringify(signingKey), { mode: 0o600 });
 
 const provider = new Provider(`http://127.0.0.1:${config.port}`, {
   clients: config.clients,
