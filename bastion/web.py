@@ -249,11 +249,8 @@ class WebService(_SSOEndpoints):
             response = await handler(request)
         except web.HTTPException as exc:
             response = exc
-        nonce = request.get("csp_nonce", "none")
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'"
-        )
+        # Pages set their own policy (it names their style nonce); everything else gets none.
+        response.headers.setdefault("Content-Security-Policy", _csp("none"))
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -272,7 +269,7 @@ class WebService(_SSOEndpoints):
         status: int = 200,
         who: dict[str, Any] | None = None,
     ) -> web.Response:
-        nonce = request["csp_nonce"] = secrets.token_urlsafe(16)
+        nonce = secrets.token_urlsafe(16)
         header = ""
         if who is not None:
             header = (
@@ -287,7 +284,9 @@ class WebService(_SSOEndpoints):
             f'<meta name="robots" content="noindex"><style nonce="{nonce}">{STYLE}</style></head>'
             f"<body><header><b>SSH bastion</b>{header}</header>{body}</body></html>"
         )
-        return web.Response(text=text, content_type="text/html", status=status)
+        response = web.Response(text=text, content_type="text/html", status=status)
+        response.headers["Content-Security-Policy"] = _csp(nonce)
+        return response
 
     def _session(self, request: web.Request) -> dict[str, Any] | None:
         return self.cookies.loads(SESSION_COOKIE, request.cookies.get(SESSION_COOKIE))
@@ -556,6 +555,12 @@ class WebService(_SSOEndpoints):
         response = self._page(request, "Signed out", "<h1>Signed out</h1>")
         response.del_cookie(SESSION_COOKIE, path="/")
         return response
+
+
+def _csp(style_nonce: str) -> str:
+    """No scripts, no frames, forms only to ourselves; styles only from the page's own tag."""
+    return (f"default-src 'none'; style-src 'nonce-{style_nonce}'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'")
 
 
 def _redirect(location: str) -> web.Response:

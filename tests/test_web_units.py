@@ -212,3 +212,62 @@ def test_id_tokens_are_checked_against_the_provider(idp: OpenIDProvider) -> None
     wrong = OIDCClient(OIDCSettings(issuer=idp.issuer + "/other", client_id="b"))
     with pytest.raises(OIDCError):
         asyncio.run(wrong.metadata())
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
+    import ssl
+
+    import aiohttp
+
+    from bastion.audit import AuditLog
+    from bastion.openssh import free_port
+    from bastion.web import WebService
+
+    cert, _ = _self_signed(tmp_path)
+    port = free_port()
+    settings = parse_config(config(web={"listen": f"127.0.0.1:{port}", "tls_cert": "cert.pem", "tls_key": "key.pem"}),
+                          path=tmp_path / "bastion.toml")
+    assert settings.web is not None and settings.web.public_url == f"https://127.0.0.1:{port}"
+    store = ApprovalStore(tmp_path / "state.db")
+    made = request(store)
+    service = WebService(settings, store, AuditLog(path=tmp_path / "log"), SignedCookies.load_or_create(tmp_path / "k"),
+                         None)
+
+    async def run() -> tuple[int, dict[str, str], str]:
+        await service.start()
+        try:
+            trust = ssl.create_default_context(cafile=str(cert))
+            async with aiohttp.ClientSession() as http, http.get(service.link(made), ssl=trust) as response:
+                return response.status, dict(response.headers), await response.text()
+        finally:
+            await service.stop()
+
+    status, headers, body = asyncio.run(run())
+    assert status == 200 and "Sign-in is not configured" in body and made.command not in body
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
