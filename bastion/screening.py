@@ -147,6 +147,8 @@ class ScreeningStage(SessionStage):
         failed = await self._ctx.notify(request)
         self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
                               failed=failed or None)
+        if not failed:
+            io.marker("approval-notified", request.id)
         if failed:
             io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
             line = (f"bastion: could not notify approvers ({'; '.join(failed)});"

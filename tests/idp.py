@@ -47,6 +47,7 @@ class OpenIDProvider:
     client_id: str = "bastion"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     cli_client_id: str = "bastion-cli"
+    device_code_ttl: int = 300
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,6 +65,7 @@ class OpenIDProvider:
             "port": self.port,
             "accounts": self.accounts,
             "signing_key_file": str(self.signing_key_file),
+            "device_code_ttl": self.device_code_ttl,
             "clients": [{
                 "client_id": self.client_id,
                 "client_secret": self.client_secret,

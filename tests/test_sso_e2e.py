@@ -306,3 +306,25 @@ def test_revoked_user_is_refused_and_their_live_session_ends(world: World, alice
     listed = subprocess.run([sys.executable, "-m", "bastion", "users", "list", "-c", str(world.box.config_path)],
                             capture_output=True, text=True, timeout=60, check=True).stdout
     assert re.search(r"^alice  REVOKED", listed, re.M)
+
+
+def in_thread(coroutine: Any) -> Any:
+    """asyncio.run beside Playwright's own loop in this thread."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=120)
+
+
+def test_device_codes_are_single_use(world: World) -> None:
+    from bastion.oidc import OIDCClient, OIDCError, OIDCSettings
+
+    client = OIDCClient(OIDCSettings(issuer=world.idp.issuer, client_id=world.idp.cli_client_id))
+    device = in_thread(client.start_device())
+    page = world.chromium.new_context().new_page()
+    complete_device_sign_in(page, device.verification_uri, device.user_code, "alice")
+    tokens = in_thread(client.device_tokens(device))
+    assert tokens.get("id_token")
+    with pytest.raises(OIDCError):
+        in_thread(client.device_tokens(device))  # the same code again: refused by the provider

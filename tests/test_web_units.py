@@ -185,7 +185,7 @@ def test_slack_payload_keeps_secrets_and_fences_out(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory: pytest.TempPathFactory):
     provider = OpenIDProvider(tmp_path_factory.mktemp("idp"), {"carol": {"groups": ["dba"]}},
-                              ["http://127.0.0.1:9/auth/callback"]).start()
+                              ["http://127.0.0.1:9/auth/callback"], device_code_ttl=2).start()
     yield provider
     provider.stop()
 
@@ -271,3 +271,11 @@ def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
     assert status == 200 and "Sign-in is not configured" in body and made.command not in body
     assert headers["Strict-Transport-Security"].startswith("max-age=")
     assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_an_unused_device_code_expires(idp: OpenIDProvider) -> None:
+    client = OIDCClient(OIDCSettings(issuer=idp.issuer, client_id=idp.cli_client_id))
+    device = asyncio.run(client.start_device())
+    assert device.user_code and device.verification_uri.startswith(idp.issuer)
+    with pytest.raises(OIDCError, match="expired"):
+        asyncio.run(client.finish_device(device))
