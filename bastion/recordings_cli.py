@@ -11,6 +11,7 @@ import click
 
 from bastion.config import BastionConfig, parse_duration
 from bastion.errors import ConfigError
+from recorder.asciicast import CastFormatError, load_cast
 from recorder.chain import Verification, verify
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
@@ -44,6 +45,14 @@ def _verifier(config: BastionConfig) -> RecordingVerifier:
         raise click.ClickException(f"cannot read the recording key {path}: {exc}") from None
 
 
+def _location(config: BastionConfig, ref: str) -> Path:
+    """A recording's file from its session id."""
+    row = open_index(config).get(ref)
+    if row is None or not row.location:
+        raise click.ClickException(f"no recording with id {ref!r} in the index")
+    return Path(row.location)
+
+
 def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, SessionRow | None, str]:
     """Verify by session id (cross-checked against the index) or by the .cast path."""
     row: SessionRow | None = None
@@ -65,6 +74,34 @@ def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, Ses
                     expected_lines=row.lines if closed and row else None,
                     expected_head=row.chain if closed and row else None)
     return result, row, str(path)
+
+
+def build_keyframes(config: BastionConfig, refs: tuple[str, ...], *, everything: bool) -> None:
+    from player.keyframes import cache_for
+    from player.replay import Timeline
+
+    if everything:
+        refs = tuple(r.location for r in open_index(config).search(limit=1_000_000)
+                     if r.state == "closed" and r.location)
+    if not refs:
+        raise click.ClickException("name recordings (ids or paths) or pass --all")
+    built = 0
+    for ref in refs:
+        path = Path(ref) if Path(ref).exists() else _location(config, ref)
+        cache = cache_for(path, config.recordings_dir)
+        try:
+            cast = load_cast(path.read_bytes())
+        except (OSError, CastFormatError) as exc:
+            click.echo(f"{path}: skipped ({exc})", err=True)
+            continue
+        if everything and cache.load(path, len(cast.events)) is not None:
+            continue
+        timeline = Timeline(cast)
+        timeline.screen_after(len(cast.events))
+        if cache.save(path, len(cast.events), timeline.keyframes) is None:
+            raise click.ClickException(f"cannot write keyframes for {path} to {cache.directory}")
+        built += 1
+    click.echo(f"built keyframes for {built} recordings")
 
 
 def _age(seconds: float | None) -> str:
@@ -130,6 +167,17 @@ def register(main: click.Group, config_option: click.Option, load: object) -> No
             index.session_updated(row.id, verification=result.state)
         if not result.ok:
             raise SystemExit(1)
+
+    @recordings.command("keyframes")
+    @config_option  # type: ignore[operator]
+    @click.argument("refs", nargs=-1)
+    @click.option("--all", "everything", is_flag=True, help="Every finished recording without keyframes yet.")
+    def recordings_keyframes(config_path: Path, refs: tuple[str, ...], everything: bool) -> None:
+        """Build the player's keyframes for REFS (ids or paths) now, so they open and seek at once.
+
+        The player builds and caches them on first open anyway; this does it ahead (from cron,
+        say, at low priority: `nice bastion recordings keyframes --all`)."""
+        build_keyframes(load(config_path), refs, everything=everything)  # type: ignore[operator]
 
     @recordings.command("prune")
     @config_option  # type: ignore[operator]

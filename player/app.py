@@ -17,6 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from player.keyframes import KeyframeCache
 from player.render import screen_text
 from player.replay import SafeScreen, Timeline
 from recorder.asciicast import CastFormatError, load_cast
@@ -35,10 +36,12 @@ class Recording:
     path: Path
     timeline: Timeline
     verification: Verification | None
+    cache: KeyframeCache | None = None
 
     @classmethod
     def open(cls, path: Path, verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
-             expected_lines: int | None = None, expected_head: str | None = None) -> Recording:
+             expected_lines: int | None = None, expected_head: str | None = None,
+             cache: KeyframeCache | None = None) -> Recording:
         data = path.read_bytes()
         cast = load_cast(data)
         verification = None
@@ -46,7 +49,8 @@ class Recording:
             sig = path.with_name(path.name + ".sig")
             verification = verify(data, sig.read_bytes() if sig.exists() else None, verifier,
                                   expected_lines=expected_lines, expected_head=expected_head)
-        return cls(path, Timeline(cast, idle_cap=idle_cap), verification)
+        cached = cache.load(path, len(cast.events)) if cache is not None else None
+        return cls(path, Timeline(cast, idle_cap=idle_cap, keyframes=cached or []), verification, cache)
 
 
 class TerminalView(Static, can_focus=True):
@@ -152,14 +156,18 @@ class ReplayScreen(Screen[None]):
             self.set_interval(1.0, self._refresh_follow)
         self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
-        self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
+        if not self.timeline.complete:
+            self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
 
     def _build_keyframes(self) -> None:
         """In a thread, on a timeline of its own: every keyframe, so later seeks are quick.
-        The result is swapped in on the UI thread; until then seeks replay as they go."""
+        The result is swapped in on the UI thread; until then seeks replay as they go. A
+        finished recording's keyframes are cached for the next open."""
         timeline = self.timeline
         copy = Timeline(timeline.cast, idle_cap=timeline.idle_cap)
         copy.screen_after(len(copy.cast.events))
+        if self.recording.cache is not None and self._follow is None:
+            self.recording.cache.save(self.recording.path, len(copy.cast.events), copy.keyframes)
         self.app.call_from_thread(self._keyframes_ready, timeline, copy)
 
     def _keyframes_ready(self, timeline: Timeline, built: Timeline) -> None:
@@ -324,7 +332,9 @@ class ReplayScreen(Screen[None]):
     def action_toggle_idle(self) -> None:
         position_index = self.timeline.index_at(self.position)
         cap = None if self.timeline.idle_cap else 2.0
-        self.timeline = Timeline(self.timeline.cast, idle_cap=cap)
+        # Keyframes sit at event indices, which idle capping does not move: keep them.
+        keyframes = self.timeline.keyframes if self.timeline.complete else []
+        self.timeline = Timeline(self.timeline.cast, idle_cap=cap, keyframes=keyframes)
         self.recording.timeline = self.timeline
         self._term, self._applied = self.timeline.screen_after(0), 0
         self.position = self.timeline.times[position_index - 1] if position_index else 0.0

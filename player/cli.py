@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from bastion.config import BastionConfig
+from player.keyframes import cache_for
 from recorder.asciicast import CastFormatError
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
@@ -50,10 +51,13 @@ def register(main: click.Group, load: Callable[[Path], BastionConfig]) -> None:
         verifier = _verifier(config)
         closed = row is not None and row.state == "closed"
 
+        cache = cache_for(path, config.recordings_dir if config else None)
+
         def open_recording() -> Recording:
             return Recording.open(path, verifier, idle_cap=idle_cap or None,
                                   expected_lines=row.lines if closed and row else None,
-                                  expected_head=row.chain if closed and row else None)
+                                  expected_head=row.chain if closed and row else None,
+                                  cache=None if follow else cache)
 
         try:
             recording = open_recording()
@@ -85,8 +89,10 @@ def register(main: click.Group, load: Callable[[Path], BastionConfig]) -> None:
 
         def opener(row: SessionRow) -> Recording:
             closed = row.state == "closed"
-            return Recording.open(Path(row.location or ""), verifier,
+            path = Path(row.location or "")
+            return Recording.open(path, verifier,
                                   expected_lines=row.lines if closed else None,
-                                  expected_head=row.chain if closed else None)
+                                  expected_head=row.chain if closed else None,
+                                  cache=cache_for(path, config.recordings_dir) if closed else None)
 
         PlayerApp(BrowserScreen(rows, opener)).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyte
@@ -61,8 +62,19 @@ class Marker:
 
 @dataclass
 class Keyframe:
-    index: int  # events before this index are applied
-    screen: SafeScreen
+    """The screen once the events before `index` are applied. A keyframe from the disk cache
+    holds a loader instead, and becomes a screen only when a seek needs it."""
+
+    index: int
+    screen: SafeScreen | None = None
+    loader: Callable[[], SafeScreen] | None = None
+
+    def fresh_screen(self) -> SafeScreen:
+        """A screen of this moment that the caller may change."""
+        if self.screen is None:
+            assert self.loader is not None
+            self.screen = self.loader()
+        return copy.deepcopy(self.screen)
 
 
 @dataclass
@@ -81,7 +93,15 @@ class Timeline:
         # Recordings made without a terminal size (asciinema under a pipe) say 0x0.
         self.width, self.height = (width if width > 0 else 80), (height if height > 0 else 24)
         self.width, self.height = min(self.width, 1000), min(self.height, 1000)  # hostile headers
-        self._build_keyframes()
+        if self.keyframes:  # a complete set (from the cache, or another timeline of this cast)
+            self._covered = len(self.cast.events)
+        else:
+            self._build_keyframes()
+
+    @property
+    def complete(self) -> bool:
+        """Every keyframe is made: seeks anywhere start from at most one stretch back."""
+        return self._covered >= len(self.cast.events)
 
     @property
     def duration(self) -> float:
@@ -108,7 +128,11 @@ class Timeline:
         """The screen once the first `count` events are applied (from the nearest keyframe)."""
         starts = [k.index for k in self.keyframes]
         keyframe = self.keyframes[bisect.bisect_right(starts, count) - 1]
-        screen = copy.deepcopy(keyframe.screen)
+        try:
+            screen = keyframe.fresh_screen()
+        except ValueError:  # a damaged cached keyframe: forget it, start from an earlier one
+            self.keyframes.remove(keyframe)
+            return self.screen_after(count)
         stream = pyte.ByteStream(screen)
         since_time = self.times[keyframe.index - 1] if keyframe.index else 0.0
         since_bytes = 0
