@@ -161,6 +161,11 @@ def parse_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
         if not raw.strip():
             continue
         try:
+            yield number, orjson.loads(raw)
+            continue
+        except orjson.JSONDecodeError:
+            pass  # lone surrogates (bytes that were not UTF-8) and the odd edge: the slow parser decides
+        try:
             yield number, json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CastFormatError(number, f"not JSON ({exc})") from None
