@@ -85,9 +85,16 @@ def check(config_path: Path) -> None:
             rules = f", {len(load_rules(config.rules_file).rules)} rules"
         except BastionError as exc:
             raise click.ClickException(exc.reason) from None
+    web = ""
+    if config.web is not None:
+        web = f"; web on {config.web.listen_host}:{config.web.listen_port} ({config.web.public_url})"
+        if config.oidc is not None:
+            web += f", sign-in at {config.oidc.issuer}"
+        if config.notify:
+            web += f", notifying {', '.join(d.name for d in config.notify)}"
     click.echo(
         f"{config_path}: ok ({len(config.users)} users, {len(config.targets)} targets{rules}, "
-        f"listening on {config.listen_host}:{config.listen_port})"
+        f"listening on {config.listen_host}:{config.listen_port}{web})"
     )
 
 
@@ -110,6 +117,22 @@ backdate = "30s"                   # tolerance for clocks behind ours
 [session]
 env_allow = ["TERM", "LANG", "LC_*"]
 allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the target reaches
+
+# Approval pages, chat notifications and single sign-on (README: "Approvals in chat and the
+# web service", "Single sign-on for SSH users"):
+# [web]
+# listen = "127.0.0.1:8080"
+# public_url = "https://bastion.example.com"
+#
+# [oidc]
+# issuer = "https://idp.example.com"
+# client_id = "bastion"
+# client_secret_file = "oidc-client-secret"
+# cli_client_id = "bastion-cli"    # `bastion login` (a public client with the device grant)
+#
+# [[notify]]
+# kind = "slack"                   # or "mattermost", "webhook"
+# url_file = "slack-webhook-url"
 
 # One table per user; keys are OpenSSH public key lines.
 [users.alice]
