@@ -333,6 +333,20 @@ def _web(table: _Table, base: Path) -> WebSettings:
     return web
 
 
+def _groups_map(table: _Table) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    """`[oidc.groups_map]`: "provider group" = "bastion group" or ["several", "groups"]."""
+    raw = table.get("groups_map", dict)
+    if raw is None:
+        return None
+    entries = []
+    for name, value in raw.items():
+        groups = [value] if isinstance(value, str) else value
+        if not isinstance(groups, list) or not all(isinstance(g, str) and _NAME.match(g) for g in groups):
+            raise ConfigError(f"{table.where} groups_map.{name}: expected a group name or a list of them")
+        entries.append((name, tuple(groups)))
+    return tuple(entries)
+
+
 def _oidc(table: _Table, base: Path) -> OIDCSettings:
     issuer, client_id = table.get("issuer", str), table.get("client_id", str)
     if not issuer or not re.match(r"^https?://", issuer):
@@ -346,6 +360,7 @@ def _oidc(table: _Table, base: Path) -> OIDCSettings:
         scopes=table.strings("scopes") or OIDCSettings.scopes,
         username_claim=table.get("username_claim", str, OIDCSettings.username_claim),
         groups_claim=table.get("groups_claim", str, OIDCSettings.groups_claim),
+        groups_map=_groups_map(table),
         device_login=table.get("device_login", bool, True),
         cli_client_id=table.get("cli_client_id", str),
         certificate_ttl=parse_duration(table.get("certificate_ttl", (int, str), "8h"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -54,6 +54,8 @@ class OIDCSettings:
     scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
+    # Provider group -> bastion groups. When set, provider groups not listed give nothing.
+    groups_map: tuple[tuple[str, tuple[str, ...]], ...] | None = None
     # SSH users: the device-code prompt inside ssh, and `bastion login` (a public client).
     device_login: bool = True
     cli_client_id: str | None = None
@@ -346,6 +348,13 @@ class OIDCClient:
             raise OIDCError("ID token: too old")
         return dict(claims)
 
+    def map_groups(self, provider_groups: Iterable[str]) -> frozenset[str]:
+        """The bastion groups for the provider's groups (as they are, without a groups_map)."""
+        if self.settings.groups_map is None:
+            return frozenset(provider_groups)
+        mapping = dict(self.settings.groups_map)
+        return frozenset(group for name in provider_groups for group in mapping.get(name, ()))
+
     def identity(self, claims: Mapping[str, Any]) -> Identity:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
@@ -363,6 +372,6 @@ class OIDCClient:
             issuer=self.settings.issuer,
             subject=subject,
             username=username,
-            groups=frozenset(g for g in raw_groups if isinstance(g, str)),
+            groups=self.map_groups(g for g in raw_groups if isinstance(g, str)),
             email=email if isinstance(email, str) else None,
         )

@@ -279,3 +279,19 @@ def test_an_unused_device_code_expires(idp: OpenIDProvider) -> None:
     assert device.user_code and device.verification_uri.startswith(idp.issuer)
     with pytest.raises(OIDCError, match="expired"):
         asyncio.run(client.finish_device(device))
+
+
+def test_provider_groups_map_to_bastion_groups(tmp_path: Path) -> None:
+    parsed = parse_config(config(web={}, oidc={"issuer": "https://idp", "client_id": "b",
+                                               "groups_map": {"okta-dba": "dba", "okta-sre": ["ops", "oncall"]}}),
+                          path=tmp_path / "bastion.toml")
+    assert parsed.oidc is not None
+    client = OIDCClient(parsed.oidc)
+    identity = client.identity({"sub": "s", "preferred_username": "carol",
+                                "groups": ["okta-dba", "okta-sre", "okta-everyone"]})
+    assert identity.groups == {"dba", "ops", "oncall"}  # unmapped provider groups give nothing
+    plain = OIDCClient(OIDCSettings(issuer="https://idp", client_id="b"))
+    assert plain.identity({"sub": "s", "preferred_username": "c", "groups": "dba"}).groups == {"dba"}
+    with pytest.raises(ConfigError, match=r"groups_map\.x: expected a group name"):
+        parse_config(config(web={}, oidc={"issuer": "https://idp", "client_id": "b", "groups_map": {"x": 3}}),
+                     path=tmp_path / "bastion.toml")
