@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +124,6 @@ class Directory:
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
-        self._issued: dict[str, deque[float]] = {}
 
     # -- identities ---------------------------------------------------------------------------
 
@@ -191,8 +189,9 @@ class Directory:
             raise SSOError("no user name to certify")
         if self.revoked(user):
             raise SSOError(f"user {user} has been revoked on this bastion")
-        self._rate_limit(identity)
-        now = time.time() if now is None else now
+        issued_at = time.time()
+        self._rate_limit(identity, issued_at)
+        now = issued_at if now is None else now
         serial = secrets.randbits(63) | 1
         key_id = f"bastion-login user={user} identity={identity} serial={serial}"
         cert = ca.generate_user_certificate(
@@ -210,19 +209,18 @@ class Directory:
         )
         self.db.execute(
             "INSERT INTO user_certificates VALUES (?,?,?,?,?,?)",
-            (serial, user, identity, key.get_fingerprint(), now, now + ttl),
+            (serial, user, identity, key.get_fingerprint(), issued_at, now + ttl),
         )
         return IssuedCertificate(cert, serial, key_id, int(now) + ttl)
 
-    def _rate_limit(self, identity: str) -> None:
+    def _rate_limit(self, identity: str, now: float) -> None:
+        """At most CERT_RATE certificates per identity per window, counted in the state
+        database: every process issuing from it shares the count."""
         count, window = CERT_RATE
-        now = time.monotonic()
-        issued = self._issued.setdefault(identity, deque())
-        while issued and now - issued[0] > window:
-            issued.popleft()
-        if len(issued) >= count:
+        recent = self.db.execute("SELECT COUNT(*) FROM user_certificates WHERE identity = ? AND issued > ?",
+                                 (identity, now - window)).fetchone()[0]
+        if recent >= count:
             raise SSOError(f"too many certificates for this identity; try again in {int(window)} s")
-        issued.append(now)
 
     def certificate_allowed(self, user: str, serial: int | None) -> str | None:
         """Why a presented login certificate is refused now, or None."""

@@ -75,13 +75,17 @@ def test_certificates_say_who_and_how_long(directory: Directory, ca: asyncssh.SS
         directory.issue(ca, public(), user="", identity="idp#x", ttl=60)
 
 
-def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: asyncssh.SSHKey) -> None:
+def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: asyncssh.SSHKey,
+                                                    tmp_path: Path) -> None:
     key = public()
     for _ in range(CERT_RATE[0]):
         directory.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
     with pytest.raises(SSOError, match="too many certificates"):
         directory.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
     directory.issue(ca, key, user="bob", identity="idp#s-2", ttl=60)  # others are not affected
+    other_process = Directory(tmp_path / "state.db")
+    with pytest.raises(SSOError, match="too many certificates"):  # the count is in the database
+        other_process.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
 
 
 def test_revocation_outlives_restore_for_old_certificates(directory: Directory, ca: asyncssh.SSHKey,
