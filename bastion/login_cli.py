@@ -120,7 +120,16 @@ Host *
 """
 
 
-def _login_command(url: str | None, key_path: Path | None, status: bool) -> None:
+async def _add_to_agent(key: Path, cert: Path, lifetime: int) -> None:
+    """Key and certificate into the running ssh-agent, gone from it when the certificate is."""
+    try:
+        async with asyncssh.connect_agent() as agent:
+            await agent.add_keys([(key, cert)], lifetime=max(1, lifetime))
+    except (OSError, ValueError, asyncssh.Error) as exc:
+        raise click.ClickException(f"cannot add the key to ssh-agent ({exc or 'no SSH_AUTH_SOCK'})") from None
+
+
+def _login_command(url: str | None, key_path: Path | None, status: bool, agent: bool = False) -> None:
     state = _read_state()
     if status:
         _status(state)
@@ -145,6 +154,9 @@ def _login_command(url: str | None, key_path: Path | None, status: bool) -> None
         f"signed in as {answer['user']} ({', '.join(answer['groups']) or 'no groups'});"
         f" certificate {cert_path} valid until {until}"
     )
+    if agent:
+        asyncio.run(_add_to_agent(key, cert_path, int(answer["valid_before"] - time.time())))
+        click.echo("key and certificate added to ssh-agent (until the certificate expires)")
     click.echo("\nssh config (~/.ssh/config):\n")
     bastion = settings["bastion"]
     click.echo(_ssh_snippet(answer["user"], bastion["host"], bastion["port"], key, cert_path, known_hosts))
@@ -206,9 +218,10 @@ def register(
         help="Private key to certify (default ~/.ssh/id_ed25519, or a new ~/.ssh/bastion_ed25519).",
     )
     @click.option("--status", is_flag=True, help="Show who you are signed in as and when it expires.")
-    def login(url: str | None, key_path: Path | None, status: bool) -> None:
+    @click.option("--agent", is_flag=True, help="Also add key and certificate to the running ssh-agent.")
+    def login(url: str | None, key_path: Path | None, status: bool, agent: bool) -> None:
         """Sign in with single sign-on and get a short-lived SSH certificate for the bastion."""
-        _login_command(url, key_path, status)
+        _login_command(url, key_path, status, agent)
 
     @main.command()
     def logout() -> None:

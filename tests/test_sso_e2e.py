@@ -49,8 +49,9 @@ class World:
         """A client config with no key at all unless given: only SSO can let it in."""
         lines = [f"Host bastion\n    HostName 127.0.0.1\n    Port {self.box.port}\n",
                  "Host *\n", f"    UserKnownHostsFile {self.box.directory / 'known_hosts'}\n",
-                 "    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    ConnectTimeout 20\n",
-                 "    IdentitiesOnly yes\n"]
+                 "    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    ConnectTimeout 20\n"]
+        if "IdentitiesOnly" not in options:
+            lines.append("    IdentitiesOnly yes\n")
         if "IdentityFile" not in options:
             lines.append(f"    IdentityFile {self.box.directory / 'no-such-key'}\n")
         lines += [f"    {k} {v}\n" for k, v in options.items()]
@@ -164,9 +165,10 @@ def test_a_group_claim_without_access_is_refused(world: World) -> None:
     assert denied, world.box.events()[-10:]
 
 
-def bastion_login(world: World, home: Path, key: Path, login: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "login", "--url", world.url, "--key", str(key)],
+def bastion_login(world: World, home: Path, key: Path, login: str, *extra: str,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "HOME": str(home), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "login", "--url", world.url, "--key", str(key), *extra],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         world.sign_in_device(proc.stderr, login, proc)
@@ -274,6 +276,37 @@ def test_certificate_endpoint_refuses_forged_and_expired_tokens(world: World, al
     assert len(refused) >= 7
 
 
+def test_bastion_login_can_hand_the_certificate_to_ssh_agent(world: World) -> None:
+    need("ssh-agent", "ssh-add")
+    home = world.box.directory / "home-agent"
+    home.mkdir()
+    socket = home / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        key = home / "id_agent"
+        make_user_key(key, "alice@agent")
+        env = {"SSH_AUTH_SOCK": str(socket)}
+        result = bastion_login(world, home, key, "alice", "--agent", env=env)
+        assert result.returncode == 0, result.stderr
+        assert b"added to ssh-agent" in result.stdout
+        listed = subprocess.run(["ssh-add", "-L"], env={**os.environ, **env}, capture_output=True, text=True,
+                                check=True).stdout
+        assert "ssh-ed25519-cert-v01@openssh.com" in listed
+        # No key file named at all: the agent's certificate opens the bastion.
+        config = world.ssh_config("agent", IdentityFile="none", IdentitiesOnly="no", BatchMode="yes",
+                                  IdentityAgent=str(socket))
+        run = subprocess.run(["ssh", "-F", str(config), "-J", "alice@bastion", f"{LOGIN}@db-1", "echo via-agent"],
+                             capture_output=True, timeout=60, check=False)
+        assert run.stdout == b"via-agent\n", run.stderr
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
 def test_revoked_user_is_refused_and_their_live_session_ends(world: World, alice_cert: tuple[Path, Path]) -> None:
     _, key = alice_cert
     cert = key.with_name(key.name + "-cert.pub")
@@ -328,3 +361,4 @@ def test_device_codes_are_single_use(world: World) -> None:
     assert tokens.get("id_token")
     with pytest.raises(OIDCError):
         in_thread(client.device_tokens(device))  # the same code again: refused by the provider
+
