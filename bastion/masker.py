@@ -58,7 +58,6 @@ TAIL_WINDOW = 160  # visible bytes examined for a secret still being written
 MAX_HOLD = 4096  # bytes: a held tail never grows past this
 CONTEXT = 96  # visible bytes already released that detection still looks back on
 PROVISIONAL_AFTER = 4  # plausible characters after a strong prefix before masking provisionally
-_CONT = 0xC0  # UTF-8 continuation bytes are 0b10xxxxxx
 
 
 def luhn_ok(digits: bytes) -> bool:
@@ -300,11 +299,12 @@ class MaskResult:
 
 
 def _stars(segment: bytes) -> bytes:
-    """One `*` per character (UTF-8 aware), keeping line breaks."""
+    """One `*` per character, keeping line breaks. Bytes that are not UTF-8 count as a
+    character each where a terminal shows a replacement character for them."""
     if segment.isascii():
         return re.sub(rb"[^\r\n]", b"*", segment)
-    count = sum(1 for byte in segment if byte & _CONT != 0x80 and byte not in b"\r\n")
-    return b"*" * count
+    text = segment.decode("utf-8", "replace")
+    return re.sub(r"[^\r\n]", "*", text).encode()
 
 
 class SecretMasker:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bastion.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from recorder.transfers import ScpTransferParser
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,18 @@ class MaskingStage(SessionStage):
         self._maskers = {stream: settings.make_masker() for stream in Stream}
         self._io: SessionIO | None = None
         self._timers: dict[Stream, asyncio.TimerHandle] = {}
+        self._transfer = False
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._io = io
+        # File transfers carry files, not terminal output: masking would silently change the
+        # files (and, where a mask changes the byte count, break the protocol's framing).
+        # Their contents are not recorded either; the recorder keeps transfer markers.
+        self._transfer = is_file_transfer(info)
 
     def on_output(self, data: bytes, stream: Stream) -> bytes:
+        if self._transfer:
+            return data
         masker = self._maskers[stream]
         result = masker.feed(data)
         self._report(result.masked)
@@ -77,6 +85,8 @@ class MaskingStage(SessionStage):
                 self._io.marker("masked", name)
 
     def flush_output(self, stream: Stream) -> bytes:
+        if self._transfer:
+            return b""
         timer = self._timers.pop(stream, None)
         if timer is not None:
             timer.cancel()
@@ -88,6 +98,14 @@ class MaskingStage(SessionStage):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+
+def is_file_transfer(info: SessionInfo) -> bool:
+    """sftp (the subsystem), scp (either protocol's remote end) and rsync's server side."""
+    if info.kind == "subsystem":
+        return True
+    command = (info.command or "").strip() if info.kind == "exec" else ""
+    return ScpTransferParser.is_scp(command) or (command.startswith("rsync ") and " --server" in command)
 
 
 PROMPT = re.compile(

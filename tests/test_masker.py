@@ -216,3 +216,12 @@ def test_any_output_keeps_its_length_in_characters_and_never_grows_unbounded(dat
     out = b"".join(masker.feed(data[i:i + size]).data for i in range(0, len(data), size)) + masker.flush().data
     assert len(out) <= len(data) + data.count(b"\x1b") * 0 + len(data)
     assert masker.holding is False
+
+
+def test_masks_of_bytes_that_are_not_utf8_keep_their_width() -> None:
+    # A terminal shows one replacement character per bad byte sequence: one star each.
+    masker = SecretMasker()
+    out = masker.feed(b"PWD=\xde\xaa!\x07\xb8\xf8rest\n").data + masker.flush().data
+    assert out.startswith(b"PWD=") and b"\xde" not in out and b"\xb8" not in out
+    shown = b"\xde\xaa!\x07\xb8\xf8rest".decode("utf-8", "replace")
+    assert out == b"PWD=" + b"*" * len(shown) + b"\n"

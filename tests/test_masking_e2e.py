@@ -103,3 +103,21 @@ def test_masking_the_recording_only(tmp_path) -> None:  # type: ignore[no-untype
         assert "masked: aws-access-key-id" in load_cast(cast_path.read_bytes()).markers()
     finally:
         box.stop()
+
+
+def test_file_transfers_are_never_masked(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A secrets file and binary noise that happens to hold `PWD=`: sftp and scp carry files, and
+    # a masked file would be a corrupted file (a mask that changes the byte count would even
+    # break the transfer protocol's framing).
+    import hashlib
+    import os
+
+    payload = SECRETS_FILE.encode() + os.urandom(4096) + b"xPwD=\xde\xaa!\x07\xb8\xf8\xf0\x7f*q\xee" + os.urandom(4096)
+    remote = f"/tmp/transfer-{time.monotonic_ns()}.bin"
+    assert lab.ssh(f"{LOGIN}@db-1", f"cat > {remote}", input=payload).returncode == 0
+    for flags in ([], ["-O"]):  # the sftp protocol, then the legacy scp protocol
+        local = tmp_path / f"copy{len(flags)}.bin"
+        result = lab.tool("scp", *flags, f"{LOGIN}@db-1:{remote}", str(local))
+        assert result.returncode == 0, result.stderr
+        assert hashlib.sha256(local.read_bytes()).hexdigest() == hashlib.sha256(payload).hexdigest(), flags
+    lab.ssh(f"{LOGIN}@db-1", f"rm {remote}")
