@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from bastion.masker import mask_text
 
-# Commands can carry secrets (mysql -pS3cret): these fields are masked in every event.
+# Commands can carry secrets (mysql --password=S3cret): these fields are masked in every event.
 MASKED_FIELDS = ("command", "part")
 
 
