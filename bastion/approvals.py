@@ -80,14 +80,21 @@ def command_hash(command: str) -> str:
     return hashlib.sha256(command.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
+    """The state database (0600, WAL, autocommit), shared by approvals and the SSO directory
+    and by every process that works on them; `schema` is applied if missing."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(schema)
+    return db
+
+
 class ApprovalStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.db = open_state_db(path, SCHEMA)
         for table, column, kind in MIGRATIONS:
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:

@@ -164,10 +164,9 @@ class OIDCClient:
         separator = "&" if "?" in endpoint else "?"
         return AuthorizationStart(f"{endpoint}{separator}{query}", state, nonce, verifier)
 
-    async def token_request(self, form: Mapping[str, str]) -> dict[str, Any]:
-        """POST to the token endpoint with the client's credentials; the JSON answer."""
-        metadata = await self.metadata()
-        body = {**form, "client_id": self.settings.client_id}
+    async def _post_form(self, url: str, form: Mapping[str, str], what: str) -> tuple[int, Any]:
+        """POST a form with the client's credentials (HTTP Basic when it has a secret):
+        (status, JSON answer)."""
         auth = (
             aiohttp.BasicAuth(self.settings.client_id, self.settings.client_secret)
             if self.settings.client_secret
@@ -176,15 +175,20 @@ class OIDCClient:
         try:
             async with (
                 aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
-                http.post(metadata["token_endpoint"], data=body, auth=auth) as response,
+                http.post(url, data={**form, "client_id": self.settings.client_id}, auth=auth) as response,
             ):
-                data = await response.json(content_type=None)
+                return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise OIDCError(f"token endpoint: {exc or type(exc).__name__}") from None
+            raise OIDCError(f"{what}: {exc or type(exc).__name__}") from None
+
+    async def token_request(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """POST to the token endpoint; the JSON answer, with "error" set when it failed."""
+        metadata = await self.metadata()
+        status, data = await self._post_form(metadata["token_endpoint"], form, "token endpoint")
         if not isinstance(data, dict):
             raise OIDCError("token endpoint: expected a JSON object")
-        if response.status != 200 or "error" in data:
-            data.setdefault("error", f"HTTP {response.status}")
+        if status != 200 or "error" in data:
+            data.setdefault("error", f"HTTP {status}")
         return data
 
     async def start_device(self) -> DeviceAuthorization:
@@ -193,22 +197,10 @@ class OIDCClient:
         endpoint = metadata.get("device_authorization_endpoint")
         if not isinstance(endpoint, str):
             raise OIDCError("the provider does not offer the device authorization grant")
-        form = {"client_id": self.settings.client_id, "scope": " ".join(self.settings.scopes)}
-        auth = (
-            aiohttp.BasicAuth(self.settings.client_id, self.settings.client_secret)
-            if self.settings.client_secret
-            else None
-        )
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
-                http.post(endpoint, data=form, auth=auth) as response,
-            ):
-                data = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise OIDCError(f"device authorization: {exc or type(exc).__name__}") from None
-        if not isinstance(data, dict) or response.status != 200:
-            raise OIDCError(f"device authorization: HTTP {response.status} {data!r:.200}")
+        form = {"scope": " ".join(self.settings.scopes)}
+        status, data = await self._post_form(endpoint, form, "device authorization")
+        if not isinstance(data, dict) or status != 200:
+            raise OIDCError(f"device authorization: HTTP {status} {data!r:.200}")
         try:
             return DeviceAuthorization(
                 device_code=str(data["device_code"]),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion.approvals import open_state_db
 from bastion.config import UserConfig
 from bastion.identity import SignInRefused, resolve_approver
 from bastion.oidc import Identity
@@ -118,12 +118,7 @@ def krl_path(state_db: Path) -> Path:
 
 class Directory:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.db = open_state_db(path, SCHEMA)
 
     # -- identities ---------------------------------------------------------------------------
 

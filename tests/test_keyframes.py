@@ -102,7 +102,6 @@ def test_stale_or_damaged_caches_are_ignored(tmp_path: Path) -> None:
     hostile = Recording.open(path, None).timeline
     hostile.keyframes[0].screen = SafeScreen(10, 5)
     cache.save(path, events, hostile.keyframes)
-    blob = saved.read_bytes()
     assert cache.load(path, events) is not None
     import hashlib
     import zlib
@@ -111,7 +110,7 @@ def test_stale_or_damaged_caches_are_ignored(tmp_path: Path) -> None:
     header = orjson.dumps({"source": KeyframeCache._source(path, events),
                            "keyframes": [[0, 0, len(piece), hashlib.blake2b(piece, digest_size=16).hexdigest()]]})
     saved.write_bytes(MAGIC + len(header).to_bytes(8, "big") + header + piece)
-    assert cache.load(path, events) is None and blob
+    assert cache.load(path, events) is None
 
 
 def test_cache_location(tmp_path: Path, monkeypatch) -> None:

@@ -117,15 +117,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         idp.stop()
 
 
-def test_plain_ssh_signs_in_with_a_device_code(world: World) -> None:
-    config = world.ssh_config("kbd", BatchMode="no", PreferredAuthentications="keyboard-interactive")
-    proc = subprocess.Popen(["ssh", "-F", str(config), "-J", "alice@bastion", f"{LOGIN}@db-1", "echo sso-ok"],
+def ssh_with_device_code(world: World, config: Path, user: str, command: str,
+                         login: str) -> tuple[subprocess.Popen[bytes], tuple[bytes, bytes, bytes]]:
+    """`ssh -J USER@bastion … COMMAND`, its device code completed in the browser as LOGIN:
+    (the process, (what ssh printed up to the code, stdout, stderr))."""
+    proc = subprocess.Popen(["ssh", "-F", str(config), "-J", f"{user}@bastion", f"{LOGIN}@db-1", command],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        prompt = world.sign_in_device(proc.stderr, "alice", proc)
+        prompt = world.sign_in_device(proc.stderr, login, proc)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
+    return proc, (prompt, out, err)
+
+
+def test_plain_ssh_signs_in_with_a_device_code(world: World) -> None:
+    config = world.ssh_config("kbd", BatchMode="no", PreferredAuthentications="keyboard-interactive")
+    proc, (prompt, out, err) = ssh_with_device_code(world, config, "alice", "echo sso-ok", "alice")
     assert b"bastion sign-in" in prompt
     assert proc.returncode == 0, err
     assert out == b"sso-ok\n"
@@ -138,13 +146,7 @@ def test_device_sign_in_as_someone_else_is_refused(world: World) -> None:
     # ssh asks for alice; the browser signs in as mallory: the names must match.
     config = world.ssh_config("kbd-mismatch", BatchMode="no", PreferredAuthentications="keyboard-interactive",
                               NumberOfPasswordPrompts="1")
-    proc = subprocess.Popen(["ssh", "-F", str(config), "-J", "alice@bastion", f"{LOGIN}@db-1", "true"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        world.sign_in_device(proc.stderr, "mallory", proc)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc, (_, _, err) = ssh_with_device_code(world, config, "alice", "true", "mallory")
     assert proc.returncode == 255
     assert b"signed in as mallory, but ssh asked for alice" in err
     failed = world.events("sso_login_failed")
@@ -153,13 +155,7 @@ def test_device_sign_in_as_someone_else_is_refused(world: World) -> None:
 
 def test_a_group_claim_without_access_is_refused(world: World) -> None:
     config = world.ssh_config("kbd-mallory", BatchMode="no", PreferredAuthentications="keyboard-interactive")
-    proc = subprocess.Popen(["ssh", "-F", str(config), "-J", "mallory@bastion", f"{LOGIN}@db-1", "true"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        world.sign_in_device(proc.stderr, "mallory", proc)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc, (_, _, err) = ssh_with_device_code(world, config, "mallory", "true", "mallory")
     assert proc.returncode == 255, err
     denied = [e for e in world.events("jump_refused") + world.events("login_refused") if e.get("user") == "mallory"]
     assert denied, world.box.events()[-10:]
