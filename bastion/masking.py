@@ -113,6 +113,7 @@ PROMPT = re.compile(
     rb"|enter pin[^\r\n:]*|verification code|one-time (?:password|code)[^\r\n:]*|otp|passcode)"
     rb": ?\Z"
 )
+PROMPT_ENDS = (b":", b": ")
 ENDS_LINE = re.compile(rb"[\r\n\x03\x04]")
 
 
@@ -131,7 +132,8 @@ class HiddenInput:
 
     def output(self, data: bytes) -> None:
         self._tail = (self._tail + data[-200:])[-200:]  # no copy of a whole chunk
-        if PROMPT.search(self._tail):
+        # Every prompt ends in ":" or ": "; the regex runs only on output that could be one.
+        if self._tail.endswith(PROMPT_ENDS) and PROMPT.search(self._tail):
             self.active = True
         elif self.active and not self._count:
             self.active = False  # the prompt went by before anything was typed at it

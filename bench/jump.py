@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,14 @@ def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process and its threads (and its reaped children)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def openssh_jump_config(sandbox: Sandbox, jump: OpenSSHServer, login: str) -> Path:
@@ -73,7 +82,8 @@ def main() -> None:
                              extra_config=["AllowTcpForwarding yes"]).start()
         bastion_cfg = sandbox.write_ssh_config("alice")
         openssh_cfg = openssh_jump_config(sandbox, jump, login)
-        sandbox.start_bastion()
+        pids = {"openssh": jump.process.pid if jump.process else None,
+                "bastion": sandbox.start_bastion().pid}
         variants = {
             "unrecorded": {"recording": {"enabled": False}, "masking": {"enabled": False}},
             "unmasked": {"masking": {"enabled": False}},
@@ -88,7 +98,7 @@ def main() -> None:
                           extra={"keys_dir": str(Path(tmp) / "hostkeys"), **settings, **extra})
             shutil.copy(alice_key, box.key_path("alice"))
             box_cfg = box.write_ssh_config("alice")
-            box.start_bastion()
+            pids[name] = box.start_bastion().pid
             extra_boxes.append(box)
             paths[name] = ["ssh", "-F", str(box_cfg), "-J", "bastion", f"{login}@db-1"]
         try:
@@ -98,8 +108,11 @@ def main() -> None:
                 timed([*cmd, "true"])  # warm up
             for _ in range(args.repeat):
                 for name, cmd in paths.items():
+                    cpu = cpu_seconds(pids[name])
                     seconds = timed([*cmd, f"yes '{LOG_LINE}' | head -c {size}"])
+                    cpu = cpu_seconds(pids[name]) - cpu
                     results[name]["bulk"] = max(results[name].get("bulk", 0), size / seconds / 1e6)
+                    results[name]["cpu"] = min(results[name].get("cpu", 1e9), cpu / args.mb * 100)
             samples: dict[str, list[float]] = {name: [] for name in paths}
             for _ in range(args.runs):
                 for name, cmd in paths.items():
@@ -120,6 +133,9 @@ def main() -> None:
     print(f"  bastion, neither                 {u['bulk']:7.1f}  ratio {u['bulk'] / o['bulk']:.2f}x")
     print(f"  recording costs {100 * (1 - m['bulk'] / u['bulk']):.1f}%, masking costs "
           f"{100 * (1 - b['bulk'] / m['bulk']):.1f}% of bulk throughput")
+    print("CPU seconds per 100 MB in the jump host's process (sshd: its finished session processes):")
+    print(f"  openssh jump {o['cpu']:5.2f}   bastion: both {b['cpu']:5.2f}, recording only {m['cpu']:5.2f}, "
+          f"neither {u['cpu']:5.2f}")
     print(f"setup ms (median of {args.runs}):")
     print(f"  openssh jump {o['setup'] * 1000:7.0f}   bastion {b['setup'] * 1000:7.0f} "
           f"(ratio {b['setup'] / o['setup']:.2f}x)   unrecorded {u['setup'] * 1000:7.0f}")
