@@ -48,6 +48,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             version=settings.version,
             flush_interval=settings.flush_interval,
             checkpoint_interval=settings.checkpoint_interval,
+            process=True,
             log=audit.event,
         )
         policy = RecordingPolicy(on_failure=settings.on_failure)

@@ -41,11 +41,6 @@ class HashChain:
         for line in lines:
             self.add(line)
 
-    def extend_joined(self, data: bytes, lines: int) -> None:
-        """`lines` whole lines already joined into `data`: one update, no copies."""
-        self._state.update(data)
-        self.lines += lines
-
 
 def checkpoint_message(lines: int, head: bytes, final: bool) -> bytes:
     return DOMAIN + struct.pack(">Q?", lines, final) + head

@@ -16,6 +16,9 @@ class MemoryFile:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.data += data
 
+    def append_all(self, parts: list[bytes]) -> None:
+        self.append(b"".join(parts))
+
     def sync(self) -> None:
         self.synced = len(self.data)
 

@@ -1,38 +1,45 @@
-"""The recorder: sessions encode events on the event loop; one thread writes, chains and signs.
+"""The recorder's session side: sessions queue events on the event loop; a worker writes them.
 
-`SessionRecording` methods are cheap and never touch the disk: they encode a line and put it
-on a queue. The `Recorder` thread appends each recording's lines at least every
-`flush_interval` seconds (so a killed bastion loses at most that much), extends the hash
-chain, and every `checkpoint_interval` makes the file durable (fsync) and signs a checkpoint
-covering it. A write error marks the recording failed and
-calls its `on_error`, from the event loop when one was given: the session decides what next.
+`SessionRecording` methods are cheap and never touch the disk: they gather events and hand
+them, a batch at a time, to the writer (`recorder.worker.WriterCore`). The writer runs in a
+worker process when the store's files can be passed to one (local files, the bastion's case),
+otherwise in a thread. It appends each recording's lines at least every `flush_interval` seconds
+(so a killed bastion loses at most that much; a worker process even writes what it was sent
+after the bastion died), extends the hash chain, and every `checkpoint_interval` makes the file
+durable (fsync) and signs a checkpoint covering it. A write error, or a worker that died, marks
+the recording failed and calls its `on_error` on the event loop: the session decides what next.
 
-The queue is bounded per recording: past `BACKLOG_HIGH` bytes not yet written, `on_backlog(True)`
-asks the session to stop reading from the target; below `BACKLOG_LOW` it may read again. A slow
-disk slows the session down instead of growing memory.
+Back-pressure is per recording: past `BACKLOG_HIGH` bytes handed over but not yet written,
+`on_backlog(True)` asks the session to stop reading from the target; below `BACKLOG_LOW` it may
+read again. A slow disk slows the session down instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from recorder.asciicast import V2, CastEncoder, build_header
-from recorder.chain import HashChain, checkpoint_line
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
-from recorder.storage import AppendFile, RecordingStore, dated_name
+from recorder.storage import RecordingStore, dated_name
+from recorder.worker import FrameReader, WriterCore, frame, run
 
 _STOP = object()
 BACKLOG_HIGH = 8 * 1024 * 1024
 BACKLOG_LOW = 2 * 1024 * 1024
-WRITE_BATCH = 1024 * 1024
 HANDOFF_BYTES = 256 * 1024
 
 
@@ -43,38 +50,30 @@ class RecordingFailed(Exception):
 class SessionRecording:
     """One session's recording. Call from one thread (the event loop)."""
 
-    def __init__(self, recorder: Recorder, session_id: str, name: str, *, started: float,
-                 cast: AppendFile, signatures: AppendFile, encoder: CastEncoder) -> None:
+    def __init__(self, recorder: Recorder, rid: int, session_id: str, name: str, *,
+                 started: float) -> None:
         self.recorder = recorder
+        self.rid = rid
         self.session_id = session_id
         self.name = name
         self.started = started
-        self.encoder = encoder
         self.markers: Counter[str] = Counter()
         self.error: str | None = None
         self.on_error: Callable[[str], None] | None = None
         self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
-        self._queued = 0  # bytes put on the queue (event loop thread only)
+        self._queued = 0  # event bytes handed over
+        self._written = 0  # of which the writer wrote
         self._batch: list[tuple[str, float, Any]] = []  # events not yet handed to the writer
         self._batch_bytes = 0
         self._handoff_scheduled = False
-        self._written = 0  # bytes taken off it (writer thread only)
         self._held = False
-        # Written by the writer thread only:
-        self._cast, self._signatures = cast, signatures
-        self._chain = HashChain()
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._pending_raw = 0  # the events' own sizes, as counted in _queued
-        self._dirty = False
-        self._checkpointed = 0.0
 
     def _elapsed(self) -> float:
         return time.time() - self.started
 
     def _put(self, event: tuple[str, float, Any], size: int) -> None:
-        """Queue an event; it is encoded on the writer thread, off the session's event loop."""
+        """Queue an event; it is encoded by the writer, off the session's event loop."""
         if self.error is not None:
             raise RecordingFailed(self.error)
         if not self.closed:
@@ -91,22 +90,27 @@ class SessionRecording:
                 self.on_backlog(True)
 
     def _handoff(self) -> None:
-        """Pass the lines gathered on the event loop to the writer thread in one queue item."""
+        """Pass the events gathered on the event loop to the writer in one message."""
         self._handoff_scheduled = False
-        if self._batch:
-            self.recorder._queue.put((self, self._batch))
-            self._batch = []
-            self._batch_bytes = 0
+        if self._batch and self.error is None:
+            self.recorder._send(("events", self.rid, self._batch, self._batch_bytes))
+        self._batch = []
+        self._batch_bytes = 0
 
-    def _release(self) -> None:
-        """After a failure nothing more is written: stop holding the session back."""
-        if self._held:
+    def _wrote(self, size: int) -> None:
+        self._written += size
+        if self._held and self._queued - self._written < BACKLOG_LOW:
             self._held = False
             if self.on_backlog:
                 self.on_backlog(False)
 
-    def _resume(self) -> None:
-        if self._held and self._queued - self._written < BACKLOG_LOW:
+    def _failed(self, reason: str) -> None:
+        if self.error is not None:
+            return
+        self.error = reason
+        if self.on_error is not None:
+            self.on_error(reason)
+        if self._held:  # nothing more is written: stop holding the session back
             self._held = False
             if self.on_backlog:
                 self.on_backlog(False)
@@ -126,19 +130,6 @@ class SessionRecording:
         label = f"{kind}: {text}" if text else kind
         self._put(("m", self._elapsed(), label), len(label))
 
-    def _encode(self, event: tuple[str, float, Any]) -> bytes:
-        """Writer thread: one event to its asciicast line (b"" for half a character so far)."""
-        code, elapsed, value = event
-        if code in ("o", "i"):
-            return self.encoder.data(elapsed, code, value)
-        if code == "r":
-            return self.encoder.resize(elapsed, *value)
-        if code == "m":
-            return self.encoder.marker(elapsed, value)
-        if code == "flush":
-            return self.encoder.flush(elapsed, "o") + self.encoder.flush(elapsed, "i")
-        return self.encoder.exit(elapsed, *value)
-
     def close(self, *, exit_status: int | None = None, exit_signal: str | None = None,
               **summary: Any) -> None:
         """Flush the decoders, write the exit, sign the final checkpoint, update the index."""
@@ -153,48 +144,32 @@ class SessionRecording:
         self._handoff()
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
                       exit_signal=exit_signal, markers=dict(self.markers))
-        self.recorder._queue.put((self, ("close", fields)))
-
-    # -- writer thread --------------------------------------------------------------------
-
-    def _write(self, now: float, final: bool) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._cast.append(data)
-            self._chain.extend_joined(data, len(self._pending))
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._written += self._pending_raw
-            self._pending_raw = 0
-            self._dirty = True
-            if self._held:
-                self.recorder._call(self._resume)
-        due = now - self._checkpointed >= self.recorder.checkpoint_interval
-        if (self._dirty and due) or final:
-            self._cast.sync()  # the data a checkpoint covers is on disk before the checkpoint
-            self._signatures.append(checkpoint_line(self.recorder.key, self._chain, final=final, at=now))
-            self._signatures.sync()
-            self._checkpointed = now
-            self._dirty = False
+        self.recorder._send(("close", self.rid, fields))
+        self.recorder._recordings.pop(self.rid, None)
 
 
 class Recorder:
-    """Owns the writer thread, the store, the index and the signing key."""
+    """Owns the store, the index, the signing key and the writer (a worker process or a thread).
+
+    `process=True` writes in a worker process, started once `loop` is set; the store's files
+    must then have a `fileno()`. Without it, or without a loop, a thread of this process writes.
+    """
 
     def __init__(self, store: RecordingStore, index: RecordingIndex | None, key: RecordingKey, *,
                  version: int = V2, flush_interval: float = 0.5, checkpoint_interval: float = 2.0,
-                 loop: asyncio.AbstractEventLoop | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None, process: bool = False,
                  log: Callable[..., None] | None = None) -> None:
         self.store, self.index, self.key = store, index, key
         self.version = version
         self.flush_interval = flush_interval
         self.checkpoint_interval = checkpoint_interval
         self.loop = loop
+        self.process = process
         self.log = log or (lambda event, **fields: None)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._live: set[SessionRecording] = set()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
+        self._recordings: dict[int, SessionRecording] = {}
+        self._ids = itertools.count(1)
+        self._thread: _ThreadWriter | None = None
+        self._worker: _WorkerProcess | None = None
 
     def open(self, *, session_id: str, width: int, height: int, term: str | None, command: str | None,
              metadata: dict[str, Any], index_fields: dict[str, Any]) -> SessionRecording:
@@ -202,107 +177,219 @@ class Recorder:
         started = time.time()
         name = dated_name(session_id, started)
         cast, signatures = self.store.create(name)
-        encoder = CastEncoder(self.version)
-        header = encoder.header(build_header(
+        header = CastEncoder(self.version).header(build_header(
             version=self.version, width=width, height=height, timestamp=int(started), term=term,
             command=command, metadata=metadata,
         ))
         try:
             cast.append(header)
+            rid = next(self._ids)
+            message = ("open", rid, session_id, name, self.version, header.decode(),
+                       dict(index_fields, id=session_id, name=name, started=started,
+                            location=self.store.location(name)), cast, signatures)
+            if self.process and self.loop is not None:
+                self._process_writer().open(message)
+            else:
+                self._thread_writer().send(message)
         except OSError:
             cast.close()
             signatures.close()
             self.store.delete(name)
             raise
-        recording = SessionRecording(self, session_id, name, started=started, cast=cast,
-                                     signatures=signatures, encoder=encoder)
-        recording._chain.add(header)
-        recording._dirty = True
-        self._queue.put((recording, ("open", dict(index_fields, id=session_id, name=name, started=started,
-                                                   location=self.store.location(name)))))
+        recording = SessionRecording(self, rid, session_id, name, started=started)
+        self._recordings[rid] = recording
         return recording
 
     def stop(self, timeout: float = 10) -> None:
+        """Write what every recording was given; the writer stops once it is on disk."""
+        for recording in list(self._recordings.values()):
+            recording._handoff()
+        if self._worker is not None:
+            self._worker.stop(timeout)
+        if self._thread is not None:
+            self._thread.stop(timeout)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._worker is not None and self._worker.alive:
+            self._worker.send(message)
+        elif self._thread is not None:
+            self._thread.send(message)
+
+    def _reply(self, kind: str, *args: Any) -> None:
+        """A writer's reply (see `recorder.worker`), on the event loop when there is one."""
+        if kind == "log":
+            event, fields = args
+            self.log(event, **fields)
+            return
+        recording = self._recordings.get(args[0])
+        if recording is None:
+            return
+        if kind == "written":
+            recording._wrote(args[1])
+        elif kind == "failed":
+            recording._failed(args[1])
+
+    def _worker_lost(self, reason: str) -> None:
+        """The worker process is gone: what it had not written is lost, its recordings failed."""
+        self.log("recorder_worker_exited", reason=reason)
+        for recording in list(self._recordings.values()):
+            if not recording.closed:
+                recording._failed(f"recording stopped: {reason}")
+
+    def _thread_writer(self) -> _ThreadWriter:
+        if self._thread is None:
+            self._thread = _ThreadWriter(self)
+        return self._thread
+
+    def _process_writer(self) -> _WorkerProcess:
+        if self._worker is None or not self._worker.alive:
+            assert self.loop is not None
+            self._worker = _WorkerProcess(self, self.loop)
+        return self._worker
+
+
+class _ThreadWriter:
+    """The writer in a thread of this process: replies reach the loop by `call_soon_threadsafe`."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        core = WriterCore(recorder.key, recorder.index, checkpoint_interval=recorder.checkpoint_interval,
+                          reply=self._reply)
+        self._thread = threading.Thread(target=run, args=(core, self._receive, recorder.flush_interval),
+                                        name="recorder", daemon=True)
+        self._thread.start()
+
+    def send(self, message: Any) -> None:
+        self._queue.put(message)
+
+    def stop(self, timeout: float) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.flush_interval
-        while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                for recording in list(self._live):
-                    self._flush(recording, final=False)
-                return
-            if item is not None:
-                recording, payload = item
-                if isinstance(payload, list):
-                    self._encode_batch(recording, payload)
-                    if recording._pending_bytes > WRITE_BATCH:
-                        self._flush(recording, final=False)
-                else:
-                    self._command(recording, *payload)
-            if time.monotonic() >= deadline:
-                for recording in list(self._live):
-                    self._flush(recording, final=False)
-                deadline = time.monotonic() + self.flush_interval
-
-    @staticmethod
-    def _encode_batch(recording: SessionRecording, events: list[tuple[str, float, Any]]) -> None:
-        lines = [line for line in map(recording._encode, events) if line]
-        recording._pending.extend(lines)
-        recording._pending_bytes += sum(map(len, lines))
-        recording._pending_raw += sum(len(e[2]) if e[0] in ("o", "i", "m") else 16 if e[0] == "r" else 0
-                                      for e in events)
-
-    def _command(self, recording: SessionRecording, command: str, fields: dict[str, Any]) -> None:
-        if command == "open":
-            self._live.add(recording)
-            self._index("session_opened", recording, **fields)
-        elif command == "close":
-            self._flush(recording, final=True)
-            self._live.discard(recording)
-            for handle in (recording._cast, recording._signatures):
-                with contextlib.suppress(OSError):
-                    handle.close()
-            state = "failed" if recording.error else "closed"
-            self._index("session_updated", recording, recording.session_id, lines=recording._chain.lines,
-                        chain=recording._chain.head.hex(), state=state, error=recording.error, **fields)
-
-    def _flush(self, recording: SessionRecording, *, final: bool) -> None:
-        if recording.error is not None:
-            recording._pending.clear()
-            return
+    def _receive(self, timeout: float) -> Any:
         try:
-            recording._write(time.time(), final)
-        except OSError as exc:
-            self._failed(recording, f"cannot write recording: {exc.strerror or exc}")
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return False if item is _STOP else item
 
-    def _failed(self, recording: SessionRecording, reason: str) -> None:
-        recording.error = reason
-        recording._pending.clear()
-        self.log("recording_failed", session=recording.session_id, reason=reason)
-        self._index("session_updated", recording, recording.session_id, state="failed", error=reason)
-        callback = recording.on_error
-        if callback is not None:
-            self._call(callback, reason)
-        if recording._held:
-            self._call(recording._release)
-
-    def _call(self, callback: Callable[..., None], *args: Any) -> None:
-        """Run `callback` on the sessions' event loop (directly when there is none)."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(callback, *args)
+    def _reply(self, *reply: Any) -> None:
+        loop = self._recorder.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._recorder._reply, *reply)
         else:
-            callback(*args)
+            self._recorder._reply(*reply)
 
-    def _index(self, method: str, recording: SessionRecording, *args: Any, **fields: Any) -> None:
-        if self.index is None:
+
+class _WorkerProcess:
+    """`python -m recorder.worker`, fed over a socket pair without ever blocking the loop.
+
+    What the socket does not take at once waits in `_out` (no copies) until it is writable; the
+    recordings' back-pressure bounds how much that can be.
+    """
+
+    def __init__(self, recorder: Recorder, loop: asyncio.AbstractEventLoop) -> None:
+        self._recorder, self._loop = recorder, loop
+        self._data, data_child = socket.socketpair()
+        self._files, files_child = socket.socketpair()
+        with contextlib.suppress(OSError):
+            self._data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recorder.worker", str(data_child.fileno()), str(files_child.fileno())],
+            pass_fds=(data_child.fileno(), files_child.fileno()), stdin=subprocess.DEVNULL,
+        )
+        data_child.close()
+        files_child.close()
+        private = recorder.key._private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        index = recorder.index
+        self._data.sendmsg(frame(("start", private.hex(), str(index.path) if index else None,
+                                  recorder.flush_interval, recorder.checkpoint_interval)))
+        self._data.setblocking(False)
+        self._files.setblocking(False)
+        self._out: deque[bytes | memoryview] = deque()
+        self._writing = False
+        self._reader = FrameReader()
+        self.alive = True
+        loop.add_reader(self._data, self._readable)
+
+    def open(self, message: tuple[Any, ...]) -> None:
+        """Hand over the files (then closed here) and the open; raises OSError if it cannot."""
+        *rest, cast, signatures = message
+        socket.send_fds(self._files, [b"f"], [cast.fileno(), signatures.fileno()])
+        cast.close()
+        signatures.close()
+        self.send((*rest, None, None))
+
+    def send(self, message: Any) -> None:
+        if not self.alive:
             return
+        waiting = bool(self._out)
+        self._out.extend(frame(message))
+        if not waiting:
+            self._writable()
+
+    def _writable(self) -> None:
+        """Send as much of `_out` as the socket takes; wait for writability for the rest."""
         try:
-            getattr(self.index, method)(*args, **fields)
-        except Exception as exc:  # an index failure is reported; the recording goes on
-            self.log("index_failed", session=recording.session_id, reason=str(exc))
+            sent = self._data.sendmsg(list(itertools.islice(self._out, 64)))
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._lost(f"cannot reach the recorder process: {exc.strerror or exc}")
+            return
+        out = self._out
+        while out and sent >= len(out[0]):
+            sent -= len(out.popleft())
+        if sent:
+            out[0] = memoryview(out[0])[sent:]
+        if out and not self._writing:
+            self._loop.add_writer(self._data, self._writable)
+        elif not out and self._writing:
+            self._loop.remove_writer(self._data)
+        self._writing = bool(out)
+
+    def _readable(self) -> None:
+        try:
+            data = self._data.recv(1024 * 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            status = self.process.poll()
+            self._lost("the recorder process exited" + (f" (status {status})" if status is not None else ""))
+            return
+        for reply in self._reader.feed(data):
+            self._recorder._reply(*reply)
+
+    def _lost(self, reason: str) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self._loop.remove_reader(self._data)
+        self._loop.remove_writer(self._data)
+        self._data.close()
+        self._files.close()
+        self._recorder._worker_lost(reason)
+
+    def stop(self, timeout: float) -> None:
+        """Send what waits, hang up, and let the worker finish writing."""
+        if self.alive:
+            self.alive = False
+            self._loop.remove_reader(self._data)
+            self._loop.remove_writer(self._data)
+            with contextlib.suppress(OSError):
+                self._data.setblocking(True)
+                for part in self._out:
+                    self._data.sendall(part)
+                self._data.shutdown(socket.SHUT_WR)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self._data.close()
+            self._files.close()

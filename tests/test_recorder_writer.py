@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import stat
 import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from recorder.asciicast import V3, load_cast
@@ -13,6 +17,7 @@ from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore
 from recorder.testing import MemoryStore
+from recorder.worker import FrameReader, frame
 from recorder.writer import Recorder, RecordingFailed
 
 KEY = RecordingKey.generate()
@@ -117,3 +122,75 @@ def test_index_search_filters(tmp_path: Path) -> None:
     assert [r.id for r in index.search(marker="transfer")] == ["s0"]
     assert [r.id for r in index.search(since=1001, until=1002)] == ["s1"]
     assert [r.id for r in index.older_than(1001.5)] == ["s1", "s0"]
+
+
+def test_worker_frames_round_trip_split_anywhere() -> None:
+    events = [("o", 0.5, b"caf\xc3"), ("o", 0.6, b"\xa9 \xff\x00\r\n"), ("i", 0.7, b"ls\r"),
+              ("r", 0.8, (132, 43)), ("m", 0.9, "masked: aws-secret-key \u2713"), ("flush", 1.0, None),
+              ("x", 1.1, (None, "KILL"))]
+    messages = [("start", "00" * 32, None, 0.5, 2.0), ("events", 7, events, 4242),
+                ("close", 7, {"exit_status": 0, "markers": {"masked": 1}})]
+    stream = b"".join(part for message in messages for part in frame(message))
+    for cut in range(0, len(stream) + 1, 7):
+        reader = FrameReader()
+        got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert got == [tuple(m) if m[0] == "events" else tuple(orjson.loads(orjson.dumps(m)))
+                       for m in messages]
+
+
+async def process_recorder(tmp_path: Path) -> tuple[Recorder, RecordingIndex]:
+    index = RecordingIndex(tmp_path / "index.db")
+    recorder = Recorder(LocalDirectoryStore(tmp_path / "rec"), index, KEY, flush_interval=0.05,
+                        loop=asyncio.get_running_loop(), process=True)
+    return recorder, index
+
+
+async def test_worker_process_writes_signs_and_indexes(tmp_path: Path) -> None:
+    recorder, index = await process_recorder(tmp_path)
+    rec = open_recording(recorder)
+    worker = recorder._worker
+    assert worker is not None and worker.process.poll() is None
+    for n in range(2000):  # more than the socket takes at once: the rest waits for writability
+        rec.output(b"%06d " % n + b"\x1b[32mok\x1b[0m" * 300 + b"\r\n")
+    rec.input(b"exit\r")
+    rec.close(exit_status=0, bytes_in=5, bytes_out=1)
+    await asyncio.sleep(0.2)
+    recorder.stop()
+    assert worker.process.returncode == 0
+    row = index.get("s1")
+    assert row is not None and row.state == "closed" and row.exit_status == 0
+    path = Path(row.location or "")
+    cast = load_cast(path.read_bytes())
+    assert cast.output_bytes().count(b"\r\n") == 2000 and cast.input_bytes() == b"exit\r"
+    result = verify(path.read_bytes(), Path(f"{path}.sig").read_bytes(), KEY,
+                    expected_lines=row.lines, expected_head=row.chain)
+    assert result.state == "verified", result
+
+
+async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    recorder, _ = await process_recorder(tmp_path)
+    errors: list[str] = []
+    rec = open_recording(recorder)
+    rec.on_error = errors.append
+    rec.output(b"before\r\n")
+    first = recorder._worker
+    assert first is not None
+    os.kill(first.process.pid, signal.SIGKILL)
+    for _ in range(100):
+        if errors:
+            break
+        await asyncio.sleep(0.05)
+    assert errors and errors[0].startswith("recording stopped: the recorder process exited")
+    with pytest.raises(RecordingFailed):
+        rec.output(b"after\r\n")
+    rec.close()
+    second = open_recording(recorder, "s2")
+    assert recorder._worker is not first and second.error is None
+    second.output(b"fine\r\n")
+    second.close(exit_status=0)
+    await asyncio.sleep(0.1)
+    recorder.stop()
+    cast = load_cast(Path(tmp_path / "rec" / f"{second.name}.cast").read_bytes())
+    assert cast.output_bytes() == b"fine\r\n"
