@@ -52,9 +52,15 @@ def append_all(fd: int, parts: list[bytes]) -> None:
                 rest = rest[os.write(fd, rest):]
 
 
-class _LocalFile:
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+class FdFile:
+    """An append-only file by descriptor (the recorder process gets the descriptors passed)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def create(cls, path: Path) -> FdFile:
+        return cls(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600))
 
     def append(self, data: bytes) -> None:
         append_all(self._fd, [data])
@@ -83,12 +89,12 @@ class LocalDirectoryStore:
     def _cast(self, name: str) -> Path:
         return self.root / f"{name}.cast"
 
-    def create(self, name: str) -> tuple[_LocalFile, _LocalFile]:
+    def create(self, name: str) -> tuple[FdFile, FdFile]:
         path = self._cast(name)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        cast = _LocalFile(path)
+        cast = FdFile.create(path)
         try:
-            return cast, _LocalFile(path.with_name(path.name + ".sig"))
+            return cast, FdFile.create(path.with_name(path.name + ".sig"))
         except OSError:
             cast.close()
             raise

@@ -29,7 +29,6 @@ and writes the header itself, so a store that cannot take them refuses the sessi
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import signal
 import socket
@@ -48,7 +47,7 @@ from recorder.asciicast import CastEncoder
 from recorder.chain import HashChain, checkpoint_line
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
-from recorder.storage import AppendFile, append_all
+from recorder.storage import AppendFile, FdFile
 
 WRITE_BATCH = 1024 * 1024
 FRAME = struct.Struct(">I")
@@ -289,27 +288,6 @@ class FrameReader:
                 offset = end
         del buffer[:offset]
         return messages
-
-
-class FdFile:
-    """A file the bastion opened and passed over: append and sync by descriptor."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def append(self, data: bytes) -> None:
-        append_all(self._fd, [data])
-
-    def append_all(self, parts: list[bytes]) -> None:
-        append_all(self._fd, parts)
-
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def worker(data: socket.socket, files: socket.socket) -> None:
