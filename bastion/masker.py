@@ -41,6 +41,9 @@ ESC_SEQUENCE = (
 ZERO_WIDTH = rb"\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf"  # zero-width characters, BOM
 ESC_SEQUENCES = re.compile(ESC_SEQUENCE)
 ZERO_WIDTHS = re.compile(ZERO_WIDTH)
+# Where a word may start in bytes still holding escape sequences: the start, a non-word byte, or
+# the end of a CSI sequence (whose final byte is a letter, as in SGR's `m`).
+_RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 ESCAPES = re.compile(ESC_SEQUENCE + b"|" + ZERO_WIDTH)
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 HAS_ESCAPE = re.compile(rb"\x1b|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf")
@@ -112,15 +115,16 @@ class Detector:
     opening: re.Pattern[bytes] | None = None
     token: re.Pattern[bytes] | None = None
     provisional: bool = True  # mask a long enough opening before it is complete
+    raw_trigger: bytes | None = None  # the trigger for bytes still holding escape sequences
 
 
 def _d(name: str, pattern: bytes, trigger: bytes, group: int = 0, *, flags: int = 0,
        validate: Callable[[bytes], bool] | None = None, opening: bytes | None = None,
-       token: bytes | None = None, provisional: bool = True) -> Detector:
+       token: bytes | None = None, provisional: bool = True, raw_trigger: bytes | None = None) -> Detector:
     return Detector(
         name=name, pattern=re.compile(pattern, flags), trigger=trigger, group=group,
         validate=validate, opening=re.compile(opening + rb"\Z", flags) if opening else None,
-        token=re.compile(token) if token else None, provisional=provisional,
+        token=re.compile(token) if token else None, provisional=provisional, raw_trigger=raw_trigger,
     )
 
 
@@ -166,7 +170,11 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
        # A necessary condition for every card layout card_ok accepts, cheap to scan for.
        rb"\b[0-9]{13,19}\b|\b[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5}", 1,
-       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False),
+       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
+       # Both word boundaries kept: a run of digits that goes on into letters (a git hash) is no
+       # card, and an escape sequence after the digits is a non-word byte too.
+       raw_trigger=_RAW_BOUNDARY
+       + rb"(?:[0-9]{13,19}(?:$|[^0-9A-Za-z_])|[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5})"),
 )
 DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
 PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
@@ -215,7 +223,7 @@ class _Prefilter:
         self._raw_db = None
         if hyperscan is not None and self._db is not None:
             try:
-                raw = [_raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
+                raw = [d.raw_trigger or _raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
                 raw += [rb"-----BEGIN", *_INSIDE_TOKEN]
                 db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
                 db.compile(expressions=raw, ids=list(range(len(raw))), elements=len(raw),
@@ -276,12 +284,12 @@ _INSIDE_TOKEN = (
 
 
 def _raw_trigger(trigger: bytes) -> bytes:
-    """A trigger for bytes that still hold escape sequences: a word boundary may also be the
-    end of a CSI sequence (whose final byte is a letter, as in SGR's `m`)."""
+    """A trigger for bytes that still hold escape sequences, from one for visible text: word
+    boundaries dropped, the whole preceded by `_RAW_BOUNDARY`."""
     if b"\\b" not in trigger:
         return trigger
     body = trigger.replace(rb"\b", b"")
-    return rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])(?:" + body + rb")"
+    return _RAW_BOUNDARY + rb"(?:" + body + rb")"
 
 
 @dataclass
