@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import queue
 import socket
@@ -62,6 +63,7 @@ class SessionRecording:
         self.on_error: Callable[[str], None] | None = None
         self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
+        self.index_row: dict[str, Any] = {}  # the index row as opened
         self._queued = 0  # event bytes handed over
         self._written = 0  # of which the writer wrote
         self._batch: list[tuple[str, float, Any]] = []  # events not yet handed to the writer
@@ -184,9 +186,9 @@ class Recorder:
         try:
             cast.append(header)
             rid = next(self._ids)
-            message = ("open", rid, session_id, name, self.version, header.decode(),
-                       dict(index_fields, id=session_id, name=name, started=started,
-                            location=self.store.location(name)), cast, signatures)
+            row = dict(index_fields, id=session_id, name=name, started=started,
+                       location=self.store.location(name))
+            message = ("open", rid, session_id, name, self.version, header.decode(), row, cast, signatures)
             if self.process and self.loop is not None:
                 self._process_writer().open(message)
             else:
@@ -197,6 +199,7 @@ class Recorder:
             self.store.delete(name)
             raise
         recording = SessionRecording(self, rid, session_id, name, started=started)
+        recording.index_row = row
         self._recordings[rid] = recording
         return recording
 
@@ -233,8 +236,16 @@ class Recorder:
         """The worker process is gone: what it had not written is lost, its recordings failed."""
         self.log("recorder_worker_exited", reason=reason)
         for recording in list(self._recordings.values()):
-            if not recording.closed:
-                recording._failed(f"recording stopped: {reason}")
+            if recording.closed:
+                continue
+            recording._failed(f"recording stopped: {reason}")
+            if self.index is not None:
+                try:
+                    if self.index.get(recording.session_id) is None:  # it died before indexing it
+                        self.index.session_opened(**recording.index_row)
+                    self.index.session_updated(recording.session_id, state="failed", error=recording.error)
+                except Exception as exc:  # reported; the session ends either way
+                    self.log("index_failed", session=recording.session_id, reason=str(exc))
 
     def _thread_writer(self) -> _ThreadWriter:
         if self._thread is None:
@@ -295,12 +306,17 @@ class _WorkerProcess:
         self._files, files_child = socket.socketpair()
         with contextlib.suppress(OSError):
             self._data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "recorder.worker", str(data_child.fileno()), str(files_child.fileno())],
-            pass_fds=(data_child.fileno(), files_child.fileno()), stdin=subprocess.DEVNULL,
-        )
-        data_child.close()
-        files_child.close()
+        fds = (data_child.fileno(), files_child.fileno())
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "recorder.worker", *map(str, fds)],
+                                            pass_fds=fds, stdin=subprocess.DEVNULL)
+        except OSError:
+            self._data.close()
+            self._files.close()
+            raise
+        finally:
+            data_child.close()
+            files_child.close()
         private = recorder.key._private.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
@@ -322,6 +338,8 @@ class _WorkerProcess:
         cast.close()
         signatures.close()
         self.send((*rest, None, None))
+        if not self.alive:  # it died just now: this recording would go nowhere
+            raise OSError(errno.EPIPE, "the recorder process exited")
 
     def send(self, message: Any) -> None:
         if not self.alive:

@@ -170,7 +170,7 @@ async def test_worker_process_writes_signs_and_indexes(tmp_path: Path) -> None:
 async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_new_one(
     tmp_path: Path,
 ) -> None:
-    recorder, _ = await process_recorder(tmp_path)
+    recorder, index = await process_recorder(tmp_path)
     errors: list[str] = []
     rec = open_recording(recorder)
     rec.on_error = errors.append
@@ -183,6 +183,8 @@ async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_n
             break
         await asyncio.sleep(0.05)
     assert errors and errors[0].startswith("recording stopped: the recorder process exited")
+    row = index.get("s1")
+    assert row is not None and row.state == "failed" and (row.error or "").startswith("recording stopped")
     with pytest.raises(RecordingFailed):
         rec.output(b"after\r\n")
     rec.close()
