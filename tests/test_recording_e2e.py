@@ -24,14 +24,16 @@ pytestmark = pytest.mark.e2e
 
 
 def recording_for(box: Sandbox, predicate: object, timeout: float = 10) -> Path:
-    """The .cast of the newest session_ended event matching `predicate`."""
+    """The .cast of the newest session_ended event matching `predicate`, once complete: the
+    recorder process finishes a recording (final signed checkpoint) just after the session."""
     deadline = time.monotonic() + timeout
     while True:
         ended = [e for e in box.events() if e["event"] == "session_ended" and predicate(e)]  # type: ignore[operator]
         if ended:
             session = ended[-1]["session"]
             found = list((box.directory / "recordings").rglob(f"{session}.cast"))
-            if found:
+            signatures = found[0].with_name(found[0].name + ".sig") if found else None
+            if signatures is not None and b'"final":true' in signatures.read_bytes():
                 return found[0]
         assert time.monotonic() < deadline, "no recording for that session"
         time.sleep(0.05)

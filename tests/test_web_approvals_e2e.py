@@ -24,6 +24,7 @@ from bastion.openssh import free_port
 from bastion.sandbox import Sandbox
 from tests.conftest import LOGIN, need
 from tests.idp import OpenIDProvider, WebhookReceiver, browser, sign_in
+from tests.test_recording_e2e import recording_for
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -162,7 +163,7 @@ def test_approver_signs_in_and_approves_then_the_command_runs(web: Web) -> None:
     assert f"decision  approve by carol ({web.idp.issuer}#carol)" in shown.stdout
     assert f"$ touch {marker}" in shown.stdout and "(approved)" in shown.stdout
     # ... and the recording says who approved, with the identity.
-    cast = max((web.box.directory / "recordings").rglob("*.cast"), key=lambda p: p.stat().st_mtime)
+    cast = recording_for(web.box, lambda e: str(e.get("command", "")).startswith(f"touch {marker}"))
     assert f"approve by carol ({web.idp.issuer}#carol)" in cast.read_text()
 
 
