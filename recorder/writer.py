@@ -146,8 +146,12 @@ class SessionRecording:
         self._handoff()
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
                       exit_signal=exit_signal, markers=dict(self.markers))
-        self.recorder._send(("close", self.rid, fields))
         self.recorder._recordings.pop(self.rid, None)
+        if self.rid in self.recorder._orphans:  # its writer died: nobody else will index the end
+            self.recorder._orphans.discard(self.rid)
+            self.recorder._index_failed(self, **fields)
+        else:
+            self.recorder._send(("close", self.rid, fields))
 
 
 class Recorder:
@@ -169,6 +173,7 @@ class Recorder:
         self.process = process
         self.log = log or (lambda event, **fields: None)
         self._recordings: dict[int, SessionRecording] = {}
+        self._orphans: set[int] = set()  # recordings whose worker died while they were live
         self._ids = itertools.count(1)
         self._thread: _ThreadWriter | None = None
         self._worker: _WorkerProcess | None = None
@@ -239,13 +244,19 @@ class Recorder:
             if recording.closed:
                 continue
             recording._failed(f"recording stopped: {reason}")
-            if self.index is not None:
-                try:
-                    if self.index.get(recording.session_id) is None:  # it died before indexing it
-                        self.index.session_opened(**recording.index_row)
-                    self.index.session_updated(recording.session_id, state="failed", error=recording.error)
-                except Exception as exc:  # reported; the session ends either way
-                    self.log("index_failed", session=recording.session_id, reason=str(exc))
+            self._orphans.add(recording.rid)
+            self._index_failed(recording)
+
+    def _index_failed(self, recording: SessionRecording, **fields: Any) -> None:
+        """Index a recording whose writer died; the writer would have done it otherwise."""
+        if self.index is None:
+            return
+        try:
+            if self.index.get(recording.session_id) is None:  # it died before indexing the open
+                self.index.session_opened(**recording.index_row)
+            self.index.session_updated(recording.session_id, state="failed", error=recording.error, **fields)
+        except Exception as exc:  # reported; the session ends either way
+            self.log("index_failed", session=recording.session_id, reason=str(exc))
 
     def _thread_writer(self) -> _ThreadWriter:
         if self._thread is None:

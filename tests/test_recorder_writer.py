@@ -187,7 +187,9 @@ async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_n
     assert row is not None and row.state == "failed" and (row.error or "").startswith("recording stopped")
     with pytest.raises(RecordingFailed):
         rec.output(b"after\r\n")
-    rec.close()
+    rec.close(exit_signal="HUP", bytes_out=8)
+    row = index.get("s1")
+    assert row is not None and row.state == "failed" and row.exit_signal == "HUP" and row.ended is not None
     second = open_recording(recorder, "s2")
     assert recorder._worker is not first and second.error is None
     second.output(b"fine\r\n")
