@@ -44,6 +44,7 @@ ZERO_WIDTHS = re.compile(ZERO_WIDTH)
 # Where a word may start in bytes still holding escape sequences: the start, a non-word byte, or
 # the end of a CSI sequence (whose final byte is a letter, as in SGR's `m`).
 _RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
+_RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 ESCAPES = re.compile(ESC_SEQUENCE + b"|" + ZERO_WIDTH)
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 HAS_ESCAPE = re.compile(rb"\x1b|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf")
@@ -115,18 +116,17 @@ class Detector:
     opening: re.Pattern[bytes] | None = None
     token: re.Pattern[bytes] | None = None
     provisional: bool = True  # mask a long enough opening before it is complete
-    raw_trigger: bytes | None = None  # the trigger for bytes still holding escape sequences
     opening_words: tuple[bytes, ...] = ()  # lowercase; when set, every opening holds one of them
 
 
 def _d(name: str, pattern: bytes, trigger: bytes, group: int = 0, *, flags: int = 0,
        validate: Callable[[bytes], bool] | None = None, opening: bytes | None = None,
-       token: bytes | None = None, provisional: bool = True, raw_trigger: bytes | None = None,
+       token: bytes | None = None, provisional: bool = True,
        opening_words: tuple[bytes, ...] = ()) -> Detector:
     return Detector(
         name=name, pattern=re.compile(pattern, flags), trigger=trigger, group=group,
         validate=validate, opening=re.compile(opening + rb"\Z", flags) if opening else None,
-        token=re.compile(token) if token else None, provisional=provisional, raw_trigger=raw_trigger,
+        token=re.compile(token) if token else None, provisional=provisional,
         opening_words=opening_words,
     )
 
@@ -176,11 +176,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
        # A necessary condition for every card layout card_ok accepts, cheap to scan for.
        rb"\b[0-9]{13,19}\b|\b[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5}", 1,
-       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
-       # Both word boundaries kept: a run of digits that goes on into letters (a git hash) is no
-       # card, and an escape sequence after the digits is a non-word byte too.
-       raw_trigger=_RAW_BOUNDARY
-       + rb"(?:[0-9]{13,19}(?:$|[^0-9A-Za-z_])|[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5})"),
+       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False),
 )
 DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
 PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
@@ -229,7 +225,7 @@ class _Prefilter:
         self._raw_db = None
         if hyperscan is not None and self._db is not None:
             try:
-                raw = [d.raw_trigger or _raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
+                raw = [_raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
                 raw += [rb"-----BEGIN", *_INSIDE_TOKEN]
                 db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
                 db.compile(expressions=raw, ids=list(range(len(raw))), elements=len(raw),
@@ -290,12 +286,44 @@ _INSIDE_TOKEN = (
 
 
 def _raw_trigger(trigger: bytes) -> bytes:
-    """A trigger for bytes that still hold escape sequences, from one for visible text: word
-    boundaries dropped, the whole preceded by `_RAW_BOUNDARY`."""
+    """A trigger for bytes that still hold escape sequences, from one for visible text.
+
+    A word boundary opening a top-level alternative becomes `_RAW_BOUNDARY`; one closing it, a
+    non-word byte or the end (an escape sequence after a token starts with a non-word byte, and
+    a run of digits going on into letters, as in a git hash, stays no match); others are dropped.
+    """
     if b"\\b" not in trigger:
         return trigger
-    body = trigger.replace(rb"\b", b"")
-    return _RAW_BOUNDARY + rb"(?:" + body + rb")"
+    alternatives = []
+    for alternative in _top_level_alternatives(trigger):
+        opens = alternative.startswith(rb"\b")
+        closes = alternative.endswith(rb"\b") and not alternative.endswith(rb"\\b")
+        body = alternative.replace(rb"\b", b"")
+        alternatives.append((_RAW_BOUNDARY if opens else b"") + body + (_RAW_END if closes else b""))
+    return b"|".join(alternatives)
+
+
+def _top_level_alternatives(pattern: bytes) -> list[bytes]:
+    """`pattern` split at the `|` outside groups and character classes."""
+    parts, depth, start, index, in_class = [], 0, 0, 0, False
+    while index < len(pattern):
+        char = pattern[index:index + 1]
+        if char == b"\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != b"]"
+        elif char == b"[":
+            in_class = True
+        elif char == b"(":
+            depth += 1
+        elif char == b")":
+            depth -= 1
+        elif char == b"|" and depth == 0:
+            parts.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    return [*parts, pattern[start:]]
 
 
 @dataclass

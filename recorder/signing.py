@@ -47,6 +47,16 @@ class RecordingKey(RecordingVerifier):
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
+    def raw(self) -> bytes:
+        """The 32 private bytes, for handing the key to the recorder process."""
+        return self._private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> RecordingKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+
     @classmethod
     def generate(cls) -> RecordingKey:
         return cls(Ed25519PrivateKey.generate())

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from recorder.asciicast import CastEncoder
 from recorder.chain import HashChain, checkpoint_line
@@ -318,7 +317,7 @@ def worker(data: socket.socket, files: socket.socket) -> None:
     if not isinstance(start, tuple) or start[0] != "start":
         raise SystemExit("recorder worker: expected a start message")
     _, private, index_path, flush_interval, checkpoint_interval = start
-    key = RecordingKey(Ed25519PrivateKey.from_private_bytes(bytes.fromhex(private)))
+    key = RecordingKey.from_raw(bytes.fromhex(private))
     index = RecordingIndex(Path(index_path)) if index_path else None
     core = WriterCore(key, index, checkpoint_interval=checkpoint_interval, reply=send)
     run(core, receive, flush_interval)

@@ -30,8 +30,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from recorder.asciicast import V2, CastEncoder, build_header
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
@@ -64,6 +62,7 @@ class SessionRecording:
         self.on_backlog: Callable[[bool], None] | None = None
         self.closed = False
         self.index_row: dict[str, Any] = {}  # the index row as opened
+        self.orphaned = False  # its worker process died while it was live
         self._queued = 0  # event bytes handed over
         self._written = 0  # of which the writer wrote
         self._batch: list[tuple[str, float, Any]] = []  # events not yet handed to the writer
@@ -101,10 +100,8 @@ class SessionRecording:
 
     def _wrote(self, size: int) -> None:
         self._written += size
-        if self._held and self._queued - self._written < BACKLOG_LOW:
-            self._held = False
-            if self.on_backlog:
-                self.on_backlog(False)
+        if self._queued - self._written < BACKLOG_LOW:
+            self._unhold()
 
     def _failed(self, reason: str) -> None:
         if self.error is not None:
@@ -112,7 +109,10 @@ class SessionRecording:
         self.error = reason
         if self.on_error is not None:
             self.on_error(reason)
-        if self._held:  # nothing more is written: stop holding the session back
+        self._unhold()  # nothing more is written: stop holding the session back
+
+    def _unhold(self) -> None:
+        if self._held:
             self._held = False
             if self.on_backlog:
                 self.on_backlog(False)
@@ -147,8 +147,7 @@ class SessionRecording:
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
                       exit_signal=exit_signal, markers=dict(self.markers))
         self.recorder._recordings.pop(self.rid, None)
-        if self.rid in self.recorder._orphans:  # its writer died: nobody else will index the end
-            self.recorder._orphans.discard(self.rid)
+        if self.orphaned:  # its writer died: nobody else will index the end
             self.recorder._index_failed(self, **fields)
         else:
             self.recorder._send(("close", self.rid, fields))
@@ -173,7 +172,6 @@ class Recorder:
         self.process = process
         self.log = log or (lambda event, **fields: None)
         self._recordings: dict[int, SessionRecording] = {}
-        self._orphans: set[int] = set()  # recordings whose worker died while they were live
         self._ids = itertools.count(1)
         self._thread: _ThreadWriter | None = None
         self._worker: _WorkerProcess | None = None
@@ -244,7 +242,7 @@ class Recorder:
             if recording.closed:
                 continue
             recording._failed(f"recording stopped: {reason}")
-            self._orphans.add(recording.rid)
+            recording.orphaned = True
             self._index_failed(recording)
 
     def _index_failed(self, recording: SessionRecording, **fields: Any) -> None:
@@ -328,11 +326,8 @@ class _WorkerProcess:
         finally:
             data_child.close()
             files_child.close()
-        private = recorder.key._private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
         index = recorder.index
-        self._data.sendmsg(frame(("start", private.hex(), str(index.path) if index else None,
+        self._data.sendmsg(frame(("start", recorder.key.raw().hex(), str(index.path) if index else None,
                                   recorder.flush_interval, recorder.checkpoint_interval)))
         self._data.setblocking(False)
         self._files.setblocking(False)
