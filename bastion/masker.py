@@ -25,11 +25,16 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 try:  # Hyperscan scans for every trigger at once, at GB/s; optional (x86-64 wheels).
     import hyperscan
 except ImportError:  # pragma: no cover - exercised where the wheel is missing
     hyperscan = None
+try:  # bastion/_digits.c, built at install when a C compiler is there
+    from bastion._digits import digit_run
+except ImportError:  # pragma: no cover - digit runs stay in the Hyperscan scan
+    digit_run = None
 
 # One literal first byte lets `re` skip straight from ESC to ESC.
 ESC_SEQUENCE = (
@@ -117,17 +122,18 @@ class Detector:
     token: re.Pattern[bytes] | None = None
     provisional: bool = True  # mask a long enough opening before it is complete
     opening_words: tuple[bytes, ...] = ()  # lowercase; when set, every opening holds one of them
+    digits: int = 0  # when set, every trigger match holds that many digits in a row (see `digit_run`)
 
 
 def _d(name: str, pattern: bytes, trigger: bytes, group: int = 0, *, flags: int = 0,
        validate: Callable[[bytes], bool] | None = None, opening: bytes | None = None,
        token: bytes | None = None, provisional: bool = True,
-       opening_words: tuple[bytes, ...] = ()) -> Detector:
+       opening_words: tuple[bytes, ...] = (), digits: int = 0) -> Detector:
     return Detector(
         name=name, pattern=re.compile(pattern, flags), trigger=trigger, group=group,
         validate=validate, opening=re.compile(opening + rb"\Z", flags) if opening else None,
         token=re.compile(token) if token else None, provisional=provisional,
-        opening_words=opening_words,
+        opening_words=opening_words, digits=digits,
     )
 
 
@@ -176,7 +182,8 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
        # A necessary condition for every card layout card_ok accepts, cheap to scan for.
        rb"\b[0-9]{13,19}\b|\b[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5}", 1,
-       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False),
+       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
+       digits=12),
 )
 DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
 PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
@@ -210,48 +217,40 @@ class _Prefilter:
 
     def __init__(self, detectors: list[Detector]) -> None:
         self._detectors = detectors
-        self._db = None
+        pem = len(detectors)  # the id of the PEM header in the Hyperscan databases
+        # A digit pattern slows Hyperscan down on every chunk (output is full of digits), so
+        # detectors that declare a digit run are scanned for only where `digit_run` finds one.
+        checked = {i for i, d in enumerate(detectors) if d.digits and digit_run is not None}
+        self._db = self._raw_db = None
+        self._checked: list[tuple[int, Any, Any]] = []  # (index, visible database, raw database)
         if hyperscan is not None:
-            try:
-                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-                triggers = [_hyperscan_pattern(d.trigger) for d in detectors] + [rb"-----BEGIN"]
-                db.compile(expressions=triggers, ids=list(range(len(triggers))), elements=len(triggers),
-                           flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(triggers))
-                self._db = db
-            except Exception:
-                self._db = None
-        # For coloured chunks: the same triggers without word boundaries (an SGR sequence next to
-        # a token is a word character in the raw bytes), plus "an escape inside a token".
-        self._raw_db = None
-        if hyperscan is not None and self._db is not None:
-            try:
-                raw = [_raw_trigger(_hyperscan_pattern(d.trigger)) for d in detectors]
-                raw += [rb"-----BEGIN", *_INSIDE_TOKEN]
-                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-                db.compile(expressions=raw, ids=list(range(len(raw))), elements=len(raw),
-                           flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(raw))
-                self._raw_db = db
-            except Exception:  # no fast path then; the projection path is complete
-                self._raw_db = None
+            with contextlib.suppress(Exception):  # no databases: the `re` alternation below
+                visible = {i: _hyperscan_pattern(d.trigger) for i, d in enumerate(detectors)}
+                # For chunks that still hold escape sequences: the same triggers without word
+                # boundaries (an SGR sequence next to a token is a word character in the raw
+                # bytes), plus "an escape inside a token".
+                raw = {i: _raw_trigger(p) for i, p in visible.items()}
+                inside = dict(enumerate(_INSIDE_TOKEN, pem + 1))
+                db = _database({i: p for i, p in visible.items() if i not in checked} | {pem: PEM_TRIGGER})
+                raw_db = _database({i: p for i, p in raw.items() if i not in checked}
+                                   | {pem: PEM_TRIGGER} | inside)
+                self._checked = [(i, _database({i: visible[i]}), _database({i: raw[i]}))
+                                 for i in sorted(checked)]
+                self._db, self._raw_db = db, raw_db
         alternation = b"|".join(
             b"(?P<t%d>%s)" % (i, _hyperscan_pattern(d.trigger)) for i, d in enumerate(detectors)
         )
-        self._fallback = re.compile(alternation + b"|(?P<pem>-----BEGIN)")
+        self._fallback = re.compile(alternation + b"|(?P<pem>" + PEM_TRIGGER + b")")
 
     def raw_clear(self, data: bytes) -> bool | None:
         """On bytes still holding escape sequences: True when no trigger occurs (escapes next to
         a token tolerated) and no escape sits inside a token; None without Hyperscan."""
         if self._raw_db is None:
             return None
-        hits: list[int] = []
-
-        def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:
-            hits.append(index)
-            return 1  # one is enough: stop scanning
-
-        with contextlib.suppress(hyperscan.ScanTerminated):
-            self._raw_db.scan(data, match_event_handler=found)
-        return not hits
+        if _matches(self._raw_db, data):
+            return False
+        return not any(digit_run(data, self._detectors[i].digits) and _matches(raw, data)
+                       for i, _, raw in self._checked)
 
     def scan(self, text: bytes) -> tuple[list[Detector], bool]:
         """(detectors whose trigger occurs, whether a PEM header may start here)."""
@@ -263,10 +262,37 @@ class _Prefilter:
                 return 0
 
             self._db.scan(text, match_event_handler=found)
+            for index, visible, _ in self._checked:
+                if digit_run(text, self._detectors[index].digits) and _matches(visible, text):
+                    hits.add(index)
             pem = len(self._detectors) in hits
             return [d for i, d in enumerate(self._detectors) if i in hits], pem
         names = {m.lastgroup for m in self._fallback.finditer(text)}
         return [d for i, d in enumerate(self._detectors) if f"t{i}" in names], "pem" in names
+
+
+PEM_TRIGGER = rb"-----BEGIN"
+
+
+def _database(patterns: dict[int, bytes]) -> Any:
+    """A Hyperscan block-mode database reporting each pattern once, by its key."""
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=list(patterns.values()), ids=list(patterns), elements=len(patterns),
+               flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(patterns))
+    return db
+
+
+def _matches(db: Any, data: bytes) -> bool:
+    """Whether any of `db`'s patterns occurs in `data` (the scan stops at the first)."""
+    hits: list[int] = []
+
+    def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:
+        hits.append(index)
+        return 1
+
+    with contextlib.suppress(hyperscan.ScanTerminated):
+        db.scan(data, match_event_handler=found)
+    return bool(hits)
 
 
 def _hyperscan_pattern(trigger: bytes) -> bytes:
@@ -439,12 +465,14 @@ class SecretMasker:
         tail = _Projection(buf[line + 1:])
         spans: list[tuple[int, int]] = []
         hold = self._open_tail(tail.visible, 0, spans, [])
-        if spans or self._run is not None or hold < len(tail.visible):
+        if spans or self._run is not None:
             self._run = None
             return None
-        cut = line + 1 + tail.end
+        cut = line + 1 + tail.byte_offset(hold)  # a number cut by the chunk's end waits for the next
+        if len(buf) - cut > MAX_HOLD:
+            hold, cut = len(tail.visible), line + 1 + tail.end  # too long to be a secret in progress
         self._held = buf[cut:]
-        self._context = (context + tail.visible)[-CONTEXT:] if line < 0 else tail.visible[-CONTEXT:]
+        self._context = tail.visible[:hold][-CONTEXT:]
         return MaskResult(buf[:cut], [])
 
     def _continue_run(self, text: bytes, offset: int, spans: list[tuple[int, int]]) -> tuple[int, int]:

@@ -11,7 +11,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.masker import SecretMasker, card_ok, custom_detector, luhn_ok
+from bastion.masker import (
+    BUILTIN_DETECTORS,
+    SecretMasker,
+    _hyperscan_pattern,
+    _raw_trigger,
+    card_ok,
+    custom_detector,
+    digit_run,
+    luhn_ok,
+)
 
 rng = random.Random(7)
 
@@ -225,3 +234,99 @@ def test_masks_of_bytes_that_are_not_utf8_keep_their_width() -> None:
     assert out.startswith(b"PWD=") and b"\xde" not in out and b"\xb8" not in out
     shown = b"\xde\xaa!\x07\xb8\xf8rest".decode("utf-8", "replace")
     assert out == b"PWD=" + b"*" * len(shown) + b"\n"
+
+
+# -- the fast paths agree with the full one -----------------------------------------------
+
+COLOURED_LINES = [
+    "2026-11-28T14:00:00.123Z INFO api request handled path=/v1/items/{n} status=200 ms={n}\n",
+    "\x1b[01;34mdir-{n}\x1b[0m  \x1b[01;32mscript-{n}.sh\x1b[0m  notes.txt  \x1b[31mcore\x1b[0m\n",
+    "-rw-r--r-- 1 root root {n:>9} Nov 28 14:00 file-{n}.log\n",
+    "\x1b[33mcommit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3\x1b[0m\n",
+    "card \x1b[1m" + CARD + "\x1b[0m paid\n",
+    f"card {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]} ok\n",
+    "\x1b[32mexport\x1b[0m DB_PASSWORD=hunter2hunter2\n",
+    f"key \x1b[1m{AWS_ID[:7]}\x1b[0m{AWS_ID[7:]} end\n",
+    "id 1234567890123 ns, then 41111111\x1b[0m11111111 and \x1b[7m5555 5555 5555 4444\x1b[0m\n",
+]
+
+
+COLOURED_FILLER = "".join(COLOURED_LINES[i % 4].format(n=i * 7919) for i in range(30))
+
+
+@pytest.mark.parametrize("line", COLOURED_LINES[3:])
+def test_coloured_chunks_cut_anywhere_mask_the_same_on_the_fast_path(line: str) -> None:
+    """Coloured chunks with no trigger skip the projection; cut at every offset of a line with a
+    secret or a number, they must come out exactly as the full path masks them."""
+    data = (COLOURED_FILLER + line + COLOURED_FILLER[:300]).encode()
+    start = len(COLOURED_FILLER)
+    for cut in range(start - 2, start + len(line.encode()) + 2):
+        chunks = [data[:cut], data[cut:]]
+        fast, slow = SecretMasker(), SecretMasker()
+        slow._fast_path = False
+        assert mask_all(fast, chunks) == mask_all(slow, chunks), cut
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(COLOURED_LINES) - 1), st.integers(0, 10**9)), min_size=40,
+                max_size=120),
+       st.lists(st.integers(min_value=2048, max_value=6000), min_size=1, max_size=8))
+def test_coloured_chunks_mask_the_same_on_the_fast_path(lines: list[tuple[int, int]], sizes: list[int]) -> None:
+    """Coloured chunks with no trigger skip the projection; they must come out exactly as the
+    full path masks them, wherever the chunks are cut (a number cut at the end is held)."""
+    data = "".join(COLOURED_LINES[kind].format(n=n) for kind, n in lines).encode()
+    chunks, offset, turn = [], 0, 0
+    while offset < len(data):
+        size = sizes[turn % len(sizes)]
+        chunks.append(data[offset:offset + size])
+        offset, turn = offset + size, turn + 1
+    fast, slow = SecretMasker(), SecretMasker()
+    slow._fast_path = False
+    assert mask_all(fast, chunks) == mask_all(slow, chunks)
+
+
+# -- the digit-run check ahead of the card trigger -------------------------------------------
+
+CSI_BEFORE = re.compile(rb"\x1b\[[\x20-\x3f]*[\x40-\x7e]\Z")
+
+
+def digit_run_reference(data: bytes, count: int) -> bool:
+    """bastion/_digits.c's definition, spelled out slowly."""
+    def word(position: int) -> bool:
+        return position >= 0 and re.fullmatch(rb"\w", data[position:position + 1]) is not None
+    for match in re.finditer(rb"[0-9](?:[ -]?[0-9])*", data):
+        run = match.group()
+        if sum(c in b"0123456789" for c in run) < count:
+            continue
+        if b" " in run or b"-" in run:
+            return True
+        start, end = match.span()
+        if (not word(start - 1) or CSI_BEFORE.search(data[:start])) and not word(end):
+            return True
+    return False
+
+
+CARDISH = st.lists(st.sampled_from([b"4", b"1", b"0", b"9", b" ", b"-", b"  ", b"a", b"Z", b"_", b"m",
+                                    b"\x1b[", b"\x1b[0m", b"\x1b[1;31m", b";", b"\n", b"4111", b"5555 ",
+                                    b"41111111", b"4111111111111"]),
+                   max_size=40).map(b"".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(CARDISH)
+def test_digit_run_is_its_definition_and_holds_wherever_the_card_trigger_matches(data: bytes) -> None:
+    card = next(d for d in BUILTIN_DETECTORS if d.name == "card-number")
+    assert digit_run is not None, "bastion/_digits.c was not built"
+    assert digit_run(data, card.digits) == digit_run_reference(data, card.digits)
+    for trigger in (_hyperscan_pattern(card.trigger), _raw_trigger(_hyperscan_pattern(card.trigger))):
+        if re.search(trigger, data):
+            assert digit_run(data, card.digits), (trigger, data)
+
+
+def test_digit_run_finds_card_layouts_and_passes_over_ordinary_numbers() -> None:
+    for text in [b"4111111111111111", b"x 4111 1111 1111 1111 y", b"4111-1111-1111-1111", b"3782 822463 10005",
+                 b"\x1b[1m4111111111111111\x1b[0m", b"ab12 3456 7890 1234"]:
+        assert digit_run(text, 12), text
+    for text in [b"2026-11-28T14:00:00.123Z", b"commit 5170929415455f0", b"a4111111111111111 ",
+                 b"-rw-r--r-- 1 root root  12345678 Nov 28", b"4111 1111 111", b""]:
+        assert not digit_run(text, 12), text
