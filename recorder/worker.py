@@ -268,24 +268,66 @@ def _events(body: memoryview) -> tuple[Any, ...]:
 
 
 class FrameReader:
-    """Splits a byte stream back into messages."""
+    """Splits a byte stream back into messages.
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
+    It receives straight into one buffer it keeps: a fresh multi-megabyte `recv` result per read
+    would cost the worker a page fault for every page of every read.
+    """
+
+    def __init__(self, size: int = 4 * 1024 * 1024) -> None:
+        self._buffer = bytearray(size)
+        self._start = self._end = 0  # the unparsed bytes
+
+    def receive(self, sock: socket.socket) -> list[tuple[Any, ...]] | None:
+        """Read what `sock` has into the buffer; the messages it completes, None at its end."""
+        self._make_room()
+        with memoryview(self._buffer) as view, view[self._end:] as free:
+            received = sock.recv_into(free)
+        if not received:
+            return None
+        self._end += received
+        return self._messages()
 
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
-        self._buffer += data
-        messages, offset, buffer = [], 0, self._buffer
+        """The messages `data` completes (its bytes copied in)."""
+        view = memoryview(data)
+        messages = []
+        while view:
+            self._make_room()
+            taken = min(len(view), len(self._buffer) - self._end)
+            self._buffer[self._end:self._end + taken] = view[:taken]
+            self._end += taken
+            view = view[taken:]
+            messages += self._messages()
+        return messages
+
+    def _make_room(self) -> None:
+        """Move a partial frame to the front; grow for a frame larger than the buffer."""
+        buffer, start, end = self._buffer, self._start, self._end
+        if end < len(buffer):
+            return
+        if start:
+            buffer[:end - start] = buffer[start:end]
+            self._start, self._end = 0, end - start
+        if self._end == len(buffer):  # one frame fills all of it
+            _, length = _FRAME.unpack_from(buffer)
+            buffer.extend(bytes(max(len(buffer), _FRAME.size + length - len(buffer))))
+
+    def _messages(self) -> list[tuple[Any, ...]]:
+        messages, buffer, offset, end = [], self._buffer, self._start, self._end
         with memoryview(buffer) as view:
-            while len(buffer) - offset >= _FRAME.size:
+            while end - offset >= _FRAME.size:
                 kind, length = _FRAME.unpack_from(buffer, offset)
-                start, end = offset + _FRAME.size, offset + _FRAME.size + length
-                if end > len(buffer):
+                start, stop = offset + _FRAME.size, offset + _FRAME.size + length
+                if stop > end:
                     break
-                with view[start:end] as body:
+                with view[start:stop] as body:
                     messages.append(_events(body) if kind == b"E" else tuple(orjson.loads(body)))
-                offset = end
-        del buffer[:offset]
+                offset = stop
+        if offset == end:
+            self._start = self._end = 0
+        else:
+            self._start = offset
         return messages
 
 
@@ -303,10 +345,10 @@ def worker(data: socket.socket, files: socket.socket) -> None:
             ready, _, _ = select.select([data], [], [], timeout)
             if not ready:
                 return None
-            chunk = data.recv(4 * 1024 * 1024)
-            if not chunk:
+            messages = reader.receive(data)
+            if messages is None:
                 return False
-            queued.extend(reader.feed(chunk))
+            queued.extend(messages)
         message = queued.popleft()
         if message[0] == "open":  # its two files wait on the other socket, sent just before it
             _, fds, _, _ = socket.recv_fds(files, 64, 2)

@@ -333,7 +333,7 @@ class _WorkerProcess:
         self._files.setblocking(False)
         self._out: deque[bytes | memoryview] = deque()
         self._writing = False
-        self._reader = FrameReader()
+        self._reader = FrameReader(64 * 1024)
         self.alive = True
         loop.add_reader(self._data, self._readable)
 
@@ -377,16 +377,16 @@ class _WorkerProcess:
 
     def _readable(self) -> None:
         try:
-            data = self._data.recv(1024 * 1024)
+            replies = self._reader.receive(self._data)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
-        if not data:
+            replies = None
+        if replies is None:
             status = self.process.poll()
             self._lost("the recorder process exited" + (f" (status {status})" if status is not None else ""))
             return
-        for reply in self._reader.feed(data):
+        for reply in replies:
             self._recorder._reply(*reply)
 
     def _lost(self, reason: str) -> None:
