@@ -528,7 +528,7 @@ class SecretMasker:
         lowered = window.lower()
         for detector in self._openings:
             assert detector.opening is not None
-            if detector.opening_words and not any(word in lowered for word in detector.opening_words):
+            if detector.opening_words and not any(map(lowered.__contains__, detector.opening_words)):
                 continue
             match = detector.opening.search(window)
             if match is None:
@@ -547,7 +547,7 @@ class SecretMasker:
         return hold
 
 
-_WHITESPACE = (b" ", b"\t", b"\n", b"\r")
+_SPACES = bytes.maketrans(b"\t\n\r", b"   ")  # the whitespace between words, as spaces
 
 
 def _tail_start(text: bytes) -> int:
@@ -555,16 +555,14 @@ def _tail_start(text: bytes) -> int:
     trailing run of digits, spaces and dashes (a card number), at most TAIL_WINDOW bytes back.
     Searching a few words instead of the whole window keeps this cheap on every chunk."""
     floor = max(0, len(text) - TAIL_WINDOW)
-    end = len(text)
+    tail = text[floor:].translate(_SPACES)
+    end = len(tail)
     for _ in range(3):
-        space = max(text.rfind(w, floor, end) for w in _WHITESPACE)
+        space = tail.rfind(b" ", 0, end)
         if space < 0:
             return floor
-        end = space
-        while end > floor and text[end - 1:end] in _WHITESPACE:
-            end -= 1
-    digits = len(text[floor:].rstrip(b"0123456789 -"))
-    return max(floor, min(end, floor + digits))
+        end = len(tail[:space].rstrip(b" "))
+    return floor + min(end, len(text[floor:].rstrip(b"0123456789 -")))
 
 
 class _Projection:
