@@ -59,10 +59,8 @@ def has_escape(data: bytes) -> bool:
     """Any escape sequence or zero-width character? (`in` is memchr-fast; a regex is not.)"""
     if b"\x1b" in data:
         return True
-    # Single bytes go through memchr; zero-width characters start with 0xE2 or 0xEF.
-    if b"\xe2" in data or b"\xef" in data:
-        return HAS_ESCAPE.search(data) is not None
-    return False
+    # Zero-width characters are not ASCII; `isascii` is faster still than memchr.
+    return not data.isascii() and HAS_ESCAPE.search(data) is not None
 TAIL_WINDOW = 160  # visible bytes examined for a secret still being written
 MAX_HOLD = 4096  # bytes: a held tail never grows past this
 CONTEXT = 96  # visible bytes already released that detection still looks back on
@@ -256,15 +254,12 @@ class _Prefilter:
         """(detectors whose trigger occurs, whether a PEM header may start here)."""
         if self._db is not None:
             hits: set[int] = set()
-
-            def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:
-                hits.add(index)
-                return 0
-
-            self._db.scan(text, match_event_handler=found)
+            self._db.scan(text, match_event_handler=lambda index, *_: hits.add(index))
             for index, visible, _ in self._checked:
                 if digit_run(text, self._detectors[index].digits) and _matches(visible, text):
                     hits.add(index)
+            if not hits:
+                return [], False
             pem = len(self._detectors) in hits
             return [d for i, d in enumerate(self._detectors) if i in hits], pem
         names = {m.lastgroup for m in self._fallback.finditer(text)}
@@ -404,11 +399,12 @@ class SecretMasker:
 
     def _process(self, buf: bytes, *, final: bool) -> MaskResult:
         self._held = b""
-        if self._fast_path and not final and self._run is None and len(buf) >= 2048 and has_escape(buf):
+        escaped = has_escape(buf)
+        if escaped and self._fast_path and not final and self._run is None and len(buf) >= 2048:
             fast = self._coloured_without_secrets(buf)
             if fast is not None:
                 return fast
-        projection = _Projection(buf, final=final)
+        projection = _Projection(buf, final=final, escaped=escaped)
         visible = projection.visible
         # Detection runs over the last released visible bytes too, so a secret whose prefix
         # went out in the previous chunk is still found; only the new part can be masked.
@@ -448,7 +444,7 @@ class SecretMasker:
         local = [(max(b, offset) - offset, min(e, hold) - offset) for b, e in spans if e > offset]
         released = projection.masked(cut, [(b, e) for b, e in local if b < vis_hold])
         self._held = buf[cut:]
-        self._context = (context + visible[:vis_hold])[-CONTEXT:]
+        self._context = (context + visible[max(0, vis_hold - CONTEXT):vis_hold])[-CONTEXT:]
         return MaskResult(released, masked)
 
     def _coloured_without_secrets(self, buf: bytes) -> MaskResult | None:
@@ -572,9 +568,9 @@ class _Projection:
     chunk with escape sequences has to be masked or held.
     """
 
-    def __init__(self, buf: bytes, *, final: bool = False) -> None:
+    def __init__(self, buf: bytes, *, final: bool = False, escaped: bool | None = None) -> None:
         self.buf = buf
-        self.identity = not has_escape(buf)
+        self.identity = not (has_escape(buf) if escaped is None else escaped)
         self.end = len(buf)  # bytes past `end` are an escape sequence cut by the chunk boundary
         if self.identity:
             self.visible = buf
