@@ -170,7 +170,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
        opening=rb"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]*)", token=rb"[^\s@/]+"),
     _d("password-assignment",
        rb"(?i)\b" + _ASSIGN_KEYS + rb"[\"']?\s*(?:=|:)[ \t]*(?:\"([^\"\r\n]+)\"|'([^'\r\n]+)'|([^\s\"',;]+))",
-       rb"(?i)passw|pwd|secret|token|api.?key|access.?key|private.?key|auth.?key", 0,
+       rb"(?i)passw|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|auth[_-]?key", 0,
        validate=value_ok,
        opening=rb"(?i)\b" + _ASSIGN_KEYS + _ASSIGN_VALUE_OPEN,
        # Every key above holds one of these; checking for them first spares the regex (the
