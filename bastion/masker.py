@@ -466,7 +466,7 @@ class SecretMasker:
             return None
         cut = line + 1 + tail.byte_offset(hold)  # a number cut by the chunk's end waits for the next
         if len(buf) - cut > MAX_HOLD:
-            hold, cut = len(tail.visible), line + 1 + tail.end  # too long to be a secret in progress
+            hold, cut = len(tail.visible), len(buf)  # too long to be a secret in progress, as below
         self._held = buf[cut:]
         self._context = tail.visible[:hold][-CONTEXT:]
         return MaskResult(buf[:cut], [])
