@@ -120,7 +120,9 @@ class Detector:
     token: re.Pattern[bytes] | None = None
     provisional: bool = True  # mask a long enough opening before it is complete
     opening_words: tuple[bytes, ...] = ()  # lowercase; when set, every opening holds one of them
-    digits: int = 0  # when set, every trigger match holds that many digits in a row (see `digit_run`)
+    # When set, every trigger match holds that many digits, consecutive ones at most a space or a
+    # dash apart: the C check `digit_run` (bastion/_digits.c) then runs before the trigger.
+    digits: int = 0
 
 
 def _d(name: str, pattern: bytes, trigger: bytes, group: int = 0, *, flags: int = 0,
@@ -178,12 +180,13 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
        opening_words=(b"pass", b"pwd", b"secret", b"token", b"key"),
        token=rb"[^\s\"',;]+"),
     _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
-       # A necessary condition for every card layout card_ok accepts, cheap to scan for.
+       # A necessary condition for every card layout card_ok accepts (behind `digit_run`).
        rb"\b[0-9]{13,19}\b|\b[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5}", 1,
        validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
        digits=12),
 )
 DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
+PEM_TRIGGER = rb"-----BEGIN"
 PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
 PEM_END = re.compile(rb"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 PEM_PARTIAL_HEADER = re.compile(rb"-----(?:B(?:E(?:G(?:I(?:N[^\n]*)?)?)?)?)?\Z")
@@ -254,7 +257,7 @@ class _Prefilter:
         """(detectors whose trigger occurs, whether a PEM header may start here)."""
         if self._db is not None:
             hits: set[int] = set()
-            self._db.scan(text, match_event_handler=lambda index, *_: hits.add(index))
+            self._db.scan(text, match_event_handler=lambda index, *_: hits.add(index))  # None: go on
             for index, visible, _ in self._checked:
                 if digit_run(text, self._detectors[index].digits) and _matches(visible, text):
                     hits.add(index)
@@ -264,9 +267,6 @@ class _Prefilter:
             return [d for i, d in enumerate(self._detectors) if i in hits], pem
         names = {m.lastgroup for m in self._fallback.finditer(text)}
         return [d for i, d in enumerate(self._detectors) if f"t{i}" in names], "pem" in names
-
-
-PEM_TRIGGER = rb"-----BEGIN"
 
 
 def _database(patterns: dict[int, bytes]) -> Any:

@@ -124,7 +124,9 @@ def test_index_search_filters(tmp_path: Path) -> None:
     assert [r.id for r in index.older_than(1001.5)] == ["s1", "s0"]
 
 
-def test_worker_frames_round_trip_split_anywhere() -> None:
+@pytest.mark.parametrize("buffer", [4 * 1024 * 1024, 16, 64])
+def test_worker_frames_round_trip_split_anywhere(buffer: int) -> None:
+    """Whatever the reader's buffer: partial frames move to its front, larger ones grow it."""
     events = [("o", 0.5, b"caf\xc3"), ("o", 0.6, b"\xa9 \xff\x00\r\n"), ("i", 0.7, b"ls\r"),
               ("r", 0.8, (132, 43)), ("m", 0.9, "masked: aws-secret-key \u2713"), ("flush", 1.0, None),
               ("x", 1.1, (None, "KILL"))]
@@ -132,7 +134,7 @@ def test_worker_frames_round_trip_split_anywhere() -> None:
                 ("close", 7, {"exit_status": 0, "markers": {"masked": 1}})]
     stream = b"".join(part for message in messages for part in frame(message))
     for cut in range(0, len(stream) + 1, 7):
-        reader = FrameReader()
+        reader = FrameReader(buffer)
         got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
         assert got == [tuple(m) if m[0] == "events" else tuple(orjson.loads(orjson.dumps(m)))
                        for m in messages]
