@@ -306,9 +306,7 @@ class _WorkerProcess:
     """`python -m recorder.worker`, fed over a socket pair without ever blocking the loop.
 
     What the socket does not take at once waits in `_out` (no copies) until it is writable; the
-    recordings' back-pressure bounds how much that can be. Large payloads go through a `Ring` of
-    shared memory instead of the socket: copying into the socket cost the relay about 6% of its
-    thread, and the worker as much again to read them out.
+    recordings' back-pressure bounds how much that can be.
     """
 
     def __init__(self, recorder: Recorder, loop: asyncio.AbstractEventLoop) -> None:
