@@ -21,9 +21,7 @@ Replies out, through `reply(kind, *args)`:
 
 Between a worker and the bastion each message is a frame: a kind byte, a 4-byte big-endian
 length, a body. Events (`E`) are packed binary, so session bytes cross without being escaped or
-copied into another structure; large output and input payloads wait in a `Ring` of memory both
-processes map, and the frame carries their position. Everything else (`J`) is a JSON array; the
-worker's `("released", position)` says how far in the ring it is done. The files of an open
+copied into another structure; everything else (`J`) is a JSON array. The files of an open
 arrive beside it as descriptors (SCM_RIGHTS) on a second socket: the bastion creates the files
 and writes the header itself, so a store that cannot take them refuses the session at once.
 """
@@ -31,8 +29,6 @@ and writes the header itself, so a store that cannot take them refuses the sessi
 from __future__ import annotations
 
 import contextlib
-import mmap
-import os
 import select
 import signal
 import socket
@@ -243,57 +239,8 @@ def _value(code: str, payload: bytes) -> Any:
     return None
 
 
-RING_SIZE = 16 * 1024 * 1024
-RING_MINIMUM = 4096  # smaller payloads (keystrokes, echo) travel in the frame itself
-_POSITION = struct.Struct(">Q")
-_IN_RING = {"o": b"O", "i": b"I"}  # the code of an event whose payload waits in the ring
-
-
-class Ring:
-    """Session bytes on their way to the worker process, in memory both processes map.
-
-    The bastion copies each large payload in (`place`) and sends only its position: one copy in
-    memory instead of one into the socket and one out of it. Positions only grow; the worker
-    reports how far it is done (`released`), and what it has not released is never overwritten.
-    A payload that finds no room goes in the frame as before.
-    """
-
-    def __init__(self, fd: int | None = None, size: int = RING_SIZE) -> None:
-        if fd is None:
-            fd = os.memfd_create("recorder-ring", os.MFD_CLOEXEC)
-            os.ftruncate(fd, size)
-        self.fd, self.size = fd, os.fstat(fd).st_size
-        self._map = mmap.mmap(fd, self.size)
-        self._view = memoryview(self._map)
-        self.head = 0  # bytes ever placed, gaps at the end included
-        self.released = 0  # of which the worker is done with
-
-    def place(self, data: bytes) -> int | None:
-        """Copy `data` in (never across the end); its position, or None when there is no room."""
-        start, offset = self.head, self.head % self.size
-        if offset + len(data) > self.size:
-            start += self.size - offset
-            offset = 0
-        if start + len(data) - self.released > self.size:
-            return None
-        self._view[offset:offset + len(data)] = data
-        self.head = start + len(data)
-        return start
-
-    def read(self, position: int, length: int) -> memoryview:
-        offset = position % self.size
-        return self._view[offset:offset + length]
-
-    def close(self) -> None:
-        os.close(self.fd)
-        with contextlib.suppress(BufferError):  # views of it still live: the mapping goes with them
-            self._view.release()
-            self._map.close()
-
-
-def frame(message: tuple[Any, ...], ring: Ring | None = None) -> list[bytes]:
-    """A message as the buffers to send (joined, they are its frame); with a ring, large
-    payloads go into it."""
+def frame(message: tuple[Any, ...]) -> list[bytes]:
+    """A message as the buffers to send (joined, they are its frame)."""
     if message[0] != "events":
         body = orjson.dumps(message)
         return [_FRAME.pack(b"J", len(body)), body]
@@ -301,12 +248,6 @@ def frame(message: tuple[Any, ...], ring: Ring | None = None) -> list[bytes]:
     parts = [b"", _EVENTS.pack(rid, size)]
     length = _EVENTS.size
     for code, elapsed, value in events:
-        if ring is not None and code in _IN_RING and len(value) >= RING_MINIMUM:
-            position = ring.place(value)
-            if position is not None:
-                parts += (_EVENT.pack(_IN_RING[code], elapsed, len(value)), _POSITION.pack(position))
-                length += _EVENT.size + _POSITION.size
-                continue
         payload = _payload(code, value)
         parts += (_EVENT.pack(_CODES.get(code, code.encode()), elapsed, len(payload)), payload)
         length += _EVENT.size + len(payload)
@@ -314,25 +255,16 @@ def frame(message: tuple[Any, ...], ring: Ring | None = None) -> list[bytes]:
     return parts
 
 
-def _events(body: memoryview, ring: Ring | None) -> tuple[Any, ...]:
-    """An events message; a sixth element, where its payloads in the ring end (0 for none)."""
+def _events(body: memoryview) -> tuple[Any, ...]:
     rid, size = _EVENTS.unpack_from(body)
-    events, offset, ring_end = [], _EVENTS.size, 0
+    events, offset = [], _EVENTS.size
     while offset < len(body):
         code, elapsed, length = _EVENT.unpack_from(body, offset)
         offset += _EVENT.size
-        if code in (b"O", b"I"):
-            if ring is None:
-                raise ValueError("an event in the ring, but there is no ring")
-            (position,) = _POSITION.unpack_from(body, offset)
-            offset += _POSITION.size
-            events.append((code.decode().lower(), elapsed, ring.read(position, length)))
-            ring_end = position + length
-            continue
         name = "flush" if code == b"f" else code.decode()
         events.append((name, elapsed, _value(name, bytes(body[offset:offset + length]))))
         offset += length
-    return ("events", rid, events, size, ring_end)
+    return ("events", rid, events, size)
 
 
 class FrameReader:
@@ -342,10 +274,9 @@ class FrameReader:
     would cost the worker a page fault for every page of every read.
     """
 
-    def __init__(self, size: int = 4 * 1024 * 1024, ring: Ring | None = None) -> None:
+    def __init__(self, size: int = 4 * 1024 * 1024) -> None:
         self._buffer = bytearray(size)
         self._start = self._end = 0  # the unparsed bytes
-        self._ring = ring
 
     def receive(self, sock: socket.socket) -> list[tuple[Any, ...]] | None:
         """Read what `sock` has into the buffer; the messages it completes, None at its end."""
@@ -391,7 +322,7 @@ class FrameReader:
                 if stop > end:
                     break
                 with view[start:stop] as body:
-                    messages.append(_events(body, self._ring) if kind == b"E" else tuple(orjson.loads(body)))
+                    messages.append(_events(body) if kind == b"E" else tuple(orjson.loads(body)))
                 offset = stop
         if offset == end:
             self._start = self._end = 0
@@ -400,23 +331,16 @@ class FrameReader:
         return messages
 
 
-def worker(data: socket.socket, files: socket.socket, ring: Ring | None = None) -> None:
+def worker(data: socket.socket, files: socket.socket) -> None:
     """The worker process's life: a start message, then messages until the bastion hangs up."""
-    reader = FrameReader(ring=ring)
+    reader = FrameReader()
     queued: deque[Any] = deque()
-    done, reported = 0, 0  # how far in the ring the handled messages reach; what the bastion knows
 
     def send(*reply: Any) -> None:
         with contextlib.suppress(OSError):  # the bastion is gone; what it sent is still written
             data.sendmsg(frame(reply))
 
     def receive(timeout: float) -> tuple[Any, ...] | bool | None:
-        nonlocal done, reported
-        # The message returned last time is handled now: its payloads in the ring may go. The
-        # bastion hears of it every eighth of the ring, and whenever nothing else waits.
-        if done > reported and (not queued or done - reported >= RING_SIZE // 8):
-            send("released", done)
-            reported = done
         while not queued:
             ready, _, _ = select.select([data], [], [], timeout)
             if not ready:
@@ -426,10 +350,6 @@ def worker(data: socket.socket, files: socket.socket, ring: Ring | None = None) 
                 return False
             queued.extend(messages)
         message = queued.popleft()
-        if message[0] == "events":
-            *message, ring_end = message
-            done = max(done, ring_end)
-            return tuple(message)
         if message[0] == "open":  # its two files wait on the other socket, sent just before it
             _, fds, _, _ = socket.recv_fds(files, 64, 2)
             message = (*message[:-2], FdFile(fds[0]), FdFile(fds[1]))
@@ -452,7 +372,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     data = socket.socket(fileno=int(sys.argv[1]))
     files = socket.socket(fileno=int(sys.argv[2]))
-    worker(data, files, Ring(int(sys.argv[3])) if len(sys.argv) > 3 else None)
+    worker(data, files)
 
 
 if __name__ == "__main__":

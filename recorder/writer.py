@@ -34,7 +34,7 @@ from recorder.asciicast import V2, CastEncoder, build_header
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import RecordingStore, dated_name
-from recorder.worker import FrameReader, Ring, WriterCore, frame, run
+from recorder.worker import FrameReader, WriterCore, frame, run
 
 _STOP = object()
 BACKLOG_HIGH = 8 * 1024 * 1024
@@ -315,18 +315,13 @@ class _WorkerProcess:
         self._files, files_child = socket.socketpair()
         with contextlib.suppress(OSError):
             self._data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        self._ring: Ring | None = None
-        with contextlib.suppress(OSError, AttributeError):  # no memfd: payloads go in the frames
-            self._ring = Ring()
-        fds = (data_child.fileno(), files_child.fileno(), *([self._ring.fd] if self._ring else []))
+        fds = (data_child.fileno(), files_child.fileno())
         try:
             self.process = subprocess.Popen([sys.executable, "-m", "recorder.worker", *map(str, fds)],
                                             pass_fds=fds, stdin=subprocess.DEVNULL)
         except OSError:
             self._data.close()
             self._files.close()
-            if self._ring is not None:
-                self._ring.close()
             raise
         finally:
             data_child.close()
@@ -356,7 +351,7 @@ class _WorkerProcess:
         if not self.alive:
             return
         waiting = bool(self._out)
-        self._out.extend(frame(message, self._ring))
+        self._out.extend(frame(message))
         if not waiting:
             self._writable()
 
@@ -392,11 +387,7 @@ class _WorkerProcess:
             self._lost("the recorder process exited" + (f" (status {status})" if status is not None else ""))
             return
         for reply in replies:
-            if reply[0] == "released":
-                if self._ring is not None:
-                    self._ring.released = max(self._ring.released, reply[1])
-            else:
-                self._recorder._reply(*reply)
+            self._recorder._reply(*reply)
 
     def _lost(self, reason: str) -> None:
         if not self.alive:
@@ -404,14 +395,9 @@ class _WorkerProcess:
         self.alive = False
         self._loop.remove_reader(self._data)
         self._loop.remove_writer(self._data)
-        self._close()
-        self._recorder._worker_lost(reason)
-
-    def _close(self) -> None:
         self._data.close()
         self._files.close()
-        if self._ring is not None:
-            self._ring.close()
+        self._recorder._worker_lost(reason)
 
     def stop(self, timeout: float) -> None:
         """Send what waits, hang up, and let the worker finish writing."""
@@ -429,4 +415,5 @@ class _WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-            self._close()
+            self._data.close()
+            self._files.close()
