@@ -9,7 +9,7 @@ cannot be handed to another process (the in-memory store of the tests) run it in
 
 Messages in, as tuples:
 
-    ("open", rid, session_id, name, version, header (str), index_fields, cast, signatures)
+    ("open", rid, session_id, version, header (str), index_fields, cast, signatures)
     ("events", rid, [(code, elapsed, value), ...], size)   size: the events' bytes, for back-pressure
     ("close", rid, fields)
 
@@ -49,7 +49,6 @@ from recorder.signing import RecordingKey
 from recorder.storage import AppendFile, FdFile
 
 WRITE_BATCH = 1024 * 1024
-FRAME = struct.Struct(">I")
 Reply = Callable[..., None]
 
 
@@ -69,6 +68,11 @@ class _Writing:
         self.dirty = True
         self.checkpointed = 0.0
         self.error: str | None = None
+
+    def close(self) -> None:
+        for handle in (self.cast, self.signatures):
+            with contextlib.suppress(OSError):
+                handle.close()
 
     def encode(self, event: tuple[str, float, Any]) -> bytes:
         """One event to its asciicast line (b"" for half a character so far)."""
@@ -103,7 +107,7 @@ class WriterCore:
         else:
             raise ValueError(f"unknown recorder message {kind!r}")
 
-    def _open(self, rid: int, session_id: str, name: str, version: int, header: str,
+    def _open(self, rid: int, session_id: str, version: int, header: str,
               index_fields: dict[str, Any], cast: AppendFile, signatures: AppendFile) -> None:
         self.live[rid] = _Writing(session_id, version, header, cast, signatures)
         self._index(session_id, "session_opened", **index_fields)
@@ -124,9 +128,7 @@ class WriterCore:
         if writing is None:
             return
         self._flush(rid, writing, final=True)
-        for handle in (writing.cast, writing.signatures):
-            with contextlib.suppress(OSError):
-                handle.close()
+        writing.close()
         state = "failed" if writing.error else "closed"
         self._index(writing.session_id, "session_updated", writing.session_id, lines=writing.chain.lines,
                     chain=writing.chain.head.hex(), state=state, error=writing.error, **fields)
@@ -140,14 +142,11 @@ class WriterCore:
         """The bastion is gone: write what came, leave the recordings incomplete but intact."""
         self.tick()
         for writing in self.live.values():
-            for handle in (writing.cast, writing.signatures):
-                with contextlib.suppress(OSError):
-                    handle.close()
+            writing.close()
         self.live.clear()
 
     def _flush(self, rid: int, writing: _Writing, *, final: bool) -> None:
-        if writing.error is not None:
-            writing.pending.clear()
+        if writing.error is not None:  # nothing was kept for it since
             return
         try:
             self._write(rid, writing, time.time(), final)
@@ -287,19 +286,6 @@ class FrameReader:
             return None
         self._end += received
         return self._messages()
-
-    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
-        """The messages `data` completes (its bytes copied in)."""
-        view = memoryview(data)
-        messages = []
-        while view:
-            self._make_room()
-            taken = min(len(view), len(self._buffer) - self._end)
-            self._buffer[self._end:self._end + taken] = view[:taken]
-            self._end += taken
-            view = view[taken:]
-            messages += self._messages()
-        return messages
 
     def _make_room(self) -> None:
         """Move a partial frame to the front; grow for a frame larger than the buffer."""

@@ -191,7 +191,7 @@ class Recorder:
             rid = next(self._ids)
             row = dict(index_fields, id=session_id, name=name, started=started,
                        location=self.store.location(name))
-            message = ("open", rid, session_id, name, self.version, header.decode(), row, cast, signatures)
+            message = ("open", rid, session_id, self.version, header.decode(), row, cast, signatures)
             if self.process and self.loop is not None:
                 self._process_writer().open(message)
             else:
@@ -392,19 +392,21 @@ class _WorkerProcess:
     def _lost(self, reason: str) -> None:
         if not self.alive:
             return
-        self.alive = False
-        self._loop.remove_reader(self._data)
-        self._loop.remove_writer(self._data)
+        self._detach()
         self._data.close()
         self._files.close()
         self._recorder._worker_lost(reason)
 
+    def _detach(self) -> None:
+        """Nothing more goes to it, and the loop stops watching its socket."""
+        self.alive = False
+        self._loop.remove_reader(self._data)
+        self._loop.remove_writer(self._data)
+
     def stop(self, timeout: float) -> None:
         """Send what waits, hang up, and let the worker finish writing."""
         if self.alive:
-            self.alive = False
-            self._loop.remove_reader(self._data)
-            self._loop.remove_writer(self._data)
+            self._detach()
             with contextlib.suppress(OSError):
                 self._data.setblocking(True)
                 for part in self._out:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import stat
 import threading
 import time
@@ -134,8 +136,15 @@ def test_worker_frames_round_trip_split_anywhere(buffer: int) -> None:
                 ("close", 7, {"exit_status": 0, "markers": {"masked": 1}})]
     stream = b"".join(part for message in messages for part in frame(message))
     for cut in range(0, len(stream) + 1, 7):
-        reader = FrameReader(buffer)
-        got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        reader, got = FrameReader(buffer), []
+        sender, receiver = socket.socketpair()
+        with sender, receiver:
+            receiver.setblocking(False)
+            for part in (stream[:cut], stream[cut:]):
+                sender.sendall(part)
+                with contextlib.suppress(BlockingIOError):  # read until the socket is empty
+                    while True:
+                        got += reader.receive(receiver) or []
         assert got == [tuple(m) if m[0] == "events" else tuple(orjson.loads(orjson.dumps(m)))
                        for m in messages]
 
