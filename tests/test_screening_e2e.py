@@ -175,8 +175,7 @@ def test_multi_line_paste_is_screened_before_any_line_runs(box: Sandbox) -> None
     p = pane(box)
     try:
         first, second = unique("pasted-ok"), unique("pasted-forbidden")
-        subprocess.run(["tmux", "set-buffer", "-b", "scr", f"touch {first}\ntouch {second}\n"], check=True)
-        subprocess.run(["tmux", "paste-buffer", "-p", "-b", "scr", "-t", p.name], check=True)
+        p.paste(f"touch {first}\ntouch {second}\n")
         p.wait_for("bastion: paste denied by rule 'no-forbidden'")
         time.sleep(0.5)
         assert not first.exists() and not second.exists()

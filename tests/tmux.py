@@ -1,29 +1,41 @@
-"""Drive a real terminal: tmux runs the real ssh client, send-keys types, capture-pane reads."""
+"""Drive a real terminal: tmux runs the real ssh client, send-keys types, capture-pane reads.
+
+Each pane gets a tmux server of its own (`-S`): a shared default server exits when its last
+session closes, and a new session started in that moment fails with "server exited unexpectedly".
+"""
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 
 class TmuxPane:
     def __init__(self, command: list[str], *, width: int = 100, height: int = 30) -> None:
         self.name = f"bastion-test-{uuid.uuid4().hex[:8]}"
-        self._tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
-                   shlex.join(command))
-        self._tmux("set-option", "-t", self.name, "remain-on-exit", "on")
+        self._socket = Path(tempfile.gettempdir()) / f"{self.name}.tmux"
+        self._tmux("-f", "/dev/null", "new-session", "-d", "-s", self.name,
+                   "-x", str(width), "-y", str(height), shlex.join(command),
+                   ";", "set-option", "-t", self.name, "remain-on-exit", "on")
 
-    def _tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout
+    def _tmux(self, *args: str, check: bool = True) -> str:
+        return subprocess.run(["tmux", "-S", str(self._socket), *args], capture_output=True, text=True,
+                              check=check, timeout=30).stdout
 
     def send(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", self.name, *keys)
 
     def type(self, text: str) -> None:
         self._tmux("send-keys", "-t", self.name, "-l", text)
+
+    def paste(self, text: str) -> None:
+        """Paste as a terminal does: bracketed, in one write."""
+        self._tmux("set-buffer", "-b", "paste", text)
+        self._tmux("paste-buffer", "-p", "-b", "paste", "-t", self.name)
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.name)
@@ -53,4 +65,5 @@ class TmuxPane:
             time.sleep(0.1)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
+        self._tmux("kill-server", check=False)
+        self._socket.unlink(missing_ok=True)
