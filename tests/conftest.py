@@ -7,9 +7,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hypothesis import settings
@@ -30,6 +32,22 @@ def need(*tools: str) -> None:
     missing = [t for t in tools if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
     if missing:
         pytest.fail(f"missing tools {missing}: run the test command from README.md")
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], what: str, timeout: float = 20) -> T:
+    """The first truthy result of `probe`, polled until `timeout`: tests wait for a state,
+    never for a guessed number of seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last seen: {result!r})")
+        time.sleep(0.05)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion.sandbox import Sandbox
-from tests.conftest import LOGIN, need
+from tests.conftest import LOGIN, eventually, need
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +41,8 @@ def ssh(box: Sandbox, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
 
 
 def wait_for_events(box: Sandbox, name: str, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(e["event"] == name for e in box.events()) < count:
-        assert time.monotonic() < deadline, f"never saw {count} {name} events"
-        time.sleep(0.05)
+    eventually(lambda: sum(e["event"] == name for e in box.events()) >= count, f"{count} {name} events",
+               timeout)
 
 
 def test_sigterm_drains_then_ends_sessions(sandbox: Sandbox) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from recorder.asciicast import load_cast
 from tests.conftest import LOGIN, Lab, need
+from tests.recordings import recording_for
 from tests.test_masker import AWS_ID, AWS_SECRET, CARD, GH, pem
-from tests.test_recording_e2e import recording_for
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,6 @@ import signal
 import socket
 import stat
 import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -21,6 +20,7 @@ from recorder.storage import LocalDirectoryStore
 from recorder.testing import MemoryStore
 from recorder.worker import FrameReader, frame
 from recorder.writer import Recorder, RecordingFailed
+from tests.conftest import eventually
 
 KEY = RecordingKey.generate()
 
@@ -64,14 +64,9 @@ def test_events_reach_the_file_within_the_flush_interval() -> None:
     rec = open_recording(recorder)
     rec.output(b"visible soon")
     cast_file = store.files[rec.name][0]
-    deadline = time.monotonic() + 5
-    while b"visible soon" not in cast_file.data:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    # Not closed, but already checkpointed: a crash now leaves an intact, incomplete file.
-    time.sleep(0.2)
-    cast, sigs = store.read(rec.name)
-    assert verify(cast, sigs, KEY).state == "incomplete"
+    eventually(lambda: b"visible soon" in cast_file.data, "the event in the file")
+    # Not closed, but checkpointed: a crash now leaves an intact, incomplete file.
+    eventually(lambda: verify(*store.read(rec.name), KEY).state == "incomplete", "a checkpoint")
     recorder.stop()
 
 

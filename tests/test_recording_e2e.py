@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,40 +15,12 @@ import pyte
 import pytest
 
 from bastion.sandbox import Sandbox
-from recorder.asciicast import load_cast
-from tests.conftest import LOGIN, Lab, need
+from recorder.asciicast import Cast, load_cast
+from tests.conftest import LOGIN, Lab, eventually, need
+from tests.recordings import asciinema_cat, bastion_cli, recording_for
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
-
-
-def recording_for(box: Sandbox, predicate: object, timeout: float = 10) -> Path:
-    """The .cast of the newest session_ended event matching `predicate`, once complete: the
-    recorder process finishes a recording (final signed checkpoint) just after the session."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ended = [e for e in box.events() if e["event"] == "session_ended" and predicate(e)]  # type: ignore[operator]
-        if ended:
-            session = ended[-1]["session"]
-            found = list((box.directory / "recordings").rglob(f"{session}.cast"))
-            signatures = found[0].with_name(found[0].name + ".sig") if found else None
-            if signatures is not None and b'"final":true' in signatures.read_bytes():
-                return found[0]
-        assert time.monotonic() < deadline, "no recording for that session"
-        time.sleep(0.05)
-
-
-def asciinema_cat(path: Path) -> bytes:
-    """`asciinema cat` wants a terminal: give it one with script(1)."""
-    need("asciinema", "script")
-    result = subprocess.run(["script", "-qec", f"asciinema cat {path}", "/dev/null"],
-                            capture_output=True, timeout=60, check=True)
-    return result.stdout
-
-
-def bastion_cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_exec_recording_has_metadata_streams_and_exit(lab: Lab) -> None:
@@ -81,6 +52,19 @@ def test_exec_recording_has_metadata_streams_and_exit(lab: Lab) -> None:
     assert verify.returncode == 0 and "verified" in verify.stdout
 
 
+def replay(cast: Cast) -> list[str]:
+    """The final screen of a recording, as a terminal emulator shows it."""
+    screen = pyte.Screen(*cast.size)
+    stream = pyte.ByteStream(screen)
+    for event in cast.events:
+        if event.code == "o":
+            stream.feed(event.data.encode("utf-8", "surrogateescape"))
+        elif event.code == "r":
+            cols, rows = map(int, event.data.split("x"))
+            screen.resize(rows, cols)
+    return [line.rstrip() for line in screen.display]
+
+
 def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
     need("tmux")
     pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"],
@@ -96,22 +80,17 @@ def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
         pane.type("tput cols; echo done-2")
         pane.send("Enter")
         expected = pane.wait_for("done-2\nrec>")
-        time.sleep(1.5)  # the recorder flushes within its interval: read the live file
-        live = list((lab.sandbox.directory / "recordings").rglob("*.cast"))
-        newest = max(live, key=lambda p: p.stat().st_mtime)
-        cast = load_cast(newest.read_bytes())
-        assert cast.header["bastion"]["kind"] == "shell"
-        screen = pyte.Screen(*cast.size)
-        stream = pyte.ByteStream(screen)
-        for event in cast.events:
-            if event.code == "o":
-                stream.feed(event.data.encode("utf-8", "surrogateescape"))
-            elif event.code == "r":
-                cols, rows = map(int, event.data.split("x"))
-                screen.resize(rows, cols)
-        replayed = [line.rstrip() for line in screen.display]
         shown = [line.rstrip() for line in expected.splitlines()]
-        assert replayed[: len(shown)] == shown
+
+        def replayed_live() -> tuple[Path, Cast] | None:
+            """The session's live file (the newest) once the recorder has flushed the screen."""
+            live = list((lab.sandbox.directory / "recordings").rglob("*.cast"))
+            newest = max(live, key=lambda p: p.stat().st_mtime)
+            cast = load_cast(newest.read_bytes())
+            return (newest, cast) if replay(cast)[: len(shown)] == shown else None
+
+        newest, cast = eventually(replayed_live, "the live recording replays to the pane's screen")
+        assert cast.header["bastion"]["kind"] == "shell"
         assert "100" in shown
         assert any(e.code == "r" and e.data == "100x25" for e in cast.events)
         assert b"echo done-2" in cast.input_bytes()
@@ -168,11 +147,18 @@ def _ssh(box: Sandbox, command: str) -> subprocess.Popen[bytes]:
 def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: Sandbox) -> None:
     own_box.extra["recording"] = {"checkpoint_interval": 1}
     own_box.start_bastion()
-    proc = _ssh(own_box, "for i in $(seq 1 100); do echo line-$i; sleep 0.05; done")
+    proc = _ssh(own_box, "for i in $(seq 1 400); do echo line-$i; sleep 0.05; done")
     assert proc.stdout is not None
     while b"line-30" not in proc.stdout.readline():
         pass
-    time.sleep(0.7)  # past one flush interval
+
+    def flushed_and_checkpointed() -> bool:
+        found = list((own_box.directory / "recordings").rglob("*.cast"))
+        signatures = found[0].with_name(found[0].name + ".sig") if found else None
+        return bool(found) and b"line-30" in found[0].read_bytes() and signatures is not None \
+            and signatures.exists() and signatures.stat().st_size > 0
+
+    eventually(flushed_and_checkpointed, "line-30 on disk under a signed checkpoint")
     assert own_box.process is not None
     own_box.process.send_signal(signal.SIGKILL)
     own_box.process.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bastion.sandbox import Sandbox
-from tests.conftest import LOGIN, need
+from tests.conftest import LOGIN, eventually, need
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -141,18 +141,13 @@ def test_edited_line_is_decided_on_what_bash_ran(box: Sandbox) -> None:
         # History recall plus an edit.
         ok = unique("histok")
         run_line(p, f"touch {ok}")
-        p.wait_for("scr>")
-        time.sleep(0.3)
-        assert ok.exists()
+        eventually(ok.exists, f"{ok} created")
         p.send("Up")
         for _ in range(6):
             p.send("BSpace")
         p.type("forbidden")
         p.send("Enter")
-        deadline = time.monotonic() + 20
-        while p.screen().count("denied by rule 'no-forbidden'") < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(lambda: p.screen().count("denied by rule 'no-forbidden'") >= 2, "the second denial")
         assert not Path(str(ok)[:-6] + "forbidden").exists()
         # Tab completion turns an innocent prefix into a forbidden path.
         src = Path(f"/tmp/scr-tab{tag}forbidden-src")
@@ -199,10 +194,7 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
         approved = cli(box, "approvals", "approve", request, "--as", "bob")
         assert approved.returncode == 0, approved.stderr
         p.wait_for("bastion: approved by bob")
-        deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists()
+        eventually(marker.exists, f"{marker} created")
         assert "typed-during-hold" not in p.screen().split("approved by bob")[-1]
         again = cli(box, "approvals", "approve", request, "--as", "bob")
         assert "already approved by bob" in again.stderr
@@ -210,10 +202,7 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
         cancelled = unique("needs-approval")
         run_line(p, f"touch {cancelled}")
         p.wait_for(f"touch {cancelled}")
-        deadline = time.monotonic() + 20
-        while p.screen().count("waiting for approval") < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(lambda: p.screen().count("waiting for approval") >= 2, "the second hold")
         p.send("C-c")
         p.wait_for("not run: cancelled")
         time.sleep(0.5)
@@ -225,13 +214,12 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
 def test_exec_waits_for_approval(box: Sandbox) -> None:
     marker = unique("needs-approval")
     proc = ssh(box, f"touch {marker} && echo done")
-    request = None
-    deadline = time.monotonic() + 20
-    while request is None and time.monotonic() < deadline:
+
+    def pending() -> str | None:
         listing = cli(box, "approvals", "list").stdout
-        request = next((line.split()[0] for line in listing.splitlines() if str(marker) in line), None)
-        time.sleep(0.1)
-    assert request is not None
+        return next((line.split()[0] for line in listing.splitlines() if str(marker) in line), None)
+
+    request = eventually(pending, "the approval request listed")
     assert cli(box, "approvals", "deny", request, "--as", "bob").returncode == 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and b"was not approved (denied by bob)" in err
@@ -251,10 +239,7 @@ def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
     rules = box.directory / "rules.toml"
     rules.write_text(RULES + "\n[[rule]]\nname = 'broken'\naction = 'nope'\n")
     box.process.send_signal(1)  # SIGHUP
-    deadline = time.monotonic() + 10
-    while not any(e["event"] == "rules_reload_failed" for e in box.events()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: any(e["event"] == "rules_reload_failed" for e in box.events()), "rules_reload_failed")
     failed = [e for e in box.events() if e["event"] == "rules_reload_failed"][-1]
     assert "rules.toml:" in str(failed["reason"]) and "action must be one of" in str(failed["reason"])
     path = unique("forbidden")
@@ -267,7 +252,7 @@ def test_full_screen_programs_are_not_screened(box: Sandbox) -> None:
     try:
         # A stand-in for vim or less: switches to the alternate screen and reads keys.
         run_line(p, "printf '\\033[?1049h'; head -n 1; printf '\\033[?1049l'; echo back-$((3*3))")
-        time.sleep(0.5)
+        eventually(p.alternate_screen, "the program's alternate screen")
         p.type("this forbidden text is typed into a program, not a shell")
         p.send("Enter")
         p.wait_for("back-9")

@@ -26,7 +26,7 @@ from bastion.keys import known_hosts_lines
 from bastion.openssh import free_port
 from bastion.sandbox import Sandbox, make_user_key
 from bastion.sso import Directory
-from tests.conftest import LOGIN, need
+from tests.conftest import LOGIN, eventually, need
 from tests.idp import OpenIDProvider, browser, complete_device_sign_in
 
 pytestmark = pytest.mark.e2e
@@ -279,10 +279,7 @@ def test_bastion_login_can_hand_the_certificate_to_ssh_agent(world: World) -> No
     socket = home / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not socket.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(socket.exists, "ssh-agent's socket")
         key = home / "id_agent"
         make_user_key(key, "alice@agent")
         env = {"SSH_AUTH_SOCK": str(socket)}

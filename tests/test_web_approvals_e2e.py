@@ -22,9 +22,9 @@ import pytest
 from bastion.approvals import ApprovalStore, command_hash
 from bastion.openssh import free_port
 from bastion.sandbox import Sandbox
-from tests.conftest import LOGIN, need
+from tests.conftest import LOGIN, eventually, need
 from tests.idp import OpenIDProvider, WebhookReceiver, browser, sign_in
-from tests.test_recording_e2e import recording_for
+from tests.recordings import recording_for
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -309,11 +309,12 @@ def test_expiry_and_a_session_that_ends_first(web: Web) -> None:
     proc.kill()  # the user gives up: the request is cancelled, not left to be approved
     proc.wait()
     page = web.page_as("carol", link)
-    deadline = time.monotonic() + 20
-    while "cancelled" not in page.locator("h1").inner_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+
+    def cancelled() -> bool:
         page.reload()
+        return "cancelled" in page.locator("h1").inner_text()
+
+    eventually(cancelled, "the request shown as cancelled")
     assert "the session ended" in page.locator("body").inner_text()
 
 
@@ -323,10 +324,8 @@ def test_failed_notification_is_told_and_the_request_still_waits(web: Web) -> No
         marker = unique("needs-approval")
         proc = web.ssh(f"touch {marker} && echo ran-anyway")
         link = web.link(str(marker))  # slack still got it
-        deadline = time.monotonic() + 30
-        while not [e for e in web.events("approval_notified") if e.get("failed")]:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        eventually(lambda: [e for e in web.events("approval_notified") if e.get("failed")],
+                   "the failed notification", timeout=30)
         web.page_as("carol", link).get_by_role("button", name="Approve").click()
         out, err = proc.communicate(timeout=30)
     finally:

@@ -53,6 +53,10 @@ class TmuxPane:
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", self.name, "-x", str(width), "-y", str(height))
 
+    def alternate_screen(self) -> bool:
+        """Whether the program in the pane switched to the alternate screen (as vim does)."""
+        return self._tmux("display-message", "-p", "-t", self.name, "#{alternate_on}").strip() == "1"
+
     def dead(self) -> bool:
         return self._tmux("display-message", "-p", "-t", self.name, "#{pane_dead}").strip() == "1"
 
