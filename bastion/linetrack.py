@@ -167,6 +167,12 @@ class LineTracker:
         return self._output_at
 
     @property
+    def typed_ahead(self) -> bool:
+        """Whether this line's first key came with nothing before the cursor on its row: keys
+        typed ahead of a shell that has not prompted yet."""
+        return self._prompt is not None and not self._prompt[2].strip()
+
+    @property
     def prompt(self) -> str:
         """What stood before the cursor when this line's first key was typed."""
         return self._prompt[2] if self._prompt else ""

@@ -30,6 +30,9 @@ PASTE_START = b"\x1b[200~"
 # (Ctrl-C would too, but the terminal driver then flushes whatever the user typed next.)
 DISCARD_LINE = b"\x05\x15\r"
 ECHO_WAIT = 0.5  # longest an Enter waits for the echo of the keys typed just before it
+# ... when the line was typed ahead of any prompt (a shell still starting, a command still
+# running): the shell shows it once it prompts, and would not run it any sooner.
+TYPEAHEAD_WAIT = 10.0
 POLL = 0.25
 
 
@@ -246,12 +249,12 @@ class ScreeningStage(SessionStage):
     async def _on_enter(self) -> None:
         tracker = self._tracker
         assert tracker is not None
-        deadline = time.monotonic() + ECHO_WAIT
-        while not tracker.echoed() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
         if PROMPT.search(tracker.prompt.rstrip().encode() + b" "):
             self._release()  # typed at a password prompt: not a command, never logged as one
             return
+        deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
+        while not tracker.echoed() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         line = tracker.submitted()
         if not line.text.strip():
             self._release()

@@ -1,0 +1,110 @@
+"""The screening stage at Enter, against a recording stand-in for its session (the e2e tests in
+test_screening_e2e.py drive the same stage through real OpenSSH and bash)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bastion import screening
+from bastion.audit import AuditLog
+from bastion.pipeline import SessionInfo, SessionStage, Stream
+from bastion.rules import RulesHolder, parse_rules
+from bastion.screening import DISCARD_LINE, ScreeningContext, ScreeningStage
+
+RULES = parse_rules({
+    "rule": [{"name": "no-forbidden", "action": "deny", "command": "forbidden"},
+             {"name": "needs-approval", "action": "approve", "command": "needs-approval",
+              "approvers": ["dba"]}],
+})
+
+
+class Session:
+    """Collects what the stage sends either way."""
+
+    def __init__(self) -> None:
+        self.target: list[bytes] = []
+        self.client: list[bytes] = []
+
+    def to_target(self, data: bytes) -> None:
+        self.target.append(data)
+
+    def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self.client.append(data)
+
+    def end(self, reason: str) -> None:
+        raise AssertionError(f"ended: {reason}")
+
+    def release_output_after(self, stage: SessionStage, data: bytes, stream: Stream) -> None:
+        raise AssertionError("the screener holds no output")
+
+    def marker(self, kind: str, text: str = "") -> None:
+        pass
+
+    def hold_output(self, reason: str) -> None:
+        pass
+
+    def release_output(self, reason: str) -> None:
+        pass
+
+
+async def until(probe: Callable[[], object], what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+def decisions(log: io.StringIO) -> list[dict[str, object]]:
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    return [e for e in events if e["event"] == "command_decision"]
+
+
+def shell_stage() -> tuple[ScreeningStage, Session, io.StringIO]:
+    log = io.StringIO()
+    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log)))
+    session = Session()
+    stage.start(SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
+                            client_address="127.0.0.1", client_version="SSH-2.0-test", kind="shell",
+                            term_type="xterm", width=80, height=24), session)
+    return stage, session, log
+
+
+async def test_a_line_typed_ahead_of_a_slow_shell_waits_for_its_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(screening, "ECHO_WAIT", 0.05)
+    stage, session, log = shell_stage()
+    # The user types before the target printed anything; the login banner comes with the echo.
+    assert stage.on_input(b"PS1='x> '\r") == b"PS1='x> '"
+    stage.on_output(b"PS1='x> 'Last login: today\r\nWelcome\r\n", Stream.STDOUT)
+    await asyncio.sleep(0.2)  # the shell starts slower than an ordinary echo takes
+    assert session.target == []  # Enter still held: the shell has not shown the line yet
+    stage.on_output(b"root@db-1:~# PS1='x> '", Stream.STDOUT)
+    await until(lambda: session.target, "the Enter released")
+    assert session.target == [b"\r"]
+    [decision] = decisions(log)
+    assert decision["command"] == "PS1='x> '" and decision["action"] == "allow"
+    assert "unsure" not in decision
+
+
+async def test_typed_ahead_lines_are_still_screened() -> None:
+    stage, session, _ = shell_stage()
+    assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"
+    stage.on_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
+    await until(lambda: session.target, "a decision")
+    assert session.target == [DISCARD_LINE]
+    assert any(b"denied by rule 'no-forbidden'" in line for line in session.client)
+
+
+async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
+    stage, session, log = shell_stage()
+    stage.on_output(b"[sudo] password for alice: ", Stream.STDOUT)
+    assert stage.on_input(b"hunter2") == b"hunter2"
+    assert stage.on_input(b"\r") == b""
+    await asyncio.sleep(0)  # the decision runs as a task: no echo to wait for
+    assert session.target == [b"\r"]
+    assert decisions(log) == []
