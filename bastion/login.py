@@ -58,6 +58,10 @@ class SSO:
         except (OIDCError, SSOError) as exc:
             self.audit.event("sso_login_failed", user=username, client=client, reason=str(exc))
             raise SSOError(str(exc)) from None
+        except asyncio.CancelledError:
+            # The client went away with the code still open: the connection's end stops the wait.
+            self.audit.event("sso_login_abandoned", user=username, client=client, user_code=device.user_code)
+            raise
         if user != username:
             reason = f"signed in as {user}, but ssh asked for {username}"
             self.audit.event(

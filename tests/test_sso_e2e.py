@@ -8,6 +8,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -140,6 +141,23 @@ def test_plain_ssh_signs_in_with_a_device_code(world: World) -> None:
     logins = [e for e in world.events("sso_login") if e["user"] == "alice"]
     assert logins and logins[-1]["identity"] == f"{world.idp.issuer}#alice" and logins[-1]["groups"] == ["ops"]
     assert [e["method"] for e in world.events("auth_succeeded") if e["user"] == "alice"][-1] == "sso"
+
+
+def test_a_client_gone_mid_sign_in_stops_the_wait(world: World) -> None:
+    config = world.ssh_config("kbd-gone", BatchMode="no", PreferredAuthentications="keyboard-interactive")
+    proc = subprocess.Popen(["ssh", "-F", str(config), "-J", "alice@bastion", f"{LOGIN}@db-1", "true"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        code = CODE.search(read_until(proc.stderr, CODE, proc))
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: ssh and its ProxyJump child both go
+        proc.wait()
+    assert code is not None
+    # Well before login_timeout (2 min): the bastion stops polling the provider for this code.
+    abandoned = eventually(lambda: [e for e in world.events("sso_login_abandoned")
+                                    if e["user_code"] == code.group(2).decode()], "sso_login_abandoned")
+    assert abandoned[0]["user"] == "alice"
 
 
 def test_device_sign_in_as_someone_else_is_refused(world: World) -> None:
