@@ -54,7 +54,8 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         policy = RecordingPolicy(on_failure=settings.on_failure)
         record_only = masking if masking.enabled and config.masking.sinks == "recording" else None
         recording_stage = lambda: [  # noqa: E731
-            RecordingStage(recorder, policy, audit, masker=record_only.make_masker() if record_only else None)
+            RecordingStage(recorder, policy, audit, masker=record_only.make_masker() if record_only else None,
+                           input_masker=masking.make_masker() if masking.enabled else None)
         ]
         state.on_start.append(lambda loop: setattr(recorder, "loop", loop))
         state.on_stop.append(recorder.stop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion.audit import AuditLog
-from bastion.masker import SecretMasker, mask_text
+from bastion.masker import MaskResult, SecretMasker, mask_text
 from bastion.masking import HiddenInput
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser, SftpTransferParser
@@ -25,9 +25,14 @@ class RecordingStage(SessionStage):
     name = "recorder"
 
     def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog,
-                 *, masker: SecretMasker | None = None) -> None:
+                 *, masker: SecretMasker | None = None, input_masker: SecretMasker | None = None) -> None:
         self._recorder = recorder
         self._masker = masker  # set when masking applies to the recording only
+        # Set whenever masking is on: a token pasted at a prompt, or a secrets file sent on
+        # stdin, is recorded masked. What reaches the target is never changed. The masker holds
+        # a possible secret until the next keystroke shows what it is (no timer: a token typed
+        # by hand, key by key, is still seen whole).
+        self._input_masker = input_masker
         self._hidden = HiddenInput(self._hidden_input)
         self._policy = policy
         self._audit = audit
@@ -98,9 +103,17 @@ class RecordingStage(SessionStage):
             self._scp.from_client(data)
         else:
             recorded = self._hidden.input(data)
+            if recorded and self._input_masker is not None:
+                recorded = self._mask_input(rec, self._input_masker.feed(recorded))
             if recorded:
                 rec.input(recorded)
         return data
+
+    @staticmethod
+    def _mask_input(rec: SessionRecording, result: MaskResult) -> bytes:
+        for name in result.masked:
+            rec.marker("masked", f"{name} (input)")
+        return result.data
 
     def _hidden_input(self, keystrokes: int) -> None:
         if self._rec is not None and self._rec.error is None:
@@ -144,10 +157,15 @@ class RecordingStage(SessionStage):
             rec.resize(width, height)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
-        if self._masker is not None and self._rec is not None and self._rec.error is None:
-            tail = self._masker.flush()
-            if tail.data:
-                self._rec.output(tail.data)
+        if self._rec is not None and self._rec.error is None:
+            if self._input_masker is not None:
+                typed = self._mask_input(self._rec, self._input_masker.flush())
+                if typed:
+                    self._rec.input(typed)
+            if self._masker is not None:
+                tail = self._masker.flush()
+                if tail.data:
+                    self._rec.output(tail.data)
         if self._rec is not None:
             self._rec.close(exit_status=exit_status, exit_signal=exit_signal,
                             bytes_in=self._bytes_in, bytes_out=self._bytes_out)

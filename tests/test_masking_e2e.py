@@ -46,6 +46,13 @@ def test_cat_of_a_secrets_file(lab: Lab) -> None:
     markers = load_cast(cast_path.read_bytes()).markers()
     assert {"masked: aws-access-key-id", "masked: aws-secret-access-key", "masked: github-token",
             "masked: url-password", "masked: card-number", "masked: private-key"} <= set(markers)
+    # The file went up on stdin: that session's recording holds its input, masked the same way.
+    sent = recording_for(lab.sandbox, lambda e: e.get("command") == f"cat > {remote}")
+    recorded = sent.read_text()
+    for secret in HIDDEN:
+        assert secret not in recorded
+    assert "commit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3" in load_cast(sent.read_bytes()).input_bytes().decode()
+    assert "masked: private-key (input)" in load_cast(sent.read_bytes()).markers()
 
 
 def test_a_secret_printed_slowly_never_appears_whole(lab: Lab) -> None:
@@ -69,6 +76,9 @@ def test_typed_password_at_a_hidden_prompt_is_not_recorded(lab: Lab) -> None:
         pane.type("Tr0ub4dor&3")
         pane.send("Enter")
         pane.wait_for("length-11")
+        pane.type(f"echo {GH} | wc -c")  # a token on the command line: the keys are recorded masked
+        pane.send("Enter")
+        pane.wait_for(f"{len(GH) + 1}\n")
         pane.exit_shell()
     finally:
         pane.close()
@@ -78,6 +88,8 @@ def test_typed_password_at_a_hidden_prompt_is_not_recorded(lab: Lab) -> None:
     assert b"length-11" in cast.output_bytes()
     assert "hidden-input: 11 keystrokes" in cast.markers()
     assert b"read -s" in cast.input_bytes()  # ordinary typing is still recorded
+    assert GH[4:].encode() not in cast.input_bytes() and GH[4:] not in cast_path.read_text()
+    assert b"echo ghp_****" in cast.input_bytes() and "masked: github-token (input)" in cast.markers()
 
 
 def test_masking_the_recording_only(tmp_path) -> None:  # type: ignore[no-untyped-def]

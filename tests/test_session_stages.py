@@ -1,5 +1,5 @@
-"""The screening stage at Enter, against a recording stand-in for its session (the e2e tests in
-test_screening_e2e.py drive the same stage through real OpenSSH and bash)."""
+"""Session stages against a stand-in for their session: the screener at Enter, the recorder's
+input masking. The e2e tests drive the same stages through real OpenSSH and bash."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ import pytest
 
 from bastion import screening
 from bastion.audit import AuditLog
+from bastion.masking import MaskingSettings
 from bastion.pipeline import SessionInfo, SessionStage, Stream
+from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import RulesHolder, parse_rules
 from bastion.screening import DISCARD_LINE, ScreeningContext, ScreeningStage
+from recorder.asciicast import load_cast
+from recorder.signing import RecordingKey
+from recorder.testing import MemoryStore
+from recorder.writer import Recorder
+from tests.test_masker import AWS_SECRET, GH
 
 RULES = parse_rules({
     "rule": [{"name": "no-forbidden", "action": "deny", "command": "forbidden"},
@@ -65,13 +72,16 @@ def decisions(log: io.StringIO) -> list[dict[str, object]]:
     return [e for e in events if e["event"] == "command_decision"]
 
 
+SHELL = SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
+                    client_address="127.0.0.1", client_version="SSH-2.0-test", kind="shell",
+                    term_type="xterm", width=80, height=24)
+
+
 def shell_stage() -> tuple[ScreeningStage, Session, io.StringIO]:
     log = io.StringIO()
     stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log)))
     session = Session()
-    stage.start(SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
-                            client_address="127.0.0.1", client_version="SSH-2.0-test", kind="shell",
-                            term_type="xterm", width=80, height=24), session)
+    stage.start(SHELL, session)
     return stage, session, log
 
 
@@ -108,3 +118,26 @@ async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     await asyncio.sleep(0)  # the decision runs as a task: no echo to wait for
     assert session.target == [b"\r"]
     assert decisions(log) == []
+
+
+def test_secrets_typed_or_sent_as_input_are_recorded_masked() -> None:
+    recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()),
+                           input_masker=MaskingSettings().make_masker())
+    stage.start(SHELL, Session())
+    typed = f"git remote add x https://{GH}@example.com/a.git\r".encode()
+    for key in typed:  # typed by hand: one key per read, the token is still seen whole
+        assert stage.on_input(bytes([key])) == bytes([key])  # the target gets every key unchanged
+    pasted = f"\x1b[200~aws_secret_access_key = {AWS_SECRET}\x1b[201~".encode()
+    assert stage.on_input(pasted) == pasted
+    assert stage.on_input(b"\r1234") == b"\r1234"  # held (it could be a card number) until the end
+    rec = stage.recording
+    assert rec is not None
+    stage.on_end(0, None)
+    recorder.stop()
+    cast = load_cast(recorder.store.read(rec.name)[0])
+    recorded = cast.input_bytes()
+    assert GH[4:].encode() not in recorded and AWS_SECRET.encode() not in recorded
+    assert recorded.startswith(b"git remote add x https://ghp_****") and recorded.endswith(b"\r1234")
+    assert len(recorded) == len(typed + pasted + b"\r1234")
+    assert {"masked: github-token (input)", "masked: aws-secret-access-key (input)"} <= set(cast.markers())
