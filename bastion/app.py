@@ -32,10 +32,8 @@ RECORDING_KEY = "recording_key"
 def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     audit = AuditLog(path=config.log_file)
     state = BastionState(config=config, keys=keys, audit=audit)
-    masking = MaskingSettings(
-        enabled=config.masking.enabled, sinks=config.masking.sinks, disable=config.masking.disable,
-        hold_seconds=config.masking.hold_ms / 1000, custom=config.masking.custom,
-    )
+    masking = MaskingSettings.from_config(config.masking)
+    masking.apply_to_text()
     recording_stage: Callable[[], list[SessionStage]]
     settings = config.recording
     if settings.enabled:

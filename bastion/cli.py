@@ -14,6 +14,7 @@ from bastion import __version__, login_cli, recordings_cli, screening_cli
 from bastion.config import BastionConfig, load_config, parse_duration
 from bastion.errors import BastionError
 from bastion.keys import KeyStore, known_hosts_lines, public_line
+from bastion.masking import MaskingSettings
 from player import cli as player_cli
 
 DEFAULT_CONFIG = "bastion.toml"
@@ -30,9 +31,11 @@ config_option = click.option(
 
 def _load(config_path: Path) -> BastionConfig:
     try:
-        return load_config(config_path)
+        config = load_config(config_path)
     except BastionError as exc:
         raise click.ClickException(exc.reason) from None
+    MaskingSettings.from_config(config.masking).apply_to_text()  # what commands print with
+    return config
 
 
 def _keys(config: BastionConfig) -> KeyStore:

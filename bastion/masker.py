@@ -645,11 +645,27 @@ class _Projection:
         return b"".join(out)
 
 
+# What mask_text masks with: the built-ins until the process applies the config's masking
+# settings (`use_for_text`), so stored commands are masked as the streams are.
+@dataclass
+class _TextMasking:
+    detectors: tuple[Detector, ...] = BUILTIN_DETECTORS
+    pem: bool = True
+
+
+_TEXT_MASKING = _TextMasking()
+
+
+def use_for_text(detectors: Iterable[Detector], *, pem: bool = True) -> None:
+    """The detectors `mask_text` uses from now on in this process."""
+    _TEXT_MASKING.detectors, _TEXT_MASKING.pem = tuple(detectors), pem
+
+
 def mask_text(text: str | None) -> str | None:
     """A command line or other short text with its secrets masked, for logs and headers."""
     if not text:
         return text
-    masker = SecretMasker()
+    masker = SecretMasker(_TEXT_MASKING.detectors, pem=_TEXT_MASKING.pem)
     # The text is complete: a closing line break stops a secret that could still be growing
     # at its end from being masked provisionally (the streaming policy), then goes again.
     data = text.encode("utf-8", "surrogateescape") + b"\n"

@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bastion.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector
+from bastion.config import MaskingConfig
+from bastion.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector, use_for_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser
 
@@ -21,11 +22,25 @@ class MaskingSettings:
     hold_seconds: float = 0.03
     custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
 
+    @classmethod
+    def from_config(cls, config: MaskingConfig) -> MaskingSettings:
+        return cls(enabled=config.enabled, sinks=config.sinks, disable=config.disable,
+                   hold_seconds=config.hold_ms / 1000, custom=config.custom)
+
     def detectors(self) -> tuple[Detector, ...]:
         return _detectors(self.disable, self.custom)
 
+    @property
+    def pem(self) -> bool:
+        return "private-key" not in self.disable
+
     def make_masker(self) -> SecretMasker:
-        return SecretMasker(self.detectors(), pem="private-key" not in self.disable)
+        return SecretMasker(self.detectors(), pem=self.pem)
+
+    def apply_to_text(self) -> None:
+        """Commands stored in headers, the index, the log and chat go through these detectors
+        too (even with the streams' masking off: a stored secret would outlive the session)."""
+        use_for_text(self.detectors(), pem=self.pem)
 
 
 @functools.lru_cache(maxsize=16)

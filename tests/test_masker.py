@@ -20,7 +20,9 @@ from bastion.masker import (
     custom_detector,
     digit_run,
     luhn_ok,
+    mask_text,
 )
+from bastion.masking import MaskingSettings
 
 rng = random.Random(7)
 
@@ -216,6 +218,18 @@ def test_custom_detector() -> None:
     assert out == b"user EMP-****** logged in\n" and names == ["employee-id"]
     with pytest.raises(ValueError, match="no group 2"):
         custom_detector("bad", r"(x)", 2)
+
+
+def test_stored_text_is_masked_with_the_configured_detectors() -> None:
+    command = "curl -u EMP-123456 https://x 4111 1111 1111 1111"
+    assert mask_text(command) == "curl -u EMP-123456 https://x " + "*" * 19  # the built-ins
+    settings = MaskingSettings(disable=("card-number",), custom=(("employee-id", r"EMP-([0-9]{6})", 1),))
+    try:
+        settings.apply_to_text()
+        assert mask_text(command) == "curl -u EMP-****** https://x 4111 1111 1111 1111"
+    finally:
+        MaskingSettings().apply_to_text()
+    assert mask_text(command) == "curl -u EMP-123456 https://x " + "*" * 19
 
 
 @settings(max_examples=200, deadline=None)

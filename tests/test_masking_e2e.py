@@ -96,7 +96,8 @@ def test_masking_the_recording_only(tmp_path) -> None:  # type: ignore[no-untype
     from bastion.sandbox import Sandbox
 
     need("ssh", "sshd")
-    box = Sandbox(tmp_path / "box", extra={"masking": {"sinks": "recording"}})
+    custom = {"name": "employee-id", "regex": "EMP-([0-9]{6})", "group": 1}
+    box = Sandbox(tmp_path / "box", extra={"masking": {"sinks": "recording", "custom": [custom]}})
     box.add_user("alice", ["ops"])
     box.add_target("db-1", logins=[LOGIN], groups=["ops"])
     config = box.write_ssh_config("alice")
@@ -104,15 +105,18 @@ def test_masking_the_recording_only(tmp_path) -> None:  # type: ignore[no-untype
         box.start_bastion()
         import subprocess
 
-        command = f"echo key={AWS_ID}"
+        command = f"echo key={AWS_ID} EMP-314159"
         result = subprocess.run(["ssh", "-F", str(config), "-J", "bastion", f"{LOGIN}@db-1", command],
                                 capture_output=True, timeout=60, check=False)
         assert AWS_ID.encode() in result.stdout  # the user sees the real output
         cast_path = recording_for(box, lambda e: str(e.get("command", "")).startswith("echo key=AKIA"))
-        # The command itself carried the key: stored masked in the header, index and log.
-        assert AWS_ID[4:] not in cast_path.read_text()
-        assert AWS_ID[4:] not in box.log_path.read_text()
-        assert "masked: aws-access-key-id" in load_cast(cast_path.read_bytes()).markers()
+        # The command itself carried the key and an id of the custom kind: stored masked in the
+        # header, index and log, with the same detectors as the streams.
+        for stored in (cast_path.read_text(), box.log_path.read_text()):
+            assert AWS_ID[4:] not in stored and "314159" not in stored
+        assert "EMP-******" in cast_path.read_text()
+        markers = load_cast(cast_path.read_bytes()).markers()
+        assert {"masked: aws-access-key-id", "masked: employee-id"} <= set(markers)
     finally:
         box.stop()
 
