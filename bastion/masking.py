@@ -1,11 +1,9 @@
-"""Secret masking as a session stage, and hidden-input detection for the recorder."""
+"""Secret masking as a session stage."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from bastion.config import MaskingConfig
@@ -121,47 +119,3 @@ def is_file_transfer(info: SessionInfo) -> bool:
         return True
     command = (info.command or "").strip() if info.kind == "exec" else ""
     return ScpTransferParser.is_scp(command) or (command.startswith("rsync ") and " --server" in command)
-
-
-PROMPT = re.compile(
-    rb"(?i)(?:\[sudo\] password for [^\r\n:]*|(?:^|[\r\n ])password(?: for [^\r\n:]*)?|passphrase[^\r\n:]*"
-    rb"|enter pin[^\r\n:]*|verification code|one-time (?:password|code)[^\r\n:]*|otp|passcode)"
-    rb": ?\Z"
-)
-PROMPT_ENDS = (b":", b": ")
-ENDS_LINE = re.compile(rb"[\r\n\x03\x04]")
-
-
-class HiddenInput:
-    """Tells when the user is typing at a prompt that does not echo (sudo, passwd, ssh-keygen).
-
-    The bastion cannot see the target's terminal modes, so it reads the prompt from the output:
-    after `Password:` and friends, keystrokes up to Enter (or Ctrl-C/Ctrl-D) are hidden.
-    """
-
-    def __init__(self, on_hidden: Callable[[int], None]) -> None:
-        self._on_hidden = on_hidden
-        self._tail = b""
-        self.active = False
-        self._count = 0
-
-    def output(self, data: bytes) -> None:
-        self._tail = (self._tail + data[-200:])[-200:]  # no copy of a whole chunk
-        # Every prompt ends in ":" or ": "; the regex runs only on output that could be one.
-        if self._tail.endswith(PROMPT_ENDS) and PROMPT.search(self._tail):
-            self.active = True
-        elif self.active and not self._count:
-            self.active = False  # the prompt went by before anything was typed at it
-
-    def input(self, data: bytes) -> bytes:
-        """What may be recorded of `data`: nothing typed at a hidden prompt."""
-        if not self.active:
-            return data
-        end = ENDS_LINE.search(data)
-        if end is None:
-            self._count += len(data)
-            return b""
-        self._count += end.start()
-        self._on_hidden(self._count)
-        self.active, self._count, self._tail = False, 0, b""
-        return data[end.start():]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from bastion.audit import AuditLog
+from bastion.hidden import HiddenInput
 from bastion.masker import MaskResult, SecretMasker, mask_text
-from bastion.masking import HiddenInput
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser, SftpTransferParser
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
@@ -34,6 +36,7 @@ class RecordingStage(SessionStage):
         # by hand, key by key, is still seen whole).
         self._input_masker = input_masker
         self._hidden = HiddenInput(self._hidden_input)
+        self._echo_timer: asyncio.TimerHandle | None = None
         self._policy = policy
         self._audit = audit
         self._rec: SessionRecording | None = None
@@ -50,6 +53,7 @@ class RecordingStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info = info
+        self._hidden = HiddenInput(self._hidden_input, echo=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
         command = mask_text(info.command) if info.kind == "exec" else info.subsystem
@@ -102,12 +106,29 @@ class RecordingStage(SessionStage):
         elif self._scp is not None:
             self._scp.from_client(data)
         else:
-            recorded = self._hidden.input(data)
-            if recorded and self._input_masker is not None:
-                recorded = self._mask_input(rec, self._input_masker.feed(recorded))
-            if recorded:
-                rec.input(recorded)
+            self._record_input(rec, self._hidden.input(data, time.monotonic()))
         return data
+
+    def _record_keys(self, rec: SessionRecording, keys: bytes) -> None:
+        """Keys the hidden-input check let through: masked, then recorded."""
+        if keys and self._input_masker is not None:
+            keys = self._mask_input(rec, self._input_masker.feed(keys))
+        if keys:
+            rec.input(keys)
+
+    def _record_input(self, rec: SessionRecording, keys: bytes) -> None:
+        self._record_keys(rec, keys)
+        deadline = self._hidden.deadline
+        if deadline is not None and self._echo_timer is None:
+            # A line waits for its echo: decide it at its deadline even if no output comes.
+            delay = max(0.0, deadline - time.monotonic())
+            self._echo_timer = asyncio.get_running_loop().call_later(delay, self._echo_deadline)
+
+    def _echo_deadline(self) -> None:
+        self._echo_timer = None
+        rec = self._rec
+        if rec is not None and rec.error is None:
+            self._record_input(rec, self._hidden.due(time.monotonic()))
 
     @staticmethod
     def _mask_input(rec: SessionRecording, result: MaskResult) -> bytes:
@@ -141,7 +162,8 @@ class RecordingStage(SessionStage):
             recorded = result.data
             for name in result.masked:
                 rec.marker("masked", name)
-        self._hidden.output(recorded)
+        # Keys whose echo this is are recorded first: they came before it.
+        self._record_input(rec, self._hidden.output(recorded, time.monotonic()))
         if recorded:
             rec.output(recorded)
         return data
@@ -157,7 +179,11 @@ class RecordingStage(SessionStage):
             rec.resize(width, height)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        if self._echo_timer is not None:
+            self._echo_timer.cancel()
+            self._echo_timer = None
         if self._rec is not None and self._rec.error is None:
+            self._record_keys(self._rec, self._hidden.flush(time.monotonic()))
             if self._input_masker is not None:
                 typed = self._mask_input(self._rec, self._input_masker.flush())
                 if typed:

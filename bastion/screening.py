@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
+from bastion.hidden import PROMPT
 from bastion.linetrack import LineTracker, replay_keys
 from bastion.masker import mask_text
-from bastion.masking import PROMPT
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
 

@@ -63,7 +63,7 @@ def test_a_secret_printed_slowly_never_appears_whole(lab: Lab) -> None:
     assert result.stdout.startswith(b"ghp_") and result.stdout.count(b"*") == len(GH) - 4
 
 
-def test_typed_password_at_a_hidden_prompt_is_not_recorded(lab: Lab) -> None:
+def test_typed_passwords_are_not_recorded(lab: Lab) -> None:
     need("tmux")
     pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"])
     try:
@@ -76,17 +76,25 @@ def test_typed_password_at_a_hidden_prompt_is_not_recorded(lab: Lab) -> None:
         pane.type("Tr0ub4dor&3")
         pane.send("Enter")
         pane.wait_for("length-11")
-        pane.type(f"echo {GH} | wc -c")  # a token on the command line: the keys are recorded masked
+        # No prompt at all: the keys never come back as echo, so they are not recorded either.
+        pane.type("read -s pw; echo got-${#pw}")
         pane.send("Enter")
-        pane.wait_for(f"{len(GH) + 1}\n")
+        pane.wait_for("read -s pw; echo got-${#pw}\n")
+        pane.type("c0rrect-h0rse")
+        pane.send("Enter")
+        pane.wait_for("got-13")
+        # A token on the command line: its echo is masked, the line is recorded with it masked.
+        pane.type(f"echo {GH} | wc -c; echo typed-with-a-token")
+        pane.send("Enter")
+        pane.wait_for(f"{len(GH) + 1}\ntyped-with-a-token")
         pane.exit_shell()
     finally:
         pane.close()
     cast_path = recording_for(lab.sandbox, lambda e: e.get("kind") == "shell")
     cast = load_cast(cast_path.read_bytes())
-    assert b"Tr0ub4dor" not in cast.input_bytes()
+    assert b"Tr0ub4dor" not in cast.input_bytes() and b"c0rrect" not in cast.input_bytes()
     assert b"length-11" in cast.output_bytes()
-    assert "hidden-input: 11 keystrokes" in cast.markers()
+    assert "hidden-input: 11 keystrokes" in cast.markers() and "hidden-input: 13 keystrokes" in cast.markers()
     assert b"read -s" in cast.input_bytes()  # ordinary typing is still recorded
     assert GH[4:].encode() not in cast.input_bytes() and GH[4:] not in cast_path.read_text()
     assert b"echo ghp_****" in cast.input_bytes() and "masked: github-token (input)" in cast.markers()

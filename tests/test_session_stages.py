@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -120,17 +121,23 @@ async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     assert decisions(log) == []
 
 
-def test_secrets_typed_or_sent_as_input_are_recorded_masked() -> None:
+async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
     stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()),
                            input_masker=MaskingSettings().make_masker())
     stage.start(SHELL, Session())
     typed = f"git remote add x https://{GH}@example.com/a.git\r".encode()
-    for key in typed:  # typed by hand: one key per read, the token is still seen whole
+    for key in typed:  # typed by hand: one key per read, each echoed; the token is still seen whole
         assert stage.on_input(bytes([key])) == bytes([key])  # the target gets every key unchanged
-    pasted = f"\x1b[200~aws_secret_access_key = {AWS_SECRET}\x1b[201~".encode()
+        stage.on_output(bytes([key]) if key != 13 else b"\r\n$ ", Stream.STDOUT)
+    text = f"aws_secret_access_key = {AWS_SECRET}"
+    pasted = f"\x1b[200~{text}\x1b[201~".encode()
     assert stage.on_input(pasted) == pasted
-    assert stage.on_input(b"\r1234") == b"\r1234"  # held (it could be a card number) until the end
+    stage.on_output(text.encode(), Stream.STDOUT)
+    stage.on_input(b"\r")
+    stage.on_output(b"\r\n$ ", Stream.STDOUT)
+    stage.on_input(b"1234")
+    stage.on_output(b"1234", Stream.STDOUT)  # recorded only at the end: it could be a card number
     rec = stage.recording
     assert rec is not None
     stage.on_end(0, None)
@@ -141,3 +148,20 @@ def test_secrets_typed_or_sent_as_input_are_recorded_masked() -> None:
     assert recorded.startswith(b"git remote add x https://ghp_****") and recorded.endswith(b"\r1234")
     assert len(recorded) == len(typed + pasted + b"\r1234")
     assert {"masked: github-token (input)", "masked: aws-secret-access-key (input)"} <= set(cast.markers())
+    assert not any(m.startswith("hidden-input") for m in cast.markers())
+
+
+def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
+    recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()),
+                           input_masker=MaskingSettings().make_masker())
+    stage.start(replace(SHELL, kind="exec", command="cat > .env", term_type=None), Session())
+    sent = f"GITHUB_TOKEN={GH}\nPORT=8080\n".encode()
+    for at in range(0, len(sent), 7):  # nothing echoes without a terminal: recorded as it comes
+        stage.on_input(sent[at:at + 7])
+    rec = stage.recording
+    assert rec is not None
+    stage.on_end(0, None)
+    recorder.stop()
+    cast = load_cast(recorder.store.read(rec.name)[0])
+    assert cast.input_bytes() == b"GITHUB_TOKEN=" + b"*" * len(GH) + b"\nPORT=8080\n"
