@@ -426,8 +426,11 @@ class SecretMasker:
                     continue  # released before, or masked already by the run
                 if detector.validate is not None and not detector.validate(match.group(group)):
                     continue
+                # One secret, one marker: the first detector to find it names it (the built-ins
+                # go from the most specific, e.g. a GitHub token, to a generic assignment).
+                counted = any(b < end and begin < e for b, e in spans)
                 spans.append((begin, end))
-                if begin >= start or start == offset:
+                if not counted and (begin >= start or start == offset):
                     masked.append(detector.name)  # not the run's secret, counted already
         if pem and self._pem:
             self._pem_blocks(text, max(start, offset), spans, masked)

@@ -220,6 +220,14 @@ def test_custom_detector() -> None:
         custom_detector("bad", r"(x)", 2)
 
 
+def test_one_marker_per_secret_when_detectors_overlap() -> None:
+    # A GitHub token in an assignment: both detectors see it; one secret, one marker.
+    out, names = mask_all(SecretMasker(), [f"GITHUB_TOKEN={GH}\n".encode()])
+    assert GH[4:].encode() not in out and names == ["github-token"]
+    out, names = mask_all(SecretMasker(), [f"token={GH} other_token={GH}\n".encode()])
+    assert names == ["github-token", "github-token"]
+
+
 def test_stored_text_is_masked_with_the_configured_detectors() -> None:
     command = "curl -u EMP-123456 https://x 4111 1111 1111 1111"
     assert mask_text(command) == "curl -u EMP-123456 https://x " + "*" * 19  # the built-ins
