@@ -52,6 +52,9 @@ _RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 ESCAPES = re.compile(ESC_SEQUENCE + b"|" + ZERO_WIDTH)
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
+# An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
+# also reads as a complete two-byte escape), an OSC or DCS without its terminator.
+CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
 HAS_ESCAPE = re.compile(rb"\x1b|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf")
 
 
@@ -412,6 +415,7 @@ class SecretMasker:
         offset = len(context)
         text = context + visible
         spans: list[tuple[int, int]] = []
+        found: list[tuple[int, str]] = []  # where a complete secret starts, and its detector
         masked: list[str] = []
         start, run_hold = offset, len(text)
         if self._run is not None:
@@ -431,7 +435,7 @@ class SecretMasker:
                 counted = any(b < end and begin < e for b, e in spans)
                 spans.append((begin, end))
                 if not counted and (begin >= start or start == offset):
-                    masked.append(detector.name)  # not the run's secret, counted already
+                    found.append((begin, detector.name))  # not the run's secret, counted already
         if pem and self._pem:
             self._pem_blocks(text, max(start, offset), spans, masked)
         hold = len(text) if final else self._open_tail(text, max(start, offset), spans, masked)
@@ -448,7 +452,8 @@ class SecretMasker:
         released = projection.masked(cut, [(b, e) for b, e in local if b < vis_hold])
         self._held = buf[cut:]
         self._context = (context + visible[max(0, vis_hold - CONTEXT):vis_hold])[-CONTEXT:]
-        return MaskResult(released, masked)
+        # A secret held back is found again with the next chunk: it is named when released.
+        return MaskResult(released, [name for b, name in found if b < offset + vis_hold] + masked)
 
     def _coloured_without_secrets(self, buf: bytes) -> MaskResult | None:
         """A coloured chunk with no trigger anywhere needs no projection: only its tail is looked
@@ -579,7 +584,8 @@ class _Projection:
             self.visible = buf
             return
         trailing = None if final else TRAILING_ESCAPE.search(buf, max(0, len(buf) - 64))
-        if trailing is not None and ESC_SEQUENCES.match(buf, trailing.start()) is None:
+        if trailing is not None and (ESC_SEQUENCES.match(buf, trailing.start()) is None
+                                     or CUT_ESCAPE.match(buf, trailing.start())):
             self.end = trailing.start()
         visible = ESC_SEQUENCES.sub(b"", buf[: self.end]) if self.end else b""
         if b"\xe2\x80" in visible or b"\xe2\x81" in visible or b"\xef\xbb\xbf" in visible:

@@ -153,6 +153,22 @@ def test_a_secret_split_at_every_offset_is_still_masked(text: str, secret: str |
         assert out == reference, cut
 
 
+@pytest.mark.parametrize(("text", "secret"), [case for case in TRUE_CASES if " " not in secret_of(*case)])
+def test_a_coloured_secret_in_small_chunks_is_masked_and_counted_once(text: str, secret: str | None) -> None:
+    # Colour right before the secret: a chunk ending inside the escape sequence (`ESC [` alone
+    # also reads as a whole two-byte escape) must not glue its parameters onto the secret.
+    hidden = secret_of(text, secret)
+    at = text.index(hidden)
+    data = (text[:at] + "\x1b[38;5;208m" + text[at:]).encode()
+    reference, names = mask_all(SecretMasker(), [data])
+    assert hidden.encode() not in reference and len(names) == 1, names
+    for size in range(1, 8):
+        out, names = mask_all(SecretMasker(), [data[i:i + size] for i in range(0, len(data), size)])
+        assert hidden.encode() not in out, (size, out)
+        assert len(names) == 1, (size, names)
+        assert out.replace(b"*", b"") == reference.replace(b"*", b""), size
+
+
 @pytest.mark.parametrize(("text", "secret"), [TRUE_CASES[0], TRUE_CASES[3], TRUE_CASES[16]])
 def test_colour_codes_inside_a_secret_do_not_defeat_it(text: str, secret: str) -> None:
     start = text.index(secret)
