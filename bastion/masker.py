@@ -52,6 +52,7 @@ _RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 ESCAPES = re.compile(ESC_SEQUENCE + b"|" + ZERO_WIDTH)
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
+CUT_ZERO_WIDTH = (b"\xe2\x80", b"\xe2\x81", b"\xef\xbb", b"\xe2", b"\xef")  # a zero-width character's start
 # An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
 # also reads as a complete two-byte escape), an OSC or DCS without its terminator.
 CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
@@ -578,8 +579,13 @@ class _Projection:
 
     def __init__(self, buf: bytes, *, final: bool = False, escaped: bool | None = None) -> None:
         self.buf = buf
-        self.identity = not (has_escape(buf) if escaped is None else escaped)
-        self.end = len(buf)  # bytes past `end` are an escape sequence cut by the chunk boundary
+        self.end = len(buf)  # bytes past `end`: an escape or a zero-width character the chunk cut
+        if not final and buf[-1:] in (b"\xe2", b"\xef", b"\x80", b"\x81", b"\xbb"):
+            for start in CUT_ZERO_WIDTH:
+                if buf.endswith(start):
+                    self.end -= len(start)
+                    break
+        self.identity = not (has_escape(buf) if escaped is None else escaped) and self.end == len(buf)
         if self.identity:
             self.visible = buf
             return
@@ -609,6 +615,20 @@ class _Projection:
             self._starts = [vis for vis, _, _ in segments]
         return self._segments
 
+    def _last_escape_end(self) -> int:
+        """Where the last escape sequence (or zero-width character) before `end` ends; 0 if
+        none. An escape can be long (an OSC title): its start alone says nothing of its end."""
+        buf, end, last = self.buf, self.end, 0
+        escape = buf.rfind(b"\x1b", 0, end)
+        if escape >= 0:
+            match = ESCAPES.match(buf, escape, end)
+            last = match.end() if match else escape + 1
+        for zero_width in (b"\xe2\x80", b"\xe2\x81", b"\xef\xbb\xbf"):  # a superset: other marks too
+            at = buf.rfind(zero_width, 0, end)
+            if at >= 0:
+                last = max(last, at + 3)
+        return last
+
     def byte_offset(self, offset: int) -> int:
         """Byte position of a visible offset; escapes just before it go out with what precedes."""
         if self.identity:
@@ -618,7 +638,7 @@ class _Projection:
         # Usually the offset is near the end (a held tail): if no escape sits in between,
         # count back from the end instead of building the segment table.
         candidate = self.end - (len(self.visible) - offset)
-        if candidate > 0 and not has_escape(self.buf[max(0, candidate - 3):self.end]):
+        if candidate >= self._last_escape_end():
             return candidate
         segments = self.segments()
         vis, byte, _ = segments[bisect_right(self._starts, offset) - 1]

@@ -169,6 +169,28 @@ def test_a_coloured_secret_in_small_chunks_is_masked_and_counted_once(text: str,
         assert out.replace(b"*", b"") == reference.replace(b"*", b""), size
 
 
+INVISIBLE = ["\x1b[1;31m", "\x1b[0m", "\x1b[38;5;208m", "\x1b[K", "\u200b", "\ufeff", "\x1b]8;;https://x\x07"]
+UNSPACED = [case for case in TRUE_CASES if " " not in secret_of(*case)]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(UNSPACED), st.lists(st.tuples(st.integers(0, 200), st.sampled_from(INVISIBLE)), max_size=3),
+       st.lists(st.integers(1, 200), max_size=12))
+def test_escapes_anywhere_and_chunks_cut_anywhere_never_let_a_secret_through(
+        case: tuple[str, str | None], inserts: list[tuple[int, str]], cuts: list[int]) -> None:
+    text = case[0]
+    # Colours, line clears, zero-width characters, links: between characters of the text,
+    # never inside one another.
+    for at, sequence in sorted(((p % (len(text) + 1), q) for p, q in inserts), reverse=True):
+        text = text[:at] + sequence + text[at:]
+    data = text.encode()
+    bounds = sorted({cut % len(data) for cut in cuts} - {0})
+    chunks = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
+    out, _ = mask_all(SecretMasker(), chunks)
+    whole, _ = mask_all(SecretMasker(), [data])
+    assert out == whole, chunks  # how the output was cut changes nothing
+
+
 @pytest.mark.parametrize(("text", "secret"), [TRUE_CASES[0], TRUE_CASES[3], TRUE_CASES[16]])
 def test_colour_codes_inside_a_secret_do_not_defeat_it(text: str, secret: str) -> None:
     start = text.index(secret)
