@@ -145,8 +145,8 @@ _ASSIGN_KEYS = (
     rb"(?:[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
     rb"|private[_-]?key|client[_-]?secret|auth[_-]?key))"
 )
-# Still being written: quoted values without spaces only (a quote opening a sentence, as in
-# read -p 'Password: ' var, is not a secret).
+# Still being written, masked provisionally: quoted values without spaces only (a quote opening
+# a sentence, as in read -p 'Password: ' var, is not a secret).
 _ASSIGN_VALUE_OPEN = rb"[\"']?\s*(?:=|:)[ \t]*(?:\"([^\"\s]*)|'([^'\s]*)|([^\s\"',;]*))"
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
@@ -189,6 +189,10 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
        validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
        digits=12),
 )
+# A quoted value with spaces still being written is held (not masked provisionally) until its
+# closing quote shows it is one, or the line ends, or output pauses (then it goes out as it is).
+QUOTED_VALUE_OPEN = re.compile(
+    rb"(?i)\b" + _ASSIGN_KEYS + rb"[\"']?[ \t]*(?:=|:)[ \t]*(?:\"([^\"\r\n]*)|'([^'\r\n]*))\Z")
 DETECTOR_NAMES = (*(d.name for d in BUILTIN_DETECTORS), "private-key")
 PEM_TRIGGER = rb"-----BEGIN"
 PEM_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
@@ -381,6 +385,9 @@ class SecretMasker:
         self._fast_path = all(d in BUILTIN_DETECTORS for d in self.detectors)
         self._prefilter = _prefilter_for(tuple(self.detectors))
         self._pem = pem
+        # The words a password-like key holds, when that detector is on: a quoted value may be held.
+        self._quoted = next((d.opening_words for d in self.detectors if d.name == "password-assignment"),
+                            None)
         self._held = b""
         self._context = b""
         self._run: _Run | None = None
@@ -438,7 +445,7 @@ class SecretMasker:
                 if not counted and (begin >= start or start == offset):
                     found.append((begin, detector.name))  # not the run's secret, counted already
         if pem and self._pem:
-            self._pem_blocks(text, max(start, offset), spans, masked)
+            run_hold = min(run_hold, self._pem_blocks(text, max(start, offset), spans, masked))
         hold = len(text) if final else self._open_tail(text, max(start, offset), spans, masked)
         if not final and run_hold < len(text):
             hold = min(hold, run_hold)
@@ -487,10 +494,7 @@ class SecretMasker:
         if run.token is None:  # inside a PEM body: everything up to the footer is secret
             end = PEM_END.search(text, offset)
             if end is None:
-                # A line starting with '-' may be the footer arriving: hold it (base64 has no '-').
-                newline = text.rfind(b"\n", offset)
-                line = newline + 1 if newline >= 0 else offset
-                stop = line if text.startswith(b"-", line) else len(text)
+                stop = _footer_hold(text, offset)
                 spans.append((offset, stop))
                 return len(text), stop
             spans.append((offset, end.start()))
@@ -504,7 +508,8 @@ class SecretMasker:
             self._run = None  # the token ended: the secret is complete
         return stop, len(text)
 
-    def _pem_blocks(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> None:
+    def _pem_blocks(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> int:
+        """Mask private key bodies; returns where releasing must stop (a footer may be arriving)."""
         for begin in PEM_BEGIN.finditer(text, max(0, start - 64)):
             if begin.end() <= start - 1 and not spans:
                 continue
@@ -514,10 +519,12 @@ class SecretMasker:
             end = PEM_END.search(text, body)
             masked.append("private-key")
             if end is None:
-                spans.append((body, len(text)))
+                stop = _footer_hold(text, body)
+                spans.append((body, stop))
                 self._run = _Run("private-key", None)
-                return
+                return stop
             spans.append((body, end.start()))
+        return len(text)
 
     def _open_tail(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> int:
         """Where to stop releasing: the start of a secret that may still be being written."""
@@ -549,7 +556,31 @@ class SecretMasker:
                 self._run = _Run(detector.name, detector.token)
                 return len(text)
             hold = min(hold, secret_start)
+        if self._quoted is not None:
+            hold = min(hold, self._quoted_value_start(text))
         return hold
+
+    def _quoted_value_start(self, text: bytes) -> int:
+        """Where an unclosed quoted value after a password-like key starts (len(text): none)."""
+        assert self._quoted is not None
+        floor = max(0, len(text) - 2 * TAIL_WINDOW)
+        tail = text[floor:]
+        if b'"' not in tail and b"'" not in tail:
+            return len(text)
+        if not any(map(tail.lower().__contains__, self._quoted)):
+            return len(text)
+        match = QUOTED_VALUE_OPEN.search(tail)
+        if match is None:
+            return len(text)
+        return floor + (match.start(1) if match.group(1) is not None else match.start(2))
+
+
+def _footer_hold(text: bytes, start: int) -> int:
+    """Inside a key body, where releasing stops: a last line starting with '-' may be the footer
+    arriving (base64 has no '-'), so it is held, not masked."""
+    newline = text.rfind(b"\n", start)
+    line = newline + 1 if newline >= 0 else start
+    return line if text.startswith(b"-", line) else len(text)
 
 
 _SPACES = bytes.maketrans(b"\t\n\r", b"   ")  # the whitespace between words, as spaces

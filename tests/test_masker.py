@@ -137,10 +137,12 @@ def test_private_key_blocks_are_masked_across_lines(kind: str) -> None:
     assert b"-----BEGIN" in out and b"PRIVATE KEY-----" in out  # header and footer stay
     assert out.count(b"\n") == text.count("\n")
     assert "private-key" in names
-    # Streamed in small chunks, too.
+    # Streamed in small chunks, too, and cut anywhere (inside the header, a body line, the footer).
     data = text.encode()
     chunked, _ = mask_all(SecretMasker(), [data[i:i + 7] for i in range(0, len(data), 7)])
     assert chunked == out
+    for cut in range(1, len(data)):
+        assert mask_all(SecretMasker(), [data[:cut], data[cut:]])[0] == out, cut
 
 
 @pytest.mark.parametrize(("text", "secret"), TRUE_CASES[:8] + TRUE_CASES[12:14] + TRUE_CASES[17:18])
@@ -153,7 +155,7 @@ def test_a_secret_split_at_every_offset_is_still_masked(text: str, secret: str |
         assert out == reference, cut
 
 
-@pytest.mark.parametrize(("text", "secret"), [case for case in TRUE_CASES if " " not in secret_of(*case)])
+@pytest.mark.parametrize(("text", "secret"), TRUE_CASES)
 def test_a_coloured_secret_in_small_chunks_is_masked_and_counted_once(text: str, secret: str | None) -> None:
     # Colour right before the secret: a chunk ending inside the escape sequence (`ESC [` alone
     # also reads as a whole two-byte escape) must not glue its parameters onto the secret.
@@ -165,16 +167,17 @@ def test_a_coloured_secret_in_small_chunks_is_masked_and_counted_once(text: str,
     for size in range(1, 8):
         out, names = mask_all(SecretMasker(), [data[i:i + size] for i in range(0, len(data), size)])
         assert hidden.encode() not in out, (size, out)
-        assert len(names) == 1, (size, names)
-        assert out.replace(b"*", b"") == reference.replace(b"*", b""), size
+        assert out == reference, size
+        # A quoted value with spaces can be named twice: its first word masked provisionally,
+        # then the whole value once its closing quote came.
+        assert len(names) == 1 or (" " in hidden and set(names) == {"password-assignment"}), (size, names)
 
 
 INVISIBLE = ["\x1b[1;31m", "\x1b[0m", "\x1b[38;5;208m", "\x1b[K", "\u200b", "\ufeff", "\x1b]8;;https://x\x07"]
-UNSPACED = [case for case in TRUE_CASES if " " not in secret_of(*case)]
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.sampled_from(UNSPACED), st.lists(st.tuples(st.integers(0, 200), st.sampled_from(INVISIBLE)), max_size=3),
+@given(st.sampled_from(TRUE_CASES), st.lists(st.tuples(st.integers(0, 200), st.sampled_from(INVISIBLE)), max_size=3),
        st.lists(st.integers(1, 200), max_size=12))
 def test_escapes_anywhere_and_chunks_cut_anywhere_never_let_a_secret_through(
         case: tuple[str, str | None], inserts: list[tuple[int, str]], cuts: list[int]) -> None:
