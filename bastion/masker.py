@@ -549,7 +549,9 @@ class SecretMasker:
             secret_start = window_start + match.start(group)
             if secret_start == len(text) and detector.provisional:
                 continue  # only the prefix so far: released, kept as context
-            if detector.provisional and match.end(group) - match.start(group) >= PROVISIONAL_AFTER:
+            # A placeholder so far (`token: null`) is held, not masked: the next byte tells.
+            if (detector.provisional and match.end(group) - match.start(group) >= PROVISIONAL_AFTER
+                    and (detector.validate is None or detector.validate(match.group(group)))):
                 if not any(b <= secret_start < e for b, e in spans):
                     spans.append((max(secret_start, start), len(text)))
                     masked.append(detector.name)

@@ -124,6 +124,9 @@ def test_detectors_mask_secrets(text: str, secret: str | None) -> None:
 def test_ordinary_output_is_untouched(text: str) -> None:
     out, names = mask_all(SecretMasker(), [text.encode()])
     assert out == text.encode() and names == []
+    data = text.encode()
+    for cut in range(1, len(data)):  # cut anywhere: a placeholder (`token: null`) is held, not masked
+        assert mask_all(SecretMasker(), [data[:cut], data[cut:]]) == (data, []), cut
 
 
 @pytest.mark.parametrize("kind", ["openssh", "pkcs8"])
