@@ -32,8 +32,7 @@ RECORDING_KEY = "recording_key"
 def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     audit = AuditLog(path=config.log_file)
     state = BastionState(config=config, keys=keys, audit=audit)
-    masking = MaskingSettings.from_config(config.masking)
-    masking.apply_to_text()
+    masking = MaskingSettings.from_config(config.masking)  # mask_text's: applied as the CLI loads the config
     recording_stage: Callable[[], list[SessionStage]]
     settings = config.recording
     if settings.enabled:

@@ -36,7 +36,7 @@ KEY_ESCAPE = re.compile(rb"\x1bO.|" + ESC_SEQUENCE, re.DOTALL)  # arrows, paste 
 ECHO_GRACE = 1.0  # seconds after Enter that a late echo (a slow link) still counts
 MAX_PENDING = 4096  # keys without an Enter: decided as a line of their own past this
 MAX_ECHO = 16384  # output kept to look for a line's echo
-PRINTABLE = re.compile(rb"[^\x20-\x7e]+")  # what is not a printable key
+NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]+")
 
 
 def echoed(typed: bytes | bytearray, echo: bytes | bytearray) -> int:
@@ -63,9 +63,9 @@ def _in_order(typed: bytes | bytearray, echo: bytes | bytearray, reach: int, *, 
 
 
 class HiddenInput:
-    def __init__(self, on_hidden: Callable[[int], None], *, echo: bool = True) -> None:
+    def __init__(self, on_hidden: Callable[[int], None], *, terminal: bool = True) -> None:
         self._on_hidden = on_hidden
-        self._terminal = echo  # judge by echo: only a terminal echoes
+        self._terminal = terminal  # judge by echo: only a terminal echoes
         self._tail = b""
         self._prompted = False  # a password prompt is waiting for its line
         self._prompted_keys = 0
@@ -122,7 +122,7 @@ class HiddenInput:
         end = ENDS_LINE.search(data)
         line = data if end is None else data[: end.start()]
         self._pending += line
-        self._typed += PRINTABLE.sub(b"", KEY_ESCAPE.sub(b"", line) if b"\x1b" in line else line)
+        self._typed += NOT_PRINTABLE.sub(b"", KEY_ESCAPE.sub(b"", line) if b"\x1b" in line else line)
         if end is not None:
             self._ended = now
             self._later += data[end.start():]

@@ -622,9 +622,10 @@ class _Projection:
         if self.identity:
             self.visible = buf
             return
-        trailing = None if final else TRAILING_ESCAPE.search(buf, max(0, len(buf) - 64))
-        if trailing is not None and (ESC_SEQUENCES.match(buf, trailing.start()) is None
-                                     or CUT_ESCAPE.match(buf, trailing.start())):
+        end = self.end
+        trailing = None if final else TRAILING_ESCAPE.search(buf, max(0, end - 64), end)
+        if trailing is not None and (ESC_SEQUENCES.match(buf, trailing.start(), end) is None
+                                     or CUT_ESCAPE.match(buf, trailing.start(), end)):
             self.end = trailing.start()
         visible = ESC_SEQUENCES.sub(b"", buf[: self.end]) if self.end else b""
         if b"\xe2\x80" in visible or b"\xe2\x81" in visible or b"\xef\xbb\xbf" in visible:
@@ -648,19 +649,15 @@ class _Projection:
             self._starts = [vis for vis, _, _ in segments]
         return self._segments
 
-    def _last_escape_end(self) -> int:
-        """Where the last escape sequence (or zero-width character) before `end` ends; 0 if
-        none. An escape can be long (an OSC title): its start alone says nothing of its end."""
-        buf, end, last = self.buf, self.end, 0
-        escape = buf.rfind(b"\x1b", 0, end)
-        if escape >= 0:
-            match = ESCAPES.match(buf, escape, end)
-            last = match.end() if match else escape + 1
-        for zero_width in (b"\xe2\x80", b"\xe2\x81", b"\xef\xbb\xbf"):  # a superset: other marks too
-            at = buf.rfind(zero_width, 0, end)
-            if at >= 0:
-                last = max(last, at + 3)
-        return last
+    def _visible_from(self, position: int) -> bool:
+        """Whether every byte from `position` to `end` is visible text. An escape can be long
+        (an OSC title): one starting well before `position` may still reach past it."""
+        buf, end = self.buf, self.end
+        if has_escape(buf[max(0, position - 2):end]):  # a zero-width character is 3 bytes
+            return False
+        escape = buf.rfind(b"\x1b", 0, position)
+        reach = ESCAPES.match(buf, escape, end) if escape >= 0 else None
+        return reach is None or reach.end() <= position
 
     def byte_offset(self, offset: int) -> int:
         """Byte position of a visible offset; escapes just before it go out with what precedes."""
@@ -671,7 +668,7 @@ class _Projection:
         # Usually the offset is near the end (a held tail): if no escape sits in between,
         # count back from the end instead of building the segment table.
         candidate = self.end - (len(self.visible) - offset)
-        if candidate >= self._last_escape_end():
+        if candidate >= 0 and self._visible_from(candidate):
             return candidate
         segments = self.segments()
         vis, byte, _ = segments[bisect_right(self._starts, offset) - 1]

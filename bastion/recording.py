@@ -53,7 +53,7 @@ class RecordingStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info = info
-        self._hidden = HiddenInput(self._hidden_input, echo=info.has_pty)
+        self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
         command = mask_text(info.command) if info.kind == "exec" else info.subsystem

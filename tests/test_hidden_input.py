@@ -11,9 +11,9 @@ from bastion.hidden import ECHO_GRACE, HiddenInput
 class Keys:
     """A HiddenInput with a clock; collects what it lets the recording have."""
 
-    def __init__(self, *, echo: bool = True) -> None:
+    def __init__(self, *, terminal: bool = True) -> None:
         self.hidden: list[int] = []
-        self.check = HiddenInput(self.hidden.append, echo=echo)
+        self.check = HiddenInput(self.hidden.append, terminal=terminal)
         self.recorded = b""
         self.now = 100.0
 
@@ -120,7 +120,7 @@ def test_full_screen_programs_and_sessions_without_a_terminal_record_keys_as_typ
     k.type(b"dd:wq")
     assert k.recorded == b"dd:wq"
     k.show(b"\x1b[?1049l$ ")
-    plain = Keys(echo=False)
+    plain = Keys(terminal=False)
     plain.type(b"data with no echo\n")
     assert plain.recorded == b"data with no echo\n" and plain.hidden == []
 
