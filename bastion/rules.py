@@ -1,9 +1,13 @@
 """Command rules: which commands are allowed, denied, logged or held for approval. Pure.
 
 A rules file holds ordered `[[rule]]` tables. For every simple command a line would run (see
-`bastion.shellsplit`), the first rule in scope that matches decides; commands no rule matches
+`bastion.shellscope`), the first rule in scope that matches decides; commands no rule matches
 get the target's default action. The line's verdict is the strictest of its commands':
 deny > approve > log > allow.
+
+A word the bastion cannot know (a variable from the environment, a command's output, a glob)
+may or may not match a rule's `program` or `args`. When a rule that *may* match comes before
+the one that decides, and would be stricter, the line is unsure: `when_unsure` applies.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 
 from bastion.config import parse_duration, read_toml
 from bastion.errors import ConfigError
-from bastion.shellsplit import SimpleCommand, split_command
+from bastion.shellscope import Analysis, SimpleCommand, analyze
+from bastion.shellwords import Match, match_glob
 
 ACTIONS = ("allow", "log", "approve", "deny")
 STRICTNESS = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -54,17 +59,31 @@ class Rule:
             request.user in self.users or self.groups & request.groups
         )
 
-    def matches(self, part: SimpleCommand | None, line: str) -> bool:
+    def matches(self, part: SimpleCommand | None, line: str) -> Match:
+        """YES, NO, or MAYBE when the answer hangs on a word the bastion cannot know."""
         if part is None:  # sftp, forwards, assignments only: no program to match
             if self.programs or self.args:
-                return False
-            return self.command is None or bool(self.command.search(line))
-        if self.programs and not any(fnmatch.fnmatchcase(part.program, p) for p in self.programs):
-            return False
-        if self.args and not all(any(fnmatch.fnmatchcase(a, pattern) for a in part.argv[1:])
-                                 for pattern in self.args):
-            return False
-        return self.command is None or bool(self.command.search(part.text))
+                return Match.NO
+            return Match.YES if self.command is None or self.command.search(line) else Match.NO
+        result = Match.YES
+        if self.programs:
+            if part.program:
+                if not any(fnmatch.fnmatchcase(part.program, p) for p in self.programs):
+                    return Match.NO
+            else:
+                result = Match.MAYBE
+        for pattern in self.args:
+            best = max((match_glob(a, pattern) for a in part.args), key=lambda m: m.value, default=Match.NO)
+            if best is Match.NO:
+                return Match.NO
+            result = min(result, best, key=lambda m: m.value)
+        if self.command is not None and not self.command.search(part.text):
+            # A `command` regex reads the words as typed; only a value the user computed in this
+            # session (a command's output, a value read) could still hide a match.
+            if not any(not h.opaque for w in part.argv for h in w.holes):
+                return Match.NO
+            result = Match.MAYBE
+        return result
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,8 @@ class CommandRequest:
     kind: str
     command: str
     unsure: bool = False  # the bastion could not tell exactly what was submitted
+    why: str = ""  # ... and why not
+    analysis: Analysis | None = None  # the line read in its session's scope (else: a fresh one)
 
 
 @dataclass(frozen=True)
@@ -117,29 +138,43 @@ class RuleSet:
     def decide(self, request: CommandRequest) -> Verdict:
         scoped = [rule for rule in self.rules if rule.in_scope(request)]
         verdicts: list[Verdict] = []
+        reasons: list[str] = [request.why] if request.unsure and request.why else []
         unsure = request.unsure
+        parts: list[SimpleCommand | None] = [None]
         if request.kind in ("exec", "shell"):
-            split = split_command(request.command)
-            unsure = unsure or bool(split.unsure)
-            parts: list[SimpleCommand | None] = list(split.commands) or [None]
-        else:
-            parts = [None]
+            analysis = request.analysis or analyze(request.command)
+            reasons += analysis.unsure
+            if analysis.incomplete and request.kind == "exec":
+                reasons.append(f"the command is not complete ({analysis.incomplete})")
+            unsure = unsure or bool(reasons)
+            parts = list(analysis.commands) or [None]
         whole = " ".join(request.command.split())
         for part in parts:
-            rule = next((r for r in scoped if r.matches(part, whole)), None)
             part_text = part.text if part is not None else whole
-            if rule is None:
-                verdicts.append(Verdict(self.default_for(request.target), None, part=part_text,
-                                        why="no rule matched"))
-            else:
-                verdicts.append(Verdict(rule.action, rule.name, rule.message, part_text, rule.approvers,
-                                        rule.approvals, rule.timeout, why=f"rule at line {rule.line}"))
+            decided: Verdict | None = None
+            maybe: list[Rule] = []
+            for rule in scoped:
+                match = rule.matches(part, whole)
+                if match is Match.YES:
+                    decided = Verdict(rule.action, rule.name, rule.message, part_text, rule.approvers,
+                                      rule.approvals, rule.timeout, why=f"rule at line {rule.line}")
+                    break
+                if match is Match.MAYBE:
+                    maybe.append(rule)
+            if decided is None:
+                decided = Verdict(self.default_for(request.target), None, part=part_text,
+                                  why="no rule matched")
+            stricter = [r for r in maybe if STRICTNESS[r.action] > STRICTNESS[decided.action]]
+            if stricter:
+                unsure = True
+                reasons.append(f"{part_text!r} may match rule {stricter[0].name!r}")
+            verdicts.append(decided)
         verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
         if unsure:
-            verdict = self._unsure(verdict, scoped, request)
+            verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
         return verdict
 
-    def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest) -> Verdict:
+    def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest, reasons: str) -> Verdict:
         policy = self.when_unsure
         if policy == "default":
             approving = [r for r in self.rules if r.action == "approve" and
@@ -150,9 +185,11 @@ class RuleSet:
             approvers = next((r.approvers for r in scoped if r.action == "approve"), ())
         if STRICTNESS[verdict.action] >= STRICTNESS[policy]:
             return Verdict(verdict.action, verdict.rule, verdict.message, verdict.part, verdict.approvers,
-                           verdict.approvals, verdict.timeout, unsure=True, why=verdict.why)
-        return Verdict(policy, "when_unsure", "the bastion could not tell exactly what was submitted",
-                       verdict.part, approvers or verdict.approvers, unsure=True, why="when_unsure policy")
+                           verdict.approvals, verdict.timeout, unsure=True,
+                           why=f"{verdict.why}; unsure: {reasons}")
+        return Verdict(policy, "when_unsure", f"the bastion cannot tell what this runs: {reasons}",
+                       verdict.part, approvers or verdict.approvers, unsure=True,
+                       why=f"when_unsure: {reasons}")
 
 
 def _rule_lines(text: str) -> list[int]:

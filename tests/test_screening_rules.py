@@ -6,11 +6,11 @@ import pytest
 
 from bastion.errors import ConfigError
 from bastion.rules import CommandRequest, load_rules, parse_rules
-from bastion.shellsplit import split_command
+from bastion.shellscope import analyze
 
 
 def programs(line: str) -> list[str]:
-    return [c.text for c in split_command(line).commands]
+    return [c.text for c in analyze(line).commands]
 
 
 @pytest.mark.parametrize(("line", "expected"), [
@@ -22,9 +22,9 @@ def programs(line: str) -> list[str]:
     ('echo "a;b" ; r""m -rf /', ["echo a;b", "rm -rf /"]),
     ("r\\m -rf /", ["rm -rf /"]),
     ("$'\\x72m' -rf /", ["rm -rf /"]),
-    ("echo $(rm -rf /tmp/x)", ["echo $(rm -rf /tmp/x)", "rm -rf /tmp/x"]),
-    ("echo `rm -rf /tmp/x`", ["echo `rm -rf /tmp/x`", "rm -rf /tmp/x"]),
-    ('echo "$(rm -rf /tmp/x)"', ["echo $(rm -rf /tmp/x)", "rm -rf /tmp/x"]),
+    ("echo $(rm -rf /tmp/x)", ["rm -rf /tmp/x", "echo $(rm -rf /tmp/x)"]),
+    ("echo `rm -rf /tmp/x`", ["rm -rf /tmp/x", "echo `rm -rf /tmp/x`"]),
+    ('echo "$(rm -rf /tmp/x)"', ["rm -rf /tmp/x", "echo $(rm -rf /tmp/x)"]),
     ("bash -c 'rm -rf /'", ["bash -c rm -rf /", "rm -rf /"]),
     ("sh -lc \"ls; rm -rf /\"", ["sh -lc ls; rm -rf /", "ls", "rm -rf /"]),
     ("sudo -u postgres psql -c 'drop table x'", ["sudo -u postgres psql -c drop table x",
@@ -33,7 +33,8 @@ def programs(line: str) -> list[str]:
     ("env X=1 Y=2 rm -rf /", ["env X=1 Y=2 rm -rf /", "rm -rf /"]),
     ("X=1 rm -rf /", ["rm -rf /"]),
     ("nohup timeout 5s rm -rf / > /dev/null 2>&1", ["nohup timeout 5s rm -rf /", "timeout 5s rm -rf /", "rm -rf /"]),
-    ("alias x='rm -rf'; x /", ["alias x=rm -rf", "rm -rf /"]),
+    # The alias's text when it is defined; a use, both as written and expanded.
+    ("alias x='rm -rf'; x /", ["alias x=rm -rf", "rm -rf", "x /", "rm -rf /"]),
     ("ls\nrm -rf /", ["ls", "rm -rf /"]),
     ("(cd /; rm -rf x)", ["cd /", "rm -rf x"]),
     ("{ rm -rf x; }", ["rm -rf x"]),
@@ -45,9 +46,9 @@ def test_split(line: str, expected: list[str]) -> None:
 
 
 def test_unbalanced_quotes_are_unsure_but_still_screened() -> None:
-    split = split_command("rm -rf / 'oops")
-    assert split.unsure
-    assert split.commands[0].argv[0] == "rm"
+    analysis = analyze("rm -rf / 'oops")
+    assert analysis.incomplete
+    assert analysis.commands[0].program == "rm"
 
 
 RULES = """

@@ -1,0 +1,748 @@
+"""What a shell line would run, given what earlier lines of the session defined. Pure.
+
+`analyze(text, scope)` returns every simple command the line can start -- nested ones,
+the ones wrappers and shells run, the bodies of functions and aliases it calls -- with their
+words expanded as far as the bastion knows, and the reasons it is unsure of anything else.
+`Scope` is the per-session table (variables, aliases, functions, key and terminal state) a
+line that ran leaves behind: `Analysis.scope`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from bastion.shellexpand import Found, Value, Variables, ansi_c, expand_word, identifiers
+from bastion.shellsplit import Command, Parsed, parse
+from bastion.shellwords import Hole, HoleKind, Word
+from bastion.wrappers import CONTAINER_EXEC, WRAPPERS, Wrapper, unwrap
+
+MAX_DEPTH = 8
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "posh", "rbash", "fish"})
+# Interpreters whose program text the bastion cannot screen, and their options carrying it.
+INTERPRETERS: dict[str, frozenset[str]] = {
+    **{name: frozenset({"-c"}) for name in ("python", "python2", "python3", "pypy", "pypy3")},
+    "perl": frozenset({"-e", "-E"}), "ruby": frozenset({"-e"}),
+    "node": frozenset({"-e", "-p", "--eval", "--print"}),
+    "nodejs": frozenset({"-e", "-p", "--eval", "--print"}),
+    "php": frozenset({"-r"}), "lua": frozenset({"-e"}),
+    "Rscript": frozenset({"-e"}), "tclsh": frozenset(), "irb": frozenset(), "osascript": frozenset({"-e"}),
+    "gdb": frozenset({"-ex", "--eval-command"}), "expect": frozenset({"-c"}),
+}
+_INTERPRETER_VALUES = frozenset({"-m", "-W", "-X", "-I", "-M", "-r", "-x"})  # options with a value
+# Programs whose text output is text anyway: what `echo x | bash` feeds the shell.
+_PRINTERS = frozenset({"echo", "printf"})
+_QUERY_STTY = frozenset({"-a", "--all", "-g", "--save", "size", "speed"})
+_PROMPTS = re.compile(r"PS[0-4]\Z")
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?(\+?)=(.*)\Z", re.S)
+_HISTORY = re.compile(r"!(?![\s=(\"]|$)")
+
+
+@dataclass
+class Scope:
+    """A session's shell, as far as the lines it ran tell."""
+
+    variables: dict[str, Value] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, list[Command]] = field(default_factory=dict)
+    tainted: str = ""  # why unassigned variables may hold anything (a sourced file, eval)
+    ifs_changed: bool = False
+    history_expansion: bool = True  # interactive bash and zsh expand `!`
+    vi_mode: bool = False
+    keys_changed: str = ""  # bind/bindkey ran: keys may not do what they do by default
+    tty_changed: str = ""  # stty ran: Ctrl-C may not interrupt any more
+
+    def copy(self) -> Scope:
+        return replace(self, variables=dict(self.variables), aliases=dict(self.aliases),
+                       functions=dict(self.functions))
+
+
+@dataclass(frozen=True)
+class SimpleCommand:
+    """One command the line can run, its words expanded as far as known."""
+
+    argv: tuple[Word, ...]
+
+    @property
+    def program(self) -> str:
+        """The program's name, or "" when it comes from an expansion."""
+        first = self.argv[0] if self.argv else Word.of("")
+        return os.path.basename(first.value) if first.literal else ""
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.argv)
+
+    @property
+    def args(self) -> tuple[Word, ...]:
+        return self.argv[1:]
+
+
+@dataclass
+class Analysis:
+    commands: list[SimpleCommand] = field(default_factory=list)
+    unsure: list[str] = field(default_factory=list)
+    incomplete: str = ""  # the shell waits for more lines before it runs anything
+    scope: Scope = field(default_factory=Scope)
+    stdin: str = ""  # "shell" or "code": what the session's own input feeds (exec sessions)
+    programs: set[str] = field(default_factory=set)  # programs started directly (full-screen check)
+
+    def note(self, why: str) -> None:
+        if why not in self.unsure:
+            self.unsure.append(why)
+
+
+def analyze(text: str, scope: Scope | None = None, *, interactive: bool = False) -> Analysis:
+    """Everything `text` would run, in a shell that ran the lines `scope` came from."""
+    analysis = Analysis(scope=(scope or Scope()).copy())
+    if interactive and analysis.scope.history_expansion:
+        history = history_expansion(text)
+        if history:
+            analysis.note(f"history expansion ({history}) re-runs a line the bastion cannot see")
+    parsed = parse(text)
+    analysis.incomplete = parsed.incomplete
+    for error in parsed.errors:
+        analysis.note(f"the line does not parse ({error})")
+    _Walker(analysis, top=True).run(parsed, 0)
+    return analysis
+
+
+def history_expansion(text: str) -> str:
+    """The history expansion in a line, if any: `!!`, `!rm`, `!$`, `^old^new`."""
+    if text.lstrip().startswith("^"):
+        return text.strip()[:20]
+    quoted = False
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "'" and not quoted:
+            end = text.find("'", i + 1)
+            i = len(text) if end < 0 else end + 1
+            continue
+        if char == '"':
+            quoted = not quoted
+        elif char == "!" and _HISTORY.match(text, i):
+            return text[i:i + 8].split(maxsplit=1)[0]
+        i += 1
+    return ""
+
+
+class _Walker:
+    def __init__(self, analysis: Analysis, *, top: bool) -> None:
+        self.a = analysis
+        self.top = top
+        self._calls: list[str] = []  # functions being expanded (recursion guard)
+
+    @property
+    def scope(self) -> Scope:
+        return self.a.scope
+
+    def variables(self) -> Variables:
+        return Variables(self.scope.variables, tainted=bool(self.scope.tainted),
+                         ifs_changed=self.scope.ifs_changed)
+
+    # -- lines and nested text -------------------------------------------------------------
+
+    def run(self, parsed: Parsed, depth: int) -> None:
+        for name in parsed.functions:
+            self.scope.functions[name] = [c for c in parsed.commands if c.function == name]
+            self.scope.aliases.pop(name, None)
+        for command in parsed.commands:
+            self.command(command, depth)
+
+    def text(self, text: str, depth: int, *, what: str, subshell: bool = True) -> None:
+        """Shell text that will run (`bash -c`, `eval`, a trap, a here-document fed to sh)."""
+        if depth >= MAX_DEPTH:
+            self.a.note(f"{what} nests too deep")
+            return
+        parsed = parse(text)
+        if parsed.incomplete:
+            self.a.note(f"{what} is not complete ({parsed.incomplete})")
+        for error in parsed.errors:
+            self.a.note(f"{what} does not parse ({error})")
+        saved = self.scope.copy() if subshell else None
+        was_top, self.top = self.top, False
+        self.run(parsed, depth + 1)
+        self.top = was_top
+        if saved is not None:
+            # What a child shell defines does not outlive it; what it ran was screened.
+            saved.tainted = saved.tainted or self.scope.tainted
+            self.a.scope = saved
+
+    def nested(self, found: Found, depth: int) -> None:
+        for why in found.unsure:
+            self.a.note(why)
+        for inner in found.nested:
+            self.text(inner, depth, what="a command substitution")
+        for expression in found.arithmetic:
+            self.arithmetic(expression)
+        found.nested.clear()
+        found.arithmetic.clear()
+        found.unsure.clear()
+
+    def arithmetic(self, expression: str) -> None:
+        # bash evaluates a variable's value as an expression: x='a[$(cmd)]'; $((x)) runs cmd.
+        for name in identifiers(expression):
+            value = self.scope.variables.get(name, ())
+            if value is None or (name not in self.scope.variables and self.scope.tainted) or \
+                    any(not w.literal or re.search(r"[$`\[]", w.value) for w in value or ()):
+                self.a.note(f"arithmetic on ${name}, whose value the bastion does not know, can run commands")
+
+    def words(self, sources: list[str], depth: int, *, split: bool = True) -> list[list[Word]]:
+        """Each alternative expansion of a list of words."""
+        found = Found()
+        alternatives: list[list[Word]] = [[]]
+        for source in sources:
+            ways = expand_word(source, self.variables(), found, split=split)
+            product = [a + w for a in alternatives for w in ways]
+            alternatives = product if len(product) <= 32 else [a + ways[0] for a in alternatives]
+        self.nested(found, depth)
+        return alternatives
+
+    # -- one parsed command -----------------------------------------------------------------
+
+    def command(self, command: Command, depth: int) -> None:
+        if command.special:
+            self.special(command, depth)
+            return
+        for assignment in command.assignments:
+            self.assign(assignment, depth, persist=not command.words)
+        if not command.words:
+            return
+        for redirect in command.redirects:
+            if redirect.op not in ("<<", "<<-"):
+                self.words([redirect.target], depth, split=False)
+            elif not redirect.quoted and redirect.body:
+                found = Found()
+                expand_word('"' + redirect.body.replace('"', '\\"') + '"', self.variables(), found)
+                self.nested(found, depth)
+        for argv in self.words(command.words, depth):
+            if argv:
+                self.simple(argv, command, depth)
+
+    def special(self, command: Command, depth: int) -> None:
+        if command.special == "for":
+            name, values = command.words[0], command.words[1:]
+            expanded = self.words(values, depth)
+            alternatives = tuple(w for argv in expanded for w in argv)
+            self.set(name, alternatives if alternatives and len(alternatives) <= 32 else None)
+        elif command.special == "((":
+            expression = command.words[0][2:-2]
+            self.arithmetic(expression)
+            found = Found()
+            expand_word(f'"$(({expression}))"', self.variables(), found)
+            self.nested(found, depth)
+            for match in re.finditer(r"([A-Za-z_]\w*)\s*(?:[-+*/%&|^]|<<|>>)?=(?!=)", expression):
+                self.set(match.group(1), None)
+        else:
+            self.words(command.words, depth, split=False)
+            if command.special == "[[" and any(op in command.words for op in
+                                               ("-eq", "-ne", "-lt", "-le", "-gt", "-ge")):
+                for word in command.words:
+                    if word.startswith("$"):
+                        self.arithmetic(word.lstrip("${").rstrip("}"))
+
+    def set(self, name: str, value: Value) -> None:
+        self.scope.variables[name] = value
+        if name == "IFS":
+            self.scope.ifs_changed = True
+
+    def assign(self, assignment: str, depth: int, *, persist: bool) -> None:
+        match = _ASSIGNMENT.match(assignment)
+        if match is None:
+            return
+        name, index, append, source = match.groups()
+        if source.startswith("(") and source.endswith(")"):
+            words = parse(source[1:-1]).commands
+            self.words([w for c in words for w in c.words], depth)
+            value: Value = None
+        else:
+            ways = self.words([source], depth, split=False)
+            value = tuple(argv[0] for argv in ways if argv) or (Word.of(""),)
+            if append or index:
+                value = None
+        self.special_variable(name, source, depth)
+        if persist:
+            self.set(name, value)
+
+    def special_variable(self, name: str, source: str, depth: int) -> None:
+        """Variables whose value the shell itself runs or reads later."""
+        literal = _literal_text(source)
+        if name == "PROMPT_COMMAND":
+            if literal is None:
+                self.a.note("PROMPT_COMMAND set from an expansion")
+            else:
+                self.text(literal, depth, what="PROMPT_COMMAND")
+        elif _PROMPTS.match(name):
+            # A prompt is expanded at every prompt: $(...) in it runs each time.
+            found = Found()
+            expand_word('"' + (literal or source).replace('"', '\\"') + '"', self.variables(), found)
+            self.nested(found, depth)
+        elif name in ("BASH_ENV", "ENV", "PROMPT_COMMANDS", "INPUTRC"):
+            self.scope.keys_changed = self.scope.keys_changed or (f"{name} set" if name == "INPUTRC" else "")
+
+    # -- what a simple command runs -----------------------------------------------------------
+
+    def simple(self, argv: list[Word], command: Command, depth: int) -> None:
+        self.a.commands.append(SimpleCommand(tuple(argv)))
+        first = argv[0]
+        if not first.literal:
+            self.a.note(f"the command name comes from an expansion ({first.text})")
+            return
+        name, program = first.value, os.path.basename(first.value)
+        if self.top and depth == 0:
+            self.a.programs.add(program)
+        source = command.words[0] if command.words else ""
+        if name in self.scope.aliases and source == name and len(self._calls) < MAX_DEPTH:
+            # Screened both ways: the shell that runs it may or may not have the alias.
+            rest = " ".join(command.words[1:])
+            self._calls.append(name)
+            self.text(self.scope.aliases[name] + " " + rest, depth, what=f"the alias {name}", subshell=False)
+            self._calls.pop()
+        if name in self.scope.functions and name not in self._calls:
+            self._calls.append(name)
+            for inner in self.scope.functions[name]:
+                self.command(replace(inner, function=None), depth + 1)
+            self._calls.pop()
+        handler = _BUILTINS.get(program)
+        if handler is not None:
+            handler(self, argv, command, depth)
+        elif program in WRAPPERS:
+            self.wrapper(program, argv, command, depth)
+        elif (program, argv[1].value if len(argv) > 1 else "") in CONTAINER_EXEC:
+            wrapper = CONTAINER_EXEC[(program, argv[1].value)]
+            self.follow(wrapper, f"{program} exec", argv[1:], command, depth)
+        elif program in SHELLS:
+            self.shell(argv, command, depth)
+        elif program in INTERPRETERS:
+            self.interpreter(program, argv, command, depth)
+
+    def wrapper(self, program: str, argv: list[Word], command: Command, depth: int) -> None:
+        self.follow(WRAPPERS[program], program, argv, command, depth)
+
+    def follow(self, wrapper: Wrapper, program: str, argv: list[Word], command: Command,  # noqa: PLR0911
+               depth: int) -> None:
+        args = list(argv[1:])
+        result = unwrap(wrapper, [w.text for w in args], [w.literal for w in args])
+        if result.unknown:
+            self.a.note(f"{program}: {result.unknown}")
+            return
+        if result.attached_shell is not None or result.shell is not None:
+            word = (Word.of(result.attached_shell) if result.attached_shell is not None
+                    else args[result.shell or 0])
+            self.shell_text(word, depth, what=f"{program}'s command")
+            return
+        if result.attached_split is not None or result.split is not None:
+            word = (Word.of(result.attached_split) if result.attached_split is not None
+                    else args[result.split or 0])
+            if not word.literal:
+                self.a.note(f"{program} -S from an expansion")
+                return
+            rest = " ".join(_quote(w) for w in (args[i] for i in result.command))
+            self.text(word.value + " " + rest, depth, what=f"{program} -S", subshell=False)
+            return
+        inner = [args[i] for i in result.command]
+        if result.bare:
+            self.reads_input("shell", command, depth, what=program)
+            return
+        if not inner:
+            return
+        if result.joined:
+            self.shell_text(Word(tuple(p for w in _spaced(inner) for p in w.parts)), depth,
+                            what=f"{program}'s command")
+            return
+        if program == "xargs":
+            inner = [*inner, Word((Hole(HoleKind.VALUE, "(xargs input)"),))]
+        self.simple(inner, command, depth)
+
+    def shell_text(self, word: Word, depth: int, *, what: str) -> None:
+        if not word.literal:
+            self.a.note(f"{what} comes from an expansion ({word.text})")
+            return
+        self.text(word.value, depth, what=what)
+
+    def shell(self, argv: list[Word], command: Command, depth: int) -> None:
+        """`bash -c TEXT`, `bash script`, or a shell reading its input."""
+        args = argv[1:]
+        i, reads_stdin = 0, False
+        while i < len(args):
+            word = args[i]
+            value = word.value if word.literal else ""
+            if not word.literal:
+                if i == 0 or args[i - 1].text.startswith("-"):
+                    self.a.note(f"a shell option or script from an expansion ({word.text})")
+                return
+            if value in {"--", "-"}:
+                i += 1
+                if value == "-":
+                    reads_stdin = True
+                break
+            if value in ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"):
+                i += 2
+                continue
+            if value.startswith(("-", "+")) and len(value) > 1 and not value.startswith("--"):
+                letters = value[1:]
+                if "c" in letters:
+                    rest = list(args[i + 1:])
+                    if not rest:
+                        self.a.note("a shell's -c without its text")
+                        return
+                    self.shell_text(rest[0], depth, what=f"{argv[0].value} -c")
+                    return
+                if "s" in letters:
+                    reads_stdin = True
+                i += 1
+                continue
+            if value.startswith("--"):
+                i += 1
+                continue
+            break
+        if i < len(args) and not reads_stdin:
+            return  # a script file: run like any program (its content is not visible here)
+        self.reads_input("shell", command, depth, what=argv[0].value)
+
+    def interpreter(self, program: str, argv: list[Word], command: Command, depth: int) -> None:
+        code_options = INTERPRETERS[program]
+        args = argv[1:]
+        i = 0
+        while i < len(args):
+            word = args[i]
+            if not word.literal:
+                self.a.note(f"{program}: an argument from an expansion ({word.text})")
+                return
+            value = word.value
+            if value in code_options or any(value.startswith(o) and len(o) == 2 and len(value) > 2
+                                             and value[1] == o[1] for o in code_options):
+                self.a.note(f"{program} runs code given inline ({value[:2]}): the bastion cannot screen it")
+                return
+            if value == "-":
+                break
+            if value in _INTERPRETER_VALUES:
+                if value == "-m":
+                    return  # a module: runs like a program
+                i += 2
+                continue
+            if value.startswith("-"):
+                i += 1
+                continue
+            return  # a script file
+        self.reads_input("code", command, depth, what=program)
+
+    def reads_input(self, kind: str, command: Command, depth: int, *, what: str) -> None:
+        """A shell or interpreter reads commands from its standard input: whose?"""
+        stdin = [r for r in command.redirects if r.op in ("<", "<<", "<<-", "<<<", "<>", "<&")]
+        if stdin:
+            source = stdin[-1]
+            if source.op in ("<<", "<<-"):
+                text: str | None = source.body or ""
+                if not source.quoted and re.search(r"[$`]", text or ""):
+                    self.a.note(f"a here-document with expansions is read by {what}")
+                    text = None
+            elif source.op == "<<<":
+                ways = self.words([source.target], depth, split=False)
+                word = ways[0][0] if ways and ways[0] else Word.of("")
+                text = word.value if word.literal else None
+                if text is None:
+                    self.a.note(f"a here-string from an expansion is read by {what}")
+            else:
+                return  # a file: like a script
+            if text is not None:
+                self.program_text(kind, text, depth, what=what)
+            return
+        producer = command.pipe_from
+        if producer is not None:
+            self.program_text(kind, self.printed(producer, depth), depth, what=what)
+            return
+        if self.top and depth == 0:
+            self.a.stdin = self.a.stdin or kind
+        elif depth > 0 and not self.top:
+            self.a.note(f"{what} reads commands from input the bastion cannot see")
+
+    def printed(self, producer: Command, depth: int) -> str | None:
+        """What `echo ... |` or `printf ... |` writes, when it is literal text."""
+        if producer.special or not producer.words:
+            return None
+        ways = self.words(producer.words, depth)
+        if len(ways) != 1 or not all(w.literal for w in ways[0]):
+            return None
+        argv = [w.value for w in ways[0]]
+        program = os.path.basename(argv[0])
+        if program == "echo":
+            args = argv[1:]
+            escapes = False
+            while args and re.fullmatch(r"-[neE]+", args[0]):
+                escapes = escapes or "e" in args[0]
+                args = args[1:]
+            out = " ".join(args)
+            return ansi_c(out) if escapes else out
+        if program == "printf" and len(argv) == 2 and "%" not in argv[1]:
+            return ansi_c(argv[1])
+        return None
+
+    def program_text(self, kind: str, text: str | None, depth: int, *, what: str) -> None:
+        if kind == "shell" and text is not None:
+            self.text(text, depth, what=f"input read by {what}")
+        elif kind == "shell":
+            self.a.note(f"{what} reads commands the bastion cannot see (another program's output)")
+        else:
+            self.a.note(f"{what} reads a program the bastion cannot screen")
+
+
+# -- builtins that run text later or change what later lines mean ------------------------------
+
+def _literal_text(source: str) -> str | None:
+    ways = expand_word(source, Variables({}, tainted=True, ifs_changed=False), Found(), split=False)
+    if len(ways) == 1 and len(ways[0]) == 1 and ways[0][0].literal:
+        return ways[0][0].value
+    return None
+
+
+def _quote(word: Word) -> str:
+    return "'" + word.text.replace("'", "'\\''") + "'"
+
+
+def _spaced(words: list[Word]) -> list[Word]:
+    out: list[Word] = []
+    for index, word in enumerate(words):
+        if index:
+            out.append(Word.of(" "))
+        out.append(word)
+    return out
+
+
+def _values(argv: list[Word]) -> list[str]:
+    return [w.value if w.literal else "\0" for w in argv]
+
+
+def _eval(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    if not all(w.literal for w in argv[1:]):
+        walker.a.note("eval of text that comes from an expansion")
+        return
+    walker.text(" ".join(w.value for w in argv[1:]), depth, what="eval", subshell=False)
+
+
+def _source(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    if len(argv) > 1 and argv[1].holes and argv[1].holes[0].pattern == "/dev/fd/*":
+        walker.a.note(f"{argv[0].value} reads commands from a process substitution")
+    elif len(argv) > 1 and argv[1].literal and argv[1].value in ("/dev/stdin", "-", "/proc/self/fd/0"):
+        walker.reads_input("shell", command, depth, what=argv[0].value)
+    # A sourced file can set anything: from here on, unknown variables may hold anything.
+    walker.scope.tainted = walker.scope.tainted or f"{argv[0].value} {argv[1].text if len(argv) > 1 else ''}"
+
+
+def _alias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    for word in argv[1:]:
+        if not word.literal:
+            walker.a.note(f"an alias defined from an expansion ({word.text})")
+            continue
+        name, eq, value = word.value.partition("=")
+        if eq:
+            walker.scope.aliases[name] = value
+            walker.text(value, depth, what=f"the alias {name}", subshell=False)
+
+
+def _unalias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if "-a" in values:
+        walker.scope.aliases.clear()
+    for name in values:
+        walker.scope.aliases.pop(name, None)
+
+
+def _unset(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    functions = "-f" in values
+    for name in values:
+        if name.startswith("-"):
+            continue
+        if functions:
+            walker.scope.functions.pop(name, None)
+        else:
+            walker.scope.variables[name] = (Word.of(""),)
+
+
+def _declare(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    options = [w.value for w in argv[1:] if w.literal and w.value.startswith(("-", "+"))]
+    if any("n" in o for o in options):
+        walker.a.note("a name reference (declare -n) makes one variable another")
+    for index, word in enumerate(argv[1:], 1):
+        source = command.words[index] if index < len(command.words) else word.text
+        if word.literal and word.value.startswith(("-", "+")):
+            continue
+        if _ASSIGNMENT.match(source) and "$" not in source.split("=", 1)[0]:
+            walker.assign(source, depth, persist=True)
+        elif word.literal and "=" in word.value:
+            name, _, value = word.value.partition("=")
+            walker.set(name, (Word.of(value),))
+            walker.special_variable(name, _quote(Word.of(value)), depth)
+
+
+def _read(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    with_value = {"-a", "-d", "-i", "-n", "-N", "-p", "-t", "-u"}
+    names, i = [], 0
+    while i < len(values):
+        if values[i] in with_value:
+            if values[i] == "-a" and i + 1 < len(values):
+                names.append(values[i + 1])
+            i += 2
+            continue
+        if not values[i].startswith("-"):
+            names.append(values[i])
+        i += 1
+    for name in names or ["REPLY"]:
+        walker.set(name, None)
+
+
+def _assigns_last(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    """mapfile/readarray ARRAY, getopts OPTSTRING NAME: the last word is set to anything."""
+    values = _values(argv[1:])
+    names = [v for v in values if re.fullmatch(r"[A-Za-z_]\w*", v)]
+    walker.set(names[-1] if names else "MAPFILE", None)
+
+
+def _printf(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv)
+    if "-v" in values:
+        index = values.index("-v")
+        if index + 1 < len(values):
+            walker.set(values[index + 1], None)
+
+
+def _let(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    for word in argv[1:]:
+        walker.arithmetic(word.text)
+        match = re.match(r"([A-Za-z_]\w*)", word.text)
+        if match and "=" in word.text:
+            walker.set(match.group(1), None)
+
+
+def _trap(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    args = [w for w in argv[1:] if not (w.literal and w.value in ("-p", "-l", "--"))]
+    if args and not (args[0].literal and args[0].value in ("", "-")):
+        walker.shell_text(args[0], depth, what="a trap's command")
+
+
+def _bind(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    queries = {"-l", "-p", "-P", "-s", "-S", "-v", "-V", "-X"}
+    if values and all(v in queries or v.startswith("-q") for v in values):
+        return
+    walker.scope.keys_changed = "bind " + " ".join(values)[:60]
+    for index, value in enumerate(values):
+        if value == "\0":
+            walker.a.note("a key binding from an expansion")
+        elif value in ("-x", "-f"):
+            continue
+        elif ":" in value:
+            action = value.split(":", 1)[1].strip()
+            previous = values[index - 1] if index else ""
+            if previous == "-x" or action.startswith(('"', "'")):
+                # A command bound to a key, or a macro that types text: it can run later.
+                walker.text(action.strip("\"'").replace("\\n", "\n").replace("\\C-m", "\n")
+                            .replace("\\r", "\n"), depth, what="a key binding", subshell=False)
+
+
+def _bindkey(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if values[:1] == ["-v"]:
+        walker.scope.vi_mode = True
+    elif values[:1] == ["-e"]:
+        walker.scope.vi_mode = False
+    elif (values and not all(v in ("-l", "-L", "-M") or v.startswith("-") for v in values[:1])) or \
+            "-s" in values:
+        walker.scope.keys_changed = "bindkey " + " ".join(values)[:60]
+        if "-s" in values and len(values) > values.index("-s") + 2:
+            walker.text(values[values.index("-s") + 2].replace("^M", "\n"), depth, what="a key binding",
+                        subshell=False)
+
+
+def _set_builtin(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    for index, value in enumerate(values):
+        following = values[index + 1] if index + 1 < len(values) else ""
+        if value == "-o" and following == "vi":
+            walker.scope.vi_mode = True
+        elif value == "-o" and following == "emacs":
+            walker.scope.vi_mode = False
+        elif value in ("+H", "+o") and (value == "+H" or following == "histexpand"):
+            walker.scope.history_expansion = False
+        elif value in ("-H",) or (value == "-o" and following == "histexpand"):
+            walker.scope.history_expansion = True
+
+
+def _stty(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = [v for v in _values(argv[1:]) if v not in ("-F", "--file") and not v.startswith("/dev/")]
+    if values and not all(v in _QUERY_STTY for v in values):
+        walker.scope.tty_changed = "stty " + " ".join(values)[:60]
+
+
+def _fc(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if argv[0].value == "r" or not any(v.startswith("-") and "l" in v for v in values):
+        walker.a.note("fc re-runs or edits earlier lines, which the bastion cannot see")
+
+
+def _complete(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if "-C" in values and values.index("-C") + 1 < len(argv) - 1:
+        walker.shell_text(argv[values.index("-C") + 2], depth, what="a completion command")
+
+
+def _print(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if any(v.startswith("-") and "z" in v for v in values):
+        # zsh: print -z puts text on the next line's edit buffer.
+        words = [w for w in argv[1:] if not (w.literal and w.value.startswith("-"))]
+        walker.shell_text(Word(tuple(p for w in _spaced(words) for p in w.parts)), depth,
+                          what="print -z's text")
+
+
+def _hash(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if "-p" in values:
+        index = values.index("-p")
+        if index + 2 < len(values):
+            walker.scope.aliases[values[index + 2]] = _quote(Word.of(values[index + 1]))
+
+
+def _find(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = [w.text for w in argv]
+    for index, value in enumerate(values):
+        if value in ("-exec", "-execdir", "-ok", "-okdir"):
+            end = next((j for j in range(index + 1, len(values)) if values[j] in (";", "+")), len(values))
+            inner = [Word((Hole(HoleKind.VALUE, "{}"),)) if w.text == "{}" else w
+                     for w in argv[index + 1:end]]
+            if inner:
+                walker.simple(inner, command, depth)
+
+
+def _sed(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    scripts = [w.text for w in argv[1:] if not w.text.startswith("-")][:1]
+    scripts += [argv[i + 1].text for i, w in enumerate(argv[:-1]) if w.text in ("-e", "--expression")]
+    for script in scripts:
+        if re.search(r"(^|[;{}\n]|\d|\$|/)\s*e(\s|;|$)|s(.).*\3.*\3[a-zA-Z0-9]*e", script):
+            walker.a.note("sed's e command runs shell commands")
+
+
+def _awk(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    for word in argv[1:]:
+        if re.search(r"\bsystem\s*\(|\|\s*\"|\"\s*\|\s*getline|\|&", word.text):
+            walker.a.note("awk runs shell commands (system, pipes)")
+            return
+
+
+_BUILTINS: dict[str, Callable[[_Walker, list[Word], Command, int], None]] = {
+    "eval": _eval, "source": _source, ".": _source, "alias": _alias, "unalias": _unalias,
+    "unset": _unset, "export": _declare, "declare": _declare, "typeset": _declare, "local": _declare,
+    "readonly": _declare, "read": _read, "mapfile": _assigns_last, "readarray": _assigns_last,
+    "getopts": _assigns_last, "printf": _printf, "let": _let, "trap": _trap, "bind": _bind,
+    "bindkey": _bindkey, "set": _set_builtin, "stty": _stty, "fc": _fc, "r": _fc, "complete": _complete,
+    "compgen": _complete, "print": _print, "hash": _hash, "find": _find, "sed": _sed, "awk": _awk,
+    "gawk": _awk, "mawk": _awk, "nawk": _awk,
+}
