@@ -78,11 +78,9 @@ class Rule:
                 return Match.NO
             result = min(result, best, key=lambda m: m.value)
         if self.command is not None and not self.command.search(part.text):
-            # A `command` regex reads the words as typed; only a value the user computed in this
-            # session (a command's output, a value read) could still hide a match.
-            if not any(not h.opaque for w in part.argv for h in w.holes):
-                return Match.NO
-            result = Match.MAYBE
+            # A `command` regex reads the words as typed, values this session assigned
+            # substituted: what an expansion would produce is for `program` and `args` rules.
+            return Match.NO
         return result
 
 

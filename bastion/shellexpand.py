@@ -176,8 +176,9 @@ def _sequence(body: str) -> list[str] | None:
 class _Builder:
     """The words one source word becomes, for every combination of variables' values."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, split: bool = True) -> None:
         self.states: list[tuple[list[Word], list[Part]]] = [([], [])]
+        self.split = split  # field splitting and globbing (not in assignments, here-strings)
 
     def add(self, part: Part) -> None:
         for _, current in self.states:
@@ -192,7 +193,7 @@ class _Builder:
         for words, current in self.states:
             for value in values:
                 w, c = list(words), list(current)
-                if quoted:
+                if quoted or not self.split:
                     c.extend(value.parts)
                 else:
                     _split_into(value, w, c)
@@ -253,9 +254,9 @@ def expand_word(source: str, variables: Variables, found: Found, *, split: bool 
         return [[Word((Hole(HoleKind.VALUE, source),))]]
     alternatives: list[list[Word]] = [[]]
     for piece in sources:
-        builder = _Builder()
+        builder = _Builder(split=split)
         try:
-            _scan(piece, 0, len(piece), builder, variables, found, quoted=not split, at_start=True)
+            _scan(piece, 0, len(piece), builder, variables, found, quoted=False, at_start=True)
         except Incomplete as exc:
             found.unsure.append(str(exc))
             builder.add(Hole(HoleKind.VALUE, piece))
@@ -273,10 +274,10 @@ def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, foun
     def flush() -> None:
         if literal:
             piece = "".join(literal)
-            out.add(piece if quoted else _Unquoted(piece))
+            out.add(piece if quoted or not out.split else _Unquoted(piece))
             literal.clear()
 
-    if at_start and not quoted and text.startswith("~", i):
+    if at_start and not quoted and text.startswith("~", i):  # (bash also expands ~ in assignments)
         stop = i + 1
         while stop < end and (text[stop].isalnum() or text[stop] in "_.-+"):
             stop += 1
@@ -360,7 +361,7 @@ def _variable(name: str, source: str, out: _Builder, variables: Variables, *, qu
     value, hole = variables.lookup(name, source)
     if value is None:
         out.add(hole)
-    elif not quoted and variables.ifs_changed:
+    elif not quoted and out.split and variables.ifs_changed:
         out.add(Hole(HoleKind.VALUE, source))  # split on an IFS the bastion does not know
     else:
         out.add_split(value, quoted, hole)
@@ -386,7 +387,7 @@ def _parameter(inner: str, source: str, out: _Builder, variables: Variables, fou
     if value is None or rest[:2] in (":+", ":?") or rest[:1] in ("+", "?") or \
             (rest and any(not w.literal or not w.value for w in value)):
         out.add(Hole(hole.kind if value is None else HoleKind.VALUE, source))
-    elif not quoted and variables.ifs_changed:
+    elif not quoted and out.split and variables.ifs_changed:
         out.add(Hole(HoleKind.VALUE, source))
     else:
         out.add_split(value, quoted, hole)
@@ -415,4 +416,8 @@ def _collect_substitutions(text: str, found: Found) -> None:
 
 def identifiers(expression: str) -> list[str]:
     """The variable names an arithmetic expression reads (bash evaluates their values too)."""
+    found = Found()
+    _collect_substitutions(expression, found)
+    for inner in found.nested:
+        expression = expression.replace(inner, " ")
     return _IDENTIFIER.findall(re.sub(r"0[xX][0-9a-fA-F]+|\d+#\w+|'[^']*'", " ", expression))

@@ -136,7 +136,7 @@ class _Walker:
     def __init__(self, analysis: Analysis, *, top: bool) -> None:
         self.a = analysis
         self.top = top
-        self._calls: list[str] = []  # functions being expanded (recursion guard)
+        self._calls: list[str] = []  # functions and aliases being expanded (recursion guard)
 
     @property
     def scope(self) -> Scope:
@@ -244,8 +244,9 @@ class _Walker:
             if command.special == "[[" and any(op in command.words for op in
                                                ("-eq", "-ne", "-lt", "-le", "-gt", "-ge")):
                 for word in command.words:
-                    if word.startswith("$"):
-                        self.arithmetic(word.lstrip("${").rstrip("}"))
+                    name = re.fullmatch(r'"?\$\{?([A-Za-z_]\w*)\}?"?', word)
+                    if name:
+                        self.arithmetic(name.group(1))
 
     def set(self, name: str, value: Value) -> None:
         self.scope.variables[name] = value
@@ -298,7 +299,7 @@ class _Walker:
         if self.top and depth == 0:
             self.a.programs.add(program)
         source = command.words[0] if command.words else ""
-        if name in self.scope.aliases and source == name and len(self._calls) < MAX_DEPTH:
+        if name in self.scope.aliases and source == name and name not in self._calls:
             # Screened both ways: the shell that runs it may or may not have the alias.
             rest = " ".join(command.words[1:])
             self._calls.append(name)
@@ -357,7 +358,7 @@ class _Walker:
                             what=f"{program}'s command")
             return
         if program == "xargs":
-            inner = [*inner, Word((Hole(HoleKind.VALUE, "(xargs input)"),))]
+            inner = _xargs(args, inner, command)
         self.simple(inner, command, depth)
 
     def shell_text(self, word: Word, depth: int, *, what: str) -> None:
@@ -519,6 +520,34 @@ def _values(argv: list[Word]) -> list[str]:
     return [w.value if w.literal else "\0" for w in argv]
 
 
+def _xargs(args: list[Word], inner: list[Word], command: Command) -> list[Word]:
+    """The command xargs runs, its input items as holes (narrowed when `find DIR` makes them)."""
+    pattern = "*"
+    producer = command.pipe_from
+    if producer is not None and producer.words[:1] == ["find"] and len(producer.words) > 1:
+        roots = [w for w in producer.words[1:] if not w.startswith(("-", "(", "!"))][:1]
+        if roots and re.fullmatch(r"[\w./~-]+", roots[0]) and not roots[0].startswith("-"):
+            pattern = roots[0].rstrip("/") + "*" if roots[0] != "." else "./*"
+    item = Hole(HoleKind.VALUE, "(xargs input)", pattern)
+    texts = [a.text for a in args]
+    replace_with = next((texts[i + 1] for i, t in enumerate(texts[:-1]) if t in ("-I", "--replace")), None)
+    replace_with = replace_with or next((t[2:] or "{}" for t in texts if t.startswith(("-i", "-I"))), None)
+    if replace_with:
+        return [Word(tuple(p for piece in _split_on(w, replace_with, item) for p in piece.parts))
+                if replace_with in w.text else w for w in inner]
+    return [*inner, Word((item,))]
+
+
+def _split_on(word: Word, marker: str, hole: Hole) -> list[Word]:
+    pieces = word.text.split(marker)
+    out: list[Word] = []
+    for index, piece in enumerate(pieces):
+        if index:
+            out.append(Word((hole,)))
+        out.append(Word.of(piece))
+    return out
+
+
 def _eval(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     if not all(w.literal for w in argv[1:]):
         walker.a.note("eval of text that comes from an expansion")
@@ -531,8 +560,7 @@ def _source(walker: _Walker, argv: list[Word], command: Command, depth: int) -> 
         walker.a.note(f"{argv[0].value} reads commands from a process substitution")
     elif len(argv) > 1 and argv[1].literal and argv[1].value in ("/dev/stdin", "-", "/proc/self/fd/0"):
         walker.reads_input("shell", command, depth, what=argv[0].value)
-    # A sourced file can set anything: from here on, unknown variables may hold anything.
-    walker.scope.tainted = walker.scope.tainted or f"{argv[0].value} {argv[1].text if len(argv) > 1 else ''}"
+    # What a sourced file defines is not visible here, as a script's content is not.
 
 
 def _alias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
@@ -543,7 +571,9 @@ def _alias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> N
         name, eq, value = word.value.partition("=")
         if eq:
             walker.scope.aliases[name] = value
+            walker._calls.append(name)  # an alias is not expanded inside itself
             walker.text(value, depth, what=f"the alias {name}", subshell=False)
+            walker._calls.pop()
 
 
 def _unalias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
@@ -726,7 +756,9 @@ def _sed(walker: _Walker, argv: list[Word], command: Command, depth: int) -> Non
     scripts = [w.text for w in argv[1:] if not w.text.startswith("-")][:1]
     scripts += [argv[i + 1].text for i, w in enumerate(argv[:-1]) if w.text in ("-e", "--expression")]
     for script in scripts:
-        if re.search(r"(^|[;{}\n]|\d|\$|/)\s*e(\s|;|$)|s(.).*\3.*\3[a-zA-Z0-9]*e", script):
+        substitute = re.finditer(r"s([^\w\s\\])(?:(?!\1)[^\\]|\\.)*\1(?:(?!\1)[^\\]|\\.)*\1([a-zA-Z0-9]*)",
+                                 script)
+        if re.search(r"(^|[;{}\n]|\d)\s*e(\s|;|$)", script) or any("e" in m.group(2) for m in substitute):
             walker.a.note("sed's e command runs shell commands")
 
 
