@@ -17,7 +17,11 @@ from dataclasses import dataclass
 import pyte
 
 ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
-PLAIN_KEYS = re.compile(rb"[\x20-\x7e\x7f\x08\x15\x17]*")
+# Incremental history search replaces the prompt: the line Enter runs is the match shown.
+SEARCH = re.compile(
+    r"^\((?:reverse-i-search|i-search|bck-i-search|fwd-i-search|failed [a-z-]+)\)`[^']*': (.*)$")
+PROMPT_END = re.compile(r"[$#>%:\]] ?$")  # how shell prompts end (PS1, PS2, zsh, python's >>>)
+PLAIN_KEYS = re.compile(rb"[\x20-\x7e\x7f\x08\x15\x17\n]*")  # newlines come only from pastes
 
 
 @dataclass
@@ -50,7 +54,7 @@ def replay_keys(keys: bytes) -> str:
                 line.pop()
             while line and line[-1] != " ":
                 line.pop()
-        elif 0x20 <= byte <= 0x7E:
+        elif 0x20 <= byte <= 0x7E or byte == 0x0A:
             line.append(chr(byte))
     return "".join(line)
 
@@ -63,6 +67,7 @@ class LineTracker:
         self.alternate = False
         self.keys = b""
         self._prompt: tuple[int, int, str] | None = None  # row, column, text before the cursor
+        self.last_prompt = ""  # the previous line's prompt: text after it was already in the line
         self._key_at = 0.0
         self._output_at = 0.0
         # Output waits here until the screen is looked at (a key, an Enter): bulk output that
@@ -112,7 +117,7 @@ class LineTracker:
             return True
         if not PLAIN_KEYS.fullmatch(self.keys):
             return self._output_at > self._key_at and time.monotonic() - self._output_at >= quiet
-        typed, shown = replay_keys(self.keys), self._screen_text()
+        typed, shown = replay_keys(self.keys).rsplit("\n", 1)[-1], self._screen_text()
         return shown is not None and (shown == typed or shown.endswith(typed))
 
     def _screen_text(self) -> str | None:
@@ -123,6 +128,9 @@ class LineTracker:
         row, column, prompt = self._prompt
         display = self.screen.display
         cursor = self.screen.cursor.y
+        search = SEARCH.match(display[cursor].rstrip())
+        if search:
+            return search.group(1).rstrip()
         # The prompt row may have scrolled up while a long line wrapped: look for it.
         start = next((r for r in range(min(row, cursor), -1, -1) if display[r][:column] == prompt), None)
         if start is None:
@@ -135,7 +143,14 @@ class LineTracker:
         return "".join(pieces).rstrip()
 
     def submitted(self) -> SubmittedLine:
-        """The line Enter would submit now."""
+        """The line Enter would submit now (with any text the line held before its first key)."""
+        line = self._typed_line()
+        prefilled = self.prefilled()
+        if prefilled:
+            return SubmittedLine(prefilled + line.text, line.unsure, line.why)
+        return line
+
+    def _typed_line(self) -> SubmittedLine:  # noqa: PLR0911 - one return per way of reading it  # noqa: PLR0911 - one return per way of reading it
         keys = self.keys
         plain = bool(PLAIN_KEYS.fullmatch(keys))
         if self._prompt is None:
@@ -149,10 +164,17 @@ class LineTracker:
             # Plain typing is exactly what a line editor receives: decide on the keys. A longer
             # screen line ending with them only means they were typed ahead of the prompt.
             typed = replay_keys(keys)
+            if "\n" in typed:
+                return SubmittedLine(typed)  # a pasted multi-line text: the screen wraps it its own way
             if text == typed or (typed and text.endswith(typed)):
                 return SubmittedLine(typed)
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
+
+    def cursor_row(self) -> str:
+        """The row the cursor is on, as text."""
+        self._sync()
+        return self.screen.display[self.screen.cursor.y].rstrip()
 
     def snapshot(self) -> str:
         """The screen as text (trailing blanks trimmed): what the user saw at this moment."""
@@ -177,7 +199,46 @@ class LineTracker:
         """What stood before the cursor when this line's first key was typed."""
         return self._prompt[2] if self._prompt else ""
 
+    def prefilled(self) -> str:
+        """Text that stood in the line before its first key: what a line editor was handed
+        (zsh's print -z, a pasted text, a rebound key) after the usual prompt."""
+        self._sync()
+        last = self.last_prompt
+        if self._prompt is not None:
+            before = self._prompt[2]
+            if last.strip() and before.startswith(last) and before[len(last):].strip():
+                return before[len(last):]
+            return ""
+        # Enter with no key typed: what is left of the cursor is a prompt, or a line to run.
+        y, x = self.screen.cursor.y, self.screen.cursor.x
+        before = self.screen.display[y][:x]
+        if last.strip() and before.startswith(last):
+            return before[len(last):] if before[len(last):].strip() else ""
+        if not before.strip() or PROMPT_END.search(before):
+            return ""  # a prompt of its own (the first, or one that changed), nothing after it
+        return before
+
+    def echoes_keys(self) -> bool:
+        """Whether the keys typed show on screen after the prompt (a password prompt's do not)."""
+        typed = replay_keys(self.keys).strip()
+        shown = self._screen_text()
+        return bool(typed) and shown is not None and typed in shown
+
+    def line_cleared(self, line: str, since: float, quiet: float = 0.05) -> bool:
+        """After a discard sent at `since`: has the shell redrawn a prompt with an empty line?"""
+        if self._output_at <= since or time.monotonic() - self._output_at < quiet:
+            return False
+        self._sync()
+        y, x = self.screen.cursor.y, self.screen.cursor.x
+        row = self.screen.display[y]
+        if row[x:].strip():
+            return False
+        tail = " ".join(line.split())[-40:]
+        return not tail or not " ".join(row[:x].split()).endswith(tail)
+
     def entered(self) -> None:
         """Enter went through: the next key starts a new line."""
+        if self._prompt is not None:
+            self.last_prompt = self._prompt[2]
         self.keys = b""
         self._prompt = None

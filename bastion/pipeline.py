@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+VINTR = 1  # RFC 4254 terminal mode: the interrupt character
+
 
 class Stream(IntEnum):
     STDOUT = 0
@@ -39,10 +41,17 @@ class SessionInfo:
     serial: int = 0
     env: dict[str, str] = field(default_factory=dict)
     groups: frozenset[str] = frozenset()
+    term_modes: dict[int, int] = field(default_factory=dict)
 
     @property
     def has_pty(self) -> bool:
         return self.term_type is not None
+
+    @property
+    def interrupt_key(self) -> bytes:
+        """The key the target's terminal turns into SIGINT (Ctrl-C unless the client said)."""
+        code = self.term_modes.get(VINTR, 3)
+        return bytes([code]) if 0 < code < 256 else b"\x03"
 
 
 class SessionIO(Protocol):
@@ -69,6 +78,15 @@ class SessionIO(Protocol):
     def release_output(self, reason: str) -> None:
         """Undo `hold_output(reason)`."""
 
+    def hold_input(self, reason: str) -> None:
+        """Stop reading from the client until `release_input(reason)` (a command held)."""
+
+    def release_input(self, reason: str) -> None:
+        """Undo `hold_input(reason)`."""
+
+    def input_eof(self) -> None:
+        """Send the end of input to the target (after a stage that took it over released all)."""
+
 
 class SessionStage:
     """Base stage: passes everything through. Override what you need."""
@@ -91,6 +109,11 @@ class SessionStage:
     def flush_output(self, stream: Stream) -> bytes:
         """Output this stage still holds, asked for once the target sent EOF."""
         return b""
+
+    def on_input_eof(self) -> bool:
+        """The client's input ended. True: this stage sends the EOF itself (`SessionIO.input_eof`)
+        once what it holds is decided."""
+        return False
 
     def on_resize(self, width: int, height: int) -> None:
         """The client's window changed."""
@@ -136,6 +159,10 @@ class SessionPipeline:
                 break
             data = self._guard(stage, stage.on_input, data)
         return data
+
+    def input_eof(self) -> bool:
+        """True when a stage took the EOF over (it sends it later)."""
+        return any(self._guard(stage, stage.on_input_eof) for stage in self.stages)
 
     def output(self, data: bytes, stream: Stream, *, stages: list[SessionStage] | None = None) -> bytes:
         for stage in self.stages if stages is None else stages:

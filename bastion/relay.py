@@ -85,6 +85,7 @@ class SessionRelay:
     def pty_requested(self, term_type: str, size: tuple[int, int, int, int], modes: dict[int, int]) -> None:
         self.info.term_type = term_type
         self.info.width, self.info.height = size[0], size[1]
+        self.info.term_modes = dict(modes)
         self._term_modes = modes
         self._term_pixels = size[2], size[3]
 
@@ -145,7 +146,7 @@ class SessionRelay:
             self._input(data)
         self._client_reading.release("upstream")
         if self._pending_eof:
-            chan.write_eof()
+            self.client_eof()
 
     def _refuse(self, message: str, status: int = 255) -> None:
         self.end_reason = message
@@ -173,10 +174,16 @@ class SessionRelay:
             self._target.write(data)
 
     def client_eof(self) -> None:
-        if self._target is not None:
-            self._target.write_eof()
-        else:
+        if self._target is None:
             self._pending_eof = True
+            return
+        try:
+            taken = self.pipeline.input_eof()
+        except StageFailed as exc:
+            self._stage_failed(exc)
+            return
+        if not taken:
+            self._target.write_eof()
 
     def client_resized(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.info.width, self.info.height = width, height
@@ -306,6 +313,18 @@ class SessionRelay:
     def release_output(self, reason: str) -> None:
         if self._target_reading is not None:
             self._target_reading.release(reason)
+
+    def hold_input(self, reason: str) -> None:
+        if self._client_reading is not None:
+            self._client_reading.hold(reason)
+
+    def release_input(self, reason: str) -> None:
+        if self._client_reading is not None:
+            self._client_reading.release(reason)
+
+    def input_eof(self) -> None:
+        if self._target is not None and not self._ended:
+            self._target.write_eof()
 
     def _stage_failed(self, exc: StageFailed) -> None:
         self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")

@@ -1,11 +1,19 @@
-"""Command screening as a session stage: exec commands and subsystems at the gate, interactive
-lines at Enter. Every decision is logged and becomes a recording marker.
+"""Command screening as a session stage: every kind of session has a gate.
 
-At a shell prompt the Enter key is held while the submitted line is read from the screen and
-decided. Allowed lines go through at once. A denied line is discarded at the target (Ctrl-C)
-and the user is told which rule blocked it. A line that needs approval stays held: the user
-sees one status line, keystrokes other than Ctrl-C (which cancels) are not forwarded, and the
-held bytes are released only when enough approvers said yes.
+- **exec** commands and **subsystems** are decided before anything runs upstream.
+- A session **with a terminal** (a shell, or any command run with `-t`) is screened at every key
+  that may run the line: Enter, Ctrl-J/M/O, and any key whose effect the bastion does not know
+  (see `bastion.keystrokes`). The line is read from a terminal emulator fed with the session's
+  output, cross-checked with the keys, and read together with what earlier lines defined
+  (`bastion.shellscope`). Allowed lines go through at once.
+- A shell **without a terminal** (`ssh -T`, `echo cmd | ssh`, `ssh host bash -s`) gets its input
+  cut into complete commands (`bastion.shellinput`), each decided before it is forwarded.
+
+A denied line never runs: the bastion interrupts it at the target and checks on its emulated
+screen that the line is gone before it forwards another key; if it cannot, the session ends.
+A line that needs approval stays held: the user sees one status line, keystrokes other than
+Ctrl-C (which cancels) are not forwarded, and the held key is released only when enough
+approvers said yes. What the bastion cannot decide with certainty is *unsure*: `when_unsure`.
 """
 
 from __future__ import annotations
@@ -19,22 +27,31 @@ from dataclasses import dataclass
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.hidden import PROMPT
+from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
 from bastion.linetrack import LineTracker, replay_keys
 from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
+from bastion.shellinput import InputCommand, ShellInput, TooLong
+from bastion.shellscope import Analysis, Scope, analyze
 
-ENTER = re.compile(rb"[\r\n]")
-PASTE_START = b"\x1b[200~"
-# End of line, kill it, submit the now empty line: the shell forgets the line and prompts again.
-# (Ctrl-C would too, but the terminal driver then flushes whatever the user typed next.)
-DISCARD_LINE = b"\x05\x15\r"
-ECHO_WAIT = 0.5  # longest an Enter waits for the echo of the keys typed just before it
+ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
 # running): the shell shows it once it prompts, and would not run it any sooner.
 TYPEAHEAD_WAIT = 10.0
+CLEAR_WAIT = 3.0  # longest the shell may take to show that a denied line is gone
 POLL = 0.25
-
+# Full-screen programs: their keys are not shell lines (launching them was screened). A program
+# that draws the alternate screen without being one of these (printf, tmux, screen) is not exempt.
+FULL_SCREEN = frozenset({
+    "vim", "vi", "nvim", "view", "vimdiff", "nano", "pico", "emacs", "mg", "joe", "micro", "less", "more",
+    "most", "man", "info", "top", "htop", "btop", "atop", "iotop", "iftop", "nload", "watch", "tig", "mc",
+    "ranger", "nnn", "mutt", "neomutt", "w3m", "lynx", "git", "journalctl", "systemctl", "psql", "mysql",
+    "bat", "delta", "k9s", "lazygit", "ncdu", "dstat", "glances", "crontab", "visudo", "vipw", "sudoedit",
+})
+# Commands a full-screen program hands to a shell: vim's :!cmd, :r !cmd, :w !cmd; less's !cmd.
+SHELL_ESCAPE = re.compile(r"^\s*(?::\s*[.,$%0-9]*\s*(?:[rw]\s*)?!+|!)(?P<command>.*)$")
+STARTS_SHELL = re.compile(r"^\s*:\s*(?:sh(?:ell)?|te(?:rm(?:inal)?)?)\b")
 
 # Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
 Notify = Callable[[ApprovalRequest], Awaitable[list[str]]]
@@ -60,25 +77,35 @@ class ScreeningStage(SessionStage):
         self._info: SessionInfo | None = None
         self._io: SessionIO | None = None
         self._tracker: LineTracker | None = None
-        self._held: bytes | None = None  # an Enter (and what followed it) awaiting a decision
+        self._held: bytes | None = None  # a key (and what followed it) awaiting a decision
+        self._held_key = b""
         self._request: str | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
+        self._scope = Scope()  # what the lines that ran defined
+        self._pending = ""  # an unfinished command's earlier lines (the shell shows PS2)
+        self._pending_prompt: str | None = None
+        self._keys = KeyReader()
+        self._launched: set[str] = set()  # programs the last line started
+        self._stdin: ShellInput | None = None  # a shell reading commands from the session's input
+        self._stdin_eof = False
 
     # -- decisions ------------------------------------------------------------------------
 
-    def _decide(self, kind: str, command: str, *, unsure: bool = False) -> Verdict:
+    def _decide(self, kind: str, command: str, *, analysis: Analysis | None = None, unsure: bool = False,
+                why: str = "") -> Verdict:
         info = self._info
         assert info is not None
         verdict = self._ctx.rules.rules.decide(CommandRequest(
             user=info.user, groups=info.groups, target=info.target, login=info.login,
-            kind=kind, command=command, unsure=unsure))
+            kind=kind, command=command, unsure=unsure, why=why, analysis=analysis))
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=kind, command=command, action=verdict.action,
-            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None)
+            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None,
+            why=verdict.why if verdict.unsure else None)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -162,17 +189,25 @@ class ScreeningStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info, self._io = info, io
-        if info.kind == "shell" and info.has_pty:
+        if info.has_pty:
+            # A terminal: whatever runs in it (a shell, `sudo -i`, tmux, any program) gets its
+            # lines screened like a shell's.
             self._tracker = LineTracker(info.width, info.height)
+        elif info.kind == "shell":
+            self._stdin = ShellInput()
 
     async def gate(self, info: SessionInfo, io: SessionIO) -> str | None:
         if info.kind == "exec":
             kind, command = "exec", info.command or ""
+            analysis: Analysis | None = analyze(command)
+            assert analysis is not None
+            if analysis.stdin == "code" and not info.has_pty:
+                analysis.note("it reads a program from its input, which the bastion cannot screen")
         elif info.kind == "subsystem":
-            kind, command = info.subsystem or "", info.subsystem or ""
+            kind, command, analysis = info.subsystem or "", info.subsystem or "", None
         else:
             return None
-        verdict = self._decide(kind, command)
+        verdict = self._decide(kind, command, analysis=analysis)
         self._mark(verdict, command)
         if verdict.action == "deny":
             return f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
@@ -180,9 +215,13 @@ class ScreeningStage(SessionStage):
             approved, why = await self._await_approval(verdict, command, interactive=False)
             if not approved:
                 return f"bastion: {command!r} was not approved ({why})"
+        if analysis is not None:
+            self._scope, self._launched = analysis.scope, analysis.programs
+            if analysis.stdin == "shell" and not info.has_pty:
+                self._stdin = ShellInput(analysis.scope)
         return None
 
-    # -- interactive lines ------------------------------------------------------------------
+    # -- output -------------------------------------------------------------------------------
 
     def on_output(self, data: bytes, stream: Stream) -> bytes:
         if self._tracker is not None:
@@ -193,6 +232,8 @@ class ScreeningStage(SessionStage):
         if self._tracker is not None:
             self._tracker.resize(width, height)
 
+    # -- input --------------------------------------------------------------------------------
+
     def on_input(self, data: bytes) -> bytes:
         tracker = self._tracker
         if self._held is not None:
@@ -202,73 +243,215 @@ class ScreeningStage(SessionStage):
                 return b""
             self._typeahead = (self._typeahead + data)[-65536:]
             return b""
-        if tracker is None or tracker.alternate:
-            return data  # full-screen programs (vim, less): their launch was screened
-        enter = ENTER.search(data)
-        if enter is None:
-            tracker.typed(data)
+        if self._stdin is not None:
+            return self._shell_input(data)
+        if tracker is None:
             return data
-        if PASTE_START in data or len(ENTER.findall(data)) > 1:
-            return self._paste(data)
-        before, self._held = data[:enter.start()], data[enter.start():]
-        if before:
-            tracker.typed(before)
-        self._task = asyncio.get_running_loop().create_task(self._on_enter())
-        return before
+        if tracker.alternate and self._launched & FULL_SCREEN:
+            return self._in_program(data)
+        return self._keystrokes(data)
 
-    def _paste(self, data: bytes) -> bytes:
-        """Several lines at once: each is screened from the keystrokes before any is released."""
-        tracker, io = self._tracker, self._io
-        assert tracker is not None
-        assert io is not None
-        text = data.replace(PASTE_START, b"").replace(b"\x1b[201~", b"")
-        pieces = ENTER.split(tracker.keys + text)
-        lines = [replay_keys(piece) for piece in pieces[:-1] if replay_keys(piece).strip()]
-        verdicts = [(self._decide("shell", line), line) for line in lines]
-        if not verdicts:
-            tracker.entered()
-            return data
-        verdict, line = max(verdicts, key=lambda v: ("allow", "log", "approve", "deny").index(v[0].action))
-        for each, each_line in verdicts:
-            self._mark(each, each_line)
-        if verdict.action in ("allow", "log"):
-            tracker.entered()
-            if pieces[-1]:
-                tracker.typed(pieces[-1])
-            return data
-        if verdict.action == "deny":
-            io.to_client(_red(f"bastion: paste denied by rule {verdict.rule!r} on: {line}"))
-            io.to_target(DISCARD_LINE)
-            tracker.entered()
-            return b""
-        self._held = data
-        hold = self._hold(verdict, "\n".join(lines))
-        self._task = asyncio.get_running_loop().create_task(hold)
-        return b""
-
-    async def _on_enter(self) -> None:
+    def _keystrokes(self, data: bytes) -> bytes:
         tracker = self._tracker
         assert tracker is not None
-        if PROMPT.search(tracker.prompt.rstrip().encode() + b" "):
+        self._keys.vi = self._scope.vi_mode
+        keys = split_keys(data, vi=self._scope.vi_mode)
+        if sum(1 for k in keys if k in (b"\r", b"\n")) > 1:
+            return self._several_lines(data)
+        forward = bytearray()
+        typed = bytearray()  # keys the tracker has not seen yet
+        for index, key in enumerate(keys):
+            kind = self._keys.classify(key)
+            if kind in (Key.TEXT, Key.EDIT):
+                forward += key
+                typed += _pasted(key)
+                continue
+            if kind is Key.INTERRUPT:
+                self._typed(typed)
+                tracker.entered()
+                self._pending = ""  # Ctrl-C drops the line, and a command continued at PS2
+                forward += key
+                continue
+            self._typed(typed)
+            if kind is Key.OTHER and not tracker.keys and not self._pending and not tracker.prefilled():
+                forward += key  # nothing in the line for it to run
+                continue
+            self._held, self._held_key = b"".join(keys[index:]), key
+            self._task = asyncio.get_running_loop().create_task(self._decide_line(kind))
+            return bytes(forward)
+        self._typed(typed)
+        return bytes(forward)
+
+    def _typed(self, typed: bytearray) -> None:
+        if typed and self._tracker is not None:
+            self._tracker.typed(bytes(typed))
+            typed.clear()
+
+    async def _decide_line(self, kind: Key) -> None:
+        """A key that may run the line: read the line, decide, then release or discard."""
+        tracker = self._tracker
+        assert tracker is not None
+        if kind is Key.SUBMIT and PROMPT.search(tracker.prompt.rstrip().encode() + b" ") \
+                and not tracker.echoes_keys():
             self._release()  # typed at a password prompt: not a command, never logged as one
             return
         deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
         while not tracker.echoed() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         line = tracker.submitted()
-        if not line.text.strip():
-            self._release()
+        if self._pending and tracker.prompt == self._pending_prompt:
+            self._pending = ""  # back at the first line's prompt: the shell dropped the rest
+        text = f"{self._pending}\n{line.text}" if self._pending else line.text
+        if not text.strip() and kind is not Key.EDITOR:
+            self._release(submitted=kind is Key.SUBMIT)
             return
-        verdict = self._decide("shell", line.text, unsure=line.unsure)
-        self._mark(verdict, line.text)
+        reasons = [line.why] if line.unsure else []
+        if kind is Key.EDITOR:
+            reasons.append("the key opens an editor whose text runs when it closes")
+        analysis = analyze(text, self._scope, interactive=True)
+        verdict = self._decide("shell", text, analysis=analysis, unsure=bool(reasons),
+                               why="; ".join(reasons))
+        self._mark(verdict, text)
         if verdict.action in ("allow", "log"):
-            self._release()
+            self._release(submitted=kind in (Key.SUBMIT, Key.EDITOR), analysis=analysis, text=text)
         elif verdict.action == "deny":
-            self._discard(f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}")
+            reason = f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+            await self._discard(reason, line=line.text)
         else:
-            await self._hold(verdict, line.text)
+            await self._hold(verdict, text, analysis=analysis, line=line.text)
 
-    async def _hold(self, verdict: Verdict, command: str) -> None:
+    def _several_lines(self, data: bytes) -> bytes:
+        """Several lines in one write (a paste without brackets): each is decided, in order, from
+        the keys, before any of them is released."""
+        tracker = self._tracker
+        assert tracker is not None
+        pieces = re.split(rb"[\r\n]", tracker.keys + data)
+        scope, pending, lines, analyses = self._scope, self._pending, [], []
+        for piece in pieces[:-1]:
+            text = f"{pending}\n{replay_keys(piece)}" if pending else replay_keys(piece)
+            if not text.strip():
+                continue
+            analysis = analyze(text, scope, interactive=True)
+            if analysis.incomplete:
+                pending = text
+                continue
+            lines.append(text)
+            analyses.append(analysis)
+            scope, pending = analysis.scope, ""
+        if pending:
+            lines.append(pending)
+            analyses.append(analyze(pending, scope, interactive=True))
+        verdicts = [(self._decide("shell", text, analysis=a), text)
+                    for text, a in zip(lines, analyses, strict=True)]
+        for each, text in verdicts:
+            self._mark(each, text)
+        if not verdicts:
+            tracker.entered()
+            return data
+        order = ("allow", "log", "approve", "deny")
+        verdict, line = max(verdicts, key=lambda v: order.index(v[0].action))
+        if verdict.action in ("allow", "log"):
+            tracker.entered()
+            self._scope, self._pending = scope, pending
+            if pieces[-1]:
+                tracker.typed(pieces[-1])
+            return data
+        self._held, self._held_key = data, data
+        if verdict.action == "deny":
+            message = f"bastion: paste denied by rule {verdict.rule!r} on: {line}"
+            discard = self._discard(message, line=replay_keys(tracker.keys))
+            self._task = asyncio.get_running_loop().create_task(discard)
+            return b""
+        self._task = asyncio.get_running_loop().create_task(self._hold(verdict, "\n".join(lines)))
+        return b""
+
+    def _in_program(self, data: bytes) -> bytes:
+        """Keys for a full-screen program: only its own way into a shell is screened."""
+        tracker = self._tracker
+        assert tracker is not None
+        enter = data.find(b"\r")
+        if enter < 0:
+            return data
+        row = tracker.cursor_row()
+        if STARTS_SHELL.match(row):
+            self._launched = set()  # :sh, :terminal: a shell from here on, screened as such
+            return data
+        escape = SHELL_ESCAPE.match(row)
+        if escape is None or not escape.group("command").strip():
+            return data
+        command = escape.group("command").strip()
+        verdict = self._decide("shell", command, analysis=analyze(command, self._scope))
+        self._mark(verdict, command)
+        if verdict.action in ("allow", "log"):
+            return data
+        if self._io is not None:
+            why = (f"denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+                   if verdict.action == "deny" else "needs approval, which a program cannot wait for")
+            self._io.to_client(_red(f"bastion: {why} (the program's shell command {command!r})"))
+        return data[:enter]  # the program keeps its command line; its Enter never arrives
+
+    # -- release, discard, hold -------------------------------------------------------------
+
+    def _release(self, *, submitted: bool = True, analysis: Analysis | None = None, text: str = "") -> None:
+        held, key, self._held = self._held or b"", self._held_key, None
+        tracker = self._tracker
+        if submitted and tracker is not None:
+            if analysis is not None and analysis.incomplete:
+                if not self._pending:
+                    self._pending_prompt = tracker.prompt
+                self._pending = text  # the shell waits for the rest (PS2)
+            elif analysis is not None:
+                self._pending, self._scope, self._launched = "", analysis.scope, analysis.programs
+            tracker.entered()
+        if self._io is None or not held:
+            return
+        rest = held[len(key):] + self._typeahead
+        self._typeahead = b""
+        self._io.to_target(key)
+        self._screen_typeahead(rest)
+
+    def _screen_typeahead(self, data: bytes) -> None:
+        """Keys typed after a held key while it was decided go through screening the same way."""
+        if data and self._io is not None:
+            forward = self.on_input(data)
+            if forward:
+                self._io.to_target(forward)
+
+    async def _discard(self, message: str, *, line: str) -> None:
+        """Interrupt the line at the target and see it gone before anything else is forwarded."""
+        io, tracker, info = self._io, self._tracker, self._info
+        assert io is not None
+        assert info is not None
+        held, key = self._held or b"", self._held_key
+        self._held = b""  # keys keep queueing until the line is gone
+        typeahead, self._typeahead = held[len(key):] + self._typeahead, b""
+        io.to_client(_red(message))
+        if tracker is None:
+            return
+        if not tracker.keys and not line.strip() and not self._pending:
+            self._held = None  # nothing was sent to the target that could still run
+            self._screen_typeahead(typeahead)
+            return
+        if self._scope.tty_changed:
+            io.end(f"bastion: session ended: the denied line cannot be cleared safely after "
+                   f"`{self._scope.tty_changed}` changed the terminal's keys")
+            return
+        since = time.monotonic()
+        io.to_target(info.interrupt_key)
+        deadline = since + CLEAR_WAIT
+        while not tracker.line_cleared(line, since) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if not tracker.line_cleared(line, since):
+            io.end("bastion: session ended: a denied line could not be cleared at the prompt")
+            return
+        tracker.entered()
+        self._pending = ""
+        self._held = None
+        queued, self._typeahead = typeahead + self._typeahead, b""
+        self._screen_typeahead(queued)
+
+    async def _hold(self, verdict: Verdict, command: str, *, analysis: Analysis | None = None,
+                    line: str = "") -> None:
         # Ctrl-C typed while the line was still being decided cancels the hold, too.
         self._cancelled, self._awaiting = b"\x03" in self._typeahead, True
         self._typeahead = b""
@@ -279,51 +462,96 @@ class ScreeningStage(SessionStage):
         if approved:
             if self._io is not None:
                 self._io.to_client(f"bastion: {why}\r\n".encode())
-            self._release()
+            self._release(submitted=self._held_key[-1:] in (b"\r", b"\n", b"\x0f"), analysis=analysis,
+                          text=command)
         else:
-            self._discard(f"bastion: not run: {why}")
+            await self._discard(f"bastion: not run: {why}", line=line or command)
 
-    def _release(self) -> None:
-        held, self._held = self._held or b"", None
-        if self._tracker is not None:
-            self._tracker.entered()
-        if self._io is None or not held:
+    # -- a shell reading the session's input, without a terminal ----------------------------
+
+    def _shell_input(self, data: bytes) -> bytes:
+        reader = self._stdin
+        assert reader is not None
+        try:
+            commands = reader.feed(data)
+        except TooLong as exc:
+            if self._io is not None:
+                self._io.end(f"bastion: session ended: {exc} cannot be screened")
+            return b""
+        return self._run_commands(commands)
+
+    def _run_commands(self, commands: list[InputCommand]) -> bytes:
+        """Forward allowed commands in order; stop at the first that is not."""
+        reader, io = self._stdin, self._io
+        assert reader is not None
+        assert io is not None
+        forward = bytearray()
+        for index, command in enumerate(commands):
+            text = command.text.rstrip("\n")
+            if not text.strip():
+                forward += command.data
+                continue
+            unsure = "\0" in text
+            why = "the input holds a NUL byte" if unsure else ""
+            if command.final and command.analysis.incomplete:
+                unsure, why = True, f"the input ends inside a command ({command.analysis.incomplete})"
+            verdict = self._decide("shell", text, analysis=command.analysis, unsure=unsure, why=why)
+            self._mark(verdict, text)
+            if verdict.action in ("allow", "log"):
+                forward += command.data
+                reader.ran(command)
+                continue
+            if verdict.action == "deny":
+                # What follows was written expecting this to run: nothing more is sent.
+                io.end(f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+                       f" (on: {_head(text)}); nothing after it was sent")
+                return bytes(forward)
+            self._held, self._held_key = b"", b""
+            io.hold_input("approval")
+            rest = commands[index + 1:]
+            self._task = asyncio.get_running_loop().create_task(self._hold_input(verdict, command, rest))
+            return bytes(forward)
+        if self._stdin_eof and not reader.holding:
+            io.input_eof()
+        return bytes(forward)
+
+    async def _hold_input(self, verdict: Verdict, command: InputCommand, rest: list[InputCommand]) -> None:
+        io = self._io
+        assert io is not None
+        self._awaiting = True
+        try:
+            approved, why = await self._await_approval(verdict, command.text.rstrip("\n"), interactive=False)
+        finally:
+            self._awaiting = False
+        if not approved:
+            io.end(f"bastion: {_head(command.text)!r} was not approved ({why}); nothing after it was sent")
             return
-        first, rest = held[:1], held[1:] + self._typeahead
-        self._typeahead = b""
-        self._io.to_target(first)
-        self._screen_typeahead(rest)
-
-    def _screen_typeahead(self, data: bytes) -> None:
-        """Keys typed after an Enter while it was decided go through screening the same way."""
-        if data and self._io is not None:
-            forward = self.on_input(data)
-            if forward:
-                self._io.to_target(forward)
-
-    def _discard(self, message: str) -> None:
-        held, self._held = self._held or b"", None
-        typeahead, self._typeahead = held[1:] + self._typeahead, b""
-        if self._tracker is not None:
-            self._tracker.entered()
-        if self._io is not None:
-            self._io.to_client(_red(message))
-            self._io.to_target(DISCARD_LINE)
-            if typeahead:
-                self._held = b""  # keys keep queueing until the shell has prompted again
-                self._task = asyncio.get_running_loop().create_task(self._after_discard(typeahead))
-
-    async def _after_discard(self, typeahead: bytes) -> None:
-        tracker = self._tracker
-        deadline = time.monotonic() + ECHO_WAIT
-        sent = time.monotonic()
-        while tracker is not None and time.monotonic() < deadline:
-            if tracker.last_output > sent and time.monotonic() - tracker.last_output >= 0.03:
-                break
-            await asyncio.sleep(0.01)
+        assert self._stdin is not None
+        self._stdin.ran(command)
+        io.to_target(command.data)
         self._held = None
-        rest, self._typeahead = typeahead + self._typeahead, b""
-        self._screen_typeahead(rest)
+        queued, self._typeahead = self._typeahead, b""
+        forward = self._run_commands(rest)
+        if forward:
+            io.to_target(forward)
+        if self._held is None:
+            io.release_input("approval")
+            if queued:
+                self._screen_typeahead(queued)
+
+    def on_input_eof(self) -> bool:
+        """The client's input ended: a shell runs what it holds, so that is decided first."""
+        reader = self._stdin
+        if reader is None:
+            return False
+        self._stdin_eof = True
+        if self._held is not None:
+            return True  # the EOF follows the held command
+        last = reader.finish()
+        forward = self._run_commands([last] if last is not None else [])
+        if forward and self._io is not None:
+            self._io.to_target(forward)
+        return True
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         self._cancelled = True
@@ -331,3 +559,16 @@ class ScreeningStage(SessionStage):
             self._ctx.approvals.cancel(self._request)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+def _pasted(key: bytes) -> bytes:
+    """A bracketed paste as the line editor inserts it: the text, line ends as newlines."""
+    if key.startswith(PASTE_START):
+        return key[len(PASTE_START):].removesuffix(PASTE_END).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return key
+
+
+def _head(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+

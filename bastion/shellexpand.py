@@ -318,7 +318,7 @@ def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, foun
             flush()
             inner = text[i + 3:close - 1]
             found.arithmetic.append(inner)
-            _collect_substitutions(inner, found)
+            collect_substitutions(inner, found)
             out.add(Hole(HoleKind.NUMBER, text[i:close + 1], "*"))
             i = close + 1
         elif text.startswith("$(", i):
@@ -352,9 +352,14 @@ def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, foun
             _variable(name_match.group(), text[i:name_match.end()], out, variables, quoted=quoted)
             i = name_match.end()
         else:
-            literal.append(char)
-            i += 1
+            run = _PLAIN.match(text, i, end)
+            stop = run.end() if run and run.end() > i else i + 1
+            literal.append(text[i:stop])
+            i = stop
     flush()
+
+
+_PLAIN = re.compile(r"[^\\'\"$`<>~]+")
 
 
 def _variable(name: str, source: str, out: _Builder, variables: Variables, *, quoted: bool) -> None:
@@ -369,7 +374,7 @@ def _variable(name: str, source: str, out: _Builder, variables: Variables, *, qu
 
 def _parameter(inner: str, source: str, out: _Builder, variables: Variables, found: Found, *,
                quoted: bool) -> None:
-    _collect_substitutions(inner, found)  # ${x:-$(cmd)}: the command may run
+    collect_substitutions(inner, found)  # ${x:-$(cmd)}: the command may run
     name = _NAME.match(inner) or _SPECIAL.match(inner)
     if inner.startswith("#") and len(inner) > 1:
         out.add(Hole(HoleKind.NUMBER, source))
@@ -393,7 +398,7 @@ def _parameter(inner: str, source: str, out: _Builder, variables: Variables, fou
         out.add_split(value, quoted, hole)
 
 
-def _collect_substitutions(text: str, found: Found) -> None:
+def collect_substitutions(text: str, found: Found) -> None:
     """Command substitutions anywhere in `text` (an arithmetic expression, a ${...})."""
     i = 0
     while i < len(text):
@@ -417,7 +422,7 @@ def _collect_substitutions(text: str, found: Found) -> None:
 def identifiers(expression: str) -> list[str]:
     """The variable names an arithmetic expression reads (bash evaluates their values too)."""
     found = Found()
-    _collect_substitutions(expression, found)
+    collect_substitutions(expression, found)
     for inner in found.nested:
         expression = expression.replace(inner, " ")
     return _IDENTIFIER.findall(re.sub(r"0[xX][0-9a-fA-F]+|\d+#\w+|'[^']*'", " ", expression))

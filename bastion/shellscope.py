@@ -14,7 +14,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from bastion.shellexpand import Found, Value, Variables, ansi_c, expand_word, identifiers
+from bastion.shellexpand import (
+    Found,
+    Value,
+    Variables,
+    ansi_c,
+    collect_substitutions,
+    expand_word,
+    identifiers,
+)
 from bastion.shellsplit import Command, Parsed, parse
 from bastion.shellwords import Hole, HoleKind, Word
 from bastion.wrappers import CONTAINER_EXEC, WRAPPERS, Wrapper, unwrap
@@ -85,6 +93,7 @@ class Analysis:
     commands: list[SimpleCommand] = field(default_factory=list)
     unsure: list[str] = field(default_factory=list)
     incomplete: str = ""  # the shell waits for more lines before it runs anything
+    until: str = ""  # ... up to this line, when a here-document is open
     scope: Scope = field(default_factory=Scope)
     stdin: str = ""  # "shell" or "code": what the session's own input feeds (exec sessions)
     programs: set[str] = field(default_factory=set)  # programs started directly (full-screen check)
@@ -102,7 +111,7 @@ def analyze(text: str, scope: Scope | None = None, *, interactive: bool = False)
         if history:
             analysis.note(f"history expansion ({history}) re-runs a line the bastion cannot see")
     parsed = parse(text)
-    analysis.incomplete = parsed.incomplete
+    analysis.incomplete, analysis.until = parsed.incomplete, parsed.until
     for error in parsed.errors:
         analysis.note(f"the line does not parse ({error})")
     _Walker(analysis, top=True).run(parsed, 0)
@@ -217,9 +226,9 @@ class _Walker:
         for redirect in command.redirects:
             if redirect.op not in ("<<", "<<-"):
                 self.words([redirect.target], depth, split=False)
-            elif not redirect.quoted and redirect.body:
-                found = Found()
-                expand_word('"' + redirect.body.replace('"', '\\"') + '"', self.variables(), found)
+            elif not redirect.quoted and redirect.body and re.search(r"[$`]", redirect.body):
+                found = Found()  # an unquoted here-document's $(...) run as it is read
+                collect_substitutions(redirect.body, found)
                 self.nested(found, depth)
         for argv in self.words(command.words, depth):
             if argv:

@@ -35,6 +35,10 @@ MAX_NESTING = 64
 class Incomplete(Exception):
     """The text ends inside a construct: the shell would ask for more (PS2)."""
 
+    def __init__(self, why: str, *, until: str = "") -> None:
+        super().__init__(why)
+        self.until = until  # a here-document's delimiter: nothing before it can complete the text
+
 
 class Malformed(Exception):
     """The shell would refuse this text."""
@@ -64,6 +68,7 @@ class Command:
 class Parsed:
     commands: list[Command] = field(default_factory=list)
     incomplete: str = ""  # why the shell would wait for more
+    until: str = ""  # ... when it is a here-document: the line that ends it
     errors: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)  # names defined on this line
 
@@ -116,7 +121,7 @@ class Lexer:
             lines = []
             while True:
                 if self.i >= len(self.text):
-                    raise Incomplete(f"a here-document without its end ({delimiter})")
+                    raise Incomplete(f"a here-document without its end ({delimiter})", until=delimiter)
                 end = self.text.find("\n", self.i)
                 line = self.text[self.i:] if end < 0 else self.text[self.i:end]
                 self.i = len(self.text) if end < 0 else end + 1
@@ -223,8 +228,15 @@ def backquote_end(text: str, i: int) -> int:
     raise Incomplete("an open backquote")
 
 
+_DOUBLE_QUOTED_SPECIAL = re.compile(r'[\\"$`]')
+
+
 def double_quote_end(text: str, i: int) -> int:
     while i < len(text):
+        special = _DOUBLE_QUOTED_SPECIAL.search(text, i)
+        if special is None:
+            break
+        i = special.start()
         char = text[i]
         if char == "\\":
             i += 2
@@ -547,7 +559,7 @@ def parse(text: str) -> Parsed:
         return Parser(text).parse()
     except Incomplete as exc:
         parsed = _rough(text)
-        parsed.incomplete = str(exc)
+        parsed.incomplete, parsed.until = str(exc), exc.until
         return parsed
     except Malformed as exc:
         parsed = _rough(text)

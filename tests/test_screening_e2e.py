@@ -169,10 +169,21 @@ def test_edited_line_is_decided_on_what_bash_ran(box: Sandbox) -> None:
 def test_multi_line_paste_is_screened_before_any_line_runs(box: Sandbox) -> None:
     p = pane(box)
     try:
+        # Bracketed: bash holds the pasted lines until Enter, which runs them all.
         first, second = unique("pasted-ok"), unique("pasted-forbidden")
         p.paste(f"touch {first}\ntouch {second}\n")
+        p.wait_for(f"touch {second}")
+        p.send("Enter")
+        p.wait_for("bastion: denied by rule 'no-forbidden'")
+        run_line(p, "echo after-$((2+3))")
+        p.wait_for("after-5")
+        assert not first.exists() and not second.exists()
+        # Unbracketed: every line end is an Enter, all in one write.
+        first, second = unique("pasted-ok"), unique("pasted-forbidden")
+        p.paste(f"touch {first}\ntouch {second}\n", bracketed=False)
         p.wait_for("bastion: paste denied by rule 'no-forbidden'")
-        time.sleep(0.5)
+        run_line(p, "echo after-$((3+4))")
+        p.wait_for("after-7")
         assert not first.exists() and not second.exists()
     finally:
         p.close()
@@ -247,18 +258,37 @@ def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
     rules.write_text(RULES)
 
 
-def test_full_screen_programs_are_not_screened(box: Sandbox) -> None:
+def test_full_screen_programs_are_not_screened_but_a_shell_on_the_alternate_screen_is(box: Sandbox) -> None:
     p = pane(box)
     try:
-        # A stand-in for vim or less: switches to the alternate screen and reads keys.
-        run_line(p, "printf '\\033[?1049h'; head -n 1; printf '\\033[?1049l'; echo back-$((3*3))")
-        eventually(p.alternate_screen, "the program's alternate screen")
-        p.type("this forbidden text is typed into a program, not a shell")
+        # A pager: what is typed there (a search) is for the pager, not a shell.
+        notes = unique("notes")
+        notes.write_text("nothing forbidden here\n" * 100)
+        run_line(p, f"less {notes}")
+        eventually(p.alternate_screen, "less on the alternate screen")
+        p.type("/forbidden text typed into a program")
         p.send("Enter")
-        p.wait_for("back-9")
-        assert "denied" not in p.screen()
+        p.wait_for("Pattern not found")
+        # ... but its way into a shell is screened.
+        escaped = unique("forbidden-escape")
+        p.type(f"!touch {escaped}")
+        p.send("Enter")
+        p.wait_for("denied by rule 'no-forbidden'")
+        assert not escaped.exists()
+        p.send("C-c")
+        p.type("q")
+        eventually(lambda: not p.alternate_screen(), "back from less")
         decisions = [e for e in box.events() if e["event"] == "command_decision"
                      and "typed into a program" in str(e.get("command"))]
         assert decisions == []
+        # A shell prompt drawn on the alternate screen is still a shell prompt.
+        run_line(p, "printf '\\033[?1049h'")
+        eventually(p.alternate_screen, "the alternate screen")
+        path = unique("forbidden-alt")
+        run_line(p, f"touch {path}")
+        p.wait_for("denied by rule 'no-forbidden'")
+        run_line(p, "echo alt-$((6*7))")
+        p.wait_for("alt-42")
+        assert not path.exists()
     finally:
         p.close()

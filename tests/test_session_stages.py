@@ -18,7 +18,7 @@ from bastion.masking import MaskingSettings
 from bastion.pipeline import SessionInfo, SessionStage, Stream
 from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import RulesHolder, parse_rules
-from bastion.screening import DISCARD_LINE, ScreeningContext, ScreeningStage
+from bastion.screening import ScreeningContext, ScreeningStage
 from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
 from recorder.testing import MemoryStore
@@ -59,6 +59,15 @@ class Session:
 
     def release_output(self, reason: str) -> None:
         pass
+
+    def hold_input(self, reason: str) -> None:
+        pass
+
+    def release_input(self, reason: str) -> None:
+        pass
+
+    def input_eof(self) -> None:
+        self.target.append(b"<EOF>")
 
 
 async def until(probe: Callable[[], object], what: str, timeout: float = 5) -> None:
@@ -107,8 +116,12 @@ async def test_typed_ahead_lines_are_still_screened() -> None:
     assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"
     stage.on_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
     await until(lambda: session.target, "a decision")
-    assert session.target == [DISCARD_LINE]
+    assert session.target == [b"\x03"]  # interrupted at the target, never submitted
     assert any(b"denied by rule 'no-forbidden'" in line for line in session.client)
+    stage.on_input(b"ls\r")  # typed before the line is seen gone: held
+    stage.on_output(b"^C\r\n$ ", Stream.STDOUT)
+    await until(lambda: len(session.target) > 1, "the keys typed after it")
+    assert session.target[1] == b"ls"
 
 
 async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:

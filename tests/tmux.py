@@ -32,10 +32,11 @@ class TmuxPane:
     def type(self, text: str) -> None:
         self._tmux("send-keys", "-t", self.name, "-l", text)
 
-    def paste(self, text: str) -> None:
-        """Paste as a terminal does: bracketed, in one write."""
+    def paste(self, text: str, *, bracketed: bool = True) -> None:
+        """Paste as a terminal does, in one write: bracketed when the program asked for it (bash
+        then inserts the lines and waits for Enter), or as typed keys, each line end an Enter."""
         self._tmux("set-buffer", "-b", "paste", text)
-        self._tmux("paste-buffer", "-p", "-b", "paste", "-t", self.name)
+        self._tmux("paste-buffer", *(["-p"] if bracketed else []), "-b", "paste", "-t", self.name)
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.name)
