@@ -68,6 +68,8 @@ class LineTracker:
         self.keys = b""
         self._prompt: tuple[int, int, str] | None = None  # row, column, text before the cursor
         self.last_prompt = ""  # the previous line's prompt: text after it was already in the line
+        self._entered_at = 0.0
+        self._at_prompt = False  # the line's first key came after the shell drew something
         self._key_at = 0.0
         self._output_at = 0.0
         # Output waits here until the screen is looked at (a key, an Enter): bulk output that
@@ -107,6 +109,7 @@ class LineTracker:
         if not self.keys:
             y, x = self.screen.cursor.y, self.screen.cursor.x
             self._prompt = (y, x, self.screen.display[y][:x])
+            self._at_prompt = self._output_at > self._entered_at
         self.keys += data
         self._key_at = time.monotonic()
 
@@ -142,15 +145,8 @@ class LineTracker:
         pieces = [display[start][column:]] + [display[r] for r in range(start + 1, last + 1)]
         return "".join(pieces).rstrip()
 
-    def submitted(self) -> SubmittedLine:
-        """The line Enter would submit now (with any text the line held before its first key)."""
-        line = self._typed_line()
-        prefilled = self.prefilled()
-        if prefilled:
-            return SubmittedLine(prefilled + line.text, line.unsure, line.why)
-        return line
-
-    def _typed_line(self) -> SubmittedLine:  # noqa: PLR0911 - one return per way of reading it  # noqa: PLR0911 - one return per way of reading it
+    def submitted(self) -> SubmittedLine:  # noqa: PLR0911 - one return per way of reading it
+        """The line Enter would submit now, from where its first key was typed."""
         keys = self.keys
         plain = bool(PLAIN_KEYS.fullmatch(keys))
         if self._prompt is None:
@@ -199,17 +195,21 @@ class LineTracker:
         """What stood before the cursor when this line's first key was typed."""
         return self._prompt[2] if self._prompt else ""
 
-    def prefilled(self) -> str:
+    def prefilled(self) -> str:  # noqa: PLR0911 - one return per way of reading it
         """Text that stood in the line before its first key: what a line editor was handed
         (zsh's print -z, a pasted text, a rebound key) after the usual prompt."""
         self._sync()
         last = self.last_prompt
         if self._prompt is not None:
+            if not self._at_prompt:
+                return ""  # typed ahead of the previous line's echo: the row holds that line
             before = self._prompt[2]
             if last.strip() and before.startswith(last) and before[len(last):].strip():
                 return before[len(last):]
             return ""
         # Enter with no key typed: what is left of the cursor is a prompt, or a line to run.
+        if self._output_at <= self._entered_at:
+            return ""
         y, x = self.screen.cursor.y, self.screen.cursor.x
         before = self.screen.display[y][:x]
         if last.strip() and before.startswith(last):
@@ -238,7 +238,8 @@ class LineTracker:
 
     def entered(self) -> None:
         """Enter went through: the next key starts a new line."""
-        if self._prompt is not None:
+        if self._prompt is not None and self._at_prompt:
             self.last_prompt = self._prompt[2]
         self.keys = b""
         self._prompt = None
+        self._entered_at = time.monotonic()

@@ -22,7 +22,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
@@ -31,7 +31,7 @@ from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_key
 from bastion.linetrack import LineTracker, replay_keys
 from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
-from bastion.rules import CommandRequest, RulesHolder, Verdict
+from bastion.rules import STRICTNESS, CommandRequest, RulesHolder, Verdict
 from bastion.shellinput import InputCommand, ShellInput, TooLong
 from bastion.shellscope import Analysis, Scope, analyze
 
@@ -291,18 +291,21 @@ class ScreeningStage(SessionStage):
         """A key that may run the line: read the line, decide, then release or discard."""
         tracker = self._tracker
         assert tracker is not None
+        deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
+        while not tracker.echoed() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if kind is Key.SUBMIT and PROMPT.search(tracker.prompt.rstrip().encode() + b" ") \
                 and not tracker.echoes_keys():
             self._release()  # typed at a password prompt: not a command, never logged as one
             return
-        deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
-        while not tracker.echoed() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
         line = tracker.submitted()
         if self._pending and tracker.prompt == self._pending_prompt:
             self._pending = ""  # back at the first line's prompt: the shell dropped the rest
         text = f"{self._pending}\n{line.text}" if self._pending else line.text
-        if not text.strip() and kind is not Key.EDITOR:
+        # Text that stood before the first key may be the line's start (put there by the shell)
+        # or the echo of what ran before: both readings are decided, the stricter holds.
+        prefilled = tracker.prefilled()
+        if not text.strip() and not prefilled and kind is not Key.EDITOR:
             self._release(submitted=kind is Key.SUBMIT)
             return
         reasons = [line.why] if line.unsure else []
@@ -312,6 +315,13 @@ class ScreeningStage(SessionStage):
         verdict = self._decide("shell", text, analysis=analysis, unsure=bool(reasons),
                                why="; ".join(reasons))
         self._mark(verdict, text)
+        if prefilled:
+            other = prefilled + text
+            alternative = self._decide("shell", other, analysis=analyze(other, self._scope, interactive=True),
+                                       unsure=bool(reasons), why="; ".join(reasons))
+            if STRICTNESS[alternative.action] > STRICTNESS[verdict.action]:
+                verdict, text, line = alternative, other, replace(line, text=prefilled + line.text)
+                self._mark(verdict, text)
         if verdict.action in ("allow", "log"):
             self._release(submitted=kind in (Key.SUBMIT, Key.EDITOR), analysis=analysis, text=text)
         elif verdict.action == "deny":

@@ -715,10 +715,18 @@ def _set_builtin(walker: _Walker, argv: list[Word], command: Command, depth: int
             walker.scope.history_expansion = True
 
 
+_STTY_INTERRUPT = frozenset({"intr", "-isig", "raw", "-cooked"})  # what stops Ctrl-C interrupting
+_STTY_RESTORE = frozenset({"sane", "isig", "cooked", "-raw"})
+
+
 def _stty(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
-    values = [v for v in _values(argv[1:]) if v not in ("-F", "--file") and not v.startswith("/dev/")]
-    if values and not all(v in _QUERY_STTY for v in values):
-        walker.scope.tty_changed = "stty " + " ".join(values)[:60]
+    values = _values(argv[1:])
+    saved_state = re.compile(r"[0-9a-f]+(:[0-9a-f]+){3,}")  # stty -g's output, given back
+    if any(v == "\0" or v in _STTY_INTERRUPT or saved_state.fullmatch(v) for v in values):
+        walker.scope.tty_changed = "stty " + " ".join(v if v != "\0" else "$..." for v in values)[:60]
+    elif values and all(v in _STTY_RESTORE for v in values if v not in _QUERY_STTY) and \
+            any(v in _STTY_RESTORE for v in values):
+        walker.scope.tty_changed = ""
 
 
 def _fc(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:

@@ -129,7 +129,7 @@ async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     stage.on_output(b"[sudo] password for alice: ", Stream.STDOUT)
     assert stage.on_input(b"hunter2") == b"hunter2"
     assert stage.on_input(b"\r") == b""
-    await asyncio.sleep(0)  # the decision runs as a task: no echo to wait for
+    await until(lambda: session.target, "the Enter released: the keys never echoed")
     assert session.target == [b"\r"]
     assert decisions(log) == []
 

@@ -122,6 +122,9 @@ def test_keys_and_terminal_changes_are_noticed() -> None:
     assert session("set -o vi").vi_mode
     assert not session("set -o vi", "set -o emacs").vi_mode
     assert session("stty -isig").tty_changed
+    assert session("stty intr undef").tty_changed
+    assert not session("stty -isig", "stty sane").tty_changed
+    assert not session("stty kill undef").tty_changed  # Ctrl-C still interrupts
     assert not session("stty -a").tty_changed
     assert session("bind '\"\\C-x\": accept-line'").keys_changed
     assert not session("bind -p").keys_changed
