@@ -62,8 +62,10 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     approvals = ApprovalStore(config.state_db) if config.rules_file or config.web else None
     notify = _web(config, state, approvals) if approvals is not None else None
     screening = _screening(config, state, approvals, notify)
-    # Order matters. Output: the masker first, so the recorder only ever sees masked output.
-    # Input: the recorder records what was typed before the screener holds or discards it.
+    # Order matters. Output: the masker first, so the recorder only ever sees masked output
+    # (the screener reads the real output too, through on_target_output, to see what was
+    # typed; it stores only masked text). Input: the recorder records what was typed before
+    # the screener holds or discards it.
     masking_stage: Callable[[], list[SessionStage]] = (
         (lambda: [MaskingStage(masking)]) if masking.enabled and config.masking.sinks == "both" else list
     )

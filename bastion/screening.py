@@ -184,10 +184,11 @@ class ScreeningStage(SessionStage):
 
     # -- interactive lines ------------------------------------------------------------------
 
-    def on_output(self, data: bytes, stream: Stream) -> bytes:
+    def on_target_output(self, data: bytes, stream: Stream) -> None:
+        # The real output, not the masked one the user sees: a secret typed at the prompt
+        # echoes masked, and the masked screen would disagree with the keys (unsure).
         if self._tracker is not None:
             self._tracker.output(data)
-        return data
 
     def on_resize(self, width: int, height: int) -> None:
         if self._tracker is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from bastion.sandbox import Sandbox
 from tests.conftest import LOGIN, eventually, need
+from tests.test_masker import AWS_ID
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -174,6 +175,24 @@ def test_multi_line_paste_is_screened_before_any_line_runs(box: Sandbox) -> None
         p.wait_for("bastion: paste denied by rule 'no-forbidden'")
         time.sleep(0.5)
         assert not first.exists() and not second.exists()
+    finally:
+        p.close()
+
+
+def test_a_secret_typed_at_the_prompt_is_decided_on_the_real_line_and_stored_masked(box: Sandbox) -> None:
+    # The user's screen shows the key masked; the screener must still read the line as typed,
+    # or it would be unsure and, with an approval rule in place, held.
+    p = pane(box)
+    try:
+        path = unique("aws-key")
+        run_line(p, f"echo {AWS_ID} > {path}")
+        eventually(path.exists, f"{path} written without a hold")
+        assert path.read_text().strip() == AWS_ID  # the target got the real key
+        assert "waiting for approval" not in p.screen()
+        [decision] = [e for e in box.events() if e["event"] == "command_decision" and str(path) in str(e["command"])]
+        assert decision["action"] == "allow" and "unsure" not in decision
+        assert decision["command"] == f"echo AKIA{'*' * 16} > {path}"
+        assert not [e for e in box.events() if e["event"] == "approval_requested" and str(path) in str(e["command"])]
     finally:
         p.close()
 

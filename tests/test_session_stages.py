@@ -91,10 +91,10 @@ async def test_a_line_typed_ahead_of_a_slow_shell_waits_for_its_prompt(monkeypat
     stage, session, log = shell_stage()
     # The user types before the target printed anything; the login banner comes with the echo.
     assert stage.on_input(b"PS1='x> '\r") == b"PS1='x> '"
-    stage.on_output(b"PS1='x> 'Last login: today\r\nWelcome\r\n", Stream.STDOUT)
+    stage.on_target_output(b"PS1='x> 'Last login: today\r\nWelcome\r\n", Stream.STDOUT)
     await asyncio.sleep(0.2)  # the shell starts slower than an ordinary echo takes
     assert session.target == []  # Enter still held: the shell has not shown the line yet
-    stage.on_output(b"root@db-1:~# PS1='x> '", Stream.STDOUT)
+    stage.on_target_output(b"root@db-1:~# PS1='x> '", Stream.STDOUT)
     await until(lambda: session.target, "the Enter released")
     assert session.target == [b"\r"]
     [decision] = decisions(log)
@@ -105,7 +105,7 @@ async def test_a_line_typed_ahead_of_a_slow_shell_waits_for_its_prompt(monkeypat
 async def test_typed_ahead_lines_are_still_screened() -> None:
     stage, session, _ = shell_stage()
     assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"
-    stage.on_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
+    stage.on_target_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
     await until(lambda: session.target, "a decision")
     assert session.target == [DISCARD_LINE]
     assert any(b"denied by rule 'no-forbidden'" in line for line in session.client)
@@ -113,7 +113,7 @@ async def test_typed_ahead_lines_are_still_screened() -> None:
 
 async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     stage, session, log = shell_stage()
-    stage.on_output(b"[sudo] password for alice: ", Stream.STDOUT)
+    stage.on_target_output(b"[sudo] password for alice: ", Stream.STDOUT)
     assert stage.on_input(b"hunter2") == b"hunter2"
     assert stage.on_input(b"\r") == b""
     await asyncio.sleep(0)  # the decision runs as a task: no echo to wait for
