@@ -174,7 +174,9 @@ class SessionPipeline:
             self._guard(stage, stage.on_marker, kind, text)
 
     def end(self, exit_status: int | None, exit_signal: str | None) -> None:
-        for stage in self.stages:
+        # Last stage first: what a stage reports as it ends (a cancelled approval) still
+        # reaches the stages before it (the recorder) while they are open.
+        for stage in reversed(self.stages):
             try:
                 stage.on_end(exit_status, exit_signal)
             except Exception:  # noqa: S112 - one stage's cleanup must not skip the next

@@ -11,6 +11,7 @@ held bytes are released only when enough approvers said yes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,9 @@ from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.hidden import PROMPT
 from bastion.linetrack import LineTracker, replay_keys
-from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
+from bastion.stored import HEAD, MARGIN, stored_command, stored_keys, stored_screen
 
 ENTER = re.compile(rb"[\r\n]")
 PASTE_START = b"\x1b[200~"
@@ -63,6 +64,9 @@ class ScreeningStage(SessionStage):
         self._held: bytes | None = None  # an Enter (and what followed it) awaiting a decision
         self._request: str | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
+        self._dropped = b""  # ... and kept (bounded) for a marker, with their count
+        self._dropped_count = 0
+        self._wake = asyncio.Event()  # a hold is cancelled: stop waiting for the next poll
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
@@ -77,8 +81,8 @@ class ScreeningStage(SessionStage):
             kind=kind, command=command, unsure=unsure))
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, command=command, action=verdict.action,
-            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None)
+            login=info.login, kind=kind, **stored_command(command).fields(), action=verdict.action,
+            rule=verdict.rule, **stored_command(verdict.part).fields("part"), unsure=verdict.unsure or None)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -87,7 +91,8 @@ class ScreeningStage(SessionStage):
         rule = f" [{verdict.rule}]" if verdict.rule else ""
         label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
-        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
+        stored = stored_command(command)
+        self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
         """Hold until approved (True) or denied/expired/cancelled (False, why)."""
@@ -96,11 +101,14 @@ class ScreeningStage(SessionStage):
         assert io is not None
         if store is None:
             return False, "approvals are not configured on this bastion"
-        screen = self._tracker.snapshot() if self._tracker is not None else f"$ {command}"
+        stored = stored_command(command)
+        tracker = self._tracker
+        screen = (stored_screen(tracker.snapshot(), tracker.screen.columns) if tracker is not None
+                  else f"$ {stored}")
         request = store.create(session=info.session_id, requester=info.user, target=info.target,
                                login=info.login, command=command, rule=verdict.rule or "",
                                approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=mask_text(screen))
+                               timeout=verdict.timeout, screen=screen)
         self._request = request.id
         minutes = max(1, round(verdict.timeout / 60))
         # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
@@ -110,17 +118,17 @@ class ScreeningStage(SessionStage):
             io.to_client(b"\r\n" + status)
         else:
             io.to_client(status, Stream.STDERR)
-        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
+        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
         self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, command=command, rule=verdict.rule)
+                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
         notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
                      if self._ctx.notify is not None else None)
         seen = 0
+        self._wake.clear()
         try:
             while True:
                 if self._cancelled:
-                    store.cancel(request.id)
-                    io.marker("approval-cancelled", request.id)
+                    self._cancel_request("ctrl-c")  # unless the session's end did already
                     return False, "cancelled"
                 state, decisions = store.state(request.id)
                 for approver, decision, identity in decisions[seen:]:
@@ -129,8 +137,10 @@ class ScreeningStage(SessionStage):
                 seen = len(decisions)
                 if state != "pending":
                     break
-                await asyncio.sleep(POLL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL)
         finally:
+            self._report_dropped()
             if notifying is not None and not notifying.done():
                 notifying.cancel()
         self._request = None
@@ -157,6 +167,34 @@ class ScreeningStage(SessionStage):
             line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
                     f" request {request.id} still waits\r\n").encode()
             io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+
+    def _during_hold(self, data: bytes) -> None:
+        """Keys typed while a line waits for approval: never forwarded, but a reviewer sees
+        them (masked, bounded) in the recording."""
+        if b"\x03" in data:
+            self._cancelled = True
+            self._wake.set()
+        self._dropped_count += len(data)
+        self._dropped += data[:max(0, HEAD + MARGIN - len(self._dropped))]
+
+    def _report_dropped(self) -> None:
+        if self._dropped_count and self._io is not None:
+            self._io.marker("dropped-input", stored_keys(self._dropped, self._dropped_count))
+        self._dropped, self._dropped_count = b"", 0
+
+    def _cancel_request(self, reason: str) -> None:
+        """The pending request can never be approved now (Ctrl-C, or the session ended)."""
+        request, self._request = self._request, None
+        store, info = self._ctx.approvals, self._info
+        if request is None or store is None or info is None:
+            return
+        self._report_dropped()
+        if not store.cancel(request):
+            return  # decided or expired a moment before: the hold reports that
+        if self._io is not None:
+            self._io.marker("approval-cancelled", f"{request} ({reason})")
+        self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,
+                              user=info.user, reason=reason)
 
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------
 
@@ -198,8 +236,7 @@ class ScreeningStage(SessionStage):
         tracker = self._tracker
         if self._held is not None:
             if self._awaiting:
-                if b"\x03" in data:
-                    self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
+                self._during_hold(data)  # Ctrl-C cancels a hold; nothing else gets through
                 return b""
             self._typeahead = (self._typeahead + data)[-65536:]
             return b""
@@ -328,7 +365,7 @@ class ScreeningStage(SessionStage):
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         self._cancelled = True
-        if self._request and self._ctx.approvals is not None:
-            self._ctx.approvals.cancel(self._request)
+        self._cancel_request("session ended")
+        self._wake.set()
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from bastion.approvals import ApprovalError, ApprovalRequest, ApprovalStore, command_hash
+from bastion.approvals import ApprovalError, ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.config import BastionConfig
 from bastion.errors import BastionError
@@ -365,7 +365,7 @@ class WebService(_SSOEndpoints):
         if state == "pending" and not why_not:
             actions = (
                 f'<form method="post"><input type="hidden" name="csrf" value="{_e(who["csrf"])}">'
-                f'<input type="hidden" name="command_hash" value="{_e(command_hash(approval.command))}">'
+                f'<input type="hidden" name="command_hash" value="{_e(approval.command_hash)}">'
                 f'<button class="approve" name="decision" value="approve" type="submit">Approve</button>'
                 f'<button class="deny" name="decision" value="deny" type="submit">Deny</button></form>'
             )

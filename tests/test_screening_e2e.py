@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from bastion.sandbox import Sandbox
+from recorder.asciicast import load_cast
 from tests.conftest import LOGIN, eventually, need
-from tests.test_masker import AWS_ID
+from tests.recordings import recording_for
+from tests.test_masker import AWS_ID, GH
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -230,6 +232,29 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
         p.close()
 
 
+def test_keys_typed_during_a_hold_are_recorded_as_dropped(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        held = unique("needs-approval")
+        run_line(p, f"touch {held}")
+        screen = p.wait_for("waiting for approval (request ")
+        request = screen.split("waiting for approval (request ")[1].split(",")[0]
+        run_line(p, f"echo {GH}")  # never reaches the shell
+        p.send("C-c")
+        p.wait_for("not run: cancelled")
+        [cancelled] = [e for e in box.events() if e["event"] == "approval_cancelled" and e["request"] == request]
+        assert cancelled["reason"] == "ctrl-c"
+        p.exit_shell()
+    finally:
+        p.close()
+    path = recording_for(box, lambda e: e["session"] == cancelled["session"])
+    markers = load_cast(path.read_bytes()).markers()
+    dropped = [m for m in markers if m.startswith("dropped-input: ")]
+    assert dropped == [f"dropped-input: {len(GH) + 7} bytes: echo ghp_{'*' * (len(GH) - 4)}\\r\\x03"]
+    assert markers.index(dropped[0]) < markers.index(f"approval-cancelled: {request} (ctrl-c)")
+    assert not any(GH[4:] in m for m in markers)
+
+
 def test_exec_waits_for_approval(box: Sandbox) -> None:
     marker = unique("needs-approval")
     proc = ssh(box, f"touch {marker} && echo done")
@@ -242,6 +267,28 @@ def test_exec_waits_for_approval(box: Sandbox) -> None:
     assert cli(box, "approvals", "deny", request, "--as", "bob").returncode == 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and b"was not approved (denied by bob)" in err
+    assert not marker.exists()
+
+
+def test_an_exec_client_that_hangs_up_while_waiting_cancels_its_request(box: Sandbox) -> None:
+    stderr = box.directory / "bastion.stderr"
+    seen = stderr.stat().st_size
+    marker = unique("needs-approval")
+    proc = ssh(box, f"touch {marker}")
+
+    def requested() -> list[dict[str, object]]:
+        return [e for e in box.events() if e["event"] == "approval_requested" and str(marker) in str(e["command"])]
+
+    request = eventually(requested, "the approval request")[0]["request"]
+    proc.kill()
+    proc.wait()
+    [cancelled] = eventually(lambda: [e for e in box.events() if e["event"] == "approval_cancelled"
+                                      and e["request"] == request], "approval_cancelled")
+    assert cancelled["reason"] == "session ended"
+    assert f"request   {request} (cancelled)" in cli(box, "approvals", "show", str(request)).stdout
+    # The bastion is past that session's end once it has served another one from start to finish.
+    assert ssh(box, "true").wait(60) == 0
+    assert stderr.read_bytes()[seen:] == b""
     assert not marker.exists()
 
 

@@ -14,7 +14,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bastion.approvals import ApprovalError, ApprovalStore
+from bastion.approvals import ApprovalError, ApprovalStore, command_hash
 from bastion.config import NotifyDestination, UserConfig, parse_config
 from bastion.errors import ConfigError
 from bastion.identity import SignInRefused, resolve_approver
@@ -127,6 +127,20 @@ def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
     with pytest.raises(ApprovalError, match="carol has already decided"):
         store.decide(two.id, "carol", "approve")
     assert store.decide(two.id, "dave", "approve") == "approved"
+
+
+def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submitted(tmp_path: Path) -> None:
+    import sqlite3
+
+    command = "mysql --password=Tr0ub4dor-and-3 -e 'drop table users'"
+    store = ApprovalStore(tmp_path / "state.db")
+    made = request(store, command)
+    [(stored,)] = sqlite3.connect(tmp_path / "state.db").execute("SELECT command FROM approval_requests")
+    assert stored == made.command == "mysql --password=*************** -e 'drop table users'"
+    assert made.command_hash == command_hash(command)
+    with pytest.raises(ApprovalError, match="different command"):  # what is shown is not what runs
+        store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(made.command))
+    assert store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(command)) == "approved"
 
 
 def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
