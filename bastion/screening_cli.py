@@ -13,6 +13,7 @@ from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.masker import mask_text
 from bastion.rules import KINDS, CommandRequest, load_rules
+from player.printable import printable
 
 
 def register(
@@ -106,6 +107,8 @@ def register(
 
 
 def show_request(approvals: ApprovalStore, request_id: str) -> None:
+    """The request on the approver's terminal: what the session put in it (the command, the
+    screen, an identity) is shown escaped, never written raw."""
     request = approvals.get(request_id)
     if request is None:
         raise click.ClickException(f"no approval request {request_id!r}")
@@ -114,10 +117,10 @@ def show_request(approvals: ApprovalStore, request_id: str) -> None:
     click.echo(f"request   {request.id} ({state})\nuser      {request.requester}\n"
                f"target    {request.login}@{request.target}\nrule      {request.rule}\n"
                f"approvers {request.approvals_needed} of {', '.join(request.approvers)}\n"
-               f"created   {when}\ncommand   {mask_text(request.command)}")
+               f"created   {when}\ncommand   {printable(mask_text(request.command) or '')}")
     for approver, decision, identity in decisions:
-        click.echo(f"decision  {decision} by {approver}" + (f" ({identity})" if identity else ""))
+        click.echo(f"decision  {decision} by {approver}" + (f" ({printable(identity)})" if identity else ""))
     if request.screen:
         click.echo("screen when submitted:")
-        for line in request.screen.splitlines():
-            click.echo(f"  | {line}")
+        for line in request.screen.split("\n"):
+            click.echo(f"  | {printable(line)}")

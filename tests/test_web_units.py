@@ -287,6 +287,37 @@ def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
     assert "default-src 'none'" in headers["Content-Security-Policy"]
 
 
+def test_the_approval_page_shows_session_text_escaped(tmp_path: Path) -> None:
+    import html
+
+    import aiohttp
+
+    from bastion.audit import AuditLog
+    from bastion.openssh import free_port
+    from bastion.web import SESSION_COOKIE, WebService
+
+    port = free_port()
+    settings = parse_config(config(web={"listen": f"127.0.0.1:{port}"}), path=tmp_path / "bastion.toml")
+    store = ApprovalStore(tmp_path / "state.db")
+    made = request(store, "echo \u202e/ fr- mr \x1b]0;title\x07")
+    cookies = SignedCookies.load_or_create(tmp_path / "k")
+    service = WebService(settings, store, AuditLog(path=tmp_path / "log"), cookies, None)
+    carol = {"user": "carol", "groups": ["dba"], "id": "idp#carol", "csrf": "c"}
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookies.dumps(SESSION_COOKIE, carol, 60)}"}
+
+    async def run() -> str:
+        await service.start()
+        try:
+            async with aiohttp.ClientSession() as http, http.get(service.link(made), headers=headers) as response:
+                return await response.text()
+        finally:
+            await service.stop()
+
+    page = html.unescape(asyncio.run(run()))
+    assert "Approve" in page and "\u202e" not in page and "\x1b" not in page
+    assert page.count("echo \\u202e/ fr- mr \\x1b]0;title\\x07") == 2  # the command and the screen
+
+
 def test_an_unused_device_code_expires(idp: OpenIDProvider) -> None:
     client = OIDCClient(OIDCSettings(issuer=idp.issuer, client_id=idp.cli_client_id))
     device = asyncio.run(client.start_device())
