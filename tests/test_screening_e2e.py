@@ -292,12 +292,23 @@ def test_an_exec_client_that_hangs_up_while_waiting_cancels_its_request(box: San
     assert not marker.exists()
 
 
+def rules_check(config: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(config),
+                           "--user", "alice", "--target", "db-1", "--login", "root", "--", command],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_rules_check_cli(box: Sandbox) -> None:
-    result = subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(box.config_path),
-                             "--user", "alice", "--target", "db-1", "--login", "root", "--", "ls; rm /tmp/forbidden"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0
+    result = rules_check(box.config_path, "ls; rm /tmp/forbidden")
+    assert result.returncode == 1
     assert result.stdout.startswith("DENY: deny by rule 'no-forbidden' (on: rm /tmp/forbidden)")
+    # Scripts read the exit status: 0 runs, 1 denied, 3 needs a person, 2 could not tell at all.
+    assert rules_check(box.config_path, "ls -l").returncode == 0
+    assert rules_check(box.config_path, "touch needs-approval").returncode == 3
+    unsure = rules_check(box.config_path, "ls 'unclosed")
+    assert unsure.returncode == 3 and "[unsure what was submitted]" in unsure.stdout
+    missing = rules_check(box.directory / "no-such.toml", "ls")
+    assert missing.returncode == 2 and "cannot read config" in missing.stderr
 
 
 def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:

@@ -128,6 +128,14 @@ def test_approve_details_and_scopes(rules) -> None:  # type: ignore[no-untyped-d
     assert ask(rules, "sftp", kind="sftp", target="db-1").action == "allow"
 
 
+def test_a_rule_for_every_command_says_so_and_an_sftp_rule_needs_no_matcher() -> None:
+    rules = parse_rules({"rule": [{"name": "prod-read-only", "action": "deny", "program": "*", "targets": ["prod-*"]},
+                                  {"name": "no-sftp", "action": "deny", "kinds": ["sftp"]}]})
+    assert ask(rules, "ls", target="prod-1").rule == "prod-read-only"
+    assert ask(rules, "ls").action == "allow"
+    assert ask(rules, "sftp", kind="sftp").rule == "no-sftp"
+
+
 def test_unsure_lines_need_approval_where_approval_rules_exist(rules) -> None:  # type: ignore[no-untyped-def]
     verdict = rules.decide(CommandRequest("alice", frozenset(), "db-1", "root", "shell", "ls", unsure=True))
     assert verdict.action == "approve" and verdict.unsure and verdict.approvers == ("dba",)
@@ -140,7 +148,12 @@ def test_unsure_lines_need_approval_where_approval_rules_exist(rules) -> None:  
     ('\n\n[[rule]]\nname = "x"\naction = "deny"\ncommand = "(unclosed"\n', "rules.toml:3: rule 'x': command is not a valid regular expression"),
     ('[[rule]]\nname = "x"\naction = "approve"\n', "an approve rule needs approvers"),
     ('[[rule]]\nname = "x"\naction = "deny"\nprogramm = "rm"\n', "unknown key 'programm'"),
-    ('[[rule]]\nname = "x"\naction = "deny"\n[[rule]]\nname = "x"\naction = "deny"\n', "rules.toml:4: a rule named 'x' exists already"),
+    ('[[rule]]\nname = "x"\naction = "deny"\nprogram = "a"\n[[rule]]\nname = "x"\naction = "deny"\nprogram = "b"\n',
+     "rules.toml:5: a rule named 'x' exists already"),
+    ('[[rule]]\nname = "a"\naction = "log"\ncommand = "a"\n\n[[rule]]\nname = "everything"\naction = "deny"\n'
+     'targets = ["prod-*"]\n', "rules.toml:6: rule 'everything': says nothing about which commands it matches"),
+    ('[[rule]]\nname = "x"\naction = "deny"\nkinds = ["shell", "sftp"]\nprogram = []\ncommand = ""\n',
+     "rules.toml:1: rule 'x': says nothing about which commands it matches"),
     ('[[rule]\n', "not valid TOML"),
     ('[[rule]]\nname = "x"\naction = "deny"\nkinds = ["ftp"]\n', "unknown kind 'ftp'"),
 ])
