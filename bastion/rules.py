@@ -272,7 +272,7 @@ def load_rules(path: Path) -> RuleSet:
 
 @dataclass
 class RulesHolder:
-    """The rules in force; `reload` swaps them only when the new file is valid."""
+    """The rules in force; `reload` and `use` swap them only when the new file is valid."""
 
     rules: RuleSet = field(default_factory=RuleSet)
     path: Path | None = None
@@ -280,4 +280,10 @@ class RulesHolder:
     def reload(self) -> RuleSet:
         if self.path is not None:
             self.rules = load_rules(self.path)
+        return self.rules
+
+    def use(self, path: Path | None) -> RuleSet:
+        """The rules of `path` from now on (none: no rules file, no screening)."""
+        self.rules = load_rules(path) if path is not None else RuleSet()
+        self.path = path
         return self.rules

@@ -324,6 +324,37 @@ def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
     rules.write_text(RULES)
 
 
+def test_a_reload_applies_a_new_rules_file_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path)
+    sandbox.add_user("alice", ["ops"])
+    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    sandbox.write_ssh_config("alice")
+    sandbox.start_bastion()
+    try:
+        assert sandbox.process is not None
+        before = unique("forbidden")
+        assert ssh(sandbox, f"touch {before}").wait(60) == 0 and before.exists()  # no rules yet
+        (tmp_path / "rules.toml").write_text(RULES)
+        sandbox.extra.update(rules_file="rules.toml", grace_period="7s")
+        sandbox.write_config()
+        sandbox.process.send_signal(1)  # SIGHUP
+        [loaded] = eventually(lambda: [e for e in sandbox.events() if e["event"] == "rules_reloaded"], "rules_reloaded")
+        assert loaded["rules"] == 3 and str(loaded["file"]).endswith("rules.toml")
+        [later] = [e for e in sandbox.events() if e["event"] == "reload_needs_restart"]
+        assert later["settings"] == ["grace_period"]
+        after = unique("forbidden")
+        assert ssh(sandbox, f"touch {after}").wait(60) == 1 and not after.exists()  # screened now
+        # A config that no longer loads: said so, and the rules file in force is reloaded.
+        sandbox.config_path.write_text(sandbox.config_path.read_text() + "\nbogus = 1\n")
+        sandbox.process.send_signal(1)
+        [failed] = eventually(lambda: [e for e in sandbox.events() if e["event"] == "config_reload_failed"],
+                              "config_reload_failed")
+        assert "bogus" in str(failed["reason"])
+        eventually(lambda: len([e for e in sandbox.events() if e["event"] == "rules_reloaded"]) == 2, "the reload")
+    finally:
+        sandbox.stop()
+
+
 def test_full_screen_programs_are_not_screened(box: Sandbox) -> None:
     p = pane(box)
     try:
