@@ -1,11 +1,13 @@
 """Command screening as a session stage: exec commands and subsystems at the gate, interactive
-lines at Enter. Every decision is logged and becomes a recording marker.
+lines at Enter. Every decision is logged and becomes a recording marker; what they store of a
+command is masked and bounded (`bastion.stored`).
 
-At a shell prompt the Enter key is held while the submitted line is read from the screen and
-decided. Allowed lines go through at once. A denied line is discarded at the target (Ctrl-C)
-and the user is told which rule blocked it. A line that needs approval stays held: the user
-sees one status line, keystrokes other than Ctrl-C (which cancels) are not forwarded, and the
-held bytes are released only when enough approvers said yes.
+At a shell prompt the Enter key is held while the submitted line is read from the screen (as
+the target drew it, before masking) and decided. Allowed lines go through at once. A denied
+line is discarded at the target (Ctrl-C) and the user is told which rule blocked it. A line
+that needs approval stays held: the user sees one status line, keystrokes other than Ctrl-C
+(which cancels) are not forwarded but recorded as a marker, and the held bytes are released
+only when enough approvers said yes.
 """
 
 from __future__ import annotations
