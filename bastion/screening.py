@@ -25,7 +25,7 @@ from bastion.hidden import PROMPT
 from bastion.linetrack import LineTracker, replay_keys
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import CommandRequest, RulesHolder, Verdict
-from bastion.stored import HEAD, MARGIN, stored_command, stored_keys, stored_screen
+from bastion.stored import HEAD, MARGIN, StoredCommand, stored_command, stored_keys, stored_screen
 
 ENTER = re.compile(rb"[\r\n]")
 PASTE_START = b"\x1b[200~"
@@ -69,6 +69,7 @@ class ScreeningStage(SessionStage):
         self._dropped = b""  # ... and kept (bounded) for a marker, with their count
         self._dropped_count = 0
         self._wake = asyncio.Event()  # a hold is cancelled: stop waiting for the next poll
+        self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
@@ -81,10 +82,13 @@ class ScreeningStage(SessionStage):
         verdict = self._ctx.rules.rules.decide(CommandRequest(
             user=info.user, groups=info.groups, target=info.target, login=info.login,
             kind=kind, command=command, unsure=unsure))
+        stored = stored_command(command)
+        part = stored if verdict.part == command else stored_command(verdict.part)
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, **stored_command(command).fields(), action=verdict.action,
-            rule=verdict.rule, **stored_command(verdict.part).fields("part"), unsure=verdict.unsure or None)
+            login=info.login, kind=kind, **stored.fields(), action=verdict.action,
+            rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None)
+        self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -93,7 +97,8 @@ class ScreeningStage(SessionStage):
         rule = f" [{verdict.rule}]" if verdict.rule else ""
         label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
-        stored = stored_command(command)
+        decided, self._decided = self._decided, None
+        stored = decided[1] if decided is not None and decided[0] is command else stored_command(command)
         self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
