@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
-from bastion.config import BastionConfig, TargetConfig
-from bastion.errors import ConfigError
+from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
+from bastion.errors import BastionError, ConfigError
 from bastion.keys import KeyStore
 from bastion.login import SSO
 from bastion.masking import MaskingSettings, MaskingStage
@@ -20,6 +20,7 @@ from bastion.rules import CommandRequest, RulesHolder
 from bastion.screening import Notify, ScreeningContext, ScreeningStage
 from bastion.server import BastionState
 from bastion.sso import Directory
+from bastion.stored import stored_command
 from bastion.web import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
@@ -59,11 +60,14 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     else:
         recording_stage = list
     state.sso = SSO(config, keys, Directory(config.state_db), audit)
-    approvals = ApprovalStore(config.state_db) if config.rules_file or config.web else None
-    notify = _web(config, state, approvals) if approvals is not None else None
+    # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
+    approvals = ApprovalStore(config.state_db)
+    notify = _web(config, state, approvals)
     screening = _screening(config, state, approvals, notify)
-    # Order matters. Output: the masker first, so the recorder only ever sees masked output.
-    # Input: the recorder records what was typed before the screener holds or discards it.
+    # Order matters. Output: the masker first, so the recorder only ever sees masked output
+    # (the screener reads the real output too, through on_target_output, to see what was
+    # typed; it stores only masked text). Input: the recorder records what was typed before
+    # the screener holds or discards it.
     masking_stage: Callable[[], list[SessionStage]] = (
         (lambda: [MaskingStage(masking)]) if masking.enabled and config.masking.sinks == "both" else list
     )
@@ -90,34 +94,61 @@ def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -
     return notify
 
 
-def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalStore | None,
+def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalStore,
                notify: Notify | None) -> Callable[[], list[SessionStage]]:
-    if config.rules_file is None or approvals is None:
-        return list
+    """The screening stage for sessions while a rules file is set; SIGHUP reloads it."""
     holder = RulesHolder(path=config.rules_file)
     holder.reload()  # a bad rules file stops the start, naming file, line and reason
-    cancelled = approvals.cancel_all_pending()
-    if cancelled:
-        state.audit.event("approvals_cancelled_at_start", count=cancelled)
+    if config.rules_file is not None:
+        cancelled = approvals.cancel_all_pending()
+        if cancelled:
+            state.audit.event("approvals_cancelled_at_start", count=cancelled)
     context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, notify=notify)
 
     def reload() -> None:
+        path = holder.path
+        fresh = _reread(config, state)
+        if fresh is not None:
+            path = fresh.rules_file  # set, changed or removed: applies to sessions from now on
         try:
-            rules = holder.reload()
+            rules = holder.use(path)
         except ConfigError as exc:
-            state.audit.event("rules_reload_failed", reason=exc.reason, kept=str(holder.path))
+            state.audit.event("rules_reload_failed", reason=exc.reason,
+                              kept=str(holder.path) if holder.path else None)
             return
-        state.audit.event("rules_reloaded", rules=len(rules.rules))
+        state.audit.event("rules_reloaded", rules=len(rules.rules), file=str(path) if path else None)
 
     def forward_gate(identity: Identity, target: TargetConfig, login: str, destination: str) -> str | None:
+        if holder.path is None:
+            return None
         verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
                                                      "forward", destination))
         state.audit.event("command_decision", user=identity.user, target=target.name, kind="forward",
-                          command=destination, action=verdict.action, rule=verdict.rule)
+                          **stored_command(destination).fields(), action=verdict.action, rule=verdict.rule)
         if verdict.action in ("deny", "approve"):
             return f"bastion: forwarding to {destination} {verdict.describe()}"
         return None
 
     state.reload_hooks.append(reload)
     state.forward_gate = forward_gate
-    return lambda: [ScreeningStage(context)]
+    return lambda: [ScreeningStage(context)] if holder.path is not None else []
+
+
+# What a reload applies; a change to any other setting is logged and waits for a restart.
+RELOADABLE = ("rules_file",)
+
+
+def _reread(config: BastionConfig, state: BastionState) -> BastionConfig | None:
+    """The config file as it is now, or None if it does not load (both logged). Settings that
+    differ from the running ones and are not RELOADABLE are named in `reload_needs_restart`."""
+    if config.path is None:
+        return None
+    try:
+        fresh = load_config(config.path)
+    except BastionError as exc:
+        state.audit.event("config_reload_failed", reason=exc.reason)
+        return None
+    later = [name for name in changed_settings(config, fresh) if name not in RELOADABLE]
+    if later:
+        state.audit.event("reload_needs_restart", settings=later)
+    return fresh

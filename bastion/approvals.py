@@ -3,12 +3,12 @@
 The session that holds the command polls its request; any process with the database (the
 `bastion approvals` CLI today, the web service later, another bastion sharing the state)
 records decisions. A request is bound to its session and the exact command (a hash), expires,
-and can never be approved by its requester.
+and can never be approved by its requester. What is stored of the command is masked and
+bounded (`bastion.stored`); the hash is of the command as submitted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -16,6 +16,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bastion.stored import command_hash, stored_command
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approval_requests (
@@ -51,7 +53,7 @@ MIGRATIONS = (
     ("approval_decisions", "identity", "TEXT"),
 )
 FIELDS = ("id, session, requester, target, login, command, rule, approvers, approvals_needed, created,"
-          " expires, state, token, screen")
+          " expires, state, token, screen, command_hash")
 
 
 class ApprovalError(Exception):
@@ -65,7 +67,7 @@ class ApprovalRequest:
     requester: str
     target: str
     login: str
-    command: str
+    command: str  # masked, and only its head when it is long: for people to read
     rule: str
     approvers: tuple[str, ...]
     approvals_needed: int
@@ -74,10 +76,7 @@ class ApprovalRequest:
     state: str
     token: str = ""  # the secret part of the request's web link
     screen: str = ""  # the terminal screen when the command was submitted (text)
-
-
-def command_hash(command: str) -> str:
-    return hashlib.sha256(command.encode("utf-8", "surrogateescape")).hexdigest()
+    command_hash: str = ""  # of the command as submitted: what a decision is bound to
 
 
 def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
@@ -102,7 +101,10 @@ class ApprovalStore:
 
     def create(self, *, session: str, requester: str, target: str, login: str, command: str, rule: str,
                approvers: tuple[str, ...], approvals: int, timeout: int, screen: str = "") -> ApprovalRequest:
+        """A pending request for `command` as submitted: it is stored masked (and bounded), and
+        decisions are bound to its hash. `screen` must be masked already."""
         now = time.time()
+        stored = str(stored_command(command))
         for _ in range(8):  # six hex digits are for people to read out; collisions are retried
             request_id = secrets.token_hex(3).upper()
             try:
@@ -110,7 +112,7 @@ class ApprovalStore:
                     "INSERT INTO approval_requests (id, session, requester, target, login, command,"
                     " command_hash, rule, approvers, approvals_needed, created, expires, token, screen)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (request_id, session, requester, target, login, command, command_hash(command), rule,
+                    (request_id, session, requester, target, login, stored, command_hash(command), rule,
                      ",".join(approvers), approvals, now, now + timeout, secrets.token_urlsafe(24), screen),
                 )
                 break
@@ -181,7 +183,7 @@ class ApprovalStore:
             raise ApprovalError(f"{approver} is not in an approver group ({', '.join(request.approvers)})")
         if command is not None:
             digest = command_hash(command)
-        if digest is not None and not hmac.compare_digest(digest, command_hash(request.command)):
+        if digest is not None and not hmac.compare_digest(digest, request.command_hash):
             raise ApprovalError("the decision is for a different command")
         if time.time() > request.expires:
             self._set_state(request.id, "expired")
@@ -217,9 +219,10 @@ class ApprovalStore:
             (request.id,))]
         return state, decisions
 
-    def cancel(self, request_id: str) -> None:
-        self.db.execute("UPDATE approval_requests SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
-                        (request_id,))
+    def cancel(self, request_id: str) -> bool:
+        """Whether the request was still pending (and now is cancelled)."""
+        query = "UPDATE approval_requests SET state = 'cancelled' WHERE id = ? AND state = 'pending'"
+        return self.db.execute(query, (request_id,)).rowcount > 0
 
     def cancel_all_pending(self) -> int:
         """At start-up: requests of sessions that no longer exist never turn into approvals."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,15 @@ class BastionConfig:
             if wanted in (n.lower() for n in target.names) and port in (22, target.port):
                 return target
         return None
+
+
+def changed_settings(old: BastionConfig, new: BastionConfig) -> list[str]:
+    """The top-level settings (as the file names them) that differ between two configs."""
+    names = [f.name for f in fields(BastionConfig)
+             if f.name != "path" and getattr(old, f.name) != getattr(new, f.name)]
+    # One key in the file, two settings here.
+    listen = [name for name in names if name in ("listen_host", "listen_port")]
+    return [name for name in names if name not in listen] + (["listen"] if listen else [])
 
 
 class _Table:

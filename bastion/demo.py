@@ -18,7 +18,7 @@ name = "no-rm-rf-root"
 action = "deny"
 message = "recursive deletes of / are not allowed"
 program = "rm"
-args = ["-*r*", "/"]
+args = ["-*[rR]*", "/"]
 
 [[rule]]
 name = "drops-need-approval"

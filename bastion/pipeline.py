@@ -106,6 +106,10 @@ class SessionStage:
     def on_output(self, data: bytes, stream: Stream) -> bytes:
         return data
 
+    def on_target_output(self, data: bytes, stream: Stream) -> None:
+        """The output as the target sent it, before any stage changed it (the masker does):
+        for a stage that must read what the target really showed. Never forwarded from here."""
+
     def flush_output(self, stream: Stream) -> bytes:
         """Output this stage still holds, asked for once the target sent EOF."""
         return b""
@@ -138,6 +142,7 @@ class SessionPipeline:
 
     def __init__(self, stages: list[SessionStage]) -> None:
         self.stages = stages
+        self._readers = [s for s in stages if type(s).on_target_output is not SessionStage.on_target_output]
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         for stage in self.stages:
@@ -165,6 +170,9 @@ class SessionPipeline:
         return any(self._guard(stage, stage.on_input_eof) for stage in self.stages)
 
     def output(self, data: bytes, stream: Stream, *, stages: list[SessionStage] | None = None) -> bytes:
+        if stages is None:  # straight from the target (output released late was read on arrival)
+            for reader in self._readers:
+                self._guard(reader, reader.on_target_output, data, stream)
         for stage in self.stages if stages is None else stages:
             if not data:
                 break
@@ -193,7 +201,9 @@ class SessionPipeline:
             self._guard(stage, stage.on_marker, kind, text)
 
     def end(self, exit_status: int | None, exit_signal: str | None) -> None:
-        for stage in self.stages:
+        # Last stage first: what a stage reports as it ends (a cancelled approval) still
+        # reaches the stages before it (the recorder) while they are open.
+        for stage in reversed(self.stages):
             try:
                 stage.on_end(exit_status, exit_signal)
             except Exception:  # noqa: S112 - one stage's cleanup must not skip the next

@@ -149,6 +149,8 @@ class SessionRelay:
             self.client_eof()
 
     def _refuse(self, message: str, status: int = 255) -> None:
+        if self._ended:
+            return  # the client left while the gate decided (an approval wait): nobody to tell
         self.end_reason = message
         if self._client is not None:
             self._client.write_stderr(message.encode() + b"\r\n")

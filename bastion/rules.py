@@ -236,6 +236,10 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
 
 RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",
              "groups", "users", "approvers", "approvals", "timeout"}
+# Kinds whose requests are commands: a rule for them needs program, args or command (the rest
+# of a rule is scope). An sftp or forward rule may leave them out: the kind itself is what it
+# matches (every transfer, every forward).
+COMMAND_KINDS = {"exec", "shell"}
 
 
 def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -279,9 +283,14 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
     message = raw.get("message", "")
     if not isinstance(message, str):
         raise ConfigError(f"{where}: rule {name!r}: message must be a string")
+    programs, args = _strings(raw, "program", where), _strings(raw, "args", where)
+    if not (programs or args or (command and command.pattern)) and COMMAND_KINDS & set(kinds):
+        # Left out by mistake, it would decide every command (a deny rule: a deny-all).
+        raise ConfigError(f"{where}: rule {name!r}: says nothing about which commands it matches:"
+                          ' set program, args or command (program = "*" if every command is meant)')
     return Rule(
         name=name, action=action, message=message, command=command,
-        programs=_strings(raw, "program", where), args=_strings(raw, "args", where),
+        programs=programs, args=args,
         kinds=frozenset(kinds), targets=_strings(raw, "targets", where),
         logins=_strings(raw, "logins", where),
         groups=frozenset(_strings(raw, "groups", where)),
@@ -298,7 +307,7 @@ def load_rules(path: Path) -> RuleSet:
 
 @dataclass
 class RulesHolder:
-    """The rules in force; `reload` swaps them only when the new file is valid."""
+    """The rules in force; `reload` and `use` swap them only when the new file is valid."""
 
     rules: RuleSet = field(default_factory=RuleSet)
     path: Path | None = None
@@ -306,4 +315,10 @@ class RulesHolder:
     def reload(self) -> RuleSet:
         if self.path is not None:
             self.rules = load_rules(self.path)
+        return self.rules
+
+    def use(self, path: Path | None) -> RuleSet:
+        """The rules of `path` from now on (none: no rules file, no screening)."""
+        self.rules = load_rules(path) if path is not None else RuleSet()
+        self.path = path
         return self.rules

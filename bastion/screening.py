@@ -13,12 +13,16 @@ A denied line never runs: the bastion interrupts it at the target and checks on 
 screen that the line is gone before it forwards another key; if it cannot, the session ends.
 A line that needs approval stays held: the user sees one status line, keystrokes other than
 Ctrl-C (which cancels) are not forwarded, and the held key is released only when enough
-approvers said yes. What the bastion cannot decide with certainty is *unsure*: `when_unsure`.
+approvers said yes; keys typed meanwhile are recorded as a marker. What the bastion cannot
+decide with certainty is *unsure*: `when_unsure`. Lines are read from the output as the target
+sent it (before masking); what decisions store of a command is masked and bounded
+(`bastion.stored`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -29,17 +33,18 @@ from bastion.audit import AuditLog
 from bastion.hidden import PROMPT
 from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
 from bastion.linetrack import LineTracker, replay_keys
-from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import STRICTNESS, CommandRequest, RulesHolder, Verdict
 from bastion.shellinput import InputCommand, ShellInput, TooLong
 from bastion.shellscope import Analysis, Scope, analyze
+from bastion.stored import HEAD, MARGIN, StoredCommand, stored_command, stored_keys, stored_screen
 
 ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
 # running): the shell shows it once it prompts, and would not run it any sooner.
 TYPEAHEAD_WAIT = 10.0
 CLEAR_WAIT = 3.0  # longest the shell may take to show that a denied line is gone
+MAX_QUEUED = 16 * 1024 * 1024  # input queued behind a held command (more than an SSH window)
 POLL = 0.25
 # Full-screen programs: their keys are not shell lines (launching them was screened). A program
 # that draws the alternate screen without being one of these (printf, tmux, screen) is not exempt.
@@ -81,6 +86,10 @@ class ScreeningStage(SessionStage):
         self._held_key = b""
         self._request: str | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
+        self._dropped = b""  # ... and kept (bounded) for a marker, with their count
+        self._dropped_count = 0
+        self._wake = asyncio.Event()  # a hold is cancelled: stop waiting for the next poll
+        self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
@@ -101,11 +110,14 @@ class ScreeningStage(SessionStage):
         verdict = self._ctx.rules.rules.decide(CommandRequest(
             user=info.user, groups=info.groups, target=info.target, login=info.login,
             kind=kind, command=command, unsure=unsure, why=why, analysis=analysis))
+        stored = stored_command(command)
+        part = stored if verdict.part == command else stored_command(verdict.part)
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, command=command, action=verdict.action,
-            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None,
-            why=verdict.why if verdict.unsure else None)
+            login=info.login, kind=kind, **stored.fields(), action=verdict.action,
+            rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None,
+            why=stored_command(verdict.why).text if verdict.unsure else None)
+        self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
         return verdict
 
     def _mark(self, verdict: Verdict, command: str) -> None:
@@ -114,7 +126,9 @@ class ScreeningStage(SessionStage):
         rule = f" [{verdict.rule}]" if verdict.rule else ""
         label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
-        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
+        decided, self._decided = self._decided, None
+        stored = decided[1] if decided is not None and decided[0] is command else stored_command(command)
+        self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
         """Hold until approved (True) or denied/expired/cancelled (False, why)."""
@@ -123,11 +137,14 @@ class ScreeningStage(SessionStage):
         assert io is not None
         if store is None:
             return False, "approvals are not configured on this bastion"
-        screen = self._tracker.snapshot() if self._tracker is not None else f"$ {command}"
+        stored = stored_command(command)
+        tracker = self._tracker
+        screen = (stored_screen(tracker.snapshot(), tracker.screen.columns) if tracker is not None
+                  else f"$ {stored}")
         request = store.create(session=info.session_id, requester=info.user, target=info.target,
                                login=info.login, command=command, rule=verdict.rule or "",
                                approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=mask_text(screen))
+                               timeout=verdict.timeout, screen=screen)
         self._request = request.id
         minutes = max(1, round(verdict.timeout / 60))
         # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
@@ -137,17 +154,17 @@ class ScreeningStage(SessionStage):
             io.to_client(b"\r\n" + status)
         else:
             io.to_client(status, Stream.STDERR)
-        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
+        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
         self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, command=command, rule=verdict.rule)
+                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
         notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
                      if self._ctx.notify is not None else None)
         seen = 0
+        self._wake.clear()
         try:
             while True:
                 if self._cancelled:
-                    store.cancel(request.id)
-                    io.marker("approval-cancelled", request.id)
+                    self._cancel_request("ctrl-c")  # unless the session's end did already
                     return False, "cancelled"
                 state, decisions = store.state(request.id)
                 for approver, decision, identity in decisions[seen:]:
@@ -156,8 +173,10 @@ class ScreeningStage(SessionStage):
                 seen = len(decisions)
                 if state != "pending":
                     break
-                await asyncio.sleep(POLL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL)
         finally:
+            self._report_dropped()
             if notifying is not None and not notifying.done():
                 notifying.cancel()
         self._request = None
@@ -184,6 +203,34 @@ class ScreeningStage(SessionStage):
             line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
                     f" request {request.id} still waits\r\n").encode()
             io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+
+    def _during_hold(self, data: bytes) -> None:
+        """Keys typed while a line waits for approval: never forwarded, but a reviewer sees
+        them (masked, bounded) in the recording."""
+        if b"\x03" in data:
+            self._cancelled = True
+            self._wake.set()
+        self._dropped_count += len(data)
+        self._dropped += data[:max(0, HEAD + MARGIN - len(self._dropped))]
+
+    def _report_dropped(self) -> None:
+        if self._dropped_count and self._io is not None:
+            self._io.marker("dropped-input", stored_keys(self._dropped, self._dropped_count))
+        self._dropped, self._dropped_count = b"", 0
+
+    def _cancel_request(self, reason: str) -> None:
+        """The pending request can never be approved now (Ctrl-C, or the session ended)."""
+        request, self._request = self._request, None
+        store, info = self._ctx.approvals, self._info
+        if request is None or store is None or info is None:
+            return
+        self._report_dropped()
+        if not store.cancel(request):
+            return  # decided or expired a moment before: the hold reports that
+        if self._io is not None:
+            self._io.marker("approval-cancelled", f"{request} ({reason})")
+        self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,
+                              user=info.user, reason=reason)
 
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------
 
@@ -223,10 +270,11 @@ class ScreeningStage(SessionStage):
 
     # -- output -------------------------------------------------------------------------------
 
-    def on_output(self, data: bytes, stream: Stream) -> bytes:
+    def on_target_output(self, data: bytes, stream: Stream) -> None:
+        # The real output, not the masked one the user sees: a secret typed at the prompt
+        # echoes masked, and the masked screen would disagree with the keys (unsure).
         if self._tracker is not None:
             self._tracker.output(data)
-        return data
 
     def on_resize(self, width: int, height: int) -> None:
         if self._tracker is not None:
@@ -237,12 +285,7 @@ class ScreeningStage(SessionStage):
     def on_input(self, data: bytes) -> bytes:
         tracker = self._tracker
         if self._held is not None:
-            if self._awaiting:
-                if b"\x03" in data:
-                    self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
-                return b""
-            self._typeahead = (self._typeahead + data)[-65536:]
-            return b""
+            return self._while_held(data)
         if self._stdin is not None:
             return self._shell_input(data)
         if tracker is None:
@@ -250,6 +293,15 @@ class ScreeningStage(SessionStage):
         if tracker.alternate and self._launched & FULL_SCREEN:
             return self._in_program(data)
         return self._keystrokes(data)
+
+    def _while_held(self, data: bytes) -> bytes:
+        if self._stdin is not None:
+            return self._queue_input(data)
+        if self._awaiting:
+            self._during_hold(data)  # Ctrl-C cancels a hold; nothing else gets through
+            return b""
+        self._typeahead = (self._typeahead + data)[-65536:]
+        return b""
 
     def _keystrokes(self, data: bytes) -> bytes:
         tracker = self._tracker
@@ -525,14 +577,18 @@ class ScreeningStage(SessionStage):
             io.input_eof()
         return bytes(forward)
 
+    def _queue_input(self, data: bytes) -> bytes:
+        """A script's input while one of its commands waits: kept whole, in order (reading from
+        the client is paused, so only what was already on its way arrives)."""
+        self._typeahead += data
+        if len(self._typeahead) > MAX_QUEUED and self._io is not None:
+            self._io.end("bastion: session ended: too much input arrived while a command was held")
+        return b""
+
     async def _hold_input(self, verdict: Verdict, command: InputCommand, rest: list[InputCommand]) -> None:
         io = self._io
         assert io is not None
-        self._awaiting = True
-        try:
-            approved, why = await self._await_approval(verdict, command.text.rstrip("\n"), interactive=False)
-        finally:
-            self._awaiting = False
+        approved, why = await self._await_approval(verdict, command.text.rstrip("\n"), interactive=False)
         if not approved:
             io.end(f"bastion: {_head(command.text)!r} was not approved ({why}); nothing after it was sent")
             return
@@ -565,8 +621,8 @@ class ScreeningStage(SessionStage):
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         self._cancelled = True
-        if self._request and self._ctx.approvals is not None:
-            self._ctx.approvals.cancel(self._request)
+        self._cancel_request("session ended")
+        self._wake.set()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 

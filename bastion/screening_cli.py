@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -12,7 +13,8 @@ from bastion.approvals import ApprovalError, ApprovalStore
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.masker import mask_text
-from bastion.rules import KINDS, CommandRequest, load_rules
+from bastion.rules import KINDS, CommandRequest, Verdict, load_rules
+from player.printable import printable
 
 
 def register(
@@ -22,7 +24,8 @@ def register(
     def rules() -> None:
         """Command rules: test them without a session."""
 
-    @rules.command("check")
+    @rules.command("check", epilog="Exit status: 0 allow or log, 1 deny, 3 approve or unsure (the line "
+                   "could not be read with certainty), 2 the config or the rules could not be loaded.")
     @config_option  # type: ignore[misc]
     @click.option("--user", required=True, help="Bastion user (their groups come from the config).")
     @click.option("--target", required=True)
@@ -32,24 +35,13 @@ def register(
     @click.argument("command", nargs=-1, required=True)
     def rules_check(config_path: Path, user: str, target: str, login: str, kind: str,
                     groups: tuple[str, ...], command: tuple[str, ...]) -> None:
-        """Say which rule decides COMMAND and why (after `--`)."""
-        config = load(config_path)
-        if config.rules_file is None:
-            raise click.ClickException(f"{config_path} sets no rules_file")
+        """Say which rule decides COMMAND and why (after `--`); the exit status says it too."""
         try:
-            ruleset = load_rules(config.rules_file)
-        except ConfigError as exc:
-            raise click.ClickException(exc.reason) from None
-        known = config.users.get(user)
-        member_of = frozenset(groups) | (known.groups if known else frozenset())
-        verdict = ruleset.decide(CommandRequest(user, member_of, target, login, kind, " ".join(command)))
-        click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
-        if verdict.message:
-            click.echo(f"  message: {verdict.message}")
-        if verdict.action == "approve":
-            click.echo(f"  approvers: {', '.join(verdict.approvers)} ({verdict.approvals} needed, "
-                       f"waits {verdict.timeout}s)")
-        click.echo(f"  why: {verdict.why}")
+            config = load(config_path)
+        except click.ClickException as exc:
+            raise CannotCheck(exc.message) from None
+        request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command))
+        click.get_current_context().exit(check_status(check_rules(config, request)))
 
     @main.group()
     def approvals() -> None:
@@ -105,7 +97,47 @@ def register(
         decide(config_path, request_id, approver, "deny")
 
 
+class CannotCheck(click.ClickException):
+    """`rules check` could not decide at all: its own exit status, apart from a denial's."""
+
+    exit_code = 2
+
+
+def check_rules(config: BastionConfig, request: CommandRequest) -> Verdict:
+    """Decide `request` with the config's rules (the user's groups from the config added) and
+    say which rule decided it and why."""
+    if config.rules_file is None:
+        raise CannotCheck(f"{config.path} sets no rules_file")
+    try:
+        ruleset = load_rules(config.rules_file)
+    except ConfigError as exc:
+        raise CannotCheck(exc.reason) from None
+    known = config.users.get(request.user)
+    if known is not None:
+        request = replace(request, groups=request.groups | known.groups)
+    verdict = ruleset.decide(request)
+    click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
+    if verdict.message:
+        click.echo(f"  message: {verdict.message}")
+    if verdict.action == "approve":
+        click.echo(f"  approvers: {', '.join(verdict.approvers)} ({verdict.approvals} needed, "
+                   f"waits {verdict.timeout}s)")
+    click.echo(f"  why: {verdict.why}")
+    return verdict
+
+
+def check_status(verdict: Verdict) -> int:
+    """`rules check`'s exit status, for scripts: 0 runs, 1 denied, 3 needs a person."""
+    if verdict.action == "deny":
+        return 1
+    if verdict.action == "approve" or verdict.unsure:
+        return 3
+    return 0
+
+
 def show_request(approvals: ApprovalStore, request_id: str) -> None:
+    """The request on the approver's terminal: what the session put in it (the command, the
+    screen, an identity) is shown escaped, never written raw."""
     request = approvals.get(request_id)
     if request is None:
         raise click.ClickException(f"no approval request {request_id!r}")
@@ -114,10 +146,10 @@ def show_request(approvals: ApprovalStore, request_id: str) -> None:
     click.echo(f"request   {request.id} ({state})\nuser      {request.requester}\n"
                f"target    {request.login}@{request.target}\nrule      {request.rule}\n"
                f"approvers {request.approvals_needed} of {', '.join(request.approvers)}\n"
-               f"created   {when}\ncommand   {mask_text(request.command)}")
+               f"created   {when}\ncommand   {printable(mask_text(request.command) or '')}")
     for approver, decision, identity in decisions:
-        click.echo(f"decision  {decision} by {approver}" + (f" ({identity})" if identity else ""))
+        click.echo(f"decision  {decision} by {approver}" + (f" ({printable(identity)})" if identity else ""))
     if request.screen:
         click.echo("screen when submitted:")
-        for line in request.screen.splitlines():
-            click.echo(f"  | {line}")
+        for line in request.screen.split("\n"):
+            click.echo(f"  | {printable(line)}")

@@ -504,7 +504,8 @@ class Bastion:
         conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked")
 
     def reload(self) -> None:
-        """SIGHUP: re-read what can change without dropping sessions (the rules)."""
+        """SIGHUP: re-read what can change without dropping sessions (the rules file and its
+        rules); the hooks log what else changed and needs a restart."""
         for hook in self.state.reload_hooks:
             hook()
 

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from bastion.approvals import ApprovalError, ApprovalRequest, ApprovalStore, command_hash
+from bastion.approvals import ApprovalError, ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.config import BastionConfig
 from bastion.errors import BastionError
@@ -34,6 +34,7 @@ from bastion.login import SSO
 from bastion.masker import mask_text
 from bastion.oidc import AuthorizationStart, OIDCClient, OIDCError
 from bastion.sso import SSOError
+from player.printable import printable
 
 SESSION_COOKIE = "bastion_session"
 LOGIN_COOKIE = "bastion_login"
@@ -106,6 +107,13 @@ border: 0; } .note { color: #555; } header { display: flex; justify-content: spa
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _lines(text: str) -> str:
+    """Session text (a command, a screen) line by line with what is unsafe to show escaped, as
+    the player and the CLI show it: a right-to-left override or a control character must not
+    rearrange what the approver reads."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _age(seconds: float) -> str:
@@ -365,7 +373,7 @@ class WebService(_SSOEndpoints):
         if state == "pending" and not why_not:
             actions = (
                 f'<form method="post"><input type="hidden" name="csrf" value="{_e(who["csrf"])}">'
-                f'<input type="hidden" name="command_hash" value="{_e(command_hash(approval.command))}">'
+                f'<input type="hidden" name="command_hash" value="{_e(approval.command_hash)}">'
                 f'<button class="approve" name="decision" value="approve" type="submit">Approve</button>'
                 f'<button class="deny" name="decision" value="deny" type="submit">Deny</button></form>'
             )
@@ -376,9 +384,9 @@ class WebService(_SSOEndpoints):
         return (
             f'<h1>Approval request {_e(approval.id)} <span class="state {_e(state)}">{_e(state)}</span></h1>'
             f'{notice}<p class="note">{_e(explain)}</p><table>{table}</table>'
-            f"<h2>Command</h2><pre>{_e(mask_text(approval.command))}</pre>"
+            f"<h2>Command</h2><pre>{_e(_lines(mask_text(approval.command) or ''))}</pre>"
             "<h2>Screen when submitted</h2>"
-            f'<pre class="screen">{_e(approval.screen or "(no terminal)")}</pre>'
+            f'<pre class="screen">{_e(_lines(approval.screen) or "(no terminal)")}</pre>'
             f"{'<h2>Decisions</h2><ul>' + decided + '</ul>' if decided else ''}{actions}"
         )
 

@@ -9,6 +9,8 @@ import pyte
 from rich.style import Style
 from rich.text import Text
 
+from player.printable import printable_cell
+
 _HEX = re.compile(r"^[0-9a-fA-F]{6}$")
 _NAMES = {"brown": "yellow", "brightblack": "bright_black", "brightred": "bright_red",
           "brightgreen": "bright_green", "brightbrown": "bright_yellow", "brightyellow": "bright_yellow",
@@ -27,16 +29,6 @@ def _color(value: str) -> str | None:
     return name if name in _VALID else None
 
 
-def _safe(char: str) -> str:
-    """A printable cell: controls (C0, DEL, C1) and anything odd become a space."""
-    if not char:
-        return " "
-    first = ord(char[0])
-    if first < 0x20 or 0x7F <= first < 0xA0:
-        return " "
-    return char
-
-
 def screen_text(screen: pyte.Screen) -> list[Text]:
     lines = []
     for row in range(screen.lines):
@@ -52,7 +44,7 @@ def screen_text(screen: pyte.Screen) -> list[Text]:
                 text.append("".join(run), run_style)
                 run = []
             run_style = style
-            run.append(_safe(cell.data))
+            run.append(printable_cell(cell.data))
         if run:
             text.append("".join(run), run_style)
         lines.append(text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pyte
 
+from player.printable import printable
 from recorder.asciicast import Cast, Event
 
 KEYFRAME_SECONDS = 5.0
@@ -87,7 +88,7 @@ class Timeline:
 
     def __post_init__(self) -> None:
         self.times = idle_capped(self.cast.events, self.idle_cap)
-        self.markers = [Marker(self.times[i], i, e.data) for i, e in enumerate(self.cast.events)
+        self.markers = [Marker(self.times[i], i, printable(e.data)) for i, e in enumerate(self.cast.events)
                         if e.code in "mx"]
         width, height = self.cast.size
         # Recordings made without a terminal size (asciinema under a pipe) say 0x0.

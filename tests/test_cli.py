@@ -106,3 +106,21 @@ def test_login_certificate_opens_the_bastion(tmp_path: Path) -> None:
         box.stop()
     methods = [e.get("method") for e in box.events() if e["event"] == "auth_succeeded"]
     assert methods == ["certificate"]
+
+
+def test_approvals_show_escapes_what_the_session_put_in_the_request(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion.approvals import ApprovalStore
+    from bastion.screening_cli import show_request
+    from player.printable import UNSAFE
+
+    command = "echo \x1b]0;owned title\x07 \u009b2J \u202e/ fr- mr"
+    store = ApprovalStore(tmp_path / "state.db")
+    made = store.create(session="s1", requester="alice", target="db-1", login="root", command=command,
+                        rule="r", approvers=("dba",), approvals=1, timeout=60,
+                        screen=f"$ {command}\n\x1b[2J\u2028after")
+    show_request(store, made.id)
+    shown = capsys.readouterr().out
+    assert not UNSAFE.search(shown.replace("\n", ""))
+    assert "command   echo \\x1b]0;owned title\\x07 \\x9b2J \\u202e/ fr- mr\n" in shown
+    assert "  | \\x1b[2J\\u2028after\n" in shown

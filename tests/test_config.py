@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bastion.config import load_config, parse_config, parse_duration, parse_host_port
+from bastion.config import changed_settings, load_config, parse_config, parse_duration, parse_host_port
 from bastion.errors import ConfigError
 
 KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
@@ -30,6 +30,15 @@ def test_minimal_config_and_defaults() -> None:
     assert (target.host, target.port, target.names) == ("10.0.0.5", 22, ("db-1", "db-1.internal"))
     assert config.certificates.ttl == 120 and config.certificates.backdate == 30
     assert config.users["alice"].groups == frozenset({"ops"})
+
+
+def test_changed_settings_are_named_as_the_file_names_them() -> None:
+    path = Path("/etc/bastion/bastion.toml")
+    running = parse_config(base(), path=path)
+    assert changed_settings(running, parse_config(base(), path=path)) == []  # keys compare by value
+    fresh = parse_config(base(listen="0.0.0.0:2200", rules_file="rules.toml",
+                              users={"alice": {"keys": [KEY], "groups": ["ops", "dba"]}}), path=path)
+    assert changed_settings(running, fresh) == ["rules_file", "users", "listen"]
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,22 @@ def test_stages_run_in_order_and_flush_passes_later_stages() -> None:
     assert seen.seen == [b"AB", b"CD", b"E"]
 
 
+def test_a_reader_of_the_target_output_sees_it_unchanged_and_once() -> None:
+    class Reader(SessionStage):
+        def __init__(self) -> None:
+            self.read: list[bytes] = []
+
+        def on_target_output(self, data: bytes, stream: Stream) -> None:
+            self.read.append(data)
+
+    hold, reader, seen = HoldLastByte(), Reader(), Seen()
+    pipeline = SessionPipeline([hold, Upper(), reader, seen])
+    assert pipeline.output(b"abc", Stream.STDOUT) == b"AB"
+    assert pipeline.output_after(hold, b"c", Stream.STDOUT) == b"C"  # released late: not read again
+    assert reader.read == [b"abc"]  # before the stages that change or hold it
+    assert seen.seen == [b"AB", b"C"]
+
+
 def test_empty_result_stops_the_chain() -> None:
     seen = Seen()
     pipeline = SessionPipeline([HoldLastByte(), seen])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from textual.widgets import Static
 
 from player.app import PlayerApp, Recording, ReplayScreen, TerminalView
+from player.printable import printable, printable_cell
 from player.render import screen_text
 from player.replay import SafeScreen, Timeline, idle_capped, plain_lines, scaled
 from recorder.asciicast import CastEncoder, Event, build_header, load_cast
@@ -100,13 +101,15 @@ HOSTILE = [
     "\x1b[6n\x1b[c\x1b[>c\x1b[5n\x1b[18t",  # device queries
     "\x1bc\x1b[!p",  # resets
     "\u009b31mC1 CSI\u009d0;c1 title\u009c",  # 8-bit C1 controls
+    "echo \u202e/ fr- mr\u202c; e\u200bcho\r\n",  # a right-to-left override, a zero-width space
     "visible text\r\n",
     "\x1b]0;never terminated",  # unterminated OSC at the end
 ]
 
 
 def test_hostile_recordings_are_harmless() -> None:
-    timeline = Timeline(load_cast(make_cast([(i * 0.1, "o", s) for i, s in enumerate(HOSTILE)])))
+    marker = (9.0, "m", "denied: \x1b]0;title\x07rm \u202e/")
+    timeline = Timeline(load_cast(make_cast([(i * 0.1, "o", s) for i, s in enumerate(HOSTILE)] + [marker])))
     answered: list[str] = []
     screen = timeline.screen_at(timeline.duration)
     original = SafeScreen.write_process_input
@@ -117,10 +120,18 @@ def test_hostile_recordings_are_harmless() -> None:
         SafeScreen.write_process_input = original  # type: ignore[method-assign]
     rendered = "".join(t.plain for t in screen_text(screen))
     assert "visible text" in rendered
-    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in rendered)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u202e\u202c\u200b" for c in rendered)
+    assert timeline.markers[-1].label == "denied: \\x1b]0;title\\x07rm \\u202e/"  # shown, not obeyed
     # The queries did reach the answering hook, and our screen's hook is not pyte's: it drops them.
     assert answered
     assert SafeScreen.write_process_input is not pyte.Screen.write_process_input
+
+
+def test_printable_escapes_what_a_terminal_would_obey() -> None:
+    hostile = "rm \x1b]0;title\x07 \u009b31m \udc9b2J \u202e/ \t\r\n é ü"
+    assert printable(hostile) == "rm \\x1b]0;title\\x07 \\x9b31m \\x9b2J \\u202e/ \\t\\r\\n é ü"
+    assert printable_cell("\x1b") == " " and printable_cell("\u202e") == " "
+    assert printable_cell("a\u202e") == "a" and printable_cell("é") == "é" and printable_cell("") == " "
 
 
 async def test_app_plays_seeks_and_searches(tmp_path: Path) -> None:

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from bastion.sandbox import Sandbox
+from recorder.asciicast import load_cast
 from tests.conftest import LOGIN, eventually, need
+from tests.recordings import recording_for
+from tests.test_masker import AWS_ID, GH
 from tests.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -189,6 +192,24 @@ def test_multi_line_paste_is_screened_before_any_line_runs(box: Sandbox) -> None
         p.close()
 
 
+def test_a_secret_typed_at_the_prompt_is_decided_on_the_real_line_and_stored_masked(box: Sandbox) -> None:
+    # The user's screen shows the key masked; the screener must still read the line as typed,
+    # or it would be unsure and, with an approval rule in place, held.
+    p = pane(box)
+    try:
+        path = unique("aws-key")
+        run_line(p, f"echo {AWS_ID} > {path}")
+        eventually(path.exists, f"{path} written without a hold")
+        assert path.read_text().strip() == AWS_ID  # the target got the real key
+        assert "waiting for approval" not in p.screen()
+        [decision] = [e for e in box.events() if e["event"] == "command_decision" and str(path) in str(e["command"])]
+        assert decision["action"] == "allow" and "unsure" not in decision
+        assert decision["command"] == f"echo AKIA{'*' * 16} > {path}"
+        assert not [e for e in box.events() if e["event"] == "approval_requested" and str(path) in str(e["command"])]
+    finally:
+        p.close()
+
+
 def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> None:
     p = pane(box)
     try:
@@ -222,6 +243,29 @@ def test_held_line_runs_after_approval_and_not_after_cancel(box: Sandbox) -> Non
         p.close()
 
 
+def test_keys_typed_during_a_hold_are_recorded_as_dropped(box: Sandbox) -> None:
+    p = pane(box)
+    try:
+        held = unique("needs-approval")
+        run_line(p, f"touch {held}")
+        screen = p.wait_for("waiting for approval (request ")
+        request = screen.split("waiting for approval (request ")[1].split(",")[0]
+        run_line(p, f"echo {GH}")  # never reaches the shell
+        p.send("C-c")
+        p.wait_for("not run: cancelled")
+        [cancelled] = [e for e in box.events() if e["event"] == "approval_cancelled" and e["request"] == request]
+        assert cancelled["reason"] == "ctrl-c"
+        p.exit_shell()
+    finally:
+        p.close()
+    path = recording_for(box, lambda e: e["session"] == cancelled["session"])
+    markers = load_cast(path.read_bytes()).markers()
+    dropped = [m for m in markers if m.startswith("dropped-input: ")]
+    assert dropped == [f"dropped-input: {len(GH) + 7} bytes: echo ghp_{'*' * (len(GH) - 4)}\\r\\x03"]
+    assert markers.index(dropped[0]) < markers.index(f"approval-cancelled: {request} (ctrl-c)")
+    assert not any(GH[4:] in m for m in markers)
+
+
 def test_exec_waits_for_approval(box: Sandbox) -> None:
     marker = unique("needs-approval")
     proc = ssh(box, f"touch {marker} && echo done")
@@ -237,12 +281,45 @@ def test_exec_waits_for_approval(box: Sandbox) -> None:
     assert not marker.exists()
 
 
+def test_an_exec_client_that_hangs_up_while_waiting_cancels_its_request(box: Sandbox) -> None:
+    stderr = box.directory / "bastion.stderr"
+    seen = stderr.stat().st_size
+    marker = unique("needs-approval")
+    proc = ssh(box, f"touch {marker}")
+
+    def requested() -> list[dict[str, object]]:
+        return [e for e in box.events() if e["event"] == "approval_requested" and str(marker) in str(e["command"])]
+
+    request = eventually(requested, "the approval request")[0]["request"]
+    proc.kill()
+    proc.wait()
+    [cancelled] = eventually(lambda: [e for e in box.events() if e["event"] == "approval_cancelled"
+                                      and e["request"] == request], "approval_cancelled")
+    assert cancelled["reason"] == "session ended"
+    assert f"request   {request} (cancelled)" in cli(box, "approvals", "show", str(request)).stdout
+    # The bastion is past that session's end once it has served another one from start to finish.
+    assert ssh(box, "true").wait(60) == 0
+    assert stderr.read_bytes()[seen:] == b""
+    assert not marker.exists()
+
+
+def rules_check(config: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(config),
+                           "--user", "alice", "--target", "db-1", "--login", "root", "--", command],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_rules_check_cli(box: Sandbox) -> None:
-    result = subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(box.config_path),
-                             "--user", "alice", "--target", "db-1", "--login", "root", "--", "ls; rm /tmp/forbidden"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0
+    result = rules_check(box.config_path, "ls; rm /tmp/forbidden")
+    assert result.returncode == 1
     assert result.stdout.startswith("DENY: deny by rule 'no-forbidden' (on: rm /tmp/forbidden)")
+    # Scripts read the exit status: 0 runs, 1 denied, 3 needs a person, 2 could not tell at all.
+    assert rules_check(box.config_path, "ls -l").returncode == 0
+    assert rules_check(box.config_path, "touch needs-approval").returncode == 3
+    unsure = rules_check(box.config_path, "ls 'unclosed")
+    assert unsure.returncode == 3 and "[unsure what was submitted]" in unsure.stdout
+    missing = rules_check(box.directory / "no-such.toml", "ls")
+    assert missing.returncode == 2 and "cannot read config" in missing.stderr
 
 
 def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
@@ -256,6 +333,37 @@ def test_bad_rules_reload_keeps_the_old_rules(box: Sandbox) -> None:
     path = unique("forbidden")
     assert ssh(box, f"touch {path}").wait(60) == 1  # old rules still in force
     rules.write_text(RULES)
+
+
+def test_a_reload_applies_a_new_rules_file_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path)
+    sandbox.add_user("alice", ["ops"])
+    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    sandbox.write_ssh_config("alice")
+    sandbox.start_bastion()
+    try:
+        assert sandbox.process is not None
+        before = unique("forbidden")
+        assert ssh(sandbox, f"touch {before}").wait(60) == 0 and before.exists()  # no rules yet
+        (tmp_path / "rules.toml").write_text(RULES)
+        sandbox.extra.update(rules_file="rules.toml", grace_period="7s")
+        sandbox.write_config()
+        sandbox.process.send_signal(1)  # SIGHUP
+        [loaded] = eventually(lambda: [e for e in sandbox.events() if e["event"] == "rules_reloaded"], "rules_reloaded")
+        assert loaded["rules"] == 3 and str(loaded["file"]).endswith("rules.toml")
+        [later] = [e for e in sandbox.events() if e["event"] == "reload_needs_restart"]
+        assert later["settings"] == ["grace_period"]
+        after = unique("forbidden")
+        assert ssh(sandbox, f"touch {after}").wait(60) == 1 and not after.exists()  # screened now
+        # A config that no longer loads: said so, and the rules file in force is reloaded.
+        sandbox.config_path.write_text(sandbox.config_path.read_text() + "\nbogus = 1\n")
+        sandbox.process.send_signal(1)
+        [failed] = eventually(lambda: [e for e in sandbox.events() if e["event"] == "config_reload_failed"],
+                              "config_reload_failed")
+        assert "bogus" in str(failed["reason"])
+        eventually(lambda: len([e for e in sandbox.events() if e["event"] == "rules_reloaded"]) == 2, "the reload")
+    finally:
+        sandbox.stop()
 
 
 def test_full_screen_programs_are_not_screened_but_a_shell_on_the_alternate_screen_is(box: Sandbox) -> None:

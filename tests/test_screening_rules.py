@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from bastion.errors import ConfigError
-from bastion.rules import CommandRequest, load_rules, parse_rules
+from bastion.rules import CommandRequest, RuleSet, load_rules, parse_rules
 from bastion.shellscope import analyze
 
 
@@ -120,6 +121,24 @@ def test_decisions(rules, command: str, action: str, rule: str | None) -> None: 
     assert (verdict.action, verdict.rule) == (action, rule)
 
 
+def readme_example() -> RuleSet:
+    """The rules file the README shows under "Command screening"."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("### Command screening", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    return parse_rules(tomllib.loads(block), text=block)
+
+
+@pytest.mark.parametrize("command", ["rm -rf /", "rm -R /", "rm -fr /", "rm -Rf /", "rm --recursive /",
+                                     "rm --rec /", "rm -r --no-preserve-root /", "sudo rm -R /"])
+def test_the_readme_example_denies_recursive_deletes_of_root(command: str) -> None:
+    verdict = ask(readme_example(), command)
+    assert (verdict.action, verdict.rule) == ("deny", "no-rm-rf-root")
+
+
+def test_the_readme_example_lets_other_deletes_through() -> None:
+    assert ask(readme_example(), "rm -R /tmp/build").action == "allow"
+
+
 def test_approve_details_and_scopes(rules) -> None:  # type: ignore[no-untyped-def]
     verdict = ask(rules, "psql -c 'drop database x'")
     assert verdict.approvers == ("dba",) and verdict.approvals == 2 and verdict.timeout == 600
@@ -127,6 +146,14 @@ def test_approve_details_and_scopes(rules) -> None:  # type: ignore[no-untyped-d
     assert ask(rules, "ls", target="prod-db").action == "log"  # target default
     assert ask(rules, "sftp", kind="sftp", target="prod-db").rule == "no-sftp-on-prod"
     assert ask(rules, "sftp", kind="sftp", target="db-1").action == "allow"
+
+
+def test_a_rule_for_every_command_says_so_and_an_sftp_rule_needs_no_matcher() -> None:
+    rules = parse_rules({"rule": [{"name": "prod-read-only", "action": "deny", "program": "*", "targets": ["prod-*"]},
+                                  {"name": "no-sftp", "action": "deny", "kinds": ["sftp"]}]})
+    assert ask(rules, "ls", target="prod-1").rule == "prod-read-only"
+    assert ask(rules, "ls").action == "allow"
+    assert ask(rules, "sftp", kind="sftp").rule == "no-sftp"
 
 
 def test_unsure_lines_need_approval_where_approval_rules_exist(rules) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +168,12 @@ def test_unsure_lines_need_approval_where_approval_rules_exist(rules) -> None:  
     ('\n\n[[rule]]\nname = "x"\naction = "deny"\ncommand = "(unclosed"\n', "rules.toml:3: rule 'x': command is not a valid regular expression"),
     ('[[rule]]\nname = "x"\naction = "approve"\n', "an approve rule needs approvers"),
     ('[[rule]]\nname = "x"\naction = "deny"\nprogramm = "rm"\n', "unknown key 'programm'"),
-    ('[[rule]]\nname = "x"\naction = "deny"\n[[rule]]\nname = "x"\naction = "deny"\n', "rules.toml:4: a rule named 'x' exists already"),
+    ('[[rule]]\nname = "x"\naction = "deny"\nprogram = "a"\n[[rule]]\nname = "x"\naction = "deny"\nprogram = "b"\n',
+     "rules.toml:5: a rule named 'x' exists already"),
+    ('[[rule]]\nname = "a"\naction = "log"\ncommand = "a"\n\n[[rule]]\nname = "everything"\naction = "deny"\n'
+     'targets = ["prod-*"]\n', "rules.toml:6: rule 'everything': says nothing about which commands it matches"),
+    ('[[rule]]\nname = "x"\naction = "deny"\nkinds = ["shell", "sftp"]\nprogram = []\ncommand = ""\n',
+     "rules.toml:1: rule 'x': says nothing about which commands it matches"),
     ('[[rule]\n', "not valid TOML"),
     ('[[rule]]\nname = "x"\naction = "deny"\nkinds = ["ftp"]\n', "unknown kind 'ftp'"),
 ])

@@ -4,15 +4,18 @@ input masking. The e2e tests drive the same stages through real OpenSSH and bash
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bastion import screening
+from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
 from bastion.masking import MaskingSettings
 from bastion.pipeline import SessionInfo, SessionStage, Stream
@@ -100,10 +103,10 @@ async def test_a_line_typed_ahead_of_a_slow_shell_waits_for_its_prompt(monkeypat
     stage, session, log = shell_stage()
     # The user types before the target printed anything; the login banner comes with the echo.
     assert stage.on_input(b"PS1='x> '\r") == b"PS1='x> '"
-    stage.on_output(b"PS1='x> 'Last login: today\r\nWelcome\r\n", Stream.STDOUT)
+    stage.on_target_output(b"PS1='x> 'Last login: today\r\nWelcome\r\n", Stream.STDOUT)
     await asyncio.sleep(0.2)  # the shell starts slower than an ordinary echo takes
     assert session.target == []  # Enter still held: the shell has not shown the line yet
-    stage.on_output(b"root@db-1:~# PS1='x> '", Stream.STDOUT)
+    stage.on_target_output(b"root@db-1:~# PS1='x> '", Stream.STDOUT)
     await until(lambda: session.target, "the Enter released")
     assert session.target == [b"\r"]
     [decision] = decisions(log)
@@ -114,19 +117,19 @@ async def test_a_line_typed_ahead_of_a_slow_shell_waits_for_its_prompt(monkeypat
 async def test_typed_ahead_lines_are_still_screened() -> None:
     stage, session, _ = shell_stage()
     assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"
-    stage.on_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
+    stage.on_target_output(b"touch forbidden\r\nLast login: today\r\n$ touch forbidden", Stream.STDOUT)
     await until(lambda: session.target, "a decision")
     assert session.target == [b"\x03"]  # interrupted at the target, never submitted
     assert any(b"denied by rule 'no-forbidden'" in line for line in session.client)
     stage.on_input(b"ls\r")  # typed before the line is seen gone: held
-    stage.on_output(b"^C\r\n$ ", Stream.STDOUT)
+    stage.on_target_output(b"^C\r\n$ ", Stream.STDOUT)
     await until(lambda: len(session.target) > 1, "the keys typed after it")
     assert session.target[1] == b"ls"
 
 
 async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     stage, session, log = shell_stage()
-    stage.on_output(b"[sudo] password for alice: ", Stream.STDOUT)
+    stage.on_target_output(b"[sudo] password for alice: ", Stream.STDOUT)
     assert stage.on_input(b"hunter2") == b"hunter2"
     assert stage.on_input(b"\r") == b""
     await until(lambda: session.target, "the Enter released: the keys never echoed")
@@ -178,3 +181,38 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     recorder.stop()
     cast = load_cast(recorder.store.read(rec.name)[0])
     assert cast.input_bytes() == b"GITHUB_TOKEN=" + b"*" * len(GH) + b"\nPORT=8080\n"
+
+
+class MarkedSession(Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.markers: list[str] = []
+
+    def marker(self, kind: str, text: str = "") -> None:
+        self.markers.append(f"{kind}: {text}")
+
+
+async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path) -> None:
+    log, store = io.StringIO(), ApprovalStore(tmp_path / "state.db")
+    huge = "echo " + "x" * (256 << 10)  # far beyond what is stored (the issue had 4 MiB)
+    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log))), MarkedSession()
+    denied = replace(SHELL, kind="exec", command=f"{huge} forbidden", term_type=None)
+    stage.start(denied, session)
+    assert "no-forbidden" in str(await stage.gate(denied, session))  # the rule matched the line's end
+    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log))), MarkedSession()
+    held = replace(denied, command=f"{huge} needs-approval")
+    stage.start(held, session)
+    gate = asyncio.get_running_loop().create_task(stage.gate(held, session))
+    await until(store.pending, "the approval request")
+    stage.on_end(None, None)
+    assert "cancelled" in str(await gate)
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert {e["event"] for e in events} == {"command_decision", "approval_requested", "approval_cancelled"}
+    assert all(len(line) < 4096 for line in log.getvalue().splitlines())
+    for event, command in zip(events, [denied.command, held.command, held.command], strict=False):
+        assert event["command_length"] == len(command)
+        assert event["command_sha256"] == hashlib.sha256(command.encode()).hexdigest()
+    [request] = store.recent(10)
+    assert len(request.command) + len(request.screen) < 4096
+    assert request.command_hash == hashlib.sha256(held.command.encode()).hexdigest()
+    assert session.markers and all(len(marker) < 2048 for marker in session.markers)

@@ -14,7 +14,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bastion.approvals import ApprovalError, ApprovalStore
+from bastion.approvals import ApprovalError, ApprovalStore, command_hash
 from bastion.config import NotifyDestination, UserConfig, parse_config
 from bastion.errors import ConfigError
 from bastion.identity import SignInRefused, resolve_approver
@@ -127,6 +127,20 @@ def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
     with pytest.raises(ApprovalError, match="carol has already decided"):
         store.decide(two.id, "carol", "approve")
     assert store.decide(two.id, "dave", "approve") == "approved"
+
+
+def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submitted(tmp_path: Path) -> None:
+    import sqlite3
+
+    command = "mysql --password=Tr0ub4dor-and-3 -e 'drop table users'"
+    store = ApprovalStore(tmp_path / "state.db")
+    made = request(store, command)
+    [(stored,)] = sqlite3.connect(tmp_path / "state.db").execute("SELECT command FROM approval_requests")
+    assert stored == made.command == "mysql --password=*************** -e 'drop table users'"
+    assert made.command_hash == command_hash(command)
+    with pytest.raises(ApprovalError, match="different command"):  # what is shown is not what runs
+        store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(made.command))
+    assert store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(command)) == "approved"
 
 
 def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
@@ -271,6 +285,37 @@ def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
     assert status == 200 and "Sign-in is not configured" in body and made.command not in body
     assert headers["Strict-Transport-Security"].startswith("max-age=")
     assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_the_approval_page_shows_session_text_escaped(tmp_path: Path) -> None:
+    import html
+
+    import aiohttp
+
+    from bastion.audit import AuditLog
+    from bastion.openssh import free_port
+    from bastion.web import SESSION_COOKIE, WebService
+
+    port = free_port()
+    settings = parse_config(config(web={"listen": f"127.0.0.1:{port}"}), path=tmp_path / "bastion.toml")
+    store = ApprovalStore(tmp_path / "state.db")
+    made = request(store, "echo \u202e/ fr- mr \x1b]0;title\x07")
+    cookies = SignedCookies.load_or_create(tmp_path / "k")
+    service = WebService(settings, store, AuditLog(path=tmp_path / "log"), cookies, None)
+    carol = {"user": "carol", "groups": ["dba"], "id": "idp#carol", "csrf": "c"}
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookies.dumps(SESSION_COOKIE, carol, 60)}"}
+
+    async def run() -> str:
+        await service.start()
+        try:
+            async with aiohttp.ClientSession() as http, http.get(service.link(made), headers=headers) as response:
+                return await response.text()
+        finally:
+            await service.stop()
+
+    page = html.unescape(asyncio.run(run()))
+    assert "Approve" in page and "\u202e" not in page and "\x1b" not in page
+    assert page.count("echo \\u202e/ fr- mr \\x1b]0;title\\x07") == 2  # the command and the screen
 
 
 def test_an_unused_device_code_expires(idp: OpenIDProvider) -> None:
