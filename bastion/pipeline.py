@@ -69,6 +69,12 @@ class SessionIO(Protocol):
     def release_output(self, reason: str) -> None:
         """Undo `hold_output(reason)`."""
 
+    def hold_input(self, reason: str) -> None:
+        """Stop reading from the client until `release_input(reason)` (a request held)."""
+
+    def release_input(self, reason: str) -> None:
+        """Undo `hold_input(reason)`."""
+
 
 class SessionStage:
     """Base stage: passes everything through. Override what you need."""

@@ -307,6 +307,14 @@ class SessionRelay:
         if self._target_reading is not None:
             self._target_reading.release(reason)
 
+    def hold_input(self, reason: str) -> None:
+        if self._client_reading is not None:
+            self._client_reading.hold(reason)
+
+    def release_input(self, reason: str) -> None:
+        if self._client_reading is not None:
+            self._client_reading.release(reason)
+
     def _stage_failed(self, exc: StageFailed) -> None:
         self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
 

@@ -13,16 +13,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from bastion.approvals import ApprovalRequest, ApprovalStore
-from bastion.audit import AuditLog
+from bastion.decisions import CommandDecisions, ScreeningContext
 from bastion.hidden import PROMPT
 from bastion.linetrack import LineTracker, replay_keys
-from bastion.masker import mask_text
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
-from bastion.rules import CommandRequest, RulesHolder, Verdict
+from bastion.rules import Verdict
 
 ENTER = re.compile(rb"[\r\n]")
 PASTE_START = b"\x1b[200~"
@@ -33,19 +29,6 @@ ECHO_WAIT = 0.5  # longest an Enter waits for the echo of the keys typed just be
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
 # running): the shell shows it once it prompts, and would not run it any sooner.
 TYPEAHEAD_WAIT = 10.0
-POLL = 0.25
-
-
-# Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
-Notify = Callable[[ApprovalRequest], Awaitable[list[str]]]
-
-
-@dataclass
-class ScreeningContext:
-    rules: RulesHolder
-    approvals: ApprovalStore | None
-    audit: AuditLog
-    notify: Notify | None = None
 
 
 def _red(text: str) -> bytes:
@@ -57,111 +40,35 @@ class ScreeningStage(SessionStage):
 
     def __init__(self, context: ScreeningContext) -> None:
         self._ctx = context
-        self._info: SessionInfo | None = None
         self._io: SessionIO | None = None
+        self._decisions: CommandDecisions | None = None
         self._tracker: LineTracker | None = None
         self._held: bytes | None = None  # an Enter (and what followed it) awaiting a decision
-        self._request: str | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
-        self._cancelled = False
         self._task: asyncio.Task[None] | None = None
 
-    # -- decisions ------------------------------------------------------------------------
+    # -- decisions (see bastion.decisions) -------------------------------------------------
 
     def _decide(self, kind: str, command: str, *, unsure: bool = False) -> Verdict:
-        info = self._info
-        assert info is not None
-        verdict = self._ctx.rules.rules.decide(CommandRequest(
-            user=info.user, groups=info.groups, target=info.target, login=info.login,
-            kind=kind, command=command, unsure=unsure))
-        self._ctx.audit.event(
-            "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, command=command, action=verdict.action,
-            rule=verdict.rule, part=verdict.part, unsure=verdict.unsure or None)
-        return verdict
+        assert self._decisions is not None
+        return self._decisions.decide(kind, command, unsure=unsure)
 
     def _mark(self, verdict: Verdict, command: str) -> None:
-        if self._io is None:
-            return
-        rule = f" [{verdict.rule}]" if verdict.rule else ""
-        label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
-        unsure = " (unsure)" if verdict.unsure else ""
-        self._io.marker(label, f"{command}{rule}{unsure}" if label != "command" else command + unsure)
+        if self._decisions is not None:
+            self._decisions.mark(verdict, command)
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
         """Hold until approved (True) or denied/expired/cancelled (False, why)."""
-        store, info, io = self._ctx.approvals, self._info, self._io
-        assert info is not None
-        assert io is not None
-        if store is None:
-            return False, "approvals are not configured on this bastion"
+        assert self._decisions is not None
         screen = self._tracker.snapshot() if self._tracker is not None else f"$ {command}"
-        request = store.create(session=info.session_id, requester=info.user, target=info.target,
-                               login=info.login, command=command, rule=verdict.rule or "",
-                               approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=mask_text(screen))
-        self._request = request.id
-        minutes = max(1, round(verdict.timeout / 60))
-        # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
-        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
-                  " - Ctrl-C to cancel\r\n").encode()
-        if interactive:
-            io.to_client(b"\r\n" + status)
-        else:
-            io.to_client(status, Stream.STDERR)
-        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {command}")
-        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, command=command, rule=verdict.rule)
-        notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
-                     if self._ctx.notify is not None else None)
-        seen = 0
-        try:
-            while True:
-                if self._cancelled:
-                    store.cancel(request.id)
-                    io.marker("approval-cancelled", request.id)
-                    return False, "cancelled"
-                state, decisions = store.state(request.id)
-                for approver, decision, identity in decisions[seen:]:
-                    io.marker("approval-decision", f"{request.id} {decision} by {approver}"
-                                                   + (f" ({identity})" if identity else ""))
-                seen = len(decisions)
-                if state != "pending":
-                    break
-                await asyncio.sleep(POLL)
-        finally:
-            if notifying is not None and not notifying.done():
-                notifying.cancel()
-        self._request = None
-        who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
-        io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
-        self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
-                              by=who or None)
-        if state == "approved":
-            return True, f"approved by {who}"
-        return False, f"{state} by {who}" if who else state
-
-    async def _notify(self, request: ApprovalRequest, interactive: bool) -> None:
-        assert self._ctx.notify is not None
-        info, io = self._info, self._io
-        assert info is not None
-        assert io is not None
-        failed = await self._ctx.notify(request)
-        self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
-                              failed=failed or None)
-        if not failed:
-            io.marker("approval-notified", request.id)
-        if failed:
-            io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
-            line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
-                    f" request {request.id} still waits\r\n").encode()
-            io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+        return await self._decisions.await_approval(verdict, command, screen=screen, interactive=interactive)
 
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
-        self._info, self._io = info, io
+        self._io = io
+        self._decisions = CommandDecisions(self._ctx, info, io)
         if info.kind == "shell" and info.has_pty:
             self._tracker = LineTracker(info.width, info.height)
 
@@ -197,8 +104,8 @@ class ScreeningStage(SessionStage):
         tracker = self._tracker
         if self._held is not None:
             if self._awaiting:
-                if b"\x03" in data:
-                    self._cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
+                if b"\x03" in data and self._decisions is not None:
+                    self._decisions.cancelled = True  # Ctrl-C cancels a hold; nothing else gets through
                 return b""
             self._typeahead = (self._typeahead + data)[-65536:]
             return b""
@@ -270,7 +177,8 @@ class ScreeningStage(SessionStage):
 
     async def _hold(self, verdict: Verdict, command: str) -> None:
         # Ctrl-C typed while the line was still being decided cancels the hold, too.
-        self._cancelled, self._awaiting = b"\x03" in self._typeahead, True
+        assert self._decisions is not None
+        self._decisions.cancelled, self._awaiting = b"\x03" in self._typeahead, True
         self._typeahead = b""
         try:
             approved, why = await self._await_approval(verdict, command, interactive=True)
@@ -326,8 +234,7 @@ class ScreeningStage(SessionStage):
         self._screen_typeahead(rest)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
-        self._cancelled = True
-        if self._request and self._ctx.approvals is not None:
-            self._ctx.approvals.cancel(self._request)
+        if self._decisions is not None:
+            self._decisions.end()
         if self._task is not None and not self._task.done():
             self._task.cancel()

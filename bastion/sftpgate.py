@@ -1,0 +1,213 @@
+"""The sftp gate: each request of an sftp session decided before the target sees it.
+
+The client's stream is cut into whole packets; requests that change or read files (see
+`recorder.sftp.OPERATIONS`) are decided by the rules, the rest need no decision and pass.
+Allowed packets go on unchanged and in order. A denied request never reaches the target: the
+gate answers it itself with SSH_FX_PERMISSION_DENIED and the rule's message (OpenSSH's sftp
+shows only "Permission denied", so the message also goes to the client's stderr). A request
+needing approval is held, with everything the client sends after it, until it is decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+
+from bastion.decisions import CommandDecisions, ScreeningContext
+from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from bastion.rules import Verdict
+from recorder.sftp import (
+    CLOSE,
+    FSETSTAT,
+    FX_PERMISSION_DENIED,
+    OPEN,
+    OPENDIR,
+    UNKNOWN,
+    UNKNOWN_EXTENDED,
+    PacketFramer,
+    SftpProtocolError,
+    SftpRequest,
+    parse_reply,
+    parse_request,
+    remember,
+    split_packets,
+    status_packet,
+)
+
+HOLD = "sftp approval"
+
+
+def normal_path(path: str) -> str:
+    """`path` as a rule sees it: `.`, `..` and repeated slashes resolved without asking the
+    target (which is why a symbolic link there can still name a file by another path)."""
+    if not path:
+        return path
+    normal = posixpath.normpath(path)
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
+
+
+def refusal(verdict: Verdict) -> str:
+    if verdict.rule is None:
+        return "bastion: denied by the target's default"
+    return f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+
+
+@dataclass
+class _Held:
+    """A request awaiting approval (the first packet) and every packet the client sent after it."""
+
+    request: SftpRequest
+    data: bytearray
+    ends: list[int] = field(default_factory=list)
+
+    def add(self, whole: bytes, ends: list[int]) -> None:
+        offset = len(self.data)
+        self.data += whole
+        self.ends += [offset + end for end in ends]
+
+
+class SftpGateStage(SessionStage):
+    """Screens sftp sessions request by request; other sessions pass untouched."""
+
+    name = "sftp-gate"
+
+    def __init__(self, context: ScreeningContext) -> None:
+        self._ctx = context
+        self._io: SessionIO | None = None
+        self._decisions: CommandDecisions | None = None  # set for sftp sessions only
+        self._requests = PacketFramer("request from the client")
+        self._replies = PacketFramer("reply from the target")
+        self._opening: dict[int, str] = {}  # request id of a forwarded open -> its path
+        self._handles: dict[bytes, str] = {}  # open handle -> the path it was opened with
+        self._held: _Held | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        if info.kind == "subsystem" and info.subsystem == "sftp":
+            self._io = io
+            self._decisions = CommandDecisions(self._ctx, info, io)
+
+    # -- the client's requests ----------------------------------------------------------------
+
+    def on_input(self, data: bytes) -> bytes:
+        if self._decisions is None:
+            return data
+        whole, ends = self._requests.feed(data)
+        if self._held is not None:
+            # Bounded: reading from the client is paused while a request is held.
+            self._held.add(whole, ends)
+            return b""
+        return self._screen(whole, ends)
+
+    def _screen(self, whole: bytes, ends: list[int]) -> bytes:
+        """The packets of `whole` that go on now; the others are answered or held."""
+        view = memoryview(whole)
+        kept: list[memoryview] = []
+        run = start = 0  # `run`: where the packets to forward since the last refusal begin
+        for index, end in enumerate(ends):
+            request = parse_request(view[start:end])
+            verdict, command = self._decide(request)
+            if verdict is not None and verdict.action in ("deny", "approve"):
+                kept.append(view[run:start])
+                if verdict.action == "approve":
+                    held = _Held(request, bytearray(view[start:]), [e - start for e in ends[index:]])
+                    self._hold(held, verdict, command)
+                    return b"".join(kept)
+                self._refuse(request, refusal(verdict))
+                run = end
+            else:
+                self._forwarded(request)
+            start = end
+        if not kept:
+            return whole
+        kept.append(view[run:])
+        return b"".join(kept)
+
+    def _decide(self, request: SftpRequest) -> tuple[Verdict | None, str]:
+        if not request.operation:
+            return None, ""
+        paths = tuple(normal_path(p) for p in request.paths)
+        unsure = request.malformed or request.operation in (UNKNOWN, UNKNOWN_EXTENDED) or any(
+            "\0" in p for p in paths)  # the target would read a path only up to a NUL
+        if request.type == FSETSTAT:
+            path = self._handles.get(request.handle or b"")
+            paths, unsure = ((path,), unsure) if path is not None else ((), True)
+        command = " ".join([request.describe(), *(shlex.quote(p) for p in paths)])
+        assert self._decisions is not None
+        verdict = self._decisions.decide("sftp", command, unsure=unsure, operation=request.operation,
+                                         paths=paths)
+        self._decisions.mark(verdict, command)
+        return verdict, command
+
+    def _forwarded(self, request: SftpRequest) -> None:
+        """Follows handles, so that a change made through one is decided on its path."""
+        if request.type in (OPEN, OPENDIR) and request.paths and request.id is not None:
+            remember(self._opening, request.id, normal_path(request.paths[0]))
+        elif request.type == CLOSE and request.handle is not None:
+            self._handles.pop(request.handle, None)
+
+    def _refuse(self, request: SftpRequest, message: str) -> None:
+        # Everything that reached the client so far ends on a packet boundary (see on_output):
+        # the answer can go out at once. SFTP lets answers come in any order; clients match ids.
+        assert self._io is not None
+        assert request.id is not None  # INIT, the only request without an id, is never decided
+        self._io.to_client(status_packet(request.id, FX_PERMISSION_DENIED, message))
+        self._io.to_client(message.encode("utf-8", "replace") + b"\r\n", Stream.STDERR)
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    def _hold(self, held: _Held, verdict: Verdict, command: str) -> None:
+        assert self._io is not None
+        self._held = held
+        self._io.hold_input(HOLD)
+        self._task = asyncio.get_running_loop().create_task(self._await(verdict, command))
+
+    async def _await(self, verdict: Verdict, command: str) -> None:
+        assert self._decisions is not None
+        assert self._io is not None
+        approved, why = await self._decisions.await_approval(
+            verdict, command, screen=f"sftp> {command}", interactive=False, hint="")
+        held, self._held = self._held, None
+        assert held is not None
+        first = held.ends[0]
+        if approved:
+            self._forwarded(held.request)
+            self._io.to_target(bytes(held.data[:first]))
+        else:
+            self._refuse(held.request, f"bastion: {command!r} was not approved ({why})")
+        try:
+            rest = self._screen(bytes(held.data[first:]), [end - first for end in held.ends[1:]])
+        except SftpProtocolError as exc:
+            self._io.end(f"bastion: session ended: {self.name} failed: {exc}")
+            return
+        if rest:
+            self._io.to_target(rest)
+        if self._held is None:  # not held again by a later request
+            self._io.release_input(HOLD)
+
+    # -- the target's replies -----------------------------------------------------------------
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        # Only whole packets go on, so the client's stream is always at a packet boundary when
+        # the gate answers a request itself. The gate is the last stage output passes.
+        if self._decisions is None or stream is Stream.STDERR:
+            return data
+        whole, ends = self._replies.feed(data)
+        if self._opening:  # else nothing in the replies matters here: skip reading them
+            for packet in split_packets(whole, ends):
+                request_id, handle = parse_reply(packet)
+                path = self._opening.pop(request_id, None) if request_id is not None else None
+                if path is not None and handle is not None:
+                    remember(self._handles, handle, path)
+        return whole
+
+    def flush_output(self, stream: Stream) -> bytes:
+        return self._replies.drain() if stream is Stream.STDOUT else b""
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        if self._decisions is not None:
+            self._decisions.end()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
