@@ -13,6 +13,8 @@ from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.masker import mask_text
 from bastion.rules import KINDS, CommandRequest, load_rules
+from bastion.sftpgate import normal_path
+from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
 
 def register(
@@ -32,7 +34,8 @@ def register(
     @click.argument("command", nargs=-1, required=True)
     def rules_check(config_path: Path, user: str, target: str, login: str, kind: str,
                     groups: tuple[str, ...], command: tuple[str, ...]) -> None:
-        """Say which rule decides COMMAND and why (after `--`)."""
+        """Say which rule decides COMMAND and why (after `--`). With --kind sftp, COMMAND is
+        `sftp` (the subsystem) or an operation and its paths: `remove /etc/hosts`."""
         config = load(config_path)
         if config.rules_file is None:
             raise click.ClickException(f"{config_path} sets no rules_file")
@@ -42,7 +45,11 @@ def register(
             raise click.ClickException(exc.reason) from None
         known = config.users.get(user)
         member_of = frozenset(groups) | (known.groups if known else frozenset())
-        verdict = ruleset.decide(CommandRequest(user, member_of, target, login, kind, " ".join(command)))
+        operation, paths = "", ()
+        if kind == "sftp" and command[0] in SFTP_OPERATIONS:
+            operation, paths = command[0], tuple(normal_path(p) for p in command[1:])
+        verdict = ruleset.decide(CommandRequest(user, member_of, target, login, kind, " ".join(command),
+                                                operation=operation, paths=paths))
         click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
         if verdict.message:
             click.echo(f"  message: {verdict.message}")

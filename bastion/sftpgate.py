@@ -6,6 +6,11 @@ Allowed packets go on unchanged and in order. A denied request never reaches the
 gate answers it itself with SSH_FX_PERMISSION_DENIED and the rule's message (OpenSSH's sftp
 shows only "Permission denied", so the message also goes to the client's stderr). A request
 needing approval is held, with everything the client sends after it, until it is decided.
+
+Paths are decided absolute. The target resolves a relative one (`scp file host:` sends
+`./file`) from the session's working directory, which SFTP cannot change: the first time a
+decision needs it, the gate asks the target itself (REALPATH ".") and holds the request until
+the answer, which the client never sees.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from recorder.sftp import (
     PacketFramer,
     SftpProtocolError,
     SftpRequest,
+    parse_name_reply,
     parse_reply,
     parse_request,
+    realpath_packet,
     remember,
     split_packets,
     status_packet,
 )
 
-HOLD = "sftp approval"
+HOLD = "sftp gate"
 
 
 def normal_path(path: str) -> str:
@@ -56,7 +63,8 @@ def refusal(verdict: Verdict) -> str:
 
 @dataclass
 class _Held:
-    """A request awaiting approval (the first packet) and every packet the client sent after it."""
+    """A request awaiting approval or its working directory (the first packet), and every packet
+    the client sent after it."""
 
     request: SftpRequest
     data: bytearray
@@ -66,6 +74,14 @@ class _Held:
         offset = len(self.data)
         self.data += whole
         self.ends += [offset + end for end in ends]
+
+    def first(self) -> bytes:
+        return bytes(self.data[:self.ends[0]])
+
+    def rest(self) -> tuple[bytes, list[int]]:
+        """The packets after the first one, and where each ends."""
+        start = self.ends[0]
+        return bytes(self.data[start:]), [end - start for end in self.ends[1:]]
 
 
 class SftpGateStage(SessionStage):
@@ -83,6 +99,9 @@ class SftpGateStage(SessionStage):
         self._handles: dict[bytes, str] = {}  # open handle -> the path it was opened with
         self._held: _Held | None = None
         self._task: asyncio.Task[None] | None = None
+        self._home: str | None = None  # the working directory; "" when the target did not say
+        self._asking: int | None = None  # the request id of the gate's own REALPATH
+        self._ended = False
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         if info.kind == "subsystem" and info.subsystem == "sftp":
@@ -108,13 +127,18 @@ class SftpGateStage(SessionStage):
         run = start = 0  # `run`: where the packets to forward since the last refusal begin
         for index, end in enumerate(ends):
             request = parse_request(view[start:end])
-            verdict, command = self._decide(request)
-            if verdict is not None and verdict.action in ("deny", "approve"):
+            waits = self._needs_home(request)
+            verdict, command = (None, "") if waits else self._decide(request)
+            if waits or (verdict is not None and verdict.action == "approve"):
                 kept.append(view[run:start])
-                if verdict.action == "approve":
-                    held = _Held(request, bytearray(view[start:]), [e - start for e in ends[index:]])
+                held = _Held(request, bytearray(view[start:]), [e - start for e in ends[index:]])
+                if verdict is None:
+                    self._ask_home(request, held)
+                else:
                     self._hold(held, verdict, command)
-                    return b"".join(kept)
+                return b"".join(kept)
+            if verdict is not None and verdict.action == "deny":
+                kept.append(view[run:start])
                 self._refuse(request, refusal(verdict))
                 run = end
             else:
@@ -125,10 +149,15 @@ class SftpGateStage(SessionStage):
         kept.append(view[run:])
         return b"".join(kept)
 
+    def _resolve(self, path: str) -> str:
+        if self._home and path and not path.startswith("/"):
+            return normal_path(posixpath.join(self._home, path))
+        return normal_path(path)
+
     def _decide(self, request: SftpRequest) -> tuple[Verdict | None, str]:
         if not request.operation:
             return None, ""
-        paths = tuple(normal_path(p) for p in request.paths)
+        paths = tuple(self._resolve(p) for p in request.paths)
         unsure = request.malformed or request.operation in (UNKNOWN, UNKNOWN_EXTENDED) or any(
             "\0" in p for p in paths)  # the target would read a path only up to a NUL
         if request.type == FSETSTAT:
@@ -144,7 +173,7 @@ class SftpGateStage(SessionStage):
     def _forwarded(self, request: SftpRequest) -> None:
         """Follows handles, so that a change made through one is decided on its path."""
         if request.type in (OPEN, OPENDIR) and request.paths and request.id is not None:
-            remember(self._opening, request.id, normal_path(request.paths[0]))
+            remember(self._opening, request.id, self._resolve(request.paths[0]))
         elif request.type == CLOSE and request.handle is not None:
             self._handles.pop(request.handle, None)
 
@@ -155,6 +184,53 @@ class SftpGateStage(SessionStage):
         assert request.id is not None  # INIT, the only request without an id, is never decided
         self._io.to_client(status_packet(request.id, FX_PERMISSION_DENIED, message))
         self._io.to_client(message.encode("utf-8", "replace") + b"\r\n", Stream.STDERR)
+
+    def _go_on(self, whole: bytes, ends: list[int]) -> None:
+        """After a hold: the packets behind it are screened as if they had just come."""
+        assert self._io is not None
+        try:
+            forward = self._screen(whole, ends)
+        except SftpProtocolError as exc:
+            self._io.end(f"bastion: session ended: {self.name} failed: {exc}")
+            return
+        if forward:
+            self._io.to_target(forward)
+        if self._held is None:  # not held again by a later request
+            self._io.release_input(HOLD)
+
+    # -- the working directory, for relative paths ------------------------------------------
+
+    def _needs_home(self, request: SftpRequest) -> bool:
+        return bool(request.operation) and self._home is None and any(
+            p and not p.startswith("/") for p in request.paths)
+
+    def _ask_home(self, request: SftpRequest, held: _Held) -> None:
+        assert self._io is not None
+        assert request.id is not None
+        self._held = held
+        self._io.hold_input(HOLD)
+        # An id far from the client's own (clients count up from theirs).
+        self._asking = (request.id + 0x80000000) & 0xFFFFFFFF
+        self._io.to_target(realpath_packet(self._asking, "."))
+
+    def _answered(self, whole: bytes, ends: list[int]) -> bytes:
+        """`whole` without the answer to the gate's REALPATH, if it is there (then noted)."""
+        view, start = memoryview(whole), 0
+        for end in ends:
+            packet = view[start:end]
+            if parse_reply(packet)[0] == self._asking:
+                self._asking = None
+                self._home = parse_name_reply(packet) or ""
+                # After this output has gone on: answers to refused requests follow it.
+                asyncio.get_running_loop().call_soon(self._home_known)
+                return b"".join([view[:start], view[end:]])
+            start = end
+        return whole
+
+    def _home_known(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._ended:
+            self._go_on(bytes(held.data), held.ends)
 
     # -- approvals ----------------------------------------------------------------------------
 
@@ -171,21 +247,12 @@ class SftpGateStage(SessionStage):
             verdict, command, screen=f"sftp> {command}", interactive=False, hint="")
         held, self._held = self._held, None
         assert held is not None
-        first = held.ends[0]
         if approved:
             self._forwarded(held.request)
-            self._io.to_target(bytes(held.data[:first]))
+            self._io.to_target(held.first())
         else:
             self._refuse(held.request, f"bastion: {command!r} was not approved ({why})")
-        try:
-            rest = self._screen(bytes(held.data[first:]), [end - first for end in held.ends[1:]])
-        except SftpProtocolError as exc:
-            self._io.end(f"bastion: session ended: {self.name} failed: {exc}")
-            return
-        if rest:
-            self._io.to_target(rest)
-        if self._held is None:  # not held again by a later request
-            self._io.release_input(HOLD)
+        self._go_on(*held.rest())
 
     # -- the target's replies -----------------------------------------------------------------
 
@@ -201,12 +268,15 @@ class SftpGateStage(SessionStage):
                 path = self._opening.pop(request_id, None) if request_id is not None else None
                 if path is not None and handle is not None:
                     remember(self._handles, handle, path)
+        if self._asking is not None:
+            whole = self._answered(whole, ends)
         return whole
 
     def flush_output(self, stream: Stream) -> bytes:
         return self._replies.drain() if stream is Stream.STDOUT else b""
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        self._ended = True
         if self._decisions is not None:
             self._decisions.end()
         if self._task is not None and not self._task.done():

@@ -245,6 +245,23 @@ def parse_reply(packet: memoryview | bytes) -> tuple[int | None, bytes | None]:
         return request_id, None
 
 
+def parse_name_reply(packet: memoryview | bytes) -> str | None:
+    """The first name of a whole NAME reply (a REALPATH's answer); None for any other packet."""
+    if packet[4] != NAME:
+        return None
+    reader = PacketReader(packet, 9)
+    try:
+        return reader.path() if reader.u32() else None
+    except struct.error:
+        return None
+
+
+def realpath_packet(request_id: int, path: str) -> bytes:
+    text = path.encode()
+    body = struct.pack(">BII", REALPATH, request_id, len(text)) + text
+    return struct.pack(">I", len(body)) + body
+
+
 def status_packet(request_id: int, code: int, message: str) -> bytes:
     """An SSH_FXP_STATUS reply (with an empty language tag)."""
     text = message.encode("utf-8", "replace")

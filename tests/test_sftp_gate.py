@@ -354,6 +354,27 @@ def test_any_chunking_gives_the_same_decisions(cuts: list[int]) -> None:
     assert [action for _, action in decided(log)] == ["allow", "deny", "deny", "allow"]
 
 
+REPLIES = [packet(sftp.VERSION, 3), packet(sftp.DATA, 1, b"d" * 5000), packet(sftp.HANDLE, 2, b"H2"),
+           packet(sftp.STATUS, 3, 0, "", "")]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(b"".join(REPLIES)) - 1), max_size=20))
+def test_any_chunking_of_replies_gives_them_whole_and_follows_handles(cuts: list[int]) -> None:
+    ruleset = parse_rules({"rule": [{"name": "keep-etc", "action": "deny", "sftp": ["setstat"],
+                                     "paths": ["/etc/*"]}]})
+    stage, _, _ = gate(ruleset)
+    stage.on_input(packet(sftp.OPENDIR, 2, "/etc/x"))
+    stream = b"".join(REPLIES)
+    boundaries = set(itertools.accumulate(map(len, REPLIES), initial=0))
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    sent = b""
+    for a, b in itertools.pairwise(bounds):
+        sent += stage.on_output(stream[a:b], Stream.STDOUT)
+        assert len(sent) in boundaries  # the client's stream is always between whole packets
+    assert sent == stream
+    assert stage.on_input(packet(sftp.FSETSTAT, 4, b"H2", 0)) == b""  # /etc/x, through its handle
+
+
 def test_replies_go_out_whole_so_the_gates_answers_never_split_one(rules: RuleSet) -> None:
     stage, session, _ = gate(rules)
     reply = packet(sftp.DATA, 9, b"y" * 100)
@@ -379,6 +400,39 @@ def test_a_change_through_a_handle_is_decided_on_the_path_it_was_opened_with(rul
     # Closed handles are forgotten.
     stage.on_input(packet(sftp.CLOSE, 4, b"H"))
     assert stage.on_input(packet(sftp.FSETSTAT, 5, b"H", 0)) == b""
+
+
+async def test_relative_paths_are_decided_in_the_targets_working_directory(rules: RuleSet) -> None:
+    stage, session, log = gate(rules)
+    upload = opening(7, "./etc/../hosts", sftp.FXF_WRITE)  # as `scp file host:` sends it
+    after = packet(sftp.STAT, 8, "x")
+    assert stage.on_input(upload + after) == b""
+    assert session.input_held == {"sftp gate"}
+    [asked] = session.target  # the gate asks the target itself, with an id of its own
+    asked_id = (7 + 0x80000000) & 0xFFFFFFFF
+    assert asked == sftp.realpath_packet(asked_id, ".") and parse_request(asked).paths == (".",)
+    other = packet(sftp.ATTRS, 3, 0)
+    answer = packet(sftp.NAME, asked_id, 1, "/etc", "drwxr-xr-x ...", 0)
+    assert stage.on_output(other + answer, Stream.STDOUT) == other  # never seen by the client
+    await until(lambda: not session.input_held, "reading resumed")
+    assert decided(log) == [("write /etc/hosts", "deny")]
+    assert read_status(session.client[0])[:2] == (7, 3)
+    assert session.target[1:] == [after]
+    # Known from then on: no second question.
+    assert stage.on_input(opening(9, "notes.txt", sftp.FXF_READ)) == opening(9, "notes.txt", sftp.FXF_READ)
+    assert decided(log)[-1] == ("read /etc/notes.txt", "allow")
+    assert stage.on_input(packet(sftp.REMOVE, 10, "../etc/x")) == b""
+    assert decided(log)[-1] == ("remove /etc/x", "deny") and len(session.target) == 2
+
+
+async def test_a_working_directory_the_target_does_not_tell_leaves_relative_paths_unsure(rules: RuleSet) -> None:
+    stage, session, log = gate(rules)
+    stage.on_input(opening(1, "hosts", sftp.FXF_WRITE))
+    asked_id = (1 + 0x80000000) & 0xFFFFFFFF
+    assert stage.on_output(packet(sftp.STATUS, asked_id, 4, "no", ""), Stream.STDOUT) == b""
+    await until(lambda: not session.input_held, "reading resumed")
+    assert decided(log) == [("write hosts", "deny")]  # when_unsure = "deny"
+    assert "when_unsure" in read_status(session.client[0])[2]
 
 
 def test_an_oversized_packet_ends_the_session_with_one_line(rules: RuleSet) -> None:
@@ -409,7 +463,7 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
     after = [packet(sftp.STAT, 3, "/tmp"), packet(sftp.REMOVE, 4, "/etc/hosts"), packet(sftp.STAT, 5, "/")]
     assert stage.on_input(before + held + after[0]) == before
     assert stage.on_input(b"".join(after[1:])) == b""  # kept in order behind the held one
-    assert session.input_held == {"sftp approval"}
+    assert session.input_held == {"sftp gate"}
     await until(store.pending, "the approval request")
     [request] = store.pending()
     assert request.command == "remove /tmp/old.log" and request.rule == "deletes-need-approval"

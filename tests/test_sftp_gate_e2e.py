@@ -3,6 +3,8 @@ target, and every outcome checked on the target's filesystem, not only in the cl
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
 import uuid
@@ -185,6 +187,29 @@ def start_sftp(box: Sandbox, batch: str) -> subprocess.Popen[str]:
     return proc
 
 
+def test_relative_paths_are_decided_where_the_target_resolves_them(box: Sandbox, files: Path,
+                                                                   tmp_path: Path) -> None:
+    # scp (SFTP mode) sends paths relative to the login's home directory as they are.
+    local = tmp_path / f"{uuid.uuid4().hex[:8]}-scp.txt"
+    local.write_text("copied")
+    home = pwd.getpwnam(LOGIN).pw_dir
+    relative = os.path.relpath(files, home)
+
+    def scp(destination: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["scp", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", str(local),
+                               f"{LOGIN}@db-1:{destination}"], capture_output=True, text=True, timeout=60,
+                              check=False, stdin=subprocess.DEVNULL)
+
+    refused = scp(f"{relative}/protected/")
+    assert refused.returncode != 0
+    assert "bastion: denied by rule 'keep-protected'" in refused.stderr
+    assert not (files / "protected" / local.name).exists()
+    assert decisions(box, f"write {files}/protected/{local.name}")[0]["action"] == "deny"
+    allowed = scp(f"{relative}/")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (files / local.name).read_text() == "copied"
+
+
 def pending_request(box: Sandbox, path: Path) -> str | None:
     listing = cli(box, "approvals", "list").stdout
     return next((line.split()[0] for line in listing.splitlines() if str(path) in line), None)
@@ -210,3 +235,17 @@ def test_a_held_remove_runs_after_approval_and_not_after_a_denial(box: Sandbox, 
     assert proc.returncode != 0
     assert f"bastion: 'remove {denied}' was not approved (denied by bob)" in err
     assert denied.read_text() == "keep"
+
+
+def test_rules_check_cli_decides_sftp_operations(box: Sandbox, files: Path) -> None:
+    def check(*command: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "bastion", "rules", "check", "-c", str(box.config_path),
+                                 "--user", "alice", "--target", "db-1", "--login", LOGIN, "--kind", "sftp",
+                                 "--", *command], capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[0]
+
+    assert check("rename", f"{files}/a", f"{files}//protected/./b") == (
+        f"DENY: deny by rule 'keep-protected' (on: rename {files}/protected/b)")
+    assert check("read", f"{files}/protected/b") == f"ALLOW: allow by the target's default (on: read {files}/protected/b)"
+    assert check("sftp") == "ALLOW: allow by the target's default (on: sftp)"
