@@ -68,7 +68,7 @@ class CommandDecisions:
         request = store.create(session=info.session_id, requester=info.user, target=info.target,
                                login=info.login, command=command, rule=verdict.rule or "",
                                approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=mask_text(screen))
+                               timeout=verdict.timeout, screen=mask_text(screen) or "")
         self._request = request.id
         minutes = max(1, round(verdict.timeout / 60))
         # At a prompt the status goes on a line of its own; otherwise it goes to stderr.

@@ -45,9 +45,9 @@ def register(
             raise click.ClickException(exc.reason) from None
         known = config.users.get(user)
         member_of = frozenset(groups) | (known.groups if known else frozenset())
-        operation, paths = "", ()
-        if kind == "sftp" and command[0] in SFTP_OPERATIONS:
-            operation, paths = command[0], tuple(normal_path(p) for p in command[1:])
+        is_operation = kind == "sftp" and command[0] in SFTP_OPERATIONS
+        operation = command[0] if is_operation else ""
+        paths = tuple(normal_path(p) for p in command[1:]) if is_operation else ()
         verdict = ruleset.decide(CommandRequest(user, member_of, target, login, kind, " ".join(command),
                                                 operation=operation, paths=paths))
         click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
