@@ -179,7 +179,9 @@ class SftpGateStage(SessionStage):
 
     def _refuse(self, request: SftpRequest, message: str) -> None:
         # Everything that reached the client so far ends on a packet boundary (see on_output):
-        # the answer can go out at once. SFTP lets answers come in any order; clients match ids.
+        # the answer can go out at once, maybe before answers to earlier requests. Clients match
+        # answers to requests by id (servers may answer out of order too), and OpenSSH's sftp
+        # awaits the answer to a request like this one before it sends the next.
         assert self._io is not None
         assert request.id is not None  # INIT, the only request without an id, is never decided
         self._io.to_client(status_packet(request.id, FX_PERMISSION_DENIED, message))
