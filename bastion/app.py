@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bastion.approvals import ApprovalRequest, ApprovalStore
 from bastion.audit import AuditLog
 from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
+from bastion.decisions import Notify, ScreeningContext
 from bastion.errors import BastionError, ConfigError
 from bastion.keys import KeyStore
 from bastion.login import SSO
@@ -17,8 +18,9 @@ from bastion.pipeline import SessionStage
 from bastion.policy import Identity
 from bastion.recording import RecordingPolicy, RecordingStage
 from bastion.rules import CommandRequest, RulesHolder
-from bastion.screening import Notify, ScreeningContext, ScreeningStage
+from bastion.screening import ScreeningStage
 from bastion.server import BastionState
+from bastion.sftpgate import SftpGateStage
 from bastion.sso import Directory
 from bastion.stored import stored_command
 from bastion.web import COOKIE_KEY, SignedCookies, WebService
@@ -67,7 +69,8 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     # Order matters. Output: the masker first, so the recorder only ever sees masked output
     # (the screener reads the real output too, through on_target_output, to see what was
     # typed; it stores only masked text). Input: the recorder records what was typed before
-    # the screener holds or discards it.
+    # the screener holds or discards it. The sftp gate comes last: its own answers to denied
+    # requests go straight to the client.
     masking_stage: Callable[[], list[SessionStage]] = (
         (lambda: [MaskingStage(masking)]) if masking.enabled and config.masking.sinks == "both" else list
     )
@@ -131,7 +134,7 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
 
     state.reload_hooks.append(reload)
     state.forward_gate = forward_gate
-    return lambda: [ScreeningStage(context)] if holder.path is not None else []
+    return lambda: [ScreeningStage(context), SftpGateStage(context)] if holder.path is not None else []
 
 
 # What a reload applies; a change to any other setting is logged and waits for a restart.

@@ -79,7 +79,7 @@ class SessionIO(Protocol):
         """Undo `hold_output(reason)`."""
 
     def hold_input(self, reason: str) -> None:
-        """Stop reading from the client until `release_input(reason)` (a command held)."""
+        """Stop reading from the client until `release_input(reason)` (a command or request held)."""
 
     def release_input(self, reason: str) -> None:
         """Undo `hold_input(reason)`."""

@@ -8,12 +8,17 @@ deny > approve > log > allow.
 A word the bastion cannot know (a variable from the environment, a command's output, a glob)
 may or may not match a rule's `program` or `args`. When a rule that *may* match comes before
 the one that decides, and would be stricter, the line is unsure: `when_unsure` applies.
+
+An sftp session is decided twice: the subsystem as a whole (rules of kind "sftp" without `sftp`
+or `paths`), then each operation (rules with them), once per path it names: renaming a file
+out of a protected folder is renaming a protected file.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +28,7 @@ from bastion.config import parse_duration, read_toml
 from bastion.errors import ConfigError
 from bastion.shellscope import Analysis, SimpleCommand, analyze
 from bastion.shellwords import Match, match_glob
+from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
 ACTIONS = ("allow", "log", "approve", "deny")
 STRICTNESS = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -47,6 +53,12 @@ class Rule:
     approvals: int = 1
     timeout: int = 300
     line: int = 0
+    operations: frozenset[str] = frozenset()  # sftp operations; with `paths`: an operation rule
+    paths: tuple[str, ...] = ()
+
+    @property
+    def screens_operations(self) -> bool:
+        return bool(self.operations or self.paths)
 
     def in_scope(self, request: CommandRequest) -> bool:
         if request.kind not in self.kinds:
@@ -62,7 +74,7 @@ class Rule:
     def matches(self, part: SimpleCommand | None, line: str) -> Match:
         """YES, NO, or MAYBE when the answer hangs on a word the bastion cannot know."""
         if part is None:  # sftp, forwards, assignments only: no program to match
-            if self.programs or self.args:
+            if self.programs or self.args or self.screens_operations:
                 return Match.NO
             return Match.YES if self.command is None or self.command.search(line) else Match.NO
         result = Match.YES
@@ -83,6 +95,21 @@ class Rule:
             return Match.NO
         return result
 
+    def matches_operation(self, request: CommandRequest, path: str) -> bool | None:
+        """Whether this rule decides an sftp operation on `path`; None when that cannot be told:
+        a path the target resolves from its own working directory, or none, against globs."""
+        if not self.screens_operations:
+            return False
+        if self.operations and request.operation not in self.operations:
+            return False
+        if self.command is not None and not self.command.search(request.command):
+            return False
+        if not self.paths:
+            return True
+        if not path.startswith("/"):
+            return None
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths)
+
 
 @dataclass(frozen=True)
 class CommandRequest:
@@ -95,6 +122,8 @@ class CommandRequest:
     unsure: bool = False  # the bastion could not tell exactly what was submitted
     why: str = ""  # ... and why not
     analysis: Analysis | None = None  # the line read in its session's scope (else: a fresh one)
+    operation: str = ""  # an sftp operation (see recorder.sftp.OPERATIONS); "" for the subsystem
+    paths: tuple[str, ...] = ()  # the operation's paths, absolute and normalised where known
 
 
 @dataclass(frozen=True)
@@ -135,6 +164,8 @@ class RuleSet:
 
     def decide(self, request: CommandRequest) -> Verdict:
         scoped = [rule for rule in self.rules if rule.in_scope(request)]
+        if request.kind == "sftp" and request.operation:
+            return self._decide_operation(request, scoped)
         verdicts: list[Verdict] = []
         reasons: list[str] = [request.why] if request.unsure and request.why else []
         unsure = request.unsure
@@ -154,14 +185,12 @@ class RuleSet:
             for rule in scoped:
                 match = rule.matches(part, whole)
                 if match is Match.YES:
-                    decided = Verdict(rule.action, rule.name, rule.message, part_text, rule.approvers,
-                                      rule.approvals, rule.timeout, why=f"rule at line {rule.line}")
+                    decided = self._by(rule, part_text, request)
                     break
                 if match is Match.MAYBE:
                     maybe.append(rule)
             if decided is None:
-                decided = Verdict(self.default_for(request.target), None, part=part_text,
-                                  why="no rule matched")
+                decided = self._by(None, part_text, request)
             stricter = [r for r in maybe if STRICTNESS[r.action] > STRICTNESS[decided.action]]
             if stricter:
                 unsure = True
@@ -171,6 +200,34 @@ class RuleSet:
         if unsure:
             verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
         return verdict
+
+    def _decide_operation(self, request: CommandRequest, scoped: list[Rule]) -> Verdict:
+        unsure = request.unsure
+        reasons = [request.why or "the request could not be read exactly"] if unsure else []
+        verdicts: list[Verdict] = []
+        for path in request.paths or ("",):
+            decided: Rule | None = None
+            for rule in scoped:
+                match = rule.matches_operation(request, path)
+                if match is None:
+                    unsure = True  # this rule might apply: the verdict cannot be certain
+                    if path:
+                        reasons.append(f"{path!r} is resolved by the target: rule {rule.name!r} may apply")
+                elif match:
+                    decided = rule
+                    break
+            part = f"{request.operation} {shlex.quote(path)}" if path else request.operation
+            verdicts.append(self._by(decided, part, request))
+        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        if unsure:
+            verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
+        return verdict
+
+    def _by(self, rule: Rule | None, part: str, request: CommandRequest) -> Verdict:
+        if rule is None:
+            return Verdict(self.default_for(request.target), None, part=part, why="no rule matched")
+        return Verdict(rule.action, rule.name, rule.message, part, rule.approvers, rule.approvals,
+                       rule.timeout, why=f"rule at line {rule.line}")
 
     def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest, reasons: str) -> Verdict:
         policy = self.when_unsure
@@ -235,7 +292,7 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
 
 
 RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",
-             "groups", "users", "approvers", "approvals", "timeout"}
+             "groups", "users", "approvers", "approvals", "timeout", "sftp", "paths"}
 # Kinds whose requests are commands: a rule for them needs program, args or command (the rest
 # of a rule is scope). An sftp or forward rule may leave them out: the kind itself is what it
 # matches (every transfer, every forward).
@@ -269,10 +326,7 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
         except (re.error, TypeError) as exc:
             reason = f"command is not a valid regular expression ({exc})"
             raise ConfigError(f"{where}: rule {name!r}: {reason}") from None
-    kinds = _strings(raw, "kinds", where) or ("exec", "shell")
-    bad = [k for k in kinds if k not in KINDS]
-    if bad:
-        raise ConfigError(f"{where}: rule {name!r}: unknown kind {bad[0]!r} (kinds: {', '.join(KINDS)})")
+    kinds, operations, paths = _kinds(raw, f"{where}: rule {name!r}")
     approvers = _strings(raw, "approvers", where)
     if action == "approve" and not approvers:
         raise ConfigError(f"{where}: rule {name!r}: an approve rule needs approvers (groups)")
@@ -296,7 +350,45 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
         groups=frozenset(_strings(raw, "groups", where)),
         users=frozenset(_strings(raw, "users", where)),
         approvers=approvers, approvals=approvals, timeout=timeout, line=line,
+        operations=frozenset(operations), paths=paths,
     )
+
+
+def _kinds(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The rule's kinds, sftp operations and path globs; operations and paths imply kind sftp."""
+    kinds = _strings(raw, "kinds", where)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ConfigError(f"{where}: unknown kind {bad[0]!r} (kinds: {', '.join(KINDS)})")
+    operations, paths = _operations(raw, where)
+    if not (operations or paths):
+        return kinds or ("exec", "shell"), (), ()
+    if "program" in raw or "args" in raw:
+        raise ConfigError(f"{where}: sftp and paths screen sftp operations, program and args screen"
+                          " commands: write two rules")
+    if set(kinds) - {"sftp"}:
+        raise ConfigError(f"{where}: sftp and paths apply to kind sftp only"
+                          ' (leave kinds out, or write kinds = ["sftp"])')
+    return ("sftp",), operations, paths
+
+
+def _operations(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    operations = _strings(raw, "sftp", where)
+    if "sftp" in raw and not operations:
+        raise ConfigError(f"{where}: sftp: name at least one operation ({', '.join(SFTP_OPERATIONS)})")
+    unknown = [op for op in operations if op not in SFTP_OPERATIONS]
+    if unknown:
+        raise ConfigError(f"{where}: sftp: unknown operation {unknown[0]!r}"
+                          f" (operations: {', '.join(SFTP_OPERATIONS)})")
+    paths = _strings(raw, "paths", where)
+    if "paths" in raw and not paths:
+        raise ConfigError(f"{where}: paths: name at least one path glob")
+    # Operations are matched on absolute paths: a glob that starts otherwise could never match.
+    relative = [p for p in paths if not p.startswith(("/", "*", "?", "["))]
+    if relative:
+        raise ConfigError(f"{where}: paths: {relative[0]!r} can never match: sftp paths are matched"
+                          " absolute (start the glob with / or *)")
+    return operations, paths
 
 
 def load_rules(path: Path) -> RuleSet:

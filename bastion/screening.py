@@ -22,22 +22,19 @@ sent it (before masking); what decisions store of a command is masked and bounde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from bastion.approvals import ApprovalRequest, ApprovalStore
-from bastion.audit import AuditLog
+from bastion.decisions import CommandDecisions, Notify, ScreeningContext
 from bastion.hidden import PROMPT
 from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
 from bastion.linetrack import LineTracker, replay_keys
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
-from bastion.rules import STRICTNESS, CommandRequest, RulesHolder, Verdict
+from bastion.rules import STRICTNESS, Verdict
 from bastion.shellinput import InputCommand, ShellInput, TooLong
 from bastion.shellscope import Analysis, Scope, analyze
-from bastion.stored import HEAD, MARGIN, StoredCommand, stored_command, stored_keys, stored_screen
+from bastion.stored import HEAD, MARGIN, stored_command, stored_keys, stored_screen
 
 ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
@@ -45,7 +42,6 @@ ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just 
 TYPEAHEAD_WAIT = 10.0
 CLEAR_WAIT = 3.0  # longest the shell may take to show that a denied line is gone
 MAX_QUEUED = 16 * 1024 * 1024  # input queued behind a held command (more than an SSH window)
-POLL = 0.25
 # Full-screen programs: their keys are not shell lines (launching them was screened). A program
 # that draws the alternate screen without being one of these (printf, tmux, screen) is not exempt.
 FULL_SCREEN = frozenset({
@@ -58,16 +54,7 @@ FULL_SCREEN = frozenset({
 SHELL_ESCAPE = re.compile(r"^\s*(?::\s*[.,$%0-9]*\s*(?:[rw]\s*)?!+|!)(?P<command>.*)$")
 STARTS_SHELL = re.compile(r"^\s*:\s*(?:sh(?:ell)?|te(?:rm(?:inal)?)?)\b")
 
-# Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
-Notify = Callable[[ApprovalRequest], Awaitable[list[str]]]
-
-
-@dataclass
-class ScreeningContext:
-    rules: RulesHolder
-    approvals: ApprovalStore | None
-    audit: AuditLog
-    notify: Notify | None = None
+__all__ = ["Notify", "ScreeningContext", "ScreeningStage"]  # the context lives in bastion.decisions
 
 
 def _red(text: str) -> bytes:
@@ -84,14 +71,11 @@ class ScreeningStage(SessionStage):
         self._tracker: LineTracker | None = None
         self._held: bytes | None = None  # a key (and what followed it) awaiting a decision
         self._held_key = b""
-        self._request: str | None = None
+        self._made: CommandDecisions | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
         self._dropped = b""  # ... and kept (bounded) for a marker, with their count
         self._dropped_count = 0
-        self._wake = asyncio.Event()  # a hold is cancelled: stop waiting for the next poll
-        self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
         self._typeahead = b""  # keys typed while a line was being decided: screened after it
-        self._cancelled = False
         self._task: asyncio.Task[None] | None = None
         self._scope = Scope()  # what the lines that ran defined
         self._pending = ""  # an unfinished command's earlier lines (the shell shows PS2)
@@ -101,115 +85,31 @@ class ScreeningStage(SessionStage):
         self._stdin: ShellInput | None = None  # a shell reading commands from the session's input
         self._stdin_eof = False
 
-    # -- decisions ------------------------------------------------------------------------
+    # -- decisions (see bastion.decisions) -------------------------------------------------
+
+    @property
+    def _decisions(self) -> CommandDecisions:
+        assert self._made is not None, "the stage has not started"
+        return self._made
 
     def _decide(self, kind: str, command: str, *, analysis: Analysis | None = None, unsure: bool = False,
                 why: str = "") -> Verdict:
-        info = self._info
-        assert info is not None
-        verdict = self._ctx.rules.rules.decide(CommandRequest(
-            user=info.user, groups=info.groups, target=info.target, login=info.login,
-            kind=kind, command=command, unsure=unsure, why=why, analysis=analysis))
-        stored = stored_command(command)
-        part = stored if verdict.part == command else stored_command(verdict.part)
-        self._ctx.audit.event(
-            "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, **stored.fields(), action=verdict.action,
-            rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None,
-            why=stored_command(verdict.why).text if verdict.unsure else None)
-        self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
-        return verdict
+        return self._decisions.decide(kind, command, analysis=analysis, unsure=unsure, why=why)
 
     def _mark(self, verdict: Verdict, command: str) -> None:
-        if self._io is None:
-            return
-        rule = f" [{verdict.rule}]" if verdict.rule else ""
-        label = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}[verdict.action]
-        unsure = " (unsure)" if verdict.unsure else ""
-        decided, self._decided = self._decided, None
-        stored = decided[1] if decided is not None and decided[0] is command else stored_command(command)
-        self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
+        self._decisions.mark(verdict, command)
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
-        """Hold until approved (True) or denied/expired/cancelled (False, why)."""
-        store, info, io = self._ctx.approvals, self._info, self._io
-        assert info is not None
-        assert io is not None
-        if store is None:
-            return False, "approvals are not configured on this bastion"
-        stored = stored_command(command)
         tracker = self._tracker
         screen = (stored_screen(tracker.snapshot(), tracker.screen.columns) if tracker is not None
-                  else f"$ {stored}")
-        request = store.create(session=info.session_id, requester=info.user, target=info.target,
-                               login=info.login, command=command, rule=verdict.rule or "",
-                               approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=screen)
-        self._request = request.id
-        minutes = max(1, round(verdict.timeout / 60))
-        # At a prompt the status goes on a line of its own; an exec session gets it on stderr.
-        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
-                  " - Ctrl-C to cancel\r\n").encode()
-        if interactive:
-            io.to_client(b"\r\n" + status)
-        else:
-            io.to_client(status, Stream.STDERR)
-        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
-        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
-        notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
-                     if self._ctx.notify is not None else None)
-        seen = 0
-        self._wake.clear()
-        try:
-            while True:
-                if self._cancelled:
-                    self._cancel_request("ctrl-c")  # unless the session's end did already
-                    return False, "cancelled"
-                state, decisions = store.state(request.id)
-                for approver, decision, identity in decisions[seen:]:
-                    io.marker("approval-decision", f"{request.id} {decision} by {approver}"
-                                                   + (f" ({identity})" if identity else ""))
-                seen = len(decisions)
-                if state != "pending":
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL)
-        finally:
-            self._report_dropped()
-            if notifying is not None and not notifying.done():
-                notifying.cancel()
-        self._request = None
-        who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
-        io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
-        self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
-                              by=who or None)
-        if state == "approved":
-            return True, f"approved by {who}"
-        return False, f"{state} by {who}" if who else state
-
-    async def _notify(self, request: ApprovalRequest, interactive: bool) -> None:
-        assert self._ctx.notify is not None
-        info, io = self._info, self._io
-        assert info is not None
-        assert io is not None
-        failed = await self._ctx.notify(request)
-        self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
-                              failed=failed or None)
-        if not failed:
-            io.marker("approval-notified", request.id)
-        if failed:
-            io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
-            line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
-                    f" request {request.id} still waits\r\n").encode()
-            io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+                  else f"$ {stored_command(command)}")
+        return await self._decisions.await_approval(verdict, command, screen=screen, interactive=interactive)
 
     def _during_hold(self, data: bytes) -> None:
         """Keys typed while a line waits for approval: never forwarded, but a reviewer sees
         them (masked, bounded) in the recording."""
         if b"\x03" in data:
-            self._cancelled = True
-            self._wake.set()
+            self._decisions.cancel("ctrl-c")
         self._dropped_count += len(data)
         self._dropped += data[:max(0, HEAD + MARGIN - len(self._dropped))]
 
@@ -218,24 +118,12 @@ class ScreeningStage(SessionStage):
             self._io.marker("dropped-input", stored_keys(self._dropped, self._dropped_count))
         self._dropped, self._dropped_count = b"", 0
 
-    def _cancel_request(self, reason: str) -> None:
-        """The pending request can never be approved now (Ctrl-C, or the session ended)."""
-        request, self._request = self._request, None
-        store, info = self._ctx.approvals, self._info
-        if request is None or store is None or info is None:
-            return
-        self._report_dropped()
-        if not store.cancel(request):
-            return  # decided or expired a moment before: the hold reports that
-        if self._io is not None:
-            self._io.marker("approval-cancelled", f"{request} ({reason})")
-        self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,
-                              user=info.user, reason=reason)
-
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info, self._io = info, io
+        self._made = CommandDecisions(self._ctx, info, io)
+        self._made.before_end = self._report_dropped
         if info.has_pty:
             # A terminal: whatever runs in it (a shell, `sudo -i`, tmux, any program) gets its
             # lines screened like a shell's.
@@ -515,7 +403,9 @@ class ScreeningStage(SessionStage):
     async def _hold(self, verdict: Verdict, command: str, *, analysis: Analysis | None = None,
                     line: str = "") -> None:
         # Ctrl-C typed while the line was still being decided cancels the hold, too.
-        self._cancelled, self._awaiting = b"\x03" in self._typeahead, True
+        if b"\x03" in self._typeahead:
+            self._decisions.cancel("ctrl-c")
+        self._awaiting = True
         self._typeahead = b""
         try:
             approved, why = await self._await_approval(verdict, command, interactive=True)
@@ -620,9 +510,8 @@ class ScreeningStage(SessionStage):
         return True
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
-        self._cancelled = True
-        self._cancel_request("session ended")
-        self._wake.set()
+        if self._made is not None:
+            self._made.end()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 

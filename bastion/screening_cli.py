@@ -14,7 +14,9 @@ from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.masker import mask_text
 from bastion.rules import KINDS, CommandRequest, Verdict, load_rules
+from bastion.sftpgate import normal_path
 from player.printable import printable
+from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
 
 def register(
@@ -35,12 +37,17 @@ def register(
     @click.argument("command", nargs=-1, required=True)
     def rules_check(config_path: Path, user: str, target: str, login: str, kind: str,
                     groups: tuple[str, ...], command: tuple[str, ...]) -> None:
-        """Say which rule decides COMMAND and why (after `--`); the exit status says it too."""
+        """Say which rule decides COMMAND and why (after `--`); the exit status says it too. With
+        --kind sftp, COMMAND is `sftp` (the subsystem) or an operation and its paths:
+        `remove /etc/hosts`."""
         try:
             config = load(config_path)
         except click.ClickException as exc:
             raise CannotCheck(exc.message) from None
-        request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command))
+        is_operation = kind == "sftp" and command[0] in SFTP_OPERATIONS
+        request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command),
+                                 operation=command[0] if is_operation else "",
+                                 paths=tuple(normal_path(p) for p in command[1:]) if is_operation else ())
         click.get_current_context().exit(check_status(check_rules(config, request)))
 
     @main.group()

@@ -7,79 +7,59 @@ transfer or change (`upload`, `download`, `rename`, `remove`, `mkdir`, `rmdir`).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import struct
 from collections.abc import Callable
 
+from recorder.sftp import (
+    CLOSE,
+    DATA,
+    EXTENDED,
+    HANDLE,
+    INIT,
+    MKDIR,
+    OPEN,
+    READ,
+    REMOVE,
+    RENAME,
+    RMDIR,
+    STATUS,
+    WRITE,
+    PacketFramer,
+    PacketReader,
+    SftpProtocolError,
+    remember,
+    split_packets,
+)
+
 Emit = Callable[[str, str], None]
-
-# SFTP packet types (draft-ietf-secsh-filexfer-02, as OpenSSH speaks it)
-OPEN, CLOSE, READ, WRITE, REMOVE, MKDIR, RMDIR, RENAME, EXTENDED = 3, 4, 5, 6, 13, 14, 15, 18, 200
-STATUS, HANDLE, DATA = 101, 102, 103
-MAX_PACKET = 4 * 1024 * 1024  # larger than any sane SFTP packet: stop parsing, say so
-
-
-class _Reader:
-    def __init__(self, data: memoryview) -> None:
-        self.data, self.pos = data, 0
-
-    def u32(self) -> int:
-        (value,) = struct.unpack_from(">I", self.data, self.pos)
-        self.pos += 4
-        return int(value)
-
-    def u64(self) -> int:
-        (value,) = struct.unpack_from(">Q", self.data, self.pos)
-        self.pos += 8
-        return int(value)
-
-    def string(self) -> bytes:
-        length = self.u32()
-        value = bytes(self.data[self.pos:self.pos + length])
-        self.pos += length
-        return value
-
-    def string_length(self) -> int:
-        return self.u32()
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
 
 
 class _Framer:
-    """Splits one direction's byte stream into SFTP packets (length-prefixed)."""
+    """One direction's packets to a handler; stops (`broken`) on a stream that is not SFTP."""
 
-    def __init__(self, handle: Callable[[int, _Reader], None]) -> None:
-        self._buf = bytearray()
+    def __init__(self, handle: Callable[[int, PacketReader], None]) -> None:
+        self._framer = PacketFramer()
         self._handle = handle
         self.broken = False
 
     def feed(self, data: bytes) -> None:
         if self.broken:
             return
-        self._buf += data
-        buf = self._buf
-        start = 0
-        while len(buf) - start >= 5:
-            (length,) = struct.unpack_from(">I", buf, start)
-            if length > MAX_PACKET or length == 0:
-                self.broken = True
-                buf.clear()
-                return
-            end = start + 4 + length
-            if end > len(buf):
-                break
-            view = memoryview(buf)[start + 4:end]
-            try:
-                self._handle(view[0], _Reader(view[1:]))
-            except struct.error:
-                pass  # a packet shorter than its type needs: not ours to judge, skip it
-            finally:
-                view.release()
-            start = end
-        if start:
-            del buf[:start]
+        try:
+            whole, ends = self._framer.feed(data)
+        except SftpProtocolError:
+            self.broken = True
+            return
+        for packet in split_packets(whole, ends):
+            # A packet shorter than its type needs: not ours to judge, skip it.
+            with contextlib.suppress(struct.error):
+                self._handle(packet[4], PacketReader(packet, 5))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class SftpTransferParser:
@@ -95,30 +75,32 @@ class SftpTransferParser:
     def broken(self) -> bool:
         return self.client.broken or self.server.broken
 
-    def _from_client(self, kind: int, r: _Reader) -> None:
+    def _from_client(self, kind: int, r: PacketReader) -> None:
+        if kind == INIT:
+            return
+        request = r.u32()
+        # A reply answers the newest request with its id: one the target never saw (denied by
+        # the bastion, answered by it) must not lend its meaning to the next one. Requests left
+        # unanswered that way are forgotten in time (`remember` keeps a bounded number).
+        self._requests.pop(request, None)
+        self._reads.pop(request, None)
         if kind in (OPEN, REMOVE, MKDIR, RMDIR):
-            request = r.u32()
-            self._requests[request] = ({OPEN: "open", REMOVE: "remove", MKDIR: "mkdir",
-                                        RMDIR: "rmdir"}[kind], _text(r.string()))
+            remember(self._requests, request, ({OPEN: "open", REMOVE: "remove", MKDIR: "mkdir",
+                                                 RMDIR: "rmdir"}[kind], _text(r.string())))
         elif kind == RENAME:
-            request = r.u32()
-            self._requests[request] = ("rename", _text(r.string()), _text(r.string()))
+            remember(self._requests, request, ("rename", _text(r.string()), _text(r.string())))
         elif kind == EXTENDED:
-            request = r.u32()
             if r.string() == b"posix-rename@openssh.com":
-                self._requests[request] = ("rename", _text(r.string()), _text(r.string()))
+                remember(self._requests, request, ("rename", _text(r.string()), _text(r.string())))
         elif kind == WRITE:
-            r.u32()
             handle = r.string()
             r.u64()
             state = self._handles.get(handle)
             if state is not None:
                 state[1] = int(state[1]) + r.string_length()  # type: ignore[call-overload]
         elif kind == READ:
-            request = r.u32()
-            self._reads[request] = r.string()
+            remember(self._reads, request, r.string())
         elif kind == CLOSE:
-            r.u32()
             state = self._handles.pop(r.string(), None)
             if state is not None:
                 path, written, read = state
@@ -127,7 +109,7 @@ class SftpTransferParser:
                 elif read:
                     self._emit("download", f"{path} {read} bytes")
 
-    def _from_server(self, kind: int, r: _Reader) -> None:
+    def _from_server(self, kind: int, r: PacketReader) -> None:
         request = r.u32()
         if kind == HANDLE:
             pending = self._requests.pop(request, None)
