@@ -61,6 +61,8 @@ class Scope:
     vi_mode: bool = False
     keys_changed: str = ""  # bind/bindkey ran: keys may not do what they do by default
     tty_changed: str = ""  # stty ran: Ctrl-C may not interrupt any more
+    interrupt_trapped: str = ""  # `trap ... INT`: Ctrl-C may not drop the line any more
+    echo_off: str = ""  # `stty -echo` (or raw): a line that does not echo need not be a password
 
     def copy(self) -> Scope:
         return replace(self, variables=dict(self.variables), aliases=dict(self.aliases),
@@ -661,9 +663,16 @@ def _let(walker: _Walker, argv: list[Word], command: Command, depth: int) -> Non
             walker.set(match.group(1), None)
 
 
+_INTERRUPT_SIGNALS = frozenset({"INT", "SIGINT", "2", "int", "sigint"})
+
+
 def _trap(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     args = [w for w in argv[1:] if not (w.literal and w.value in ("-p", "-l", "--"))]
-    if args and not (args[0].literal and args[0].value in ("", "-")):
+    if not args or (args[0].literal and args[0].value == "-"):
+        return
+    if any(not w.literal or w.value in _INTERRUPT_SIGNALS for w in args[1:]):
+        walker.scope.interrupt_trapped = "trap " + " ".join(w.text for w in args)[:60]
+    if not (args[0].literal and args[0].value == ""):
         walker.shell_text(args[0], depth, what="a trap's command")
 
 
@@ -722,11 +731,16 @@ _STTY_RESTORE = frozenset({"sane", "isig", "cooked", "-raw"})
 def _stty(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     values = _values(argv[1:])
     saved_state = re.compile(r"[0-9a-f]+(:[0-9a-f]+){3,}")  # stty -g's output, given back
+    said = "stty " + " ".join(v if v != "\0" else "$..." for v in values)[:60]
     if any(v == "\0" or v in _STTY_INTERRUPT or saved_state.fullmatch(v) for v in values):
-        walker.scope.tty_changed = "stty " + " ".join(v if v != "\0" else "$..." for v in values)[:60]
+        walker.scope.tty_changed = said
     elif values and all(v in _STTY_RESTORE for v in values if v not in _QUERY_STTY) and \
             any(v in _STTY_RESTORE for v in values):
         walker.scope.tty_changed = ""
+    if any(v in ("-echo", "raw", "-cooked", "\0") or saved_state.fullmatch(v) for v in values):
+        walker.scope.echo_off = said
+    elif any(v in ("echo", "sane") for v in values):
+        walker.scope.echo_off = ""
 
 
 def _fc(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
