@@ -234,7 +234,9 @@ def _glob_parts(parts: list[Part]) -> tuple[Part, ...]:
     """Unquoted `*`, `?` and `[...]` become glob holes; the rest stays literal."""
     out: list[Part] = []
     for part in parts:
-        if isinstance(part, _Unquoted) and re.search(r"[*?]|\[.*\]", part):
+        if isinstance(part, _Unquoted) and re.search(r"[@*+?!]\(", part):
+            out.append(Hole(HoleKind.GLOB, str(part), "*"))  # an extended glob: @(a|b), !(x)
+        elif isinstance(part, _Unquoted) and re.search(r"[*?]|\[.*\]", part):
             for piece in re.split(r"(\*|\?|\[[^\]]*\])", part):
                 if piece in ("*", "?") or (piece.startswith("[") and piece.endswith("]") and len(piece) > 2):
                     out.append(Hole(HoleKind.GLOB, piece, piece))
@@ -313,7 +315,7 @@ def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, foun
             out.add("")  # "" is an empty word, not no word
             _scan(text, start, close, out, variables, found, quoted=True)
             i = close + 1
-        elif text.startswith("$((", i):
+        elif text.startswith("$((", i) and text[find_close(text, i + 3, "(", ")", depth=2) - 1] == ")":
             close = find_close(text, i + 3, "(", ")", depth=2)
             flush()
             inner = text[i + 3:close - 1]
@@ -345,6 +347,13 @@ def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, foun
             flush()
             _parameter(text[i + 2:close], text[i:close + 1], out, variables, found, quoted=quoted)
             i = close + 1
+        elif char == "$" and re.match(r"[=~^]+[A-Za-z_{]", text[i + 1:i + 3]) and not quoted:
+            zsh = re.match(r"\$[=~^]+(?:\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)", text[i:])
+            stop = i + (zsh.end() if zsh else 1)
+            flush()
+            found.unsure.append(f"a zsh expansion ({text[i:stop]}) splits or globs a value")
+            out.add(Hole(HoleKind.VALUE, text[i:stop]))
+            i = stop
         elif char == "$" and i + 1 < end and (_SPECIAL.match(text, i + 1) or _NAME.match(text, i + 1)):
             name_match = _NAME.match(text, i + 1) or _SPECIAL.match(text, i + 1)
             assert name_match is not None
@@ -375,6 +384,11 @@ def _variable(name: str, source: str, out: _Builder, variables: Variables, *, qu
 def _parameter(inner: str, source: str, out: _Builder, variables: Variables, found: Found, *,
                quoted: bool) -> None:
     collect_substitutions(inner, found)  # ${x:-$(cmd)}: the command may run
+    if inner.startswith("("):
+        found.unsure.append(f"zsh parameter flags ({source}) can evaluate a value")
+    subscript = re.match(r"[A-Za-z_][A-Za-z0-9_]*\[([^\]]*)\]", inner)
+    if subscript and subscript.group(1) not in ("@", "*"):
+        found.arithmetic.append(subscript.group(1))  # an index is arithmetic: its names are evaluated
     name = _NAME.match(inner) or _SPECIAL.match(inner)
     if inner.startswith("#") and len(inner) > 1:
         out.add(Hole(HoleKind.NUMBER, source))

@@ -23,7 +23,7 @@ from bastion.shellexpand import (
     expand_word,
     identifiers,
 )
-from bastion.shellsplit import Command, Parsed, parse
+from bastion.shellsplit import Command, Parsed, Redirect, parse
 from bastion.shellwords import Hole, HoleKind, Word
 from bastion.wrappers import CONTAINER_EXEC, WRAPPERS, Wrapper, unwrap
 
@@ -46,6 +46,10 @@ _QUERY_STTY = frozenset({"-a", "--all", "-g", "--save", "size", "speed"})
 _PROMPTS = re.compile(r"PS[0-4]\Z")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?(\+?)=(.*)\Z", re.S)
 _HISTORY = re.compile(r"!(?![\s=(\"]|$)")
+_SUBSCRIPT_SUBSTITUTION = re.compile(r"\[[^\]]*(?:\$\(|`)")
+# Variables the shell itself reads as commands or as files of commands.
+_RUNS_VALUE = frozenset({"PROMPT_COMMAND", "BASH_ENV", "ENV", "BASH_ALIASES", "BASH_CMDS", "PS0", "PS1",
+                         "PS2", "PS3", "PS4", "INPUTRC", "BASH_LOADABLES_PATH", "PROMPT_COMMANDS"})
 
 
 @dataclass
@@ -116,7 +120,7 @@ def analyze(text: str, scope: Scope | None = None, *, interactive: bool = False)
     analysis.incomplete, analysis.until = parsed.incomplete, parsed.until
     for error in parsed.errors:
         analysis.note(f"the line does not parse ({error})")
-    _Walker(analysis, top=True).run(parsed, 0)
+    _Walker(analysis, top=True, interactive=interactive).run(parsed, 0)
     return analysis
 
 
@@ -137,16 +141,17 @@ def history_expansion(text: str) -> str:
             continue
         if char == '"':
             quoted = not quoted
-        elif char == "!" and _HISTORY.match(text, i):
+        elif char == "!" and _HISTORY.match(text, i) and not text.endswith("${", 0, i):
             return text[i:i + 8].split(maxsplit=1)[0]
         i += 1
     return ""
 
 
 class _Walker:
-    def __init__(self, analysis: Analysis, *, top: bool) -> None:
+    def __init__(self, analysis: Analysis, *, top: bool, interactive: bool = False) -> None:
         self.a = analysis
         self.top = top
+        self.interactive = interactive  # input comes from the user's terminal, screened line by line
         self._calls: list[str] = []  # functions and aliases being expanded (recursion guard)
 
     @property
@@ -196,7 +201,11 @@ class _Walker:
         found.arithmetic.clear()
         found.unsure.clear()
 
-    def arithmetic(self, expression: str) -> None:
+    def arithmetic(self, expression: str, depth: int = 0) -> None:
+        found = Found()
+        collect_substitutions(expression, found)  # let 'x=a[$(cmd)]': the command runs
+        for inner in found.nested:
+            self.text(inner, depth, what="a command substitution in arithmetic")
         # bash evaluates a variable's value as an expression: x='a[$(cmd)]'; $((x)) runs cmd.
         for name in identifiers(expression):
             value = self.scope.variables.get(name, ())
@@ -223,8 +232,6 @@ class _Walker:
             return
         for assignment in command.assignments:
             self.assign(assignment, depth, persist=not command.words)
-        if not command.words:
-            return
         for redirect in command.redirects:
             if redirect.op not in ("<<", "<<-"):
                 self.words([redirect.target], depth, split=False)
@@ -232,6 +239,8 @@ class _Walker:
                 found = Found()  # an unquoted here-document's $(...) run as it is read
                 collect_substitutions(redirect.body, found)
                 self.nested(found, depth)
+        if not command.words:
+            return
         for argv in self.words(command.words, depth):
             if argv:
                 self.simple(argv, command, depth)
@@ -251,7 +260,10 @@ class _Walker:
             for match in re.finditer(r"([A-Za-z_]\w*)\s*(?:[-+*/%&|^]|<<|>>)?=(?!=)", expression):
                 self.set(match.group(1), None)
         else:
-            self.words(command.words, depth, split=False)
+            for argv in self.words(command.words, depth, split=False):
+                for word in argv:
+                    if word.literal and _SUBSCRIPT_SUBSTITUTION.search(word.value):
+                        self.arithmetic(word.value, depth)  # [[ -v 'a[$(cmd)]' ]]
             if command.special == "[[" and any(op in command.words for op in
                                                ("-eq", "-ne", "-lt", "-le", "-gt", "-ge")):
                 for word in command.words:
@@ -263,12 +275,18 @@ class _Walker:
         self.scope.variables[name] = value
         if name == "IFS":
             self.scope.ifs_changed = True
+        if name in _RUNS_VALUE and (value is None or any(not w.literal for w in value)):
+            self.a.note(f"{name} is set to a value the bastion does not know, and the shell runs it")
 
     def assign(self, assignment: str, depth: int, *, persist: bool) -> None:
         match = _ASSIGNMENT.match(assignment)
         if match is None:
             return
         name, index, append, source = match.groups()
+        if index:
+            self.arithmetic(index[1:-1], depth)  # a[$(cmd)]=1 runs cmd
+        if name in ("BASH_ALIASES", "BASH_CMDS", "BASH_ENV", "ENV"):
+            self.a.note(f"{name} makes later commands run what it names")
         if source.startswith("(") and source.endswith(")"):
             words = parse(source[1:-1]).commands
             self.words([w for c in words for w in c.words], depth)
@@ -300,8 +318,13 @@ class _Walker:
 
     # -- what a simple command runs -----------------------------------------------------------
 
-    def simple(self, argv: list[Word], command: Command, depth: int) -> None:
+    def simple(self, argv: list[Word], command: Command, depth: int) -> None:  # noqa: PLR0912 - one per kind
         self.a.commands.append(SimpleCommand(tuple(argv)))
+        for word in argv:
+            # A name with an index, given to a builtin (read, printf -v, declare, test -v, [[ -v):
+            # bash evaluates the index, and a $(...) in it runs.
+            if word.literal and _SUBSCRIPT_SUBSTITUTION.search(word.value):
+                self.arithmetic(word.value, depth)
         first = argv[0]
         if not first.literal:
             self.a.note(f"the command name comes from an expansion ({first.text})")
@@ -309,10 +332,10 @@ class _Walker:
         name, program = first.value, os.path.basename(first.value)
         if self.top and depth == 0:
             self.a.programs.add(program)
-        source = command.words[0] if command.words else ""
-        if name in self.scope.aliases and source == name and name not in self._calls:
-            # Screened both ways: the shell that runs it may or may not have the alias.
-            rest = " ".join(command.words[1:])
+        if name in self.scope.aliases and name not in self._calls:
+            # Screened both ways: the shell that runs it may or may not have the alias (and an
+            # alias ending in a space makes the next word one too: both are tried).
+            rest = " ".join(_quote(w) if w.literal else w.text for w in argv[1:])
             self._calls.append(name)
             self.text(self.scope.aliases[name] + " " + rest, depth, what=f"the alias {name}", subshell=False)
             self._calls.pop()
@@ -331,8 +354,12 @@ class _Walker:
             self.follow(wrapper, f"{program} exec", argv[1:], command, depth)
         elif program in SHELLS:
             self.shell(argv, command, depth)
-        elif program in INTERPRETERS:
-            self.interpreter(program, argv, command, depth)
+        elif _interpreter(program) in INTERPRETERS:
+            self.interpreter(_interpreter(program), argv, command, depth)
+        elif program in CONSOLES:
+            self.console(program, argv, command, depth)
+        if program in _RUNS_OPTIONS:
+            _RUNS_OPTIONS[program](self, argv)
 
     def wrapper(self, program: str, argv: list[Word], command: Command, depth: int) -> None:
         self.follow(WRAPPERS[program], program, argv, command, depth)
@@ -378,7 +405,7 @@ class _Walker:
             return
         self.text(word.value, depth, what=what)
 
-    def shell(self, argv: list[Word], command: Command, depth: int) -> None:
+    def shell(self, argv: list[Word], command: Command, depth: int) -> None:  # noqa: PLR0912 - its options
         """`bash -c TEXT`, `bash script`, or a shell reading its input."""
         args = argv[1:]
         i, reads_stdin = 0, False
@@ -401,6 +428,8 @@ class _Walker:
                 letters = value[1:]
                 if "c" in letters:
                     rest = list(args[i + 1:])
+                    while rest and rest[0].literal and rest[0].value == "--":
+                        rest = rest[1:]
                     if not rest:
                         self.a.note("a shell's -c without its text")
                         return
@@ -414,7 +443,7 @@ class _Walker:
                 i += 1
                 continue
             break
-        if i < len(args) and not reads_stdin:
+        if i < len(args) and not reads_stdin and not _is_stdin(args[i]):
             return  # a script file: run like any program (its content is not visible here)
         self.reads_input("shell", command, depth, what=argv[0].value)
 
@@ -428,11 +457,12 @@ class _Walker:
                 self.a.note(f"{program}: an argument from an expansion ({word.text})")
                 return
             value = word.value
-            if value in code_options or any(value.startswith(o) and len(o) == 2 and len(value) > 2
-                                             and value[1] == o[1] for o in code_options):
-                self.a.note(f"{program} runs code given inline ({value[:2]}): the bastion cannot screen it")
+            letters = {o[1] for o in code_options if len(o) == 2}
+            if value in code_options or (value.startswith("-") and not value.startswith("--")
+                                         and letters & set(value[1:].split("=")[0])):
+                self.a.note(f"{program} runs code given inline ({value}): the bastion cannot screen it")
                 return
-            if value == "-":
+            if value == "-" or _is_stdin(word):
                 break
             if value in _INTERPRETER_VALUES:
                 if value == "-m":
@@ -445,37 +475,55 @@ class _Walker:
             return  # a script file
         self.reads_input("code", command, depth, what=program)
 
+    def console(self, program: str, argv: list[Word], command: Command, depth: int) -> None:
+        """Programs that read commands from their input, some of which run shell commands
+        (ed's `!`, sqlite3's `.shell`, psql's `\\!`): unless told what to run, they read input."""
+        values = [w.text for w in argv[1:]]
+        if any(v.startswith(CONSOLE_COMMAND_OPTIONS) for v in values):
+            if any(re.search(r"(^|[\s;])(\.shell|\.system|\\!|!)", v) for v in values):
+                self.a.note(f"{program} is given a command that runs a shell")
+            return
+        if program == "sqlite3" and len([v for v in values if not v.startswith("-")]) > 1:
+            if any(re.search(r"\.shell|\.system", v) for v in values):
+                self.a.note("sqlite3 is given a command that runs a shell")
+            return
+        self.reads_input("console", command, depth, what=program)
+
     def reads_input(self, kind: str, command: Command, depth: int, *, what: str) -> None:
         """A shell or interpreter reads commands from its standard input: whose?"""
-        stdin = [r for r in command.redirects if r.op in ("<", "<<", "<<-", "<<<", "<>", "<&")]
+        if command.compound and not any(r.op in _STDIN_REDIRECTS for r in command.redirects):
+            # `{ sh; } <<< text`, `(sh) < file`: the group's redirection feeds it
+            self.a.note(f"{what} reads input that a compound command may redirect")
+            return
+        stdin = [r for r in command.redirects if r.op in _STDIN_REDIRECTS][-1:]
+        if stdin and _session_input(stdin[0]):
+            stdin = []  # the session's own input, by another name (<&0, < /dev/stdin)
         if stdin:
-            source = stdin[-1]
-            if source.op in ("<<", "<<-"):
-                text: str | None = source.body or ""
-                if not source.quoted and re.search(r"[$`]", text or ""):
-                    self.a.note(f"a here-document with expansions is read by {what}")
-                    text = None
-            elif source.op == "<<<":
-                ways = self.words([source.target], depth, split=False)
-                word = ways[0][0] if ways and ways[0] else Word.of("")
-                text = word.value if word.literal else None
-                if text is None:
-                    self.a.note(f"a here-string from an expansion is read by {what}")
-            else:
-                return  # a file: like a script
-            if text is not None:
-                self.program_text(kind, text, depth, what=what)
-            return
-        producer = command.pipe_from
-        if producer is not None:
-            self.program_text(kind, self.printed(producer, depth), depth, what=what)
-            return
-        if self.top and depth == 0:
+            self.program_text(kind, self.redirected(stdin[0], depth, what=what), depth, what=what)
+        elif command.pipe_from is not None:
+            self.program_text(kind, self.printed(command.pipe_from, depth), depth, what=what)
+        elif self.top and depth == 0:
             self.a.stdin = self.a.stdin or kind
+            if kind == "code" or (kind == "console" and not self.interactive):
+                self.a.note(f"{what} reads a program from its input, which the bastion cannot screen")
         elif depth > 0 and not self.top:
             self.a.note(f"{what} reads commands from input the bastion cannot see")
 
-    def printed(self, producer: Command, depth: int) -> str | None:
+    def redirected(self, source: Redirect, depth: int, *, what: str) -> str | None:
+        """The text a redirection feeds, when the bastion can know it."""
+        if source.op in ("<<", "<<-"):
+            if not source.quoted and re.search(r"[$`]", source.body or ""):
+                return None  # expanded as it is read
+            return source.body or ""
+        if source.op == "<<<":
+            ways = self.words([source.target], depth, split=False)
+            word = ways[0][0] if ways and ways[0] else Word.of("")
+            return word.value if word.literal else None
+        if source.op == "<" and not _special_input(source.target):
+            return ""  # a file: run like a script (its content is not visible here)
+        return None
+
+    def printed(self, producer: Command, depth: int) -> str | None:  # noqa: PLR0911 - one per printer
         """What `echo ... |` or `printf ... |` writes, when it is literal text."""
         if producer.special or not producer.words:
             return None
@@ -491,14 +539,26 @@ class _Walker:
                 escapes = escapes or "e" in args[0]
                 args = args[1:]
             out = " ".join(args)
+            if "\\" in out and not escapes:
+                return None  # shells differ: dash's echo and xpg_echo decode \\ escapes, bash's does not
             return ansi_c(out) if escapes else out
+        if program == "cat" and len(argv) == 1:
+            docs = [r for r in producer.redirects if r.op in ("<<", "<<-")]
+            if docs and (docs[-1].quoted or not re.search(r"[$`\\]", docs[-1].body or "")):
+                return docs[-1].body or ""
+            return None
         if program == "printf" and len(argv) == 2 and "%" not in argv[1]:
             return ansi_c(argv[1])
         return None
 
     def program_text(self, kind: str, text: str | None, depth: int, *, what: str) -> None:
+        if text == "":
+            return
         if kind == "shell" and text is not None:
             self.text(text, depth, what=f"input read by {what}")
+        elif kind == "console" and text is not None:
+            if _CONSOLE_ESCAPE.search(text):
+                self.a.note(f"{what} is given a command that runs a shell")
         elif kind == "shell":
             self.a.note(f"{what} reads commands the bastion cannot see (another program's output)")
         else:
@@ -506,6 +566,35 @@ class _Walker:
 
 
 # -- builtins that run text later or change what later lines mean ------------------------------
+
+_STDIN_REDIRECTS = ("<", "<<", "<<-", "<<<", "<>", "<&")
+# Programs that read commands from their input when not given one on the command line.
+CONSOLES = frozenset({"ed", "red", "ex", "sqlite3", "psql", "mysql", "mariadb", "gdb", "dc", "ftp", "lftp"})
+# How those consoles run a shell command: ed's !, psql's \!, mysql's system, sqlite3's .shell
+_CONSOLE_ESCAPE = re.compile(r"(?im)^\s*!|\\!|\\system|^\s*system\s|\.shell|\.system|^\s*shell\b|^\s*e\s")
+CONSOLE_COMMAND_OPTIONS = ("-c", "--command", "-e", "--execute", "-f", "--file", "-x", "-ex")
+
+
+def _interpreter(program: str) -> str:
+    """python3.11 is python3, perl5.36 is perl."""
+    match = re.fullmatch(r"(python[23]?|pypy3?|perl|ruby|node|php|lua)[0-9.]*", program)
+    return match.group(1) if match else program
+
+
+_STDIN_PATH = re.compile(r"-|/dev/stdin|/dev/fd/\d+|/proc/(self|\d+)/fd/\d+")
+
+
+def _is_stdin(word: Word) -> bool:
+    return word.literal and bool(_STDIN_PATH.fullmatch(word.value))
+
+
+def _session_input(redirect: Redirect) -> bool:
+    return (redirect.op == "<&" and redirect.target == "0") or (
+        redirect.op == "<" and redirect.target in ("/dev/stdin", "/proc/self/fd/0", "/dev/fd/0"))
+
+
+def _special_input(target: str) -> bool:
+    return bool(re.fullmatch(r"/dev/stdin|/dev/fd/\d+|/proc/(self|\d+)/fd/\d+|<\(.*\)|\$.*", target, re.S))
 
 def _literal_text(source: str) -> str | None:
     ways = expand_word(source, Variables({}, tainted=True, ifs_changed=False), Found(), split=False)
@@ -535,7 +624,9 @@ def _xargs(args: list[Word], inner: list[Word], command: Command) -> list[Word]:
     """The command xargs runs, its input items as holes (narrowed when `find DIR` makes them)."""
     pattern = "*"
     producer = command.pipe_from
-    if producer is not None and producer.words[:1] == ["find"] and len(producer.words) > 1:
+    null = any(a.text in ("-0", "--null") for a in args)  # else xargs splits names at blanks
+    null = null and producer is not None and "-print0" in producer.words
+    if null and producer is not None and producer.words[:1] == ["find"] and len(producer.words) > 1:
         roots = [w for w in producer.words[1:] if not w.startswith(("-", "(", "!"))][:1]
         if roots and re.fullmatch(r"[\w./~-]+", roots[0]) and not roots[0].startswith("-"):
             pattern = roots[0].rstrip("/") + "*" if roots[0] != "." else "./*"
@@ -560,21 +651,24 @@ def _split_on(word: Word, marker: str, hole: Hole) -> list[Word]:
 
 
 def _eval(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
-    if not all(w.literal for w in argv[1:]):
+    args = argv[2:] if len(argv) > 1 and argv[1].literal and argv[1].value == "--" else argv[1:]
+    if not all(w.literal for w in args):
         walker.a.note("eval of text that comes from an expansion")
         return
-    walker.text(" ".join(w.value for w in argv[1:]), depth, what="eval", subshell=False)
+    walker.text(" ".join(w.value for w in args), depth, what="eval", subshell=False)
 
 
 def _source(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     if len(argv) > 1 and argv[1].holes and argv[1].holes[0].pattern == "/dev/fd/*":
         walker.a.note(f"{argv[0].value} reads commands from a process substitution")
-    elif len(argv) > 1 and argv[1].literal and argv[1].value in ("/dev/stdin", "-", "/proc/self/fd/0"):
+    elif len(argv) > 1 and _is_stdin(argv[1]):
         walker.reads_input("shell", command, depth, what=argv[0].value)
     # What a sourced file defines is not visible here, as a script's content is not.
 
 
 def _alias(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    if any(w.literal and re.fullmatch(r"-[a-zA-Z]*[gs][a-zA-Z]*", w.value) for w in argv[1:]):
+        walker.a.note("a zsh global or suffix alias can turn any word into a command")
     for word in argv[1:]:
         if not word.literal:
             walker.a.note(f"an alias defined from an expansion ({word.text})")
@@ -609,7 +703,7 @@ def _unset(walker: _Walker, argv: list[Word], command: Command, depth: int) -> N
 
 def _declare(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     options = [w.value for w in argv[1:] if w.literal and w.value.startswith(("-", "+"))]
-    if any("n" in o for o in options):
+    if argv[0].value != "export" and any("n" in o for o in options if o.startswith("-")):
         walker.a.note("a name reference (declare -n) makes one variable another")
     for index, word in enumerate(argv[1:], 1):
         source = command.words[index] if index < len(command.words) else word.text
@@ -621,6 +715,8 @@ def _declare(walker: _Walker, argv: list[Word], command: Command, depth: int) ->
             name, _, value = word.value.partition("=")
             walker.set(name, (Word.of(value),))
             walker.special_variable(name, _quote(Word.of(value)), depth)
+        if any("i" in o for o in options if o.startswith("-")) and "=" in source:
+            walker.arithmetic(source.split("=", 1)[1], depth)  # declare -i: the value is arithmetic
 
 
 def _read(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
@@ -784,20 +880,97 @@ def _find(walker: _Walker, argv: list[Word], command: Command, depth: int) -> No
 
 
 def _sed(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
-    scripts = [w.text for w in argv[1:] if not w.text.startswith("-")][:1]
-    scripts += [argv[i + 1].text for i, w in enumerate(argv[:-1]) if w.text in ("-e", "--expression")]
+    scripts, i, args = [], 1, argv
+    while i < len(args):
+        text = args[i].text
+        if text in ("-e", "--expression", "-f", "--file") and i + 1 < len(args):
+            scripts.append(args[i + 1].text)
+            i += 2
+            continue
+        if text.startswith("--expression="):
+            scripts.append(text.split("=", 1)[1])
+        elif text.startswith("-e") and len(text) > 2:
+            scripts.append(text[2:])
+        elif not text.startswith("-") and not scripts:
+            scripts.append(text)
+        i += 1
+    address = r"(?:\d+|\$|/(?:\\.|[^/])*/|\\(.)(?:(?!\1).)*\1)?(?:\s*,\s*(?:\d+|\$|/(?:\\.|[^/])*/))?"
+    command_e = re.compile(r"(?:^|[;\n{}])\s*" + address + r"\s*!?\s*e(?:\s|;|$)")
     for script in scripts:
         substitute = re.finditer(r"s([^\w\s\\])(?:(?!\1)[^\\]|\\.)*\1(?:(?!\1)[^\\]|\\.)*\1([a-zA-Z0-9]*)",
                                  script)
-        if re.search(r"(^|[;{}\n]|\d)\s*e(\s|;|$)", script) or any("e" in m.group(2) for m in substitute):
+        if command_e.search(script) or any("e" in m.group(2) for m in substitute):
             walker.a.note("sed's e command runs shell commands")
+            return
 
 
 def _awk(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     for word in argv[1:]:
-        if re.search(r"\bsystem\s*\(|\|\s*\"|\"\s*\|\s*getline|\|&", word.text):
+        program = re.sub(r"/(?:\\.|[^/\\\n])*/", "//", word.text)  # regex literals may hold |
+        if re.search(r"\bsystem\s*\(|\bgetline\b|\|&?\s*[\w\"$(]|[\w\")]\s*\|", program):
             walker.a.note("awk runs shell commands (system, pipes)")
             return
+
+
+def _git(walker: _Walker, argv: list[Word]) -> None:
+    """git's own options (before the subcommand) can name programs it runs."""
+    for index, word in enumerate(argv[1:], 1):
+        if not word.text.startswith("-"):
+            return
+        value = argv[index + 1].text if index + 1 < len(argv) else ""
+        if word.text in ("-c", "--config-env") and re.search(
+                r"(?i)(pager|editor|sshcommand|fsmonitor|hookspath|askpass|proxy|^alias\.|\.command|textconv)",
+                value):
+            walker.a.note(f"git -c {value.split('=')[0]} names a program git runs")
+        if re.match(r"--(upload-pack|receive-pack|exec)\b", word.text):
+            walker.a.note(f"git {word.text} names a program git runs")
+
+
+_TMUX_RUNS = frozenset({"send-keys", "send", "run-shell", "run", "if-shell", "if", "pipe-pane", "pipep",
+                        "respawn-pane", "respawnp", "respawn-window", "respawnw", "source-file", "source"})
+_TMUX_NEW = frozenset({"new", "new-session", "neww", "new-window", "splitw", "split-window"})
+_TMUX_VALUES = frozenset({"-s", "-n", "-t", "-c", "-x", "-y", "-e", "-F", "-f", "-l", "-L", "-S", "-A"})
+
+
+def _tmux(walker: _Walker, argv: list[Word]) -> None:
+    words = [w.text for w in argv[1:]]
+    if any(w in _TMUX_RUNS for w in words) or any(not w.literal for w in argv[1:]):
+        walker.a.note("tmux is told to run or type a command")
+        return
+    if any(w in _TMUX_NEW for w in words) and len(words) > 1:
+        last, before = words[-1], words[-2]
+        if not last.startswith("-") and before not in _TMUX_VALUES and last not in _TMUX_NEW:
+            walker.a.note("tmux is told to run a command in a new window")
+
+
+def _runs_when(pattern: str, what: str) -> Callable[[_Walker, list[Word]], None]:
+    """A program whose options (matched by `pattern`) make it run a command."""
+    regex = re.compile(pattern)
+
+    def check(walker: _Walker, argv: list[Word]) -> None:
+        if any((not w.literal and w.text.startswith("-")) or regex.search(w.text) for w in argv[1:]):
+            walker.a.note(f"{argv[0].value}: {what}")
+
+    return check
+
+
+_RUNS_OPTIONS: dict[str, Callable[[_Walker, list[Word]], None]] = {
+    "tar": _runs_when(r"^--(to-command|checkpoint-action|use-compress-program|rsh-command|info-script|"
+                      r"new-volume-script|index-file)|^-[A-Za-z]*[IF]", "an option that runs a command"),
+    "ssh": _runs_when(r"(?i)(proxycommand|localcommand|permitlocalcommand|knownhostscommand|"
+                      r"match\s+exec|remotecommand)", "an option that runs a local command"),
+    "scp": _runs_when(r"(?i)(proxycommand|localcommand|^-S)", "an option that runs a local command"),
+    "sftp": _runs_when(r"(?i)(proxycommand|localcommand|^-S|^-D|^-b)", "an option that runs a command"),
+    "rsync": _runs_when(r"^(-e|--rsh|--rsync-path)(?!=?ssh$)|^-[A-Za-z]*e$", "an option that runs a command"),
+    "git": _git,
+    "zip": _runs_when(r"^(-TT|--unzip-command)", "an option that runs a command"),
+    **{name: _runs_when(r"^([-+]c|--cmd|-[A-Za-z]*[esS]$|\+)|^-S", "commands given to the editor")
+       for name in ("vim", "vi", "nvim", "ex", "view", "vimdiff", "rvim")},
+    "tmux": _tmux,
+    "screen": _runs_when(r"^-X$|^-[A-Za-z]*X", "a command sent to a session"),
+    "less": _runs_when(r"^--?(lesskey|LESSOPEN)|^\+.*[!|]", "a command given to the pager"),
+    "man": _runs_when(r"^(-P|--pager|-H|--html)", "a pager command"),
+}
 
 
 _BUILTINS: dict[str, Callable[[_Walker, list[Word], Command, int], None]] = {

@@ -62,6 +62,7 @@ class Command:
     pipe_from: Command | None = None  # the command whose output this one reads
     function: str | None = None  # the body of a function being defined, not run now
     special: str = ""  # "for" (words: name, values...), "case" (words: the subject), "[[", "(("
+    compound: bool = False  # inside { }, ( ), a loop or a condition: its input may be redirected
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Lexer:
 
     def _read_heredocs(self) -> None:
         for doc in self._heredocs:
-            delimiter = re.sub(r"""\\(.)|['"]""", r"\1", doc.target)
+            delimiter = heredoc_delimiter(doc.target)
             lines = []
             while True:
                 if self.i >= len(self.text):
@@ -131,7 +132,7 @@ class Lexer:
             doc.body = "\n".join(lines) + "\n" if lines else ""
         self._heredocs.clear()
 
-    def _next(self) -> tuple[str, str | Redirect] | None:
+    def _next(self) -> tuple[str, str | Redirect] | None:  # noqa: PLR0912 - one branch per token
         text = self.text
         while self.i < len(text):
             char = text[self.i]
@@ -154,10 +155,12 @@ class Lexer:
             return ("word", self._word())
         if text.startswith("((", self.i) and (self._last is None or self._last[0] != "word"
                                                or self._last[1] == "for"):
-            start = self.i  # (( arithmetic )) in command position, as bash reads it first
-            self.i = find_close(text, self.i + 2, "(", ")", depth=2) + 1
-            return ("word", text[start:self.i])
-        fd = re.match(r"[0-9]+(?=[<>])", text[self.i:])
+            close = find_close(text, self.i + 2, "(", ")", depth=2)
+            if text[close - 1] == ")":  # (( arithmetic )) in command position, as bash reads it first
+                start, self.i = self.i, close + 1
+                return ("word", text[start:self.i])
+            # else `((cmd); cmd)`: nested subshells, read as operators
+        fd = re.match(r"(?:[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\})(?=[<>])", text[self.i:])
         if fd:
             self.i += fd.end()  # the descriptor of a redirection (2>&1): not a word
         for op in OPERATORS:
@@ -170,6 +173,9 @@ class Lexer:
         text, start = self.text, self.i
         while self.i < len(text):
             char = text[self.i]
+            if char in "@*+?!" and text.startswith("(", self.i + 1):
+                self.i = find_close(text, self.i + 2, "(", ")") + 1  # an extglob: @(a|b)
+                continue
             if char in _META:
                 if text.startswith(("<(", ">("), self.i):
                     self.i = self._close(self.i + 2, "(", ")") + 1
@@ -177,6 +183,10 @@ class Lexer:
                 if char == "(" and _ASSIGNMENT.fullmatch(text[start:self.i]):
                     self.i = self._close(self.i + 1, "(", ")") + 1  # name=(an array)
                     continue
+                if char == "(" and self.i > start and not (_NAME.match(text[start:self.i])
+                                                           and re.match(r"\(\s*\)", text[self.i:])):
+                    # bash refuses `word(`; zsh reads a glob qualifier there, which can run code
+                    raise Malformed(f"a parenthesis right after {text[start:self.i]!r}")
                 break
             self.i = self.skip_quoted(text, self.i)
         return text[start:self.i]
@@ -185,7 +195,7 @@ class Lexer:
         return find_close(self.text, i, opener, closer)
 
     @staticmethod
-    def skip_quoted(text: str, i: int) -> int:  # noqa: PLR0911 - one return per kind of piece
+    def skip_quoted(text: str, i: int) -> int:  # noqa: PLR0911, PLR0912 - one return per kind of piece
         """Index after the piece of word that starts at `i` (a quote, an expansion or a char)."""
         char = text[i]
         if char == "\\":
@@ -207,7 +217,10 @@ class Lexer:
         if char == '"' or text.startswith('$"', i):
             return double_quote_end(text, i + (2 if char == "$" else 1)) + 1
         if text.startswith("$((", i):
-            return find_close(text, i + 3, "(", ")", depth=2) + 1
+            close = find_close(text, i + 3, "(", ")", depth=2)
+            if text[close - 1] == ")":
+                return close + 1
+            return find_close(text, i + 2, "(", ")") + 1  # $((cmd); cmd): a command substitution
         if text.startswith("$(", i):
             return find_close(text, i + 2, "(", ")") + 1
         if text.startswith("${", i):
@@ -215,6 +228,33 @@ class Lexer:
         if char == "`":
             return backquote_end(text, i + 1) + 1
         return i + 1
+
+
+def heredoc_delimiter(word: str) -> str:
+    """The line that ends a here-document: its word with quotes removed (nothing expanded)."""
+    out, i = [], 0
+    while i < len(word):
+        char = word[i]
+        if char == "\\":
+            out.append(word[i + 1:i + 2])
+            i += 2
+        elif char == "'" or word.startswith("$'", i):
+            start = i + (2 if char == "$" else 1)
+            end = word.find("'", start)
+            end = len(word) if end < 0 else end
+            out.append(word[start:end])
+            i = end + 1
+        elif char == '"' or word.startswith('$"', i):
+            start = i + (2 if char == "$" else 1)
+            end = start
+            while end < len(word) and word[end] != '"':
+                end += 2 if word[end] == "\\" and word[end + 1:end + 2] in ('"', "\\", "$", "`") else 1
+            out.append(re.sub(r'\\([\\"$`])', r"\1", word[start:end]))
+            i = end + 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
 
 
 def backquote_end(text: str, i: int) -> int:
@@ -525,7 +565,7 @@ class Parser:
         self._connector = "word"
 
     def _simple(self) -> None:
-        command = Command(function=self._function())
+        command = Command(function=self._function(), compound=bool(self._stack))
         if self._connector in ("|", "|&"):
             command.pipe_from = self._pipe_from
         while (token := self._peek()) is not None:

@@ -24,6 +24,7 @@ class Wrapper:
     optional: bool = True  # may run no command at all
     bare_shell: bool = False  # run without a command, it starts a shell reading its input
     stops: frozenset[str] = frozenset()  # options after which nothing is run (`sudo -l`)
+    assignments: bool = False  # NAME=value words come before the command (env, sudo)
 
 
 def _set(*names: str) -> frozenset[str]:
@@ -38,7 +39,8 @@ WRAPPERS: dict[str, Wrapper] = {
                                     "--version", "--validate", "--bell"),
                     long_values=_set("--user", "--group", "--close-from", "--chdir", "--host", "--prompt",
                                      "--role", "--type", "--other-user", "--command-timeout", "--chroot"),
-                    bare_shell=True, stops=_set("-l", "-e", "-v", "-k", "-K", "-V", "--list", "--edit")),
+                    bare_shell=True, stops=_set("-l", "-e", "-v", "-k", "-K", "-V", "--list", "--edit"),
+                    assignments=True),
     "doas": Wrapper(flags="nsL", values="uC", bare_shell=True, stops=_set("-C")),
     "su": Wrapper(flags="lmpfP", values="sgGw", script="c",
                   long_script=_set("--command", "--session-command"),
@@ -51,7 +53,7 @@ WRAPPERS: dict[str, Wrapper] = {
                        long_values=_set("--shell", "--group", "--supp-group", "--whitelist-environment",
                                         "--user"),
                        positionals=1, bare_shell=True),
-    "env": Wrapper(flags="i0v", values="uC", split="S",
+    "env": Wrapper(flags="i0v", values="uC", split="S", assignments=True,
                    long_flags=_set("--ignore-environment", "--null", "--debug", "--list-signal-handling"),
                    long_values=_set("--unset", "--chdir", "--ignore-signal", "--default-signal",
                                     "--block-signal")),
@@ -103,6 +105,20 @@ WRAPPERS: dict[str, Wrapper] = {
                     stops=_set("-p", "--pid", "-m", "--max")),
     "unbuffer": Wrapper(flags="p", optional=False),
     "busybox": Wrapper(),
+    "noglob": Wrapper(optional=False),  # zsh precommand modifiers
+    "nocorrect": Wrapper(optional=False),
+    "setpriv": Wrapper(flags="d", values="",
+                       long_flags=_set("--clear-groups", "--keep-groups", "--init-groups", "--no-new-privs",
+                                       "--reset-env", "--dump"),
+                       long_values=_set("--reuid", "--regid", "--groups", "--inh-caps", "--ambient-caps",
+                                        "--bounding-set", "--securebits", "--pdeathsig", "--selinux-label",
+                                        "--apparmor-profile", "--landlock-access", "--landlock-rule"),
+                       optional=False),
+    "prlimit": Wrapper(flags="", values="po",
+                       long_flags=_set("--noheadings", "--raw", "--verbose"),
+                       long_values=_set("--pid", "--output", "--as", "--core", "--cpu", "--data", "--fsize",
+                                        "--locks", "--memlock", "--msgqueue", "--nice", "--nofile", "--nproc",
+                                        "--rss", "--rtprio", "--rttime", "--sigpending", "--stack")),
     "nsenter": Wrapper(flags="aFZmuinpUCTr", values="tSGw",
                        long_flags=_set("--all", "--no-fork", "--preserve-credentials", "--follow-context"),
                        long_values=_set("--target", "--setuid", "--setgid", "--root", "--wd", "--mount",
@@ -217,8 +233,8 @@ def unwrap(wrapper: Wrapper, args: list[str], literal: list[bool]) -> Unwrapped:
         if positionals == -1:  # script [file]: no command but through -c
             i += 1
             continue
-        if "=" in arg and arg.split("=", 1)[0].isidentifier() and wrapper is WRAPPERS["env"]:
-            i += 1  # env NAME=value
+        if "=" in arg and arg.split("=", 1)[0].isidentifier() and wrapper.assignments:
+            i += 1  # env NAME=value, sudo NAME=value
             continue
         if positionals > 0:
             positionals -= 1

@@ -88,7 +88,23 @@ BYPASSES = [
     "sg wheel 'rm -rf x'", "unbuffer rm -rf x", "nsenter -t 1 -m rm -rf x", "unshare -r rm -rf x",
     "chrt 10 rm -rf x",
     # a glob can name a file called -rf: `touch ./-rf; rm *`
-    "rm *", "rm -f *.tmp",
+    "rm *", "rm -f *.tmp", "rm @(-r) x", "find . | xargs rm",
+    # found by an independent attack: where a reader that is not bash disagreed with bash
+    "{fd}>/dev/null rm -rf x", "a[$(rm -rf x)]=1", "read 'y[$(rm -rf x)]' <<< 1", "printf -v 'y[$(rm -rf x)]' 1",
+    "declare 'y[$(rm -rf x)]=1'", "test -v 'y[$(rm -rf x)]'", "[[ -v 'a[$(rm -rf x)]' ]]",
+    "let 'x=a[$(rm -rf x)]'", "x='a[$(rm -rf x)]'; echo ${y[x]}", "echo $((echo hi); rm -rf x)",
+    "((echo hi); rm -rf x)", "cat <<$'EOF'\nx\nEOF\nrm -rf x\n$EOF", "eval -- 'rm -rf x'", "bash -c -- 'rm -rf x'",
+    "BASH_ALIASES[q]=rm; q -rf x", "BASH_CMDS[q]=/bin/rm; q -rf x", "alias n='nice '; alias y=rm; n y -rf x",
+    "printf -v PROMPT_COMMAND 'rm -rf x'", "read -r PROMPT_COMMAND <<< 'rm -rf x'", "BASH_ENV=<(echo rm -rf x) bash -c :",
+    "bash /dev/stdin <<< 'rm -rf x'", ". /dev/fd/0 <<< 'rm -rf x'", "{ sh; } <<< 'rm -rf x'", "(sh) <<< 'rm -rf x'",
+    "sh < <(echo 'rm -rf x')", "exec 3<<< 'rm -rf x'; sh <&3", "echo $(<$(rm -rf x))",
+    "echo 'rm\\x20-rf x' | bash", "python3 -Ic 'import os'", "perl -le 'system(1)'", "python3.11 -c 'import os'",
+    "python3 /dev/stdin", "awk 'BEGIN { c = \"rm -rf x\"; print \"\" | c }'", "awk '{ c | getline }'",
+    "sed -n '$e rm -rf x' f", "sed --expression='1e rm -rf x' f", "setpriv rm -rf x", "prlimit rm -rf x",
+    "tmux -L a new -d 'rm -rf x'", "ssh -o ProxyCommand='rm -rf x' nohost", "vim -es -c '!rm -rf x' -c q",
+    "tar cf /dev/null --checkpoint-action=exec='rm -rf x' f", "sqlite3 :memory: '.shell rm -rf x'",
+    "alias -g X=-rf; rm X x", "echo /tmp(e:'rm -rf x':)", "noglob rm -rf x", "rm $=x y", "echo ${(e)x}",
+    "sudo X=1 rm -rf x", "git -c core.pager='rm -rf x' log", "ed -s f <<< '!rm -rf x'",
     # text the shell runs later
     "trap 'rm -rf x' EXIT", "PROMPT_COMMAND='rm -rf x'", "PS1='$(rm -rf x) $ '", "alias ls='rm -rf'",
     "bind -x '\"\\C-t\": rm -rf x'", "bind '\"\\C-t\": \"rm -rf x\\n\"'", "complete -C 'rm -rf x' ls",
@@ -118,6 +134,14 @@ def test_definitions_of_earlier_lines_are_carried() -> None:
     assert decide("ls /tmp", session("alias ls='ls --color'")).action == "allow"
 
 
+def test_programs_that_read_their_input_as_code() -> None:
+    assert analyze("python3").unsure  # a script on stdin: `printf 'python3\nimport os\n' | ssh -T host`
+    assert analyze("python3", interactive=True).unsure  # its lines are Python, not shell
+    assert analyze("sqlite3 db").unsure and analyze("psql -h db").unsure
+    assert not analyze("psql -h db", interactive=True).unsure  # SQL typed at its prompt is read as lines
+    assert not analyze("psql -c 'select 1'").unsure and not analyze("ed -s f <<< 'w'").unsure
+
+
 def test_keys_and_terminal_changes_are_noticed() -> None:
     assert session("set -o vi").vi_mode
     assert not session("set -o vi", "set -o emacs").vi_mode
@@ -126,13 +150,16 @@ def test_keys_and_terminal_changes_are_noticed() -> None:
     assert not session("stty -isig", "stty sane").tty_changed
     assert not session("stty kill undef").tty_changed  # Ctrl-C still interrupts
     assert not session("stty -a").tty_changed
+    assert session("trap '' INT").interrupt_trapped and session("trap 'echo x' SIGINT").interrupt_trapped
+    assert not session("trap 'echo x' EXIT").interrupt_trapped
+    assert session("stty -echo").echo_off and not session("stty -echo", "stty echo").echo_off
     assert session("bind '\"\\C-x\": accept-line'").keys_changed
     assert not session("bind -p").keys_changed
     assert not session("set +H").history_expansion
 
 
 def test_history_expansion_only_where_bash_expands() -> None:
-    for honest in ["echo 'hi!'", 'echo "hi!"', "[ ! -f x ] && echo no", "x!=y", "echo hi \\!x",
+    for honest in ["echo 'hi!'", 'echo "hi!"', "[ ! -f x ] && echo no", "x!=y", "echo hi \\!x", "echo ${!x}",
                    "if ! grep -q x f; then echo; fi"]:
         assert not analyze(honest, interactive=True).unsure, honest
     assert analyze("echo !x", interactive=True).unsure
@@ -143,10 +170,10 @@ def test_history_expansion_only_where_bash_expands() -> None:
 HONEST = [
     'echo "please do not rm -rf /"', "x=1; echo $x", "cd -", "for f in *.log; do gzip \"$f\"; done",
     "while read -r l; do echo \"$l\"; done < f", 'echo "a\nb"', "ls | grep x | sort | uniq -c",
-    "mkdir -p d/{a,b,c}", "cp f{,.bak}", "rm -f ./*.tmp", "rm old.log", "find . -name '*.pyc' | xargs rm -f",
+    "mkdir -p d/{a,b,c}", "cp f{,.bak}", "rm -f ./*.tmp", "rm old.log", "find . -name '*.pyc' -print0 | xargs -0 rm -f",
     "git commit -m 'rm -rf is dangerous'", "kubectl get pods -o name | xargs -I{} kubectl describe {}",
     "tar czf b-$(date +%F).tgz dir", "echo ${HOME:-/root}", "sudo systemctl restart nginx",
-    "case $1 in start) run;; esac", "if [[ -f x ]]; then cat x; fi", "[[ $n -gt 3 ]] && echo big",
+    "case $1 in start) run;; esac", "export -n x=-r", "ls @(a|b)", "cat <<'E\\OF'\nrm -rf x\nE\\OF", "if [[ -f x ]]; then cat x; fi", "[[ $n -gt 3 ]] && echo big",
     "cat <<'EOF' > notes.txt\nrm -rf / is a joke\nEOF", "ssh web1 uptime", "watch -n 5 'kubectl get pods'",
 ]
 
