@@ -23,7 +23,7 @@ from bastion.shellexpand import (
     expand_word,
     identifiers,
 )
-from bastion.shellsplit import Command, Parsed, Redirect, parse
+from bastion.shellsplit import Command, Parsed, Redirect, parse, rough_commands
 from bastion.shellwords import Hole, HoleKind, Word
 from bastion.wrappers import CONTAINER_EXEC, WRAPPERS, Wrapper, unwrap
 
@@ -109,9 +109,17 @@ class Analysis:
             self.unsure.append(why)
 
 
+MAX_TEXT = 1024 * 1024  # longer text is not read whole: its cost would hold up every session
+
+
 def analyze(text: str, scope: Scope | None = None, *, interactive: bool = False) -> Analysis:
     """Everything `text` would run, in a shell that ran the lines `scope` came from."""
     analysis = Analysis(scope=(scope or Scope()).copy())
+    if len(text) > MAX_TEXT:
+        analysis.note(f"a command of {len(text) // 1024} KiB is longer than the {MAX_TEXT // 1024} KiB read")
+        for rough in rough_commands(text[:MAX_TEXT]):
+            analysis.commands.append(SimpleCommand(tuple(Word.of(w) for w in rough.words)))
+        return analysis
     if interactive and analysis.scope.history_expansion:
         history = history_expansion(text)
         if history:
@@ -217,8 +225,12 @@ class _Walker:
         """Each alternative expansion of a list of words."""
         found = Found()
         alternatives: list[list[Word]] = [[]]
+        variables = self.variables()
         for source in sources:
-            ways = expand_word(source, self.variables(), found, split=split)
+            ways = expand_word(source, variables, found, split=split)
+            if len(alternatives) == 1 and len(ways) == 1:
+                alternatives[0].extend(ways[0])  # the usual case, without copying the words so far
+                continue
             product = [a + w for a in alternatives for w in ways]
             alternatives = product if len(product) <= 32 else [a + ways[0] for a in alternatives]
         self.nested(found, depth)

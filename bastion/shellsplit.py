@@ -19,6 +19,8 @@ OPERATORS = (";;&", ";;", ";&", "&&", "||", "|&", "&>>", "&>", "<<<", "<<-", "<<
              ">>", ">|", "<", ">", ";", "&", "|", "(", ")")
 REDIRECTIONS = frozenset({"&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">&", ">>", ">|", "<", ">"})
 SEPARATORS = frozenset({";", "&", "\n"})
+_OPERATOR = re.compile("|".join(re.escape(op) for op in OPERATORS))
+_FD = re.compile(r"(?:[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\})(?=[<>])")
 CONNECTORS = frozenset({"&&", "||", "|", "|&"})
 CASE_ENDS = frozenset({";;", ";&", ";;&"})
 _META = frozenset(" \t\n;&|()<>")
@@ -30,6 +32,7 @@ _OPENERS = {"if": "fi", "while": "done", "until": "done", "case": "esac", "for":
 _CONTINUATIONS = frozenset({"then", "else", "elif", "do", "!", "time", "coproc"})
 _CLOSERS = frozenset({"fi", "done", "esac", "}"})
 MAX_NESTING = 64
+MAX_TOKENS = 4096
 
 
 class Incomplete(Exception):
@@ -91,6 +94,8 @@ class Lexer:
             token = self._next()
             if token is None:
                 break
+            if len(out) >= MAX_TOKENS:
+                raise Malformed(f"more than {MAX_TOKENS} words and operators")  # cost bounded per line
             self._last = token
             kind, value = token
             if pending is not None:
@@ -132,7 +137,7 @@ class Lexer:
             doc.body = "\n".join(lines) + "\n" if lines else ""
         self._heredocs.clear()
 
-    def _next(self) -> tuple[str, str | Redirect] | None:  # noqa: PLR0912 - one branch per token
+    def _next(self) -> tuple[str, str | Redirect] | None:
         text = self.text
         while self.i < len(text):
             char = text[self.i]
@@ -160,13 +165,13 @@ class Lexer:
                 start, self.i = self.i, close + 1
                 return ("word", text[start:self.i])
             # else `((cmd); cmd)`: nested subshells, read as operators
-        fd = re.match(r"(?:[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\})(?=[<>])", text[self.i:])
+        fd = _FD.match(text, self.i)
         if fd:
-            self.i += fd.end()  # the descriptor of a redirection (2>&1): not a word
-        for op in OPERATORS:
-            if text.startswith(op, self.i):
-                self.i += len(op)
-                return ("op", op)
+            self.i = fd.end()  # the descriptor of a redirection (2>&1): not a word
+        op = _OPERATOR.match(text, self.i)
+        if op:
+            self.i = op.end()
+            return ("op", op.group())
         return ("word", self._word())
 
     def _word(self) -> str:
@@ -607,14 +612,23 @@ def parse(text: str) -> Parsed:
         return parsed
 
 
+def rough_commands(text: str) -> list[Command]:
+    return _rough(text).commands
+
+
 def _rough(text: str) -> Parsed:
     """What can still be seen of a line that does not parse: each stretch between operators,
     as words. Screened too (it may run in part), always with the line marked unsure."""
     parsed = Parsed()
+    budget = MAX_TOKENS
     for piece in re.split(r"[;&|()\n]+|\b(?:then|do|else)\b", text):
+        if budget <= 0:
+            break
         words = [w for w in re.split(r"[\s]+", piece) if w]
         while words and words[0] in ("if", "while", "until", "{", "}", "!", "fi", "done", "elif"):
             words = words[1:]
+        words = words[:budget]
+        budget -= len(words) + 1
         if words:
             parsed.commands.append(Command(words=[re.sub(r"""['"\\]""", "", w) for w in words]))
     return parsed

@@ -208,6 +208,15 @@ def test_incomplete_lines_wait_for_their_end() -> None:
     assert decide("for f in *; do\nrm -rf $f").action == "deny"
 
 
+def test_the_cost_of_a_line_is_bounded() -> None:
+    """A huge line is read only so far (the rest is unsure): one user's line must not hold up
+    every other session on the bastion for seconds."""
+    for line in ["rm -rf / " + "a " * 200_000, "echo " + "a=b; " * 100_000, "x" * 2_000_000]:
+        analysis = analyze(line)
+        assert analysis.unsure
+    assert decide("rm -rf / " + "a " * 200_000).action == "deny"  # what was read still decides
+
+
 def test_syntax_errors_are_unsure_and_still_screened() -> None:
     verdict = decide("done; rm -rf x")
     assert verdict.action == "deny"
