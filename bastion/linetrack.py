@@ -10,6 +10,7 @@ keystrokes must agree with the screen; if they do not (or the prompt is gone), t
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +32,32 @@ class SubmittedLine:
     why: str = ""
 
 
+EDIT_QUIET = 1.0  # output this long after the last key, once the keys had echoed, was not typing's
+
+
+class TrackedScreen(pyte.Screen):
+    """A pyte screen that ignores private CSI sequences its handlers do not know (`CSI ? 4 m`,
+    `CSI ? 5 A`): pyte passes them `private=True`, which most handlers do not accept, and an
+    exception here would end an honest session."""
+
+
+def _ignoring_private(name: str) -> None:
+    handler = getattr(pyte.Screen, name)
+    parameters = inspect.signature(handler).parameters
+    if "private" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+
+    def accepting(self: pyte.Screen, *args: int, private: bool = False) -> None:
+        if not private:
+            handler(self, *args)
+
+    setattr(TrackedScreen, name, accepting)
+
+
+for _name in set(pyte.Stream.csi.values()):
+    _ignoring_private(_name)
+
+
 MAX_SIDE = 1000  # a client may claim any window size; the emulator's cost grows with it
 UNFED_LIMIT = 256 * 1024  # output held for the emulator before only its end is kept
 UNFED_KEEP = 64 * 1024
@@ -38,6 +65,15 @@ UNFED_KEEP = 64 * 1024
 
 def _clamp(width: int, height: int) -> tuple[int, int]:
     return min(max(width, 20), MAX_SIDE), min(max(height, 5), MAX_SIDE)
+
+
+LITERAL_EDITS = re.compile(rb"[\x08\x7f\x15\x17]")
+
+
+def literal_keys(keys: bytes) -> str:
+    """The line a terminal in cooked mode may hold instead: where the tty's erase and kill are
+    other keys, backspace, DEL, Ctrl-U and Ctrl-W are characters of the line, not edits."""
+    return keys.decode("utf-8", "replace")
 
 
 def replay_keys(keys: bytes) -> str:
@@ -62,7 +98,7 @@ def replay_keys(keys: bytes) -> str:
 class LineTracker:
     def __init__(self, width: int, height: int) -> None:
         width, height = _clamp(width, height)
-        self.screen = pyte.Screen(width, height)
+        self.screen = TrackedScreen(width, height)
         self.stream = pyte.ByteStream(self.screen)
         self.alternate = False
         self.keys = b""
@@ -77,8 +113,15 @@ class LineTracker:
         self._unfed: list[bytes] = []
         self._unfed_bytes = 0
         self._overflowed = False
+        self.doubt = ""  # why this line cannot be read with certainty, whatever the screen says
 
     def output(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.keys and not self.doubt and now - self._key_at > EDIT_QUIET and \
+                self._output_at > self._key_at and not self.typed_ahead and self.echoed():
+            # The keys had echoed and the user paused: whatever draws now (a background job)
+            # can overwrite the line on screen without changing what the shell holds.
+            self.doubt = "output that typing did not cause arrived while the line was edited"
         for match in ALT_SCREEN.finditer(data):
             self.alternate = match.group(1) == b"h"
         self._unfed.append(data)
@@ -87,7 +130,7 @@ class LineTracker:
             # Only the end can still matter for a prompt: keep that much, start from a blank screen.
             tail = b"".join(self._unfed)[-UNFED_KEEP:]
             self._unfed, self._unfed_bytes, self._overflowed = [tail], len(tail), True
-        self._output_at = time.monotonic()
+        self._output_at = now
 
     def _sync(self) -> None:
         """Bring the emulator up to date with the output so far."""
@@ -103,6 +146,7 @@ class LineTracker:
         self._sync()  # what came before the resize was drawn at the old size
         width, height = _clamp(width, height)
         self.screen.resize(height, width)
+        self._key_at = time.monotonic()  # the shell redraws the line: output this causes is expected
 
     def typed(self, data: bytes) -> None:
         self._sync()
@@ -149,6 +193,11 @@ class LineTracker:
         """The line Enter would submit now, from where its first key was typed."""
         keys = self.keys
         plain = bool(PLAIN_KEYS.fullmatch(keys))
+        if self.doubt:
+            return SubmittedLine(replay_keys(keys), unsure=True, why=self.doubt)
+        if not plain and b"\n" in keys:
+            return SubmittedLine(replay_keys(keys), unsure=True,
+                                 why="a pasted multi-line text was edited (the screen wraps it its own way)")
         if self._prompt is None:
             return SubmittedLine(replay_keys(keys), unsure=not plain, why="no prompt seen")
         if not plain and self.alternate:
@@ -241,5 +290,6 @@ class LineTracker:
         if self._prompt is not None and self._at_prompt:
             self.last_prompt = self._prompt[2]
         self.keys = b""
+        self.doubt = ""
         self._prompt = None
         self._entered_at = time.monotonic()

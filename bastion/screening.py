@@ -29,12 +29,13 @@ from dataclasses import replace
 from bastion.decisions import CommandDecisions, Notify, ScreeningContext
 from bastion.hidden import PROMPT
 from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
-from bastion.linetrack import LineTracker, replay_keys
+from bastion.linetrack import LITERAL_EDITS, LineTracker, SubmittedLine, literal_keys
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import STRICTNESS, Verdict
 from bastion.shellinput import InputCommand, ShellInput, TooLong
 from bastion.shellscope import Analysis, Scope, analyze
 from bastion.stored import HEAD, MARGIN, stored_command, stored_keys, stored_screen
+from bastion.wrappers import WRAPPERS
 
 ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
@@ -50,9 +51,33 @@ FULL_SCREEN = frozenset({
     "ranger", "nnn", "mutt", "neomutt", "w3m", "lynx", "git", "journalctl", "systemctl", "psql", "mysql",
     "bat", "delta", "k9s", "lazygit", "ncdu", "dstat", "glances", "crontab", "visudo", "vipw", "sudoedit",
 })
-# Commands a full-screen program hands to a shell: vim's :!cmd, :r !cmd, :w !cmd; less's !cmd.
-SHELL_ESCAPE = re.compile(r"^\s*(?::\s*[.,$%0-9]*\s*(?:[rw]\s*)?!+|!)(?P<command>.*)$")
-STARTS_SHELL = re.compile(r"^\s*:\s*(?:sh(?:ell)?|te(?:rm(?:inal)?)?)\b")
+# Programs that run the program named after them: `sudo vim` is vim on screen.
+RUNS_ANOTHER = frozenset(WRAPPERS) - {"watch", "xargs"}
+# Builtins and the like: a line of only these leaves nothing in the foreground that asks for a password.
+NEVER_ASKS = frozenset({
+    "cd", "pushd", "popd", "export", "set", "unset", "shopt", "alias", "unalias", "echo", "printf", "stty",
+    "true", "false", ":", "read", "local", "declare", "typeset", "readonly", "let", "eval", "trap", "bind",
+    "bindkey", "setopt", "unsetopt", "umask", "ulimit", "hash", "type", "history", "fc", "jobs", "wait",
+    "sleep", "clear", "reset", "tput", "test", "[", "[[", "source", ".", "builtin", "command", "exec",
+    "emulate", "zle", "print", "tty", "exit", "logout", "return", "shift", "getopts", "enable",
+})
+SUBMITS_IN_PROGRAM = re.compile(rb"[\r\n]")  # Enter, Ctrl-J, Ctrl-M
+# vim's command line (":", also in Ex mode and the command-line window), less's "!" and "|".
+VIM_SHELL = re.compile(r"^\s*:\s*(?:(?:[.,;$%0-9+\-<>]|'.)*\s*)(?:sh(?:ell)?|ter(?:m(?:inal)?)?)\s*$")
+# Ex commands that run something the bastion cannot read from the row (abbreviations included).
+VIM_RUNS = re.compile(
+    r"(?:^|\|)\s*(?:sil(?:ent)?!?\s*)?(?:(?:[.,;$%0-9+\-<>]|'.)*\s*)"
+    r"(?:ter(?:m(?:inal)?)?\s+\S|exe(?:c(?:u(?:t(?:e)?)?)?)?\b|norm(?:a(?:l)?)?\b|so(?:u(?:r(?:c(?:e)?)?)?)?\b"
+    r"|ru(?:n(?:t(?:i(?:m(?:e)?)?)?)?)?\b|(?:py(?:thon)?|py3|python3|pyx|pythonx)(?:do|f(?:ile)?)?\b|pyd(?:o)?\b"
+    r"|lua(?:do|f(?:ile)?)?\b|pe(?:rl?)?(?:do?)?\b|rub(?:y)?(?:do?|f(?:ile)?)?\b|tcl(?:do?|f(?:ile)?)?\b"
+    r"|mz(?:s(?:c(?:h(?:e(?:m(?:e)?)?)?)?)?)?(?:f(?:ile)?)?\b|l?mak(?:e)?\b|l?gr(?:e(?:p)?)?(?:a(?:dd)?)?\b"
+    r"|r(?:e(?:a(?:d)?)?)?\s*!|w(?:r(?:i(?:t(?:e)?)?)?)?\s+!"
+    r"|(?:se(?:t)?|setl(?:ocal)?|setg(?:lobal)?|let)\b.*\b(?:shell\w*|sh|makeprg|mp|grepprg|gp|equalprg|ep"
+    r"|formatprg|fp|keywordprg|kp)\b)")
+VIM_SILENT = re.compile(r"^:[\s:]*(?:sil(?:ent)?!\s*)?")
+PROMPT_VARIABLES = ("PS1", "PS2", "PROMPT", "PROMPT_COMMAND", "PROMPT_COMMANDS", "RPROMPT", "RPS1", "precmd")
+CALLS_OUT = re.compile(
+    r"\b(?:system|systemlist|job_start|jobstart|termopen|term_start|libcall|libcallnr)\s*\(")
 
 __all__ = ["Notify", "ScreeningContext", "ScreeningStage"]  # the context lives in bastion.decisions
 
@@ -82,8 +107,11 @@ class ScreeningStage(SessionStage):
         self._pending_prompt: str | None = None
         self._keys = KeyReader()
         self._launched: set[str] = set()  # programs the last line started
+        self._may_ask = False  # ... and one of them may ask for a password (the prompt is not the shell's)
+        self._shell_prompt: str | None = None  # the prompt the last screened line was typed at
         self._stdin: ShellInput | None = None  # a shell reading commands from the session's input
         self._stdin_eof = False
+        self._program_key_at = 0.0  # when a full-screen program last got a key
 
     # -- decisions (see bastion.decisions) -------------------------------------------------
 
@@ -152,6 +180,7 @@ class ScreeningStage(SessionStage):
                 return f"bastion: {command!r} was not approved ({why})"
         if analysis is not None:
             self._scope, self._launched = analysis.scope, analysis.programs
+            self._may_ask = bool(analysis.programs - NEVER_ASKS)
             if analysis.stdin == "shell" and not info.has_pty:
                 self._stdin = ShellInput(analysis.scope)
         return None
@@ -178,9 +207,14 @@ class ScreeningStage(SessionStage):
             return self._shell_input(data)
         if tracker is None:
             return data
-        if tracker.alternate and self._launched & FULL_SCREEN:
+        if tracker.alternate and self._full_screen():
             return self._in_program(data)
         return self._keystrokes(data)
+
+    def _full_screen(self) -> bool:
+        """Whether the last line started only full-screen programs (and what runs them)."""
+        started = self._launched - RUNS_ANOTHER
+        return bool(started) and started <= FULL_SCREEN
 
     def _while_held(self, data: bytes) -> bytes:
         if self._stdin is not None:
@@ -195,9 +229,9 @@ class ScreeningStage(SessionStage):
         tracker = self._tracker
         assert tracker is not None
         self._keys.vi = self._scope.vi_mode
+        # Several lines in one write (a paste without brackets) are not special: the first
+        # submit key is held, and what follows it is screened once that line is decided.
         keys = split_keys(data, vi=self._scope.vi_mode)
-        if sum(1 for k in keys if k in (b"\r", b"\n")) > 1:
-            return self._several_lines(data)
         forward = bytearray()
         typed = bytearray()  # keys the tracker has not seen yet
         for index, key in enumerate(keys):
@@ -205,15 +239,21 @@ class ScreeningStage(SessionStage):
             if kind in (Key.TEXT, Key.EDIT):
                 forward += key
                 typed += _pasted(key)
+                if key.startswith(PASTE_START) and PASTED_CONTROLS.search(key[len(PASTE_START):]
+                                                                          .removesuffix(PASTE_END)):
+                    tracker.doubt = ("a paste holds control characters, which the line editor inserts "
+                                     "as they are")
                 continue
             if kind is Key.INTERRUPT:
                 self._typed(typed)
                 tracker.entered()
-                self._pending = ""  # Ctrl-C drops the line, and a command continued at PS2
+                if not self._scope.interrupt_trapped:
+                    self._pending = ""  # Ctrl-C drops the line, and a command continued at PS2
                 forward += key
                 continue
             self._typed(typed)
-            if kind is Key.OTHER and not tracker.keys and not self._pending and not tracker.prefilled():
+            if kind is Key.OTHER and not tracker.keys and not self._pending and not tracker.prefilled() \
+                    and not self._scope.keys_changed:
                 forward += key  # nothing in the line for it to run
                 continue
             self._held, self._held_key = b"".join(keys[index:]), key
@@ -234,34 +274,36 @@ class ScreeningStage(SessionStage):
         deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
         while not tracker.echoed() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if kind is Key.SUBMIT and PROMPT.search(tracker.prompt.rstrip().encode() + b" ") \
-                and not tracker.echoes_keys():
+        if kind is Key.SUBMIT and self._a_password():
             self._release()  # typed at a password prompt: not a command, never logged as one
             return
         line = tracker.submitted()
         if self._pending and tracker.prompt == self._pending_prompt:
             self._pending = ""  # back at the first line's prompt: the shell dropped the rest
-        text = f"{self._pending}\n{line.text}" if self._pending else line.text
-        # Text that stood before the first key may be the line's start (put there by the shell)
-        # or the echo of what ran before: both readings are decided, the stricter holds.
+        text = self._with_pending(line.text)
         prefilled = tracker.prefilled()
-        if not text.strip() and not prefilled and kind is not Key.EDITOR:
-            self._release(submitted=kind is Key.SUBMIT)
-            return
         reasons = [line.why] if line.unsure else []
         if kind is Key.EDITOR:
             reasons.append("the key opens an editor whose text runs when it closes")
-        analysis = analyze(text, self._scope, interactive=True)
-        verdict = self._decide("shell", text, analysis=analysis, unsure=bool(reasons),
-                               why="; ".join(reasons))
-        self._mark(verdict, text)
+        if kind is Key.OTHER and self._scope.keys_changed:
+            reasons.append(f"the keys were rebound by `{self._scope.keys_changed}`: this one may run "
+                           "the line")
+        if not text.strip() and not prefilled and kind is not Key.EDITOR and \
+                not (kind is Key.OTHER and self._scope.keys_changed):
+            self._release(submitted=kind is Key.SUBMIT)
+            return
+        self._shell_prompt = tracker.prompt
+        # Other readings of the same keys, the strictest verdict holds: text that stood before
+        # the first key may be the line's start (put there by the shell) or the echo of what ran
+        # before; in cooked mode (a shell without line editing, `stty -echoctl`) backspace, DEL,
+        # Ctrl-U and Ctrl-W may be characters of the line rather than edits.
+        readings = [line]
         if prefilled:
-            other = prefilled + text
-            alternative = self._decide("shell", other, analysis=analyze(other, self._scope, interactive=True),
-                                       unsure=bool(reasons), why="; ".join(reasons))
-            if STRICTNESS[alternative.action] > STRICTNESS[verdict.action]:
-                verdict, text, line = alternative, other, replace(line, text=prefilled + line.text)
-                self._mark(verdict, text)
+            readings.append(replace(line, text=prefilled + line.text))
+        if LITERAL_EDITS.search(tracker.keys):
+            readings.append(replace(line, text=literal_keys(tracker.keys)))
+        verdict, line, analysis = self._strictest(readings, "; ".join(reasons))
+        text = self._with_pending(line.text)
         if verdict.action in ("allow", "log"):
             self._release(submitted=kind in (Key.SUBMIT, Key.EDITOR), analysis=analysis, text=text)
         elif verdict.action == "deny":
@@ -270,75 +312,78 @@ class ScreeningStage(SessionStage):
         else:
             await self._hold(verdict, text, analysis=analysis, line=line.text)
 
-    def _several_lines(self, data: bytes) -> bytes:
-        """Several lines in one write (a paste without brackets): each is decided, in order, from
-        the keys, before any of them is released."""
+    def _with_pending(self, text: str) -> str:
+        return f"{self._pending}\n{text}" if self._pending else text
+
+    def _strictest(self, readings: list[SubmittedLine], why: str) -> tuple[Verdict, SubmittedLine, Analysis]:
+        """Decide every reading of a line; the first is logged, another only if it is stricter."""
+        chosen: tuple[Verdict, SubmittedLine, Analysis] | None = None
+        for reading in readings:
+            text = self._with_pending(reading.text)
+            analysis = analyze(text, self._scope, interactive=True)
+            verdict = self._decide("shell", text, analysis=analysis, unsure=bool(why), why=why)
+            if chosen is None or STRICTNESS[verdict.action] > STRICTNESS[chosen[0].action]:
+                self._mark(verdict, text)
+                chosen = (verdict, reading, analysis)
+        assert chosen is not None
+        return chosen
+
+    def _a_password(self) -> bool:
+        """Enter at a password prompt: a program the last line started may be asking (the
+        prompt is not the one lines are typed at, nor one that line set), the keys did not
+        echo, and no `stty -echo` explains that."""
         tracker = self._tracker
         assert tracker is not None
-        pieces = re.split(rb"[\r\n]", tracker.keys + data)
-        scope, pending, lines, analyses = self._scope, self._pending, [], []
-        for piece in pieces[:-1]:
-            text = f"{pending}\n{replay_keys(piece)}" if pending else replay_keys(piece)
-            if not text.strip():
-                continue
-            analysis = analyze(text, scope, interactive=True)
-            if analysis.incomplete:
-                pending = text
-                continue
-            lines.append(text)
-            analyses.append(analysis)
-            scope, pending = analysis.scope, ""
-        if pending:
-            lines.append(pending)
-            analyses.append(analyze(pending, scope, interactive=True))
-        verdicts = [(self._decide("shell", text, analysis=a), text)
-                    for text, a in zip(lines, analyses, strict=True)]
-        for each, text in verdicts:
-            self._mark(each, text)
-        if not verdicts:
-            tracker.entered()
-            return data
-        order = ("allow", "log", "approve", "deny")
-        verdict, line = max(verdicts, key=lambda v: order.index(v[0].action))
-        if verdict.action in ("allow", "log"):
-            tracker.entered()
-            self._scope, self._pending = scope, pending
-            if pieces[-1]:
-                tracker.typed(pieces[-1])
-            return data
-        self._held, self._held_key = data, data
-        if verdict.action == "deny":
-            message = f"bastion: paste denied by rule {verdict.rule!r} on: {line}"
-            discard = self._discard(message, line=replay_keys(tracker.keys))
-            self._task = asyncio.get_running_loop().create_task(discard)
-            return b""
-        self._task = asyncio.get_running_loop().create_task(self._hold(verdict, "\n".join(lines)))
-        return b""
+        looks_like = bool(PROMPT.search(tracker.prompt.rstrip().encode() + b" "))
+        return (self._may_ask and not self._scope.echo_off and tracker.prompt != self._shell_prompt
+                and looks_like and not tracker.echoes_keys())
 
     def _in_program(self, data: bytes) -> bytes:
-        """Keys for a full-screen program: only its own way into a shell is screened."""
+        """Keys for a full-screen program: only its own ways into a shell are screened. A submit
+        key is held until the program drew what was typed before it."""
+        submit = SUBMITS_IN_PROGRAM.search(data)
+        if submit is None:
+            self._program_key_at = time.monotonic()
+            return data
+        self._held, self._held_key = data[submit.start():], data[submit.start():submit.end()]
+        self._task = asyncio.get_running_loop().create_task(self._decide_program_line())
+        if submit.start():
+            self._program_key_at = time.monotonic()
+        return data[:submit.start()]
+
+    async def _decide_program_line(self) -> None:
         tracker = self._tracker
         assert tracker is not None
-        enter = data.find(b"\r")
-        if enter < 0:
-            return data
+        deadline = time.monotonic() + ECHO_WAIT
+        while not (tracker.last_output > self._program_key_at and
+                   time.monotonic() - tracker.last_output >= 0.03) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         row = tracker.cursor_row()
-        if STARTS_SHELL.match(row):
+        if VIM_SHELL.match(row):
             self._launched = set()  # :sh, :terminal: a shell from here on, screened as such
-            return data
-        escape = SHELL_ESCAPE.match(row)
-        if escape is None or not escape.group("command").strip():
-            return data
-        command = escape.group("command").strip()
-        verdict = self._decide("shell", command, analysis=analyze(command, self._scope))
+            self._release(submitted=False)
+            return
+        command, why = _program_command(row)
+        if command is None:
+            self._release(submitted=False)
+            return
+        if tracker.last_output <= self._program_key_at:
+            why = why or "the program did not show what was typed before the key"
+        verdict = self._decide("shell", command, analysis=analyze(command, self._scope), unsure=bool(why),
+                               why=why)
         self._mark(verdict, command)
         if verdict.action in ("allow", "log"):
-            return data
+            self._release(submitted=False)
+            return
         if self._io is not None:
-            why = (f"denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
-                   if verdict.action == "deny" else "needs approval, which a program cannot wait for")
-            self._io.to_client(_red(f"bastion: {why} (the program's shell command {command!r})"))
-        return data[:enter]  # the program keeps its command line; its Enter never arrives
+            said = (f"denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
+                    if verdict.action == "deny" else "needs approval, which a program cannot wait for")
+            self._io.to_client(_red(f"bastion: {said} (the program's command {_head(command, 60)!r})"))
+        # The program keeps its command line; its submit key never arrives. What followed it is
+        # screened as usual.
+        held, key, self._held = self._held or b"", self._held_key, None
+        rest, self._typeahead = held[len(key):] + self._typeahead, b""
+        self._screen_typeahead(rest)
 
     # -- release, discard, hold -------------------------------------------------------------
 
@@ -351,6 +396,9 @@ class ScreeningStage(SessionStage):
                     self._pending_prompt = tracker.prompt
                 self._pending = text  # the shell waits for the rest (PS2)
             elif analysis is not None:
+                prompt_set = any(analysis.scope.variables.get(name) is not self._scope.variables.get(name)
+                                 for name in PROMPT_VARIABLES)
+                self._may_ask = bool(analysis.programs - NEVER_ASKS) and not prompt_set
                 self._pending, self._scope, self._launched = "", analysis.scope, analysis.programs
             tracker.entered()
         if self._io is None or not held:
@@ -385,6 +433,10 @@ class ScreeningStage(SessionStage):
         if self._scope.tty_changed:
             io.end(f"bastion: session ended: the denied line cannot be cleared safely after "
                    f"`{self._scope.tty_changed}` changed the terminal's keys")
+            return
+        if self._scope.interrupt_trapped:
+            io.end(f"bastion: session ended: the denied line cannot be cleared safely after "
+                   f"`{self._scope.interrupt_trapped}` changed what Ctrl-C does")
             return
         since = time.monotonic()
         io.to_target(info.interrupt_key)
@@ -516,11 +568,41 @@ class ScreeningStage(SessionStage):
             self._task.cancel()
 
 
+PASTED_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _pasted(key: bytes) -> bytes:
     """A bracketed paste as the line editor inserts it: the text, line ends as newlines."""
     if key.startswith(PASTE_START):
         return key[len(PASTE_START):].removesuffix(PASTE_END).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return key
+
+
+def _program_command(row: str) -> tuple[str | None, str]:
+    """What a full-screen program's command line hands to a shell, and why it is unsure if it is:
+    vim's `:!cmd`, `:call system()`, `:py ...`; less's `!cmd` and `|mcmd`."""
+    stripped = row.strip()
+    if CALLS_OUT.search(stripped):
+        return stripped, "the program's command calls out to a shell"
+    if stripped.startswith(":"):
+        if VIM_RUNS.search(stripped[1:]):
+            return stripped, "the program's command runs what the bastion cannot read"
+        if "!" not in VIM_SILENT.sub("", stripped):
+            return None, ""
+        body = VIM_SILENT.sub("", stripped)  # `:silent!`'s bang is its own
+        command = body.split("!", 1)[1]  # `:!cmd`, `:sil !cmd`, `:.!cmd`: what follows the `!`
+    elif stripped.startswith("!"):
+        command = stripped[1:]
+    elif stripped.startswith("|"):
+        command = stripped[2:].removeprefix("!")
+    else:
+        return None, ""
+    # vim and less put the previous command where `!` stands, and file names at `%` and `#`.
+    special = re.search(r"(?<!\\)[!%#]", command.lstrip("!"))
+    command = command.lstrip("!").strip()
+    if not command:
+        return None, ""
+    return command, "the program puts text of its own into the command" if special else ""
 
 
 def _head(text: str, limit: int = 200) -> str:

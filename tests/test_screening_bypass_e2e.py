@@ -285,8 +285,10 @@ def test_a_shell_on_the_alternate_screen_is_screened(terminal: Terminal) -> None
 
 def test_several_lines_in_one_write(terminal: Terminal) -> None:
     folder = sentinel()
-    terminal.pane.paste(f"echo first\nrm -rf {folder}\n", bracketed=False)
-    eventually(lambda: terminal.denials() > 0, "the paste decided")
+    terminal.pane.paste(f"echo first-$((6*7))\nrm -rf {folder}\n", bracketed=False)
+    eventually(lambda: terminal.denials() > 0, "the second line decided")
+    assert "first-42" in terminal.pane.screen()  # the allowed line ran, in order
+    assert "bastion: denied by rule 'no-recursive-rm'" in terminal.pane.screen()
     assert terminal.usable()
     terminal.pane.paste(f"echo pasted\nrm -rf {folder}\n")  # bracketed: runs at Enter
     terminal.attempt(("key", "Enter"))
@@ -338,3 +340,135 @@ def test_honest_interactive_work_is_not_unsure(box: Sandbox, terminal: Terminal)
     assert terminal.usable()
     unsure = [e for e in box.events() if e["event"] == "command_decision" and e.get("unsure")]
     assert not [e for e in unsure if any(line in str(e["command"]) for line in lines)]
+
+
+# -- found by an independent attacker ---------------------------------------------------------------
+
+
+def raw_attempt(terminal: Terminal, data: bytes) -> None:
+    before = terminal.denials()
+    terminal.pane.send_raw(data)
+    eventually(lambda: terminal.denials() > before or terminal.pane.dead(), "the bastion's answer")
+
+
+def test_keys_after_a_submit_key_in_one_write_are_read_from_the_screen(terminal: Terminal) -> None:
+    folder = sentinel()
+    raw_attempt(terminal, f"-rf {folder}\x01rm \recho two\r".encode())  # Ctrl-A: `rm ` goes first
+    assert terminal.usable()
+    terminal.run(f"history -s 'rm -rf {folder}'; echo stored-$((2*3))")  # it replaces this line
+    terminal.pane.wait_for("stored-6")
+    raw_attempt(terminal, b"\x1b[A\r\r")  # Up recalls it, in the same write as Enter
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+def test_a_bracketed_paste_with_control_characters(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.pane.send_raw(f"\x1b[200~rm -rf {folder} #\x15\necho pasted\x1b[201~".encode())
+    terminal.pane.wait_for("echo pasted")
+    raw_attempt(terminal, b"\r")
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+@pytest.mark.parametrize("setup", ["stty -echoctl; exec sh", "set +o emacs +o vi; stty -echoctl"])
+def test_backspace_is_a_character_in_cooked_mode(box: Sandbox, setup: str) -> None:
+    term = Terminal(box).start()
+    try:
+        folder = sentinel()
+        term.run(setup)
+        term.run("PS1='by''p> '")
+        assert term.usable()
+        raw_attempt(term, f"echo {folder}\x08# ; rm -rf {folder}\r".encode())
+        assert (folder / "keep").exists()
+    finally:
+        term.close()
+
+
+@pytest.mark.parametrize("shell", ["", "exec sh"])
+def test_a_shell_prompt_that_looks_like_a_password_prompt(box: Sandbox, shell: str) -> None:
+    term = Terminal(box).start()
+    try:
+        folder = sentinel()
+        if shell:
+            term.run(shell)
+            term.run("PS1='by''p> '")
+            assert term.usable()
+        term.run("set +o emacs +o vi 2>/dev/null; stty -echo; PS1='Password: '")
+        term.pane.wait_for("Password: ")
+        term.attempt(("type", f"rm -rf {folder}"), ("key", "Enter"))
+        assert "bastion: denied by rule" in term.pane.screen()
+        assert (folder / "keep").exists()
+    finally:
+        term.close()
+
+
+def test_background_output_that_redraws_the_line(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.run("(sleep 2; printf '\\r\\033[Kbyp> echo harmless') &")
+    terminal.pane.type(f"rm -rf {folder}")
+    terminal.pane.send("Left")
+    terminal.pane.send("Right")
+    terminal.pane.wait_for("byp> echo harmless")
+    terminal.attempt(("key", "Enter"))
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+def test_a_fake_prompt_after_a_denial_with_ctrl_c_trapped(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.run("trap '' INT")
+    assert terminal.usable()
+    terminal.run("(sleep 2; printf '\\r\\nbyp> ') &")
+    terminal.attempt(("type", f"rm -rf {folder}"), ("key", "Enter"))
+    eventually(terminal.pane.dead, "the session ended")
+    assert "changed what Ctrl-C does" in terminal.pane.screen().replace("\n", "")
+    assert (folder / "keep").exists()
+
+
+def test_the_alternate_screen_after_a_full_screen_program_that_did_not_draw_it(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.run("git --version; printf '\\033[?1049h'")
+    eventually(terminal.pane.alternate_screen, "the alternate screen")
+    terminal.attempt(("type", f"rm -rf {folder}"), ("key", "Enter"))
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+VIM_ESCAPES = [
+    [("type", ":sil !rm -rf {s}"), ("key", "Enter")],
+    [("type", ":terminal rm -rf {s}"), ("key", "Enter")],
+    [("type", ":call system('rm -rf {s}')"), ("key", "Enter")],
+    [("type", ":!rm -rf {s}"), ("key", "C-j")],
+    [("type", ":!rm -rf {s} #!"), ("key", "C-m")],
+]
+
+
+@pytest.mark.parametrize("steps", VIM_ESCAPES, ids=[" ".join(v for _, v in s)[:30] for s in VIM_ESCAPES])
+def test_vim_shell_escapes(terminal: Terminal, steps: list[tuple[str, str]]) -> None:
+    need("vim")
+    folder = sentinel()
+    terminal.run("vim -u NONE -N")
+    eventually(terminal.pane.alternate_screen, "vim on the alternate screen")
+    terminal.attempt(*[(k, v.format(s=folder)) for k, v in steps])
+    terminal.pane.send("Escape")
+    terminal.pane.type(":qa!")
+    terminal.pane.send("Enter")
+    eventually(lambda: not terminal.pane.alternate_screen(), f"back from vim: {terminal.pane.screen()}")
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+def test_a_key_rebound_to_edit_and_execute(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.run("export EDITOR='sed -i s/^echo/rm/' VISUAL='sed -i s/^echo/rm/'")
+    terminal.run("bind '\"\\C-g\": edit-and-execute-command'")
+    assert terminal.usable()
+    terminal.attempt(("type", f"echo -rf {folder}"), ("key", "C-g"))
+    assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
+def test_private_escape_sequences_do_not_end_the_session(terminal: Terminal) -> None:
+    terminal.run("printf '\\033[>4;2m\\033[?4m\\033[?1A\\033[>4m'")
+    assert terminal.usable()

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bastion import screening
+from bastion import linetrack, screening
 from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
+from bastion.linetrack import LineTracker
 from bastion.masking import MaskingSettings
 from bastion.pipeline import SessionInfo, SessionStage, Stream
 from bastion.recording import RecordingPolicy, RecordingStage
@@ -127,14 +128,26 @@ async def test_typed_ahead_lines_are_still_screened() -> None:
     assert session.target[1] == b"ls"
 
 
+async def run_line(stage: ScreeningStage, session: Session, line: bytes, prompt: bytes = b"$ ") -> None:
+    """Type a line at the stand-in shell's prompt and see its Enter released."""
+    before = len(session.target)
+    stage.on_target_output(prompt, Stream.STDOUT)
+    assert stage.on_input(line + b"\r") == line
+    stage.on_target_output(line, Stream.STDOUT)
+    await until(lambda: len(session.target) > before, f"{line!r} released")
+    assert session.target[-1] == b"\r", session.client
+    stage.on_target_output(b"\r\n", Stream.STDOUT)
+
+
 async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     stage, session, log = shell_stage()
+    await run_line(stage, session, b"sudo -k true")  # something in the foreground may ask
     stage.on_target_output(b"[sudo] password for alice: ", Stream.STDOUT)
     assert stage.on_input(b"hunter2") == b"hunter2"
     assert stage.on_input(b"\r") == b""
-    await until(lambda: session.target, "the Enter released: the keys never echoed")
-    assert session.target == [b"\r"]
-    assert decisions(log) == []
+    await until(lambda: len(session.target) > 1, "the Enter released: the keys never echoed")
+    assert session.target[1:] == [b"\r"]
+    assert [d["command"] for d in decisions(log)] == ["sudo -k true"]
 
 
 async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
@@ -216,3 +229,230 @@ async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path
     assert len(request.command) + len(request.screen) < 4096
     assert request.command_hash == hashlib.sha256(held.command.encode()).hexdigest()
     assert session.markers and all(len(marker) < 2048 for marker in session.markers)
+
+
+class EndingSession(Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = ""
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
+
+
+def stage_for(session: Session) -> tuple[ScreeningStage, io.StringIO]:
+    log = io.StringIO()
+    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log)))
+    stage.start(SHELL, session)
+    return stage, log
+
+
+@pytest.mark.parametrize("setup", [b"stty -echo; PS1='Password: '", b"set +o emacs +o vi; PS1='Password: '",
+                                   b"cat /dev/null; PS1='Password: '"])
+async def test_a_prompt_that_looks_like_a_password_prompt_is_screened(setup: bytes) -> None:
+    """Only a program the last line started can be asking: a shell's own prompt never is."""
+    stage, session, log = shell_stage()
+    await run_line(stage, session, setup)
+    stage.on_target_output(b"Password: ", Stream.STDOUT)
+    assert stage.on_input(b"touch forbidden") == b"touch forbidden"  # typed without an echo
+    assert stage.on_input(b"\r") == b""
+    await until(lambda: len(session.target) > 1, "a decision")
+    assert session.target[1:] == [b"\x03"]
+    assert decisions(log)[-1]["action"] == "deny"
+
+
+async def test_several_lines_in_one_write_are_each_decided_from_the_screen() -> None:
+    """Ctrl-A in an unbracketed paste moves the cursor: the keys alone do not tell the line."""
+    stage, session, log = shell_stage()
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    assert stage.on_input(b" forbidden\x01touch\recho two\r") == b" forbidden\x01touch"
+    stage.on_target_output(b"\r$ touch forbidden", Stream.STDOUT)  # readline's redraw
+    await until(lambda: session.target, "the first line decided")
+    assert session.target == [b"\x03"]  # interrupted; the second line waits for the prompt
+    stage.on_target_output(b"^C\r\n$ ", Stream.STDOUT)
+    await until(lambda: len(session.target) > 1, "the second line forwarded")
+    assert session.target[1] == b"echo two"
+    stage.on_target_output(b"echo two", Stream.STDOUT)
+    await until(lambda: len(session.target) > 2, "the second line released")
+    assert session.target[2] == b"\r"
+    assert [(d["command"], d["action"]) for d in decisions(log)] == [("touch forbidden", "deny"),
+                                                                     ("echo two", "allow")]
+
+
+async def test_a_paste_with_control_characters_is_unsure() -> None:
+    stage, _session, log = shell_stage()
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    pasted = b"\x1b[200~touch forbidden #\x15\necho pasted\x1b[201~"
+    assert stage.on_input(pasted) == pasted
+    stage.on_target_output(b"touch forbidden #^U\r\n> echo pasted", Stream.STDOUT)
+    stage.on_input(b"\r")
+    await until(lambda: decisions(log), "a decision")
+    decision = decisions(log)[0]
+    assert decision["unsure"] and "control characters" in str(decision["why"])
+
+
+def test_an_edited_multi_line_paste_is_unsure() -> None:
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ ")
+    tracker.typed(b"echo a\nforbidden\x1b[D")
+    tracker.output(b"echo a\r\n> forbidden")
+    line = tracker.submitted()
+    assert line.unsure and "multi-line" in line.why
+
+
+async def test_backspace_may_be_a_character_of_the_line_in_cooked_mode() -> None:
+    """`stty -echoctl` with erase on DEL: ^H stays in the line, and `#` no longer starts a comment."""
+    stage, session, log = shell_stage()
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    keys = b"echo x\x08# ; touch forbidden"
+    assert stage.on_input(keys + b"\r") == keys
+    stage.on_target_output(keys, Stream.STDOUT)  # the terminal moves back: the screen shows `echo #`
+    await until(lambda: session.target, "a decision")
+    assert session.target == [b"\x03"]
+    assert [d["action"] for d in decisions(log)] == ["allow", "deny"]  # the literal reading is stricter
+
+
+def test_output_that_overwrites_an_edited_line_makes_it_unsure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linetrack, "EDIT_QUIET", 0.05)
+    tracker = LineTracker(80, 24)
+    tracker.output(b"P> ")
+    tracker.typed(b"touch forbidden")
+    tracker.output(b"touch forbidden")
+    time.sleep(0.1)
+    tracker.output(b"\r\x1b[KP> echo harmless")  # a background job draws a fake line
+    line = tracker.submitted()
+    assert line.unsure and "typing did not cause" in line.why
+    tracker.entered()
+    # Keys typed ahead of a prompt echo late, with the prompt: not a doubt.
+    tracker.output(b"\r\n")
+    tracker.typed(b"ls")
+    tracker.output(b"ls")
+    time.sleep(0.1)
+    tracker.output(b"\r\nP> ls")
+    assert not tracker.submitted().unsure
+
+
+async def test_a_denied_line_ends_the_session_once_ctrl_c_is_trapped() -> None:
+    session = EndingSession()
+    stage, _ = stage_for(session)
+    await run_line(stage, session, b"trap '' INT")
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    stage.on_input(b"touch forbidden\r")
+    stage.on_target_output(b"touch forbidden", Stream.STDOUT)
+    await until(lambda: session.ended, "the session ended")
+    assert "trap" in session.ended and b"\x03" not in session.target
+
+
+async def test_ctrl_c_keeps_a_continued_command_once_it_is_trapped() -> None:
+    stage, session, log = shell_stage()
+    await run_line(stage, session, b"trap '' INT")
+    await run_line(stage, session, b"if true; then")
+    stage.on_target_output(b"> ", Stream.STDOUT)
+    assert stage.on_input(b"\x03") == b"\x03"
+    await run_line(stage, session, b"echo x; fi", prompt=b"^C> ")
+    assert decisions(log)[-1]["command"] == "if true; then\necho x; fi"
+
+
+@pytest.mark.parametrize("launch", [b"git --version; printf '\\033[?1049h'", b"printf '\\033[?1049h'; vim -u NONE"])
+async def test_the_alternate_screen_is_exempt_only_for_full_screen_programs(launch: bytes) -> None:
+    stage, session, _log = shell_stage()
+    await run_line(stage, session, launch)
+    stage.on_target_output(b"\x1b[?1049h$ ", Stream.STDOUT)
+    assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"
+    stage.on_target_output(b"touch forbidden", Stream.STDOUT)
+    await until(lambda: len(session.target) > 1, "a decision")
+    assert session.target[1] == b"\x03"
+
+
+@pytest.mark.parametrize(("row", "command", "unsure"), [
+    (":!touch forbidden", "touch forbidden", False),
+    (":sil !touch forbidden", "touch forbidden", False),
+    (":silent! !touch forbidden #!", "touch forbidden #!", True),
+    (":.!sort", "sort", False),
+    (":r !date", ":r !date", True),
+    (":w !sh", ":w !sh", True),
+    (":terminal rm -rf x", ":terminal rm -rf x", True),
+    (":call system('rm -rf x')", ":call system('rm -rf x')", True),
+    ("=systemlist('id')", "=systemlist('id')", True),
+    (":exe 'sil !rm -rf x'", ":exe 'sil !rm -rf x'", True),
+    (":py3 import os", ":py3 import os", True),
+    (":set shell=/tmp/x", ":set shell=/tmp/x", True),
+    (":make", ":make", True),
+    ("!touch forbidden", "touch forbidden", False),
+    ("!!", None, False),
+    ("|arm -rf x", "rm -rf x", False),
+    (":q!", None, False),
+    (":w", None, False),
+    (":e foo.py", None, False),
+    ("/forbidden", None, False),
+])
+def test_a_programs_way_into_a_shell(row: str, command: str | None, unsure: bool) -> None:
+    found, why = screening._program_command(row)
+    assert (found, bool(why)) == (command, unsure)
+
+
+@pytest.mark.parametrize(("keys", "drawn"), [(b":sil !touch forbidden\n", b":sil !touch forbidden"),
+                                             (b":call system('touch x')\r", b":call system('touch x')")])
+async def test_vim_shell_commands_are_screened_whatever_the_submit_key(keys: bytes, drawn: bytes) -> None:
+    stage, session, log = shell_stage()
+    await run_line(stage, session, b"vim notes")
+    stage.on_target_output(b"\x1b[?1049h", Stream.STDOUT)
+    assert stage.on_input(keys) == keys[:-1]  # the submit key waits for the program's echo
+    stage.on_target_output(b"\x1b[24;1H" + drawn, Stream.STDOUT)
+    await until(lambda: any(b"bastion: " in line for line in session.client), "the denial shown")
+    assert decisions(log)[-1]["action"] in ("deny", "approve")
+    await asyncio.sleep(0.1)
+    assert session.target[1:] == []  # the program never gets the submit key
+
+
+async def test_vim_shell_without_arguments_ends_the_exemption() -> None:
+    stage, session, _ = shell_stage()
+    await run_line(stage, session, b"vim notes")
+    stage.on_target_output(b"\x1b[?1049h\x1b[24;1H:terminal", Stream.STDOUT)
+    assert stage.on_input(b"\r") == b""
+    await until(lambda: session.target[1:] == [b"\r"], "the Enter released")
+    assert stage.on_input(b"touch forbidden\r") == b"touch forbidden"  # a shell now: screened
+
+
+async def test_a_program_line_typed_with_its_enter_in_one_write_is_read_once_drawn() -> None:
+    stage, session, log = shell_stage()
+    await run_line(stage, session, b"vim notes")
+    stage.on_target_output(b"\x1b[?1049h\x1b[24;1H", Stream.STDOUT)
+    assert stage.on_input(b":!touch forbidden\r:q\r") == b":!touch forbidden"
+    stage.on_target_output(b":!touch forbidden", Stream.STDOUT)
+    await until(lambda: any(b"bastion: " in line for line in session.client), "the denial shown")
+    await until(lambda: session.target[1:] == [b":q"], "what followed, screened in turn")
+    stage.on_target_output(b"\x1b[24;1H:!touch forbidden:q", Stream.STDOUT)  # still the same command line
+    await asyncio.sleep(0.2)
+    assert session.target[1:] == [b":q"]
+    assert [d["action"] for d in decisions(log)][-2:] == ["deny", "deny"]
+
+
+async def test_rebound_keys_are_unsure() -> None:
+    stage, session, log = shell_stage()
+    await run_line(stage, session, b"bind '\"\\C-g\": edit-and-execute-command'")
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    assert stage.on_input(b"echo x\x07") == b"echo x"
+    stage.on_target_output(b"echo x", Stream.STDOUT)
+    await until(lambda: len(decisions(log)) > 1, "a decision")
+    assert decisions(log)[-1]["unsure"] and "rebound" in str(decisions(log)[-1]["why"])
+
+
+async def test_a_rebound_key_on_an_empty_line_is_unsure() -> None:
+    stage, session, log = shell_stage()
+    await run_line(stage, session, b"bind -x '\"\\C-g\": true'")
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    assert stage.on_input(b"\x07") == b""
+    await until(lambda: len(decisions(log)) > 1, "a decision")
+    assert decisions(log)[-1]["unsure"]
+
+
+@pytest.mark.parametrize("sequence", [b"\x1b[>4;2m", b"\x1b[?4m", b"\x1b[?1A", b"\x1b[?5;5H", b"\x1b[?r",
+                                      b"\x1b[?1g", b"\x1b[?6n", b"\x1b[?3@", b"\x1b[?2K", b"\x1b[?1049h"])
+def test_private_csi_sequences_do_not_break_the_tracker(sequence: bytes) -> None:
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ " + sequence)
+    tracker.typed(b"ls")
+    tracker.output(b"ls")
+    assert tracker.submitted().text == "ls"
+    assert tracker.cursor_row().endswith("ls")

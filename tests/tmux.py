@@ -32,6 +32,10 @@ class TmuxPane:
     def type(self, text: str) -> None:
         self._tmux("send-keys", "-t", self.name, "-l", text)
 
+    def send_raw(self, data: bytes) -> None:
+        """Exactly these bytes, in one write, as a terminal sends a fast paste or a key macro."""
+        self._tmux("send-keys", "-t", self.name, "-H", *(f"{byte:02x}" for byte in data))
+
     def paste(self, text: str, *, bracketed: bool = True) -> None:
         """Paste as a terminal does, in one write: bracketed when the program asked for it (bash
         then inserts the lines and waits for Enter), or as typed keys, each line end an Enter."""
