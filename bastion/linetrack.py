@@ -22,6 +22,9 @@ ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 SEARCH = re.compile(
     r"^\((?:reverse-i-search|i-search|bck-i-search|fwd-i-search|failed [a-z-]+)\)`[^']*': (.*)$")
 PROMPT_END = re.compile(r"[$#>%:\]] ?$")  # how shell prompts end (PS1, PS2, zsh, python's >>>)
+# Keys that only move the cursor (default bindings), and lines typed with only those and text.
+MOVES = re.compile(rb"\x1b(?:\[(?:1;[35])?[CDHF]|O[CDHF]|\[[14]~|[bf])|[\x01\x02\x05\x06]")
+MOVES_ONLY = re.compile(rb"(?:" + MOVES.pattern + rb"|[\x20-\x7e])*")
 PLAIN_KEYS = re.compile(rb"[\x20-\x7e\x7f\x08\x15\x17\n]*")  # newlines come only from pastes
 
 
@@ -214,6 +217,12 @@ class LineTracker:
             if text == typed or (typed and text.endswith(typed)):
                 return SubmittedLine(typed)
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
+        if MOVES_ONLY.fullmatch(keys):
+            # Typing and cursor moves only: the line holds exactly the typed characters, in
+            # some order. Anything else on screen was drawn by something other than the keys.
+            typed = "".join(chr(b) for b in MOVES.sub(b"", keys))
+            if sorted(text.replace(" ", "")) != sorted(typed.replace(" ", "")) and not text.endswith(typed):
+                return SubmittedLine(text, unsure=True, why="the screen and the keystrokes disagree")
         return SubmittedLine(text)
 
     def cursor_row(self) -> str:

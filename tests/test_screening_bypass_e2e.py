@@ -85,6 +85,15 @@ EXEC = [
     "f() {{ rm -rf \"$1\"; }}; f {s}", "alias d='rm -rf'; d {s}", "trap 'rm -rf {s}' EXIT",
     "x=forb; touch /tmp/${{x}}idden", "cat <<EOF | bash\nrm -rf {s}\nEOF", "bash <(echo rm -rf {s})",
     "base64 -d <<< cm0gLXJm | bash -s {s}", "rm -fr {s}", "command rm -rf {s}", "builtin eval 'rm -rf {s}'",
+    # found by an independent attack, where a reader that is not bash disagreed with bash
+    "{{fd}}>/dev/null rm -rf {s}", "a[$(rm -rf {s})]=1", "read 'y[$(rm -rf {s})]' <<< 1",
+    "echo $((echo hi); rm -rf {s})", "eval -- 'rm -rf {s}'", "bash -c -- 'rm -rf {s}'",
+    "shopt -s expand_aliases\nBASH_ALIASES[q]=rm\nq -rf {s}", "bash /dev/stdin <<< 'rm -rf {s}'",
+    "{{ sh; }} <<< 'rm -rf {s}'", "exec 3<<< 'rm -rf {s}'; sh <&3", "echo $(<$(rm -rf {s}))",
+    "shopt -s xpg_echo; echo 'rm\\x20-rf {s}' | bash", "python3 -Ic 'import shutil; shutil.rmtree(\"{s}\")'",
+    "awk 'BEGIN {{ c = \"rm -rf {s}\"; print \"\" | c }}'", "sed -n '$e rm -rf {s}' /etc/hostname",
+    "setpriv rm -rf {s}", "ssh -o ProxyCommand='rm -rf {s}' nohost", "sqlite3 :memory: '.shell rm -rf {s}'",
+    "cd /tmp && shopt -s extglob && touch ./-r\nrm @(-r) {s}",
 ]
 
 
@@ -105,6 +114,9 @@ SCRIPTS = [
     ("", "rm -rf \\\n  {s}\n"), ("", "rm -rf {s}"), ("", "echo 'a\nb'; rm -rf {s}\n"),
     ("bash -s", "rm -rf {s}\n"), ("sh", "true\nrm -rf {s}\n"), ("bash -", "eval 'rm -rf {s}'\n"),
     ("python3 -", "import shutil; shutil.rmtree('{s}')\n"), ("-T", "rm -rf {s}\n"),
+    ("", "cat <<$'EOF'\nx\nEOF\nrm -rf {s}\n$EOF\n"), ("", "python3\nimport shutil; shutil.rmtree('{s}')\n"),
+    ("", "ed\n!rm -rf {s}\nq\n"), ("bash /dev/stdin", "rm -rf {s}\n"), ("bash <&0", "rm -rf {s}\n"),
+    ("ed", "!rm -rf {s}\nq\n"), ("zsh -f", "alias -g X=-rf\nrm X {s}\n"), ("zsh -f", "noglob rm -rf {s}\n"),
 ]
 
 

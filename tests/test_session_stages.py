@@ -330,6 +330,16 @@ def test_output_that_overwrites_an_edited_line_makes_it_unsure(monkeypatch: pyte
     time.sleep(0.1)
     tracker.output(b"\r\nP> ls")
     assert not tracker.submitted().unsure
+    tracker.entered()
+    # Overwritten within a second of the last key, then moved over: the keys and the screen
+    # no longer hold the same characters.
+    tracker.output(b"\r\nP> ")
+    tracker.typed(b"touch forbidden")
+    tracker.output(b"touch forbidden")
+    tracker.typed(b"\x1b[D\x1b[C")
+    tracker.output(b"\r\x1b[KP> echo harmless")
+    line = tracker.submitted()
+    assert line.unsure and "disagree" in line.why
 
 
 async def test_a_denied_line_ends_the_session_once_ctrl_c_is_trapped() -> None:
