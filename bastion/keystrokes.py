@@ -32,6 +32,7 @@ KEY = re.compile(
     rb"|[\x00-\xff]",
     re.S,
 )
+TEXT_RUN = re.compile(rb"[\x20-\x7e]{2,}")  # typed text, taken as one key (outside vi's command mode)
 PASTE_START, PASTE_END = b"\x1b[200~", b"\x1b[201~"
 INTERRUPT = b"\x03"
 
@@ -106,7 +107,7 @@ class KeyReader:
 def _printable(key: bytes) -> bool:
     if len(key) == 1:
         return 0x20 <= key[0] <= 0x7E
-    return key[0] >= 0xC2  # a UTF-8 character
+    return key[0] >= 0xC2 or bool(TEXT_RUN.fullmatch(key))  # a UTF-8 character, or typed text
 
 
 def split_keys(data: bytes, *, vi: bool = False) -> list[bytes]:
@@ -121,7 +122,8 @@ def split_keys(data: bytes, *, vi: bool = False) -> list[bytes]:
             keys.append(data[i:stop])
             i = stop
             continue
-        match = KEY.match(data, i)
+        match = None if vi else TEXT_RUN.match(data, i)
+        match = match or KEY.match(data, i)
         assert match is not None  # the last alternative takes any byte
         key = match.group()
         if vi and len(key) == 2 and key[0] == 0x1B:

@@ -25,6 +25,7 @@ PROMPT_END = re.compile(r"[$#>%:\]] ?$")  # how shell prompts end (PS1, PS2, zsh
 # Keys that only move the cursor (default bindings), and lines typed with only those and text.
 MOVES = re.compile(rb"\x1b(?:\[(?:1;[35])?[CDHF]|O[CDHF]|\[[14]~|[bf])|[\x01\x02\x05\x06]")
 MOVES_ONLY = re.compile(rb"(?:" + MOVES.pattern + rb"|[\x20-\x7e])*")
+_EDITS = re.compile(rb"[\x7f\x08\x15\x17]")
 PLAIN_KEYS = re.compile(rb"[\x20-\x7e\x7f\x08\x15\x17\n]*")  # newlines come only from pastes
 
 
@@ -79,8 +80,14 @@ def literal_keys(keys: bytes) -> str:
     return keys.decode("utf-8", "replace")
 
 
+_NOT_TEXT = bytes(b for b in range(256) if not (0x20 <= b <= 0x7E or b == 0x0A))
+MAX_KEYS = 256 * 1024
+
+
 def replay_keys(keys: bytes) -> str:
     """The line plain typing produces: printable keys, backspace, Ctrl-U, Ctrl-W."""
+    if not _EDITS.search(keys):
+        return keys.translate(None, _NOT_TEXT).decode("ascii")  # no edits: one pass in C
     line: list[str] = []
     for byte in keys:
         if byte in (0x7F, 0x08):
@@ -157,6 +164,11 @@ class LineTracker:
             y, x = self.screen.cursor.y, self.screen.cursor.x
             self._prompt = (y, x, self.screen.display[y][:x])
             self._at_prompt = self._output_at > self._entered_at
+        if len(self.keys) + len(data) > MAX_KEYS:
+            # Past this the line is not kept to be read: it is decided unsure (and reading it
+            # again at every poll would cost every session on the bastion).
+            self.doubt = self.doubt or f"a line of more than {MAX_KEYS // 1024} KiB of keys"
+            data = data[:max(0, MAX_KEYS - len(self.keys))]
         self.keys += data
         self._key_at = time.monotonic()
 
