@@ -44,7 +44,7 @@ _EMACS_EDIT = frozenset(
 )
 _SUBMIT = frozenset({b"\r", b"\n", b"\x0f"})
 _EDITOR = frozenset({b"\x18\x05", b"\x18\x0e"})  # Ctrl-X Ctrl-E (bash), Ctrl-X Ctrl-N-ish variants
-_CSI_EDIT = re.compile(rb"\x1b(?:\[(?:[0-9;]*[ABCDFHPQRS~]|200~|201~|[IO])|O[ABCDFHPQRS])")
+_CSI_EDIT = re.compile(rb"\x1b(?:\[(?:(?:1;[2-8])?[ABCDFH]|[1-8]~|200~|201~|[IO])|O[ABCDFH])")
 # vi command mode: motions, edits, history; `v` (edit-and-execute) and `#` (comment, submit) are not here.
 _VI_COMMAND_EDIT = frozenset(b"hjklwbeWBE0$^xXrRpPuUdDyYcCsSiIaA~;,fFtTnN/?+-G|%.123456789 \x7f\x08")
 _VI_INSERT = frozenset(b"iIaAsScCRo")
