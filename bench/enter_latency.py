@@ -22,17 +22,22 @@ from bastion.demo import DEMO_RULES as RULES
 from bastion.sandbox import Sandbox
 
 
+_unread = {"buf": b""}  # what a read brought after the needle: the next wait starts there
+
+
 def read_until(fd: int, needle: bytes, timeout: float = 10) -> float:
-    buf, deadline = b"", time.monotonic() + timeout
+    buf, deadline = _unread["buf"], time.monotonic() + timeout
     while needle not in buf:
         ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
         if not ready:
             raise TimeoutError(f"{needle!r} not in {buf[-300:]!r}")
         buf += os.read(fd, 65536)
+    _unread["buf"] = buf[buf.index(needle) + len(needle):]
     return time.perf_counter()
 
 
 def measure(cmd: list[str], runs: int) -> tuple[float, float]:
+    _unread["buf"] = b""
     pid, fd = pty.fork()
     if pid == 0:
         os.execvp(cmd[0], cmd)
