@@ -21,7 +21,6 @@ from pathlib import Path
 from bastion.demo import DEMO_RULES as RULES
 from bastion.sandbox import Sandbox
 
-
 _unread = {"buf": b""}  # what a read brought after the needle: the next wait starts there
 
 
