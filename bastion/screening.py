@@ -29,7 +29,7 @@ from dataclasses import replace
 from bastion.decisions import CommandDecisions, Notify, ScreeningContext
 from bastion.hidden import PROMPT
 from bastion.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
-from bastion.linetrack import LITERAL_EDITS, LineTracker, SubmittedLine, literal_keys
+from bastion.linetrack import LITERAL_EDITS, LineTracker, SubmittedLine, literal_keys, replay_keys
 from bastion.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.rules import STRICTNESS, Verdict
 from bastion.shellinput import InputCommand, ShellInput, TooLong
@@ -288,8 +288,7 @@ class ScreeningStage(SessionStage):
         if kind is Key.OTHER and self._scope.keys_changed:
             reasons.append(f"the keys were rebound by `{self._scope.keys_changed}`: this one may run "
                            "the line")
-        if not text.strip() and not prefilled and kind is not Key.EDITOR and \
-                not (kind is Key.OTHER and self._scope.keys_changed):
+        if not text.strip() and not prefilled and not reasons:
             self._release(submitted=kind is Key.SUBMIT)
             return
         self._shell_prompt = tracker.prompt
@@ -298,6 +297,9 @@ class ScreeningStage(SessionStage):
         # before; in cooked mode (a shell without line editing, `stty -echoctl`) backspace, DEL,
         # Ctrl-U and Ctrl-W may be characters of the line rather than edits.
         readings = [line]
+        if line.unsure and tracker.keys:
+            # What the screen shows is in doubt: what was typed is a reading too.
+            readings.append(replace(line, text=replay_keys(tracker.keys)))
         if prefilled:
             readings.append(replace(line, text=prefilled + line.text))
         if LITERAL_EDITS.search(tracker.keys):

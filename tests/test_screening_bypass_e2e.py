@@ -171,7 +171,10 @@ class Terminal:
                 self.pane.type(value)
             else:
                 self.pane.send(value)
-        eventually(lambda: self.denials() > before or self.pane.dead(), "the bastion's answer")
+        try:
+            eventually(lambda: self.denials() > before or self.pane.dead(), "the bastion's answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; screen:\n{self.pane.screen()}") from None
 
     def usable(self) -> bool:
         """The shell runs the next line on its own: nothing left over runs with it."""
@@ -417,7 +420,8 @@ def test_a_shell_prompt_that_looks_like_a_password_prompt(box: Sandbox, shell: s
 
 def test_background_output_that_redraws_the_line(terminal: Terminal) -> None:
     folder = sentinel()
-    terminal.run("(sleep 2; printf '\\r\\033[Kbyp> echo harmless') &")
+    # \\154 is an l: the screen shows "harmless" only once the job has drawn it.
+    terminal.run("(sleep 2; printf '\\r\\033[Kbyp> echo harm\\154ess') &")
     terminal.pane.type(f"rm -rf {folder}")
     terminal.pane.send("Left")
     terminal.pane.send("Right")

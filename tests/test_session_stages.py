@@ -466,3 +466,19 @@ def test_private_csi_sequences_do_not_break_the_tracker(sequence: bytes) -> None
     tracker.output(b"ls")
     assert tracker.submitted().text == "ls"
     assert tracker.cursor_row().endswith("ls")
+
+
+async def test_a_line_in_doubt_that_reads_empty_on_screen_is_still_decided() -> None:
+    """Output that typing did not cause cleared the row: the screen says "nothing", the shell
+    holds the keys. The keys are a reading of the line too; it is not released unscreened."""
+    session = EndingSession()
+    stage, log = stage_for(session)
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    assert stage.on_input(b"touch forbidden") == b"touch forbidden"
+    stage.on_target_output(b"touch forbidden", Stream.STDOUT)
+    assert stage.on_input(b"\x1b[D") == b"\x1b[D"
+    stage.on_target_output(b"\x08\r\x1b[K$ ", Stream.STDOUT)  # drawn by something else
+    assert stage.on_input(b"\r") == b""
+    await until(lambda: b"\x03" in session.target, "the line interrupted")
+    assert any(d["action"] == "deny" and d["unsure"] for d in decisions(log))
+    assert b"\r" not in session.target
