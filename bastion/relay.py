@@ -68,7 +68,6 @@ class SessionRelay:
         self._target: asyncssh.SSHClientChannel[bytes] | None = None
         self._client_reading: _Pause | None = None
         self._target_reading: _Pause | None = None
-        self._term_modes: dict[int, int] = {}
         self._term_pixels = (0, 0)
         # Input that arrives before the upstream channel is open (bounded by the SSH window,
         # since reading is paused until then).
@@ -86,7 +85,6 @@ class SessionRelay:
         self.info.term_type = term_type
         self.info.width, self.info.height = size[0], size[1]
         self.info.term_modes = dict(modes)
-        self._term_modes = modes
         self._term_pixels = size[2], size[3]
 
     def client_started(self) -> None:
@@ -120,7 +118,7 @@ class SessionRelay:
                 request_pty="force",
                 term_type=self.info.term_type,
                 term_size=(self.info.width, self.info.height, *self._term_pixels),
-                term_modes=self._term_modes,
+                term_modes=self.info.term_modes,
             )
         else:
             kwargs["request_pty"] = False

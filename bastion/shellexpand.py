@@ -40,8 +40,8 @@ class Found:
 class Variables:
     """Lookup of a session's variables (see `bastion.shellscope.Scope`)."""
 
-    def __init__(self, values: dict[str, Value], *, tainted: bool, ifs_changed: bool) -> None:
-        self.values, self.tainted, self.ifs_changed = values, tainted, ifs_changed
+    def __init__(self, values: dict[str, Value], *, ifs_changed: bool) -> None:
+        self.values, self.ifs_changed = values, ifs_changed
 
     def lookup(self, name: str, source: str) -> tuple[Value, Hole]:
         """The value, or None with the hole that stands for it."""
@@ -50,7 +50,7 @@ class Variables:
             return value, Hole(HoleKind.VALUE, source)
         if _SPECIAL.fullmatch(name) or name.isdigit():
             return None, Hole(HoleKind.VALUE, source)
-        return None, Hole(HoleKind.VALUE if self.tainted else HoleKind.ENV, source)
+        return None, Hole(HoleKind.ENV, source)
 
 
 def ansi_c(body: str) -> str:

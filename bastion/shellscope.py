@@ -59,7 +59,6 @@ class Scope:
     variables: dict[str, Value] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     functions: dict[str, list[Command]] = field(default_factory=dict)
-    tainted: str = ""  # why unassigned variables may hold anything (a sourced file, eval)
     ifs_changed: bool = False
     history_expansion: bool = True  # interactive bash and zsh expand `!`
     vi_mode: bool = False
@@ -167,8 +166,7 @@ class _Walker:
         return self.a.scope
 
     def variables(self) -> Variables:
-        return Variables(self.scope.variables, tainted=bool(self.scope.tainted),
-                         ifs_changed=self.scope.ifs_changed)
+        return Variables(self.scope.variables, ifs_changed=self.scope.ifs_changed)
 
     # -- lines and nested text -------------------------------------------------------------
 
@@ -194,8 +192,10 @@ class _Walker:
         self.run(parsed, depth + 1)
         self.top = was_top
         if saved is not None:
-            # What a child shell defines does not outlive it; what it ran was screened.
-            saved.tainted = saved.tainted or self.scope.tainted
+            # What a child shell defines does not outlive it; what it ran was screened. The
+            # terminal it changed is the session's own, though: `(stty -isig)` lasts.
+            saved.tty_changed = self.scope.tty_changed or saved.tty_changed
+            saved.echo_off = self.scope.echo_off or saved.echo_off
             self.a.scope = saved
 
     def nested(self, found: Found, depth: int) -> None:
@@ -217,8 +217,7 @@ class _Walker:
         # bash evaluates a variable's value as an expression: x='a[$(cmd)]'; $((x)) runs cmd.
         for name in identifiers(expression):
             value = self.scope.variables.get(name, ())
-            if value is None or (name not in self.scope.variables and self.scope.tainted) or \
-                    any(not w.literal or re.search(r"[$`\[]", w.value) for w in value or ()):
+            if value is None or any(not w.literal or re.search(r"[$`\[]", w.value) for w in value):
                 self.a.note(f"arithmetic on ${name}, whose value the bastion does not know, can run commands")
 
     def words(self, sources: list[str], depth: int, *, split: bool = True) -> list[list[Word]]:
@@ -609,7 +608,7 @@ def _special_input(target: str) -> bool:
     return bool(re.fullmatch(r"/dev/stdin|/dev/fd/\d+|/proc/(self|\d+)/fd/\d+|<\(.*\)|\$.*", target, re.S))
 
 def _literal_text(source: str) -> str | None:
-    ways = expand_word(source, Variables({}, tainted=True, ifs_changed=False), Found(), split=False)
+    ways = expand_word(source, Variables({}, ifs_changed=False), Found(), split=False)
     if len(ways) == 1 and len(ways[0]) == 1 and ways[0][0].literal:
         return ways[0][0].value
     return None

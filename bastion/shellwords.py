@@ -28,11 +28,6 @@ class Hole:
     source: str  # as written: $x, $(date), *, ~
     pattern: str = "*"  # the values it may take, as a glob
 
-    @property
-    def opaque(self) -> bool:
-        """Whether the user of this session chose the value (a `command` regex cannot see it)."""
-        return self.kind is not HoleKind.VALUE
-
 
 Part = str | Hole
 
@@ -66,21 +61,6 @@ class Word:
     def pattern(self) -> str:
         """A glob for every value this word may take."""
         return "".join(_escape(p) if isinstance(p, str) else p.pattern for p in self.parts)
-
-    def __add__(self, other: Word) -> Word:
-        return Word(_merge(self.parts + other.parts))
-
-
-def _merge(parts: tuple[Part, ...]) -> tuple[Part, ...]:
-    out: list[Part] = []
-    for part in parts:
-        if isinstance(part, str) and not part:
-            continue
-        if isinstance(part, str) and out and isinstance(out[-1], str):
-            out[-1] += part
-        else:
-            out.append(part)
-    return tuple(out) or ("",)
 
 
 def _escape(text: str) -> str:

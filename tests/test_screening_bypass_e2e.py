@@ -289,6 +289,15 @@ def test_an_interrupt_key_that_no_longer_interrupts_ends_the_session(terminal: T
     assert (folder / "keep").exists()
 
 
+def test_an_interrupt_key_changed_in_a_subshell_ends_the_session_too(terminal: Terminal) -> None:
+    folder = sentinel()
+    terminal.run("(stty -isig); bind '\"\\C-c\": accept-line'")
+    assert terminal.usable()
+    terminal.attempt(("type", f"rm -rf {folder}"), ("key", "Enter"))
+    eventually(terminal.pane.dead, "the session ended")
+    assert (folder / "keep").exists()
+
+
 def test_a_shell_on_the_alternate_screen_is_screened(terminal: Terminal) -> None:
     folder = sentinel()
     terminal.run("printf '\\033[?1049h'")

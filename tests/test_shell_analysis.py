@@ -146,6 +146,9 @@ def test_keys_and_terminal_changes_are_noticed() -> None:
     assert session("set -o vi").vi_mode
     assert not session("set -o vi", "set -o emacs").vi_mode
     assert session("stty -isig").tty_changed
+    # The terminal is the session's: a subshell or a child shell that changes it changes it.
+    assert session("(stty -isig)").tty_changed and session("bash -c 'stty intr undef'").tty_changed
+    assert session("x=$(stty -echo)").echo_off
     assert session("stty intr undef").tty_changed
     assert not session("stty -isig", "stty sane").tty_changed
     assert not session("stty kill undef").tty_changed  # Ctrl-C still interrupts
@@ -260,7 +263,7 @@ WORD_PIECES = ["a", "b", "'q s'", '"d q"', "\\x", "{a,b}", "$'\\x41'", "''", "\\
 def test_literal_words_expand_as_bash_expands_them(pieces: list[str]) -> None:
     """bash is the judge: a word with no unknown part must give exactly bash's words."""
     source = "".join(pieces)
-    ways = expand_word(source, Variables({}, tainted=False, ifs_changed=False), Found())
+    ways = expand_word(source, Variables({}, ifs_changed=False), Found())
     assert len(ways) == 1
     ours = [w.value for w in ways[0]]
     result = subprocess.run(["bash", "--norc", "-c", f"printf '%s\\0' {source}"], capture_output=True,
