@@ -36,6 +36,7 @@ class SubmittedLine:
     why: str = ""
 
 
+FOREIGN_CHECK_EVERY = 0.25
 EDIT_QUIET = 1.0  # output this long after the last key, once the keys had echoed, was not typing's
 
 
@@ -124,14 +125,20 @@ class LineTracker:
         self._unfed_bytes = 0
         self._overflowed = False
         self.doubt = ""  # why this line cannot be read with certainty, whatever the screen says
+        self._foreign_checked_at = 0.0
 
     def output(self, data: bytes) -> None:
         now = time.monotonic()
         if self.keys and not self.doubt and now - self._key_at > EDIT_QUIET and \
-                self._output_at > self._key_at and not self.typed_ahead and self.echoed():
-            # The keys had echoed and the user paused: whatever draws now (a background job)
-            # can overwrite the line on screen without changing what the shell holds.
-            self.doubt = "output that typing did not cause arrived while the line was edited"
+                self._output_at > self._key_at and not self.typed_ahead and \
+                now - self._foreign_checked_at >= FOREIGN_CHECK_EVERY:
+            # Looked at a few times a second at most: reading the screen feeds the emulator, and
+            # a flood of output must stay an append (see _unfed).
+            self._foreign_checked_at = now
+            if self.echoed():
+                # The keys had echoed and the user paused: whatever draws now (a background job)
+                # can overwrite the line on screen without changing what the shell holds.
+                self.doubt = "output that typing did not cause arrived while the line was edited"
         for match in ALT_SCREEN.finditer(data):
             self.alternate = match.group(1) == b"h"
         self._unfed.append(data)

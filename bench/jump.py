@@ -15,10 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from bastion.demo import DEMO_RULES
 from bastion.openssh import OpenSSHServer
 from bastion.sandbox import Sandbox
 
 LOG_LINE = "2026-11-28T14:00:00.123Z INFO api request handled path=/v1/items/42 status=200 ms=12"
+
+
+PAYLOADS = {
+    "text": f"yes '{LOG_LINE}' | head -c {{size}}",
+    "random": "head -c {size} /dev/urandom",
+    "zeros": "head -c {size} /dev/zero",
+}
 
 
 def timed(cmd: list[str]) -> float:
@@ -67,11 +75,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="setup-time samples per path")
     parser.add_argument("--repeat", type=int, default=2, help="bulk samples per path (best kept)")
     parser.add_argument("--recordings-dir", help="where the recorded bastion writes (default: its temp dir)")
+    parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text",
+                        help="what the target sends: log lines, random bytes (a compressed archive), zeros")
+    parser.add_argument("--rules", action="store_true", help="the bastions screen commands (demo rules)")
     args = parser.parse_args()
     login = getpass.getuser()
 
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        extra = {"recordings_dir": args.recordings_dir} if args.recordings_dir else {}
+        extra: dict[str, object] = {"recordings_dir": args.recordings_dir} if args.recordings_dir else {}
+        if args.rules:
+            (Path(tmp) / "rules.toml").write_text(DEMO_RULES)
+            extra["rules_file"] = str(Path(tmp) / "rules.toml")
         sandbox = Sandbox(Path(tmp), extra=extra)
         alice_key = sandbox.add_user("alice", ["ops"])
         alice_pub = alice_key.with_name(alice_key.name + ".pub").read_text()
@@ -106,7 +120,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 for name, cmd in paths.items():
                     cpu = machine_cpu_seconds()
-                    seconds = timed([*cmd, f"yes '{LOG_LINE}' | head -c {size}"])
+                    seconds = timed([*cmd, PAYLOADS[args.payload].format(size=size)])
                     cpu = machine_cpu_seconds() - cpu
                     results[name]["bulk"] = max(results[name].get("bulk", 0), size / seconds / 1e6)
                     results[name]["cpu"] = min(results[name].get("cpu", 1e9), cpu / args.mb * 100)
@@ -123,7 +137,8 @@ def main() -> None:
             jump.stop()
 
     o, b, u, m = results["openssh"], results["bastion"], results["unrecorded"], results["unmasked"]
-    print(f"bulk MB/s ({args.mb} MB of log lines, best of {args.repeat}):")
+    print(f"bulk MB/s ({args.mb} MB of {args.payload}, best of {args.repeat}"
+          f"{', screening on' if args.rules else ''}):")
     print(f"  openssh jump {o['bulk']:7.1f}")
     print(f"  bastion, recording and masking   {b['bulk']:7.1f}  ratio {b['bulk'] / o['bulk']:.2f}x")
     print(f"  bastion, recording, no masking   {m['bulk']:7.1f}  ratio {m['bulk'] / o['bulk']:.2f}x")
