@@ -235,6 +235,10 @@ class LineTracker:
                 return SubmittedLine(typed)  # a pasted multi-line text: the screen wraps it its own way
             if text == typed or (typed and text.endswith(typed)):
                 return SubmittedLine(typed)
+            if typed and self.typed_ahead and text.startswith(typed):
+                # Typed ahead without line editing: the terminal echoed the keys at once and the
+                # shell drew its prompt after them.
+                return SubmittedLine(typed)
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         if MOVES_ONLY.fullmatch(keys):
             # Typing and cursor moves only: the line holds exactly the typed characters, in

@@ -17,7 +17,7 @@ import pytest
 from bastion import linetrack, screening
 from bastion.approvals import ApprovalStore
 from bastion.audit import AuditLog
-from bastion.linetrack import LineTracker
+from bastion.linetrack import LineTracker, SubmittedLine
 from bastion.masking import MaskingSettings
 from bastion.pipeline import SessionInfo, SessionStage, Stream
 from bastion.recording import RecordingPolicy, RecordingStage
@@ -482,3 +482,12 @@ async def test_a_line_in_doubt_that_reads_empty_on_screen_is_still_decided() -> 
     await until(lambda: b"\x03" in session.target, "the line interrupted")
     assert any(d["action"] == "deny" and d["unsure"] for d in decisions(log))
     assert b"\r" not in session.target
+
+
+def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
+    """Cooked mode: the terminal echoes typed-ahead keys at once, the shell's prompt follows."""
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ sleep 1\r\n")
+    tracker.typed(b"echo hi")
+    tracker.output(b"echo hi$ ")
+    assert tracker.submitted() == SubmittedLine("echo hi")
