@@ -125,12 +125,15 @@ class LineTracker:
         self._unfed_bytes = 0
         self._overflowed = False
         self.doubt = ""  # why this line cannot be read with certainty, whatever the screen says
+        # Keys were rebound or widgets replaced: plain keys may put more in the line than they
+        # show, so the screen must show exactly them.
+        self.rebound = False
         self._foreign_checked_at = 0.0
 
     def output(self, data: bytes) -> None:
         now = time.monotonic()
         if self.keys and not self.doubt and now - self._key_at > EDIT_QUIET and \
-                self._output_at > self._key_at and not self.typed_ahead and \
+                self._output_at > self._key_at and not self._on_a_blank_row() and \
                 now - self._foreign_checked_at >= FOREIGN_CHECK_EVERY:
             # Looked at a few times a second at most: reading the screen feeds the emulator, and
             # a flood of output must stay an append (see _unfed).
@@ -187,7 +190,22 @@ class LineTracker:
         if not PLAIN_KEYS.fullmatch(self.keys):
             return self._output_at > self._key_at and time.monotonic() - self._output_at >= quiet
         typed, shown = replay_keys(self.keys).rsplit("\n", 1)[-1], self._screen_text()
-        return shown is not None and (shown == typed or shown.endswith(typed))
+        return shown is not None and self._shows(shown, typed)
+
+    def _shows(self, shown: str, typed: str) -> bool:
+        """Does the screen's line show plain typing? Typed ahead of a shell that has not prompted
+        yet, the keys come first: with line editing a prompt before them, without it (the
+        terminal echoes at once) one after them, and the cursor after that."""
+        if shown == typed or (typed and shown.endswith(typed)):
+            return True
+        if not typed or not self.typed_ahead or self.rebound or self._output_at <= self._key_at:
+            return False
+        # Without line editing the terminal echoes the keys as they come, among what the previous
+        # command prints, or not at all if they came while the terminal did not echo (a line
+        # editor that was leaving); the shell prompts last. (A line editor draws only what is in
+        # its line after the prompt, and plain keys with default bindings add only themselves.)
+        after = shown[shown.rindex(typed) + len(typed):] if typed in shown else shown
+        return bool(PROMPT_END.search(after)) and self._at_input_end()
 
     def _screen_text(self) -> str | None:
         """The text from the end of the prompt to the end of the input, or None without a prompt."""
@@ -233,11 +251,7 @@ class LineTracker:
             typed = replay_keys(keys)
             if "\n" in typed:
                 return SubmittedLine(typed)  # a pasted multi-line text: the screen wraps it its own way
-            if text == typed or (typed and text.endswith(typed)):
-                return SubmittedLine(typed)
-            if typed and self.typed_ahead and text.startswith(typed):
-                # Typed ahead without line editing: the terminal echoed the keys at once and the
-                # shell drew its prompt after them.
+            if self._shows(text, typed):
                 return SubmittedLine(typed)
             return SubmittedLine(typed, unsure=True, why="the screen and the keystrokes disagree")
         if MOVES_ONLY.fullmatch(keys):
@@ -267,9 +281,19 @@ class LineTracker:
 
     @property
     def typed_ahead(self) -> bool:
-        """Whether this line's first key came with nothing before the cursor on its row: keys
-        typed ahead of a shell that has not prompted yet."""
+        """Whether this line's first key came before the shell prompted for it: with nothing
+        before the cursor on its row, or before any output answered the previous Enter."""
+        return self._on_a_blank_row() or (self._prompt is not None and not self._at_prompt)
+
+    def _on_a_blank_row(self) -> bool:
+        """This line's first key came with nothing before the cursor on its row."""
         return self._prompt is not None and not self._prompt[2].strip()
+
+    def _at_input_end(self) -> bool:
+        """Nothing stands right of the cursor on its row or below it."""
+        self._sync()
+        display, y, x = self.screen.display, self.screen.cursor.y, self.screen.cursor.x
+        return not display[y][x:].strip() and not any(row.strip() for row in display[y + 1:])
 
     @property
     def prompt(self) -> str:
@@ -316,6 +340,10 @@ class LineTracker:
             return False
         tail = " ".join(line.split())[-40:]
         return not tail or not " ".join(row[:x].split()).endswith(tail)
+
+    def quiet_after(self, since: float, quiet: float) -> bool:
+        """Output came after `since`, then nothing for `quiet` seconds."""
+        return self._output_at > since and time.monotonic() - self._output_at >= quiet
 
     def entered(self) -> None:
         """Enter went through: the next key starts a new line."""

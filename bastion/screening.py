@@ -42,6 +42,9 @@ ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just 
 # running): the shell shows it once it prompts, and would not run it any sooner.
 TYPEAHEAD_WAIT = 10.0
 CLEAR_WAIT = 3.0  # longest the shell may take to show that a denied line is gone
+MAX_INTERRUPTS = 3  # the interrupt key is sent again while the shell keeps the line
+INTERRUPT_AGAIN_QUIET = 0.2  # the shell redrew after the key and went quiet, the line still there
+INTERRUPT_AGAIN_AFTER = 1.0  # or said nothing at all
 MAX_QUEUED = 16 * 1024 * 1024  # input queued behind a held command (more than an SSH window)
 # Full-screen programs: their keys are not shell lines (launching them was screened). A program
 # that draws the alternate screen without being one of these (printf, tmux, screen) is not exempt.
@@ -271,6 +274,7 @@ class ScreeningStage(SessionStage):
         """A key that may run the line: read the line, decide, then release or discard."""
         tracker = self._tracker
         assert tracker is not None
+        tracker.rebound = bool(self._scope.keys_changed)
         deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
         while not tracker.echoed() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -440,14 +444,22 @@ class ScreeningStage(SessionStage):
             io.end(f"bastion: session ended: the denied line cannot be cleared safely after "
                    f"`{self._scope.interrupt_trapped}` changed what Ctrl-C does")
             return
-        since = time.monotonic()
+        since = sent = time.monotonic()
         io.to_target(info.interrupt_key)
-        deadline = since + CLEAR_WAIT
-        while not tracker.line_cleared(line, since) and time.monotonic() < deadline:
+        interrupts = 1
+        while not tracker.line_cleared(line, since):
+            now = time.monotonic()
+            if now - since >= CLEAR_WAIT:
+                io.end("bastion: session ended: a denied line could not be cleared at the prompt")
+                return
+            if interrupts < MAX_INTERRUPTS and (tracker.quiet_after(sent, INTERRUPT_AGAIN_QUIET)
+                                                or now - sent >= INTERRUPT_AGAIN_AFTER):
+                # The shell answered the key and kept the line: a line editor in the middle of a
+                # key sequence (vi mode's Esc) takes the first Ctrl-C as the end of that sequence.
+                sent = now
+                io.to_target(info.interrupt_key)
+                interrupts += 1
             await asyncio.sleep(0.01)
-        if not tracker.line_cleared(line, since):
-            io.end("bastion: session ended: a denied line could not be cleared at the prompt")
-            return
         tracker.entered()
         self._pending = ""
         self._held = None

@@ -817,6 +817,15 @@ def _bindkey(walker: _Walker, argv: list[Word], command: Command, depth: int) ->
                         subshell=False)
 
 
+def _zle(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
+    values = _values(argv[1:])
+    if values and all(v in ("-l", "-L", "-la", "-lL") for v in values):
+        return
+    # A widget defined or replaced (zle -N self-insert, zle-line-init) runs on keys that look
+    # plain, and can change the line without a key binding.
+    walker.scope.keys_changed = "zle " + " ".join(values)[:60]
+
+
 def _set_builtin(walker: _Walker, argv: list[Word], command: Command, depth: int) -> None:
     values = _values(argv[1:])
     for index, value in enumerate(values):
@@ -989,7 +998,8 @@ _BUILTINS: dict[str, Callable[[_Walker, list[Word], Command, int], None]] = {
     "unset": _unset, "export": _declare, "declare": _declare, "typeset": _declare, "local": _declare,
     "readonly": _declare, "read": _read, "mapfile": _assigns_last, "readarray": _assigns_last,
     "getopts": _assigns_last, "printf": _printf, "let": _let, "trap": _trap, "bind": _bind,
-    "bindkey": _bindkey, "set": _set_builtin, "stty": _stty, "fc": _fc, "r": _fc, "complete": _complete,
+    "bindkey": _bindkey, "zle": _zle,
+    "set": _set_builtin, "stty": _stty, "fc": _fc, "r": _fc, "complete": _complete,
     "compgen": _complete, "print": _print, "hash": _hash, "find": _find, "sed": _sed, "awk": _awk,
     "gawk": _awk, "mawk": _awk, "nawk": _awk,
 }

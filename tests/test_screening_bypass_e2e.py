@@ -279,6 +279,18 @@ def test_a_denied_line_is_gone_whatever_the_line_editor(terminal: Terminal) -> N
     assert (folder / "keep").exists()
 
 
+def test_a_denied_line_is_gone_when_vi_mode_still_reads_an_escape(terminal: Terminal) -> None:
+    """Decided while readline waits to see whether Esc starts a longer key: the first Ctrl-C
+    only ends that wait, and the line is still there."""
+    folder = sentinel()
+    terminal.run("set -o vi; export EDITOR=true VISUAL=true")
+    assert terminal.usable()
+    for _ in range(3):
+        raw_attempt(terminal, f"rm -rf {folder}\x1bv".encode())
+        assert terminal.usable()
+    assert (folder / "keep").exists()
+
+
 def test_an_interrupt_key_that_no_longer_interrupts_ends_the_session(terminal: Terminal) -> None:
     folder = sentinel()
     terminal.run("stty -isig; bind '\"\\C-c\": accept-line'")
@@ -405,6 +417,23 @@ def test_backspace_is_a_character_in_cooked_mode(box: Sandbox, setup: str) -> No
         assert term.usable()
         raw_attempt(term, f"echo {folder}\x08# ; rm -rf {folder}\r".encode())
         assert (folder / "keep").exists()
+    finally:
+        term.close()
+
+
+@pytest.mark.parametrize("setup", ["exec sh", "set +o emacs +o vi"])
+def test_lines_typed_ahead_without_line_editing_run(box: Sandbox, setup: str) -> None:
+    """Each line's keys reach the shell before the terminal echoed the previous Enter: the
+    echo of the keys comes first on their row, the prompt after it."""
+    term = Terminal(box).start()
+    try:
+        term.run(setup)
+        term.run("PS1='by''p> '")
+        assert term.usable()
+        term.pane.send_raw(b"echo one-$((6*7))\recho two-$((6*7))\recho three-$((6*7))\r")
+        screen = term.pane.wait_for("three-42")
+        assert "bastion:" not in screen, screen
+        assert term.usable()
     finally:
         term.close()
 

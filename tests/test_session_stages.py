@@ -491,3 +491,63 @@ def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi$ ")
     assert tracker.submitted() == SubmittedLine("echo hi")
+
+
+def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
+    """Keys that reach the bastion before the echo of the previous Enter start on that row."""
+    tracker = LineTracker(80, 24)
+    tracker.output(b"# ")
+    tracker.typed(b"PS1=x")
+    tracker.output(b"PS1=x")
+    tracker.entered()
+    tracker.typed(b"echo hi")  # before the terminal echoed the Enter
+    tracker.output(b"\r\necho hi$ ")
+    assert tracker.echoed()
+    assert tracker.submitted() == SubmittedLine("echo hi")
+
+
+def test_text_a_line_editor_holds_after_typed_ahead_keys_is_not_ignored() -> None:
+    """A widget that fills the line and leaves the cursor before the text (zsh's zle-line-init
+    with CURSOR=0): the keys come first on screen, but the line runs what follows them too."""
+    tracker = LineTracker(80, 24)
+    tracker.output(b"\r\n")
+    tracker.typed(b"echo hi")
+    tracker.output(b"echo hi; rm -rf /x\r\x1b[7C")
+    line = tracker.submitted()
+    assert line.unsure, line
+
+
+def test_typed_ahead_keys_after_rebinding_must_show_exactly() -> None:
+    """A widget behind a plain key can append to the line: after a rebinding, text after the
+    keys is not taken for a prompt."""
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ sleep 1\r\n")
+    tracker.typed(b"echo hi")
+    tracker.output(b"echo hi; rm -rf /x #")
+    assert tracker.submitted() == SubmittedLine("echo hi")  # the shape of a prompt after the keys
+    tracker.rebound = True
+    assert tracker.submitted().unsure
+
+
+def test_typed_ahead_keys_after_the_previous_output() -> None:
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ echo two")
+    tracker.typed(b"echo two")
+    tracker.entered()
+    tracker.typed(b"echo three")  # before the Enter's echo: the command's output comes first
+    tracker.output(b"\r\ntwo\r\necho three$ ")
+    assert tracker.echoed()
+    assert tracker.submitted() == SubmittedLine("echo three")
+
+
+def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
+    """Keys that came while a leaving line editor had echo off: the new shell's prompt only."""
+    tracker = LineTracker(80, 24)
+    tracker.output(b"$ exec sh")
+    tracker.typed(b"exec sh")
+    tracker.entered()
+    tracker.typed(b"PS1=x")
+    assert not tracker.echoed()
+    tracker.output(b"\r\n# ")
+    assert tracker.echoed()
+    assert tracker.submitted() == SubmittedLine("PS1=x")

@@ -158,6 +158,9 @@ def test_keys_and_terminal_changes_are_noticed() -> None:
     assert session("stty -echo").echo_off and not session("stty -echo", "stty echo").echo_off
     assert session("bind '\"\\C-x\": accept-line'").keys_changed
     assert not session("bind -p").keys_changed
+    assert session("zle -N zle-line-init").keys_changed
+    assert session("zle -N self-insert my-insert").keys_changed
+    assert not session("zle -l").keys_changed
     assert not session("set +H").history_expansion
 
 
