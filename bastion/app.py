@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bastion.approvals import ApprovalRequest, ApprovalStore
-from bastion.audit import AuditLog
+from bastion.auth.login import SSO
+from bastion.auth.oidc import OIDCClient
+from bastion.auth.sso import Directory
 from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
-from bastion.decisions import Notify, ScreeningContext
+from bastion.core.policy import Identity
+from bastion.core.rules import CommandRequest, RulesHolder
+from bastion.core.stored import stored_command
 from bastion.errors import BastionError, ConfigError
-from bastion.keys import KeyStore
-from bastion.login import SSO
-from bastion.masking import MaskingSettings, MaskingStage
-from bastion.notify import Notifier
-from bastion.oidc import OIDCClient
-from bastion.pipeline import SessionStage
-from bastion.policy import Identity
-from bastion.recording import RecordingPolicy, RecordingStage
-from bastion.rules import CommandRequest, RulesHolder
-from bastion.screening import ScreeningStage
-from bastion.server import BastionState
-from bastion.sftpgate import SftpGateStage
-from bastion.sso import Directory
-from bastion.stored import stored_command
-from bastion.web import COOKIE_KEY, SignedCookies, WebService
+from bastion.ssh.keys import KeyStore
+from bastion.ssh.server import BastionState
+from bastion.stages.decisions import Notify, ScreeningContext
+from bastion.stages.masking import MaskingSettings, MaskingStage
+from bastion.stages.pipeline import SessionStage
+from bastion.stages.recording import RecordingPolicy, RecordingStage
+from bastion.stages.screening import ScreeningStage
+from bastion.stages.sftpgate import SftpGateStage
+from bastion.state.approvals import ApprovalRequest, ApprovalStore
+from bastion.state.audit import AuditLog
+from bastion.web.notify import Notifier
+from bastion.web.service import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore

@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncssh
 
+from bastion.auth.oidc import OIDCSettings
+from bastion.core.masker import DETECTOR_NAMES
 from bastion.errors import ConfigError
-from bastion.masker import DETECTOR_NAMES
-from bastion.oidc import OIDCSettings
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

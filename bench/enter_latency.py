@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bastion.demo import DEMO_RULES as RULES
-from bastion.sandbox import Sandbox
+from bastion.demo.command import DEMO_RULES as RULES
+from bastion.demo.sandbox import Sandbox
 
 _unread = {"buf": b""}  # what a read brought after the needle: the next wait starts there
 

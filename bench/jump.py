@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bastion.demo import DEMO_RULES
-from bastion.openssh import OpenSSHServer
-from bastion.sandbox import Sandbox
+from bastion.demo.command import DEMO_RULES
+from bastion.demo.openssh import OpenSSHServer
+from bastion.demo.sandbox import Sandbox
 
 LOG_LINE = "2026-11-28T14:00:00.123Z INFO api request handled path=/v1/items/42 status=200 ms=12"
 

@@ -7,7 +7,7 @@ import os
 import random
 import time
 
-from bastion.masker import SecretMasker
+from bastion.core.masker import SecretMasker
 
 
 def realistic_output(size: int, seed: int = 1) -> bytes:

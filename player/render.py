@@ -9,7 +9,7 @@ import pyte
 from rich.style import Style
 from rich.text import Text
 
-from player.printable import printable_cell
+from recorder.printable import printable_cell
 
 _HEX = re.compile(r"^[0-9a-fA-F]{6}$")
 _NAMES = {"brown": "yellow", "brightblack": "bright_black", "brightred": "bright_red",

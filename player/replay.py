@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pyte
 
-from player.printable import printable
 from recorder.asciicast import Cast, Event
+from recorder.printable import printable
 
 KEYFRAME_SECONDS = 5.0
 KEYFRAME_BYTES = 256 * 1024

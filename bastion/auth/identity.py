@@ -1,0 +1,34 @@
+"""Which bastion user an identity from the provider acts as."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from bastion.auth.oidc import Identity
+from bastion.config import UserConfig
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+class SignInRefused(Exception):
+    pass
+
+
+def resolve_approver(identity: Identity, users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
+    """The bastion user an identity acts as, and its groups (the provider's and the config's).
+
+    A config user with `oidc_subject` is that subject and no one else; a config user without
+    one is whoever the provider names so (documented: bind subjects for certainty).
+    """
+    for user in users.values():
+        if user.oidc_subject is not None and user.oidc_subject == identity.subject:
+            return user.name, user.groups | identity.groups
+    if not _NAME.match(identity.username):
+        raise SignInRefused(
+            f"the provider's user name {identity.username!r} is not a valid bastion user name"
+        )
+    user = users.get(identity.username)
+    if user is not None and user.oidc_subject is not None:
+        raise SignInRefused(f"user {identity.username!r} is bound to a different identity at the provider")
+    return identity.username, identity.groups | (user.groups if user else frozenset())

@@ -1,0 +1,162 @@
+"""`bastion rules check` and `bastion approvals ...`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from bastion.config import BastionConfig
+from bastion.core.masker import mask_text
+from bastion.core.rules import KINDS, CommandRequest, Verdict, load_rules
+from bastion.errors import ConfigError
+from bastion.stages.sftpgate import normal_path
+from bastion.state.approvals import ApprovalError, ApprovalStore
+from recorder.printable import printable
+from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
+
+
+def register(
+    main: click.Group, config_option: Callable[..., object], load: Callable[[Path], BastionConfig]
+) -> None:
+    @main.group()
+    def rules() -> None:
+        """Command rules: test them without a session."""
+
+    @rules.command("check", epilog="Exit status: 0 allow or log, 1 deny, 3 approve or unsure (the line "
+                   "could not be read with certainty), 2 the config or the rules could not be loaded.")
+    @config_option  # type: ignore[misc]
+    @click.option("--user", required=True, help="Bastion user (their groups come from the config).")
+    @click.option("--target", required=True)
+    @click.option("--login", required=True)
+    @click.option("--kind", type=click.Choice(KINDS), default="exec", show_default=True)
+    @click.option("--group", "groups", multiple=True, help="Extra group memberships (e.g. from SSO).")
+    @click.argument("command", nargs=-1, required=True)
+    def rules_check(config_path: Path, user: str, target: str, login: str, kind: str,
+                    groups: tuple[str, ...], command: tuple[str, ...]) -> None:
+        """Say which rule decides COMMAND and why (after `--`); the exit status says it too. With
+        --kind sftp, COMMAND is `sftp` (the subsystem) or an operation and its paths:
+        `remove /etc/hosts`."""
+        try:
+            config = load(config_path)
+        except click.ClickException as exc:
+            raise CannotCheck(exc.message) from None
+        is_operation = kind == "sftp" and command[0] in SFTP_OPERATIONS
+        request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command),
+                                 operation=command[0] if is_operation else "",
+                                 paths=tuple(normal_path(p) for p in command[1:]) if is_operation else ())
+        click.get_current_context().exit(check_status(check_rules(config, request)))
+
+    @main.group()
+    def approvals() -> None:
+        """Approval requests of held commands."""
+
+    def store(config_path: Path) -> ApprovalStore:
+        return ApprovalStore(load(config_path).state_db)
+
+    @approvals.command("list")
+    @config_option  # type: ignore[misc]
+    @click.option("--all", "everything", is_flag=True, help="Any state (the last 100).")
+    def approvals_list(config_path: Path, everything: bool) -> None:
+        """Pending requests (or, with --all, the most recent ones in any state)."""
+        approvals = store(config_path)
+        for request in approvals.recent(100) if everything else approvals.pending():
+            left = max(0, int(request.expires - time.time()))
+            status = f"{left}s left" if request.state == "pending" else request.state
+            click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "
+                       f"rule={request.rule}  needs {request.approvals_needed} of "
+                       f"{','.join(request.approvers)}  {status}  {mask_text(request.command)!r}")
+
+    @approvals.command("show")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    def approvals_show(config_path: Path, request_id: str) -> None:
+        """Everything about REQUEST_ID: who, where, the command, the screen, each decision."""
+        show_request(store(config_path), request_id)
+
+    def decide(config_path: Path, request_id: str, approver: str, decision: str) -> None:
+        config = load(config_path)
+        user = config.users.get(approver)
+        groups = user.groups if user else frozenset()
+        try:
+            state = ApprovalStore(config.state_db).decide(request_id, approver, decision, groups=groups)
+        except ApprovalError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{request_id}: {decision} recorded by {approver}; request is {state}")
+
+    @approvals.command("approve")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
+    def approvals_approve(config_path: Path, request_id: str, approver: str) -> None:
+        """Approve REQUEST_ID as a member of one of its approver groups."""
+        decide(config_path, request_id, approver, "approve")
+
+    @approvals.command("deny")
+    @config_option  # type: ignore[misc]
+    @click.argument("request_id")
+    @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
+    def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:
+        """Deny REQUEST_ID."""
+        decide(config_path, request_id, approver, "deny")
+
+
+class CannotCheck(click.ClickException):
+    """`rules check` could not decide at all: its own exit status, apart from a denial's."""
+
+    exit_code = 2
+
+
+def check_rules(config: BastionConfig, request: CommandRequest) -> Verdict:
+    """Decide `request` with the config's rules (the user's groups from the config added) and
+    say which rule decided it and why."""
+    if config.rules_file is None:
+        raise CannotCheck(f"{config.path} sets no rules_file")
+    try:
+        ruleset = load_rules(config.rules_file)
+    except ConfigError as exc:
+        raise CannotCheck(exc.reason) from None
+    known = config.users.get(request.user)
+    if known is not None:
+        request = replace(request, groups=request.groups | known.groups)
+    verdict = ruleset.decide(request)
+    click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
+    if verdict.message:
+        click.echo(f"  message: {verdict.message}")
+    if verdict.action == "approve":
+        click.echo(f"  approvers: {', '.join(verdict.approvers)} ({verdict.approvals} needed, "
+                   f"waits {verdict.timeout}s)")
+    click.echo(f"  why: {verdict.why}")
+    return verdict
+
+
+def check_status(verdict: Verdict) -> int:
+    """`rules check`'s exit status, for scripts: 0 runs, 1 denied, 3 needs a person."""
+    if verdict.action == "deny":
+        return 1
+    if verdict.action == "approve" or verdict.unsure:
+        return 3
+    return 0
+
+
+def show_request(approvals: ApprovalStore, request_id: str) -> None:
+    """The request on the approver's terminal: what the session put in it (the command, the
+    screen, an identity) is shown escaped, never written raw."""
+    request = approvals.get(request_id)
+    if request is None:
+        raise click.ClickException(f"no approval request {request_id!r}")
+    state, decisions = approvals.state(request.id)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(request.created))
+    click.echo(f"request   {request.id} ({state})\nuser      {request.requester}\n"
+               f"target    {request.login}@{request.target}\nrule      {request.rule}\n"
+               f"approvers {request.approvals_needed} of {', '.join(request.approvers)}\n"
+               f"created   {when}\ncommand   {printable(mask_text(request.command) or '')}")
+    for approver, decision, identity in decisions:
+        click.echo(f"decision  {decision} by {approver}" + (f" ({printable(identity)})" if identity else ""))
+    if request.screen:
+        click.echo("screen when submitted:")
+        for line in request.screen.split("\n"):
+            click.echo(f"  | {printable(line)}")

@@ -1,0 +1,416 @@
+"""Command rules: which commands are allowed, denied, logged or held for approval. Pure.
+
+A rules file holds ordered `[[rule]]` tables. For every simple command a line would run (see
+`bastion.core.shellscope`), the first rule in scope that matches decides; commands no rule matches
+get the target's default action. The line's verdict is the strictest of its commands':
+deny > approve > log > allow.
+
+A word the bastion cannot know (a variable from the environment, a command's output, a glob)
+may or may not match a rule's `program` or `args`. When a rule that *may* match comes before
+the one that decides, and would be stricter, the line is unsure: `when_unsure` applies.
+
+An sftp session is decided twice: the subsystem as a whole (rules of kind "sftp" without `sftp`
+or `paths`), then each operation (rules with them), once per path it names: renaming a file
+out of a protected folder is renaming a protected file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.config import parse_duration, read_toml
+from bastion.core.shellscope import Analysis, SimpleCommand, analyze
+from bastion.core.shellwords import Match, match_glob
+from bastion.errors import ConfigError
+from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
+
+ACTIONS = ("allow", "log", "approve", "deny")
+STRICTNESS = {action: rank for rank, action in enumerate(ACTIONS)}
+KINDS = ("exec", "shell", "sftp", "forward")
+UNSURE_POLICIES = ("default", "allow", "approve", "deny")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str
+    message: str = ""
+    command: re.Pattern[str] | None = None
+    programs: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    kinds: frozenset[str] = frozenset({"exec", "shell"})
+    targets: tuple[str, ...] = ()
+    logins: tuple[str, ...] = ()
+    groups: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    approvers: tuple[str, ...] = ()
+    approvals: int = 1
+    timeout: int = 300
+    line: int = 0
+    operations: frozenset[str] = frozenset()  # sftp operations; with `paths`: an operation rule
+    paths: tuple[str, ...] = ()
+
+    @property
+    def screens_operations(self) -> bool:
+        return bool(self.operations or self.paths)
+
+    def in_scope(self, request: CommandRequest) -> bool:
+        if request.kind not in self.kinds:
+            return False
+        if self.targets and not any(fnmatch.fnmatchcase(request.target, t) for t in self.targets):
+            return False
+        if self.logins and not any(fnmatch.fnmatchcase(request.login, p) for p in self.logins):
+            return False
+        return not (self.groups or self.users) or bool(
+            request.user in self.users or self.groups & request.groups
+        )
+
+    def matches(self, part: SimpleCommand | None, line: str) -> Match:
+        """YES, NO, or MAYBE when the answer hangs on a word the bastion cannot know."""
+        if part is None:  # sftp, forwards, assignments only: no program to match
+            if self.programs or self.args or self.screens_operations:
+                return Match.NO
+            return Match.YES if self.command is None or self.command.search(line) else Match.NO
+        result = Match.YES
+        if self.programs:
+            if part.program:
+                if not any(fnmatch.fnmatchcase(part.program, p) for p in self.programs):
+                    return Match.NO
+            else:
+                result = Match.MAYBE
+        for pattern in self.args:
+            best = max((match_glob(a, pattern) for a in part.args), key=lambda m: m.value, default=Match.NO)
+            if best is Match.NO:
+                return Match.NO
+            result = min(result, best, key=lambda m: m.value)
+        if self.command is not None and not self.command.search(part.text):
+            # A `command` regex reads the words as typed, values this session assigned
+            # substituted: what an expansion would produce is for `program` and `args` rules.
+            return Match.NO
+        return result
+
+    def matches_operation(self, request: CommandRequest, path: str) -> bool | None:
+        """Whether this rule decides an sftp operation on `path`; None when that cannot be told:
+        a path the target resolves from its own working directory, or none, against globs."""
+        if not self.screens_operations:
+            return False
+        if self.operations and request.operation not in self.operations:
+            return False
+        if self.command is not None and not self.command.search(request.command):
+            return False
+        if not self.paths:
+            return True
+        if not path.startswith("/"):
+            return None
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths)
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    user: str
+    groups: frozenset[str]
+    target: str
+    login: str
+    kind: str
+    command: str
+    unsure: bool = False  # the bastion could not tell exactly what was submitted
+    why: str = ""  # ... and why not
+    analysis: Analysis | None = None  # the line read in its session's scope (else: a fresh one)
+    operation: str = ""  # an sftp operation (see recorder.sftp.OPERATIONS); "" for the subsystem
+    paths: tuple[str, ...] = ()  # the operation's paths, absolute and normalised where known
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str
+    rule: str | None
+    message: str = ""
+    part: str = ""
+    approvers: tuple[str, ...] = ()
+    approvals: int = 1
+    timeout: int = 300
+    unsure: bool = False
+    why: str = ""
+
+    def describe(self) -> str:
+        by = f"rule {self.rule!r}" if self.rule else "the target's default"
+        text = f"{self.action} by {by}"
+        if self.part:
+            text += f" (on: {self.part})"
+        if self.unsure:
+            text += " [unsure what was submitted]"
+        return text
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    default_action: str = "allow"
+    target_defaults: tuple[tuple[str, str], ...] = ()  # (target glob, action), first match wins
+    when_unsure: str = "default"
+    path: Path | None = None
+
+    def default_for(self, target: str) -> str:
+        for pattern, action in self.target_defaults:
+            if fnmatch.fnmatchcase(target, pattern):
+                return action
+        return self.default_action
+
+    def decide(self, request: CommandRequest) -> Verdict:
+        scoped = [rule for rule in self.rules if rule.in_scope(request)]
+        if request.kind == "sftp" and request.operation:
+            return self._decide_operation(request, scoped)
+        verdicts: list[Verdict] = []
+        reasons: list[str] = [request.why] if request.unsure and request.why else []
+        unsure = request.unsure
+        parts: list[SimpleCommand | None] = [None]
+        if request.kind in ("exec", "shell"):
+            analysis = request.analysis or analyze(request.command)
+            reasons += analysis.unsure
+            if analysis.incomplete and request.kind == "exec":
+                reasons.append(f"the command is not complete ({analysis.incomplete})")
+            unsure = unsure or bool(reasons)
+            parts = list(analysis.commands) or [None]
+        whole = " ".join(request.command.split())
+        for part in parts:
+            part_text = part.text if part is not None else whole
+            decided: Verdict | None = None
+            maybe: list[Rule] = []
+            for rule in scoped:
+                match = rule.matches(part, whole)
+                if match is Match.YES:
+                    decided = self._by(rule, part_text, request)
+                    break
+                if match is Match.MAYBE:
+                    maybe.append(rule)
+            if decided is None:
+                decided = self._by(None, part_text, request)
+            stricter = [r for r in maybe if STRICTNESS[r.action] > STRICTNESS[decided.action]]
+            if stricter:
+                unsure = True
+                reasons.append(f"{part_text!r} may match rule {stricter[0].name!r}")
+            verdicts.append(decided)
+        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        if unsure:
+            verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
+        return verdict
+
+    def _decide_operation(self, request: CommandRequest, scoped: list[Rule]) -> Verdict:
+        unsure = request.unsure
+        reasons = [request.why or "the request could not be read exactly"] if unsure else []
+        verdicts: list[Verdict] = []
+        for path in request.paths or ("",):
+            decided: Rule | None = None
+            for rule in scoped:
+                match = rule.matches_operation(request, path)
+                if match is None:
+                    unsure = True  # this rule might apply: the verdict cannot be certain
+                    if path:
+                        reasons.append(f"{path!r} is resolved by the target: rule {rule.name!r} may apply")
+                elif match:
+                    decided = rule
+                    break
+            part = f"{request.operation} {shlex.quote(path)}" if path else request.operation
+            verdicts.append(self._by(decided, part, request))
+        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        if unsure:
+            verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
+        return verdict
+
+    def _by(self, rule: Rule | None, part: str, request: CommandRequest) -> Verdict:
+        if rule is None:
+            return Verdict(self.default_for(request.target), None, part=part, why="no rule matched")
+        return Verdict(rule.action, rule.name, rule.message, part, rule.approvers, rule.approvals,
+                       rule.timeout, why=f"rule at line {rule.line}")
+
+    def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest, reasons: str) -> Verdict:
+        policy = self.when_unsure
+        if policy == "default":
+            approving = [r for r in self.rules if r.action == "approve" and
+                         (not r.targets or any(fnmatch.fnmatchcase(request.target, t) for t in r.targets))]
+            policy = "approve" if approving else "allow"
+            approvers = approving[0].approvers if approving else ()
+        else:
+            approvers = next((r.approvers for r in scoped if r.action == "approve"), ())
+        if STRICTNESS[verdict.action] >= STRICTNESS[policy]:
+            return Verdict(verdict.action, verdict.rule, verdict.message, verdict.part, verdict.approvers,
+                           verdict.approvals, verdict.timeout, unsure=True,
+                           why=f"{verdict.why}; unsure: {reasons}")
+        return Verdict(policy, "when_unsure", f"the bastion cannot tell what this runs: {reasons}",
+                       verdict.part, approvers or verdict.approvers, unsure=True,
+                       why=f"when_unsure: {reasons}")
+
+
+def _rule_lines(text: str) -> list[int]:
+    return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rule]]"]
+
+
+def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str = "") -> RuleSet:
+    where = str(path) if path else "rules"
+    lines = _rule_lines(text)
+    unknown = set(data) - {"rule", "defaults", "targets"}
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {sorted(unknown)[0]!r} (expected [[rule]], [defaults], [targets.NAME])"
+        )
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{where}: [defaults] must be a table")
+    extra = set(defaults) - {"action", "when_unsure"}
+    if extra:
+        raise ConfigError(f"{where}: [defaults]: unknown key {sorted(extra)[0]!r}")
+    default_action = defaults.get("action", "allow")
+    if default_action not in ("allow", "log", "deny", "approve"):
+        raise ConfigError(f"{where}: [defaults] action: must be one of {', '.join(ACTIONS)}")
+    when_unsure = defaults.get("when_unsure", "default")
+    if when_unsure not in UNSURE_POLICIES:
+        raise ConfigError(f"{where}: [defaults] when_unsure: must be one of {', '.join(UNSURE_POLICIES)}")
+    target_defaults = []
+    for name, table in data.get("targets", {}).items():
+        if not isinstance(table, Mapping) or set(table) - {"default"} or table.get("default") not in ACTIONS:
+            raise ConfigError(f"{where}: [targets.{name}]: expected default = one of {', '.join(ACTIONS)}")
+        target_defaults.append((name, table["default"]))
+    rules = []
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"{where}: rule must be written [[rule]]")
+    names: set[str] = set()
+    for index, raw in enumerate(raw_rules):
+        line = lines[index] if index < len(lines) else 0
+        rule = _rule(raw, f"{where}:{line}" if line else f"{where}: rule {index + 1}", line)
+        if rule.name in names:
+            raise ConfigError(f"{where}:{line}: a rule named {rule.name!r} exists already")
+        names.add(rule.name)
+        rules.append(rule)
+    return RuleSet(tuple(rules), default_action, tuple(target_defaults), when_unsure, path)
+
+
+RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",
+             "groups", "users", "approvers", "approvals", "timeout", "sftp", "paths"}
+# Kinds whose requests are commands: a rule for them needs program, args or command (the rest
+# of a rule is scope). An sftp or forward rule may leave them out: the kind itself is what it
+# matches (every transfer, every forward).
+COMMAND_KINDS = {"exec", "shell"}
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key}: expected a string or a list of strings")
+    return tuple(value)
+
+
+def _rule(raw: Any, where: str, line: int) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: a rule must be a table")
+    extra = set(raw) - RULE_KEYS
+    if extra:
+        raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r}")
+    name, action = raw.get("name"), raw.get("action")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: every rule needs a name")
+    if action not in ACTIONS:
+        raise ConfigError(f"{where}: rule {name!r}: action must be one of {', '.join(ACTIONS)}")
+    command = None
+    if "command" in raw:
+        try:
+            command = re.compile(raw["command"])
+        except (re.error, TypeError) as exc:
+            reason = f"command is not a valid regular expression ({exc})"
+            raise ConfigError(f"{where}: rule {name!r}: {reason}") from None
+    kinds, operations, paths = _kinds(raw, f"{where}: rule {name!r}")
+    approvers = _strings(raw, "approvers", where)
+    if action == "approve" and not approvers:
+        raise ConfigError(f"{where}: rule {name!r}: an approve rule needs approvers (groups)")
+    approvals = raw.get("approvals", 1)
+    if not isinstance(approvals, int) or approvals < 1:
+        raise ConfigError(f"{where}: rule {name!r}: approvals must be a positive number")
+    timeout = parse_duration(raw.get("timeout", "5m"), where=f"{where}: rule {name!r} timeout")
+    message = raw.get("message", "")
+    if not isinstance(message, str):
+        raise ConfigError(f"{where}: rule {name!r}: message must be a string")
+    programs, args = _strings(raw, "program", where), _strings(raw, "args", where)
+    if not (programs or args or (command and command.pattern)) and COMMAND_KINDS & set(kinds):
+        # Left out by mistake, it would decide every command (a deny rule: a deny-all).
+        raise ConfigError(f"{where}: rule {name!r}: says nothing about which commands it matches:"
+                          ' set program, args or command (program = "*" if every command is meant)')
+    return Rule(
+        name=name, action=action, message=message, command=command,
+        programs=programs, args=args,
+        kinds=frozenset(kinds), targets=_strings(raw, "targets", where),
+        logins=_strings(raw, "logins", where),
+        groups=frozenset(_strings(raw, "groups", where)),
+        users=frozenset(_strings(raw, "users", where)),
+        approvers=approvers, approvals=approvals, timeout=timeout, line=line,
+        operations=frozenset(operations), paths=paths,
+    )
+
+
+def _kinds(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The rule's kinds, sftp operations and path globs; operations and paths imply kind sftp."""
+    kinds = _strings(raw, "kinds", where)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ConfigError(f"{where}: unknown kind {bad[0]!r} (kinds: {', '.join(KINDS)})")
+    operations, paths = _operations(raw, where)
+    if not (operations or paths):
+        return kinds or ("exec", "shell"), (), ()
+    if "program" in raw or "args" in raw:
+        raise ConfigError(f"{where}: sftp and paths screen sftp operations, program and args screen"
+                          " commands: write two rules")
+    if set(kinds) - {"sftp"}:
+        raise ConfigError(f"{where}: sftp and paths apply to kind sftp only"
+                          ' (leave kinds out, or write kinds = ["sftp"])')
+    return ("sftp",), operations, paths
+
+
+def _operations(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    operations = _strings(raw, "sftp", where)
+    if "sftp" in raw and not operations:
+        raise ConfigError(f"{where}: sftp: name at least one operation ({', '.join(SFTP_OPERATIONS)})")
+    unknown = [op for op in operations if op not in SFTP_OPERATIONS]
+    if unknown:
+        raise ConfigError(f"{where}: sftp: unknown operation {unknown[0]!r}"
+                          f" (operations: {', '.join(SFTP_OPERATIONS)})")
+    paths = _strings(raw, "paths", where)
+    if "paths" in raw and not paths:
+        raise ConfigError(f"{where}: paths: name at least one path glob")
+    # Operations are matched on absolute paths: a glob that starts otherwise could never match.
+    relative = [p for p in paths if not p.startswith(("/", "*", "?", "["))]
+    if relative:
+        raise ConfigError(f"{where}: paths: {relative[0]!r} can never match: sftp paths are matched"
+                          " absolute (start the glob with / or *)")
+    return operations, paths
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Read a rules file; every mistake names the file, the line and what is wrong."""
+    data, text = read_toml(path, "rules")
+    return parse_rules(data, path=path, text=text)
+
+
+@dataclass
+class RulesHolder:
+    """The rules in force; `reload` and `use` swap them only when the new file is valid."""
+
+    rules: RuleSet = field(default_factory=RuleSet)
+    path: Path | None = None
+
+    def reload(self) -> RuleSet:
+        if self.path is not None:
+            self.rules = load_rules(self.path)
+        return self.rules
+
+    def use(self, path: Path | None) -> RuleSet:
+        """The rules of `path` from now on (none: no rules file, no screening)."""
+        self.rules = load_rules(path) if path is not None else RuleSet()
+        self.path = path
+        return self.rules

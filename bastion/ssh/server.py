@@ -1,0 +1,521 @@
+"""The SSH edges: the outer server users jump through and the inner server per jump.
+
+These classes only ask: the config who a key belongs to, the policy whether a jump or login is
+allowed, `connect_upstream` for a logged-in target connection. The session's bytes are
+`SessionRelay`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncssh
+from asyncssh.forward import SSHForwarder
+
+from bastion.auth.login import SSO
+from bastion.auth.oidc import DeviceAuthorization, OIDCError
+from bastion.auth.sso import SSOError
+from bastion.config import BastionConfig, TargetConfig
+from bastion.core.policy import Identity, decide_login, decide_target
+from bastion.errors import BastionError, UpstreamAuthError
+from bastion.ssh.certs import new_session_id
+from bastion.ssh.keys import KeyStore
+from bastion.ssh.relay import InnerSession, SessionRelay
+from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
+from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
+from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
+from bastion.state.audit import AuditLog
+
+# OpenSSH clients decide the cipher on hops where they are the client; we accept what they
+# offer (chacha20 included), minus SHA-1 and CBC. Strict kex (Terrapin) is on in asyncssh.
+SERVER_ALGORITHMS: dict[str, list[str]] = {
+    "encryption_algs": [
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com",
+        "aes128-ctr",
+        "aes192-ctr",
+        "aes256-ctr",
+    ],
+    "mac_algs": [
+        "hmac-sha2-256-etm@openssh.com",
+        "hmac-sha2-512-etm@openssh.com",
+        "hmac-sha2-256",
+        "hmac-sha2-512",
+    ],
+    "compression_algs": ["none"],
+}
+SUBSYSTEMS = frozenset({"sftp"})
+StageFactory = Callable[[], list[SessionStage]]
+
+
+class Service(Protocol):
+    """Something else the bastion runs on its loop (the web service): started before the SSH
+    listener, stopped after the sessions."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class BastionState:
+    """What every connection shares: config, keys, log, the stage factory, live sessions."""
+
+    config: BastionConfig
+    keys: KeyStore
+    audit: AuditLog
+    stages: StageFactory = list
+    forward_gate: Callable[[Identity, TargetConfig, str, str], str | None] | None = None
+    reload_hooks: list[Callable[[], None]] = field(default_factory=list)
+    on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    sso: SSO | None = None
+    connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
+    relays: set[SessionRelay] = field(default_factory=set)
+
+
+def _peer(conn: asyncssh.SSHServerConnection) -> str:
+    peer = conn.get_extra_info("peername") or ("?", 0)
+    return f"{peer[0]}:{peer[1]}"
+
+
+class OuterServer(asyncssh.SSHServer):
+    """The hop users authenticate to. It serves ProxyJump's direct-tcpip and nothing else."""
+
+    def __init__(self, state: BastionState) -> None:
+        self._state = state
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._identity: Identity | None = None
+        self._client = "?"
+        self._client_version = ""
+        self._device: DeviceAuthorization | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._client = _peer(conn)
+        self._state.connections.add(conn)
+        self._state.audit.event("connection_opened", client=self._client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._state.connections.discard(self._conn)
+            self._state.identities.pop(self._conn, None)
+        self._state.audit.event(
+            "connection_closed",
+            client=self._client,
+            user=self._identity.user if self._identity else None,
+            reason=str(exc) if exc else None,
+        )
+
+    def begin_auth(self, username: str) -> bool:
+        assert self._conn is not None
+        self._client_version = str(self._conn.get_extra_info("client_version", ""))
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def _revoked(self, username: str, method: str) -> bool:
+        sso = self._state.sso
+        if sso is not None and sso.directory.revoked(username):
+            self._auth_failed(username, method, "user revoked")
+            return True
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        user = self._state.config.users.get(username)
+        ok = user is not None and any(
+            key.public_data == known.public_data for known in user.keys
+        )
+        if ok and user is not None and not self._revoked(username, "publickey"):
+            self._identity = Identity(user=username, groups=user.groups, method="publickey")
+            return True
+        if not ok:
+            self._auth_failed(username, "publickey", "unknown key")
+        return False
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # Asked only for certificates; asyncssh then checks principal == username and validity.
+        if key.public_data != self._state.keys.login_ca.public_data:
+            self._auth_failed(username, "certificate", "unknown certificate authority")
+            return False
+        sso = self._state.sso
+        user = self._state.config.users.get(username)
+        groups = user.groups if user else frozenset()
+        if sso is not None:
+            refusal = sso.certificate_refusal(username, getattr(self._conn, "presented_certificate", None))
+            if refusal is not None:
+                self._auth_failed(username, "certificate", refusal)
+                return False
+            groups = sso.groups(username)
+        self._identity = Identity(user=username, groups=groups, method="certificate")
+        return True
+
+    # -- single sign-on inside ssh: keyboard-interactive carrying a device code -------------------
+
+    def kbdint_auth_supported(self) -> bool:
+        sso = self._state.sso
+        return sso is not None and sso.device is not None
+
+    async def get_kbdint_challenge(  # type: ignore[override]
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        sso = self._state.sso
+        assert sso is not None
+        if sso.directory.revoked(username):
+            self._auth_failed(username, "sso", "user revoked")
+            return False
+        try:
+            self._device = await sso.start_device()
+        except OIDCError as exc:
+            self._auth_failed(username, "sso", f"identity provider: {exc}")
+            return False
+        self._state.audit.event("sso_login_started", client=self._client, user=username,
+                                user_code=self._device.user_code)
+        # No prompts: OpenSSH shows the instruction and waits while the bastion polls.
+        return "bastion sign-in", self._device.instructions() + "\n", "", []
+
+    async def validate_kbdint_response(  # type: ignore[override]
+        self, username: str, responses: list[str]
+    ) -> bool:
+        sso, device = self._state.sso, self._device
+        if sso is None or device is None:
+            return False
+        self._device = None  # one code, one use
+        try:
+            user, groups = await sso.finish_device(device, username, self._client)
+        except SSOError as exc:
+            self._auth_failed(username, "sso", str(exc))
+            if self._conn is not None:
+                self._conn.send_auth_banner(f"bastion: sign-in failed: {exc}\n")
+            return False
+        self._identity = Identity(user=user, groups=groups, method="sso")
+        return True
+
+    def _auth_failed(self, username: str, method: str, reason: str) -> None:
+        self._state.audit.event(
+            "auth_failed", client=self._client, user=username, method=method, reason=reason
+        )
+
+    def auth_completed(self) -> None:
+        assert self._identity is not None
+        if self._conn is not None:
+            self._state.identities[self._conn] = self._identity
+        self._state.audit.event(
+            "auth_succeeded",
+            client=self._client,
+            user=self._identity.user,
+            method=self._identity.method,
+            client_version=self._client_version,
+        )
+
+    def session_requested(self) -> bool:
+        # No shell on the bastion itself: it only carries jumps.
+        return False
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> asyncssh.SSHServerConnection:
+        assert self._identity is not None
+        state, identity = self._state, self._identity
+        target = state.config.find_target(dest_host, dest_port)
+        if target is None:
+            reason = f"{dest_host}:{dest_port} is not a configured target"
+        else:
+            decision = decide_target(identity, target)
+            reason = "" if decision else decision.reason
+        if target is None or reason:
+            state.audit.event(
+                "jump_refused", client=self._client, user=identity.user,
+                destination=f"{dest_host}:{dest_port}", reason=reason,
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}"
+            )
+        session_id = new_session_id()
+        state.audit.event(
+            "jump_allowed", client=self._client, user=identity.user,
+            target=target.name, session=session_id,
+        )
+        jump = Jump(
+            state=state, identity=identity, target=target, session_id=session_id,
+            client=self._client, client_version=self._client_version,
+        )
+        options = asyncssh.SSHServerConnectionOptions(
+            server_factory=lambda: InnerServer(jump),
+            server_host_keys=[(state.keys.inner_host_key, state.keys.target_host_certificate(target))],
+            line_editor=False,
+            encoding=None,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            login_timeout=state.config.login_timeout,
+            keepalive_interval=0,
+            config=None,
+            **SERVER_ALGORITHMS,  # type: ignore[arg-type]
+        )
+        return InnerServerConnection(asyncio.get_running_loop(), options)
+
+
+@dataclass
+class Jump:
+    """One direct-tcpip channel: who, to where, under which session id."""
+
+    state: BastionState
+    identity: Identity
+    target: TargetConfig
+    session_id: str
+    client: str
+    client_version: str
+    channels: int = 0
+
+
+class InnerServer(asyncssh.SSHServer):
+    """The SSH server the user's inner connection reaches, speaking for the target."""
+
+    def __init__(self, jump: Jump) -> None:
+        self._jump = jump
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._upstream: UpstreamConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._upstream is not None:
+            self._upstream.close()
+
+    async def begin_auth(self, username: str) -> bool:
+        """Decide the login and log in upstream *now*, so a refusal is a plain auth failure."""
+        jump, audit = self._jump, self._jump.state.audit
+        fields = {"user": jump.identity.user, "target": jump.target.name, "login": username,
+                  "session": jump.session_id}
+        decision = decide_login(jump.identity, jump.target, username)
+        if not decision:
+            audit.event("login_refused", reason=decision.reason, **fields)
+            self._banner(f"bastion: {decision.reason}")
+            return True
+        try:
+            self._upstream = await connect_upstream(
+                target=jump.target, login=username, user=jump.identity.user,
+                session_id=jump.session_id, keys=jump.state.keys,
+                settings=jump.state.config.certificates,
+                port_forwarding=jump.state.config.session.allow_port_forwarding,
+            )
+        except BastionError as exc:
+            hint = PRINCIPALS_HINT if isinstance(exc, UpstreamAuthError) else None
+            audit.event("upstream_failed", error=exc.code, reason=exc.reason, hint=hint, **fields)
+            self._banner(f"bastion: {exc.reason}")
+            return True
+        spec = self._upstream.spec
+        audit.event("upstream_connected", key_id=spec.key_id, serial=spec.serial, **fields)
+        return False
+
+    def _banner(self, line: str) -> None:
+        if self._conn is not None:
+            self._conn.send_auth_banner(line + "\r\n")
+
+    # After a refusal every method fails: the client sees an ordinary "Permission denied".
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False
+
+    def session_requested(self) -> SessionRelay | bool:  # type: ignore[override]
+        if self._upstream is None:
+            return False
+        jump, upstream = self._jump, self._upstream
+        state = jump.state
+        jump.channels += 1
+        info = SessionInfo(
+            session_id=jump.session_id if jump.channels == 1 else f"{jump.session_id}.{jump.channels}",
+            channel=jump.channels,
+            user=jump.identity.user,
+            target=jump.target.name,
+            login=upstream.login,
+            client_address=jump.client,
+            client_version=jump.client_version,
+            kind="shell",
+            key_id=upstream.spec.key_id,
+            serial=upstream.spec.serial,
+            groups=jump.identity.groups,
+        )
+        relay = SessionRelay(
+            info=info,
+            upstream=upstream.conn,
+            pipeline=SessionPipeline(state.stages()),
+            env_allow=state.config.session.env_allow,
+            on_end=self._session_ended,
+        )
+        state.relays.add(relay)
+        if state.sso is not None:
+            state.sso.directory.session_started(info.session_id, info.user, info.target, info.login)
+        state.audit.event(
+            "session_started", session=info.session_id, user=info.user, target=info.target,
+            login=info.login, client=info.client_address, key_id=info.key_id,
+        )
+        return InnerSession(relay, allow_subsystems=SUBSYSTEMS)  # type: ignore[return-value]
+
+    def _session_ended(self, relay: SessionRelay) -> None:
+        state, info = self._jump.state, relay.info
+        state.relays.discard(relay)
+        if state.sso is not None:
+            state.sso.directory.session_ended(info.session_id)
+        state.audit.event(
+            "session_ended", session=info.session_id, user=info.user, target=info.target,
+            login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
+            key_id=info.key_id, bytes_in=relay.bytes_in, bytes_out=relay.bytes_out,
+            duration=round(time.monotonic() - relay.started, 3), exit_status=relay.exit_status,
+            exit_signal=relay.exit_signal[0] if relay.exit_signal else None,
+            markers=relay.markers or None, reason=relay.end_reason,
+        )
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> object:
+        """`ssh -L` inside the jump: refused unless the config allows port forwarding."""
+        jump = self._jump
+        gate = jump.state.forward_gate
+        refusal = None
+        if gate is not None and self._upstream is not None:
+            refusal = gate(jump.identity, jump.target, self._upstream.login, f"{dest_host}:{dest_port}")
+        if refusal:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+        if not jump.state.config.session.allow_port_forwarding or self._upstream is None:
+            jump.state.audit.event(
+                "forward_refused", session=jump.session_id, user=jump.identity.user,
+                target=jump.target.name, destination=f"{dest_host}:{dest_port}",
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "bastion: port forwarding is disabled"
+            )
+        upstream = self._upstream.conn
+
+        async def forward() -> SSHForwarder:
+            _, peer = await upstream.create_connection(SSHForwarder, dest_host, dest_port)
+            return SSHForwarder(peer)  # type: ignore[arg-type]
+
+        return forward()
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+
+class Bastion:
+    """The running service: listen, serve, and stop gracefully."""
+
+    def __init__(self, state: BastionState) -> None:
+        self.state = state
+        self._server: asyncio.Server | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._ending: set[asyncssh.SSHServerConnection] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        config = self.state.config
+        loop = asyncio.get_running_loop()
+        for hook in self.state.on_start:
+            hook(loop)
+        for service in self.state.services:
+            await service.start()
+        if self.state.sso is not None:
+            self.state.sso.directory.clear_sessions()
+            self.state.sso.publish_krl()
+            self._watcher = loop.create_task(self.state.sso.watch_revocations(self.end_user))
+        # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
+        # IGNORE padding (see bastion.ssh.transport), so the listener is made here.
+        options = asyncssh.SSHServerConnectionOptions(
+            server_factory=lambda: OuterServer(self.state),
+            server_host_keys=[self.state.keys.bastion_host_key],
+            allow_pty=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            login_timeout=config.login_timeout,
+            encoding=None,
+            config=None,
+            **SERVER_ALGORITHMS,  # type: ignore[arg-type]
+        )
+        self._server = await loop.create_server(
+            lambda: OuterServerConnection(loop, options),
+            config.listen_host,
+            config.listen_port,
+            reuse_address=True,
+        )
+        self.state.audit.event(
+            "bastion_started", listen=f"{config.listen_host}:{self.port}",
+            targets=sorted(config.targets),
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let sessions finish for `grace` seconds; then close what is left."""
+        if self._server is not None:
+            self._server.close()
+        self.state.audit.event("bastion_stopping", live_sessions=len(self.state.relays), grace=grace)
+        deadline = time.monotonic() + grace
+        while self.state.relays and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for relay in list(self.state.relays):
+            relay.end("bastion: the bastion is shutting down")
+        # Let the clients read that line and close by themselves before we cut them off.
+        deadline = time.monotonic() + 2
+        while self.state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.state.connections):
+            conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
+        await asyncio.sleep(0)
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for service in self.state.services:
+            await service.stop()
+        for hook in self.state.on_stop:
+            hook()
+        self.state.audit.event("bastion_stopped")
+
+    def end_user(self, user: str) -> None:
+        """A revoked user: end their sessions with a message, then drop their connections."""
+        for relay in [r for r in self.state.relays if r.info.user == user]:
+            self.state.audit.event("session_revoked", session=relay.info.session_id, user=user)
+            relay.end("bastion: your access has been revoked")
+        loop = asyncio.get_running_loop()
+        for conn, identity in list(self.state.identities.items()):
+            if identity.user == user and conn not in self._ending:
+                self._ending.add(conn)
+                # A moment for the session's message to reach the client, then the connection goes.
+                loop.call_later(1.0, self._disconnect, conn)
+
+    def _disconnect(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._ending.discard(conn)
+        conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read what can change without dropping sessions (the rules file and its
+        rules); the hooks log what else changed and needs a restart."""
+        for hook in self.state.reload_hooks:
+            hook()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop with the configured grace period."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await stop.wait()
+        await self.stop(self.state.config.grace_period)

@@ -1,0 +1,166 @@
+"""One session's command decisions, shared by the stages that screen: each is asked of the
+rules, logged (`command_decision`), marked in the recording, and, when a rule wants approval,
+held until enough approvers said yes (or no, or the request expired or was cancelled).
+What is stored of a command (audit, approval request, marker) is masked and bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bastion.core.rules import CommandRequest, RulesHolder, Verdict
+from bastion.core.shellscope import Analysis
+from bastion.core.stored import StoredCommand, stored_command
+from bastion.stages.pipeline import SessionInfo, SessionIO, Stream
+from bastion.state.approvals import ApprovalRequest, ApprovalStore
+from bastion.state.audit import AuditLog
+
+POLL = 0.25
+CANCEL_HINT = " - Ctrl-C to cancel"
+
+# Tells approvers (chat); returns what could not be reached, e.g. ["slack: HTTP 500"].
+Notify = Callable[[ApprovalRequest], Awaitable[list[str]]]
+
+
+@dataclass
+class ScreeningContext:
+    rules: RulesHolder
+    approvals: ApprovalStore | None
+    audit: AuditLog
+    notify: Notify | None = None
+
+
+MARKER_LABELS = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}
+
+
+class CommandDecisions:
+    """Decides, logs and marks one session's commands, and holds them for approval."""
+
+    def __init__(self, context: ScreeningContext, info: SessionInfo, io: SessionIO) -> None:
+        self._ctx, self._info, self._io = context, info, io
+        self._request: str | None = None
+        self._cancelled = ""  # why a wait for approval must end (Ctrl-C, the session ending)
+        self._wake = asyncio.Event()
+        self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
+        self.before_end: Callable[[], None] | None = None  # as a hold ends: the screener reports dropped keys
+
+    def decide(self, kind: str, command: str, *, analysis: Analysis | None = None, unsure: bool = False,
+               why: str = "", operation: str = "", paths: tuple[str, ...] = ()) -> Verdict:
+        info = self._info
+        verdict = self._ctx.rules.rules.decide(CommandRequest(
+            user=info.user, groups=info.groups, target=info.target, login=info.login, kind=kind,
+            command=command, unsure=unsure, why=why, analysis=analysis, operation=operation, paths=paths))
+        stored = stored_command(command)
+        part = stored if verdict.part == command else stored_command(verdict.part)
+        self._ctx.audit.event(
+            "command_decision", session=info.session_id, user=info.user, target=info.target,
+            login=info.login, kind=kind, **stored.fields(), operation=operation or None,
+            action=verdict.action, rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None,
+            why=stored_command(verdict.why).text if verdict.unsure else None)
+        self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
+        return verdict
+
+    def mark(self, verdict: Verdict, command: str) -> None:
+        rule = f" [{verdict.rule}]" if verdict.rule else ""
+        label = MARKER_LABELS[verdict.action]
+        unsure = " (unsure)" if verdict.unsure else ""
+        decided, self._decided = self._decided, None
+        stored = decided[1] if decided is not None and decided[0] is command else stored_command(command)
+        self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
+
+    async def await_approval(self, verdict: Verdict, command: str, *, screen: str, interactive: bool,
+                             hint: str = CANCEL_HINT) -> tuple[bool, str]:
+        """Hold until approved (True) or denied/expired/cancelled (False, why). The user is told
+        on the terminal when `interactive`, on stderr otherwise. `screen` is stored as given
+        (masked by the caller)."""
+        store, info, io = self._ctx.approvals, self._info, self._io
+        if store is None:
+            return False, "approvals are not configured on this bastion"
+        stored = stored_command(command)
+        request = store.create(session=info.session_id, requester=info.user, target=info.target,
+                               login=info.login, command=command, rule=verdict.rule or "",
+                               approvers=verdict.approvers, approvals=verdict.approvals,
+                               timeout=verdict.timeout, screen=screen)
+        self._request, self._cancelled = request.id, ""
+        minutes = max(1, round(verdict.timeout / 60))
+        # At a prompt the status goes on a line of its own; otherwise it goes to stderr.
+        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
+                  f"{hint}\r\n").encode()
+        if interactive:
+            io.to_client(b"\r\n" + status)
+        else:
+            io.to_client(status, Stream.STDERR)
+        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
+        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
+                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
+        notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
+                     if self._ctx.notify is not None else None)
+        seen = 0
+        self._wake.clear()
+        try:
+            while True:
+                if self._cancelled:
+                    self._cancel_request(self._cancelled)  # unless the session's end did already
+                    return False, "cancelled"
+                state, decisions = store.state(request.id)
+                for approver, decision, identity in decisions[seen:]:
+                    io.marker("approval-decision", f"{request.id} {decision} by {approver}"
+                                                   + (f" ({identity})" if identity else ""))
+                seen = len(decisions)
+                if state != "pending":
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL)
+        finally:
+            if self.before_end is not None:
+                self.before_end()
+            if notifying is not None and not notifying.done():
+                notifying.cancel()
+        self._request = None
+        who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
+        io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
+        self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
+                              by=who or None)
+        if state == "approved":
+            return True, f"approved by {who}"
+        return False, f"{state} by {who}" if who else state
+
+    async def _notify(self, request: ApprovalRequest, interactive: bool) -> None:
+        assert self._ctx.notify is not None
+        info, io = self._info, self._io
+        failed = await self._ctx.notify(request)
+        self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
+                              failed=failed or None)
+        if not failed:
+            io.marker("approval-notified", request.id)
+        if failed:
+            io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
+            line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
+                    f" request {request.id} still waits\r\n").encode()
+            io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+
+    def cancel(self, reason: str) -> None:
+        """End a wait for approval (Ctrl-C): the request is cancelled, the waiter told at once."""
+        self._cancelled = reason
+        self._wake.set()
+
+    def _cancel_request(self, reason: str) -> None:
+        """The pending request can never be approved now (Ctrl-C, or the session ended)."""
+        request, self._request = self._request, None
+        store, info = self._ctx.approvals, self._info
+        if request is None or store is None:
+            return
+        if self.before_end is not None:
+            self.before_end()
+        if not store.cancel(request):
+            return  # decided or expired a moment before: the hold reports that
+        self._io.marker("approval-cancelled", f"{request} ({reason})")
+        self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,
+                              user=info.user, reason=reason)
+
+    def end(self) -> None:
+        """The session is over: a request still waiting is cancelled."""
+        self._cancel_request("session ended")
+        self.cancel("session ended")

@@ -1,0 +1,121 @@
+"""Secret masking as a session stage."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+
+from bastion.config import MaskingConfig
+from bastion.core.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector, use_for_text
+from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from recorder.transfers import ScpTransferParser
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    enabled: bool = True
+    sinks: str = "both"  # "both": the user's screen and the recording; "recording": only the recording
+    disable: tuple[str, ...] = ()
+    hold_seconds: float = 0.03
+    custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
+
+    @classmethod
+    def from_config(cls, config: MaskingConfig) -> MaskingSettings:
+        return cls(enabled=config.enabled, sinks=config.sinks, disable=config.disable,
+                   hold_seconds=config.hold_ms / 1000, custom=config.custom)
+
+    def detectors(self) -> tuple[Detector, ...]:
+        return _detectors(self.disable, self.custom)
+
+    @property
+    def pem(self) -> bool:
+        return "private-key" not in self.disable
+
+    def make_masker(self) -> SecretMasker:
+        return SecretMasker(self.detectors(), pem=self.pem)
+
+    def apply_to_text(self) -> None:
+        """Commands stored in headers, the index, the log and chat go through these detectors
+        too (even with the streams' masking off: a stored secret would outlive the session)."""
+        use_for_text(self.detectors(), pem=self.pem)
+
+
+@functools.lru_cache(maxsize=16)
+def _detectors(disable: tuple[str, ...], custom: tuple[tuple[str, str, int], ...]) -> tuple[Detector, ...]:
+    """The same settings give the same detector objects, so maskers share compiled prefilters."""
+    chosen = [d for d in BUILTIN_DETECTORS if d.name not in disable]
+    return (*chosen, *(custom_detector(name, regex, group) for name, regex, group in custom))
+
+
+class MaskingStage(SessionStage):
+    """Masks the output before the user and the recorder see it (one masker per stream).
+
+    A tail the masker holds (a secret that may still be being written) is released after
+    `hold_seconds` without further output, so a prompt or an echo never waits longer.
+    """
+
+    name = "masker"
+
+    def __init__(self, settings: MaskingSettings) -> None:
+        self._settings = settings
+        self._maskers = {stream: settings.make_masker() for stream in Stream}
+        self._io: SessionIO | None = None
+        self._timers: dict[Stream, asyncio.TimerHandle] = {}
+        self._transfer = False
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        self._io = io
+        # File transfers carry files, not terminal output: masking would silently change the
+        # files (and, where a mask changes the byte count, break the protocol's framing).
+        # Their contents are not recorded either; the recorder keeps transfer markers.
+        self._transfer = is_file_transfer(info)
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        if self._transfer:
+            return data
+        masker = self._maskers[stream]
+        result = masker.feed(data)
+        self._report(result.masked)
+        timer = self._timers.pop(stream, None)
+        if timer is not None:
+            timer.cancel()
+        if masker.holding:
+            loop = asyncio.get_running_loop()
+            self._timers[stream] = loop.call_later(self._settings.hold_seconds, self._release, stream)
+        return result.data
+
+    def _release(self, stream: Stream) -> None:
+        self._timers.pop(stream, None)
+        result = self._maskers[stream].flush()
+        self._report(result.masked)
+        if result.data and self._io is not None:
+            self._io.release_output_after(self, result.data, stream)
+
+    def _report(self, names: list[str]) -> None:
+        if self._io is not None:
+            for name in names:
+                self._io.marker("masked", name)
+
+    def flush_output(self, stream: Stream) -> bytes:
+        if self._transfer:
+            return b""
+        timer = self._timers.pop(stream, None)
+        if timer is not None:
+            timer.cancel()
+        result = self._maskers[stream].flush()
+        self._report(result.masked)
+        return result.data
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+def is_file_transfer(info: SessionInfo) -> bool:
+    """sftp (the subsystem), scp (either protocol's remote end) and rsync's server side."""
+    if info.kind == "subsystem":
+        return True
+    command = (info.command or "").strip() if info.kind == "exec" else ""
+    return ScpTransferParser.is_scp(command) or (command.startswith("rsync ") and " --server" in command)

@@ -1,0 +1,198 @@
+"""The recorder as a session stage: every session's bytes become an asciicast recording."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from bastion.core.hidden import HiddenInput
+from bastion.core.masker import MaskResult, SecretMasker, mask_text
+from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from bastion.state.audit import AuditLog
+from recorder.transfers import ScpTransferParser, SftpTransferParser
+from recorder.writer import Recorder, RecordingFailed, SessionRecording
+
+DEFAULT_SIZE = (80, 24)
+
+
+@dataclass(frozen=True)
+class RecordingPolicy:
+    on_failure: str = "refuse"  # "refuse": no recording, no session; "continue": explicit opt-out
+
+
+class RecordingStage(SessionStage):
+    """Records output, input, resizes, transfers and the exit; file contents are never kept."""
+
+    name = "recorder"
+
+    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog,
+                 *, masker: SecretMasker | None = None, input_masker: SecretMasker | None = None) -> None:
+        self._recorder = recorder
+        self._masker = masker  # set when masking applies to the recording only
+        # Set whenever masking is on: a token pasted at a prompt, or a secrets file sent on
+        # stdin, is recorded masked. What reaches the target is never changed. The masker holds
+        # a possible secret until the next keystroke shows what it is (no timer: a token typed
+        # by hand, key by key, is still seen whole).
+        self._input_masker = input_masker
+        self._hidden = HiddenInput(self._hidden_input)
+        self._echo_timer: asyncio.TimerHandle | None = None
+        self._policy = policy
+        self._audit = audit
+        self._rec: SessionRecording | None = None
+        self._info: SessionInfo | None = None
+        self._sftp: SftpTransferParser | None = None
+        self._scp: ScpTransferParser | None = None
+        self._stream = Stream.STDOUT
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    @property
+    def recording(self) -> SessionRecording | None:
+        return self._rec
+
+    def start(self, info: SessionInfo, io: SessionIO) -> None:
+        self._info = info
+        self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
+        width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
+        # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
+        command = mask_text(info.command) if info.kind == "exec" else info.subsystem
+        metadata = {
+            "session_id": info.session_id, "user": info.user, "login": info.login,
+            "target": info.target, "client_address": info.client_address,
+            "client_version": info.client_version, "kind": info.kind, "pty": info.has_pty,
+            "key_id": info.key_id, "serial": info.serial,
+        }
+        if info.subsystem:
+            metadata["subsystem"] = info.subsystem
+        try:
+            self._rec = self._recorder.open(
+                session_id=info.session_id, width=width or DEFAULT_SIZE[0],
+                height=height or DEFAULT_SIZE[1], term=info.term_type, command=command,
+                metadata=metadata,
+                index_fields={"user": info.user, "login": info.login, "target": info.target,
+                              "client": info.client_address, "kind": info.kind, "command": command},
+            )
+        except OSError as exc:
+            reason = f"cannot write recording: {exc.strerror or exc}"
+            self._audit.event("recording_failed", session=info.session_id, reason=reason)
+            if self._policy.on_failure == "continue":
+                return
+            raise OSError(reason) from None
+        if self._policy.on_failure != "continue":
+            self._rec.on_error = lambda reason: io.end(f"bastion: session ended: recorder failed: {reason}")
+        self._rec.on_backlog = lambda full: (io.hold_output if full else io.release_output)("recorder")
+        if info.subsystem == "sftp":
+            self._sftp = SftpTransferParser(self._rec.marker)
+        elif info.kind == "exec" and ScpTransferParser.is_scp(info.command):
+            self._scp = ScpTransferParser(info.command or "", self._rec.marker)
+
+    def _usable(self) -> SessionRecording | None:
+        """The recording, unless it failed under the explicit `continue` policy."""
+        rec = self._rec
+        if rec is not None and rec.error is not None:
+            if self._policy.on_failure != "continue":
+                raise RecordingFailed(rec.error)
+            self._rec = rec = None
+        return rec
+
+    def on_input(self, data: bytes) -> bytes:
+        self._bytes_in += len(data)
+        rec = self._usable()
+        if rec is None:
+            return data
+        if self._sftp is not None:
+            self._sftp.client.feed(data)
+        elif self._scp is not None:
+            self._scp.from_client(data)
+        else:
+            self._record_input(rec, self._hidden.input(data, time.monotonic()))
+        return data
+
+    def _record_keys(self, rec: SessionRecording, keys: bytes) -> None:
+        """Keys the hidden-input check let through: masked, then recorded."""
+        if keys and self._input_masker is not None:
+            keys = self._mask_input(rec, self._input_masker.feed(keys))
+        if keys:
+            rec.input(keys)
+
+    def _record_input(self, rec: SessionRecording, keys: bytes) -> None:
+        self._record_keys(rec, keys)
+        deadline = self._hidden.deadline
+        if deadline is not None and self._echo_timer is None:
+            # A line waits for its echo: decide it at its deadline even if no output comes.
+            delay = max(0.0, deadline - time.monotonic())
+            self._echo_timer = asyncio.get_running_loop().call_later(delay, self._echo_deadline)
+
+    def _echo_deadline(self) -> None:
+        self._echo_timer = None
+        rec = self._rec
+        if rec is not None and rec.error is None:
+            self._record_input(rec, self._hidden.due(time.monotonic()))
+
+    @staticmethod
+    def _mask_input(rec: SessionRecording, result: MaskResult) -> bytes:
+        for name in result.masked:
+            rec.marker("masked", f"{name} (input)")
+        return result.data
+
+    def _hidden_input(self, keystrokes: int) -> None:
+        if self._rec is not None and self._rec.error is None:
+            self._rec.marker("hidden-input", f"{keystrokes} keystrokes")
+
+    def on_output(self, data: bytes, stream: Stream) -> bytes:
+        self._bytes_out += len(data)
+        rec = self._usable()
+        if rec is None:
+            return data
+        if self._sftp is not None:
+            self._sftp.server.feed(data)
+            return data
+        if self._scp is not None:
+            self._scp.from_server(data)
+            return data
+        if stream is not self._stream and self._info is not None and not self._info.has_pty:
+            # Non-pty sessions keep stdout and stderr apart: output after a `stderr` marker
+            # came from stderr until a `stdout` marker says otherwise.
+            self._stream = stream
+            rec.marker(stream.name.lower())
+        recorded = data
+        if self._masker is not None:
+            result = self._masker.feed(data)
+            recorded = result.data
+            for name in result.masked:
+                rec.marker("masked", name)
+        # Keys whose echo this is are recorded first: they came before it.
+        self._record_input(rec, self._hidden.output(recorded, time.monotonic()))
+        if recorded:
+            rec.output(recorded)
+        return data
+
+    def on_marker(self, kind: str, text: str) -> None:
+        rec = self._usable()
+        if rec is not None:
+            rec.marker(kind, text)
+
+    def on_resize(self, width: int, height: int) -> None:
+        rec = self._usable()
+        if rec is not None:
+            rec.resize(width, height)
+
+    def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        if self._echo_timer is not None:
+            self._echo_timer.cancel()
+            self._echo_timer = None
+        if self._rec is not None and self._rec.error is None:
+            self._record_keys(self._rec, self._hidden.flush(time.monotonic()))
+            if self._input_masker is not None:
+                typed = self._mask_input(self._rec, self._input_masker.flush())
+                if typed:
+                    self._rec.input(typed)
+            if self._masker is not None:
+                tail = self._masker.flush()
+                if tail.data:
+                    self._rec.output(tail.data)
+        if self._rec is not None:
+            self._rec.close(exit_status=exit_status, exit_signal=exit_signal,
+                            bytes_in=self._bytes_in, bytes_out=self._bytes_out)
+

@@ -1,0 +1,46 @@
+"""One JSON line per event. Every value goes through json.dumps, so user-controlled strings
+(user names, commands, client versions) are escaped: no raw control characters reach a log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from bastion.core.masker import mask_text
+
+# Commands can carry secrets (mysql --password=S3cret): these fields are masked in every event.
+MASKED_FIELDS = ("command", "part")
+
+
+class AuditLog:
+    """Append-only JSON lines to a file (0600) or a stream."""
+
+    def __init__(self, stream: IO[str] | None = None, path: Path | None = None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os_open_append(path)
+            self._stream: IO[str] = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        else:
+            self._stream = stream or sys.stderr
+
+    def event(self, event: str, **fields: Any) -> None:
+        record = {"ts": round(time.time(), 3), "event": event}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        for key in MASKED_FIELDS:
+            if isinstance(record.get(key), str):
+                record[key] = mask_text(record[key])
+        line = json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
+        try:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            # The audit trail failing must not take the process down; stderr is the last resort.
+            sys.stderr.write(line + "\n")
+
+
+def os_open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

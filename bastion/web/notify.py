@@ -1,0 +1,176 @@
+"""Tell approvers in chat that a command waits for them: Slack, Mattermost, or any JSON webhook.
+
+A message says who, where, as which login, the command (masked, in a code block), the rule,
+and carries the link to the request's page. Link previews are turned off where the service
+allows it; the page itself changes nothing on GET either way. Each destination is retried
+with backoff; what finally failed is returned so the waiting user can be told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bastion.config import NotifyDestination
+from bastion.core.masker import mask_text
+from bastion.state.approvals import ApprovalRequest
+
+ATTEMPTS = 4
+FIRST_BACKOFF = 0.5
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+def _fence(command: str) -> str:
+    """The command in a code block no command can close early."""
+    return "```\n" + command.replace("```", "`\u200b``") + "\n```"
+
+
+def _minutes(request: ApprovalRequest) -> int:
+    return max(1, round((request.expires - time.time()) / 60))
+
+
+def _summary(request: ApprovalRequest) -> str:
+    return (
+        f"{request.requester} wants to run a command on {request.target} as {request.login}"
+        f" (request {request.id}, rule {request.rule or '-'})"
+    )
+
+
+def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+    """Slack incoming webhook, Block Kit."""
+    command = mask_text(request.command)
+    needed = f"{request.approvals_needed} approvals" if request.approvals_needed > 1 else "1 approval"
+    return {
+        "text": _summary(request),  # notifications and clients without blocks
+        "unfurl_links": False,
+        "unfurl_media": False,
+        "blocks": [
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": f"Approval needed: request {request.id}"},
+            },
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*User*\n{request.requester}"},
+                    {"type": "mrkdwn", "text": f"*Target*\n{request.target}"},
+                    {"type": "mrkdwn", "text": f"*Login*\n{request.login}"},
+                    {"type": "mrkdwn", "text": f"*Rule*\n{request.rule or '-'}"},
+                ],
+            },
+            {"type": "section", "text": {"type": "mrkdwn", "text": _fence(command)}},
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"Needs {needed} from {', '.join(request.approvers)};"
+                        f" expires in {_minutes(request)} min.",
+                    },
+                ],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Review request"},
+                        "url": link,
+                        "style": "primary",
+                        "action_id": "review",
+                    },
+                ],
+            },
+        ],
+    }
+
+
+def mattermost_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+    """Mattermost incoming webhook: Markdown text plus an attachment with the fields."""
+    command = mask_text(request.command)
+    return {
+        "text": f"#### Approval needed: request {request.id}\n{_fence(command)}\n"
+        f"[Review request {request.id}]({link})",
+        "attachments": [
+            {
+                "fallback": _summary(request),
+                "color": "#d97706",
+                "fields": [
+                    {"short": True, "title": "User", "value": request.requester},
+                    {"short": True, "title": "Target", "value": request.target},
+                    {"short": True, "title": "Login", "value": request.login},
+                    {"short": True, "title": "Rule", "value": request.rule or "-"},
+                    {
+                        "short": False,
+                        "title": "Approvers",
+                        "value": f"{request.approvals_needed} of {', '.join(request.approvers)},"
+                        f" expires in {_minutes(request)} min",
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def webhook_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+    """Any other receiver: one plain JSON object."""
+    return {
+        "event": "approval_requested",
+        "request": request.id,
+        "url": link,
+        "user": request.requester,
+        "target": request.target,
+        "login": request.login,
+        "command": mask_text(request.command),
+        "rule": request.rule,
+        "approvers": list(request.approvers),
+        "approvals_needed": request.approvals_needed,
+        "expires": request.expires,
+    }
+
+
+PAYLOADS = {"slack": slack_payload, "mattermost": mattermost_payload, "webhook": webhook_payload}
+
+
+@dataclass(frozen=True)
+class Failure:
+    destination: str
+    reason: str
+
+
+class Notifier:
+    def __init__(self, destinations: Sequence[NotifyDestination], *, backoff: float = FIRST_BACKOFF) -> None:
+        self.destinations = tuple(destinations)
+        self.backoff = backoff
+
+    async def notify(self, request: ApprovalRequest, link: str) -> list[Failure]:
+        """Post to every destination at once; the ones that still failed after the retries."""
+        if not self.destinations:
+            return []
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            results = await asyncio.gather(*(self._post(http, d, request, link) for d in self.destinations))
+        return [failure for failure in results if failure is not None]
+
+    async def _post(
+        self, http: aiohttp.ClientSession, destination: NotifyDestination, request: ApprovalRequest, link: str
+    ) -> Failure | None:
+        payload = PAYLOADS[destination.kind](request, link)
+        reason = ""
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                async with http.post(destination.url, json=payload) as response:
+                    if 200 <= response.status < 300:
+                        return None
+                    reason = f"HTTP {response.status}"
+                    if 400 <= response.status < 500 and response.status != 429:
+                        break  # a wrong URL or payload does not get better by retrying
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+        return Failure(destination.name, reason)

@@ -1,0 +1,266 @@
+"""The player: pure replay pipeline, and the Textual app driven by its Pilot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyte
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from textual.widgets import Static
+
+from player.app import PlayerApp, Recording, ReplayScreen, TerminalView
+from player.render import screen_text
+from player.replay import SafeScreen, Timeline, idle_capped, plain_lines, scaled
+from recorder.asciicast import CastEncoder, Event, build_header, load_cast
+from recorder.printable import printable, printable_cell
+from recorder.signing import RecordingKey
+from recorder.writer import Recorder
+from tests.support.memory import MemoryStore
+
+
+def make_cast(events: list[tuple[float, str, str]], width: int = 40, height: int = 10) -> bytes:
+    encoder = CastEncoder()
+    lines = [encoder.header(build_header(version=2, width=width, height=height, timestamp=0))]
+    for time_, code, data in events:
+        if code in "oi":
+            lines.append(encoder.data(time_, code, data.encode()))
+        elif code == "m":
+            lines.append(encoder.marker(time_, data))
+        elif code == "r":
+            w, h = data.split("x")
+            lines.append(encoder.resize(time_, int(w), int(h)))
+    return b"".join(lines)
+
+
+SESSION = [
+    (0.5, "o", "$ "), (1.0, "i", "ls\r"), (1.1, "o", "ls\r\nfile-a  file-b\r\n$ "),
+    (1.2, "m", "command: ls"), (30.0, "o", "echo needle\r\nneedle\r\n$ "), (31.0, "m", "denied: rm -rf /"),
+    (40.0, "r", "50x12"), (41.0, "o", "done\r\n"),
+]
+
+
+def test_idle_cap_and_speed() -> None:
+    events = [Event(t, "o", "x") for t in (1.0, 2.0, 30.0, 31.0)]
+    assert idle_capped(events, 2.0) == [1.0, 2.0, 4.0, 5.0]
+    assert idle_capped(events, None) == [1.0, 2.0, 30.0, 31.0]
+    assert scaled([2.0, 4.0], 2.0) == [1.0, 2.0]
+
+
+def test_timeline_markers_search_and_resize() -> None:
+    timeline = Timeline(load_cast(make_cast(SESSION)))
+    assert [m.label for m in timeline.markers] == ["command: ls", "denied: rm -rf /"]
+    assert timeline.next_marker(0).label == "command: ls"  # type: ignore[union-attr]
+    assert timeline.previous_marker(timeline.duration).label == "denied: rm -rf /"  # type: ignore[union-attr]
+    hits = timeline.search("NEEDLE")
+    assert timeline.cast.events[hits[0]].data.startswith("echo needle")
+    screen = timeline.screen_at(timeline.duration)
+    assert (screen.columns, screen.lines) == (50, 12)
+    assert "done" in plain_lines(screen)[4]
+
+
+@st.composite
+def recordings(draw: st.DrawFn) -> bytes:
+    chunks = draw(st.lists(st.sampled_from(["abc", "\r\n", "\x1b[2J", "\x1b[H", "xyz\r\n", "\x1b[31mred\x1b[0m",
+                                            "\x1b[5;5H*", "long line " * 9, "\x08\x08", "\t|"]),
+                           min_size=1, max_size=60))
+    events, t = [], 0.0
+    for chunk in chunks:
+        t += draw(st.floats(min_value=0, max_value=3))
+        events.append((t, "o", chunk))
+    return make_cast(events, width=30, height=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(recordings(), st.floats(min_value=0, max_value=1))
+def test_keyframe_seek_equals_replay_from_the_start(data: bytes, fraction: float) -> None:
+    import player.replay as replay
+
+    original = replay.KEYFRAME_BYTES
+    replay.KEYFRAME_BYTES = 20  # many keyframes, so seeks really start from them
+    try:
+        timeline = Timeline(load_cast(data))
+        timeline.screen_at(timeline.duration)  # the first pass makes the keyframes
+        target = timeline.duration * fraction
+        from_keyframe = plain_lines(timeline.screen_at(target))
+    finally:
+        replay.KEYFRAME_BYTES = original
+    fresh = Timeline(load_cast(data))
+    fresh._covered = len(fresh.cast.events)  # no keyframes: replay from the very start
+    assert from_keyframe == plain_lines(fresh.screen_at(target))
+
+
+HOSTILE = [
+    "\x1b]52;c;cm0gLXJmIC8=\x07",  # OSC 52: write the clipboard
+    "\x1b]0;owned title\x07\x1b]2;another\x1b\\",  # window titles
+    "\x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\",  # hyperlink
+    "\x1bP1$r0m\x1b\\", "\x1b_apc payload\x1b\\",  # DCS, APC
+    "\x1b[6n\x1b[c\x1b[>c\x1b[5n\x1b[18t",  # device queries
+    "\x1bc\x1b[!p",  # resets
+    "\u009b31mC1 CSI\u009d0;c1 title\u009c",  # 8-bit C1 controls
+    "echo \u202e/ fr- mr\u202c; e\u200bcho\r\n",  # a right-to-left override, a zero-width space
+    "visible text\r\n",
+    "\x1b]0;never terminated",  # unterminated OSC at the end
+]
+
+
+def test_hostile_recordings_are_harmless() -> None:
+    marker = (9.0, "m", "denied: \x1b]0;title\x07rm \u202e/")
+    timeline = Timeline(load_cast(make_cast([(i * 0.1, "o", s) for i, s in enumerate(HOSTILE)] + [marker])))
+    answered: list[str] = []
+    screen = timeline.screen_at(timeline.duration)
+    original = SafeScreen.write_process_input
+    try:
+        SafeScreen.write_process_input = lambda self, data: answered.append(data)  # type: ignore[method-assign]
+        timeline.advance(timeline.screen_after(0), 0, len(timeline.cast.events))
+    finally:
+        SafeScreen.write_process_input = original  # type: ignore[method-assign]
+    rendered = "".join(t.plain for t in screen_text(screen))
+    assert "visible text" in rendered
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u202e\u202c\u200b" for c in rendered)
+    assert timeline.markers[-1].label == "denied: \\x1b]0;title\\x07rm \\u202e/"  # shown, not obeyed
+    # The queries did reach the answering hook, and our screen's hook is not pyte's: it drops them.
+    assert answered
+    assert SafeScreen.write_process_input is not pyte.Screen.write_process_input
+
+
+def test_printable_escapes_what_a_terminal_would_obey() -> None:
+    hostile = "rm \x1b]0;title\x07 \u009b31m \udc9b2J \u202e/ \t\r\n é ü"
+    assert printable(hostile) == "rm \\x1b]0;title\\x07 \\x9b31m \\x9b2J \\u202e/ \\t\\r\\n é ü"
+    assert printable_cell("\x1b") == " " and printable_cell("\u202e") == " "
+    assert printable_cell("a\u202e") == "a" and printable_cell("é") == "é" and printable_cell("") == " "
+
+
+async def test_app_plays_seeks_and_searches(tmp_path: Path) -> None:
+    path = tmp_path / "s.cast"
+    path.write_bytes(make_cast(SESSION))
+    recording = Recording.open(path, None)
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert screen.position == 0
+        await pilot.press("right")
+        assert screen.position == 5
+        await pilot.press("left", "left")
+        assert screen.position == 0
+        await pilot.press("end")
+        assert screen.position == recording.timeline.duration
+        await pilot.press("home", "right_square_bracket")
+        assert screen.position == recording.timeline.markers[0].time
+        await pilot.press("right_square_bracket")
+        assert screen.position == recording.timeline.markers[1].time
+        await pilot.press("left_square_bracket")
+        assert screen.position == recording.timeline.markers[0].time
+        await pilot.press("plus", "plus")
+        assert screen.speed == 4.0
+        await pilot.press("minus")
+        assert screen.speed == 2.0
+        await pilot.press("home", "slash")
+        await pilot.press(*"needle", "enter")
+        assert screen.position == recording.timeline.times[4]
+        view = app.screen.query_one(TerminalView)
+        assert "needle" in str(view.content)
+        await pilot.press("space")
+        assert screen.playing
+        # No pause between: played for a guessed 0.3 s, a slow run reached the end, stopped by
+        # itself, and the second space started it again.
+        await pilot.press("space")
+        assert not screen.playing
+        await pilot.press("question_mark")
+        await pilot.press("escape")
+        banner = str(app.screen.query_one("#banner", Static).content)
+        assert "not verified" in banner
+
+
+async def test_banner_says_verified_or_tampered(tmp_path: Path) -> None:
+    key = RecordingKey.generate()
+    store = MemoryStore()
+    recorder = Recorder(store, None, key, flush_interval=0.01)
+    rec = recorder.open(session_id="s", width=40, height=10, term=None, command=None, metadata={},
+                        index_fields={})
+    rec.output(b"hello\r\n")
+    rec.close(exit_status=0)
+    recorder.stop()
+    cast, sig = store.read(rec.name)
+    good = tmp_path / "good.cast"
+    good.write_bytes(cast)
+    (tmp_path / "good.cast.sig").write_bytes(sig or b"")
+    bad = tmp_path / "bad.cast"
+    bad.write_bytes(cast.replace(b"hello", b"jello"))
+    (tmp_path / "bad.cast.sig").write_bytes(sig or b"")
+    for path, expected in ((good, "verified, signed by SHA256:"), (bad, "TAMPERED at event")):
+        app = PlayerApp(ReplayScreen(Recording.open(path, key)))
+        async with app.run_test(size=(100, 30)):
+            assert expected in str(app.screen.query_one("#banner", Static).content)
+
+
+def test_plays_a_recording_made_by_the_real_asciinema(tmp_path: Path) -> None:
+    if not (shutil.which("asciinema") and shutil.which("script")):
+        pytest.fail("asciinema and script are needed: run scripts/test")
+    path = tmp_path / "real.cast"
+    subprocess.run(["script", "-qec", f"asciinema rec -q -c 'echo hello-from-asciinema' {path}", "/dev/null"],
+                   check=True, capture_output=True, timeout=60)
+    timeline = Timeline(load_cast(path.read_bytes()))
+    assert any("hello-from-asciinema" in line for line in plain_lines(timeline.screen_at(timeline.duration)))
+
+
+async def test_sftp_sessions_show_what_they_did(tmp_path: Path) -> None:
+    encoder = CastEncoder()
+    header = build_header(version=2, width=80, height=24, timestamp=0, command="sftp",
+                          metadata={"user": "alice", "login": "root", "target": "db-1", "kind": "subsystem"})
+    data = b"".join([encoder.header(header), encoder.marker(1.0, "upload: /tmp/a 10 bytes"),
+                     encoder.marker(2.0, "rename: /tmp/a -> /tmp/b"), encoder.exit(3.0, 0)])
+    path = tmp_path / "sftp.cast"
+    path.write_bytes(data)
+    app = PlayerApp(ReplayScreen(Recording.open(path, None)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("end")
+        shown = str(app.screen.query_one(TerminalView).content)
+        assert "alice as root@db-1: sftp" in shown
+        assert "upload: /tmp/a 10 bytes" in shown and "rename: /tmp/a -> /tmp/b" in shown
+
+
+def test_browser_filter_words_fields_and_dates() -> None:
+    import time as _time
+
+    from player.app import _matches
+    from recorder.index import SessionRow
+
+    started = _time.mktime(_time.strptime("2026-11-20", "%Y-%m-%d")) + 3600
+    row = SessionRow(id="s1", name="n", user="alice", login="root", target="db-1", client=None, kind="shell",
+                     command=None, started=started, ended=None, duration=None, bytes_in=0, bytes_out=0,
+                     exit_status=None, exit_signal=None, markers={"upload": 1}, location=None, lines=None,
+                     chain=None, state="closed", error=None, verification=None)
+    assert _matches(row, "alice db-1")
+    assert _matches(row, "user:ali target:db marker:upl since:2026-11-20 until:2026-11-20")
+    assert not _matches(row, "user:bob")
+    assert not _matches(row, "marker:denied")
+    assert not _matches(row, "since:2026-11-21")
+    assert not _matches(row, "until:2026-11-19")
+
+
+async def test_keyframes_are_built_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "long.cast"
+    path.write_bytes(make_cast([(i * 0.5, "o", f"line {i}\r\n") for i in range(400)]))
+    recording = Recording.open(path, None)
+    assert len(recording.timeline.keyframes) == 1  # opening replays nothing
+    app = PlayerApp(ReplayScreen(recording))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(recording.timeline.keyframes) >= 30
+        await pilot.press("end")
+        assert "line 399" in str(app.screen.query_one(TerminalView).content)
+
+
+def test_absurd_sizes_are_clamped() -> None:
+    from bastion.core.linetrack import LineTracker
+
+    timeline = Timeline(load_cast(b'{"version": 2, "width": 1000000000, "height": 1000000000}\n[0.1, "o", "x"]\n'))
+    assert (timeline.width, timeline.height) == (1000, 1000)
+    tracker = LineTracker(10**9, 10**9)
+    tracker.resize(10**9, 1)
+    assert (tracker.screen.columns, tracker.screen.lines) == (1000, 5)

@@ -1,0 +1,254 @@
+"""Recordings of real sessions, read back by the real asciinema and by a terminal emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyte
+import pytest
+
+from bastion.demo.sandbox import Sandbox
+from recorder.asciicast import Cast, load_cast
+from tests.support.lab import LOGIN, Lab, eventually, need
+from tests.support.recordings import asciinema_cat, bastion_cli, recording_for
+from tests.support.tmux import TmuxPane
+
+pytestmark = pytest.mark.e2e
+
+
+def test_exec_recording_has_metadata_streams_and_exit(lab: Lab) -> None:
+    command = "echo to-stdout; echo to-stderr >&2; echo again; exit 3"
+    result = lab.ssh(f"{LOGIN}@db-1", command)
+    assert result.returncode == 3
+    path = recording_for(lab.sandbox, lambda e: e.get("command") == command)
+    data = path.read_bytes()
+    cast = load_cast(data)
+    meta = cast.header["bastion"]
+    assert cast.header["command"] == command
+    assert (meta["user"], meta["login"], meta["target"], meta["kind"]) == ("alice", LOGIN, "db-1", "exec")
+    assert meta["key_id"].startswith("bastion user=alice target=db-1") and meta["serial"] > 0
+    assert meta["client_version"].startswith("SSH-2.0-OpenSSH")
+    # Which pipe wrote first is up to the target; the markers say which stream is which.
+    streams, current = {"stdout": "", "stderr": ""}, "stdout"
+    for event in cast.events[:-1]:
+        if event.code == "m":
+            current = event.data
+        else:
+            streams[current] += event.data
+    assert streams == {"stdout": "to-stdout\nagain\n", "stderr": "to-stderr\n"}
+    assert (cast.events[-1].code, cast.events[-1].data) == ("m", "exit: 3")
+    played = asciinema_cat(path)
+    assert b"to-stdout" in played and b"to-stderr" in played
+    # No key material in a recording.
+    assert b"PRIVATE KEY" not in data and b"ssh-ed25519 AAAA" not in data
+    verify = bastion_cli(lab.sandbox, "recordings", "verify", path.stem)
+    assert verify.returncode == 0 and "verified" in verify.stdout
+
+
+def replay(cast: Cast) -> list[str]:
+    """The final screen of a recording, as a terminal emulator shows it."""
+    screen = pyte.Screen(*cast.size)
+    stream = pyte.ByteStream(screen)
+    for event in cast.events:
+        if event.code == "o":
+            stream.feed(event.data.encode("utf-8", "surrogateescape"))
+        elif event.code == "r":
+            cols, rows = map(int, event.data.split("x"))
+            screen.resize(rows, cols)
+    return [line.rstrip() for line in screen.display]
+
+
+def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
+    need("tmux")
+    pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1"],
+                    width=90, height=20)
+    try:
+        pane.type("PS1='r''ec> '; clear")
+        pane.send("Enter")
+        pane.wait_for("rec>")
+        pane.type("printf '\\033[1;31mred\\033[0m plain\\n'; seq 1 30 | tail -n 4; echo done-$((2+3))")
+        pane.send("Enter")
+        pane.wait_for("done-5\nrec>")
+        pane.resize(100, 25)
+        pane.type("tput cols; echo done-2")
+        pane.send("Enter")
+        expected = pane.wait_for("done-2\nrec>")
+        shown = [line.rstrip() for line in expected.splitlines()]
+
+        def replayed_live() -> tuple[Path, Cast] | None:
+            """The session's live file (the newest) once the recorder has flushed the screen."""
+            live = list((lab.sandbox.directory / "recordings").rglob("*.cast"))
+            newest = max(live, key=lambda p: p.stat().st_mtime)
+            cast = load_cast(newest.read_bytes())
+            return (newest, cast) if replay(cast)[: len(shown)] == shown else None
+
+        newest, cast = eventually(replayed_live, "the live recording replays to the pane's screen")
+        assert cast.header["bastion"]["kind"] == "shell"
+        assert "100" in shown
+        assert any(e.code == "r" and e.data == "100x25" for e in cast.events)
+        assert b"echo done-2" in cast.input_bytes()
+        pane.exit_shell()
+    finally:
+        pane.close()
+    assert b"done-5" in asciinema_cat(newest)
+
+
+def test_sftp_transfers_become_markers(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "report.bin").write_bytes(os.urandom(70_000))
+    remote = f"/tmp/rec-sftp-{os.getpid()}"
+    batch = tmp_path / "batch"
+    batch.write_text(f"-mkdir {remote}\nput {tmp_path / 'report.bin'} {remote}/report.bin\n"
+                     f"rename {remote}/report.bin {remote}/final.bin\n"
+                     f"get {remote}/final.bin {tmp_path / 'back.bin'}\nrm {remote}/final.bin\nrmdir {remote}\n")
+    result = lab.tool("sftp", "-b", str(batch), f"{LOGIN}@db-1")
+    assert result.returncode == 0, result.stderr
+    path = recording_for(lab.sandbox, lambda e: e.get("subsystem") == "sftp" and e["bytes_in"] > 70_000)
+    cast = load_cast(path.read_bytes())
+    assert cast.markers() == [
+        f"mkdir: {remote}", f"upload: {remote}/report.bin 70000 bytes",
+        f"rename: {remote}/report.bin -> {remote}/final.bin", f"download: {remote}/final.bin 70000 bytes",
+        f"remove: {remote}/final.bin", f"rmdir: {remote}", "exit: 0"]
+    assert not [e for e in cast.events if e.code in "oi"]  # contents are never recorded
+    listing = bastion_cli(lab.sandbox, "recordings", "list", "--marker", "rename", "--json")
+    assert path.stem in [json.loads(line)["id"] for line in listing.stdout.splitlines()]
+
+
+def test_legacy_scp_upload_becomes_a_marker(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "legacy.txt").write_bytes(b"x" * 1234)
+    result = lab.tool("scp", "-O", str(tmp_path / "legacy.txt"), f"{LOGIN}@db-1:/tmp/")
+    assert result.returncode == 0, result.stderr
+    path = recording_for(lab.sandbox, lambda e: str(e.get("command", "")).startswith("scp -t"))
+    assert load_cast(path.read_bytes()).markers() == ["upload: /tmp/legacy.txt 1234 bytes", "exit: 0"]
+
+
+@pytest.fixture
+def own_box(tmp_path: Path) -> Iterator[Sandbox]:
+    need("ssh", "sshd")
+    box = Sandbox(tmp_path / "box")
+    box.add_user("alice", ["ops"])
+    box.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    box.write_ssh_config("alice")
+    yield box
+    box.stop()
+
+
+def _ssh(box: Sandbox, command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion",
+                             f"{LOGIN}@db-1", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: Sandbox) -> None:
+    own_box.extra["recording"] = {"checkpoint_interval": 1}
+    own_box.start_bastion()
+    proc = _ssh(own_box, "for i in $(seq 1 400); do echo line-$i; sleep 0.05; done")
+    assert proc.stdout is not None
+    while b"line-30" not in proc.stdout.readline():
+        pass
+
+    def flushed_and_checkpointed() -> bool:
+        found = list((own_box.directory / "recordings").rglob("*.cast"))
+        signatures = found[0].with_name(found[0].name + ".sig") if found else None
+        return bool(found) and b"line-30" in found[0].read_bytes() and signatures is not None \
+            and signatures.exists() and signatures.stat().st_size > 0
+
+    eventually(flushed_and_checkpointed, "line-30 on disk under a signed checkpoint")
+    assert own_box.process is not None
+    own_box.process.send_signal(signal.SIGKILL)
+    own_box.process.wait()
+    proc.wait(30)
+    [path] = list((own_box.directory / "recordings").rglob("*.cast"))
+    cast = load_cast(path.read_bytes())
+    assert b"line-30" in cast.output_bytes()
+    verify = bastion_cli(own_box, "recordings", "verify", str(path))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "incomplete: intact up to event" in verify.stdout
+    intact = int(verify.stdout.split("intact up to event ")[1].split()[0])
+    assert 1 <= intact <= len(cast.events)
+    # ... and by session id, where the index also says it never closed.
+    by_id = bastion_cli(own_box, "recordings", "verify", path.stem)
+    assert by_id.returncode == 0 and "incomplete" in by_id.stdout
+
+
+def test_tampered_recording_is_reported(own_box: Sandbox) -> None:
+    own_box.start_bastion()
+    _ssh(own_box, "echo one; echo two; echo three").communicate(timeout=60)
+    own_box.stop()
+    [path] = list((own_box.directory / "recordings").rglob("*.cast"))
+    path.write_bytes(path.read_bytes().replace(b"two", b"owt"))
+    verify = bastion_cli(own_box, "recordings", "verify", path.stem)
+    assert verify.returncode == 1
+    assert "TAMPERED at event" in verify.stdout
+
+
+@pytest.fixture
+def small_disk(own_box: Sandbox) -> Iterator[Path]:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs")
+    mountpoint = own_box.directory / "recordings"
+    mountpoint.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        own_box.stop()
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_disk_full_ends_the_session_then_refuses_new_ones(own_box: Sandbox, small_disk: Path) -> None:
+    own_box.start_bastion()
+    before = _ssh(own_box, "echo before-the-flood")
+    assert before.communicate(timeout=60)[0] == b"before-the-flood\n"
+    flood = _ssh(own_box, "yes 'a line of output that fills the disk' | head -c 5000000; echo unreachable-end")
+    out, err = flood.communicate(timeout=60)
+    assert flood.returncode == 255
+    assert b"bastion: session ended: recorder failed: cannot write recording: No space left on device" in err
+    assert b"unreachable-end" not in out
+    refused = _ssh(own_box, "echo should-not-run")
+    out, err = refused.communicate(timeout=60)
+    assert refused.returncode == 255 and out == b""
+    assert b"bastion: cannot start session: recorder: cannot write recording: No space left on device" in err
+    # What was recorded before the disk filled is still there and intact.
+    first = recording_for(own_box, lambda e: e.get("command") == "echo before-the-flood")
+    assert load_cast(first.read_bytes()).output_bytes() == b"before-the-flood\n"
+    assert bastion_cli(own_box, "recordings", "verify", str(first)).returncode == 0
+
+
+@pytest.fixture
+def read_only_today(own_box: Sandbox, small_disk: Path) -> Iterator[Path]:
+    """Today's recordings folder on a read-only file system (the index stays writable)."""
+    today = small_disk / time.strftime("%Y/%m/%d", time.gmtime())
+    today.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(today)], check=True)
+    try:
+        yield today
+    finally:
+        own_box.stop()
+        subprocess.run(["umount", "-l", str(today)], check=False)
+
+
+def test_read_only_recordings_refuse_sessions(own_box: Sandbox, read_only_today: Path) -> None:
+    own_box.start_bastion()
+    proc = _ssh(own_box, "echo should-not-run")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 255 and out == b""
+    assert b"bastion: cannot start session: recorder: cannot write recording: Read-only file system" in err
+    # A bastion that cannot set up its recordings does not start at all.
+    own_box.stop()
+    own_box.extra["recordings_dir"] = str(read_only_today)
+    with pytest.raises(RuntimeError, match=r"cannot set up recordings: .*Read-only file system"):
+        own_box.start_bastion()
+
+
+def test_continue_policy_is_an_explicit_opt_out(own_box: Sandbox, read_only_today: Path) -> None:
+    own_box.extra["recording"] = {"on_failure": "continue"}
+    own_box.start_bastion()
+    proc = _ssh(own_box, "echo ran-unrecorded")
+    assert proc.communicate(timeout=60)[0] == b"ran-unrecorded\n"
+    assert any(e["event"] == "recording_failed" for e in own_box.events())

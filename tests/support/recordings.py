@@ -1,0 +1,43 @@
+"""Reading what the bastion recorded, from the tests: the finished .cast of a session, the real
+asciinema's rendering of it, and the bastion's own CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bastion.demo.sandbox import Sandbox
+from tests.support.lab import eventually, need
+
+
+def recording_for(box: Sandbox, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> Path:
+    """The .cast of the newest session_ended event matching `predicate`, once complete: the
+    recorder process finishes a recording (final signed checkpoint) just after the session."""
+
+    def finished() -> Path | None:
+        ended = [e for e in box.events() if e["event"] == "session_ended" and predicate(e)]
+        if not ended:
+            return None
+        for path in (box.directory / "recordings").rglob(f"{ended[-1]['session']}.cast"):
+            signatures = path.with_name(path.name + ".sig")
+            if signatures.exists() and b'"final":true' in signatures.read_bytes():
+                return path
+        return None
+
+    return eventually(finished, "a finished recording of that session", timeout)
+
+
+def asciinema_cat(path: Path) -> bytes:
+    """`asciinema cat` wants a terminal: give it one with script(1)."""
+    need("asciinema", "script")
+    result = subprocess.run(["script", "-qec", f"asciinema cat {path}", "/dev/null"],
+                            capture_output=True, timeout=60, check=True)
+    return result.stdout
+
+
+def bastion_cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
+                          capture_output=True, text=True, timeout=60, check=False)

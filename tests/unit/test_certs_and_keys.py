@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bastion.config import TargetConfig
+from bastion.errors import KeyStoreError
+from bastion.ssh.certs import mint_session_certificate, session_certificate_spec
+from bastion.ssh.keys import KeyStore, known_hosts_lines
+
+
+def spec(**overrides: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {"user": "alice", "target": "db-1", "login": "root", "session_id": "abc",
+                                   "now": 1_000_000.0, "ttl": 120, "backdate": 30}
+    args.update(overrides)
+    return session_certificate_spec(**args)  # type: ignore[arg-type]
+
+
+def test_spec_fields() -> None:
+    s = spec(source_address="10.0.0.2")
+    assert s.principal == "root"
+    assert s.key_id == "bastion user=alice target=db-1 login=root session=abc"
+    assert (s.valid_after, s.valid_before) == (1_000_000 - 30, 1_000_000 + 120)
+    assert s.source_address == ("10.0.0.2",)
+    assert s.permit_pty and not s.permit_port_forwarding and not s.permit_agent_forwarding
+    assert s.serial > 0 and s.serial != spec().serial
+
+
+@pytest.mark.parametrize("bad", [{"login": ""}, {"ttl": 0}])
+def test_spec_refuses_empty_principal_or_lifetime(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        spec(**bad)
+
+
+def test_minted_certificate_says_what_the_spec_says(tmp_path: Path) -> None:
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    s = spec(source_address="127.0.0.1")
+    key, cert = mint_session_certificate(ca, s)
+    assert cert.principals == ["root"]
+    # OpenSSH's own parser reads what we signed.
+    cert.write_certificate(tmp_path / "c.pub")
+    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(tmp_path / "c.pub")],
+                             capture_output=True, text=True, check=True).stdout
+    assert f'Key ID: "{s.key_id}"' in listing
+    assert f"Serial: {s.serial}" in listing
+    assert "source-address 127.0.0.1" in listing
+    assert cert.signing_key.public_data == ca.public_data
+    assert cert.key.public_data == key.public_data
+    assert "source-address" in cert.options
+    extensions = listing.split("Extensions:")[1].split()
+    assert extensions == ["permit-pty"]
+    _, second = mint_session_certificate(ca, s)
+    assert second.key.public_data != cert.key.public_data  # a fresh key every time
+
+
+def test_keystore_creates_private_keys_once(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys").load()
+    first = store.user_ca.public_data
+    for name in ("bastion_host", "inner_host", "host_ca", "user_ca", "login_ca"):
+        assert stat.S_IMODE((tmp_path / "keys" / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    assert KeyStore(tmp_path / "keys").load().user_ca.public_data == first
+
+
+def test_keystore_refuses_keys_others_can_read(tmp_path: Path) -> None:
+    KeyStore(tmp_path).load()
+    (tmp_path / "user_ca").chmod(0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        KeyStore(tmp_path).load()
+
+
+def test_keystore_refuses_garbage(tmp_path: Path) -> None:
+    KeyStore(tmp_path).load()
+    (tmp_path / "host_ca").write_text("not a key")
+    with pytest.raises(KeyStoreError, match="host_ca: not a readable private key"):
+        KeyStore(tmp_path).load()
+
+
+def test_host_certificate_names_every_alias(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path).load()
+    target = TargetConfig(name="db-1", host="h", port=22, aliases=("db-1.internal",))
+    cert = store.target_host_certificate(target)
+    assert cert.principals == ["db-1", "db-1.internal"]
+    assert cert.signing_key.public_data == store.host_ca.public_data
+    assert store.target_host_certificate(target) is cert  # cached
+    lines = known_hosts_lines(store, [target], ["[127.0.0.1]:2200"])
+    assert lines[0].startswith("[127.0.0.1]:2200 ssh-ed25519 ")
+    assert lines[1].startswith("@cert-authority db-1,db-1.internal ssh-ed25519 ")
+
+
+def test_pinned_host_keys(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path).load()
+    target = TargetConfig(name="db-1", host="h", port=22)
+    assert store.trusted_target_keys(target) == ([], [])
+    one, two = (asyncssh.generate_private_key("ssh-ed25519").convert_to_public() for _ in range(2))
+    store.pin_host_key("db-1", one)
+    store.pin_host_key("db-2", two)
+    store.pin_host_key("db-1", two)
+    assert store.pinned_host_key("db-1").public_data == two.public_data  # type: ignore[union-attr]
+    assert store.pinned_host_key("db-2").public_data == two.public_data  # type: ignore[union-attr]
+    assert stat.S_IMODE(store.pinned_path.stat().st_mode) == 0o600

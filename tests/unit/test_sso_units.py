@@ -1,0 +1,124 @@
+"""The SSO directory on its own: identity binding, what may be certified, rate limits,
+revocation and the KRL (read back by the real ssh-keygen)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bastion.auth.oidc import Identity
+from bastion.auth.sso import CERT_RATE, Directory, SSOError, certificate_info, check_public_key, write_krl
+from bastion.config import UserConfig
+from tests.support.lab import need
+
+
+def ident(sub: str, name: str, groups: tuple[str, ...] = ("ops",)) -> Identity:
+    return Identity("https://idp.test", sub, name, frozenset(groups))
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Directory:
+    return Directory(tmp_path / "state.db")
+
+
+@pytest.fixture(scope="module")
+def ca() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-ed25519")
+
+
+def public(key_type: str = "ssh-ed25519", **kwargs: int) -> str:
+    return asyncssh.generate_private_key(key_type, **kwargs).export_public_key().decode()
+
+
+def test_first_sign_in_binds_the_name_to_the_identity(directory: Directory) -> None:
+    assert directory.sign_in(ident("s-1", "alice"), {}) == ("alice", frozenset({"ops"}))
+    # Groups follow the provider at each sign-in.
+    assert directory.sign_in(ident("s-1", "alice", ("ops", "dba")), {})[1] == {"ops", "dba"}
+    assert directory.sso_user("alice").groups == {"ops", "dba"}  # type: ignore[union-attr]
+    with pytest.raises(SSOError, match="bound to a different identity"):
+        directory.sign_in(ident("s-2", "alice"), {})  # someone renamed themselves alice
+    with pytest.raises(SSOError, match="signed in before as alice"):
+        directory.sign_in(ident("s-1", "alice2"), {})  # alice renamed at the provider
+    users = {"bob": UserConfig("bob", groups=frozenset({"dev"}), oidc_subject="s-bob")}
+    assert directory.sign_in(ident("s-bob", "robert", ()), users) == ("bob", frozenset({"dev"}))
+
+
+def test_only_fit_public_keys_are_certified(ca: asyncssh.SSHKey) -> None:
+    assert check_public_key(public(), ca).get_algorithm() == "ssh-ed25519"
+    assert check_public_key(public("ecdsa-sha2-nistp256"), ca)
+    assert check_public_key(public("ssh-rsa", key_size=3072), ca)
+    with pytest.raises(SSOError, match="at least 3072 bits"):
+        check_public_key(public("ssh-rsa", key_size=2048), ca)
+    with pytest.raises(SSOError, match="certificate authority"):
+        check_public_key(ca.export_public_key().decode(), ca)
+    cert = ca.generate_user_certificate(asyncssh.generate_private_key("ssh-ed25519"), "x", principals=["a"])
+    with pytest.raises(SSOError, match="certificate, not a public key"):
+        check_public_key(cert.export_certificate().decode(), ca)
+    for bad in ("", "ssh-ed25519 AAAA", "not a key at all", "x" * 20000):
+        with pytest.raises(SSOError):
+            check_public_key(bad, ca)
+
+
+def test_certificates_say_who_and_how_long(directory: Directory, ca: asyncssh.SSHKey) -> None:
+    issued = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=3600, now=1_800_000_000)
+    info = certificate_info(issued.certificate)
+    assert info["principals"] == ["alice"] and info["serial"] == issued.serial
+    assert info["valid_before"] == 1_800_003_600 and info["valid_after"] == 1_800_000_000 - 60
+    assert info["key_id"] == f"bastion-login user=alice identity=idp#s-1 serial={issued.serial}"
+    assert directory.certificate_allowed("alice", issued.serial) is None
+    assert directory.certificate_allowed("bob", issued.serial) == "certificate was issued to another user"
+    assert directory.certificate_allowed("alice", 12345) == "certificate not issued by this bastion's records"
+    with pytest.raises(SSOError, match="no user name"):
+        directory.issue(ca, public(), user="", identity="idp#x", ttl=60)
+
+
+def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: asyncssh.SSHKey,
+                                                    tmp_path: Path) -> None:
+    key = public()
+    for _ in range(CERT_RATE[0]):
+        directory.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
+    with pytest.raises(SSOError, match="too many certificates"):
+        directory.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
+    directory.issue(ca, key, user="bob", identity="idp#s-2", ttl=60)  # others are not affected
+    other_process = Directory(tmp_path / "state.db")
+    with pytest.raises(SSOError, match="too many certificates"):  # the count is in the database
+        other_process.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
+
+
+def test_revocation_outlives_restore_for_old_certificates(directory: Directory, ca: asyncssh.SSHKey,
+                                                          tmp_path: Path) -> None:
+    need("ssh-keygen")
+    old = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    other = directory.issue(ca, public(), user="bob", identity="idp#s-2", ttl=600)
+    assert directory.revoke("alice", "ops-oncall") == [old.serial]
+    assert directory.revoked("alice") and directory.certificate_allowed("alice", old.serial) == "user alice has been revoked"
+    with pytest.raises(SSOError, match="revoked"):
+        directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    with pytest.raises(SSOError, match="revoked"):
+        directory.sign_in(ident("s-1", "alice"), {})
+    krl = tmp_path / "revoked.krl"
+    write_krl(krl, ca, directory.revoked_serials())
+    for issued, expected in ((old, "REVOKED"), (other, "ok")):
+        cert = tmp_path / f"{issued.serial}-cert.pub"
+        issued.certificate.write_certificate(cert)
+        result = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(cert)], capture_output=True, text=True,
+                                check=False)
+        assert expected in result.stdout, result
+    assert directory.restore("alice") and not directory.restore("alice")
+    assert directory.certificate_allowed("alice", old.serial) == "certificate revoked"  # still
+    fresh = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    assert directory.certificate_allowed("alice", fresh.serial) is None
+
+
+def test_live_sessions_of_gone_processes_are_cleared(directory: Directory) -> None:
+    directory.session_started("s1", "alice", "db-1", "root")
+    directory.db.execute("INSERT INTO live_sessions VALUES ('s2', 'bob', 'db-1', 'root', 0, 999999999)")
+    directory.clear_sessions()
+    assert directory.live_sessions() == []
+    directory.session_started("s3", "alice", "db-1", "root")
+    assert [s[0] for s in directory.live_sessions()] == ["s3"]
+    directory.session_ended("s3")
+    assert directory.live_sessions() == []
