@@ -107,7 +107,7 @@ class HelpScreen(ModalScreen[None]):
 
 class ReplayScreen(Screen[None]):
     BINDINGS = [
-        Binding("space", "toggle", "play/pause"),
+        Binding("space", "play_pause", "play/pause"),
         Binding("plus,equals_sign", "faster", "faster"),
         Binding("minus", "slower", "slower"),
         Binding("right", "seek(5)", "+5s"),
@@ -273,7 +273,7 @@ class ReplayScreen(Screen[None]):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def action_toggle(self) -> None:
+    def action_play_pause(self) -> None:  # not `toggle`: DOMNode.action_toggle flips an attribute
         if not self.playing and self.position >= self.timeline.duration:
             self.position = 0.0
         self.playing = not self.playing

@@ -34,7 +34,8 @@ def screen_text(screen: pyte.Screen) -> list[Text]:
     for row in range(screen.lines):
         line = screen.buffer[row]
         text = Text(no_wrap=True, overflow="crop")
-        run, run_style = [], None
+        run: list[str] = []
+        run_style: Style | None = None
         for col in range(screen.columns):
             cell = line[col]
             style = Style(color=_color(cell.fg), bgcolor=_color(cell.bg), bold=cell.bold or None,

@@ -145,8 +145,9 @@ class ScpTransferParser:
 
     @staticmethod
     def is_scp(command: str | None) -> bool:
-        return bool(command) and command.split(None, 1)[0] in ("scp", "/usr/bin/scp") and (
-            " -t" in command or " -f" in command)  # type: ignore[operator]
+        if not command or command.isspace():  # a blank command names no program
+            return False
+        return command.split(None, 1)[0] in ("scp", "/usr/bin/scp") and (" -t" in command or " -f" in command)
 
     def from_client(self, data: bytes) -> None:
         if self.upload:

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -50,6 +50,8 @@ from recorder.storage import AppendFile, FdFile
 
 WRITE_BATCH = 1024 * 1024
 Reply = Callable[..., None]
+# What waiting for a message gives: the message, None when the wait timed out, False at the end.
+Received = tuple[Any, ...] | Literal[False] | None
 
 
 class _Writing:
@@ -186,8 +188,7 @@ class WriterCore:
             self.reply("log", "index_failed", {"session": session_id, "reason": str(exc)})
 
 
-def run(core: WriterCore, receive: Callable[[float], tuple[Any, ...] | bool | None],
-        flush_interval: float) -> None:
+def run(core: WriterCore, receive: Callable[[float], Received], flush_interval: float) -> None:
     """Feed `core` until `receive` returns False; `tick` it at least every `flush_interval`.
 
     `receive(timeout)` returns a message, None when `timeout` passed with none, or False at the end.
@@ -199,7 +200,7 @@ def run(core: WriterCore, receive: Callable[[float], tuple[Any, ...] | bool | No
             core.stop()
             return
         if message is not None:
-            core.handle(message)  # type: ignore[arg-type]
+            core.handle(message)
         if time.monotonic() >= deadline:
             core.tick()
             deadline = time.monotonic() + flush_interval
@@ -320,13 +321,13 @@ class FrameReader:
 def worker(data: socket.socket, files: socket.socket) -> None:
     """The worker process's life: a start message, then messages until the bastion hangs up."""
     reader = FrameReader()
-    queued: deque[Any] = deque()
+    queued: deque[tuple[Any, ...]] = deque()
 
     def send(*reply: Any) -> None:
         with contextlib.suppress(OSError):  # the bastion is gone; what it sent is still written
             data.sendmsg(frame(reply))
 
-    def receive(timeout: float) -> tuple[Any, ...] | bool | None:
+    def receive(timeout: float | None) -> Received:
         while not queued:
             ready, _, _ = select.select([data], [], [], timeout)
             if not ready:
@@ -341,7 +342,7 @@ def worker(data: socket.socket, files: socket.socket) -> None:
             message = (*message[:-2], FdFile(fds[0]), FdFile(fds[1]))
         return message
 
-    start = receive(None)  # type: ignore[arg-type]
+    start = receive(None)
     if not isinstance(start, tuple) or start[0] != "start":
         raise SystemExit("recorder worker: expected a start message")
     _, private, index_path, flush_interval, checkpoint_interval = start

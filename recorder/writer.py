@@ -34,7 +34,7 @@ from recorder.asciicast import V2, CastEncoder, build_header
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import RecordingStore, dated_name
-from recorder.worker import FrameReader, WriterCore, frame, run
+from recorder.worker import FrameReader, Received, WriterCore, frame, run
 
 _STOP = object()
 BACKLOG_HIGH = 8 * 1024 * 1024
@@ -287,7 +287,7 @@ class _ThreadWriter:
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
-    def _receive(self, timeout: float) -> Any:
+    def _receive(self, timeout: float) -> Received:
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:

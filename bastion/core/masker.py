@@ -25,8 +25,11 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
+hyperscan: ModuleType | None
+digit_run: Callable[[bytes, int], bool] | None
 try:  # Hyperscan scans for every trigger at once, at GB/s; optional (x86-64 wheels).
     import hyperscan
 except ImportError:  # pragma: no cover - exercised where the wheel is missing
@@ -258,7 +261,8 @@ class _Prefilter:
             return None
         if _matches(self._raw_db, data):
             return False
-        return not any(digit_run(data, self._detectors[i].digits) and _matches(raw, data)
+        return not any(digit_run is not None and digit_run(data, self._detectors[i].digits)
+                       and _matches(raw, data)
                        for i, _, raw in self._checked)
 
     def scan(self, text: bytes) -> tuple[list[Detector], bool]:
@@ -267,7 +271,8 @@ class _Prefilter:
             hits: set[int] = set()
             self._db.scan(text, match_event_handler=lambda index, *_: hits.add(index))  # None: go on
             for index, visible, _ in self._checked:
-                if digit_run(text, self._detectors[index].digits) and _matches(visible, text):
+                if (digit_run is not None and digit_run(text, self._detectors[index].digits)
+                        and _matches(visible, text)):
                     hits.add(index)
             if not hits:
                 return [], False
@@ -279,6 +284,7 @@ class _Prefilter:
 
 def _database(patterns: dict[int, bytes]) -> Any:
     """A Hyperscan block-mode database reporting each pattern once, by its key."""
+    assert hyperscan is not None  # only called where it imported
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=list(patterns.values()), ids=list(patterns), elements=len(patterns),
                flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(patterns))
@@ -287,6 +293,7 @@ def _database(patterns: dict[int, bytes]) -> Any:
 
 def _matches(db: Any, data: bytes) -> bool:
     """Whether any of `db`'s patterns occurs in `data` (the scan stops at the first)."""
+    assert hyperscan is not None  # `db` is one of its databases
     hits: list[int] = []
 
     def found(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> int:

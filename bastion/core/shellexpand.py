@@ -124,7 +124,7 @@ def _expand_once(word: str) -> list[str] | None:
 
 
 def _brace_close(word: str, i: int) -> tuple[int | None, list[int]]:
-    depth, commas = 0, []
+    depth, commas = 0, list[int]()
     while i < len(word):
         char = word[i]
         if char in "\\'\"`" or word.startswith(("$(", "${", "$'", '$"'), i):

@@ -277,10 +277,10 @@ class _Walker:
                         self.arithmetic(word.value, depth)  # [[ -v 'a[$(cmd)]' ]]
             if command.special == "[[" and any(op in command.words for op in
                                                ("-eq", "-ne", "-lt", "-le", "-gt", "-ge")):
-                for word in command.words:
-                    name = re.fullmatch(r'"?\$\{?([A-Za-z_]\w*)\}?"?', word)
-                    if name:
-                        self.arithmetic(name.group(1))
+                for source in command.words:
+                    variable = re.fullmatch(r'"?\$\{?([A-Za-z_]\w*)\}?"?', source)
+                    if variable:
+                        self.arithmetic(variable.group(1))
 
     def set(self, name: str, value: Value) -> None:
         self.scope.variables[name] = value

@@ -26,6 +26,7 @@ from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
+from recorder.transfers import ScpTransferParser
 from recorder.writer import Recorder
 from tests.support.memory import MemoryStore
 from tests.unit.test_masker import AWS_SECRET, GH
@@ -195,6 +196,18 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     recorder.stop()
     cast = load_cast(recorder.store.read(rec.name)[0])
     assert cast.input_bytes() == b"GITHUB_TOKEN=" + b"*" * len(GH) + b"\nPORT=8080\n"
+
+
+
+@pytest.mark.parametrize("command", ["", "   ", "\t"])
+def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) -> None:
+    recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()))
+    stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
+    assert stage.recording is not None
+    stage.on_end(0, None)
+    recorder.stop()
+    assert ScpTransferParser.is_scp("scp -t /tmp") and not ScpTransferParser.is_scp(command)
 
 
 class MarkedSession(Session):
