@@ -9,10 +9,10 @@ from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import Directory
 from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
 from bastion.core.policy import Identity
-from bastion.core.rules import CommandRequest, RulesHolder
+from bastion.core.rules import CommandRequest
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, ConfigError
-from bastion.ssh.keys import KeyStore
+from bastion.rules_file import RulesHolder
 from bastion.ssh.server import BastionState
 from bastion.stages.decisions import Notify, ScreeningContext
 from bastion.stages.masking import MaskingSettings, MaskingStage
@@ -22,6 +22,7 @@ from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.keys import KeyStore
 from bastion.web.notify import Notifier
 from bastion.web.service import COOKIE_KEY, SignedCookies, WebService
 from recorder.index import RecordingIndex

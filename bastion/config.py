@@ -15,29 +15,12 @@ from typing import Any
 
 import asyncssh
 
-from bastion.auth.oidc import OIDCSettings
+from bastion.core.durations import parse_duration
 from bastion.core.masker import DETECTOR_NAMES
 from bastion.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
-
-
-def parse_duration(value: object, *, where: str = "duration") -> int:
-    """Seconds from `90`, `"30s"`, `"2m"`, `"8h"`, `"90d"` or `"1w"`."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a duration like '2m', got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{where}: a duration cannot be negative")
-        return value
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _UNITS[match.group(2)]
-    raise ConfigError(f"{where}: expected a duration like '30s', '2m', '8h' or '90d', got {value!r}")
 
 
 def parse_host_port(value: str, *, default_port: int, where: str) -> tuple[str, int]:
@@ -119,6 +102,22 @@ class CertificateSettings:
     ttl: int = 120
     backdate: int = 30
     source_address: str | None = None
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # Provider group -> bastion groups. When set, provider groups not listed give nothing.
+    groups_map: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    # SSH users: the device-code prompt inside ssh, and `bastion login` (a public client).
+    device_login: bool = True
+    cli_client_id: str | None = None
+    certificate_ttl: int = 8 * 3600
 
 
 @dataclass(frozen=True)

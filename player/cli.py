@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import click
 
-from bastion.config import BastionConfig
 from player.keyframes import cache_for
 from recorder.asciicast import CastFormatError
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
 
 
-def _verifier(config: BastionConfig | None) -> RecordingVerifier | None:
+class Setup(Protocol):
+    """Where a bastion keeps its recordings and keys (its config is one)."""
+
+    @property
+    def recordings_dir(self) -> Path: ...
+    @property
+    def keys_dir(self) -> Path: ...
+
+
+def _verifier(config: Setup | None) -> RecordingVerifier | None:
     if config is None:
         return None
     try:
@@ -23,7 +32,7 @@ def _verifier(config: BastionConfig | None) -> RecordingVerifier | None:
         return None
 
 
-def register(main: click.Group, load: Callable[[Path], BastionConfig]) -> None:
+def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
     config_opt = click.option(
         "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
         help="The bastion's config: finds recordings by id and verifies them.")

@@ -16,8 +16,8 @@ import asyncssh
 from bastion.auth.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
 from bastion.auth.sso import Directory, SSOError, certificate_serial, krl_path, write_krl
 from bastion.config import BastionConfig
-from bastion.ssh.keys import KeyStore, known_hosts_lines, public_line
 from bastion.state.audit import AuditLog
+from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 
 ID_TOKEN_MAX_AGE = 600  # the certificate endpoint takes only ID tokens issued this recently
 REVOCATION_POLL = 1.0

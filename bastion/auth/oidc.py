@@ -24,6 +24,8 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
+from bastion.config import OIDCSettings
+
 # Only asymmetric signatures: an ID token MAC'd with the client secret proves less.
 SIGNING_ALGORITHMS = (
     "RS256",
@@ -42,24 +44,9 @@ LEEWAY = 60
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 
+
 class OIDCError(Exception):
     """Sign-in failed; the message says why in terms an operator can act on."""
-
-
-@dataclass(frozen=True)
-class OIDCSettings:
-    issuer: str
-    client_id: str
-    client_secret: str | None = None
-    scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
-    username_claim: str = "preferred_username"
-    groups_claim: str = "groups"
-    # Provider group -> bastion groups. When set, provider groups not listed give nothing.
-    groups_map: tuple[tuple[str, tuple[str, ...]], ...] | None = None
-    # SSH users: the device-code prompt inside ssh, and `bastion login` (a public client).
-    device_login: bool = True
-    cli_client_id: str | None = None
-    certificate_ttl: int = 8 * 3600
 
 
 @dataclass(frozen=True)

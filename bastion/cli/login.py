@@ -14,9 +14,10 @@ import aiohttp
 import asyncssh
 import click
 
-from bastion.auth.oidc import OIDCClient, OIDCError, OIDCSettings
+from bastion.auth.oidc import OIDCClient, OIDCError
 from bastion.auth.sso import Directory, certificate_info, krl_path, write_krl
-from bastion.config import BastionConfig
+from bastion.cli.common import keys_for
+from bastion.config import BastionConfig, OIDCSettings
 
 STATE_FILE = Path("~/.config/bastion/login.json")
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -256,10 +257,9 @@ def register(
         config = load(config_path)
         directory = Directory(config.state_db)
         serials = directory.revoke(name, by)
-        from bastion.cli.main import _keys
 
         krl = krl_path(config.state_db)
-        write_krl(krl, _keys(config).login_ca.convert_to_public(), directory.revoked_serials())
+        write_krl(krl, keys_for(config).login_ca.convert_to_public(), directory.revoked_serials())
         live = [s for s in directory.live_sessions() if s[1] == name]
         click.echo(
             f"revoked {name}: {len(serials)} certificates on the revocation list ({krl});"

@@ -14,10 +14,12 @@ from bastion import __version__
 from bastion.cli import login as login_cli
 from bastion.cli import recordings as recordings_cli
 from bastion.cli import screening as screening_cli
-from bastion.config import BastionConfig, load_config, parse_duration
+from bastion.cli.common import keys_for
+from bastion.config import BastionConfig, load_config
+from bastion.core.durations import parse_duration
 from bastion.errors import BastionError
-from bastion.ssh.keys import KeyStore, known_hosts_lines, public_line
 from bastion.stages.masking import MaskingSettings
+from bastion.state.keys import known_hosts_lines, public_line
 from player import cli as player_cli
 
 DEFAULT_CONFIG = "bastion.toml"
@@ -41,13 +43,6 @@ def _load(config_path: Path) -> BastionConfig:
     return config
 
 
-def _keys(config: BastionConfig) -> KeyStore:
-    try:
-        return KeyStore(config.keys_dir).load()
-    except BastionError as exc:
-        raise click.ClickException(exc.reason) from None
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bastion")
 def main() -> None:
@@ -64,7 +59,7 @@ def serve(config_path: Path) -> None:
 
     config = _load(config_path)
     try:
-        state = build_state(config, _keys(config))
+        state = build_state(config, keys_for(config))
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot set up recordings: {exc}") from None
     try:
@@ -81,10 +76,10 @@ def serve(config_path: Path) -> None:
 @config_option
 def check(config_path: Path) -> None:
     """Validate the config file and the key folder, then say what is configured."""
-    from bastion.core.rules import load_rules
+    from bastion.rules_file import load_rules
 
     config = _load(config_path)
-    _keys(config)
+    keys_for(config)
     rules = ""
     if config.rules_file is not None:
         try:
@@ -183,7 +178,7 @@ def ca_known_hosts(config_path: Path) -> None:
     config = _load(config_path)
     hosts = [f"[{config.listen_host}]:{config.listen_port}" if config.listen_port != 22
              else config.listen_host, *config.names]
-    for line in known_hosts_lines(_keys(config), list(config.targets.values()), hosts):
+    for line in known_hosts_lines(keys_for(config), list(config.targets.values()), hosts):
         click.echo(line)
 
 
@@ -191,14 +186,14 @@ def ca_known_hosts(config_path: Path) -> None:
 @config_option
 def ca_user_ca(config_path: Path) -> None:
     """Print the user CA public key for targets' `TrustedUserCAKeys` file."""
-    click.echo(public_line(_keys(_load(config_path)).user_ca.convert_to_public()))
+    click.echo(public_line(keys_for(_load(config_path)).user_ca.convert_to_public()))
 
 
 @ca.command("login-ca")
 @config_option
 def ca_login_ca(config_path: Path) -> None:
     """Print the CA that signs certificates users present to the bastion itself."""
-    click.echo(public_line(_keys(_load(config_path)).login_ca.convert_to_public()))
+    click.echo(public_line(keys_for(_load(config_path)).login_ca.convert_to_public()))
 
 
 @ca.command("sign-login")
@@ -217,7 +212,7 @@ def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, outp
         lifetime = parse_duration(ttl, where="--ttl")
         # Recorded like the certificates `bastion login` gets, so revocation covers it too.
         issued = Directory(config.state_db).issue(
-            _keys(config).login_ca, public_key.read_text(), user=user,
+            keys_for(config).login_ca, public_key.read_text(), user=user,
             identity=f"operator:{getpass.getuser()}", ttl=lifetime)
     except (BastionError, SSOError, OSError) as exc:
         raise click.ClickException(str(getattr(exc, "reason", exc))) from None
@@ -240,7 +235,7 @@ def targets() -> None:
 def targets_list(config_path: Path) -> None:
     """List targets with their address, logins and host key trust."""
     config = _load(config_path)
-    keys = _keys(config)
+    keys = keys_for(config)
     for target in config.targets.values():
         host_keys, cas = keys.trusted_target_keys(target)
         trust = "host CA" if cas else "pinned key" if host_keys else "NOT PINNED (run targets scan)"
@@ -269,7 +264,7 @@ def targets_scan(config_path: Path, name: str, yes: bool) -> None:
     except BastionError as exc:
         raise click.ClickException(exc.reason) from None
     click.echo(f"{name} ({target.host}:{target.port}) presents {key.get_fingerprint()}")
-    keys = _keys(config)
+    keys = keys_for(config)
     old = keys.pinned_host_key(name)
     if old is not None and old.public_data != key.public_data:
         click.echo(f"WARNING: this replaces the pinned key {old.get_fingerprint()}", err=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from bastion.config import BastionConfig, parse_duration
+from bastion.config import BastionConfig
+from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 from recorder.asciicast import CastFormatError, load_cast
 from recorder.chain import Verification, verify

@@ -11,8 +11,9 @@ import click
 
 from bastion.config import BastionConfig
 from bastion.core.masker import mask_text
-from bastion.core.rules import KINDS, CommandRequest, Verdict, load_rules
+from bastion.core.rules import KINDS, CommandRequest, Verdict
 from bastion.errors import ConfigError
+from bastion.rules_file import load_rules
 from bastion.stages.sftpgate import normal_path
 from bastion.state.approvals import ApprovalError, ApprovalStore
 from recorder.printable import printable

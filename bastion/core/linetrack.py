@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyte
@@ -107,7 +107,8 @@ def replay_keys(keys: bytes) -> str:
 
 
 class LineTracker:
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, *, clock: Callable[[], float]) -> None:
+        self._clock = clock  # seconds, monotonic: when keys and output came decides how to read them
         width, height = _clamp(width, height)
         self.screen = TrackedScreen(width, height)
         self.stream = pyte.ByteStream(self.screen)
@@ -131,7 +132,7 @@ class LineTracker:
         self._foreign_checked_at = 0.0
 
     def output(self, data: bytes) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self.keys and not self.doubt and now - self._key_at > EDIT_QUIET and \
                 self._output_at > self._key_at and not self._on_a_blank_row() and \
                 now - self._foreign_checked_at >= FOREIGN_CHECK_EVERY:
@@ -166,7 +167,7 @@ class LineTracker:
         self._sync()  # what came before the resize was drawn at the old size
         width, height = _clamp(width, height)
         self.screen.resize(height, width)
-        self._key_at = time.monotonic()  # the shell redraws the line: output this causes is expected
+        self._key_at = self._clock()  # the shell redraws the line: output this causes is expected
 
     def typed(self, data: bytes) -> None:
         self._sync()
@@ -180,7 +181,7 @@ class LineTracker:
             self.doubt = self.doubt or f"a line of more than {MAX_KEYS // 1024} KiB of keys"
             data = data[:max(0, MAX_KEYS - len(self.keys))]
         self.keys += data
-        self._key_at = time.monotonic()
+        self._key_at = self._clock()
 
     def echoed(self, quiet: float = 0.02) -> bool:
         """Has the screen caught up with the keys? Plain typing: the screen shows it. Edits
@@ -188,7 +189,7 @@ class LineTracker:
         if not self.keys:
             return True
         if not PLAIN_KEYS.fullmatch(self.keys):
-            return self._output_at > self._key_at and time.monotonic() - self._output_at >= quiet
+            return self._output_at > self._key_at and self._clock() - self._output_at >= quiet
         typed, shown = replay_keys(self.keys).rsplit("\n", 1)[-1], self._screen_text()
         return shown is not None and self._shows(shown, typed)
 
@@ -331,7 +332,7 @@ class LineTracker:
 
     def line_cleared(self, line: str, since: float, quiet: float = 0.05) -> bool:
         """After a discard sent at `since`: has the shell redrawn a prompt with an empty line?"""
-        if self._output_at <= since or time.monotonic() - self._output_at < quiet:
+        if self._output_at <= since or self._clock() - self._output_at < quiet:
             return False
         self._sync()
         y, x = self.screen.cursor.y, self.screen.cursor.x
@@ -343,7 +344,7 @@ class LineTracker:
 
     def quiet_after(self, since: float, quiet: float) -> bool:
         """Output came after `since`, then nothing for `quiet` seconds."""
-        return self._output_at > since and time.monotonic() - self._output_at >= quiet
+        return self._output_at > since and self._clock() - self._output_at >= quiet
 
     def entered(self) -> None:
         """Enter went through: the next key starts a new line."""
@@ -352,4 +353,4 @@ class LineTracker:
         self.keys = b""
         self.doubt = ""
         self._prompt = None
-        self._entered_at = time.monotonic()
+        self._entered_at = self._clock()

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from bastion.config import TargetConfig
+
+class Target(Protocol):
+    """What the policy reads of a target (the config's TargetConfig is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def logins(self) -> tuple[str, ...]: ...
+    @property
+    def groups(self) -> frozenset[str]: ...
+    @property
+    def users(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -25,7 +37,7 @@ class Decision:
         return self.allowed
 
 
-def decide_target(identity: Identity, target: TargetConfig) -> Decision:
+def decide_target(identity: Identity, target: Target) -> Decision:
     """May this identity open a jump to this target at all?"""
     if identity.user in target.users:
         return Decision(True, f"user {identity.user} is listed on target {target.name}")
@@ -35,7 +47,7 @@ def decide_target(identity: Identity, target: TargetConfig) -> Decision:
     return Decision(False, f"{identity.user} may not reach {target.name}")
 
 
-def decide_login(identity: Identity, target: TargetConfig, login: str) -> Decision:
+def decide_login(identity: Identity, target: Target, login: str) -> Decision:
     """May this identity log into this target as `login`? Implies `decide_target`."""
     reach = decide_target(identity, target)
     if not reach:

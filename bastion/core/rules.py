@@ -20,11 +20,11 @@ import fnmatch
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.config import parse_duration, read_toml
+from bastion.core.durations import parse_duration
 from bastion.core.shellscope import Analysis, SimpleCommand, analyze
 from bastion.core.shellwords import Match, match_glob
 from bastion.errors import ConfigError
@@ -389,28 +389,3 @@ def _operations(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tu
         raise ConfigError(f"{where}: paths: {relative[0]!r} can never match: sftp paths are matched"
                           " absolute (start the glob with / or *)")
     return operations, paths
-
-
-def load_rules(path: Path) -> RuleSet:
-    """Read a rules file; every mistake names the file, the line and what is wrong."""
-    data, text = read_toml(path, "rules")
-    return parse_rules(data, path=path, text=text)
-
-
-@dataclass
-class RulesHolder:
-    """The rules in force; `reload` and `use` swap them only when the new file is valid."""
-
-    rules: RuleSet = field(default_factory=RuleSet)
-    path: Path | None = None
-
-    def reload(self) -> RuleSet:
-        if self.path is not None:
-            self.rules = load_rules(self.path)
-        return self.rules
-
-    def use(self, path: Path | None) -> RuleSet:
-        """The rules of `path` from now on (none: no rules file, no screening)."""
-        self.rules = load_rules(path) if path is not None else RuleSet()
-        self.path = path
-        return self.rules

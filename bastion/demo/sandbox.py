@@ -19,7 +19,7 @@ import asyncssh
 
 from bastion.config import load_config
 from bastion.demo.openssh import OpenSSHServer, free_port, stop_process, wait_for_port
-from bastion.ssh.keys import KeyStore, known_hosts_lines, public_line
+from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 
 
 def toml_value(value: Any) -> str:

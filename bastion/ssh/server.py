@@ -21,15 +21,15 @@ from bastion.auth.login import SSO
 from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSOError
 from bastion.config import BastionConfig, TargetConfig
+from bastion.core.certs import new_session_id
 from bastion.core.policy import Identity, decide_login, decide_target
 from bastion.errors import BastionError, UpstreamAuthError
-from bastion.ssh.certs import new_session_id
-from bastion.ssh.keys import KeyStore
 from bastion.ssh.relay import InnerSession, SessionRelay
 from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
 from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.state.audit import AuditLog
+from bastion.state.keys import KeyStore
 
 # OpenSSH clients decide the cipher on hops where they are the client; we accept what they
 # offer (chacha20 included), minus SHA-1 and CBC. Strict kex (Terrapin) is on in asyncssh.

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import asyncssh
 
 from bastion.config import CertificateSettings, TargetConfig
+from bastion.core.certs import SessionCertificateSpec, mint_session_certificate, session_certificate_spec
 from bastion.errors import TargetHostKeyError, TargetUnreachable, UpstreamAuthError
-from bastion.ssh.certs import SessionCertificateSpec, mint_session_certificate, session_certificate_spec
-from bastion.ssh.keys import KeyStore
+from bastion.state.keys import KeyStore
 
 # The bastion is the client on this hop, so its preferences decide: AES-GCM is several times
 # faster than chacha20-poly1305 in asyncssh. No SHA-1, no CBC, no compression.

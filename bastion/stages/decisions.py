@@ -10,9 +10,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bastion.core.rules import CommandRequest, RulesHolder, Verdict
+from bastion.core.rules import CommandRequest, Verdict
 from bastion.core.shellscope import Analysis
 from bastion.core.stored import StoredCommand, stored_command
+from bastion.rules_file import RulesHolder
 from bastion.stages.pipeline import SessionInfo, SessionIO, Stream
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog

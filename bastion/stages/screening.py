@@ -158,7 +158,7 @@ class ScreeningStage(SessionStage):
         if info.has_pty:
             # A terminal: whatever runs in it (a shell, `sudo -i`, tmux, any program) gets its
             # lines screened like a shell's.
-            self._tracker = LineTracker(info.width, info.height)
+            self._tracker = LineTracker(info.width, info.height, clock=time.monotonic)
         elif info.kind == "shell":
             self._stdin = ShellInput()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pyte
@@ -261,6 +262,6 @@ def test_absurd_sizes_are_clamped() -> None:
 
     timeline = Timeline(load_cast(b'{"version": 2, "width": 1000000000, "height": 1000000000}\n[0.1, "o", "x"]\n'))
     assert (timeline.width, timeline.height) == (1000, 1000)
-    tracker = LineTracker(10**9, 10**9)
+    tracker = LineTracker(10**9, 10**9, clock=time.monotonic)
     tracker.resize(10**9, 1)
     assert (tracker.screen.columns, tracker.screen.lines) == (1000, 5)

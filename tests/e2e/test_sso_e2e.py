@@ -26,7 +26,7 @@ from joserfc.jwk import RSAKey
 from bastion.auth.sso import Directory
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox, make_user_key
-from bastion.ssh.keys import known_hosts_lines
+from bastion.state.keys import known_hosts_lines
 from tests.support.idp import OpenIDProvider, browser, complete_device_sign_in
 from tests.support.lab import LOGIN, eventually, need
 
@@ -362,7 +362,8 @@ def in_thread(coroutine: Any) -> Any:
 
 
 def test_device_codes_are_single_use(world: World) -> None:
-    from bastion.auth.oidc import OIDCClient, OIDCError, OIDCSettings
+    from bastion.auth.oidc import OIDCClient, OIDCError
+    from bastion.config import OIDCSettings
 
     client = OIDCClient(OIDCSettings(issuer=world.idp.issuer, client_id=world.idp.cli_client_id))
     device = in_thread(client.start_device())

@@ -8,9 +8,9 @@ import asyncssh
 import pytest
 
 from bastion.config import TargetConfig
+from bastion.core.certs import mint_session_certificate, session_certificate_spec
 from bastion.errors import KeyStoreError
-from bastion.ssh.certs import mint_session_certificate, session_certificate_spec
-from bastion.ssh.keys import KeyStore, known_hosts_lines
+from bastion.state.keys import KeyStore, known_hosts_lines
 
 
 def spec(**overrides: object):  # type: ignore[no-untyped-def]

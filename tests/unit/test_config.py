@@ -5,7 +5,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bastion.config import changed_settings, load_config, parse_config, parse_duration, parse_host_port
+from bastion.config import changed_settings, load_config, parse_config, parse_host_port
+from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 
 KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()

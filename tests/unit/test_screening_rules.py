@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from bastion.core.rules import CommandRequest, RuleSet, load_rules, parse_rules
+from bastion.core.rules import CommandRequest, RuleSet, parse_rules
 from bastion.core.shellscope import analyze
 from bastion.errors import ConfigError
+from bastion.rules_file import load_rules
 
 
 def programs(line: str) -> list[str]:
@@ -188,7 +190,7 @@ def test_malformed_rules_name_file_line_and_reason(tmp_path: Path, text: str, me
 def test_line_tracker_after_a_burst_of_output() -> None:
     from bastion.core.linetrack import UNFED_LIMIT, LineTracker
 
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"\x1b[31mlog line\x1b[0m\r\n" * (UNFED_LIMIT // 10))  # more than is kept
     tracker.output(b"$ ")
     tracker.typed(b"rm -rf /")

@@ -16,7 +16,8 @@ import pytest
 
 from bastion.core import linetrack
 from bastion.core.linetrack import LineTracker, SubmittedLine
-from bastion.core.rules import RulesHolder, parse_rules
+from bastion.core.rules import parse_rules
+from bastion.rules_file import RulesHolder
 from bastion.stages import screening
 from bastion.stages.masking import MaskingSettings
 from bastion.stages.pipeline import SessionInfo, SessionStage, Stream
@@ -306,7 +307,7 @@ async def test_a_paste_with_control_characters_is_unsure() -> None:
 
 
 def test_an_edited_multi_line_paste_is_unsure() -> None:
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ ")
     tracker.typed(b"echo a\nforbidden\x1b[D")
     tracker.output(b"echo a\r\n> forbidden")
@@ -328,7 +329,7 @@ async def test_backspace_may_be_a_character_of_the_line_in_cooked_mode() -> None
 
 def test_output_that_overwrites_an_edited_line_makes_it_unsure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(linetrack, "EDIT_QUIET", 0.05)
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"P> ")
     tracker.typed(b"touch forbidden")
     tracker.output(b"touch forbidden")
@@ -474,7 +475,7 @@ async def test_a_rebound_key_on_an_empty_line_is_unsure() -> None:
 @pytest.mark.parametrize("sequence", [b"\x1b[>4;2m", b"\x1b[?4m", b"\x1b[?1A", b"\x1b[?5;5H", b"\x1b[?r",
                                       b"\x1b[?1g", b"\x1b[?6n", b"\x1b[?3@", b"\x1b[?2K", b"\x1b[?1049h"])
 def test_private_csi_sequences_do_not_break_the_tracker(sequence: bytes) -> None:
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ " + sequence)
     tracker.typed(b"ls")
     tracker.output(b"ls")
@@ -500,7 +501,7 @@ async def test_a_line_in_doubt_that_reads_empty_on_screen_is_still_decided() -> 
 
 def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
     """Cooked mode: the terminal echoes typed-ahead keys at once, the shell's prompt follows."""
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ sleep 1\r\n")
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi$ ")
@@ -509,7 +510,7 @@ def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
 
 def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
     """Keys that reach the bastion before the echo of the previous Enter start on that row."""
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"# ")
     tracker.typed(b"PS1=x")
     tracker.output(b"PS1=x")
@@ -523,7 +524,7 @@ def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
 def test_text_a_line_editor_holds_after_typed_ahead_keys_is_not_ignored() -> None:
     """A widget that fills the line and leaves the cursor before the text (zsh's zle-line-init
     with CURSOR=0): the keys come first on screen, but the line runs what follows them too."""
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"\r\n")
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi; rm -rf /x\r\x1b[7C")
@@ -534,7 +535,7 @@ def test_text_a_line_editor_holds_after_typed_ahead_keys_is_not_ignored() -> Non
 def test_typed_ahead_keys_after_rebinding_must_show_exactly() -> None:
     """A widget behind a plain key can append to the line: after a rebinding, text after the
     keys is not taken for a prompt."""
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ sleep 1\r\n")
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi; rm -rf /x #")
@@ -544,7 +545,7 @@ def test_typed_ahead_keys_after_rebinding_must_show_exactly() -> None:
 
 
 def test_typed_ahead_keys_after_the_previous_output() -> None:
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ echo two")
     tracker.typed(b"echo two")
     tracker.entered()
@@ -556,7 +557,7 @@ def test_typed_ahead_keys_after_the_previous_output() -> None:
 
 def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
     """Keys that came while a leaving line editor had echo off: the new shell's prompt only."""
-    tracker = LineTracker(80, 24)
+    tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ exec sh")
     tracker.typed(b"exec sh")
     tracker.entered()

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.core.rules import CommandRequest, RuleSet, RulesHolder, load_rules, parse_rules
+from bastion.core.rules import CommandRequest, RuleSet, parse_rules
 from bastion.errors import ConfigError
+from bastion.rules_file import RulesHolder, load_rules
 from bastion.stages import decisions as decisions_module
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 from bastion.stages.screening import ScreeningContext

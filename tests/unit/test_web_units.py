@@ -15,8 +15,8 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from bastion.auth.identity import SignInRefused, resolve_approver
-from bastion.auth.oidc import Identity, OIDCClient, OIDCError, OIDCSettings
-from bastion.config import NotifyDestination, UserConfig, parse_config
+from bastion.auth.oidc import Identity, OIDCClient, OIDCError
+from bastion.config import NotifyDestination, OIDCSettings, UserConfig, parse_config
 from bastion.errors import ConfigError
 from bastion.state.approvals import ApprovalError, ApprovalStore, command_hash
 from bastion.web.notify import Notifier, slack_payload
