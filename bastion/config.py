@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import asyncssh
 
@@ -181,6 +181,9 @@ def changed_settings(old: BastionConfig, new: BastionConfig) -> list[str]:
     return [name for name in names if name not in listen] + (["listen"] if listen else [])
 
 
+_T = TypeVar("_T")
+
+
 class _Table:
     """A TOML table being read: remembers where it is and refuses keys nobody asked for."""
 
@@ -188,6 +191,15 @@ class _Table:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a table")
         self.data, self.where, self.seen = data, where, set[str]()
+
+    @overload
+    def get(self, key: str, kind: type[_T]) -> _T | None: ...
+
+    @overload
+    def get(self, key: str, kind: type[_T], default: _T) -> _T: ...
+
+    @overload
+    def get(self, key: str, kind: tuple[type, ...], default: Any = None) -> Any: ...
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         self.seen.add(key)
@@ -401,8 +413,8 @@ def _notify(entries: list[Any], where: str, base: Path) -> tuple[NotifyDestinati
 def _web_sections(
     top: _Table, where: str, base: Path
 ) -> tuple[WebSettings | None, OIDCSettings | None, tuple[NotifyDestination, ...]]:
-    web = _web(_Table(top.get("web", dict), f"{where}: [web]"), base) if "web" in top.data else None
-    oidc = _oidc(_Table(top.get("oidc", dict), f"{where}: [oidc]"), base) if "oidc" in top.data else None
+    web = _web(_Table(top.get("web", dict, {}), f"{where}: [web]"), base) if "web" in top.data else None
+    oidc = _oidc(_Table(top.get("oidc", dict, {}), f"{where}: [oidc]"), base) if "oidc" in top.data else None
     notify = _notify(top.get("notify", list, []), where, base)
     if oidc is not None and web is None:
         raise ConfigError(f"{where}: [oidc] needs [web] (the sign-in callback is served there)")

@@ -28,7 +28,7 @@ def resolve_approver(identity: Identity, users: Mapping[str, UserConfig]) -> tup
         raise SignInRefused(
             f"the provider's user name {identity.username!r} is not a valid bastion user name"
         )
-    user = users.get(identity.username)
-    if user is not None and user.oidc_subject is not None:
+    named = users.get(identity.username)
+    if named is not None and named.oidc_subject is not None:
         raise SignInRefused(f"user {identity.username!r} is bound to a different identity at the provider")
-    return identity.username, identity.groups | (user.groups if user else frozenset())
+    return identity.username, identity.groups | (named.groups if named else frozenset())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bastion.auth.identity import SignInRefused, resolve_approver
 from bastion.auth.oidc import Identity
@@ -302,7 +303,8 @@ def check_public_key(text: str, ca: asyncssh.SSHKey) -> asyncssh.SSHKey:
     if algorithm not in ALLOWED_KEY_TYPES:
         raise SSOError(f"key type {algorithm} is not accepted (use ed25519, ECDSA or RSA >= {MIN_RSA_BITS})")
     if algorithm == "ssh-rsa":
-        bits = key.pyca_key.key_size  # type: ignore[attr-defined]
+        rsa_key = key.pyca_key
+        bits = rsa_key.key_size if isinstance(rsa_key, rsa.RSAPublicKey) else 0
         if bits < MIN_RSA_BITS:
             raise SSOError(f"RSA keys need at least {MIN_RSA_BITS} bits (this one has {bits})")
     if key.public_data == ca.public_data:

@@ -193,9 +193,9 @@ def _list_users(config: BastionConfig) -> None:
         sources = []
         groups: set[str] = set()
         if name in config.users:
-            user = config.users[name]
-            sources.append(f"config ({len(user.keys)} keys)")
-            groups |= user.groups
+            configured = config.users[name]
+            sources.append(f"config ({len(configured.keys)} keys)")
+            groups |= configured.groups
         if name in sso:
             seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(sso[name].last_seen))
             sources.append(f"sso {sso[name].identity} (last {seen})")
@@ -208,7 +208,9 @@ def _list_users(config: BastionConfig) -> None:
 
 
 def register(
-    main: click.Group, config_option: Callable[..., Any], load: Callable[[Path], BastionConfig]
+    main: click.Group,
+    config_option: Callable[[Callable[..., Any]], Callable[..., Any]],
+    load: Callable[[Path], BastionConfig],
 ) -> None:
     @main.command()
     @click.option("--url", envvar="BASTION_URL", help="The bastion's web address (remembered; $BASTION_URL).")

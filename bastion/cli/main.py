@@ -292,7 +292,7 @@ def demo(state_dir: Path, port: int) -> None:
         raise click.ClickException(str(getattr(exc, "reason", exc))) from None
 
 
-recordings_cli.register(main, config_option, _load)  # type: ignore[arg-type]
+recordings_cli.register(main, config_option, _load)
 screening_cli.register(main, config_option, _load)
 login_cli.register(main, config_option, _load)
 player_cli.register(main, _load)

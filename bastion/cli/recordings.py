@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -119,13 +121,17 @@ def _markers(counts: dict[str, int]) -> str:
     return ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "-"
 
 
-def register(main: click.Group, config_option: click.Option, load: object) -> None:
+def register(
+    main: click.Group,
+    config_option: Callable[[Callable[..., Any]], Callable[..., Any]],
+    load: Callable[[Path], BastionConfig],
+) -> None:
     @main.group()
     def recordings() -> None:
         """Session recordings: list, verify, prune."""
 
     @recordings.command("list")
-    @config_option  # type: ignore[operator]
+    @config_option
     @click.option("--user", help="Only this bastion user's sessions.")
     @click.option("--target", help="Only sessions to this target.")
     @click.option("--since", help="Started at or after: 2026-11-28, 2026-11-28T14:30, or an age like 2h.")
@@ -136,7 +142,7 @@ def register(main: click.Group, config_option: click.Option, load: object) -> No
     def recordings_list(config_path: Path, user: str | None, target: str | None, since: str | None,
                         until: str | None, marker: str | None, limit: int, as_json: bool) -> None:
         """List recorded sessions, newest first."""
-        config = load(config_path)  # type: ignore[operator]
+        config = load(config_path)
         rows = open_index(config).search(
             user=user, target=target, since=parse_when(since) if since else None,
             until=parse_when(until) if until else None, marker=marker, limit=limit)
@@ -153,14 +159,14 @@ def register(main: click.Group, config_option: click.Option, load: object) -> No
                        f"{_age(row.duration):>6} {exit_text:>5} {row.state:<8} {_markers(row.markers)}")
 
     @recordings.command("verify")
-    @config_option  # type: ignore[operator]
+    @config_option
     @click.argument("ref")
     def recordings_verify(config_path: Path, ref: str) -> None:
         """Check REF (a session id or a .cast path) against its signed hash chain.
 
         Prints verified, incomplete (intact up to the last checkpoint) or TAMPERED at event N;
         exits 1 when tampered or unsigned."""
-        config = load(config_path)  # type: ignore[operator]
+        config = load(config_path)
         result, row, path = verify_recording(config, ref)
         click.echo(f"{path}: {result.describe()}")
         if row is not None:
@@ -170,7 +176,7 @@ def register(main: click.Group, config_option: click.Option, load: object) -> No
             raise SystemExit(1)
 
     @recordings.command("keyframes")
-    @config_option  # type: ignore[operator]
+    @config_option
     @click.argument("refs", nargs=-1)
     @click.option("--all", "everything", is_flag=True, help="Every finished recording without keyframes yet.")
     def recordings_keyframes(config_path: Path, refs: tuple[str, ...], everything: bool) -> None:
@@ -178,15 +184,15 @@ def register(main: click.Group, config_option: click.Option, load: object) -> No
 
         The player builds and caches them on first open anyway; this does it ahead (from cron,
         say, at low priority: `nice bastion recordings keyframes --all`)."""
-        build_keyframes(load(config_path), refs, everything=everything)  # type: ignore[operator]
+        build_keyframes(load(config_path), refs, everything=everything)
 
     @recordings.command("prune")
-    @config_option  # type: ignore[operator]
+    @config_option
     @click.option("--older-than", required=True, help="Age, e.g. 90d.")
     @click.option("--dry-run", is_flag=True, help="Say what would go, remove nothing.")
     def recordings_prune(config_path: Path, older_than: str, dry_run: bool) -> None:
         """Remove recordings (files and index rows together) older than an age."""
-        config = load(config_path)  # type: ignore[operator]
+        config = load(config_path)
         try:
             cutoff = time.time() - parse_duration(older_than, where="--older-than")
         except ConfigError as exc:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,7 +22,9 @@ from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
 
 def register(
-    main: click.Group, config_option: Callable[..., object], load: Callable[[Path], BastionConfig]
+    main: click.Group,
+    config_option: Callable[[Callable[..., Any]], Callable[..., Any]],
+    load: Callable[[Path], BastionConfig],
 ) -> None:
     @main.group()
     def rules() -> None:
@@ -29,7 +32,7 @@ def register(
 
     @rules.command("check", epilog="Exit status: 0 allow or log, 1 deny, 3 approve or unsure (the line "
                    "could not be read with certainty), 2 the config or the rules could not be loaded.")
-    @config_option  # type: ignore[misc]
+    @config_option
     @click.option("--user", required=True, help="Bastion user (their groups come from the config).")
     @click.option("--target", required=True)
     @click.option("--login", required=True)
@@ -59,7 +62,7 @@ def register(
         return ApprovalStore(load(config_path).state_db)
 
     @approvals.command("list")
-    @config_option  # type: ignore[misc]
+    @config_option
     @click.option("--all", "everything", is_flag=True, help="Any state (the last 100).")
     def approvals_list(config_path: Path, everything: bool) -> None:
         """Pending requests (or, with --all, the most recent ones in any state)."""
@@ -72,7 +75,7 @@ def register(
                        f"{','.join(request.approvers)}  {status}  {mask_text(request.command)!r}")
 
     @approvals.command("show")
-    @config_option  # type: ignore[misc]
+    @config_option
     @click.argument("request_id")
     def approvals_show(config_path: Path, request_id: str) -> None:
         """Everything about REQUEST_ID: who, where, the command, the screen, each decision."""
@@ -89,7 +92,7 @@ def register(
         click.echo(f"{request_id}: {decision} recorded by {approver}; request is {state}")
 
     @approvals.command("approve")
-    @config_option  # type: ignore[misc]
+    @config_option
     @click.argument("request_id")
     @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
     def approvals_approve(config_path: Path, request_id: str, approver: str) -> None:
@@ -97,7 +100,7 @@ def register(
         decide(config_path, request_id, approver, "approve")
 
     @approvals.command("deny")
-    @config_option  # type: ignore[misc]
+    @config_option
     @click.argument("request_id")
     @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
     def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:

@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, overload
 
 hyperscan: ModuleType | None
 digit_run: Callable[[bytes, int], bool] | None
@@ -725,6 +725,14 @@ _TEXT_MASKING = _TextMasking()
 def use_for_text(detectors: Iterable[Detector], *, pem: bool = True) -> None:
     """The detectors `mask_text` uses from now on in this process."""
     _TEXT_MASKING.detectors, _TEXT_MASKING.pem = tuple(detectors), pem
+
+
+@overload
+def mask_text(text: str) -> str: ...
+
+
+@overload
+def mask_text(text: None) -> None: ...
 
 
 def mask_text(text: str | None) -> str | None:

@@ -357,7 +357,7 @@ class InnerSession(asyncssh.SSHServerSession[bytes]):
         self._relay = relay
         self._subsystems = allow_subsystems
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._relay.client_opened(chan)
 
     def pty_requested(  # type: ignore[override]
@@ -383,7 +383,7 @@ class InnerSession(asyncssh.SSHServerSession[bytes]):
     def session_started(self) -> None:
         self._relay.client_started()
 
-    def data_received(self, data: bytes, datatype: int | None) -> None:  # type: ignore[override]
+    def data_received(self, data: bytes, datatype: int | None) -> None:
         self._relay.client_data(data)
 
     def eof_received(self) -> bool:
@@ -424,7 +424,7 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
         self._pending_type: int | None = None
         self._flush_scheduled = False
 
-    def data_received(self, data: bytes, datatype: int | None) -> None:  # type: ignore[override]
+    def data_received(self, data: bytes, datatype: int | None) -> None:
         if self._pending and datatype != self._pending_type:
             self._flush()  # stdout and stderr stay apart, in order
         self._pending.append(data)

@@ -86,7 +86,7 @@ class OuterServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
         # asyncssh asks the server object about the CA key only; which certificate (its serial,
         # for revocation) is kept here for OuterServer.validate_ca_key to look at.
         self.presented_certificate = cert
-        return await super()._validate_openssh_certificate(username, cert)  # type: ignore[misc]
+        return await super()._validate_openssh_certificate(username, cert)
 
 
 class InnerServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):

@@ -102,7 +102,7 @@ async def connect_upstream(
             preferred_auth=["publickey"],
             local_addr=local_addr,
             connect_timeout=CONNECT_TIMEOUT,
-            **UPSTREAM_ALGORITHMS,  # type: ignore[arg-type]
+            **UPSTREAM_ALGORITHMS,
         )
     except asyncssh.HostKeyNotVerifiable as exc:
         raise TargetHostKeyError(

@@ -31,8 +31,8 @@ class AuditLog:
         record = {"ts": round(time.time(), 3), "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
         for key in MASKED_FIELDS:
-            if isinstance(record.get(key), str):
-                record[key] = mask_text(record[key])
+            if isinstance(value := record.get(key), str):
+                record[key] = mask_text(value)
         line = json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
         try:
             self._stream.write(line + "\n")
