@@ -34,9 +34,12 @@ RECORDING_KEY = "recording_key"
 
 
 def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
-    audit = AuditLog(path=config.log_file)
-    state = BastionState(config=config, keys=keys, audit=audit)
-    masking = MaskingSettings.from_config(config.masking)  # mask_text's: applied as the CLI loads the config
+    masking = MaskingSettings.from_config(config.masking)
+    # What stored and shown commands are masked with: the configured detectors, even with the
+    # streams' masking off (a stored secret would outlive the session).
+    text_masker = masking.text_masker()
+    audit = AuditLog(path=config.log_file, masker=text_masker)
+    state = BastionState(config=config, keys=keys, audit=audit, text_masker=text_masker)
     recording_stage: Callable[[], list[SessionStage]]
     settings = config.recording
     if settings.enabled:
@@ -55,7 +58,8 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         policy = RecordingPolicy(on_failure=settings.on_failure)
         record_only = masking if masking.enabled and config.masking.sinks == "recording" else None
         recording_stage = lambda: [  # noqa: E731
-            RecordingStage(recorder, policy, audit, masker=record_only.make_masker() if record_only else None,
+            RecordingStage(recorder, policy, audit, text_masker=text_masker,
+                           masker=record_only.make_masker() if record_only else None,
                            input_masker=masking.make_masker() if masking.enabled else None)
         ]
         state.on_start.append(lambda loop: setattr(recorder, "loop", loop))
@@ -64,7 +68,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         recording_stage = list
     state.sso = SSO(config, keys, Directory(config.state_db), audit)
     # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
-    approvals = ApprovalStore(config.state_db)
+    approvals = ApprovalStore(config.state_db, masker=text_masker)
     notify = _web(config, state, approvals)
     screening = _screening(config, state, approvals, notify)
     # Order matters. Output: the masker first, so the recorder only ever sees masked output
@@ -85,11 +89,12 @@ def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -
         return None
     service = WebService(config, approvals, state.audit,
                          SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
-                         OIDCClient(config.oidc) if config.oidc else None, sso=state.sso)
+                         OIDCClient(config.oidc) if config.oidc else None, masker=state.text_masker,
+                         sso=state.sso)
     state.services.append(service)
     if not config.notify:
         return None
-    notifier = Notifier(config.notify)
+    notifier = Notifier(config.notify, masker=state.text_masker)
 
     async def notify(request: ApprovalRequest) -> list[str]:
         failures = await notifier.notify(request, service.link(request))
@@ -107,7 +112,8 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         cancelled = approvals.cancel_all_pending()
         if cancelled:
             state.audit.event("approvals_cancelled_at_start", count=cancelled)
-    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, notify=notify)
+    context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, masker=state.text_masker,
+                               notify=notify)
 
     def reload() -> None:
         path = holder.path
@@ -127,8 +133,9 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
             return None
         verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
                                                      "forward", destination))
+        stored = stored_command(destination, state.text_masker)
         state.audit.event("command_decision", user=identity.user, target=target.name, kind="forward",
-                          **stored_command(destination).fields(), action=verdict.action, rule=verdict.rule)
+                          **stored.fields(), action=verdict.action, rule=verdict.rule)
         if verdict.action in ("deny", "approve"):
             return f"bastion: forwarding to {destination} {verdict.describe()}"
         return None

@@ -18,7 +18,6 @@ from bastion.cli.common import keys_for
 from bastion.config import BastionConfig, load_config
 from bastion.core.durations import parse_duration
 from bastion.errors import BastionError
-from bastion.stages.masking import MaskingSettings
 from bastion.state.keys import known_hosts_lines, public_line
 from player import cli as player_cli
 
@@ -39,7 +38,6 @@ def _load(config_path: Path) -> BastionConfig:
         config = load_config(config_path)
     except BastionError as exc:
         raise click.ClickException(exc.reason) from None
-    MaskingSettings.from_config(config.masking).apply_to_text()  # what commands print with
     return config
 
 

@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from bastion.config import BastionConfig
-from bastion.core.masker import mask_text
+from bastion.core.masker import TextMasker
 from bastion.core.rules import KINDS, CommandRequest, Verdict
 from bastion.errors import ConfigError
 from bastion.rules_file import load_rules
+from bastion.stages.masking import MaskingSettings
 from bastion.stages.sftpgate import normal_path
 from bastion.state.approvals import ApprovalError, ApprovalStore
 from recorder.printable import printable
@@ -58,35 +59,40 @@ def register(
     def approvals() -> None:
         """Approval requests of held commands."""
 
-    def store(config_path: Path) -> ApprovalStore:
-        return ApprovalStore(load(config_path).state_db)
+    def opened(config_path: Path) -> tuple[ApprovalStore, TextMasker]:
+        """The approval store, and the masker its commands are stored and shown with."""
+        config = load(config_path)
+        masker = text_masker(config)
+        return ApprovalStore(config.state_db, masker=masker), masker
 
     @approvals.command("list")
     @config_option
     @click.option("--all", "everything", is_flag=True, help="Any state (the last 100).")
     def approvals_list(config_path: Path, everything: bool) -> None:
         """Pending requests (or, with --all, the most recent ones in any state)."""
-        approvals = store(config_path)
+        approvals, masker = opened(config_path)
         for request in approvals.recent(100) if everything else approvals.pending():
             left = max(0, int(request.expires - time.time()))
             status = f"{left}s left" if request.state == "pending" else request.state
             click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "
                        f"rule={request.rule}  needs {request.approvals_needed} of "
-                       f"{','.join(request.approvers)}  {status}  {mask_text(request.command)!r}")
+                       f"{','.join(request.approvers)}  {status}  {masker.mask(request.command)!r}")
 
     @approvals.command("show")
     @config_option
     @click.argument("request_id")
     def approvals_show(config_path: Path, request_id: str) -> None:
         """Everything about REQUEST_ID: who, where, the command, the screen, each decision."""
-        show_request(store(config_path), request_id)
+        approvals, masker = opened(config_path)
+        show_request(approvals, request_id, masker)
 
     def decide(config_path: Path, request_id: str, approver: str, decision: str) -> None:
         config = load(config_path)
         user = config.users.get(approver)
         groups = user.groups if user else frozenset()
+        approvals = ApprovalStore(config.state_db, masker=text_masker(config))
         try:
-            state = ApprovalStore(config.state_db).decide(request_id, approver, decision, groups=groups)
+            state = approvals.decide(request_id, approver, decision, groups=groups)
         except ApprovalError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"{request_id}: {decision} recorded by {approver}; request is {state}")
@@ -146,7 +152,13 @@ def check_status(verdict: Verdict) -> int:
     return 0
 
 
-def show_request(approvals: ApprovalStore, request_id: str) -> None:
+def text_masker(config: BastionConfig) -> TextMasker:
+    """What commands are shown with: the config's masking detectors (even with the streams'
+    masking off)."""
+    return MaskingSettings.from_config(config.masking).text_masker()
+
+
+def show_request(approvals: ApprovalStore, request_id: str, masker: TextMasker) -> None:
     """The request on the approver's terminal: what the session put in it (the command, the
     screen, an identity) is shown escaped, never written raw."""
     request = approvals.get(request_id)
@@ -157,7 +169,7 @@ def show_request(approvals: ApprovalStore, request_id: str) -> None:
     click.echo(f"request   {request.id} ({state})\nuser      {request.requester}\n"
                f"target    {request.login}@{request.target}\nrule      {request.rule}\n"
                f"approvers {request.approvals_needed} of {', '.join(request.approvers)}\n"
-               f"created   {when}\ncommand   {printable(mask_text(request.command) or '')}")
+               f"created   {when}\ncommand   {printable(masker.mask(request.command))}")
     for approver, decision, identity in decisions:
         click.echo(f"decision  {decision} by {approver}" + (f" ({printable(identity)})" if identity else ""))
     if request.screen:

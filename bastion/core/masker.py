@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, overload
+from typing import Any
 
 hyperscan: ModuleType | None
 digit_run: Callable[[bytes, int], bool] | None
@@ -711,37 +711,23 @@ class _Projection:
         return b"".join(out)
 
 
-# What mask_text masks with: the built-ins until the process applies the config's masking
-# settings (`use_for_text`), so stored commands are masked as the streams are.
-@dataclass
-class _TextMasking:
+@dataclass(frozen=True)
+class TextMasker:
+    """Masks complete short texts (a command line, keys, a screen) for logs, headers and chat.
+
+    Built once from the config's masking settings and handed to whatever stores or prints such
+    text; the default is the built-in detectors."""
+
     detectors: tuple[Detector, ...] = BUILTIN_DETECTORS
     pem: bool = True
 
-
-_TEXT_MASKING = _TextMasking()
-
-
-def use_for_text(detectors: Iterable[Detector], *, pem: bool = True) -> None:
-    """The detectors `mask_text` uses from now on in this process."""
-    _TEXT_MASKING.detectors, _TEXT_MASKING.pem = tuple(detectors), pem
-
-
-@overload
-def mask_text(text: str) -> str: ...
-
-
-@overload
-def mask_text(text: None) -> None: ...
-
-
-def mask_text(text: str | None) -> str | None:
-    """A command line or other short text with its secrets masked, for logs and headers."""
-    if not text:
-        return text
-    masker = SecretMasker(_TEXT_MASKING.detectors, pem=_TEXT_MASKING.pem)
-    # The text is complete: a closing line break stops a secret that could still be growing
-    # at its end from being masked provisionally (the streaming policy), then goes again.
-    data = text.encode("utf-8", "surrogateescape") + b"\n"
-    masked = masker.feed(data).data + masker.flush().data
-    return masked[:-1].decode("utf-8", "surrogateescape")
+    def mask(self, text: str) -> str:
+        """`text` with its secrets masked."""
+        if not text:
+            return text
+        masker = SecretMasker(self.detectors, pem=self.pem)
+        # The text is complete: a closing line break stops a secret that could still be growing
+        # at its end from being masked provisionally (the streaming policy), then goes again.
+        data = text.encode("utf-8", "surrogateescape") + b"\n"
+        masked = masker.feed(data).data + masker.flush().data
+        return masked[:-1].decode("utf-8", "surrogateescape")

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from bastion.core.masker import mask_text
+from bastion.core.masker import TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
@@ -51,9 +51,11 @@ class SessionRelay:
         pipeline: SessionPipeline,
         env_allow: tuple[str, ...],
         on_end: Callable[[SessionRelay], None],
+        masker: TextMasker,
     ) -> None:
         self.info = info
         self.pipeline = pipeline
+        self._masker = masker  # the text of markers
         self.started = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -302,7 +304,7 @@ class SessionRelay:
         self.markers[kind] = self.markers.get(kind, 0) + 1
         try:
             # Markers quote commands, and commands can carry secrets: masked once, here.
-            self.pipeline.marker(kind, mask_text(text) or "")
+            self.pipeline.marker(kind, self._masker.mask(text))
         except StageFailed as exc:
             self._stage_failed(exc)
 

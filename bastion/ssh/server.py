@@ -21,6 +21,7 @@ from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSOError
 from bastion.config import BastionConfig, TargetConfig
 from bastion.core.certs import new_session_id
+from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.relay import InnerSession, SessionRelay
@@ -69,6 +70,7 @@ class BastionState:
     config: BastionConfig
     keys: KeyStore
     audit: AuditLog
+    text_masker: TextMasker  # the config's, for commands that are stored or shown (markers)
     stages: StageFactory = list
     forward_gate: Callable[[Identity, TargetConfig, str, str], str | None] | None = None
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
@@ -359,6 +361,7 @@ class InnerServer(asyncssh.SSHServer):
             pipeline=SessionPipeline(state.stages()),
             env_allow=state.config.session.env_allow,
             on_end=self._session_ended,
+            masker=state.text_masker,
         )
         state.relays.add(relay)
         if state.sso is not None:

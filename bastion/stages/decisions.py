@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bastion.core.masker import TextMasker
 from bastion.core.rules import CommandRequest, Verdict
 from bastion.core.shellscope import Analysis
 from bastion.core.stored import StoredCommand, stored_command
@@ -30,6 +31,7 @@ class ScreeningContext:
     rules: RulesHolder
     approvals: ApprovalStore | None
     audit: AuditLog
+    masker: TextMasker  # the config's: what stored commands, screens and dropped keys are masked with
     notify: Notify | None = None
 
 
@@ -53,13 +55,14 @@ class CommandDecisions:
         verdict = self._ctx.rules.rules.decide(CommandRequest(
             user=info.user, groups=info.groups, target=info.target, login=info.login, kind=kind,
             command=command, unsure=unsure, why=why, analysis=analysis, operation=operation, paths=paths))
-        stored = stored_command(command)
-        part = stored if verdict.part == command else stored_command(verdict.part)
+        masker = self._ctx.masker
+        stored = stored_command(command, masker)
+        part = stored if verdict.part == command else stored_command(verdict.part, masker)
         self._ctx.audit.event(
             "command_decision", session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=kind, **stored.fields(), operation=operation or None,
             action=verdict.action, rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None,
-            why=stored_command(verdict.why).text if verdict.unsure else None)
+            why=stored_command(verdict.why, masker).text if verdict.unsure else None)
         self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
         return verdict
 
@@ -68,7 +71,10 @@ class CommandDecisions:
         label = MARKER_LABELS[verdict.action]
         unsure = " (unsure)" if verdict.unsure else ""
         decided, self._decided = self._decided, None
-        stored = decided[1] if decided is not None and decided[0] is command else stored_command(command)
+        if decided is not None and decided[0] is command:
+            stored = decided[1]
+        else:
+            stored = stored_command(command, self._ctx.masker)
         self._io.marker(label, f"{stored}{rule}{unsure}" if label != "command" else f"{stored}{unsure}")
 
     async def await_approval(self, verdict: Verdict, command: str, *, screen: str, interactive: bool,
@@ -79,7 +85,7 @@ class CommandDecisions:
         store, info, io = self._ctx.approvals, self._info, self._io
         if store is None:
             return False, "approvals are not configured on this bastion"
-        stored = stored_command(command)
+        stored = stored_command(command, self._ctx.masker)
         request = store.create(session=info.session_id, requester=info.user, target=info.target,
                                login=info.login, command=command, rule=verdict.rule or "",
                                approvers=verdict.approvers, approvals=verdict.approvals,

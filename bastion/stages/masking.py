@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from bastion.config import MaskingConfig
-from bastion.core.masker import BUILTIN_DETECTORS, Detector, SecretMasker, custom_detector, use_for_text
+from bastion.core.masker import BUILTIN_DETECTORS, Detector, SecretMasker, TextMasker, custom_detector
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import ScpTransferParser
 
@@ -35,10 +35,11 @@ class MaskingSettings:
     def make_masker(self) -> SecretMasker:
         return SecretMasker(self.detectors(), pem=self.pem)
 
-    def apply_to_text(self) -> None:
-        """Commands stored in headers, the index, the log and chat go through these detectors
-        too (even with the streams' masking off: a stored secret would outlive the session)."""
-        use_for_text(self.detectors(), pem=self.pem)
+    def text_masker(self) -> TextMasker:
+        """What commands stored in headers, the index, the log and chat are masked with: these
+        detectors too, even with the streams' masking off (a stored secret would outlive the
+        session)."""
+        return TextMasker(self.detectors(), pem=self.pem)
 
 
 @functools.lru_cache(maxsize=16)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from bastion.core.hidden import HiddenInput
-from bastion.core.masker import MaskResult, SecretMasker, mask_text
+from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
 from recorder.transfers import ScpTransferParser, SftpTransferParser
@@ -26,9 +26,11 @@ class RecordingStage(SessionStage):
 
     name = "recorder"
 
-    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog,
-                 *, masker: SecretMasker | None = None, input_masker: SecretMasker | None = None) -> None:
+    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog, *,
+                 text_masker: TextMasker, masker: SecretMasker | None = None,
+                 input_masker: SecretMasker | None = None) -> None:
         self._recorder = recorder
+        self._text_masker = text_masker  # the command in the header and the index, always
         self._masker = masker  # set when masking applies to the recording only
         # Set whenever masking is on: a token pasted at a prompt, or a secrets file sent on
         # stdin, is recorded masked. What reaches the target is never changed. The masker holds
@@ -56,7 +58,9 @@ class RecordingStage(SessionStage):
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
-        command = mask_text(info.command) if info.kind == "exec" else info.subsystem
+        command = info.command if info.kind == "exec" else info.subsystem
+        if info.kind == "exec" and command:
+            command = self._text_masker.mask(command)
         metadata = {
             "session_id": info.session_id, "user": info.user, "login": info.login,
             "target": info.target, "client_address": info.client_address,

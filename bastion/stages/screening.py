@@ -132,8 +132,9 @@ class ScreeningStage(SessionStage):
 
     async def _await_approval(self, verdict: Verdict, command: str, *, interactive: bool) -> tuple[bool, str]:
         tracker = self._tracker
-        screen = (stored_screen(tracker.snapshot(), tracker.screen.columns) if tracker is not None
-                  else f"$ {stored_command(command)}")
+        masker = self._ctx.masker
+        screen = (stored_screen(tracker.snapshot(), tracker.screen.columns, masker) if tracker is not None
+                  else f"$ {stored_command(command, masker)}")
         return await self._decisions.await_approval(verdict, command, screen=screen, interactive=interactive)
 
     def _during_hold(self, data: bytes) -> None:
@@ -146,7 +147,8 @@ class ScreeningStage(SessionStage):
 
     def _report_dropped(self) -> None:
         if self._dropped_count and self._io is not None:
-            self._io.marker("dropped-input", stored_keys(self._dropped, self._dropped_count))
+            dropped = stored_keys(self._dropped, self._dropped_count, self._ctx.masker)
+            self._io.marker("dropped-input", dropped)
         self._dropped, self._dropped_count = b"", 0
 
     # -- the gate: exec commands and subsystems, before anything runs upstream -------------

@@ -251,8 +251,9 @@ class SftpGateStage(SessionStage):
     async def _await(self, verdict: Verdict, command: str) -> None:
         assert self._decisions is not None
         assert self._io is not None
+        screen = f"sftp> {stored_command(command, self._ctx.masker)}"
         approved, why = await self._decisions.await_approval(
-            verdict, command, screen=f"sftp> {stored_command(command)}", interactive=False, hint="")
+            verdict, command, screen=screen, interactive=False, hint="")
         held, self._held = self._held, None
         assert held is not None
         if approved:

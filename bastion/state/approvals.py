@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion.core.masker import TextMasker
 from bastion.core.stored import command_hash, stored_command
 
 SCHEMA = """
@@ -92,8 +93,9 @@ def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
 
 
 class ApprovalStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, masker: TextMasker) -> None:
         self.db = open_state_db(path, SCHEMA)
+        self._masker = masker  # what a request's command is stored masked with
         for table, column, kind in MIGRATIONS:
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
@@ -104,7 +106,7 @@ class ApprovalStore:
         """A pending request for `command` as submitted: it is stored masked (and bounded), and
         decisions are bound to its hash. `screen` must be masked already."""
         now = time.time()
-        stored = str(stored_command(command))
+        stored = str(stored_command(command, self._masker))
         for _ in range(8):  # six hex digits are for people to read out; collisions are retried
             request_id = secrets.token_hex(3).upper()
             try:

@@ -10,16 +10,18 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bastion.core.masker import mask_text
+from bastion.core.masker import TextMasker
 
 # Commands can carry secrets (mysql --password=S3cret): these fields are masked in every event.
 MASKED_FIELDS = ("command", "part")
 
 
 class AuditLog:
-    """Append-only JSON lines to a file (0600) or a stream."""
+    """Append-only JSON lines to a file (0600) or a stream; MASKED_FIELDS go through `masker`."""
 
-    def __init__(self, stream: IO[str] | None = None, path: Path | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, path: Path | None = None, *,
+                 masker: TextMasker) -> None:
+        self._masker = masker
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os_open_append(path)
@@ -32,7 +34,7 @@ class AuditLog:
         record.update({k: v for k, v in fields.items() if v is not None})
         for key in MASKED_FIELDS:
             if isinstance(value := record.get(key), str):
-                record[key] = mask_text(value)
+                record[key] = self._masker.mask(value)
         line = json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
         try:
             self._stream.write(line + "\n")

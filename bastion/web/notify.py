@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from bastion.config import NotifyDestination
-from bastion.core.masker import mask_text
+from bastion.core.masker import TextMasker
 from bastion.state.approvals import ApprovalRequest
 
 ATTEMPTS = 4
@@ -41,9 +41,9 @@ def _summary(request: ApprovalRequest) -> str:
     )
 
 
-def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+def slack_payload(request: ApprovalRequest, link: str, masker: TextMasker) -> dict[str, Any]:
     """Slack incoming webhook, Block Kit."""
-    command = mask_text(request.command)
+    command = masker.mask(request.command)
     needed = f"{request.approvals_needed} approvals" if request.approvals_needed > 1 else "1 approval"
     return {
         "text": _summary(request),  # notifications and clients without blocks
@@ -90,9 +90,9 @@ def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
     }
 
 
-def mattermost_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+def mattermost_payload(request: ApprovalRequest, link: str, masker: TextMasker) -> dict[str, Any]:
     """Mattermost incoming webhook: Markdown text plus an attachment with the fields."""
-    command = mask_text(request.command)
+    command = masker.mask(request.command)
     return {
         "text": f"#### Approval needed: request {request.id}\n{_fence(command)}\n"
         f"[Review request {request.id}]({link})",
@@ -117,7 +117,7 @@ def mattermost_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
     }
 
 
-def webhook_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+def webhook_payload(request: ApprovalRequest, link: str, masker: TextMasker) -> dict[str, Any]:
     """Any other receiver: one plain JSON object."""
     return {
         "event": "approval_requested",
@@ -126,7 +126,7 @@ def webhook_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
         "user": request.requester,
         "target": request.target,
         "login": request.login,
-        "command": mask_text(request.command),
+        "command": masker.mask(request.command),
         "rule": request.rule,
         "approvers": list(request.approvers),
         "approvals_needed": request.approvals_needed,
@@ -144,8 +144,10 @@ class Failure:
 
 
 class Notifier:
-    def __init__(self, destinations: Sequence[NotifyDestination], *, backoff: float = FIRST_BACKOFF) -> None:
+    def __init__(self, destinations: Sequence[NotifyDestination], *, masker: TextMasker,
+                 backoff: float = FIRST_BACKOFF) -> None:
         self.destinations = tuple(destinations)
+        self.masker = masker  # the command in every message
         self.backoff = backoff
 
     async def notify(self, request: ApprovalRequest, link: str) -> list[Failure]:
@@ -159,7 +161,7 @@ class Notifier:
     async def _post(
         self, http: aiohttp.ClientSession, destination: NotifyDestination, request: ApprovalRequest, link: str
     ) -> Failure | None:
-        payload = PAYLOADS[destination.kind](request, link)
+        payload = PAYLOADS[destination.kind](request, link, self.masker)
         reason = ""
         for attempt in range(ATTEMPTS):
             if attempt:

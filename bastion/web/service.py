@@ -30,7 +30,7 @@ from bastion.auth.login import SSO
 from bastion.auth.oidc import AuthorizationStart, OIDCClient, OIDCError
 from bastion.auth.sso import SSOError
 from bastion.config import BastionConfig
-from bastion.core.masker import mask_text
+from bastion.core.masker import TextMasker
 from bastion.errors import BastionError
 from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
@@ -179,10 +179,12 @@ class WebService(_SSOEndpoints):
         cookies: SignedCookies,
         oidc: OIDCClient | None,
         *,
+        masker: TextMasker,
         sso: SSO | None = None,
     ) -> None:
         assert config.web is not None
         self.config, self.settings = config, config.web
+        self.masker = masker  # the command on a request's page
         self.store, self.audit, self.cookies, self.oidc, self.sso = store, audit, cookies, oidc, sso
         self.secure = self.settings.public_url.startswith("https://")
         self._runner: web.AppRunner | None = None
@@ -384,7 +386,7 @@ class WebService(_SSOEndpoints):
         return (
             f'<h1>Approval request {_e(approval.id)} <span class="state {_e(state)}">{_e(state)}</span></h1>'
             f'{notice}<p class="note">{_e(explain)}</p><table>{table}</table>'
-            f"<h2>Command</h2><pre>{_e(_lines(mask_text(approval.command) or ''))}</pre>"
+            f"<h2>Command</h2><pre>{_e(_lines(self.masker.mask(approval.command)))}</pre>"
             "<h2>Screen when submitted</h2>"
             f'<pre class="screen">{_e(_lines(approval.screen) or "(no terminal)")}</pre>'
             f"{'<h2>Decisions</h2><ul>' + decided + '</ul>' if decided else ''}{actions}"

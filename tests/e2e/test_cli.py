@@ -111,15 +111,16 @@ def test_login_certificate_opens_the_bastion(tmp_path: Path) -> None:
 def test_approvals_show_escapes_what_the_session_put_in_the_request(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from bastion.cli.screening import show_request
+    from bastion.core.masker import TextMasker
     from bastion.state.approvals import ApprovalStore
     from recorder.printable import UNSAFE
 
     command = "echo \x1b]0;owned title\x07 \u009b2J \u202e/ fr- mr"
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=TextMasker())
     made = store.create(session="s1", requester="alice", target="db-1", login="root", command=command,
                         rule="r", approvers=("dba",), approvals=1, timeout=60,
                         screen=f"$ {command}\n\x1b[2J\u2028after")
-    show_request(store, made.id)
+    show_request(store, made.id, TextMasker())
     shown = capsys.readouterr().out
     assert not UNSAFE.search(shown.replace("\n", ""))
     assert "command   echo \\x1b]0;owned title\\x07 \\x9b2J \\u202e/ fr- mr\n" in shown

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bastion.core.masker import TextMasker
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox
 from bastion.state.approvals import ApprovalStore, command_hash
@@ -90,7 +91,7 @@ class Web:
         return page
 
     def state(self, request_id: str) -> str:
-        return ApprovalStore(self.box.directory / "bastion.db").state(request_id)[0]
+        return ApprovalStore(self.box.directory / "bastion.db", masker=TextMasker()).state(request_id)[0]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.box.events() if e["event"] == name]

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from bastion.core.masker import (
     BUILTIN_DETECTORS,
     SecretMasker,
+    TextMasker,
     _hyperscan_pattern,
     _raw_trigger,
     card_ok,
     custom_detector,
     digit_run,
     luhn_ok,
-    mask_text,
 )
 from bastion.stages.masking import MaskingSettings
 
@@ -274,14 +274,12 @@ def test_one_marker_per_secret_when_detectors_overlap() -> None:
 
 def test_stored_text_is_masked_with_the_configured_detectors() -> None:
     command = "curl -u EMP-123456 https://x 4111 1111 1111 1111"
-    assert mask_text(command) == "curl -u EMP-123456 https://x " + "*" * 19  # the built-ins
-    settings = MaskingSettings(disable=("card-number",), custom=(("employee-id", r"EMP-([0-9]{6})", 1),))
-    try:
-        settings.apply_to_text()
-        assert mask_text(command) == "curl -u EMP-****** https://x 4111 1111 1111 1111"
-    finally:
-        MaskingSettings().apply_to_text()
-    assert mask_text(command) == "curl -u EMP-123456 https://x " + "*" * 19
+    assert TextMasker().mask(command) == "curl -u EMP-123456 https://x " + "*" * 19  # the built-ins
+    settings = MaskingSettings(enabled=False, disable=("card-number",),
+                               custom=(("employee-id", r"EMP-([0-9]{6})", 1),))
+    assert settings.text_masker().mask(command) == "curl -u EMP-****** https://x 4111 1111 1111 1111"
+    assert MaskingSettings().text_masker() == TextMasker()  # the same detector objects
+    assert TextMasker().mask("") == ""
 
 
 @settings(max_examples=200, deadline=None)

@@ -16,6 +16,7 @@ import pytest
 
 from bastion.core import linetrack
 from bastion.core.linetrack import LineTracker, SubmittedLine
+from bastion.core.masker import TextMasker
 from bastion.core.rules import parse_rules
 from bastion.rules_file import RulesHolder
 from bastion.stages import screening
@@ -37,6 +38,7 @@ RULES = parse_rules({
              {"name": "needs-approval", "action": "approve", "command": "needs-approval",
               "approvers": ["dba"]}],
 })
+MASKER = TextMasker()  # the built-in detectors
 
 
 class Session:
@@ -96,7 +98,7 @@ SHELL = SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", log
 
 def shell_stage() -> tuple[ScreeningStage, Session, io.StringIO]:
     log = io.StringIO()
-    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log)))
+    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log, masker=MASKER), MASKER))
     session = Session()
     stage.start(SHELL, session)
     return stage, session, log
@@ -155,7 +157,7 @@ async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
 
 async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()),
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     stage.start(SHELL, Session())
     typed = f"git remote add x https://{GH}@example.com/a.git\r".encode()
@@ -185,7 +187,7 @@ async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
 
 def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()),
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     stage.start(replace(SHELL, kind="exec", command="cat > .env", term_type=None), Session())
     sent = f"GITHUB_TOKEN={GH}\nPORT=8080\n".encode()
@@ -203,7 +205,8 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
 @pytest.mark.parametrize("command", ["", "   ", "\t"])
 def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO()))
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER),
+                           text_masker=MASKER)
     stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
     assert stage.recording is not None
     stage.on_end(0, None)
@@ -221,13 +224,13 @@ class MarkedSession(Session):
 
 
 async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path) -> None:
-    log, store = io.StringIO(), ApprovalStore(tmp_path / "state.db")
+    log, store = io.StringIO(), ApprovalStore(tmp_path / "state.db", masker=MASKER)
     huge = "echo " + "x" * (256 << 10)  # far beyond what is stored (the issue had 4 MiB)
-    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log))), MarkedSession()
+    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log, masker=MASKER), MASKER)), MarkedSession()
     denied = replace(SHELL, kind="exec", command=f"{huge} forbidden", term_type=None)
     stage.start(denied, session)
     assert "no-forbidden" in str(await stage.gate(denied, session))  # the rule matched the line's end
-    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log))), MarkedSession()
+    stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log, masker=MASKER), MASKER)), MarkedSession()
     held = replace(denied, command=f"{huge} needs-approval")
     stage.start(held, session)
     gate = asyncio.get_running_loop().create_task(stage.gate(held, session))
@@ -257,7 +260,7 @@ class EndingSession(Session):
 
 def stage_for(session: Session) -> tuple[ScreeningStage, io.StringIO]:
     log = io.StringIO()
-    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log)))
+    stage = ScreeningStage(ScreeningContext(RulesHolder(RULES), None, AuditLog(log, masker=MASKER), MASKER))
     stage.start(SHELL, session)
     return stage, log
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion.core.masker import TextMasker
 from bastion.core.rules import CommandRequest, RuleSet, parse_rules
 from bastion.errors import ConfigError
 from bastion.rules_file import RulesHolder, load_rules
@@ -27,6 +28,8 @@ from recorder import sftp
 from recorder.sftp import PacketFramer, SftpProtocolError, parse_request, status_packet
 from recorder.transfers import SftpTransferParser
 from tests.unit.test_session_stages import until
+
+MASKER = TextMasker()  # the built-in detectors
 
 # -- building packets -----------------------------------------------------------------------
 
@@ -304,7 +307,7 @@ class Session:
 def gate(ruleset: RuleSet, *, approvals: ApprovalStore | None = None, info: SessionInfo = SFTP,
          ) -> tuple[SftpGateStage, Session, io.StringIO]:
     log = io.StringIO()
-    stage = SftpGateStage(ScreeningContext(RulesHolder(ruleset), approvals, AuditLog(log)))
+    stage = SftpGateStage(ScreeningContext(RulesHolder(ruleset), approvals, AuditLog(log, masker=MASKER), MASKER))
     session = Session()
     stage.start(info, session)
     return stage, session, log
@@ -458,7 +461,7 @@ def test_other_sessions_pass_untouched(rules: RuleSet) -> None:
 async def test_a_held_request_and_all_after_it_wait_for_the_approval(
         rules: RuleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decisions_module, "POLL", 0.01)
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     stage, session, _ = gate(rules, approvals=store)
     before = packet(sftp.STAT, 1, "/tmp")
     held = packet(sftp.REMOVE, 2, "/tmp/old.log")
@@ -489,7 +492,7 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
 async def test_a_session_ending_during_a_hold_cancels_the_request(
         rules: RuleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decisions_module, "POLL", 0.01)
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     stage, session, _ = gate(rules, approvals=store)
     stage.on_input(packet(sftp.REMOVE, 1, "/tmp/x"))
     await until(store.pending, "the approval request")

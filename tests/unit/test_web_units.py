@@ -17,11 +17,14 @@ from joserfc.jwk import RSAKey
 from bastion.auth.identity import SignInRefused, resolve_approver
 from bastion.auth.oidc import Identity, OIDCClient, OIDCError
 from bastion.config import NotifyDestination, OIDCSettings, UserConfig, parse_config
+from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
 from bastion.state.approvals import ApprovalError, ApprovalStore, command_hash
 from bastion.web.notify import Notifier, slack_payload
 from bastion.web.service import SignedCookies
 from tests.support.idp import OpenIDProvider, WebhookReceiver
+
+MASKER = TextMasker()  # the built-in detectors
 
 
 def test_signed_cookies_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
@@ -110,7 +113,7 @@ def request(store: ApprovalStore, command: str = "rm -rf /srv/cache", approvals:
 
 
 def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     assert len(made.token) >= 32 and store.by_token(made.token) == made and store.by_token("") is None
     assert made.screen == "$ rm -rf /srv/cache"
@@ -133,7 +136,7 @@ def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submi
     import sqlite3
 
     command = "mysql --password=Tr0ub4dor-and-3 -e 'drop table users'"
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store, command)
     [(stored,)] = sqlite3.connect(tmp_path / "state.db").execute("SELECT command FROM approval_requests")
     assert stored == made.command == "mysql --password=*************** -e 'drop table users'"
@@ -158,7 +161,7 @@ def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
         INSERT INTO approval_requests VALUES ('ABC123','s','alice','db','root','ls','h','r','dba',1,0,1,'expired');
     """)
     old.close()
-    store = ApprovalStore(path)
+    store = ApprovalStore(path, masker=MASKER)
     assert store.get("ABC123") is not None and store.get("ABC123").token == ""  # type: ignore[union-attr]
     assert request(store).token
 
@@ -166,14 +169,15 @@ def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
 def test_notifier_retries_then_reports_what_failed(tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     try:
-        store_request = request(ApprovalStore(tmp_path / "state.db"))
+        store_request = request(ApprovalStore(tmp_path / "state.db", masker=MASKER))
         receiver.fail_first["/flaky"] = 2
         receiver.status_for["/gone"] = 404
         receiver.status_for["/down"] = 503
         notifier = Notifier([NotifyDestination("slack", receiver.url("/flaky"), "flaky"),
                              NotifyDestination("webhook", receiver.url("/gone"), "gone"),
                              NotifyDestination("mattermost", receiver.url("/down"), "down"),
-                             NotifyDestination("webhook", "http://127.0.0.1:1/nothing", "closed")], backoff=0.01)
+                             NotifyDestination("webhook", "http://127.0.0.1:1/nothing", "closed")],
+                            masker=MASKER, backoff=0.01)
         failures = asyncio.run(notifier.notify(store_request, "https://bastion.test/approvals/t"))
         reasons = {f.destination: f.reason for f in failures}
         assert set(reasons) == {"gone", "down", "closed"}
@@ -187,9 +191,9 @@ def test_notifier_retries_then_reports_what_failed(tmp_path: Path) -> None:
 
 
 def test_slack_payload_keeps_secrets_and_fences_out(tmp_path: Path) -> None:
-    made = request(ApprovalStore(tmp_path / "s.db"),
+    made = request(ApprovalStore(tmp_path / "s.db", masker=MASKER),
                    command="PASSWORD=S3cretPassw0rd mysql -e 'drop table x' ```\n* <!channel>")
-    payload = slack_payload(made, "https://b/approvals/t")
+    payload = slack_payload(made, "https://b/approvals/t", MASKER)
     text = json.dumps(payload)
     assert "S3cretPassw0rd" not in text
     code = payload["blocks"][2]["text"]["text"]
@@ -267,10 +271,10 @@ def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
     settings = parse_config(config(web={"listen": f"127.0.0.1:{port}", "tls_cert": "cert.pem", "tls_key": "key.pem"}),
                           path=tmp_path / "bastion.toml")
     assert settings.web is not None and settings.web.public_url == f"https://127.0.0.1:{port}"
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store)
-    service = WebService(settings, store, AuditLog(path=tmp_path / "log"), SignedCookies.load_or_create(tmp_path / "k"),
-                         None)
+    service = WebService(settings, store, AuditLog(path=tmp_path / "log", masker=MASKER), SignedCookies.load_or_create(tmp_path / "k"),
+                         None, masker=MASKER)
 
     async def run() -> tuple[int, dict[str, str], str]:
         await service.start()
@@ -298,10 +302,10 @@ def test_the_approval_page_shows_session_text_escaped(tmp_path: Path) -> None:
 
     port = free_port()
     settings = parse_config(config(web={"listen": f"127.0.0.1:{port}"}), path=tmp_path / "bastion.toml")
-    store = ApprovalStore(tmp_path / "state.db")
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store, "echo \u202e/ fr- mr \x1b]0;title\x07")
     cookies = SignedCookies.load_or_create(tmp_path / "k")
-    service = WebService(settings, store, AuditLog(path=tmp_path / "log"), cookies, None)
+    service = WebService(settings, store, AuditLog(path=tmp_path / "log", masker=MASKER), cookies, None, masker=MASKER)
     carol = {"user": "carol", "groups": ["dba"], "id": "idp#carol", "csrf": "c"}
     headers = {"Cookie": f"{SESSION_COOKIE}={cookies.dumps(SESSION_COOKIE, carol, 60)}"}
 
