@@ -184,7 +184,7 @@ class WriterCore:
             return
         try:
             getattr(self.index, method)(*args, **fields)
-        except Exception as exc:  # an index failure is reported; the recording goes on
+        except Exception as exc:  # noqa: BLE001 - an index failure of any kind is reported; the recording goes on
             self.reply("log", "index_failed", {"session": session_id, "reason": str(exc)})
 
 

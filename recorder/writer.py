@@ -253,7 +253,7 @@ class Recorder:
             if self.index.get(recording.session_id) is None:  # it died before indexing the open
                 self.index.session_opened(**recording.index_row)
             self.index.session_updated(recording.session_id, state="failed", error=recording.error, **fields)
-        except Exception as exc:  # reported; the session ends either way
+        except Exception as exc:  # noqa: BLE001 - whatever the index raises is reported; the session ends either way
             self.log("index_failed", session=recording.session_id, reason=str(exc))
 
     def _thread_writer(self) -> _ThreadWriter:

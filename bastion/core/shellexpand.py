@@ -269,7 +269,7 @@ def expand_word(source: str, variables: Variables, found: Found, *, split: bool 
     return alternatives
 
 
-def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, found: Found,  # noqa: PLR0912, PLR0915
+def _scan(text: str, i: int, end: int, out: _Builder, variables: Variables, found: Found,  # noqa: C901, PLR0912, PLR0915 - one branch per kind of quote or expansion, in the order the shell tries them
           *, quoted: bool, at_start: bool = False) -> None:
     literal: list[str] = []
 

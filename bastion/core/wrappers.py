@@ -163,7 +163,7 @@ class Unwrapped:
     unknown: str = ""  # an option this grammar does not know
 
 
-def unwrap(wrapper: Wrapper, args: list[str], literal: list[bool]) -> Unwrapped:  # noqa: PLR0911, PLR0912, PLR0915 - one branch per option form
+def unwrap(wrapper: Wrapper, args: list[str], literal: list[bool]) -> Unwrapped:  # noqa: PLR0912 - one branch per kind of word
     """Walk a wrapper's arguments (`args[0]` is the first after the wrapper's name)."""
     out = Unwrapped()
     positionals = wrapper.positionals
@@ -181,54 +181,16 @@ def unwrap(wrapper: Wrapper, args: list[str], literal: list[bool]) -> Unwrapped:
             continue
         if arg in wrapper.stops:
             return out
-        if arg.startswith("--"):
-            name, eq, _ = arg.partition("=")
-            if name in wrapper.long_script:
-                out.shell = None if eq else i + 1
-                out.attached_shell = arg.partition("=")[2] if eq else None
-                if not eq and i + 1 >= len(args):
-                    out.unknown = f"{name} without its value"
-                return out
-            if name in wrapper.long_values:
-                i += 1 if eq else 2
-                continue
-            if name in wrapper.long_flags or (name == "--preserve-env" and eq):
-                i += 1
-                continue
-            out.unknown = f"an option this bastion does not know ({name})"
-            return out
-        if arg.startswith("-") and len(arg) > 1 and not (arg[1:].isdigit() and "n" in wrapper.values):
-            j = 1
-            while j < len(arg):
-                letter = arg[j]
-                if letter == wrapper.script and wrapper.script:
-                    if j + 1 < len(arg):
-                        out.attached_shell = arg[j + 1:]
-                    elif i + 1 < len(args):
-                        out.shell = i + 1
-                    else:
-                        out.unknown = f"-{letter} without its value"
-                    return out
-                if letter == wrapper.split and wrapper.split:
-                    if j + 1 < len(arg):
-                        out.attached_split = arg[j + 1:]
-                        out.command = list(range(i + 1, len(args)))
-                    else:
-                        out.split = i + 1
-                        out.command = list(range(i + 2, len(args)))
-                    return out
-                if letter in wrapper.values:
-                    if j + 1 == len(arg):
-                        i += 1  # the value is the next word
-                    break
-                if letter not in wrapper.flags:
-                    out.unknown = f"an option this bastion does not know (-{letter})"
-                    return out
-                j += 1
-            i += 1
-            continue
         if arg.startswith("-") and len(arg) > 1:
-            i += 1  # nice -5
+            if arg.startswith("--"):
+                after = _long_option(wrapper, args, i, out)
+            elif arg[1:].isdigit() and "n" in wrapper.values:
+                after = i + 1  # nice -5
+            else:
+                after = _short_options(wrapper, args, i, out)
+            if after is None:
+                return out
+            i = after
             continue
         if positionals == -1:  # script [file]: no command but through -c
             i += 1
@@ -247,3 +209,50 @@ def unwrap(wrapper: Wrapper, args: list[str], literal: list[bool]) -> Unwrapped:
     if not out.command:
         out.bare = wrapper.bare_shell
     return out
+
+
+def _long_option(wrapper: Wrapper, args: list[str], i: int, out: Unwrapped) -> int | None:
+    """Where the words after `args[i]`, a long option, go on; None when the walk ends at it
+    (`out` then says what runs, or why that is unknown)."""
+    name, eq, value = args[i].partition("=")
+    if name in wrapper.long_script:
+        out.shell = None if eq else i + 1
+        out.attached_shell = value if eq else None
+        if not eq and i + 1 >= len(args):
+            out.unknown = f"{name} without its value"
+        return None
+    if name in wrapper.long_values:
+        return i + (1 if eq else 2)
+    if name in wrapper.long_flags or (name == "--preserve-env" and eq):
+        return i + 1
+    out.unknown = f"an option this bastion does not know ({name})"
+    return None
+
+
+def _short_options(wrapper: Wrapper, args: list[str], i: int, out: Unwrapped) -> int | None:
+    """As `_long_option`, for `args[i]`, one or more short options in one word (`-iu root`)."""
+    arg = args[i]
+    for j in range(1, len(arg)):
+        letter, rest = arg[j], arg[j + 1:]
+        if letter == wrapper.script and wrapper.script:
+            if rest:
+                out.attached_shell = rest
+            elif i + 1 < len(args):
+                out.shell = i + 1
+            else:
+                out.unknown = f"-{letter} without its value"
+            return None
+        if letter == wrapper.split and wrapper.split:
+            if rest:
+                out.attached_split = rest
+                out.command = list(range(i + 1, len(args)))
+            else:
+                out.split = i + 1
+                out.command = list(range(i + 2, len(args)))
+            return None
+        if letter in wrapper.values:
+            return i + 1 if rest else i + 2  # the value is attached, or the next word
+        if letter not in wrapper.flags:
+            out.unknown = f"an option this bastion does not know (-{letter})"
+            return None
+    return i + 1

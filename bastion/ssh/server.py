@@ -467,13 +467,13 @@ class Bastion:
             self._server.close()
         self.state.audit.event("bastion_stopping", live_sessions=len(self.state.relays), grace=grace)
         deadline = time.monotonic() + grace
-        while self.state.relays and time.monotonic() < deadline:
+        while self.state.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded wait; sessions end in many ways
             await asyncio.sleep(0.1)
         for relay in list(self.state.relays):
             relay.end("bastion: the bastion is shutting down")
         # Let the clients read that line and close by themselves before we cut them off.
         deadline = time.monotonic() + 2
-        while self.state.connections and time.monotonic() < deadline:
+        while self.state.connections and time.monotonic() < deadline:  # noqa: ASYNC110 - as above, for clients
             await asyncio.sleep(0.05)
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")

@@ -206,7 +206,7 @@ class SessionPipeline:
         for stage in reversed(self.stages):
             try:
                 stage.on_end(exit_status, exit_signal)
-            except Exception:  # noqa: S112 - one stage's cleanup must not skip the next
+            except Exception:  # noqa: BLE001, S112 - one stage's cleanup must not skip the next
                 continue
 
     @staticmethod

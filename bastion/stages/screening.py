@@ -278,7 +278,7 @@ class ScreeningStage(SessionStage):
         assert tracker is not None
         tracker.rebound = bool(self._scope.keys_changed)
         deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
-        while not tracker.echoed() and time.monotonic() < deadline:
+        while not tracker.echoed() and time.monotonic() < deadline:  # noqa: ASYNC110 - waits for the echo on the screen, bounded
             await asyncio.sleep(0.01)
         if kind is Key.SUBMIT and self._a_password():
             self._release()  # typed at a password prompt: not a command, never logged as one
@@ -363,7 +363,7 @@ class ScreeningStage(SessionStage):
         tracker = self._tracker
         assert tracker is not None
         deadline = time.monotonic() + ECHO_WAIT
-        while not (tracker.last_output > self._program_key_at and
+        while not (tracker.last_output > self._program_key_at and  # noqa: ASYNC110 - waits for output to pause: no event marks that
                    time.monotonic() - tracker.last_output >= 0.03) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         row = tracker.cursor_row()
