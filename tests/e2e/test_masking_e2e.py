@@ -9,8 +9,8 @@ import pytest
 from recorder.asciicast import load_cast
 from tests.support.lab import LOGIN, Lab, need
 from tests.support.recordings import recording_for
+from tests.support.samples import AWS_ID, AWS_SECRET, CARD, GH, pem
 from tests.support.tmux import TmuxPane
-from tests.unit.test_masker import AWS_ID, AWS_SECRET, CARD, GH, pem
 
 pytestmark = pytest.mark.e2e
 

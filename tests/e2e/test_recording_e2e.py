@@ -1,7 +1,9 @@
-"""Recordings of real sessions, read back by the real asciinema and by a terminal emulator."""
+"""Recordings of real sessions, read back by the real asciinema and by a terminal emulator; the
+recorder's worker process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,8 +18,12 @@ import pytest
 
 from bastion.demo.sandbox import Sandbox
 from recorder.asciicast import Cast, load_cast
+from recorder.chain import verify
+from recorder.index import RecordingIndex
+from recorder.storage import LocalDirectoryStore
+from recorder.writer import Recorder, RecordingFailed
 from tests.support.lab import LOGIN, Lab, eventually, need
-from tests.support.recordings import asciinema_cat, bastion_cli, recording_for
+from tests.support.recordings import KEY, asciinema_cat, bastion_cli, open_recording, recording_for
 from tests.support.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -252,3 +258,68 @@ def test_continue_policy_is_an_explicit_opt_out(own_box: Sandbox, read_only_toda
     proc = _ssh(own_box, "echo ran-unrecorded")
     assert proc.communicate(timeout=60)[0] == b"ran-unrecorded\n"
     assert any(e["event"] == "recording_failed" for e in own_box.events())
+
+
+# -- the recorder's worker process -----------------------------------------------------------------
+
+
+async def process_recorder(tmp_path: Path) -> tuple[Recorder, RecordingIndex]:
+    index = RecordingIndex(tmp_path / "index.db")
+    recorder = Recorder(LocalDirectoryStore(tmp_path / "rec"), index, KEY, flush_interval=0.05,
+                        loop=asyncio.get_running_loop(), process=True)
+    return recorder, index
+
+
+async def test_worker_process_writes_signs_and_indexes(tmp_path: Path) -> None:
+    recorder, index = await process_recorder(tmp_path)
+    rec = open_recording(recorder)
+    worker = recorder._worker
+    assert worker is not None and worker.process.poll() is None
+    for n in range(2000):  # more than the socket takes at once: the rest waits for writability
+        rec.output(b"%06d " % n + b"\x1b[32mok\x1b[0m" * 300 + b"\r\n")
+    rec.input(b"exit\r")
+    rec.close(exit_status=0, bytes_in=5, bytes_out=1)
+    await asyncio.sleep(0.2)
+    recorder.stop()
+    assert worker.process.returncode == 0
+    row = index.get("s1")
+    assert row is not None and row.state == "closed" and row.exit_status == 0
+    path = Path(row.location or "")
+    cast = load_cast(path.read_bytes())
+    assert cast.output_bytes().count(b"\r\n") == 2000 and cast.input_bytes() == b"exit\r"
+    result = verify(path.read_bytes(), Path(f"{path}.sig").read_bytes(), KEY,
+                    expected_lines=row.lines, expected_head=row.chain)
+    assert result.state == "verified", result
+
+
+async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    recorder, index = await process_recorder(tmp_path)
+    errors: list[str] = []
+    rec = open_recording(recorder)
+    rec.on_error = errors.append
+    rec.output(b"before\r\n")
+    first = recorder._worker
+    assert first is not None
+    os.kill(first.process.pid, signal.SIGKILL)
+    for _ in range(100):
+        if errors:
+            break
+        await asyncio.sleep(0.05)
+    assert errors and errors[0].startswith("recording stopped: the recorder process exited")
+    row = index.get("s1")
+    assert row is not None and row.state == "failed" and (row.error or "").startswith("recording stopped")
+    with pytest.raises(RecordingFailed):
+        rec.output(b"after\r\n")
+    rec.close(exit_signal="HUP", bytes_out=8)
+    row = index.get("s1")
+    assert row is not None and row.state == "failed" and row.exit_signal == "HUP" and row.ended is not None
+    second = open_recording(recorder, "s2")
+    assert recorder._worker is not first and second.error is None
+    second.output(b"fine\r\n")
+    second.close(exit_status=0)
+    await asyncio.sleep(0.1)
+    recorder.stop()
+    cast = load_cast(Path(tmp_path / "rec" / f"{second.name}.cast").read_bytes())
+    assert cast.output_bytes() == b"fine\r\n"

@@ -15,8 +15,8 @@ from bastion.demo.sandbox import Sandbox
 from recorder.asciicast import load_cast
 from tests.support.lab import LOGIN, eventually, need
 from tests.support.recordings import recording_for
+from tests.support.samples import AWS_ID, GH
 from tests.support.tmux import TmuxPane
-from tests.unit.test_masker import AWS_ID, GH
 
 pytestmark = pytest.mark.e2e
 

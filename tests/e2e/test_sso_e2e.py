@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bastion.auth.sso import Directory
+from bastion.auth.sso import Directory, SSOError, write_krl
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox, make_user_key
 from bastion.state.keys import known_hosts_lines
+from tests.support.certs import ident, public
 from tests.support.idp import OpenIDProvider, browser, complete_device_sign_in
 from tests.support.lab import LOGIN, eventually, need
 
@@ -374,3 +376,40 @@ def test_device_codes_are_single_use(world: World) -> None:
     with pytest.raises(OIDCError):
         in_thread(client.device_tokens(device))  # the same code again: refused by the provider
 
+
+# -- the SSO directory's revocation list, read by OpenSSH ------------------------------------------
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Directory:
+    return Directory(tmp_path / "state.db")
+
+
+@pytest.fixture(scope="module")
+def ca() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-ed25519")
+
+
+def test_revocation_outlives_restore_for_old_certificates(directory: Directory, ca: asyncssh.SSHKey,
+                                                          tmp_path: Path) -> None:
+    need("ssh-keygen")
+    old = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    other = directory.issue(ca, public(), user="bob", identity="idp#s-2", ttl=600)
+    assert directory.revoke("alice", "ops-oncall") == [old.serial]
+    assert directory.revoked("alice") and directory.certificate_allowed("alice", old.serial) == "user alice has been revoked"
+    with pytest.raises(SSOError, match="revoked"):
+        directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    with pytest.raises(SSOError, match="revoked"):
+        directory.sign_in(ident("s-1", "alice"), {})
+    krl = tmp_path / "revoked.krl"
+    write_krl(krl, ca, directory.revoked_serials())
+    for issued, expected in ((old, "REVOKED"), (other, "ok")):
+        cert = tmp_path / f"{issued.serial}-cert.pub"
+        issued.certificate.write_certificate(cert)
+        result = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(cert)], capture_output=True, text=True,
+                                check=False)
+        assert expected in result.stdout, result
+    assert directory.restore("alice") and not directory.restore("alice")
+    assert directory.certificate_allowed("alice", old.serial) == "certificate revoked"  # still
+    fresh = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
+    assert directory.certificate_allowed("alice", fresh.serial) is None

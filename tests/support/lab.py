@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hashlib
 import os
@@ -18,7 +19,6 @@ import pytest
 from bastion.demo.sandbox import Sandbox
 
 LOGIN = getpass.getuser()
-
 
 
 def need(*tools: str) -> None:
@@ -41,6 +41,14 @@ def eventually(probe: Callable[[], T], what: str, timeout: float = 20) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s (last seen: {result!r})")
         time.sleep(0.05)
+
+
+async def until(probe: Callable[[], object], what: str, timeout: float = 5) -> None:
+    """`eventually` inside the event loop: the loop runs while the probe waits."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Reading what the bastion recorded, from the tests: the finished .cast of a session, the real
-asciinema's rendering of it, and the bastion's own CLI."""
+"""Recordings from the tests: the finished .cast of a session, the real asciinema's rendering of
+it, and the bastion's own CLI; and recordings written straight through the recorder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bastion.demo.sandbox import Sandbox
+from recorder.signing import RecordingKey
+from recorder.writer import Recorder
 from tests.support.lab import eventually, need
 
 
@@ -41,3 +43,12 @@ def asciinema_cat(path: Path) -> bytes:
 def bastion_cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+KEY = RecordingKey.generate()
+
+
+def open_recording(recorder: Recorder, session_id: str = "s1", **index: object):  # type: ignore[no-untyped-def]
+    fields = {"user": "alice", "login": "root", "target": "db-1", **index}
+    return recorder.open(session_id=session_id, width=80, height=24, term="xterm", command=None,
+                         metadata={"session_id": session_id}, index_fields=fields)

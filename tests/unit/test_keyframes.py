@@ -3,8 +3,6 @@ from, stale or damaged cache files are ignored, and a second open needs no rebui
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -16,7 +14,7 @@ from player.app import Recording
 from player.keyframes import MAGIC, KeyframeCache, cache_for, restore, snapshot
 from player.replay import SafeScreen, Timeline, plain_lines
 from recorder.asciicast import load_cast
-from tests.e2e.test_player import SESSION, make_cast, recordings
+from tests.support.casts import SESSION, make_cast, recordings
 
 PIECES = ["abc", "\r\n", "\x1b[2J", "\x1b[H", "\x1b[31;1mred\x1b[0m", "\x1b[5;5H*", "long line " * 9, "\x08\x08",
           "\t|", "\x1b[2;4r", "\x1b[r", "\x1b7", "\x1b8", "\x1b(0lqk\x1b(B", "\x0e", "\x0f", "\x1b[?7l", "\x1b[?7h",
@@ -119,16 +117,3 @@ def test_cache_location(tmp_path: Path, monkeypatch) -> None:
     assert cache_for(inside, recordings_dir).directory == recordings_dir / "keyframes"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert cache_for(tmp_path / "elsewhere.cast", recordings_dir).directory == tmp_path / "cache/bastion/keyframes"
-
-
-def test_recordings_keyframes_command_builds_ahead(tmp_path: Path) -> None:
-    (tmp_path / "bastion.toml").write_text('recordings_dir = "recordings"\n')
-    cast = tmp_path / "recordings" / "one.cast"
-    cast.parent.mkdir()
-    cast.write_bytes(make_cast(SESSION))
-    result = subprocess.run([sys.executable, "-m", "bastion", "recordings", "keyframes", str(cast), "-c",
-                             str(tmp_path / "bastion.toml")], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "built keyframes for 1 recordings" in result.stdout
-    cache = KeyframeCache(tmp_path / "recordings" / "keyframes")
-    assert cache.load(cast, len(load_cast(cast.read_bytes()).events)) is not None

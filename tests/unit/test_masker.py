@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import random
 import re
 import string
 import uuid
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,41 +20,9 @@ from bastion.core.masker import (
     luhn_ok,
 )
 from bastion.stages.masking import MaskingSettings
-
-rng = random.Random(7)
-
-
-def rand(chars: str, n: int) -> str:
-    return "".join(rng.choice(chars) for _ in range(n))
-
-
-UPPER_DIGITS = string.ascii_uppercase + string.digits
-ALNUM = string.ascii_letters + string.digits
-
-
-def luhn_complete(prefix: str, length: int) -> str:
-    body = prefix + rand(string.digits, length - len(prefix) - 1)
-    for check in string.digits:
-        if luhn_ok((body + check).encode()):
-            return body + check
-    raise AssertionError
-
-
-def pem(kind: str) -> str:
-    if kind == "openssh":
-        key = ed25519.Ed25519PrivateKey.generate()
-        fmt = serialization.PrivateFormat.OpenSSH
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # type: ignore[assignment]
-        fmt = serialization.PrivateFormat.PKCS8
-    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
-
+from tests.support.samples import ALNUM, AWS_ID, AWS_SECRET, CARD, GH, pem, rand
 
 # (text, secret) pairs: the secret must vanish, the rest must stay.
-AWS_ID = "AKIA" + rand(UPPER_DIGITS, 16)
-AWS_SECRET = rand(ALNUM + "/+", 40)
-GH = "ghp_" + rand(ALNUM, 36)
-CARD = luhn_complete("4", 16)
 TRUE_CASES = [
     (f"aws_access_key_id = {AWS_ID}\n", AWS_ID),
     (f"aws_secret_access_key = {AWS_SECRET}\n", AWS_SECRET),

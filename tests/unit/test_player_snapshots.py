@@ -11,7 +11,7 @@ import pytest
 
 from player.app import BrowserScreen, PlayerApp, Recording, ReplayScreen
 from recorder.index import SessionRow
-from tests.e2e.test_player import SESSION, make_cast
+from tests.support.casts import SESSION, make_cast
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +29,9 @@ from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
 from recorder.transfers import ScpTransferParser
 from recorder.writer import Recorder
+from tests.support.lab import until
 from tests.support.memory import MemoryStore
-from tests.unit.test_masker import AWS_SECRET, GH
+from tests.support.samples import AWS_SECRET, GH
 
 RULES = parse_rules({
     "rule": [{"name": "no-forbidden", "action": "deny", "command": "forbidden"},
@@ -77,13 +77,6 @@ class Session:
 
     def input_eof(self) -> None:
         self.target.append(b"<EOF>")
-
-
-async def until(probe: Callable[[], object], what: str, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.01)
 
 
 def decisions(log: io.StringIO) -> list[dict[str, object]]:

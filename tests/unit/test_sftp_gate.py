@@ -27,7 +27,7 @@ from bastion.state.audit import AuditLog
 from recorder import sftp
 from recorder.sftp import PacketFramer, SftpProtocolError, parse_request, status_packet
 from recorder.transfers import SftpTransferParser
-from tests.unit.test_session_stages import until
+from tests.support.lab import until
 
 MASKER = TextMasker()  # the built-in detectors
 

@@ -1,22 +1,16 @@
-"""The SSO directory on its own: identity binding, what may be certified, rate limits,
-revocation and the KRL (read back by the real ssh-keygen)."""
+"""The SSO directory on its own: identity binding, what may be certified, rate limits, sessions
+(revocation read back by the real ssh-keygen is in tests/e2e/test_sso_e2e.py)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import asyncssh
 import pytest
 
-from bastion.auth.oidc import Identity
-from bastion.auth.sso import CERT_RATE, Directory, SSOError, certificate_info, check_public_key, write_krl
+from bastion.auth.sso import CERT_RATE, Directory, SSOError, certificate_info, check_public_key
 from bastion.config import UserConfig
-from tests.support.lab import need
-
-
-def ident(sub: str, name: str, groups: tuple[str, ...] = ("ops",)) -> Identity:
-    return Identity("https://idp.test", sub, name, frozenset(groups))
+from tests.support.certs import ident, public
 
 
 @pytest.fixture
@@ -27,10 +21,6 @@ def directory(tmp_path: Path) -> Directory:
 @pytest.fixture(scope="module")
 def ca() -> asyncssh.SSHKey:
     return asyncssh.generate_private_key("ssh-ed25519")
-
-
-def public(key_type: str = "ssh-ed25519", **kwargs: int) -> str:
-    return asyncssh.generate_private_key(key_type, **kwargs).export_public_key().decode()
 
 
 def test_first_sign_in_binds_the_name_to_the_identity(directory: Directory) -> None:
@@ -86,31 +76,6 @@ def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: as
     other_process = Directory(tmp_path / "state.db")
     with pytest.raises(SSOError, match="too many certificates"):  # the count is in the database
         other_process.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
-
-
-def test_revocation_outlives_restore_for_old_certificates(directory: Directory, ca: asyncssh.SSHKey,
-                                                          tmp_path: Path) -> None:
-    need("ssh-keygen")
-    old = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
-    other = directory.issue(ca, public(), user="bob", identity="idp#s-2", ttl=600)
-    assert directory.revoke("alice", "ops-oncall") == [old.serial]
-    assert directory.revoked("alice") and directory.certificate_allowed("alice", old.serial) == "user alice has been revoked"
-    with pytest.raises(SSOError, match="revoked"):
-        directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
-    with pytest.raises(SSOError, match="revoked"):
-        directory.sign_in(ident("s-1", "alice"), {})
-    krl = tmp_path / "revoked.krl"
-    write_krl(krl, ca, directory.revoked_serials())
-    for issued, expected in ((old, "REVOKED"), (other, "ok")):
-        cert = tmp_path / f"{issued.serial}-cert.pub"
-        issued.certificate.write_certificate(cert)
-        result = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(cert)], capture_output=True, text=True,
-                                check=False)
-        assert expected in result.stdout, result
-    assert directory.restore("alice") and not directory.restore("alice")
-    assert directory.certificate_allowed("alice", old.serial) == "certificate revoked"  # still
-    fresh = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
-    assert directory.certificate_allowed("alice", fresh.serial) is None
 
 
 def test_live_sessions_of_gone_processes_are_cleared(directory: Directory) -> None:

@@ -6,7 +6,7 @@ import hashlib
 
 from bastion.core.masker import TextMasker
 from bastion.core.stored import HEAD, stored_command, stored_keys, stored_screen
-from tests.unit.test_masker import AWS_ID, GH
+from tests.support.samples import AWS_ID, GH
 
 MASKER = TextMasker()  # the built-in detectors
 
