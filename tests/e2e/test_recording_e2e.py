@@ -23,7 +23,8 @@ from recorder.index import RecordingIndex
 from recorder.storage import LocalDirectoryStore
 from recorder.writer import Recorder, RecordingFailed
 from tests.support.lab import LOGIN, Lab, eventually, need
-from tests.support.recordings import KEY, asciinema_cat, bastion_cli, open_recording, recording_for
+from tests.support.recordings import KEY, asciinema_cat, open_recording, recording_for
+from tests.support.sessions import bastion_cli
 from tests.support.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e

@@ -19,6 +19,7 @@ import pytest
 
 from bastion.demo.sandbox import Sandbox
 from tests.support.lab import LOGIN, eventually, need
+from tests.support.sessions import rules_sandbox, sentinel
 from tests.support.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -45,22 +46,9 @@ command = "forbidden"
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     need("ssh", "sshd", "tmux", "zsh")
-    directory = tmp_path_factory.mktemp("bypass")
-    (directory / "rules.toml").write_text(RULES)
-    sandbox = Sandbox(directory, extra={"rules_file": "rules.toml"})
-    sandbox.add_user("alice", ["ops"])
-    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
-    sandbox.write_ssh_config("alice")
-    sandbox.start_bastion()
+    sandbox = rules_sandbox(tmp_path_factory.mktemp("bypass"), RULES)
     yield sandbox
     sandbox.stop()
-
-
-def sentinel() -> Path:
-    folder = Path(f"/tmp/sentinel-{uuid.uuid4().hex[:10]}")
-    folder.mkdir()
-    (folder / "keep").write_text("still here\n")
-    return folder
 
 
 def ssh(box: Sandbox, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

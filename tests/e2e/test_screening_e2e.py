@@ -16,6 +16,9 @@ from recorder.asciicast import load_cast
 from tests.support.lab import LOGIN, eventually, need
 from tests.support.recordings import recording_for
 from tests.support.samples import AWS_ID, GH
+from tests.support.sessions import bastion_cli as cli
+from tests.support.sessions import rules_sandbox, unique
+from tests.support.sessions import start_ssh as ssh
 from tests.support.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -48,31 +51,9 @@ message = "no file transfers to db-1"
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     need("ssh", "sshd", "tmux")
-    directory = tmp_path_factory.mktemp("screening")
-    (directory / "rules.toml").write_text(RULES)
-    sandbox = Sandbox(directory, extra={"rules_file": "rules.toml"})
-    sandbox.add_user("alice", ["ops"])
-    sandbox.add_user("bob", ["dba"])
-    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
-    sandbox.write_ssh_config("alice")
-    sandbox.start_bastion()
+    sandbox = rules_sandbox(tmp_path_factory.mktemp("screening"), RULES, {"alice": ["ops"], "bob": ["dba"]})
     yield sandbox
     sandbox.stop()
-
-
-def ssh(box: Sandbox, command: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion",
-                             f"{LOGIN}@db-1", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
-
-
-def cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
-
-
-def unique(name: str) -> Path:
-    return Path(f"/tmp/scr-{uuid.uuid4().hex[:8]}-{name}")
 
 
 def test_denied_exec_never_runs(box: Sandbox) -> None:

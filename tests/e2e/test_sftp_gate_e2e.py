@@ -17,6 +17,8 @@ from bastion.demo.sandbox import Sandbox
 from recorder.asciicast import load_cast
 from tests.support.lab import LOGIN, eventually, need
 from tests.support.recordings import recording_for
+from tests.support.sessions import bastion_cli as cli
+from tests.support.sessions import rules_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -69,13 +71,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     files = directory / "files"
     for folder in ("protected", "archive", "approval"):
         (files / folder).mkdir(parents=True)
-    (directory / "rules.toml").write_text(RULES.replace("{files}", str(files)))
-    sandbox = Sandbox(directory, extra={"rules_file": "rules.toml"})
-    sandbox.add_user("alice", ["ops"])
-    sandbox.add_user("bob", ["dba"])
-    sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
-    sandbox.write_ssh_config("alice")
-    sandbox.start_bastion()
+    sandbox = rules_sandbox(directory, RULES.replace("{files}", str(files)), {"alice": ["ops"], "bob": ["dba"]})
     yield sandbox
     sandbox.stop()
 
@@ -100,11 +96,6 @@ def sftp(box: Sandbox, batch: str) -> subprocess.CompletedProcess[str]:
     """Runs `batch` (sftp commands; a leading `-` lets the batch go on after a failure)."""
     return subprocess.run(sftp_command(box), input=batch, capture_output=True, text=True, timeout=60,
                           check=False)
-
-
-def cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def decisions(box: Sandbox, command: str) -> list[dict[str, object]]:

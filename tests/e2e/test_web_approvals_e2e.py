@@ -14,7 +14,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from bastion.state.approvals import ApprovalStore, command_hash
 from tests.support.idp import OpenIDProvider, WebhookReceiver, browser, sign_in
 from tests.support.lab import LOGIN, eventually, need
 from tests.support.recordings import recording_for
+from tests.support.sessions import start_ssh, unique
 from tests.support.tmux import TmuxPane
 
 pytestmark = pytest.mark.e2e
@@ -73,9 +73,7 @@ class Web:
     url: str
 
     def ssh(self, command: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["ssh", "-F", str(self.box.directory / "ssh_config-alice"), "-J", "bastion",
-                                 f"{LOGIN}@db-1", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
+        return start_ssh(self.box, command)
 
     def slack_post(self, text: str) -> dict[str, Any]:
         return self.chat.wait_for(lambda path, p: path == "/slack" and text in json.dumps(p))
@@ -126,10 +124,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         box.stop()
         idp.stop()
         chat.close()
-
-
-def unique(name: str) -> Path:
-    return Path(f"/tmp/web-{uuid.uuid4().hex[:8]}-{name}")
 
 
 def request_id(page: Any) -> str:

@@ -1,10 +1,9 @@
 """Recordings from the tests: the finished .cast of a session, the real asciinema's rendering of
-it, and the bastion's own CLI; and recordings written straight through the recorder."""
+it; and recordings written straight through the recorder."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,11 +37,6 @@ def asciinema_cat(path: Path) -> bytes:
     result = subprocess.run(["script", "-qec", f"asciinema cat {path}", "/dev/null"],
                             capture_output=True, timeout=60, check=True)
     return result.stdout
-
-
-def bastion_cli(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bastion", *args, "-c", str(box.config_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 KEY = RecordingKey.generate()
