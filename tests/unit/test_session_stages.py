@@ -20,7 +20,7 @@ from bastion.core.rules import parse_rules
 from bastion.rules_file import RulesHolder
 from bastion.stages import screening
 from bastion.stages.masking import MaskingSettings
-from bastion.stages.pipeline import SessionInfo, SessionStage, Stream
+from bastion.stages.pipeline import Stream
 from bastion.stages.recording import RecordingPolicy, RecordingStage
 from bastion.stages.screening import ScreeningContext, ScreeningStage
 from bastion.state.approvals import ApprovalStore
@@ -32,6 +32,7 @@ from recorder.writer import Recorder
 from tests.support.lab import until
 from tests.support.memory import MemoryStore
 from tests.support.samples import AWS_SECRET, GH
+from tests.support.stages import SHELL, MarkedSession, Session
 
 RULES = parse_rules({
     "rule": [{"name": "no-forbidden", "action": "deny", "command": "forbidden"},
@@ -41,52 +42,9 @@ RULES = parse_rules({
 MASKER = TextMasker()  # the built-in detectors
 
 
-class Session:
-    """Collects what the stage sends either way."""
-
-    def __init__(self) -> None:
-        self.target: list[bytes] = []
-        self.client: list[bytes] = []
-
-    def to_target(self, data: bytes) -> None:
-        self.target.append(data)
-
-    def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
-        self.client.append(data)
-
-    def end(self, reason: str) -> None:
-        raise AssertionError(f"ended: {reason}")
-
-    def release_output_after(self, stage: SessionStage, data: bytes, stream: Stream) -> None:
-        raise AssertionError("the screener holds no output")
-
-    def marker(self, kind: str, text: str = "") -> None:
-        pass
-
-    def hold_output(self, reason: str) -> None:
-        pass
-
-    def release_output(self, reason: str) -> None:
-        pass
-
-    def hold_input(self, reason: str) -> None:
-        pass
-
-    def release_input(self, reason: str) -> None:
-        pass
-
-    def input_eof(self) -> None:
-        self.target.append(b"<EOF>")
-
-
 def decisions(log: io.StringIO) -> list[dict[str, object]]:
     events = [json.loads(line) for line in log.getvalue().splitlines()]
     return [e for e in events if e["event"] == "command_decision"]
-
-
-SHELL = SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
-                    client_address="127.0.0.1", client_version="SSH-2.0-test", kind="shell",
-                    term_type="xterm", width=80, height=24)
 
 
 def shell_stage() -> tuple[ScreeningStage, Session, io.StringIO]:
@@ -205,15 +163,6 @@ def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) ->
     stage.on_end(0, None)
     recorder.stop()
     assert ScpTransferParser.is_scp("scp -t /tmp") and not ScpTransferParser.is_scp(command)
-
-
-class MarkedSession(Session):
-    def __init__(self) -> None:
-        super().__init__()
-        self.markers: list[str] = []
-
-    def marker(self, kind: str, text: str = "") -> None:
-        self.markers.append(f"{kind}: {text}")
 
 
 async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from bastion.core.masker import TextMasker
 from bastion.stages.screening import ScreeningStage
 from bastion.state.approvals import ApprovalStore
 from bastion.state.keys import KeyStore
-from tests.unit.test_session_stages import SHELL, MarkedSession, until
+from tests.support.lab import until
+from tests.support.stages import SHELL, MarkedSession
 
 KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
 CONFIG = f"""
