@@ -1,4 +1,4 @@
-"""Test helpers shipped with the recorder: an in-memory store that can be told to fail."""
+"""An in-memory recording store that can be told to fail its writes (a full disk)."""
 
 from __future__ import annotations
 
