@@ -23,8 +23,9 @@ from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
 from bastion.state.keys import KeyStore
+from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.notify import Notifier
-from bastion.web.service import COOKIE_KEY, SignedCookies, WebService
+from bastion.web.service import WebService
 from recorder.index import RecordingIndex
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore

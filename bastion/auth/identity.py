@@ -12,7 +12,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
 class SignInRefused(Exception):
-    pass
+    http_status = 403
 
 
 def resolve_approver(identity: Identity, users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:

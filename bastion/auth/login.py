@@ -1,12 +1,16 @@
 """Single sign-on for SSH users, the bastion's side: the device-code prompt inside ssh, the
 certificate endpoint behind `bastion login`, who a login certificate belongs to, and
 revocation reaching live sessions.
+
+Everything here runs on the bastion's event loop; the directory's SQLite calls go to its
+own thread (`Directory.thread`), so a slow query delays only the sign-in that waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,14 @@ from typing import Any
 import asyncssh
 
 from bastion.auth.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
-from bastion.auth.sso import Directory, SSOError, certificate_serial, krl_path, write_krl
+from bastion.auth.sso import (
+    Directory,
+    IssuedCertificate,
+    SSOError,
+    certificate_serial,
+    krl_path,
+    write_krl,
+)
 from bastion.config import BastionConfig
 from bastion.state.audit import AuditLog
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
@@ -54,7 +65,8 @@ class SSO:
         deadline = time.time() + self.config.login_timeout
         try:
             identity = await self.device.finish_device(device, deadline=deadline)
-            user, groups = self.directory.sign_in(identity, self.config.users)
+            directory = self.directory
+            user, groups = await directory.thread.run(directory.sign_in, identity, self.config.users)
         except (OIDCError, SSOError) as exc:
             self.audit.event("sso_login_failed", user=username, client=client, reason=str(exc))
             raise SSOError(str(exc)) from None
@@ -73,16 +85,21 @@ class SSO:
 
     # -- login certificates --------------------------------------------------------------------------
 
-    def certificate_refusal(self, username: str, cert: asyncssh.SSHCertificate | None) -> str | None:
+    async def revoked(self, username: str) -> bool:
+        return await self.directory.thread.run(self.directory.revoked, username)
+
+    async def certificate_refusal(self, username: str, cert: asyncssh.SSHCertificate | None) -> str | None:
         """Why a login certificate presented by `username` is not accepted, or None."""
         if cert is None:
             return "no certificate"
-        return self.directory.certificate_allowed(username, certificate_serial(cert))
+        return await self.directory.thread.run(
+            self.directory.certificate_allowed, username, certificate_serial(cert)
+        )
 
-    def groups(self, username: str) -> frozenset[str]:
+    async def groups(self, username: str) -> frozenset[str]:
         """Config groups plus the provider's groups at the user's last sign-in."""
         user = self.config.users.get(username)
-        sso = self.directory.sso_user(username)
+        sso = await self.directory.thread.run(self.directory.sso_user, username)
         return (user.groups if user else frozenset()) | (sso.groups if sso else frozenset())
 
     async def certify(self, tokens: dict[str, Any], public_key: str, client: str) -> dict[str, Any]:
@@ -94,12 +111,17 @@ class SSO:
         except OIDCError as exc:
             self.audit.event("certificate_refused", client=client, reason=str(exc))
             raise SSOError(str(exc)) from None
-        try:
+        ttl = self.config.oidc.certificate_ttl if self.config.oidc else 8 * 3600
+
+        def sign_in_and_issue() -> tuple[str, frozenset[str], IssuedCertificate]:
             user, groups = self.directory.sign_in(identity, self.config.users)
-            ttl = self.config.oidc.certificate_ttl if self.config.oidc else 8 * 3600
             issued = self.directory.issue(
                 self.keys.login_ca, public_key, user=user, identity=identity.key, ttl=ttl
             )
+            return user, groups, issued
+
+        try:
+            user, groups, issued = await self.directory.thread.run(sign_in_and_issue)
         except SSOError as exc:
             self.audit.event("certificate_refused", client=client, identity=identity.key, reason=str(exc))
             raise
@@ -147,9 +169,36 @@ class SSO:
     def publish_krl(self) -> None:
         write_krl(self.krl_path, self.keys.login_ca.convert_to_public(), self.directory.revoked_serials())
 
+    async def prepare(self) -> None:
+        """At start-up: sessions of bastion processes that are gone are forgotten, and the
+        revocation list is published (ssh-keygen)."""
+        await self.directory.thread.run(self.directory.clear_sessions)
+        await self.directory.thread.run(self.publish_krl)
+
     async def watch_revocations(self, end_user: Any) -> None:
         """Every second: users revoked (by the CLI, another process) lose their live sessions."""
         while True:
-            for user in self.directory.revoked_users():
+            for user in await self.directory.thread.run(self.directory.revoked_users):
                 end_user(user)
             await asyncio.sleep(REVOCATION_POLL)
+
+    # -- live sessions, for `bastion users list` in other processes -----------------------------------
+    # Called from asyncssh's synchronous callbacks: written in order on the directory's thread,
+    # without waiting; a failed write is logged.
+
+    def session_started(self, session: str, user: str, target: str, login: str) -> None:
+        self.directory.thread.later(
+            self._live_sessions_failed(session), self.directory.session_started, session, user, target, login
+        )
+
+    def session_ended(self, session: str) -> None:
+        self.directory.thread.later(
+            self._live_sessions_failed(session), self.directory.session_ended, session
+        )
+
+    def _live_sessions_failed(self, session: str) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            reason = str(exc) or type(exc).__name__
+            self.audit.event("live_session_update_failed", session=session, reason=reason)
+
+        return failed

@@ -48,6 +48,8 @@ HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
 class OIDCError(Exception):
     """Sign-in failed; the message says why in terms an operator can act on."""
 
+    http_status = 403  # a sign-in the provider or its tokens did not vouch for
+
 
 @dataclass(frozen=True)
 class DeviceAuthorization:

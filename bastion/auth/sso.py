@@ -26,6 +26,7 @@ from bastion.auth.identity import SignInRefused, resolve_approver
 from bastion.auth.oidc import Identity
 from bastion.config import UserConfig
 from bastion.state.approvals import open_state_db
+from bastion.state.dbthread import DatabaseThread
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sso_users (
@@ -74,6 +75,14 @@ CERT_RATE = (5, 60.0)  # certificates per identity per that many seconds
 class SSOError(Exception):
     """A sign-in or certificate request refused; the message is safe to show the user."""
 
+    http_status = 403
+
+
+class TooManyCertificates(SSOError):
+    """The identity asked for more certificates than CERT_RATE allows."""
+
+    http_status = 429
+
 
 @dataclass(frozen=True)
 class SSOUser:
@@ -118,8 +127,11 @@ def krl_path(state_db: Path) -> Path:
 
 
 class Directory:
+    """Synchronous; code on the event loop calls it through `thread`."""
+
     def __init__(self, path: Path) -> None:
         self.db = open_state_db(path, SCHEMA)
+        self.thread = DatabaseThread("sso-db")
 
     # -- identities ---------------------------------------------------------------------------
 
@@ -216,7 +228,9 @@ class Directory:
         recent = self.db.execute("SELECT COUNT(*) FROM user_certificates WHERE identity = ? AND issued > ?",
                                  (identity, now - window)).fetchone()[0]
         if recent >= count:
-            raise SSOError(f"too many certificates for this identity; try again in {int(window)} s")
+            raise TooManyCertificates(
+                f"too many certificates for this identity; try again in {int(window)} s"
+            )
 
     def certificate_allowed(self, user: str, serial: int | None) -> str | None:
         """Why a presented login certificate is refused now, or None."""

@@ -124,26 +124,29 @@ class OuterServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def _revoked(self, username: str, method: str) -> bool:
+    # The checks that read the state database are coroutines (asyncssh awaits them): the
+    # database is read on its own thread while the loop serves everyone else.
+
+    async def _revoked(self, username: str, method: str) -> bool:
         sso = self._state.sso
-        if sso is not None and sso.directory.revoked(username):
+        if sso is not None and await sso.revoked(username):
             self._auth_failed(username, method, "user revoked")
             return True
         return False
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         user = self._state.config.users.get(username)
         ok = user is not None and any(
             key.public_data == known.public_data for known in user.keys
         )
-        if ok and user is not None and not self._revoked(username, "publickey"):
+        if ok and user is not None and not await self._revoked(username, "publickey"):
             self._identity = Identity(user=username, groups=user.groups, method="publickey")
             return True
         if not ok:
             self._auth_failed(username, "publickey", "unknown key")
         return False
 
-    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    async def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         # Asked only for certificates; asyncssh then checks principal == username and validity.
         if key.public_data != self._state.keys.login_ca.public_data:
             self._auth_failed(username, "certificate", "unknown certificate authority")
@@ -152,11 +155,12 @@ class OuterServer(asyncssh.SSHServer):
         user = self._state.config.users.get(username)
         groups = user.groups if user else frozenset()
         if sso is not None:
-            refusal = sso.certificate_refusal(username, getattr(self._conn, "presented_certificate", None))
+            cert = getattr(self._conn, "presented_certificate", None)
+            refusal = await sso.certificate_refusal(username, cert)
             if refusal is not None:
                 self._auth_failed(username, "certificate", refusal)
                 return False
-            groups = sso.groups(username)
+            groups = await sso.groups(username)
         self._identity = Identity(user=username, groups=groups, method="certificate")
         return True
 
@@ -171,8 +175,7 @@ class OuterServer(asyncssh.SSHServer):
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
         sso = self._state.sso
         assert sso is not None
-        if sso.directory.revoked(username):
-            self._auth_failed(username, "sso", "user revoked")
+        if await self._revoked(username, "sso"):
             return False
         try:
             self._device = await sso.start_device()
@@ -365,7 +368,7 @@ class InnerServer(asyncssh.SSHServer):
         )
         state.relays.add(relay)
         if state.sso is not None:
-            state.sso.directory.session_started(info.session_id, info.user, info.target, info.login)
+            state.sso.session_started(info.session_id, info.user, info.target, info.login)
         state.audit.event(
             "session_started", session=info.session_id, user=info.user, target=info.target,
             login=info.login, client=info.client_address, key_id=info.key_id,
@@ -376,7 +379,7 @@ class InnerServer(asyncssh.SSHServer):
         state, info = self._jump.state, relay.info
         state.relays.discard(relay)
         if state.sso is not None:
-            state.sso.directory.session_ended(info.session_id)
+            state.sso.session_ended(info.session_id)
         state.audit.event(
             "session_ended", session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
@@ -434,8 +437,7 @@ class Bastion:
         for service in self.state.services:
             await service.start()
         if self.state.sso is not None:
-            self.state.sso.directory.clear_sessions()
-            self.state.sso.publish_krl()
+            await self.state.sso.prepare()
             self._watcher = loop.create_task(self.state.sso.watch_revocations(self.end_user))
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.ssh.transport), so the listener is made here.

@@ -1,7 +1,10 @@
 """One session's command decisions, shared by the stages that screen: each is asked of the
 rules, logged (`command_decision`), marked in the recording, and, when a rule wants approval,
 held until enough approvers said yes (or no, or the request expired or was cancelled).
-What is stored of a command (audit, approval request, marker) is masked and bounded."""
+What is stored of a command (audit, approval request, marker) is masked and bounded.
+
+The approval store is asked on its own thread (`ApprovalStore.thread`): a hold polls it
+while every other session goes on."""
 
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ class CommandDecisions:
 
     def __init__(self, context: ScreeningContext, info: SessionInfo, io: SessionIO) -> None:
         self._ctx, self._info, self._io = context, info, io
-        self._request: str | None = None
+        self._request: str | None = None  # the pending request's id (set and taken on the store's thread)
+        self._creating = False
         self._cancelled = ""  # why a wait for approval must end (Ctrl-C, the session ending)
         self._wake = asyncio.Event()
         self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
@@ -86,11 +90,22 @@ class CommandDecisions:
         if store is None:
             return False, "approvals are not configured on this bastion"
         stored = stored_command(command, self._ctx.masker)
-        request = store.create(session=info.session_id, requester=info.user, target=info.target,
-                               login=info.login, command=command, rule=verdict.rule or "",
-                               approvers=verdict.approvers, approvals=verdict.approvals,
-                               timeout=verdict.timeout, screen=screen)
-        self._request, self._cancelled = request.id, ""
+
+        def create() -> ApprovalRequest:
+            # On the store's thread: a cancel made meanwhile (the session ends) runs after this
+            # and finds the request to cancel, even when this hold itself was cancelled.
+            try:
+                made = store.create(session=info.session_id, requester=info.user, target=info.target,
+                                    login=info.login, command=command, rule=verdict.rule or "",
+                                    approvers=verdict.approvers, approvals=verdict.approvals,
+                                    timeout=verdict.timeout, screen=screen)
+                self._request = made.id
+                return made
+            finally:
+                self._creating = False
+
+        self._cancelled, self._creating = "", True
+        request = await store.thread.run(create)
         minutes = max(1, round(verdict.timeout / 60))
         # At a prompt the status goes on a line of its own; otherwise it goes to stderr.
         status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
@@ -111,7 +126,7 @@ class CommandDecisions:
                 if self._cancelled:
                     self._cancel_request(self._cancelled)  # unless the session's end did already
                     return False, "cancelled"
-                state, decisions = store.state(request.id)
+                state, decisions = await store.thread.run(store.state, request.id)
                 for approver, decision, identity in decisions[seen:]:
                     io.marker("approval-decision", f"{request.id} {decision} by {approver}"
                                                    + (f" ({identity})" if identity else ""))
@@ -154,14 +169,25 @@ class CommandDecisions:
         self._wake.set()
 
     def _cancel_request(self, reason: str) -> None:
-        """The pending request can never be approved now (Ctrl-C, or the session ended)."""
-        request, self._request = self._request, None
+        """The pending request can never be approved now (Ctrl-C, or the session ended).
+
+        Waits for the store's answer: at a session's end (a synchronous callback) the marker
+        must reach the recording before its stage closes."""
         store, info = self._ctx.approvals, self._info
-        if request is None or store is None:
+        # `_creating` first: once it reads False, a request being created has its id noted.
+        if store is None or (not self._creating and self._request is None):
+            return
+
+        def take_and_cancel() -> tuple[str | None, bool]:
+            request, self._request = self._request, None
+            return request, request is not None and store.cancel(request)
+
+        request, cancelled = store.thread.wait(take_and_cancel)
+        if request is None:
             return
         if self.before_end is not None:
             self.before_end()
-        if not store.cancel(request):
+        if not cancelled:
             return  # decided or expired a moment before: the hold reports that
         self._io.marker("approval-cancelled", f"{request} ({reason})")
         self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,

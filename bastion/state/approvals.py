@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bastion.core.masker import TextMasker
 from bastion.core.stored import command_hash, stored_command
+from bastion.state.dbthread import DatabaseThread
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approval_requests (
@@ -58,7 +59,9 @@ FIELDS = ("id, session, requester, target, login, command, rule, approvers, appr
 
 
 class ApprovalError(Exception):
-    pass
+    """A decision that cannot be recorded; the message is safe to show the approver."""
+
+    http_status = 409  # the request is in a state that refuses this decision
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,12 @@ def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
 
 
 class ApprovalStore:
+    """Synchronous; code on the event loop calls it through `thread`."""
+
     def __init__(self, path: Path, *, masker: TextMasker) -> None:
         self.db = open_state_db(path, SCHEMA)
         self._masker = masker  # what a request's command is stored masked with
+        self.thread = DatabaseThread("approvals-db")
         for table, column, kind in MIGRATIONS:
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
