@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -46,8 +47,11 @@ class CommandDecisions:
 
     def __init__(self, context: ScreeningContext, info: SessionInfo, io: SessionIO) -> None:
         self._ctx, self._info, self._io = context, info, io
-        self._request: str | None = None  # the pending request's id (set and taken on the store's thread)
-        self._creating = False
+        self._request: str | None = None  # the id of the request this session waits for
+        # While a request is being created on the store's thread: how to announce it once made
+        # (by the hold, or by the session's end if that comes first), and what was made.
+        self._announce: Callable[[ApprovalRequest], None] | None = None
+        self._made: ApprovalRequest | None = None
         self._cancelled = ""  # why a wait for approval must end (Ctrl-C, the session ending)
         self._wake = asyncio.Event()
         self._decided: tuple[str, StoredCommand] | None = None  # the last decision's command, stored
@@ -91,32 +95,23 @@ class CommandDecisions:
             return False, "approvals are not configured on this bastion"
         stored = stored_command(command, self._ctx.masker)
 
-        def create() -> ApprovalRequest:
-            # On the store's thread: a cancel made meanwhile (the session ends) runs after this
-            # and finds the request to cancel, even when this hold itself was cancelled.
-            try:
-                made = store.create(session=info.session_id, requester=info.user, target=info.target,
-                                    login=info.login, command=command, rule=verdict.rule or "",
-                                    approvers=verdict.approvers, approvals=verdict.approvals,
-                                    timeout=verdict.timeout, screen=screen)
-                self._request = made.id
-                return made
-            finally:
-                self._creating = False
+        def create() -> None:  # on the store's thread
+            self._made = store.create(session=info.session_id, requester=info.user, target=info.target,
+                                      login=info.login, command=command, rule=verdict.rule or "",
+                                      approvers=verdict.approvers, approvals=verdict.approvals,
+                                      timeout=verdict.timeout, screen=screen)
 
-        self._cancelled, self._creating = "", True
-        request = await store.thread.run(create)
-        minutes = max(1, round(verdict.timeout / 60))
-        # At a prompt the status goes on a line of its own; otherwise it goes to stderr.
-        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
-                  f"{hint}\r\n").encode()
-        if interactive:
-            io.to_client(b"\r\n" + status)
-        else:
-            io.to_client(status, Stream.STDERR)
-        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
-        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
+        self._cancelled, self._made = "", None
+        self._announce = functools.partial(self._requested, verdict, stored, interactive=interactive,
+                                           hint=hint)
+        try:
+            await store.thread.run(create)
+        except Exception:
+            self._announce = None  # nothing was made (a hold cancelled meanwhile is not this)
+            raise
+        request = self._take_made()
+        if request is None:
+            return False, "cancelled"  # the session ended meanwhile: it announced and cancelled the request
         notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
                      if self._ctx.notify is not None else None)
         seen = 0
@@ -149,6 +144,33 @@ class CommandDecisions:
             return True, f"approved by {who}"
         return False, f"{state} by {who}" if who else state
 
+    def _requested(self, verdict: Verdict, stored: StoredCommand, request: ApprovalRequest, *,
+                   interactive: bool, hint: str) -> None:
+        """Tell the user, the recording and the log that `request` now waits for approvers."""
+        info, io = self._info, self._io
+        minutes = max(1, round(verdict.timeout / 60))
+        # At a prompt the status goes on a line of its own; otherwise it goes to stderr.
+        status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
+                  f"{hint}\r\n").encode()
+        if interactive:
+            io.to_client(b"\r\n" + status)
+        else:
+            io.to_client(status, Stream.STDERR)
+        io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
+        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
+                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
+
+    def _take_made(self) -> ApprovalRequest | None:
+        """The request just created, announced (once: by whoever takes it first); None when
+        there is none to take."""
+        announce, made = self._announce, self._made
+        self._announce = self._made = None
+        if announce is None or made is None:
+            return None
+        self._request = made.id
+        announce(made)
+        return made
+
     async def _notify(self, request: ApprovalRequest, interactive: bool) -> None:
         assert self._ctx.notify is not None
         info, io = self._info, self._io
@@ -174,20 +196,20 @@ class CommandDecisions:
         Waits for the store's answer: at a session's end (a synchronous callback) the marker
         must reach the recording before its stage closes."""
         store, info = self._ctx.approvals, self._info
-        # `_creating` first: once it reads False, a request being created has its id noted.
-        if store is None or (not self._creating and self._request is None):
+        if store is None:
             return
-
-        def take_and_cancel() -> tuple[str | None, bool]:
-            request, self._request = self._request, None
-            return request, request is not None and store.cancel(request)
-
-        request, cancelled = store.thread.wait(take_and_cancel)
+        if self._announce is not None:
+            # A request is being created (the hold may even have been cancelled meanwhile):
+            # calls on the store run in order, so once the ones made so far ran, it exists, and
+            # it is announced and then cancelled like any other.
+            store.thread.drain()
+            self._take_made()
+        request, self._request = self._request, None
         if request is None:
             return
         if self.before_end is not None:
             self.before_end()
-        if not cancelled:
+        if not store.thread.wait(store.cancel, request):
             return  # decided or expired a moment before: the hold reports that
         self._io.marker("approval-cancelled", f"{request} ({reason})")
         self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,

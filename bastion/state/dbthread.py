@@ -37,6 +37,10 @@ class DatabaseThread:
         for synchronous callbacks whose next step needs the answer at once."""
         return self._executor.submit(fn, *args, **kwargs).result()
 
+    def drain(self) -> None:
+        """Block until every call made so far has run."""
+        self._executor.submit(lambda: None).result()
+
     def later(self, on_error: Callable[[BaseException], None], fn: Callable[P, object],
               *args: P.args, **kwargs: P.kwargs) -> None:
         """`fn(*args, **kwargs)` on the connection's thread, after the calls made before it;

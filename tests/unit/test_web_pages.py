@@ -216,6 +216,35 @@ def test_refusals_carry_their_http_status(tmp_path: Path) -> None:
     assert OIDCError("x").http_status == 403 and SignInRefused("x").http_status == 403
 
 
+class RefusingSSO:
+    """Stands in for the bastion's SSO: every certificate request is refused with `error`."""
+
+    cli = object()
+
+    def __init__(self, error: SSOError) -> None:
+        self.error = error
+
+    async def certify(self, tokens: dict[str, str], public_key: str, client: str) -> dict[str, str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (TooManyCertificates("too many certificates for this identity; try again in 60 s"), 429),
+    (SSOError("ID token: too old"), 403),
+])
+async def test_the_certificate_endpoint_answers_with_the_refusals_status(error: SSOError, status: int) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bastion.web.ssoapi import SSOEndpoints
+
+    app = web.Application()
+    app.add_routes(SSOEndpoints(RefusingSSO(error)).routes())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/sso/certificate", json={"id_token": "t", "public_key": "k"})
+        assert response.status == status and (await response.json()) == {"error": str(error)}
+        assert (await client.post("/sso/certificate", data="id_token=t")).status == 415
+
+
 # -- the state database, off the event loop ----------------------------------------------------------
 
 
@@ -261,7 +290,7 @@ class Held:
         self.markers.append(kind)
 
 
-async def test_a_session_ending_while_its_request_is_being_created_cancels_it(tmp_path: Path) -> None:
+async def test_a_session_ending_while_its_request_is_being_created_cancels_it_in_order(tmp_path: Path) -> None:
     from bastion.core.rules import parse_rules
     from bastion.rules_file import RulesHolder
 
@@ -276,16 +305,50 @@ async def test_a_session_ending_while_its_request_is_being_created_cancels_it(tm
     rules = parse_rules({"rule": [{"name": "r", "action": "approve", "command": "x", "approvers": ["dba"]}]})
     info = SessionInfo(session_id="s1", channel=1, user="alice", target="db-1", login="root",
                        client_address="127.0.0.1:1", client_version="SSH-2.0-test", kind="exec", command="x")
-    log, session = io.StringIO(), Held()
-    context = ScreeningContext(RulesHolder(rules=rules), store, AuditLog(log, masker=MASKER), MASKER)
+    log, session, notified = io.StringIO(), Held(), []
+
+    async def notify(request):  # type: ignore[no-untyped-def]
+        notified.append(request)
+        return []
+
+    context = ScreeningContext(RulesHolder(rules=rules), store, AuditLog(log, masker=MASKER), MASKER,
+                               notify=notify)
     decisions = CommandDecisions(context, info, session)
     verdict = decisions.decide("exec", "x")
     hold = asyncio.get_running_loop().create_task(
         decisions.await_approval(verdict, "x", screen="", interactive=False))
     await asyncio.sleep(0.02)  # the request is being created on the store's thread
-    decisions.end()
-    hold.cancel()
+    decisions.end()  # the session ends before the hold heard back from the store
     [made] = store.recent(10)
     assert store.state(made.id)[0] == "cancelled"
-    assert "approval-cancelled" in session.markers
-    assert '"event":"approval_cancelled"' in log.getvalue()
+    assert session.markers == ["approval-requested", "approval-cancelled"]
+    events = [json.loads(line)["event"] for line in log.getvalue().splitlines()]
+    assert events == ["command_decision", "approval_requested", "approval_cancelled"]
+    assert await hold == (False, "cancelled") and notified == []  # nobody is asked to approve it
+
+
+async def test_a_slow_store_query_stalls_only_the_request_that_waits_for_it(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bastion.config import parse_config
+    from bastion.web.service import WebService
+
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    made = request(store)
+    by_token = store.by_token
+
+    def slow_by_token(token: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)  # a lock held by another process, a slow disk
+        return by_token(token)
+
+    store.by_token = slow_by_token  # type: ignore[method-assign]
+    settings = parse_config({"users": {}, "targets": {}, "web": {}}, path=tmp_path / "bastion.toml")
+    service = WebService(settings, store, AuditLog(io.StringIO(), masker=MASKER), SignedCookies(b"k" * 32), None,
+                         masker=MASKER)
+    async with TestClient(TestServer(service.app)) as client:
+        page = asyncio.get_running_loop().create_task(client.get(f"/approvals/{made.token}"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        assert (await client.get("/healthz")).status == 200
+        assert time.monotonic() - started < 0.3 and not page.done()
+        assert (await page).status == 200
