@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from bastion.core.linetrack import ALT_SCREEN
 from bastion.core.masker import ESC_SEQUENCE, ESCAPES
 
 PROMPT = re.compile(
@@ -31,7 +32,6 @@ PROMPT = re.compile(
 )
 PROMPT_ENDS = (b":", b": ")
 ENDS_LINE = re.compile(rb"[\r\n\x03\x04]")
-ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 KEY_ESCAPE = re.compile(rb"\x1bO.|" + ESC_SEQUENCE, re.DOTALL)  # arrows, paste brackets, Alt+key: not echoed
 ECHO_GRACE = 1.0  # seconds after Enter that a late echo (a slow link) still counts
 MAX_PENDING = 4096  # keys without an Enter: decided as a line of their own past this

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pyte
 
+# The alternate screen (vim, less, top) switched on (h) or off (l).
 ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 # Incremental history search replaces the prompt: the line Enter runs is the match shown.
 SEARCH = re.compile(
