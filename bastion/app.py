@@ -9,7 +9,7 @@ from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import Directory
 from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
 from bastion.core.policy import Identity
-from bastion.core.rules import CommandRequest
+from bastion.core.rules import Action, CommandRequest
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import RulesHolder
@@ -137,7 +137,7 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         stored = stored_command(destination, state.text_masker)
         state.audit.event("command_decision", user=identity.user, target=target.name, kind="forward",
                           **stored.fields(), action=verdict.action, rule=verdict.rule)
-        if verdict.action in ("deny", "approve"):
+        if verdict.action in (Action.DENY, Action.APPROVE):
             return f"bastion: forwarding to {destination} {verdict.describe()}"
         return None
 

@@ -12,7 +12,7 @@ import click
 
 from bastion.config import BastionConfig
 from bastion.core.masker import TextMasker
-from bastion.core.rules import KINDS, CommandRequest, Verdict
+from bastion.core.rules import KINDS, Action, CommandRequest, Verdict
 from bastion.errors import ConfigError
 from bastion.rules_file import load_rules
 from bastion.stages.masking import MaskingSettings
@@ -136,7 +136,7 @@ def check_rules(config: BastionConfig, request: CommandRequest) -> Verdict:
     click.echo(f"{verdict.action.upper()}: {verdict.describe()}")
     if verdict.message:
         click.echo(f"  message: {verdict.message}")
-    if verdict.action == "approve":
+    if verdict.action is Action.APPROVE:
         click.echo(f"  approvers: {', '.join(verdict.approvers)} ({verdict.approvals} needed, "
                    f"waits {verdict.timeout}s)")
     click.echo(f"  why: {verdict.why}")
@@ -145,9 +145,9 @@ def check_rules(config: BastionConfig, request: CommandRequest) -> Verdict:
 
 def check_status(verdict: Verdict) -> int:
     """`rules check`'s exit status, for scripts: 0 runs, 1 denied, 3 needs a person."""
-    if verdict.action == "deny":
+    if verdict.action is Action.DENY:
         return 1
-    if verdict.action == "approve" or verdict.unsure:
+    if verdict.action is Action.APPROVE or verdict.unsure:
         return 3
     return 0
 

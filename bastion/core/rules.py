@@ -2,8 +2,8 @@
 
 A rules file holds ordered `[[rule]]` tables. For every simple command a line would run (see
 `bastion.core.shellscope`), the first rule in scope that matches decides; commands no rule matches
-get the target's default action. The line's verdict is the strictest of its commands':
-deny > approve > log > allow.
+get the target's default action. The line's verdict is the strictest of its commands' (`Action`
+says which is stricter).
 
 A word the bastion cannot know (a variable from the environment, a command's output, a glob)
 may or may not match a rule's `program` or `args`. When a rule that *may* match comes before
@@ -21,8 +21,9 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from bastion.core.durations import parse_duration
 from bastion.core.shellscope import Analysis, SimpleCommand, analyze
@@ -30,16 +31,42 @@ from bastion.core.shellwords import Match, match_glob
 from bastion.errors import ConfigError
 from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
-ACTIONS = ("allow", "log", "approve", "deny")
-STRICTNESS = {action: rank for rank, action in enumerate(ACTIONS)}
+
+class Action(StrEnum):
+    """What a rule does with what it matches, from the least strict to the strictest."""
+
+    ALLOW = "allow"
+    LOG = "log"
+    APPROVE = "approve"
+    DENY = "deny"
+
+    @property
+    def strictness(self) -> int:
+        """The action's place in the order above: of two verdicts, the higher one stands."""
+        return _STRICTNESS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> Action | None:
+        """The action a rules file names, or None when it names none."""
+        if not isinstance(value, str):
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+_STRICTNESS = {action: rank for rank, action in enumerate(Action)}
 KINDS = ("exec", "shell", "sftp", "forward")
-UNSURE_POLICIES = ("default", "allow", "approve", "deny")
+# What an unsure line gets: an action, or "default" (approve if an approve rule could apply, else allow).
+UnsurePolicy: TypeAlias = Action | Literal["default"]
+UNSURE_POLICIES: tuple[UnsurePolicy, ...] = ("default", Action.ALLOW, Action.APPROVE, Action.DENY)
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
-    action: str
+    action: Action
     message: str = ""
     command: re.Pattern[str] | None = None
     programs: tuple[str, ...] = ()
@@ -128,7 +155,7 @@ class CommandRequest:
 
 @dataclass(frozen=True)
 class Verdict:
-    action: str
+    action: Action
     rule: str | None
     message: str = ""
     part: str = ""
@@ -151,12 +178,12 @@ class Verdict:
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...] = ()
-    default_action: str = "allow"
-    target_defaults: tuple[tuple[str, str], ...] = ()  # (target glob, action), first match wins
-    when_unsure: str = "default"
+    default_action: Action = Action.ALLOW
+    target_defaults: tuple[tuple[str, Action], ...] = ()  # (target glob, action), first match wins
+    when_unsure: UnsurePolicy = "default"
     path: Path | None = None
 
-    def default_for(self, target: str) -> str:
+    def default_for(self, target: str) -> Action:
         for pattern, action in self.target_defaults:
             if fnmatch.fnmatchcase(target, pattern):
                 return action
@@ -191,12 +218,12 @@ class RuleSet:
                     maybe.append(rule)
             if decided is None:
                 decided = self._by(None, part_text, request)
-            stricter = [r for r in maybe if STRICTNESS[r.action] > STRICTNESS[decided.action]]
+            stricter = [r for r in maybe if r.action.strictness > decided.action.strictness]
             if stricter:
                 unsure = True
                 reasons.append(f"{part_text!r} may match rule {stricter[0].name!r}")
             verdicts.append(decided)
-        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        verdict = max(verdicts, key=lambda v: v.action.strictness)
         if unsure:
             verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
         return verdict
@@ -218,7 +245,7 @@ class RuleSet:
                     break
             part = f"{request.operation} {shlex.quote(path)}" if path else request.operation
             verdicts.append(self._by(decided, part, request))
-        verdict = max(verdicts, key=lambda v: STRICTNESS[v.action])
+        verdict = max(verdicts, key=lambda v: v.action.strictness)
         if unsure:
             verdict = self._unsure(verdict, scoped, request, "; ".join(reasons))
         return verdict
@@ -230,15 +257,16 @@ class RuleSet:
                        rule.timeout, why=f"rule at line {rule.line}")
 
     def _unsure(self, verdict: Verdict, scoped: list[Rule], request: CommandRequest, reasons: str) -> Verdict:
-        policy = self.when_unsure
-        if policy == "default":
-            approving = [r for r in self.rules if r.action == "approve" and
+        policy: Action
+        if self.when_unsure == "default":
+            approving = [r for r in self.rules if r.action is Action.APPROVE and
                          (not r.targets or any(fnmatch.fnmatchcase(request.target, t) for t in r.targets))]
-            policy = "approve" if approving else "allow"
+            policy = Action.APPROVE if approving else Action.ALLOW
             approvers = approving[0].approvers if approving else ()
         else:
-            approvers = next((r.approvers for r in scoped if r.action == "approve"), ())
-        if STRICTNESS[verdict.action] >= STRICTNESS[policy]:
+            policy = self.when_unsure
+            approvers = next((r.approvers for r in scoped if r.action is Action.APPROVE), ())
+        if verdict.action.strictness >= policy.strictness:
             return Verdict(verdict.action, verdict.rule, verdict.message, verdict.part, verdict.approvers,
                            verdict.approvals, verdict.timeout, unsure=True,
                            why=f"{verdict.why}; unsure: {reasons}")
@@ -265,17 +293,19 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
     extra = set(defaults) - {"action", "when_unsure"}
     if extra:
         raise ConfigError(f"{where}: [defaults]: unknown key {sorted(extra)[0]!r}")
-    default_action = defaults.get("action", "allow")
-    if default_action not in ("allow", "log", "deny", "approve"):
-        raise ConfigError(f"{where}: [defaults] action: must be one of {', '.join(ACTIONS)}")
-    when_unsure = defaults.get("when_unsure", "default")
-    if when_unsure not in UNSURE_POLICIES:
+    default_action = Action.parse(defaults.get("action", Action.ALLOW))
+    if default_action is None:
+        raise ConfigError(f"{where}: [defaults] action: must be one of {', '.join(Action)}")
+    raw_unsure = defaults.get("when_unsure", "default")
+    when_unsure: UnsurePolicy | None = "default" if raw_unsure == "default" else Action.parse(raw_unsure)
+    if when_unsure is None or when_unsure not in UNSURE_POLICIES:
         raise ConfigError(f"{where}: [defaults] when_unsure: must be one of {', '.join(UNSURE_POLICIES)}")
     target_defaults = []
     for name, table in data.get("targets", {}).items():
-        if not isinstance(table, Mapping) or set(table) - {"default"} or table.get("default") not in ACTIONS:
-            raise ConfigError(f"{where}: [targets.{name}]: expected default = one of {', '.join(ACTIONS)}")
-        target_defaults.append((name, table["default"]))
+        action = Action.parse(table.get("default")) if isinstance(table, Mapping) else None
+        if action is None or set(table) - {"default"}:
+            raise ConfigError(f"{where}: [targets.{name}]: expected default = one of {', '.join(Action)}")
+        target_defaults.append((name, action))
     rules = []
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
@@ -314,11 +344,11 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
     extra = set(raw) - RULE_KEYS
     if extra:
         raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r}")
-    name, action = raw.get("name"), raw.get("action")
+    name, action = raw.get("name"), Action.parse(raw.get("action"))
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: every rule needs a name")
-    if action not in ACTIONS:
-        raise ConfigError(f"{where}: rule {name!r}: action must be one of {', '.join(ACTIONS)}")
+    if action is None:
+        raise ConfigError(f"{where}: rule {name!r}: action must be one of {', '.join(Action)}")
     command = None
     if "command" in raw:
         try:
@@ -328,7 +358,7 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
             raise ConfigError(f"{where}: rule {name!r}: {reason}") from None
     kinds, operations, paths = _kinds(raw, f"{where}: rule {name!r}")
     approvers = _strings(raw, "approvers", where)
-    if action == "approve" and not approvers:
+    if action is Action.APPROVE and not approvers:
         raise ConfigError(f"{where}: rule {name!r}: an approve rule needs approvers (groups)")
     approvals = raw.get("approvals", 1)
     if not isinstance(approvals, int) or approvals < 1:

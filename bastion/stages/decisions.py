@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bastion.core.masker import TextMasker
-from bastion.core.rules import CommandRequest, Verdict
+from bastion.core.rules import Action, CommandRequest, Verdict
 from bastion.core.shellscope import Analysis
 from bastion.core.stored import StoredCommand, stored_command
 from bastion.rules_file import RulesHolder
@@ -39,7 +39,7 @@ class ScreeningContext:
     notify: Notify | None = None
 
 
-MARKER_LABELS = {"allow": "command", "log": "logged", "deny": "denied", "approve": "held"}
+MARKER_LABELS = {Action.ALLOW: "command", Action.LOG: "logged", Action.DENY: "denied", Action.APPROVE: "held"}
 
 
 class CommandDecisions:

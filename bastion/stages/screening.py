@@ -29,7 +29,7 @@ from dataclasses import replace
 from bastion.core.hidden import PROMPT
 from bastion.core.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
 from bastion.core.linetrack import LITERAL_EDITS, LineTracker, SubmittedLine, literal_keys, replay_keys
-from bastion.core.rules import STRICTNESS, Verdict
+from bastion.core.rules import Action, Verdict
 from bastion.core.shellinput import InputCommand, ShellInput, TooLong
 from bastion.core.shellscope import Analysis, Scope, analyze
 from bastion.core.stored import HEAD, MARGIN, stored_command, stored_keys, stored_screen
@@ -177,9 +177,9 @@ class ScreeningStage(SessionStage):
             return None
         verdict = self._decide(kind, command, analysis=analysis)
         self._mark(verdict, command)
-        if verdict.action == "deny":
+        if verdict.action is Action.DENY:
             return f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
-        if verdict.action == "approve":
+        if verdict.action is Action.APPROVE:
             approved, why = await self._await_approval(verdict, command, interactive=False)
             if not approved:
                 return f"bastion: {command!r} was not approved ({why})"
@@ -312,9 +312,9 @@ class ScreeningStage(SessionStage):
             readings.append(replace(line, text=literal_keys(tracker.keys)))
         verdict, line, analysis = self._strictest(readings, "; ".join(reasons))
         text = self._with_pending(line.text)
-        if verdict.action in ("allow", "log"):
+        if verdict.action in (Action.ALLOW, Action.LOG):
             self._release(submitted=kind in (Key.SUBMIT, Key.EDITOR), analysis=analysis, text=text)
-        elif verdict.action == "deny":
+        elif verdict.action is Action.DENY:
             reason = f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
             await self._discard(reason, line=line.text)
         else:
@@ -330,7 +330,7 @@ class ScreeningStage(SessionStage):
             text = self._with_pending(reading.text)
             analysis = analyze(text, self._scope, interactive=True)
             verdict = self._decide("shell", text, analysis=analysis, unsure=bool(why), why=why)
-            if chosen is None or STRICTNESS[verdict.action] > STRICTNESS[chosen[0].action]:
+            if chosen is None or verdict.action.strictness > chosen[0].action.strictness:
                 self._mark(verdict, text)
                 chosen = (verdict, reading, analysis)
         assert chosen is not None
@@ -380,12 +380,12 @@ class ScreeningStage(SessionStage):
         verdict = self._decide("shell", command, analysis=analyze(command, self._scope), unsure=bool(why),
                                why=why)
         self._mark(verdict, command)
-        if verdict.action in ("allow", "log"):
+        if verdict.action in (Action.ALLOW, Action.LOG):
             self._release(submitted=False)
             return
         if self._io is not None:
             said = (f"denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
-                    if verdict.action == "deny" else "needs approval, which a program cannot wait for")
+                    if verdict.action is Action.DENY else "needs approval, which a program cannot wait for")
             self._io.to_client(_red(f"bastion: {said} (the program's command {_head(command, 60)!r})"))
         # The program keeps its command line; its submit key never arrives. What followed it is
         # screened as usual.
@@ -517,11 +517,11 @@ class ScreeningStage(SessionStage):
                 unsure, why = True, f"the input ends inside a command ({command.analysis.incomplete})"
             verdict = self._decide("shell", text, analysis=command.analysis, unsure=unsure, why=why)
             self._mark(verdict, text)
-            if verdict.action in ("allow", "log"):
+            if verdict.action in (Action.ALLOW, Action.LOG):
                 forward += command.data
                 reader.ran(command)
                 continue
-            if verdict.action == "deny":
+            if verdict.action is Action.DENY:
                 # What follows was written expecting this to run: nothing more is sent.
                 io.end(f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
                        f" (on: {_head(text)}); nothing after it was sent")

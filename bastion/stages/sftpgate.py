@@ -20,7 +20,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass, field
 
-from bastion.core.rules import Verdict
+from bastion.core.rules import Action, Verdict
 from bastion.core.stored import stored_command
 from bastion.stages.decisions import CommandDecisions, ScreeningContext
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
@@ -130,7 +130,7 @@ class SftpGateStage(SessionStage):
             request = parse_request(view[start:end])
             waits = self._needs_home(request)
             verdict, command = (None, "") if waits else self._decide(request)
-            if waits or (verdict is not None and verdict.action == "approve"):
+            if waits or (verdict is not None and verdict.action is Action.APPROVE):
                 kept.append(view[run:start])
                 held = _Held(request, bytearray(view[start:]), [e - start for e in ends[index:]])
                 if verdict is None:
@@ -138,7 +138,7 @@ class SftpGateStage(SessionStage):
                 else:
                     self._hold(held, verdict, command)
                 return b"".join(kept)
-            if verdict is not None and verdict.action == "deny":
+            if verdict is not None and verdict.action is Action.DENY:
                 kept.append(view[run:start])
                 self._refuse(request, refusal(verdict))
                 run = end

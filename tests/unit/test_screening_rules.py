@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.core.rules import CommandRequest, RuleSet, parse_rules
+from bastion.core.rules import Action, CommandRequest, RuleSet, parse_rules
 from bastion.core.shellscope import analyze
 from bastion.errors import ConfigError
 from bastion.rules_file import load_rules
@@ -163,6 +163,20 @@ def test_unsure_lines_need_approval_where_approval_rules_exist(rules) -> None:  
     assert verdict.action == "approve" and verdict.unsure and verdict.approvers == ("dba",)
     plain = parse_rules({})
     assert plain.decide(CommandRequest("a", frozenset(), "t", "r", "shell", "ls", unsure=True)).action == "allow"
+
+
+def test_actions_are_ordered_by_strictness_and_read_from_their_names() -> None:
+    assert sorted(Action, key=lambda a: a.strictness) == [Action.ALLOW, Action.LOG, Action.APPROVE, Action.DENY]
+    assert Action.parse("approve") is Action.APPROVE and Action.parse("explode") is None
+    assert Action.parse(["deny"]) is None
+    rules = parse_rules({"defaults": {"action": "log", "when_unsure": "deny"}, "targets": {"prod-*": {"default": "deny"}}})
+    assert (rules.default_action, rules.when_unsure, rules.target_defaults) == (
+        Action.LOG, Action.DENY, (("prod-*", Action.DENY),))
+    for defaults in ({"action": "explode"}, {"when_unsure": "log"}, {"when_unsure": ["deny"]}):
+        with pytest.raises(ConfigError, match="must be one of"):
+            parse_rules({"defaults": defaults})
+    with pytest.raises(ConfigError, match="expected default = one of allow, log, approve, deny"):
+        parse_rules({"targets": {"prod-*": {"default": "block"}}})
 
 
 @pytest.mark.parametrize(("text", "message"), [
