@@ -1,7 +1,8 @@
-"""Passive parsers that turn sftp and legacy scp streams into transfer markers.
+"""Which sessions are file transfers, and passive parsers that turn sftp and legacy scp
+streams into transfer markers.
 
-They read the protocol headers only; file contents are skipped, never kept. Each parser is
-fed the two directions of one session and calls `emit(kind, text)` for every finished
+The parsers read the protocol headers only; file contents are skipped, never kept. Each parser
+is fed the two directions of one session and calls `emit(kind, text)` for every finished
 transfer or change (`upload`, `download`, `rename`, `remove`, `mkdir`, `rmdir`).
 """
 
@@ -11,6 +12,7 @@ import contextlib
 import shlex
 import struct
 from collections.abc import Callable
+from enum import StrEnum
 
 from recorder.sftp import (
     CLOSE,
@@ -34,6 +36,29 @@ from recorder.sftp import (
 )
 
 Emit = Callable[[str, str], None]
+
+
+class Transfer(StrEnum):
+    """A protocol that carries files where other sessions carry terminal output."""
+
+    SFTP = "sftp"  # the subsystem
+    SCP = "scp"  # either protocol's remote end: `scp -t` receives, `scp -f` sends
+    RSYNC = "rsync"  # rsync's server side, `rsync --server`
+
+
+def transfer_of(kind: str, command: str | None = None, subsystem: str | None = None) -> Transfer | None:
+    """The transfer a session is, from how it started: its kind ("shell", "exec" or
+    "subsystem"), and its command or subsystem name. None: not a file transfer."""
+    if kind == "subsystem":
+        return Transfer.SFTP if subsystem == "sftp" else None
+    text = (command or "").strip() if kind == "exec" else ""
+    if not text:
+        return None
+    if text.split(None, 1)[0] in ("scp", "/usr/bin/scp") and (" -t" in text or " -f" in text):
+        return Transfer.SCP
+    if text.startswith("rsync ") and " --server" in text:
+        return Transfer.RSYNC
+    return None
 
 
 class _Framer:
@@ -142,12 +167,6 @@ class ScpTransferParser:
         self._line = bytearray()
         self._skip = 0
         self._dirs: list[str] = []
-
-    @staticmethod
-    def is_scp(command: str | None) -> bool:
-        if not command or command.isspace():  # a blank command names no program
-            return False
-        return command.split(None, 1)[0] in ("scp", "/usr/bin/scp") and (" -t" in command or " -f" in command)
 
     def from_client(self, data: bytes) -> None:
         if self.upload:

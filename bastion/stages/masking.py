@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from bastion.config import MaskingConfig
 from bastion.core.masker import BUILTIN_DETECTORS, Detector, SecretMasker, TextMasker, custom_detector
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
-from recorder.transfers import ScpTransferParser
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class MaskingStage(SessionStage):
         # File transfers carry files, not terminal output: masking would silently change the
         # files (and, where a mask changes the byte count, break the protocol's framing).
         # Their contents are not recorded either; the recorder keeps transfer markers.
-        self._transfer = is_file_transfer(info)
+        self._transfer = info.transfer is not None
 
     def on_output(self, data: bytes, stream: Stream) -> bytes:
         if self._transfer:
@@ -113,10 +112,3 @@ class MaskingStage(SessionStage):
             timer.cancel()
         self._timers.clear()
 
-
-def is_file_transfer(info: SessionInfo) -> bool:
-    """sftp (the subsystem), scp (either protocol's remote end) and rsync's server side."""
-    if info.kind == "subsystem":
-        return True
-    command = (info.command or "").strip() if info.kind == "exec" else ""
-    return ScpTransferParser.is_scp(command) or (command.startswith("rsync ") and " --server" in command)

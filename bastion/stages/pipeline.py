@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from recorder.transfers import Transfer, transfer_of
+
 VINTR = 1  # RFC 4254 terminal mode: the interrupt character
 
 
@@ -46,6 +48,11 @@ class SessionInfo:
     @property
     def has_pty(self) -> bool:
         return self.term_type is not None
+
+    @property
+    def transfer(self) -> Transfer | None:
+        """The file-transfer protocol the session speaks (sftp, scp, rsync), None for a terminal."""
+        return transfer_of(self.kind, self.command, self.subsystem)
 
     @property
     def interrupt_key(self) -> bytes:

@@ -10,7 +10,7 @@ from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
-from recorder.transfers import ScpTransferParser, SftpTransferParser
+from recorder.transfers import ScpTransferParser, SftpTransferParser, Transfer
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
 
 DEFAULT_SIZE = (80, 24)
@@ -43,6 +43,7 @@ class RecordingStage(SessionStage):
         self._audit = audit
         self._rec: SessionRecording | None = None
         self._info: SessionInfo | None = None
+        self._transfer: Transfer | None = None  # a file transfer's bytes are never recorded
         self._sftp: SftpTransferParser | None = None
         self._scp: ScpTransferParser | None = None
         self._stream = Stream.STDOUT
@@ -55,6 +56,7 @@ class RecordingStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info = info
+        self._transfer = info.transfer
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
@@ -86,9 +88,10 @@ class RecordingStage(SessionStage):
         if self._policy.on_failure != "continue":
             self._rec.on_error = lambda reason: io.end(f"bastion: session ended: recorder failed: {reason}")
         self._rec.on_backlog = lambda full: (io.hold_output if full else io.release_output)("recorder")
-        if info.subsystem == "sftp":
+        # Transfers are read for their markers where a parser knows the protocol (not rsync's).
+        if self._transfer is Transfer.SFTP:
             self._sftp = SftpTransferParser(self._rec.marker)
-        elif info.kind == "exec" and ScpTransferParser.is_scp(info.command):
+        elif self._transfer is Transfer.SCP:
             self._scp = ScpTransferParser(info.command or "", self._rec.marker)
 
     def _usable(self) -> SessionRecording | None:
@@ -109,7 +112,7 @@ class RecordingStage(SessionStage):
             self._sftp.client.feed(data)
         elif self._scp is not None:
             self._scp.from_client(data)
-        else:
+        elif self._transfer is None:
             self._record_input(rec, self._hidden.input(data, time.monotonic()))
         return data
 
@@ -154,6 +157,8 @@ class RecordingStage(SessionStage):
             return data
         if self._scp is not None:
             self._scp.from_server(data)
+            return data
+        if self._transfer is not None:
             return data
         if stream is not self._stream and self._info is not None and not self._info.has_pty:
             # Non-pty sessions keep stdout and stderr apart: output after a `stderr` marker

@@ -27,7 +27,7 @@ from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
-from recorder.transfers import ScpTransferParser
+from recorder.transfers import Transfer, transfer_of
 from recorder.writer import Recorder
 from tests.support.lab import until
 from tests.support.memory import MemoryStore
@@ -152,7 +152,6 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     assert cast.input_bytes() == b"GITHUB_TOKEN=" + b"*" * len(GH) + b"\nPORT=8080\n"
 
 
-
 @pytest.mark.parametrize("command", ["", "   ", "\t"])
 def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
@@ -162,7 +161,47 @@ def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) ->
     assert stage.recording is not None
     stage.on_end(0, None)
     recorder.stop()
-    assert ScpTransferParser.is_scp("scp -t /tmp") and not ScpTransferParser.is_scp(command)
+    assert transfer_of("exec", command) is None
+
+
+@pytest.mark.parametrize(("kind", "command", "subsystem", "transfer"), [
+    ("subsystem", None, "sftp", Transfer.SFTP),
+    ("exec", "scp -t /tmp", None, Transfer.SCP),
+    ("exec", "scp -r -f 'my files'", None, Transfer.SCP),
+    ("exec", "/usr/bin/scp -t .", None, Transfer.SCP),
+    ("exec", "  scp -f x", None, Transfer.SCP),
+    ("exec", "rsync --server -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
+    ("exec", "rsync --server --sender -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
+    ("exec", "scp a b", None, None),  # an scp run on the target: its own client, a terminal's output
+    ("exec", "rsync -a /src/ /dst/", None, None),
+    ("exec", "echo scp -t", None, None),
+    ("exec", "", None, None),
+    ("shell", "scp -t /tmp", None, None),
+    ("subsystem", None, "other", None),
+])
+def test_which_sessions_are_file_transfers(kind: str, command: str | None, subsystem: str | None,
+                                           transfer: Transfer | None) -> None:
+    assert transfer_of(kind, command, subsystem) is transfer
+    info = replace(SHELL, kind=kind, command=command, subsystem=subsystem, term_type=None)
+    assert info.transfer is transfer
+
+
+def test_an_rsync_session_is_recorded_as_a_transfer_not_as_terminal_output() -> None:
+    recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
+    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
+                           input_masker=MaskingSettings().make_masker())
+    command = "rsync --server -vlogDtpre.iLsfxCIvu . /srv/backup/"
+    stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
+    contents = f"GITHUB_TOKEN={GH}\n".encode()
+    assert stage.on_input(b"\x1f\x00\x00\x00" + contents) == b"\x1f\x00\x00\x00" + contents
+    assert stage.on_output(b"\x1f\x00\x00\x00" + contents, Stream.STDOUT) == b"\x1f\x00\x00\x00" + contents
+    rec = stage.recording
+    assert rec is not None
+    stage.on_end(0, None)
+    recorder.stop()
+    cast = load_cast(recorder.store.read(rec.name)[0])
+    assert cast.input_bytes() == b"" and cast.output_bytes() == b""
+    assert not any(m.startswith("hidden-input") for m in cast.markers())
 
 
 async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path) -> None:
