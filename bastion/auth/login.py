@@ -17,8 +17,7 @@ from typing import Any
 
 import asyncssh
 
-from bastion.auth.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
-from bastion.auth.sso import (
+from bastion.auth.directory import (
     Directory,
     IssuedCertificate,
     SSOError,
@@ -26,6 +25,7 @@ from bastion.auth.sso import (
     krl_path,
     write_krl,
 )
+from bastion.auth.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
 from bastion.config import BastionConfig
 from bastion.state.audit import AuditLog
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line

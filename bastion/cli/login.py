@@ -14,8 +14,8 @@ import aiohttp
 import asyncssh
 import click
 
+from bastion.auth.directory import Directory, certificate_info, krl_path, write_krl
 from bastion.auth.oidc import OIDCClient, OIDCError
-from bastion.auth.sso import Directory, certificate_info, krl_path, write_krl
 from bastion.cli.common import keys_for
 from bastion.config import BastionConfig, OIDCSettings
 

@@ -203,7 +203,7 @@ def ca_login_ca(config_path: Path) -> None:
               help="Where to write the certificate (default: KEY-cert.pub next to the key).")
 def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, output: Path | None) -> None:
     """Issue a certificate that lets PUBLIC_KEY log into the bastion as --user."""
-    from bastion.auth.sso import Directory, SSOError
+    from bastion.auth.directory import Directory, SSOError
 
     config = _load(config_path)
     try:

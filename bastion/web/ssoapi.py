@@ -12,8 +12,8 @@ import json
 
 from aiohttp import web
 
+from bastion.auth.directory import SSOError
 from bastion.auth.login import SSO
-from bastion.auth.sso import SSOError
 
 
 class SSOEndpoints:

@@ -24,7 +24,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bastion.auth.sso import Directory, SSOError, write_krl
+from bastion.auth.directory import Directory, SSOError, write_krl
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox, make_user_key
 from bastion.state.keys import known_hosts_lines

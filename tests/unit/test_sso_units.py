@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bastion.auth.sso import CERT_RATE, Directory, SSOError, certificate_info, check_public_key
+from bastion.auth.directory import CERT_RATE, Directory, SSOError, certificate_info, check_public_key
 from bastion.config import UserConfig
 from tests.support.certs import ident, public
 

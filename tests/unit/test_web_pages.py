@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from bastion.auth.directory import CERT_RATE, Directory, SSOError, TooManyCertificates
 from bastion.auth.identity import SignInRefused
 from bastion.auth.oidc import OIDCError
-from bastion.auth.sso import CERT_RATE, Directory, SSOError, TooManyCertificates
 from bastion.core.masker import TextMasker
 from bastion.stages.decisions import CommandDecisions, ScreeningContext
 from bastion.stages.pipeline import SessionInfo, Stream
