@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bastion.auth.directory import Directory
-from bastion.auth.login import SSO
 from bastion.auth.oidc import OIDCClient
+from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
 from bastion.core.policy import Identity
 from bastion.core.rules import Action, CommandRequest

@@ -17,8 +17,8 @@ from typing import Protocol
 import asyncssh
 
 from bastion.auth.directory import SSOError
-from bastion.auth.login import SSO
 from bastion.auth.oidc import DeviceAuthorization, OIDCError
+from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, TargetConfig
 from bastion.core.certs import new_session_id
 from bastion.core.masker import TextMasker

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bastion.auth.login import SSO
 from bastion.auth.oidc import OIDCClient
+from bastion.auth.sso import SSO
 from bastion.config import BastionConfig
 from bastion.core.masker import TextMasker
 from bastion.errors import BastionError

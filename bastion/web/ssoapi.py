@@ -13,7 +13,7 @@ import json
 from aiohttp import web
 
 from bastion.auth.directory import SSOError
-from bastion.auth.login import SSO
+from bastion.auth.sso import SSO
 
 
 class SSOEndpoints:
