@@ -1,4 +1,10 @@
-"""One error base class; each failure a user or operator can meet is a subclass with a code."""
+"""One error base class; each failure a user or operator can meet is a subclass with a code.
+
+A subclass says what it maps to where it surfaces: `exit_code`, the `bastion` command's exit
+status; `http_status`, the web service's answer. The classes live beside the code that raises
+them (sign-in in `bastion.auth`, approvals in `bastion.state`, ...); the ones here belong to no
+single part.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ class BastionError(Exception):
     """Base class: `reason` is one line saying what happened and, where it helps, what to do."""
 
     code = "bastion_error"
+    exit_code = 1
+    http_status = 500
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -41,23 +49,3 @@ class UpstreamAuthError(BastionError):
     """The target refused the per-session certificate."""
 
     code = "upstream_auth"
-
-
-class AccessDenied(BastionError):
-    """The policy refused a target or a login."""
-
-    code = "access_denied"
-
-
-ERRORS_BY_CODE: dict[str, type[BastionError]] = {
-    cls.code: cls
-    for cls in (
-        BastionError,
-        ConfigError,
-        KeyStoreError,
-        TargetUnreachable,
-        TargetHostKeyError,
-        UpstreamAuthError,
-        AccessDenied,
-    )
-}

@@ -23,8 +23,9 @@ import asyncssh
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bastion.auth.identity import SignInRefused, resolve_approver
-from bastion.auth.oidc import Identity
+from bastion.auth.oidc import ProviderIdentity
 from bastion.config import UserConfig
+from bastion.errors import BastionError
 from bastion.state.approvals import open_state_db
 from bastion.state.dbthread import DatabaseThread
 
@@ -72,15 +73,17 @@ MIN_RSA_BITS = 3072
 CERT_RATE = (5, 60.0)  # certificates per identity per that many seconds
 
 
-class SSOError(Exception):
+class SSOError(BastionError):
     """A sign-in or certificate request refused; the message is safe to show the user."""
 
+    code = "sso_error"
     http_status = 403
 
 
 class TooManyCertificates(SSOError):
     """The identity asked for more certificates than CERT_RATE allows."""
 
+    code = "too_many_certificates"
     http_status = 429
 
 
@@ -135,7 +138,8 @@ class Directory:
 
     # -- identities ---------------------------------------------------------------------------
 
-    def sign_in(self, identity: Identity, users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
+    def sign_in(self, identity: ProviderIdentity,
+                users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
         """The bastion user and groups for a verified identity; binds a new SSO user to it.
 
         Refused when the name belongs to a config user bound elsewhere, to another SSO

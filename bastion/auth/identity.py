@@ -5,17 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bastion.auth.oidc import Identity
+from bastion.auth.oidc import ProviderIdentity
 from bastion.config import UserConfig
+from bastion.errors import BastionError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-class SignInRefused(Exception):
+class SignInRefused(BastionError):
+    """The provider's identity may not act as the bastion user it names."""
+
+    code = "sign_in_refused"
     http_status = 403
 
 
-def resolve_approver(identity: Identity, users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
+def resolve_approver(identity: ProviderIdentity,
+                     users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
     """The bastion user an identity acts as, and its groups (the provider's and the config's).
 
     A config user with `oidc_subject` is that subject and no one else; a config user without

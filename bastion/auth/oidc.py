@@ -25,6 +25,7 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
 from bastion.config import OIDCSettings
+from bastion.errors import BastionError
 
 # Only asymmetric signatures: an ID token MAC'd with the client secret proves less.
 SIGNING_ALGORITHMS = (
@@ -44,11 +45,18 @@ LEEWAY = 60
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 
-
-class OIDCError(Exception):
+class OIDCError(BastionError):
     """Sign-in failed; the message says why in terms an operator can act on."""
 
+    code = "oidc_error"
     http_status = 403  # a sign-in the provider or its tokens did not vouch for
+
+
+class SignInUnavailable(OIDCError):
+    """A sign-in could not even start: the provider is unreachable or its discovery is wrong."""
+
+    code = "sign_in_unavailable"
+    http_status = 502
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,9 @@ class DeviceAuthorization:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """Who signed in: bound to issuer + subject; name and groups are what the claims said."""
+class ProviderIdentity:
+    """Who signed in at the provider: bound to issuer + subject; name and groups are what the
+    claims said (the bastion user it acts as: `bastion.auth.identity.resolve_approver`)."""
 
     issuer: str
     subject: str
@@ -135,7 +144,10 @@ class OIDCClient:
 
     async def start_authorization(self, redirect_uri: str) -> AuthorizationStart:
         """Authorization code + PKCE (S256): where to send the browser, and what to remember."""
-        metadata = await self.metadata()
+        try:
+            metadata = await self.metadata()
+        except OIDCError as exc:
+            raise SignInUnavailable(exc.reason) from None
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
         query = urlencode(
             {
@@ -202,7 +214,8 @@ class OIDCClient:
         except (KeyError, TypeError, ValueError):
             raise OIDCError("device authorization: the provider's answer is incomplete") from None
 
-    async def finish_device(self, device: DeviceAuthorization, *, deadline: float | None = None) -> Identity:
+    async def finish_device(self, device: DeviceAuthorization, *,
+                            deadline: float | None = None) -> ProviderIdentity:
         """Poll until the user approved in the browser (or denied, or the code expired)."""
         tokens = await self.device_tokens(device, deadline=deadline)
         return await self.identity_from_tokens(tokens)
@@ -236,7 +249,8 @@ class OIDCClient:
                 raise OIDCError("the sign-in code expired before it was used")
             raise OIDCError(f"the provider said: {error} {tokens.get('error_description', '')}".rstrip())
 
-    async def exchange_code(self, code: str, redirect_uri: str, start: AuthorizationStart) -> Identity:
+    async def exchange_code(self, code: str, redirect_uri: str,
+                            start: AuthorizationStart) -> ProviderIdentity:
         tokens = await self.token_request(
             {
                 "grant_type": "authorization_code",
@@ -252,7 +266,7 @@ class OIDCClient:
 
     async def identity_from_tokens(
         self, tokens: Mapping[str, Any], *, nonce: str | None = None, max_age: int | None = None
-    ) -> Identity:
+    ) -> ProviderIdentity:
         """The identity in a token response: the verified ID token, completed from the userinfo
         endpoint when the provider keeps name or groups out of the ID token."""
         access_token = tokens.get("access_token")
@@ -336,7 +350,7 @@ class OIDCClient:
         mapping = dict(self.settings.groups_map)
         return frozenset(group for name in provider_groups for group in mapping.get(name, ()))
 
-    def identity(self, claims: Mapping[str, Any]) -> Identity:
+    def identity(self, claims: Mapping[str, Any]) -> ProviderIdentity:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise OIDCError("ID token: no subject")
@@ -349,7 +363,7 @@ class OIDCClient:
         if not isinstance(raw_groups, list):
             raise OIDCError(f"ID token: {self.settings.groups_claim!r} is not a list")
         email = claims.get("email")
-        return Identity(
+        return ProviderIdentity(
             issuer=self.settings.issuer,
             subject=subject,
             username=username,

@@ -25,7 +25,7 @@ from bastion.auth.directory import (
     krl_path,
     write_krl,
 )
-from bastion.auth.oidc import DeviceAuthorization, Identity, OIDCClient, OIDCError
+from bastion.auth.oidc import DeviceAuthorization, OIDCClient, OIDCError, ProviderIdentity
 from bastion.config import BastionConfig
 from bastion.state.audit import AuditLog
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
@@ -107,7 +107,7 @@ class SSO:
         if self.cli is None:
             raise SSOError("single sign-on is not configured on this bastion")
         try:
-            identity: Identity = await self.cli.identity_from_tokens(tokens, max_age=ID_TOKEN_MAX_AGE)
+            identity: ProviderIdentity = await self.cli.identity_from_tokens(tokens, max_age=ID_TOKEN_MAX_AGE)
         except OIDCError as exc:
             self.audit.event("certificate_refused", client=client, reason=str(exc))
             raise SSOError(str(exc)) from None

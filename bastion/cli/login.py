@@ -16,7 +16,7 @@ import click
 
 from bastion.auth.directory import Directory, certificate_info, krl_path, write_krl
 from bastion.auth.oidc import OIDCClient, OIDCError
-from bastion.cli.common import keys_for
+from bastion.cli.common import failure, keys_for
 from bastion.config import BastionConfig, OIDCSettings
 
 STATE_FILE = Path("~/.config/bastion/login.json")
@@ -92,7 +92,7 @@ async def _login(url: str, key: Path) -> dict[str, Any]:
             click.echo(f"  (or open {device.verification_uri_complete})", err=True)
         tokens = await client.device_tokens(device)
     except OIDCError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(exc) from None
     answer = await _json(
         "POST",
         f"{url}/sso/certificate",

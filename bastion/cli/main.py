@@ -14,7 +14,7 @@ from bastion import __version__
 from bastion.cli import login as login_cli
 from bastion.cli import recordings as recordings_cli
 from bastion.cli import screening as screening_cli
-from bastion.cli.common import keys_for
+from bastion.cli.common import failure, keys_for
 from bastion.config import BastionConfig, load_config
 from bastion.core.durations import parse_duration
 from bastion.errors import BastionError
@@ -37,7 +37,7 @@ def _load(config_path: Path) -> BastionConfig:
     try:
         config = load_config(config_path)
     except BastionError as exc:
-        raise click.ClickException(exc.reason) from None
+        raise failure(exc) from None
     return config
 
 
@@ -63,7 +63,7 @@ def serve(config_path: Path) -> None:
     try:
         asyncio.run(Bastion(state).serve_forever())
     except BastionError as exc:
-        raise click.ClickException(exc.reason) from None
+        raise failure(exc) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
@@ -83,7 +83,7 @@ def check(config_path: Path) -> None:
         try:
             rules = f", {len(load_rules(config.rules_file).rules)} rules"
         except BastionError as exc:
-            raise click.ClickException(exc.reason) from None
+            raise failure(exc) from None
     web = ""
     if config.web is not None:
         web = f"; web on {config.web.listen_host}:{config.web.listen_port} ({config.web.public_url})"
@@ -203,7 +203,7 @@ def ca_login_ca(config_path: Path) -> None:
               help="Where to write the certificate (default: KEY-cert.pub next to the key).")
 def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, output: Path | None) -> None:
     """Issue a certificate that lets PUBLIC_KEY log into the bastion as --user."""
-    from bastion.auth.directory import Directory, SSOError
+    from bastion.auth.directory import Directory
 
     config = _load(config_path)
     try:
@@ -212,8 +212,10 @@ def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, outp
         issued = Directory(config.state_db).issue(
             keys_for(config).login_ca, public_key.read_text(), user=user,
             identity=f"operator:{getpass.getuser()}", ttl=lifetime)
-    except (BastionError, SSOError, OSError) as exc:
-        raise click.ClickException(str(getattr(exc, "reason", exc))) from None
+    except BastionError as exc:
+        raise failure(exc) from None
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
     name = public_key.name.removesuffix(".pub")
     target = output or public_key.with_name(f"{name}-cert.pub")
     issued.certificate.write_certificate(target)
@@ -260,7 +262,7 @@ def targets_scan(config_path: Path, name: str, yes: bool) -> None:
     try:
         key = asyncio.run(fetch_host_key(target))
     except BastionError as exc:
-        raise click.ClickException(exc.reason) from None
+        raise failure(exc) from None
     click.echo(f"{name} ({target.host}:{target.port}) presents {key.get_fingerprint()}")
     keys = keys_for(config)
     old = keys.pinned_host_key(name)
@@ -286,8 +288,10 @@ def demo(state_dir: Path, port: int) -> None:
 
     try:
         run_demo(state_dir.resolve(), port=port, login=getpass.getuser())
-    except (BastionError, RuntimeError, FileNotFoundError) as exc:
-        raise click.ClickException(str(getattr(exc, "reason", exc))) from None
+    except BastionError as exc:
+        raise failure(exc) from None
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 recordings_cli.register(main, config_option, _load)

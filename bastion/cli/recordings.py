@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bastion.cli.common import failure
 from bastion.config import BastionConfig
 from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
@@ -196,7 +197,7 @@ def register(
         try:
             cutoff = time.time() - parse_duration(older_than, where="--older-than")
         except ConfigError as exc:
-            raise click.ClickException(exc.reason) from None
+            raise failure(exc) from None
         index = open_index(config)
         store = LocalDirectoryStore(config.recordings_dir)
         rows = index.older_than(cutoff)

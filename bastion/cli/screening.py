@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
+from bastion.cli.common import failure
 from bastion.config import BastionConfig
 from bastion.core.masker import TextMasker
 from bastion.core.rules import KINDS, Action, CommandRequest, Verdict
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import load_rules
 from bastion.stages.masking import MaskingSettings
 from bastion.stages.sftpgate import normal_path
@@ -48,12 +49,16 @@ def register(
         try:
             config = load(config_path)
         except click.ClickException as exc:
-            raise CannotCheck(exc.message) from None
+            raise failure(CannotCheck(exc.message)) from None
         is_operation = kind == "sftp" and command[0] in SFTP_OPERATIONS
         request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command),
                                  operation=command[0] if is_operation else "",
                                  paths=tuple(normal_path(p) for p in command[1:]) if is_operation else ())
-        click.get_current_context().exit(check_status(check_rules(config, request)))
+        try:
+            verdict = check_rules(config, request)
+        except CannotCheck as exc:
+            raise failure(exc) from None
+        click.get_current_context().exit(check_status(verdict))
 
     @main.group()
     def approvals() -> None:
@@ -94,7 +99,7 @@ def register(
         try:
             state = approvals.decide(request_id, approver, decision, groups=groups)
         except ApprovalError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise failure(exc) from None
         click.echo(f"{request_id}: {decision} recorded by {approver}; request is {state}")
 
     @approvals.command("approve")
@@ -114,9 +119,10 @@ def register(
         decide(config_path, request_id, approver, "deny")
 
 
-class CannotCheck(click.ClickException):
+class CannotCheck(BastionError):
     """`rules check` could not decide at all: its own exit status, apart from a denial's."""
 
+    code = "cannot_check"
     exit_code = 2
 
 

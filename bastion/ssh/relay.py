@@ -107,7 +107,7 @@ class SessionRelay:
             self.pipeline.start(self.info, self)
             refusal = await self.pipeline.gate(self.info, self)
         except StageFailed as exc:
-            self._refuse(f"bastion: cannot start session: {exc.stage}: {exc.reason}")
+            self._refuse(f"bastion: cannot start session: {exc.stage}: {exc.reason}", status=exc.exit_code)
             return
         if refusal:
             self._refuse(refusal, status=1)
@@ -329,16 +329,16 @@ class SessionRelay:
             self._target.write_eof()
 
     def _stage_failed(self, exc: StageFailed) -> None:
-        self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}")
+        self.end(f"bastion: session ended: {exc.stage} failed: {exc.reason}", status=exc.exit_code)
 
-    def end(self, reason: str) -> None:
-        """End the session with one line to the user (fail closed)."""
+    def end(self, reason: str, status: int = 255) -> None:
+        """End the session with one line to the user (fail closed) and exit status `status`."""
         if self._ended:
             return
         self.end_reason = reason
         if self._client is not None:
             self._client.write_stderr(reason.encode("utf-8", "replace") + b"\r\n")
-            self._client.exit(255)
+            self._client.exit(status)
         if self._target is not None:
             self._target.close()
         self._finish()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from bastion.errors import BastionError
 from recorder.transfers import Transfer, transfer_of
 
 VINTR = 1  # RFC 4254 terminal mode: the interrupt character
@@ -136,12 +137,19 @@ class SessionStage:
         """The session is over; release resources. Must not raise."""
 
 
-class StageFailed(Exception):
-    """A stage could not do its job; the session must not go on without it."""
+class StageFailed(BastionError):
+    """A stage could not do its job; the session must not go on without it (it ends with
+    `exit_code`, the user told why)."""
+
+    code = "stage_failed"
+    exit_code = 255
 
     def __init__(self, stage: str, reason: str) -> None:
-        super().__init__(f"{stage}: {reason}")
-        self.stage, self.reason = stage, reason
+        super().__init__(reason)
+        self.stage = stage
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.reason}"
 
 
 class SessionPipeline:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bastion.core.masker import TextMasker
 from bastion.core.stored import command_hash, stored_command
+from bastion.errors import BastionError
 from bastion.state.dbthread import DatabaseThread
 
 SCHEMA = """
@@ -58,9 +59,10 @@ FIELDS = ("id, session, requester, target, login, command, rule, approvers, appr
           " expires, state, token, screen, command_hash")
 
 
-class ApprovalError(Exception):
+class ApprovalError(BastionError):
     """A decision that cannot be recorded; the message is safe to show the approver."""
 
+    code = "approval_error"
     http_status = 409  # the request is in a state that refuses this decision
 
 

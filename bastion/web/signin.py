@@ -47,9 +47,10 @@ class SignIn:
         try:
             start = await self.oidc.start_authorization(self.redirect_uri)
         except OIDCError as exc:
-            # The provider cannot be reached or read: a gateway failure, not the user's.
+            # The provider cannot be reached or read (SignInUnavailable): a gateway failure.
             self.audit.event("web_sign_in_failed", reason=str(exc))
-            return pages.message("Sign-in unavailable", "Sign-in unavailable", str(exc), status=502)
+            return pages.message("Sign-in unavailable", "Sign-in unavailable", str(exc),
+                                 status=exc.http_status)
         response = pages.redirect(start.url)
         remembered = {"state": start.state, "nonce": start.nonce, "verifier": start.verifier,
                       "next": next_path}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncssh
 
-from bastion.auth.oidc import Identity
+from bastion.auth.oidc import ProviderIdentity
 from bastion.core.certs import session_certificate_spec
 
 
@@ -20,5 +20,5 @@ def public(key_type: str = "ssh-ed25519", **kwargs: int) -> str:
     return asyncssh.generate_private_key(key_type, **kwargs).export_public_key().decode()
 
 
-def ident(sub: str, name: str, groups: tuple[str, ...] = ("ops",)) -> Identity:
-    return Identity("https://idp.test", sub, name, frozenset(groups))
+def ident(sub: str, name: str, groups: tuple[str, ...] = ("ops",)) -> ProviderIdentity:
+    return ProviderIdentity("https://idp.test", sub, name, frozenset(groups))

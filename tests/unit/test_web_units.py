@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bastion.auth.identity import SignInRefused, resolve_approver
-from bastion.auth.oidc import Identity, OIDCClient
+from bastion.auth.oidc import OIDCClient, ProviderIdentity
 from bastion.config import NotifyDestination, OIDCSettings, UserConfig, parse_config
 from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
@@ -41,8 +41,8 @@ def test_signed_cookies_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
     assert SignedCookies.load_or_create(tmp_path / "key").loads("session", value) is not None  # key persists
 
 
-def identity(sub: str, name: str, groups: tuple[str, ...] = ()) -> Identity:
-    return Identity("https://idp.test", sub, name, frozenset(groups))
+def identity(sub: str, name: str, groups: tuple[str, ...] = ()) -> ProviderIdentity:
+    return ProviderIdentity("https://idp.test", sub, name, frozenset(groups))
 
 
 def test_identities_map_to_bastion_users() -> None:
