@@ -15,9 +15,9 @@ from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import RulesHolder
 from bastion.ssh.server import BastionState
 from bastion.stages.decisions import Notify, ScreeningContext
-from bastion.stages.masking import MaskingSettings, MaskingStage
+from bastion.stages.masking import MaskingStage
 from bastion.stages.pipeline import SessionStage
-from bastion.stages.recording import RecordingPolicy, RecordingStage
+from bastion.stages.recording import RecordingStage
 from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
@@ -35,7 +35,7 @@ RECORDING_KEY = "recording_key"
 
 
 def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
-    masking = MaskingSettings.from_config(config.masking)
+    masking = config.masking
     # What stored and shown commands are masked with: the configured detectors, even with the
     # streams' masking off (a stored secret would outlive the session).
     text_masker = masking.text_masker()
@@ -56,10 +56,9 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             process=True,
             log=audit.event,
         )
-        policy = RecordingPolicy(on_failure=settings.on_failure)
-        record_only = masking if masking.enabled and config.masking.sinks == "recording" else None
+        record_only = masking if masking.enabled and masking.sinks == "recording" else None
         recording_stage = lambda: [  # noqa: E731
-            RecordingStage(recorder, policy, audit, text_masker=text_masker,
+            RecordingStage(recorder, settings, audit, text_masker=text_masker,
                            masker=record_only.make_masker() if record_only else None,
                            input_masker=masking.make_masker() if masking.enabled else None)
         ]
@@ -78,7 +77,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     # the screener holds or discards it. The sftp gate comes last: its own answers to denied
     # requests go straight to the client.
     masking_stage: Callable[[], list[SessionStage]] = (
-        (lambda: [MaskingStage(masking)]) if masking.enabled and config.masking.sinks == "both" else list
+        (lambda: [MaskingStage(masking)]) if masking.enabled and masking.sinks == "both" else list
     )
     state.stages = lambda: [*masking_stage(), *recording_stage(), *screening()]
     return state

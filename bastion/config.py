@@ -10,13 +10,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import asyncssh
 
 from bastion.core.durations import parse_duration
-from bastion.core.masker import DETECTOR_NAMES
+from bastion.core.masker import DETECTOR_NAMES, Detector, SecretMasker, TextMasker, chosen_detectors
 from bastion.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -79,22 +80,49 @@ class SessionSettings:
     allow_port_forwarding: bool = False
 
 
+class OnFailure(StrEnum):
+    """What a session does when its recording cannot be written."""
+
+    REFUSE = "refuse"  # no recording, no session
+    CONTINUE = "continue"  # the session goes on unrecorded: an explicit opt-out
+
+
 @dataclass(frozen=True)
 class RecordingSettings:
     enabled: bool = True
     version: int = 2
-    on_failure: str = "refuse"
+    on_failure: OnFailure = OnFailure.REFUSE
     flush_interval: float = 0.5
     checkpoint_interval: float = 2.0
 
 
 @dataclass(frozen=True)
-class MaskingConfig:
+class MaskingSettings:
     enabled: bool = True
-    sinks: str = "both"
-    disable: tuple[str, ...] = ()
-    hold_ms: int = 30
-    custom: tuple[tuple[str, str, int], ...] = ()
+    sinks: str = "both"  # "both": the user's screen and the recording; "recording": only the recording
+    disable: tuple[str, ...] = ()  # built-in detectors switched off
+    hold_ms: int = 30  # longest a possible secret's tail is held when output pauses
+    custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
+
+    @property
+    def hold_seconds(self) -> float:
+        return self.hold_ms / 1000
+
+    @property
+    def pem(self) -> bool:
+        return "private-key" not in self.disable
+
+    def detectors(self) -> tuple[Detector, ...]:
+        return chosen_detectors(self.disable, self.custom)
+
+    def make_masker(self) -> SecretMasker:
+        return SecretMasker(self.detectors(), pem=self.pem)
+
+    def text_masker(self) -> TextMasker:
+        """What commands stored in headers, the index, the log and chat are masked with: these
+        detectors too, even with the streams' masking off (a stored secret would outlive the
+        session)."""
+        return TextMasker(self.detectors(), pem=self.pem)
 
 
 @dataclass(frozen=True)
@@ -156,7 +184,7 @@ class BastionConfig:
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    masking: MaskingSettings = field(default_factory=MaskingSettings)
     web: WebSettings | None = None
     oidc: OIDCSettings | None = None
     notify: tuple[NotifyDestination, ...] = ()
@@ -277,7 +305,7 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
     return target
 
 
-def _masking(table: _Table) -> MaskingConfig:
+def _masking(table: _Table) -> MaskingSettings:
     customs = []
     for index, entry in enumerate(table.get("custom", list, [])):
         rule = _Table(entry, f"{table.where}.custom[{index}]")
@@ -298,7 +326,7 @@ def _masking(table: _Table) -> MaskingConfig:
         if name not in DETECTOR_NAMES:
             raise ConfigError(f"{table.where}.disable: unknown detector {name!r} "
                               f"(known: {', '.join(DETECTOR_NAMES)})")
-    config = MaskingConfig(
+    config = MaskingSettings(
         enabled=table.get("enabled", bool, True),
         sinks=table.get("sinks", str, "both"),
         disable=disable,
@@ -455,19 +483,18 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     sess.finish()
 
     rec = _Table(top.get("recording", dict, {}), f"{where}: [recording]")
-    recording = RecordingSettings(
-        enabled=rec.get("enabled", bool, True),
-        version=rec.get("version", int, 2),
-        on_failure=rec.get("on_failure", str, "refuse"),
-        flush_interval=float(rec.get("flush_interval", (int, float), 0.5)),
-        checkpoint_interval=float(parse_duration(rec.get("checkpoint_interval", (int, str), 2),
-                                                 where=f"{rec.where} checkpoint_interval")),
-    )
+    enabled, version = rec.get("enabled", bool, True), rec.get("version", int, 2)
+    on_failure = rec.get("on_failure", str, OnFailure.REFUSE)
+    flush_interval = float(rec.get("flush_interval", (int, float), 0.5))
+    checkpoint_interval = float(parse_duration(rec.get("checkpoint_interval", (int, str), 2),
+                                               where=f"{rec.where} checkpoint_interval"))
     rec.finish()
-    if recording.version not in (2, 3):
+    if version not in (2, 3):
         raise ConfigError(f"{rec.where} version: must be 2 or 3 (asciicast v2 or v3)")
-    if recording.on_failure not in ("refuse", "continue"):
+    if on_failure not in tuple(OnFailure):
         raise ConfigError(f"{rec.where} on_failure: must be \"refuse\" or \"continue\"")
+    recording = RecordingSettings(enabled=enabled, version=version, on_failure=OnFailure(on_failure),
+                                  flush_interval=flush_interval, checkpoint_interval=checkpoint_interval)
     if not 0.01 <= recording.flush_interval <= 1.0:
         raise ConfigError(f"{rec.where} flush_interval: must be between 0.01 and 1 second")
     if not 1 <= recording.checkpoint_interval <= 300:

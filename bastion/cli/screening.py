@@ -16,7 +16,6 @@ from bastion.core.masker import TextMasker
 from bastion.core.rules import KINDS, Action, CommandRequest, Verdict
 from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import load_rules
-from bastion.stages.masking import MaskingSettings
 from bastion.stages.sftpgate import normal_path
 from bastion.state.approvals import ApprovalError, ApprovalStore
 from recorder.printable import printable
@@ -161,7 +160,7 @@ def check_status(verdict: Verdict) -> int:
 def text_masker(config: BastionConfig) -> TextMasker:
     """What commands are shown with: the config's masking detectors (even with the streams'
     masking off)."""
-    return MaskingSettings.from_config(config.masking).text_masker()
+    return config.masking.text_masker()
 
 
 def show_request(approvals: ApprovalStore, request_id: str, masker: TextMasker) -> None:

@@ -21,6 +21,7 @@ How a chunk is handled:
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -209,6 +210,15 @@ def custom_detector(name: str, regex: str, group: int = 0) -> Detector:
     if group > pattern.groups:
         raise ValueError(f"custom detector {name!r}: regex has no group {group}")
     return Detector(name=name, pattern=pattern, trigger=regex.encode(), group=group)
+
+
+@functools.lru_cache(maxsize=16)
+def chosen_detectors(disable: tuple[str, ...] = (),
+                     custom: tuple[tuple[str, str, int], ...] = ()) -> tuple[Detector, ...]:
+    """The built-ins not disabled, then the custom ones ((name, regex, group) each). The same
+    settings give the same detector objects, so maskers share compiled prefilters."""
+    chosen = [d for d in BUILTIN_DETECTORS if d.name not in disable]
+    return (*chosen, *(custom_detector(name, regex, group) for name, regex, group in custom))
 
 
 _PREFILTERS: dict[tuple[Detector, ...], _Prefilter] = {}

@@ -3,49 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from dataclasses import dataclass
 
-from bastion.config import MaskingConfig
-from bastion.core.masker import BUILTIN_DETECTORS, Detector, SecretMasker, TextMasker, custom_detector
+from bastion.config import MaskingSettings
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
-
-
-@dataclass(frozen=True)
-class MaskingSettings:
-    enabled: bool = True
-    sinks: str = "both"  # "both": the user's screen and the recording; "recording": only the recording
-    disable: tuple[str, ...] = ()
-    hold_seconds: float = 0.03
-    custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
-
-    @classmethod
-    def from_config(cls, config: MaskingConfig) -> MaskingSettings:
-        return cls(enabled=config.enabled, sinks=config.sinks, disable=config.disable,
-                   hold_seconds=config.hold_ms / 1000, custom=config.custom)
-
-    def detectors(self) -> tuple[Detector, ...]:
-        return _detectors(self.disable, self.custom)
-
-    @property
-    def pem(self) -> bool:
-        return "private-key" not in self.disable
-
-    def make_masker(self) -> SecretMasker:
-        return SecretMasker(self.detectors(), pem=self.pem)
-
-    def text_masker(self) -> TextMasker:
-        """What commands stored in headers, the index, the log and chat are masked with: these
-        detectors too, even with the streams' masking off (a stored secret would outlive the
-        session)."""
-        return TextMasker(self.detectors(), pem=self.pem)
-
-
-@functools.lru_cache(maxsize=16)
-def _detectors(disable: tuple[str, ...], custom: tuple[tuple[str, str, int], ...]) -> tuple[Detector, ...]:
-    """The same settings give the same detector objects, so maskers share compiled prefilters."""
-    chosen = [d for d in BUILTIN_DETECTORS if d.name not in disable]
-    return (*chosen, *(custom_detector(name, regex, group) for name, regex, group in custom))
 
 
 class MaskingStage(SessionStage):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
+from bastion.config import OnFailure, RecordingSettings
 from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
@@ -16,17 +16,12 @@ from recorder.writer import Recorder, RecordingFailed, SessionRecording
 DEFAULT_SIZE = (80, 24)
 
 
-@dataclass(frozen=True)
-class RecordingPolicy:
-    on_failure: str = "refuse"  # "refuse": no recording, no session; "continue": explicit opt-out
-
-
 class RecordingStage(SessionStage):
     """Records output, input, resizes, transfers and the exit; file contents are never kept."""
 
     name = "recorder"
 
-    def __init__(self, recorder: Recorder, policy: RecordingPolicy, audit: AuditLog, *,
+    def __init__(self, recorder: Recorder, settings: RecordingSettings, audit: AuditLog, *,
                  text_masker: TextMasker, masker: SecretMasker | None = None,
                  input_masker: SecretMasker | None = None) -> None:
         self._recorder = recorder
@@ -39,7 +34,7 @@ class RecordingStage(SessionStage):
         self._input_masker = input_masker
         self._hidden = HiddenInput(self._hidden_input)
         self._echo_timer: asyncio.TimerHandle | None = None
-        self._policy = policy
+        self._on_failure = settings.on_failure
         self._audit = audit
         self._rec: SessionRecording | None = None
         self._info: SessionInfo | None = None
@@ -82,10 +77,10 @@ class RecordingStage(SessionStage):
         except OSError as exc:
             reason = f"cannot write recording: {exc.strerror or exc}"
             self._audit.event("recording_failed", session=info.session_id, reason=reason)
-            if self._policy.on_failure == "continue":
+            if self._on_failure is OnFailure.CONTINUE:
                 return
             raise OSError(reason) from None
-        if self._policy.on_failure != "continue":
+        if self._on_failure is not OnFailure.CONTINUE:
             self._rec.on_error = lambda reason: io.end(f"bastion: session ended: recorder failed: {reason}")
         self._rec.on_backlog = lambda full: (io.hold_output if full else io.release_output)("recorder")
         # Transfers are read for their markers where a parser knows the protocol (not rsync's).
@@ -98,7 +93,7 @@ class RecordingStage(SessionStage):
         """The recording, unless it failed under the explicit `continue` policy."""
         rec = self._rec
         if rec is not None and rec.error is not None:
-            if self._policy.on_failure != "continue":
+            if self._on_failure is not OnFailure.CONTINUE:
                 raise RecordingFailed(rec.error)
             self._rec = rec = None
         return rec

@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bastion.config import changed_settings, load_config, parse_config, parse_host_port
+from bastion.config import OnFailure, changed_settings, load_config, parse_config, parse_host_port
 from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 
@@ -31,6 +31,19 @@ def test_minimal_config_and_defaults() -> None:
     assert (target.host, target.port, target.names) == ("10.0.0.5", 22, ("db-1", "db-1.internal"))
     assert config.certificates.ttl == 120 and config.certificates.backdate == 30
     assert config.users["alice"].groups == frozenset({"ops"})
+
+
+def test_recording_and_masking_settings() -> None:
+    config = parse_config(base())
+    assert config.recording.on_failure is OnFailure.REFUSE
+    assert (config.masking.hold_ms, config.masking.hold_seconds) == (30, 0.03)
+    config = parse_config(base(recording={"on_failure": "continue"},
+                               masking={"hold_ms": 100, "disable": ["private-key", "card-number"]}))
+    assert config.recording.on_failure is OnFailure.CONTINUE
+    assert config.masking.hold_seconds == 0.1 and not config.masking.pem
+    assert "card-number" not in [d.name for d in config.masking.detectors()]
+    with pytest.raises(ConfigError, match='on_failure: must be "refuse" or "continue"'):
+        parse_config(base(recording={"on_failure": "ignore"}))
 
 
 def test_changed_settings_are_named_as_the_file_names_them() -> None:

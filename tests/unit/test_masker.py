@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.config import MaskingSettings
 from bastion.core.masker import (
     BUILTIN_DETECTORS,
     SecretMasker,
@@ -19,7 +20,6 @@ from bastion.core.masker import (
     digit_run,
     luhn_ok,
 )
-from bastion.stages.masking import MaskingSettings
 from tests.support.samples import ALNUM, AWS_ID, AWS_SECRET, CARD, GH, pem, rand
 
 # (text, secret) pairs: the secret must vanish, the rest must stay.

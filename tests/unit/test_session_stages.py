@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from bastion.config import MaskingSettings, RecordingSettings
 from bastion.core import linetrack
 from bastion.core.linetrack import LineTracker, SubmittedLine
 from bastion.core.masker import TextMasker
 from bastion.core.rules import parse_rules
 from bastion.rules_file import RulesHolder
 from bastion.stages import screening
-from bastion.stages.masking import MaskingSettings
 from bastion.stages.pipeline import Stream
-from bastion.stages.recording import RecordingPolicy, RecordingStage
+from bastion.stages.recording import RecordingStage
 from bastion.stages.screening import ScreeningContext, ScreeningStage
 from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
@@ -108,7 +108,7 @@ async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
 
 async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
+    stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     stage.start(SHELL, Session())
     typed = f"git remote add x https://{GH}@example.com/a.git\r".encode()
@@ -138,7 +138,7 @@ async def test_secrets_typed_or_pasted_are_recorded_masked() -> None:
 
 def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
+    stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     stage.start(replace(SHELL, kind="exec", command="cat > .env", term_type=None), Session())
     sent = f"GITHUB_TOKEN={GH}\nPORT=8080\n".encode()
@@ -155,7 +155,7 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
 @pytest.mark.parametrize("command", ["", "   ", "\t"])
 def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER),
+    stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER),
                            text_masker=MASKER)
     stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
     assert stage.recording is not None
@@ -188,7 +188,7 @@ def test_which_sessions_are_file_transfers(kind: str, command: str | None, subsy
 
 def test_an_rsync_session_is_recorded_as_a_transfer_not_as_terminal_output() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
-    stage = RecordingStage(recorder, RecordingPolicy(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
+    stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     command = "rsync --server -vlogDtpre.iLsfxCIvu . /srv/backup/"
     stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
