@@ -22,6 +22,14 @@ from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.events import (
+    ApprovalsCancelledAtStart,
+    CommandDecision,
+    ConfigReloadFailed,
+    ReloadNeedsRestart,
+    RulesReloaded,
+    RulesReloadFailed,
+)
 from bastion.state.keys import KeyStore
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.notify import Notifier
@@ -54,7 +62,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             flush_interval=settings.flush_interval,
             checkpoint_interval=settings.checkpoint_interval,
             process=True,
-            log=audit.event,
+            log=audit.write,
         )
         record_only = masking if masking.enabled and masking.sinks == "recording" else None
         recording_stage = lambda: [  # noqa: E731
@@ -111,7 +119,7 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
     if config.rules_file is not None:
         cancelled = approvals.cancel_all_pending()
         if cancelled:
-            state.audit.event("approvals_cancelled_at_start", count=cancelled)
+            state.audit.write(ApprovalsCancelledAtStart(count=cancelled))
     context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, masker=state.text_masker,
                                notify=notify)
 
@@ -123,10 +131,10 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         try:
             rules = holder.use(path)
         except ConfigError as exc:
-            state.audit.event("rules_reload_failed", reason=exc.reason,
-                              kept=str(holder.path) if holder.path else None)
+            state.audit.write(RulesReloadFailed(reason=exc.reason,
+                                                kept=str(holder.path) if holder.path else None))
             return
-        state.audit.event("rules_reloaded", rules=len(rules.rules), file=str(path) if path else None)
+        state.audit.write(RulesReloaded(rules=len(rules.rules), file=str(path) if path else None))
 
     def forward_gate(identity: Identity, target: TargetConfig, login: str, destination: str) -> str | None:
         if holder.path is None:
@@ -134,8 +142,8 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
                                                      "forward", destination))
         stored = stored_command(destination, state.text_masker)
-        state.audit.event("command_decision", user=identity.user, target=target.name, kind="forward",
-                          **stored.fields(), action=verdict.action, rule=verdict.rule)
+        state.audit.write(CommandDecision(user=identity.user, target=target.name, kind="forward",
+                                          command=stored, action=verdict.action, rule=verdict.rule))
         if verdict.action in (Action.DENY, Action.APPROVE):
             return f"bastion: forwarding to {destination} {verdict.describe()}"
         return None
@@ -157,9 +165,9 @@ def _reread(config: BastionConfig, state: BastionState) -> BastionConfig | None:
     try:
         fresh = load_config(config.path)
     except BastionError as exc:
-        state.audit.event("config_reload_failed", reason=exc.reason)
+        state.audit.write(ConfigReloadFailed(reason=exc.reason))
         return None
     later = [name for name in changed_settings(config, fresh) if name not in RELOADABLE]
     if later:
-        state.audit.event("reload_needs_restart", settings=later)
+        state.audit.write(ReloadNeedsRestart(settings=later))
     return fresh

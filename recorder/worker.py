@@ -17,7 +17,7 @@ Replies out, through `reply(kind, *args)`:
 
     ("written", rid, size)     that many event bytes reached the file
     ("failed", rid, reason)    nothing more of that recording will be written
-    ("log", event, fields)     for the bastion's audit log
+    ("log", name, fields)      a `recorder.log` event, for the bastion's audit log
 
 Between a worker and the bastion each message is a frame: a kind byte, a 4-byte big-endian
 length, a body. Events (`E`) are packed binary, so session bytes cross without being escaped or
@@ -45,6 +45,7 @@ import orjson
 from recorder.asciicast import CastEncoder
 from recorder.chain import HashChain, checkpoint_line
 from recorder.index import RecordingIndex
+from recorder.log import IndexFailed, LogEvent, RecordingFailure
 from recorder.signing import RecordingKey
 from recorder.storage import AppendFile, FdFile
 
@@ -175,7 +176,7 @@ class WriterCore:
     def _failed(self, rid: int, writing: _Writing, reason: str) -> None:
         writing.error = reason
         writing.pending.clear()
-        self.reply("log", "recording_failed", {"session": writing.session_id, "reason": reason})
+        self._log(RecordingFailure(session=writing.session_id, reason=reason))
         self._index(writing.session_id, "session_updated", writing.session_id, state="failed", error=reason)
         self.reply("failed", rid, reason)
 
@@ -185,7 +186,10 @@ class WriterCore:
         try:
             getattr(self.index, method)(*args, **fields)
         except Exception as exc:  # noqa: BLE001 - an index failure of any kind is reported; the recording goes on
-            self.reply("log", "index_failed", {"session": session_id, "reason": str(exc)})
+            self._log(IndexFailed(session=session_id, reason=str(exc)))
+
+    def _log(self, event: LogEvent) -> None:
+        self.reply("log", event.name, event.fields())
 
 
 def run(core: WriterCore, receive: Callable[[float], Received], flush_interval: float) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from recorder.asciicast import V2, CastEncoder, build_header
 from recorder.index import RecordingIndex
+from recorder.log import RECORDER_EVENTS, IndexFailed, LogEvent, RecorderWorkerExited
 from recorder.signing import RecordingKey
 from recorder.storage import RecordingStore, dated_name
 from recorder.worker import FrameReader, Received, WriterCore, frame, run
@@ -163,14 +164,14 @@ class Recorder:
     def __init__(self, store: RecordingStore, index: RecordingIndex | None, key: RecordingKey, *,
                  version: int = V2, flush_interval: float = 0.5, checkpoint_interval: float = 2.0,
                  loop: asyncio.AbstractEventLoop | None = None, process: bool = False,
-                 log: Callable[..., None] | None = None) -> None:
+                 log: Callable[[LogEvent], None] | None = None) -> None:
         self.store, self.index, self.key = store, index, key
         self.version = version
         self.flush_interval = flush_interval
         self.checkpoint_interval = checkpoint_interval
         self.loop = loop
         self.process = process
-        self.log = log or (lambda event, **fields: None)
+        self.log = log or (lambda event: None)
         self._recordings: dict[int, SessionRecording] = {}
         self._ids = itertools.count(1)
         self._thread: _ThreadWriter | None = None
@@ -224,8 +225,8 @@ class Recorder:
     def _reply(self, kind: str, *args: Any) -> None:
         """A writer's reply (see `recorder.worker`), on the event loop when there is one."""
         if kind == "log":
-            event, fields = args
-            self.log(event, **fields)
+            name, fields = args
+            self.log(RECORDER_EVENTS[name](**fields))
             return
         recording = self._recordings.get(args[0])
         if recording is None:
@@ -237,7 +238,7 @@ class Recorder:
 
     def _worker_lost(self, reason: str) -> None:
         """The worker process is gone: what it had not written is lost, its recordings failed."""
-        self.log("recorder_worker_exited", reason=reason)
+        self.log(RecorderWorkerExited(reason=reason))
         for recording in list(self._recordings.values()):
             if recording.closed:
                 continue
@@ -254,7 +255,7 @@ class Recorder:
                 self.index.session_opened(**recording.index_row)
             self.index.session_updated(recording.session_id, state="failed", error=recording.error, **fields)
         except Exception as exc:  # noqa: BLE001 - whatever the index raises is reported; the session ends either way
-            self.log("index_failed", session=recording.session_id, reason=str(exc))
+            self.log(IndexFailed(session=recording.session_id, reason=str(exc)))
 
     def _thread_writer(self) -> _ThreadWriter:
         if self._thread is None:

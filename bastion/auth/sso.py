@@ -28,6 +28,14 @@ from bastion.auth.directory import (
 from bastion.auth.oidc import DeviceAuthorization, OIDCClient, OIDCError, ProviderIdentity
 from bastion.config import BastionConfig
 from bastion.state.audit import AuditLog
+from bastion.state.events import (
+    CertificateIssued,
+    CertificateRefused,
+    LiveSessionUpdateFailed,
+    SSOLogin,
+    SSOLoginAbandoned,
+    SSOLoginFailed,
+)
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 
 ID_TOKEN_MAX_AGE = 600  # the certificate endpoint takes only ID tokens issued this recently
@@ -68,19 +76,18 @@ class SSO:
             directory = self.directory
             user, groups = await directory.thread.run(directory.sign_in, identity, self.config.users)
         except (OIDCError, SSOError) as exc:
-            self.audit.event("sso_login_failed", user=username, client=client, reason=str(exc))
+            self.audit.write(SSOLoginFailed(user=username, client=client, reason=str(exc)))
             raise SSOError(str(exc)) from None
         except asyncio.CancelledError:
             # The client went away with the code still open: the connection's end stops the wait.
-            self.audit.event("sso_login_abandoned", user=username, client=client, user_code=device.user_code)
+            self.audit.write(SSOLoginAbandoned(user=username, client=client, user_code=device.user_code))
             raise
         if user != username:
             reason = f"signed in as {user}, but ssh asked for {username}"
-            self.audit.event(
-                "sso_login_failed", user=username, client=client, reason=reason, identity=identity.key
-            )
+            self.audit.write(SSOLoginFailed(user=username, client=client, reason=reason,
+                                            identity=identity.key))
             raise SSOError(reason)
-        self.audit.event("sso_login", user=user, client=client, identity=identity.key, groups=sorted(groups))
+        self.audit.write(SSOLogin(user=user, client=client, identity=identity.key, groups=sorted(groups)))
         return user, groups
 
     # -- login certificates --------------------------------------------------------------------------
@@ -109,7 +116,7 @@ class SSO:
         try:
             identity: ProviderIdentity = await self.cli.identity_from_tokens(tokens, max_age=ID_TOKEN_MAX_AGE)
         except OIDCError as exc:
-            self.audit.event("certificate_refused", client=client, reason=str(exc))
+            self.audit.write(CertificateRefused(client=client, reason=str(exc)))
             raise SSOError(str(exc)) from None
         ttl = self.config.oidc.certificate_ttl if self.config.oidc else 8 * 3600
 
@@ -123,10 +130,9 @@ class SSO:
         try:
             user, groups, issued = await self.directory.thread.run(sign_in_and_issue)
         except SSOError as exc:
-            self.audit.event("certificate_refused", client=client, identity=identity.key, reason=str(exc))
+            self.audit.write(CertificateRefused(client=client, identity=identity.key, reason=str(exc)))
             raise
-        self.audit.event(
-            "certificate_issued",
+        self.audit.write(CertificateIssued(
             user=user,
             identity=identity.key,
             serial=issued.serial,
@@ -134,7 +140,7 @@ class SSO:
             expires=issued.valid_before,
             client=client,
             groups=sorted(groups),
-        )
+        ))
         return {
             "user": user,
             "groups": sorted(groups),
@@ -199,6 +205,6 @@ class SSO:
     def _live_sessions_failed(self, session: str) -> Callable[[BaseException], None]:
         def failed(exc: BaseException) -> None:
             reason = str(exc) or type(exc).__name__
-            self.audit.event("live_session_update_failed", session=session, reason=reason)
+            self.audit.write(LiveSessionUpdateFailed(session=session, reason=reason))
 
         return failed

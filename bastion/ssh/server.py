@@ -29,6 +29,25 @@ from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
 from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.state.audit import AuditLog
+from bastion.state.events import (
+    AuthFailed,
+    AuthSucceeded,
+    BastionStarted,
+    BastionStopped,
+    BastionStopping,
+    ConnectionClosed,
+    ConnectionOpened,
+    ForwardRefused,
+    JumpAllowed,
+    JumpRefused,
+    LoginRefused,
+    SessionEnded,
+    SessionRevoked,
+    SessionStarted,
+    SSOLoginStarted,
+    UpstreamConnected,
+    UpstreamFailed,
+)
 from bastion.state.keys import KeyStore
 
 # OpenSSH clients decide the cipher on hops where they are the client; we accept what they
@@ -103,18 +122,17 @@ class OuterServer(asyncssh.SSHServer):
         self._conn = conn
         self._client = _peer(conn)
         self._state.connections.add(conn)
-        self._state.audit.event("connection_opened", client=self._client)
+        self._state.audit.write(ConnectionOpened(client=self._client))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._state.connections.discard(self._conn)
             self._state.identities.pop(self._conn, None)
-        self._state.audit.event(
-            "connection_closed",
+        self._state.audit.write(ConnectionClosed(
             client=self._client,
             user=self._identity.user if self._identity else None,
             reason=str(exc) if exc else None,
-        )
+        ))
 
     def begin_auth(self, username: str) -> bool:
         assert self._conn is not None
@@ -182,8 +200,8 @@ class OuterServer(asyncssh.SSHServer):
         except OIDCError as exc:
             self._auth_failed(username, "sso", f"identity provider: {exc}")
             return False
-        self._state.audit.event("sso_login_started", client=self._client, user=username,
-                                user_code=self._device.user_code)
+        self._state.audit.write(SSOLoginStarted(client=self._client, user=username,
+                                                user_code=self._device.user_code))
         # No prompts: OpenSSH shows the instruction and waits while the bastion polls.
         return "bastion sign-in", self._device.instructions() + "\n", "", []
 
@@ -205,21 +223,18 @@ class OuterServer(asyncssh.SSHServer):
         return True
 
     def _auth_failed(self, username: str, method: str, reason: str) -> None:
-        self._state.audit.event(
-            "auth_failed", client=self._client, user=username, method=method, reason=reason
-        )
+        self._state.audit.write(AuthFailed(client=self._client, user=username, method=method, reason=reason))
 
     def auth_completed(self) -> None:
         assert self._identity is not None
         if self._conn is not None:
             self._state.identities[self._conn] = self._identity
-        self._state.audit.event(
-            "auth_succeeded",
+        self._state.audit.write(AuthSucceeded(
             client=self._client,
             user=self._identity.user,
             method=self._identity.method,
             client_version=self._client_version,
-        )
+        ))
 
     def session_requested(self) -> bool:
         # No shell on the bastion itself: it only carries jumps.
@@ -242,18 +257,17 @@ class OuterServer(asyncssh.SSHServer):
             decision = decide_target(identity, target)
             reason = "" if decision else decision.reason
         if target is None or reason:
-            state.audit.event(
-                "jump_refused", client=self._client, user=identity.user,
+            state.audit.write(JumpRefused(
+                client=self._client, user=identity.user,
                 destination=f"{dest_host}:{dest_port}", reason=reason,
-            )
+            ))
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}"
             )
         session_id = new_session_id()
-        state.audit.event(
-            "jump_allowed", client=self._client, user=identity.user,
-            target=target.name, session=session_id,
-        )
+        state.audit.write(JumpAllowed(
+            client=self._client, user=identity.user, target=target.name, session=session_id,
+        ))
         jump = Jump(
             state=state, identity=identity, target=target, session_id=session_id,
             client=self._client, client_version=self._client_version,
@@ -305,11 +319,11 @@ class InnerServer(asyncssh.SSHServer):
     async def begin_auth(self, username: str) -> bool:
         """Decide the login and log in upstream *now*, so a refusal is a plain auth failure."""
         jump, audit = self._jump, self._jump.state.audit
-        fields = {"user": jump.identity.user, "target": jump.target.name, "login": username,
-                  "session": jump.session_id}
+        user, target, session = jump.identity.user, jump.target.name, jump.session_id
         decision = decide_login(jump.identity, jump.target, username)
         if not decision:
-            audit.event("login_refused", reason=decision.reason, **fields)
+            audit.write(LoginRefused(reason=decision.reason, user=user, target=target, login=username,
+                                     session=session))
             self._banner(f"bastion: {decision.reason}")
             return True
         try:
@@ -321,11 +335,13 @@ class InnerServer(asyncssh.SSHServer):
             )
         except BastionError as exc:
             hint = PRINCIPALS_HINT if isinstance(exc, UpstreamAuthError) else None
-            audit.event("upstream_failed", error=exc.code, reason=exc.reason, hint=hint, **fields)
+            audit.write(UpstreamFailed(error=exc.code, reason=exc.reason, hint=hint, user=user, target=target,
+                                       login=username, session=session))
             self._banner(f"bastion: {exc.reason}")
             return True
         spec = self._upstream.spec
-        audit.event("upstream_connected", key_id=spec.key_id, serial=spec.serial, **fields)
+        audit.write(UpstreamConnected(key_id=spec.key_id, serial=spec.serial, user=user, target=target,
+                                      login=username, session=session))
         return False
 
     def _banner(self, line: str) -> None:
@@ -369,10 +385,10 @@ class InnerServer(asyncssh.SSHServer):
         state.relays.add(relay)
         if state.sso is not None:
             state.sso.session_started(info.session_id, info.user, info.target, info.login)
-        state.audit.event(
-            "session_started", session=info.session_id, user=info.user, target=info.target,
+        state.audit.write(SessionStarted(
+            session=info.session_id, user=info.user, target=info.target,
             login=info.login, client=info.client_address, key_id=info.key_id,
-        )
+        ))
         return InnerSession(relay, allow_subsystems=SUBSYSTEMS)  # type: ignore[return-value]
 
     def _session_ended(self, relay: SessionRelay) -> None:
@@ -380,14 +396,14 @@ class InnerServer(asyncssh.SSHServer):
         state.relays.discard(relay)
         if state.sso is not None:
             state.sso.session_ended(info.session_id)
-        state.audit.event(
-            "session_ended", session=info.session_id, user=info.user, target=info.target,
+        state.audit.write(SessionEnded(
+            session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
             key_id=info.key_id, bytes_in=relay.bytes_in, bytes_out=relay.bytes_out,
             duration=round(time.monotonic() - relay.started, 3), exit_status=relay.exit_status,
             exit_signal=relay.exit_signal[0] if relay.exit_signal else None,
             markers=relay.markers or None, reason=relay.end_reason,
-        )
+        ))
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -402,10 +418,10 @@ class InnerServer(asyncssh.SSHServer):
         if refusal:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
         if not jump.state.config.session.allow_port_forwarding or self._upstream is None:
-            jump.state.audit.event(
-                "forward_refused", session=jump.session_id, user=jump.identity.user,
+            jump.state.audit.write(ForwardRefused(
+                session=jump.session_id, user=jump.identity.user,
                 target=jump.target.name, destination=f"{dest_host}:{dest_port}",
-            )
+            ))
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "bastion: port forwarding is disabled"
             )
@@ -458,16 +474,15 @@ class Bastion:
             config.listen_port,
             reuse_address=True,
         )
-        self.state.audit.event(
-            "bastion_started", listen=f"{config.listen_host}:{self.port}",
-            targets=sorted(config.targets),
-        )
+        self.state.audit.write(BastionStarted(
+            listen=f"{config.listen_host}:{self.port}", targets=sorted(config.targets),
+        ))
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for `grace` seconds; then close what is left."""
         if self._server is not None:
             self._server.close()
-        self.state.audit.event("bastion_stopping", live_sessions=len(self.state.relays), grace=grace)
+        self.state.audit.write(BastionStopping(live_sessions=len(self.state.relays), grace=grace))
         deadline = time.monotonic() + grace
         while self.state.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded wait; sessions end in many ways
             await asyncio.sleep(0.1)
@@ -486,12 +501,12 @@ class Bastion:
             await service.stop()
         for hook in self.state.on_stop:
             hook()
-        self.state.audit.event("bastion_stopped")
+        self.state.audit.write(BastionStopped())
 
     def end_user(self, user: str) -> None:
         """A revoked user: end their sessions with a message, then drop their connections."""
         for relay in [r for r in self.state.relays if r.info.user == user]:
-            self.state.audit.event("session_revoked", session=relay.info.session_id, user=user)
+            self.state.audit.write(SessionRevoked(session=relay.info.session_id, user=user))
             relay.end("bastion: your access has been revoked")
         loop = asyncio.get_running_loop()
         for conn, identity in list(self.state.identities.items()):

@@ -22,6 +22,13 @@ from bastion.rules_file import RulesHolder
 from bastion.stages.pipeline import SessionInfo, SessionIO, Stream
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.events import (
+    APPROVAL_ENDED,
+    ApprovalCancelled,
+    ApprovalNotified,
+    ApprovalRequested,
+    CommandDecision,
+)
 
 POLL = 0.25
 CANCEL_HINT = " - Ctrl-C to cancel"
@@ -66,11 +73,11 @@ class CommandDecisions:
         masker = self._ctx.masker
         stored = stored_command(command, masker)
         part = stored if verdict.part == command else stored_command(verdict.part, masker)
-        self._ctx.audit.event(
-            "command_decision", session=info.session_id, user=info.user, target=info.target,
-            login=info.login, kind=kind, **stored.fields(), operation=operation or None,
-            action=verdict.action, rule=verdict.rule, **part.fields("part"), unsure=verdict.unsure or None,
-            why=stored_command(verdict.why, masker).text if verdict.unsure else None)
+        self._ctx.audit.write(CommandDecision(
+            session=info.session_id, user=info.user, target=info.target,
+            login=info.login, kind=kind, command=stored, operation=operation or None,
+            action=verdict.action, rule=verdict.rule, part=part, unsure=verdict.unsure or None,
+            why=stored_command(verdict.why, masker).text if verdict.unsure else None))
         self._decided = (command, stored)  # for the marker that follows (masking costs time at Enter)
         return verdict
 
@@ -138,8 +145,8 @@ class CommandDecisions:
         self._request = None
         who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
         io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
-        self._ctx.audit.event(f"approval_{state}", request=request.id, session=info.session_id,
-                              by=who or None)
+        self._ctx.audit.write(APPROVAL_ENDED[state](request=request.id, session=info.session_id,
+                                                    by=who or None))
         if state == "approved":
             return True, f"approved by {who}"
         return False, f"{state} by {who}" if who else state
@@ -157,8 +164,8 @@ class CommandDecisions:
         else:
             io.to_client(status, Stream.STDERR)
         io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
-        self._ctx.audit.event("approval_requested", request=request.id, session=info.session_id,
-                              user=info.user, target=info.target, **stored.fields(), rule=verdict.rule)
+        self._ctx.audit.write(ApprovalRequested(request=request.id, session=info.session_id, user=info.user,
+                                                target=info.target, command=stored, rule=verdict.rule))
 
     def _take_made(self) -> ApprovalRequest | None:
         """The request just created, announced (once: by whoever takes it first); None when
@@ -175,8 +182,8 @@ class CommandDecisions:
         assert self._ctx.notify is not None
         info, io = self._info, self._io
         failed = await self._ctx.notify(request)
-        self._ctx.audit.event("approval_notified", request=request.id, session=info.session_id,
-                              failed=failed or None)
+        self._ctx.audit.write(ApprovalNotified(request=request.id, session=info.session_id,
+                                               failed=failed or None))
         if not failed:
             io.marker("approval-notified", request.id)
         if failed:
@@ -212,8 +219,8 @@ class CommandDecisions:
         if not store.thread.wait(store.cancel, request):
             return  # decided or expired a moment before: the hold reports that
         self._io.marker("approval-cancelled", f"{request} ({reason})")
-        self._ctx.audit.event("approval_cancelled", request=request, session=info.session_id,
-                              user=info.user, reason=reason)
+        self._ctx.audit.write(ApprovalCancelled(request=request, session=info.session_id,
+                                                user=info.user, reason=reason))
 
     def end(self) -> None:
         """The session is over: a request still waiting is cancelled."""

@@ -10,6 +10,7 @@ from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
+from recorder.log import RecordingFailure
 from recorder.transfers import ScpTransferParser, SftpTransferParser, Transfer
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
 
@@ -76,7 +77,7 @@ class RecordingStage(SessionStage):
             )
         except OSError as exc:
             reason = f"cannot write recording: {exc.strerror or exc}"
-            self._audit.event("recording_failed", session=info.session_id, reason=reason)
+            self._audit.write(RecordingFailure(session=info.session_id, reason=reason))
             if self._on_failure is OnFailure.CONTINUE:
                 return
             raise OSError(reason) from None

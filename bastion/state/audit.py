@@ -1,5 +1,6 @@
-"""One JSON line per event. Every value goes through json.dumps, so user-controlled strings
-(user names, commands, client versions) are escaped: no raw control characters reach a log."""
+"""One JSON line per event (`bastion.state.events`, `recorder.log`). Every value goes through
+json.dumps, so user-controlled strings (user names, commands, client versions) are escaped: no
+raw control characters reach a log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from bastion.core.masker import TextMasker
+from bastion.core.stored import StoredCommand
+from recorder.log import LogEvent
 
 # Commands can carry secrets (mysql --password=S3cret): these fields are masked in every event.
 MASKED_FIELDS = ("command", "part")
@@ -29,9 +32,13 @@ class AuditLog:
         else:
             self._stream = stream or sys.stderr
 
-    def event(self, event: str, **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "event": event}
-        record.update({k: v for k, v in fields.items() if v is not None})
+    def write(self, event: LogEvent) -> None:
+        record: dict[str, Any] = {"ts": round(time.time(), 3), "event": event.name}
+        for key, value in event.fields().items():
+            if isinstance(value, StoredCommand):
+                record.update(value.fields(key))
+            else:
+                record[key] = value
         for key in MASKED_FIELDS:
             if isinstance(value := record.get(key), str):
                 record[key] = self._masker.mask(value)

@@ -18,6 +18,7 @@ from aiohttp import web
 from bastion.core.masker import TextMasker
 from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.events import ApprovalDecision, ApprovalDecisionRefused, ApprovalViewed
 from bastion.web import pages
 from bastion.web.sessions import BrowserSessions, SignedIn
 
@@ -49,9 +50,7 @@ class ApprovalPages:
             return pages.page("sign_in.html", title=f"Request {approval.id}", request_id=approval.id,
                               sign_in=sign_in)
         state, decisions = await self.store.thread.run(self.store.state, approval.id)
-        self.audit.event(
-            "approval_viewed", request=approval.id, by=who.user, identity=who.identity, state=state
-        )
+        self.audit.write(ApprovalViewed(request=approval.id, by=who.user, identity=who.identity, state=state))
         return self._page(approval, state, decisions, who)
 
     async def decide(self, request: web.Request) -> web.Response:
@@ -73,16 +72,16 @@ class ApprovalPages:
                 digest=digest, identity=who.identity,
             )
         except ApprovalError as exc:
-            self.audit.event(
-                "approval_decision_refused", request=approval.id, by=who.user, identity=who.identity,
+            self.audit.write(ApprovalDecisionRefused(
+                request=approval.id, by=who.user, identity=who.identity,
                 decision=decision, reason=str(exc), client=request.remote,
-            )
+            ))
             state, decisions = await self.store.thread.run(self.store.state, approval.id)
             return self._page(approval, state, decisions, who, notice=str(exc), status=exc.http_status)
-        self.audit.event(
-            "approval_decision", request=approval.id, by=who.user, identity=who.identity,
+        self.audit.write(ApprovalDecision(
+            request=approval.id, by=who.user, identity=who.identity,
             decision=decision, state=state, client=request.remote,
-        )
+        ))
         state, decisions = await self.store.thread.run(self.store.state, approval.id)
         return self._page(approval, state, decisions, who, notice=DONE[decision])
 

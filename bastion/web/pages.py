@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 
 from bastion.state.audit import AuditLog
+from bastion.state.events import WebRequestRefused
 from bastion.web.sessions import SignedIn
 from recorder.printable import printable
 
@@ -68,7 +69,8 @@ class Refusals:
     def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
 
-    def __call__(self, request: web.Request, status: int, reason: str, **fields: Any) -> web.Response:
-        self._audit.event("web_request_refused", method=request.method, path=request.path, reason=reason,
-                          client=request.remote, **fields)
+    def __call__(self, request: web.Request, status: int, reason: str, *, request_id: str | None = None,
+                 by: str | None = None) -> web.Response:
+        self._audit.write(WebRequestRefused(method=request.method, path=request.path, reason=reason,
+                                            client=request.remote, request_id=request_id, by=by))
         return message("Refused", "Refused", reason, status=status)

@@ -25,6 +25,7 @@ from bastion.core.masker import TextMasker
 from bastion.errors import BastionError
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.events import WebStarted
 from bastion.web import pages
 from bastion.web.approvals import ApprovalPages
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
@@ -102,12 +103,11 @@ class WebService:
                 f"web service: cannot listen on {self.settings.listen_host}:"
                 f"{self.settings.listen_port}: {exc.strerror or exc}"
             ) from None
-        self.audit.event(
-            "web_started",
+        self.audit.write(WebStarted(
             listen=f"{self.settings.listen_host}:{self.port}",
             url=self.settings.public_url,
             sign_in=self.oidc.settings.issuer if self.oidc else None,
-        )
+        ))
 
     @property
     def port(self) -> int:

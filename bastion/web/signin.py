@@ -17,6 +17,7 @@ from bastion.auth.identity import SignInRefused, resolve_approver
 from bastion.auth.oidc import AuthorizationStart, OIDCClient, OIDCError
 from bastion.config import UserConfig
 from bastion.state.audit import AuditLog
+from bastion.state.events import WebSignedIn, WebSignedOut, WebSignInFailed
 from bastion.web import pages
 from bastion.web.cookies import same_secret
 from bastion.web.sessions import BrowserSessions, SignedIn
@@ -48,7 +49,7 @@ class SignIn:
             start = await self.oidc.start_authorization(self.redirect_uri)
         except OIDCError as exc:
             # The provider cannot be reached or read (SignInUnavailable): a gateway failure.
-            self.audit.event("web_sign_in_failed", reason=str(exc))
+            self.audit.write(WebSignInFailed(reason=str(exc)))
             return pages.message("Sign-in unavailable", "Sign-in unavailable", str(exc),
                                  status=exc.http_status)
         response = pages.redirect(start.url)
@@ -67,19 +68,18 @@ class SignIn:
         if "error" in request.query:
             said = f"{request.query['error']} {request.query.get('error_description', '')}"
             reason = f"the provider said: {said}"
-            self.audit.event("web_sign_in_failed", reason=reason.strip())
+            self.audit.write(WebSignInFailed(reason=reason.strip()))
             return pages.message("Sign-in failed", "Sign-in failed", reason, status=403)
         start = AuthorizationStart("", started["state"], started["nonce"], started["verifier"])
         try:
             identity = await self.oidc.exchange_code(request.query.get("code", ""), self.redirect_uri, start)
             user, groups = resolve_approver(identity, self.users)
         except (OIDCError, SignInRefused) as exc:
-            self.audit.event("web_sign_in_failed", reason=str(exc), client=request.remote)
+            self.audit.write(WebSignInFailed(reason=str(exc), client=request.remote))
             return pages.message("Sign-in failed", "Sign-in failed", str(exc), status=exc.http_status)
         who = SignedIn(user, tuple(sorted(groups)), identity.key, secrets.token_urlsafe(24))
-        self.audit.event(
-            "web_signed_in", user=user, identity=identity.key, groups=sorted(groups), client=request.remote
-        )
+        self.audit.write(WebSignedIn(user=user, identity=identity.key, groups=sorted(groups),
+                                     client=request.remote))
         response = pages.redirect(started.get("next") or "/")
         self.sessions.sign_in(response, who)
         return response
@@ -89,7 +89,7 @@ class SignIn:
         form = await request.post()
         if who is None or not who.posted(form):
             return self.refuse(request, 403, "not signed in, or the form's token is wrong")
-        self.audit.event("web_signed_out", user=who.user, identity=who.identity)
+        self.audit.write(WebSignedOut(user=who.user, identity=who.identity))
         response = pages.message("Signed out", "Signed out")
         self.sessions.sign_out(response)
         return response

@@ -16,6 +16,7 @@ from bastion.config import load_config
 from bastion.core.masker import TextMasker
 from bastion.stages.screening import ScreeningStage
 from bastion.state.approvals import ApprovalStore
+from bastion.state.events import SessionEnded
 from bastion.state.keys import KeyStore
 from tests.support.lab import until
 from tests.support.stages import SHELL, MarkedSession
@@ -65,7 +66,9 @@ async def test_a_custom_detector_from_the_config_masks_a_stored_command(tmp_path
     stage.on_end(None, None)
     assert "cancelled" in str(await gate)
     # The log masks a command it is given as it is (as the session's end logs an exec command).
-    state.audit.event("session_ended", session=held.session_id, command=held.command)
+    state.audit.write(SessionEnded(session=held.session_id, user=held.user, target=held.target, login=held.login,
+                                   kind=held.kind, command=held.command, key_id=held.key_id, bytes_in=0,
+                                   bytes_out=0, duration=0.0))
 
     masked = "needs-approval --employee EMP-******"
     [request] = store.recent(10)

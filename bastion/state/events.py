@@ -1,0 +1,429 @@
+"""The audit log's events: each defined once, with its fields (see `recorder.log.LogEvent`).
+
+A field that is None is left out of the line. A `StoredCommand` field becomes the command's
+text under the field's name, plus `NAME_length` and `NAME_sha256` when only its head is kept.
+The recorder's own events (`recording_failed`, `index_failed`, `recorder_worker_exited`) are
+defined in `recorder.log`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bastion.core.rules import Action
+from bastion.core.stored import StoredCommand
+from recorder.log import LogEvent
+
+# -- connections and sign-in over ssh -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionOpened(LogEvent):
+    name = "connection_opened"
+    client: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionClosed(LogEvent):
+    name = "connection_closed"
+    client: str
+    user: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthFailed(LogEvent):
+    name = "auth_failed"
+    client: str
+    user: str
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSucceeded(LogEvent):
+    name = "auth_succeeded"
+    client: str
+    user: str
+    method: str
+    client_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSOLoginStarted(LogEvent):
+    name = "sso_login_started"
+    client: str
+    user: str
+    user_code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSOLogin(LogEvent):
+    name = "sso_login"
+    user: str
+    client: str
+    identity: str
+    groups: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSOLoginFailed(LogEvent):
+    name = "sso_login_failed"
+    user: str
+    client: str
+    reason: str
+    identity: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSOLoginAbandoned(LogEvent):
+    """The client went away with the device code still open."""
+
+    name = "sso_login_abandoned"
+    user: str
+    client: str
+    user_code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateIssued(LogEvent):
+    name = "certificate_issued"
+    user: str
+    identity: str
+    serial: int
+    key_id: str
+    expires: int
+    client: str
+    groups: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateRefused(LogEvent):
+    name = "certificate_refused"
+    client: str
+    identity: str | None = None
+    reason: str
+
+
+# -- jumps and sessions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class JumpAllowed(LogEvent):
+    name = "jump_allowed"
+    client: str
+    user: str
+    target: str
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class JumpRefused(LogEvent):
+    name = "jump_refused"
+    client: str
+    user: str
+    destination: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginRefused(LogEvent):
+    name = "login_refused"
+    reason: str
+    user: str
+    target: str
+    login: str
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamFailed(LogEvent):
+    name = "upstream_failed"
+    error: str  # the BastionError's code
+    reason: str
+    hint: str | None = None
+    user: str
+    target: str
+    login: str
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamConnected(LogEvent):
+    name = "upstream_connected"
+    key_id: str
+    serial: int
+    user: str
+    target: str
+    login: str
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(LogEvent):
+    name = "session_started"
+    session: str
+    user: str
+    target: str
+    login: str
+    client: str
+    key_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionEnded(LogEvent):
+    name = "session_ended"
+    session: str
+    user: str
+    target: str
+    login: str
+    kind: str
+    command: str | None = None  # masked as it is logged
+    subsystem: str | None = None
+    key_id: str
+    bytes_in: int
+    bytes_out: int
+    duration: float
+    exit_status: int | None = None
+    exit_signal: str | None = None
+    markers: Mapping[str, int] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSessionUpdateFailed(LogEvent):
+    """The state database's list of live sessions could not be updated (the session goes on)."""
+
+    name = "live_session_update_failed"
+    session: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionRevoked(LogEvent):
+    name = "session_revoked"
+    session: str
+    user: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardRefused(LogEvent):
+    name = "forward_refused"
+    session: str
+    user: str
+    target: str
+    destination: str
+
+
+# -- screening and approvals ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandDecision(LogEvent):
+    """A command, sftp operation or forward, decided by the rules."""
+
+    name = "command_decision"
+    session: str | None = None
+    user: str
+    target: str
+    login: str | None = None
+    kind: str
+    command: StoredCommand
+    operation: str | None = None
+    action: Action
+    rule: str | None
+    part: StoredCommand | None = None  # the part of the command that decided, when not all of it
+    unsure: bool | None = None
+    why: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRequested(LogEvent):
+    name = "approval_requested"
+    request: str
+    session: str
+    user: str
+    target: str
+    command: StoredCommand
+    rule: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalNotified(LogEvent):
+    name = "approval_notified"
+    request: str
+    session: str
+    failed: Sequence[str] | None = None  # the destinations that could not be told, and why
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalEnded(LogEvent):
+    """The events a wait for approval ends with; `by`: the approvers whose decision ended it."""
+
+    request: str
+    session: str
+    by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalApproved(ApprovalEnded):
+    name = "approval_approved"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDenied(ApprovalEnded):
+    name = "approval_denied"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalExpired(ApprovalEnded):
+    name = "approval_expired"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalCancelled(ApprovalEnded):
+    """Cancelled by the requester's side (`user`, `reason`), or found cancelled while waiting."""
+
+    name = "approval_cancelled"
+    user: str | None = None
+    reason: str | None = None
+
+
+# How a wait for approval ended, by the request's state then.
+APPROVAL_ENDED: Mapping[str, type[ApprovalEnded]] = {
+    "approved": ApprovalApproved,
+    "denied": ApprovalDenied,
+    "expired": ApprovalExpired,
+    "cancelled": ApprovalCancelled,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalsCancelledAtStart(LogEvent):
+    name = "approvals_cancelled_at_start"
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RulesReloaded(LogEvent):
+    name = "rules_reloaded"
+    rules: int
+    file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RulesReloadFailed(LogEvent):
+    name = "rules_reload_failed"
+    reason: str
+    kept: str | None = None  # the rules file still in force
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigReloadFailed(LogEvent):
+    name = "config_reload_failed"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReloadNeedsRestart(LogEvent):
+    name = "reload_needs_restart"
+    settings: Sequence[str]
+
+
+# -- the web service ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebStarted(LogEvent):
+    name = "web_started"
+    listen: str
+    url: str
+    sign_in: str | None = None  # the OpenID provider
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebRequestRefused(LogEvent):
+    name = "web_request_refused"
+    method: str
+    path: str
+    reason: str
+    client: str | None = None
+    request_id: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalViewed(LogEvent):
+    name = "approval_viewed"
+    request: str
+    by: str
+    identity: str
+    state: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDecision(LogEvent):
+    name = "approval_decision"
+    request: str
+    by: str
+    identity: str
+    decision: str
+    state: str
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDecisionRefused(LogEvent):
+    name = "approval_decision_refused"
+    request: str
+    by: str
+    identity: str
+    decision: str
+    reason: str
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSignedIn(LogEvent):
+    name = "web_signed_in"
+    user: str
+    identity: str
+    groups: Sequence[str]
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSignInFailed(LogEvent):
+    name = "web_sign_in_failed"
+    reason: str
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSignedOut(LogEvent):
+    name = "web_signed_out"
+    user: str
+    identity: str
+
+
+# -- the bastion ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionStarted(LogEvent):
+    name = "bastion_started"
+    listen: str
+    targets: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionStopping(LogEvent):
+    name = "bastion_stopping"
+    live_sessions: int
+    grace: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionStopped(LogEvent):
+    name = "bastion_stopped"
