@@ -22,8 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from bastion.core.linetrack import ALT_SCREEN
-from bastion.core.masker import ESC_SEQUENCE, ESCAPES
+from bastion.core.terminal import ALT_SCREEN, ESC_SEQUENCE, ESCAPES
 
 PROMPT = re.compile(
     rb"(?i)(?:\[sudo\] password for [^\r\n:]*|(?:^|[\r\n ])password(?: for [^\r\n:]*)?|passphrase[^\r\n:]*"

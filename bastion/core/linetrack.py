@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import pyte
 
+from bastion.core.terminal import ALT_SCREEN
+
 # The alternate screen (vim, less, top) switched on (h) or off (l).
-ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 # Incremental history search replaces the prompt: the line Enter runs is the match shown.
 SEARCH = re.compile(
     r"^\((?:reverse-i-search|i-search|bck-i-search|fwd-i-search|failed [a-z-]+)\)`[^']*': (.*)$")

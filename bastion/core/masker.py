@@ -29,32 +29,24 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from bastion.core.terminal import ESC_SEQUENCES, ESCAPES, ZERO_WIDTH, ZERO_WIDTHS
+
 hyperscan: ModuleType | None
 digit_run: Callable[[bytes, int], bool] | None
 try:  # Hyperscan scans for every trigger at once, at GB/s; optional (x86-64 wheels).
     import hyperscan
 except ImportError:  # pragma: no cover - exercised where the wheel is missing
     hyperscan = None
+
 try:  # bastion/core/_digits.c, built at install when a C compiler is there
     from bastion.core._digits import digit_run
 except ImportError:  # pragma: no cover - digit runs stay in the Hyperscan scan
     digit_run = None
 
-# One literal first byte lets `re` skip straight from ESC to ESC.
-ESC_SEQUENCE = (
-    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI (SGR colours, cursor moves)
-    rb"|\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, terminated
-    rb"|[PX^_][^\x1b]*\x1b\\"  # DCS, SOS, PM, APC
-    rb"|[ -/]*[0-~])"  # other ESC sequences
-)
-ZERO_WIDTH = rb"\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf"  # zero-width characters, BOM
-ESC_SEQUENCES = re.compile(ESC_SEQUENCE)
-ZERO_WIDTHS = re.compile(ZERO_WIDTH)
 # Where a word may start in bytes still holding escape sequences: the start, a non-word byte, or
 # the end of a CSI sequence (whose final byte is a letter, as in SGR's `m`).
 _RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
-ESCAPES = re.compile(ESC_SEQUENCE + b"|" + ZERO_WIDTH)
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 CUT_ZERO_WIDTH = (b"\xe2\x80", b"\xe2\x81", b"\xef\xbb", b"\xe2", b"\xef")  # a zero-width character's start
 # An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
