@@ -126,6 +126,14 @@ class MaskingSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """What one client or user may hold at once; 0 is no limit."""
+
+    unauthenticated: int = 200  # connections not signed in yet, in total (sshd's MaxStartups)
+    unauthenticated_per_source: int = 20  # of them from one address (sshd's PerSourceMaxStartups)
+
+
+@dataclass(frozen=True)
 class CertificateSettings:
     ttl: int = 120
     backdate: int = 30
@@ -182,6 +190,7 @@ class BastionConfig:
     grace_period: int = 30
     login_timeout: int = 60
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     masking: MaskingSettings = field(default_factory=MaskingSettings)
@@ -303,6 +312,23 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
     )
     table.finish()
     return target
+
+
+def _limits(table: _Table) -> LimitSettings:
+    default = LimitSettings()
+    settings = LimitSettings(
+        unauthenticated=table.get("unauthenticated", int, default.unauthenticated),
+        unauthenticated_per_source=table.get("unauthenticated_per_source", int,
+                                             default.unauthenticated_per_source),
+    )
+    table.finish()
+    for f in fields(LimitSettings):
+        if getattr(settings, f.name) < 0:
+            raise ConfigError(f"{table.where} {f.name}: must be 0 (no limit) or more")
+    if settings.unauthenticated and settings.unauthenticated_per_source > settings.unauthenticated:
+        raise ConfigError(f"{table.where} unauthenticated_per_source: must not be more than "
+                          f"unauthenticated ({settings.unauthenticated})")
+    return settings
 
 
 def _masking(table: _Table) -> MaskingSettings:
@@ -475,6 +501,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     if not 10 <= certificates.ttl <= 86400:
         raise ConfigError(f"{certs.where} ttl: must be between 10s and 24h")
 
+    limits = _limits(_Table(top.get("limits", dict, {}), f"{where}: [limits]"))
+
     sess = _Table(top.get("session", dict, {}), f"{where}: [session]")
     session = SessionSettings(
         env_allow=sess.strings("env_allow") if "env_allow" in sess.data else SessionSettings.env_allow,
@@ -543,6 +571,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
             top.get("login_timeout", (int, str), 60), where=f"{where}: login_timeout"
         ),
         certificates=certificates,
+        limits=limits,
         session=session,
         recording=recording,
         masking=masking,

@@ -24,6 +24,7 @@ from bastion.core.certs import new_session_id
 from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target
 from bastion.errors import BastionError, UpstreamAuthError
+from bastion.ssh.limits import StartupGuard
 from bastion.ssh.relay import InnerSession, SessionRelay
 from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
 from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
@@ -227,6 +228,8 @@ class OuterServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         assert self._identity is not None
+        if isinstance(self._conn, OuterServerConnection):
+            self._conn.signed_in()
         if self._conn is not None:
             self._state.identities[self._conn] = self._identity
         self._state.audit.write(AuthSucceeded(
@@ -437,6 +440,7 @@ class Bastion:
     def __init__(self, state: BastionState) -> None:
         self.state = state
         self._server: asyncio.Server | None = None
+        self._startup = StartupGuard(state.config.limits, state.audit)
         self._watcher: asyncio.Task[None] | None = None
         self._ending: set[asyncssh.SSHServerConnection] = set()
 
@@ -469,7 +473,7 @@ class Bastion:
             **SERVER_ALGORITHMS,
         )
         self._server = await loop.create_server(
-            lambda: OuterServerConnection(loop, options),
+            lambda: OuterServerConnection(loop, options, self._startup.admit),
             config.listen_host,
             config.listen_port,
             reuse_address=True,
@@ -482,6 +486,7 @@ class Bastion:
         """Stop accepting; let sessions finish for `grace` seconds; then close what is left."""
         if self._server is not None:
             self._server.close()
+        self._startup.close()
         self.state.audit.write(BastionStopping(live_sessions=len(self.state.relays), grace=grace))
         deadline = time.monotonic() + grace
         while self.state.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded wait; sessions end in many ways

@@ -15,10 +15,13 @@ rather than in the relay:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
 from asyncssh.constants import MSG_IGNORE
+
+from bastion.core.limits import Admission
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"
 
@@ -78,9 +81,34 @@ class CoalescingTransport(asyncio.Transport):
 
 
 class OuterServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
-    """The connection users' ssh clients make to the bastion."""
+    """The connection users' ssh clients make to the bastion.
+
+    `admit` decides before any SSH is spoken: refused (None), the transport is already closed
+    and asyncssh never sees the connection. Admitted, its place is held until sign-in
+    (`signed_in`) or the connection's end."""
 
     presented_certificate: Any = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: asyncssh.SSHServerConnectionOptions,
+                 admit: Callable[[asyncio.BaseTransport], Admission | None]) -> None:
+        super().__init__(loop, options)
+        self._admit = admit
+        self._admission: Admission | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._admission = self._admit(transport)
+        if self._admission is not None:
+            super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        if self._admission is not None:
+            self._admission.release()
+            super().connection_lost(exc)
+
+    def signed_in(self) -> None:
+        """No longer waiting to sign in: the place goes to the next connection."""
+        if self._admission is not None:
+            self._admission.release()
 
     async def _validate_openssh_certificate(self, username: str, cert: Any) -> Any:
         # asyncssh asks the server object about the CA key only; which certificate (its serial,

@@ -33,6 +33,18 @@ class ConnectionClosed(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConnectionsRefused(LogEvent):
+    """Connections closed before any SSH was spoken, over a `[limits]` setting: the first at once,
+    then one line per interval while refusals go on, with their counts."""
+
+    name = "connections_refused"
+    count: int
+    limits: Mapping[str, int]  # refusals by the setting that bit
+    clients: Mapping[str, int]  # the addresses refused most, with their counts
+    unauthenticated: int  # connections waiting for sign-in when the line was written
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuthFailed(LogEvent):
     name = "auth_failed"
     client: str

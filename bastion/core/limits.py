@@ -1,0 +1,115 @@
+"""Admission limits: how many connections may wait for sign-in, in total and from one address
+(sshd's MaxStartups and PerSourceMaxStartups), and the tally that reports refusals without
+writing one log line per refused connection.
+
+Pure bookkeeping: the caller says which address and what time it is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """A refusal: which setting bit and its value."""
+
+    setting: str
+    limit: int
+
+
+class Admission:
+    """One admitted connection's place; `release` (any number of times) gives it back."""
+
+    def __init__(self, gate: StartupGate, source: str) -> None:
+        self._gate: StartupGate | None = gate
+        self.source = source
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate._release(self.source)
+            self._gate = None
+
+
+class StartupGate:
+    """Counts connections that have not signed in yet, by source address. A limit of 0 is no limit."""
+
+    TOTAL = "limits.unauthenticated"
+    PER_SOURCE = "limits.unauthenticated_per_source"
+
+    def __init__(self, total: int, per_source: int) -> None:
+        self.total, self.per_source = total, per_source
+        self._by_source: Counter[str] = Counter()
+        self._count = 0
+
+    @property
+    def waiting(self) -> int:
+        """Connections admitted and not yet signed in or gone."""
+        return self._count
+
+    def admit(self, source: str) -> Admission | LimitHit:
+        if self.total and self._count >= self.total:
+            return LimitHit(self.TOTAL, self.total)
+        if self.per_source and self._by_source[source] >= self.per_source:
+            return LimitHit(self.PER_SOURCE, self.per_source)
+        self._count += 1
+        self._by_source[source] += 1
+        return Admission(self, source)
+
+    def _release(self, source: str) -> None:
+        self._count -= 1
+        self._by_source[source] -= 1
+        if self._by_source[source] <= 0:
+            del self._by_source[source]
+
+
+@dataclass(frozen=True)
+class RefusalReport:
+    """Refusals since the last report: how many, by setting, and the addresses refused most."""
+
+    count: int
+    by_setting: dict[str, int]
+    top_sources: dict[str, int]
+
+
+class RefusalTally:
+    """Counts refusals between reports. The first refusal after a quiet spell is reported at once;
+    while refusals go on, at most one report every `interval` seconds carries their counts."""
+
+    TOP_SOURCES = 5
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last_report: float | None = None
+        self._by_setting: Counter[str] = Counter()
+        self._by_source: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        """Refusals counted and not yet reported."""
+        return sum(self._by_setting.values())
+
+    def add(self, hit: LimitHit, source: str) -> None:
+        self._by_setting[hit.setting] += 1
+        self._by_source[source] += 1
+
+    def due_in(self, now: float) -> float:
+        """Seconds until the next report may be written; 0: now."""
+        if self._last_report is None:
+            return 0.0
+        return max(0.0, self._last_report + self.interval - now)
+
+    def take(self, now: float) -> RefusalReport | None:
+        """The report of what was counted (None if nothing was), starting the next interval."""
+        if not self._by_setting:
+            return None
+        report = RefusalReport(
+            count=self.pending,
+            by_setting=dict(sorted(self._by_setting.items())),
+            top_sources=dict(self._by_source.most_common(self.TOP_SOURCES)),
+        )
+        self._by_setting.clear()
+        self._by_source.clear()
+        self._last_report = now
+        return report

@@ -1,0 +1,83 @@
+"""What one client or user can hold at once: connections that never sign in, through real OpenSSH."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from bastion.demo.sandbox import Sandbox
+from bastion.ssh.limits import REFUSAL_LINE
+from tests.support.lab import LOGIN, eventually, need
+
+pytestmark = pytest.mark.e2e
+
+TOTAL, PER_SOURCE = 8, 5
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    need("ssh", "sshd")
+    box = Sandbox(tmp_path / "box", extra={
+        "limits": {"unauthenticated": TOTAL, "unauthenticated_per_source": PER_SOURCE},
+    })
+    box.add_user("alice", ["ops"])
+    box.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    box.write_ssh_config("alice")
+    box.start_bastion()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def ssh(box: Sandbox, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", *args],
+        capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )
+
+
+def idle_connection(stack: ExitStack, box: Sandbox, source: str) -> bytes:
+    """A TCP connection from `source` (another loopback address) that never signs in: returns
+    the first line the bastion sends, its SSH version or the refusal."""
+    sock = stack.enter_context(socket.socket())
+    sock.settimeout(30)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", box.port))
+    return sock.makefile("rb").readline()
+
+
+def test_connections_that_never_sign_in_cannot_lock_others_out(sandbox: Sandbox) -> None:
+    with ExitStack() as flood:
+        lines = [idle_connection(flood, sandbox, "127.0.0.2") for _ in range(20)]
+        assert all(line.startswith(b"SSH-2.0-") for line in lines[:PER_SOURCE])
+        assert lines[PER_SOURCE:] == [REFUSAL_LINE] * (20 - PER_SOURCE)
+        # Another address is not held to the first one's share: a user signs in and works.
+        done = ssh(sandbox, f"{LOGIN}@db-1", "echo through")
+        assert (done.returncode, done.stdout) == (0, b"through\n"), done.stderr
+
+        # Filled to the total from one more address: now nobody new gets in ...
+        more = [idle_connection(flood, sandbox, "127.0.0.3") for _ in range(TOTAL - PER_SOURCE + 1)]
+        assert more[-1] == REFUSAL_LINE and all(line.startswith(b"SSH-2.0-") for line in more[:-1])
+        refused = ssh(sandbox, f"{LOGIN}@db-1", "echo through")
+        assert refused.returncode == 255 and refused.stdout == b""
+
+    # ... until they go.
+    eventually(lambda: sum(e["event"] == "connection_closed" for e in sandbox.events()) >= TOTAL + 1,
+               "the idle connections' ends")
+    done = ssh(sandbox, f"{LOGIN}@db-1", "echo again")
+    assert (done.returncode, done.stdout) == (0, b"again\n"), done.stderr
+
+    sandbox.stop()  # the last summary is written at the latest when the bastion stops
+    summaries = [e for e in sandbox.events() if e["event"] == "connections_refused"]
+    assert summaries[0]["count"] == 1 and summaries[0]["clients"] == {"127.0.0.2": 1}
+    # The rest come in summaries, not a line each.
+    assert sum(int(str(s["count"])) for s in summaries) == 20 - PER_SOURCE + 2
+    assert len(summaries) < 20 - PER_SOURCE + 2
+    opened = [e["client"] for e in sandbox.events() if e["event"] == "connection_opened"]
+    assert sum(str(c).startswith("127.0.0.2:") for c in opened) == PER_SOURCE
