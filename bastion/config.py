@@ -131,6 +131,7 @@ class LimitSettings:
 
     unauthenticated: int = 200  # connections not signed in yet, in total (sshd's MaxStartups)
     unauthenticated_per_source: int = 20  # of them from one address (sshd's PerSourceMaxStartups)
+    sessions_per_user: int = 100  # jumps to targets one user holds open at once
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ def _limits(table: _Table) -> LimitSettings:
         unauthenticated=table.get("unauthenticated", int, default.unauthenticated),
         unauthenticated_per_source=table.get("unauthenticated_per_source", int,
                                              default.unauthenticated_per_source),
+        sessions_per_user=table.get("sessions_per_user", int, default.sessions_per_user),
     )
     table.finish()
     for f in fields(LimitSettings):

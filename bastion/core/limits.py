@@ -1,6 +1,6 @@
 """Admission limits: how many connections may wait for sign-in, in total and from one address
-(sshd's MaxStartups and PerSourceMaxStartups), and the tally that reports refusals without
-writing one log line per refused connection.
+(sshd's MaxStartups and PerSourceMaxStartups), the tally that reports refusals without
+writing one log line per refused connection, and how many sessions one user may hold.
 
 Pure bookkeeping: the caller says which address and what time it is.
 """
@@ -62,6 +62,16 @@ class StartupGate:
         self._by_source[source] -= 1
         if self._by_source[source] <= 0:
             del self._by_source[source]
+
+
+SESSIONS_PER_USER = "limits.sessions_per_user"
+
+
+def session_limit_refusal(user: str, live: int, limit: int) -> str | None:
+    """Why `user`, who holds `live` sessions, may not open another; None if they may."""
+    if limit and live >= limit:
+        return f"too many sessions: {user} has {live} open, {SESSIONS_PER_USER} is {limit}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, TargetConfig
 from bastion.core.certs import new_session_id
+from bastion.core.limits import session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target
 from bastion.errors import BastionError, UpstreamAuthError
@@ -43,6 +44,7 @@ from bastion.state.events import (
     JumpRefused,
     LoginRefused,
     SessionEnded,
+    SessionLimitReached,
     SessionRevoked,
     SessionStarted,
     SSOLoginStarted,
@@ -101,6 +103,11 @@ class BastionState:
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
     relays: set[SessionRelay] = field(default_factory=set)
+    jumps: set[Jump] = field(default_factory=set)
+
+    def sessions_of(self, user: str) -> int:
+        """The jumps `user` holds open (what `limits.sessions_per_user` bounds)."""
+        return sum(1 for jump in self.jumps if jump.identity.user == user)
 
 
 def _peer(conn: asyncssh.SSHServerConnection) -> str:
@@ -118,6 +125,7 @@ class OuterServer(asyncssh.SSHServer):
         self._client = "?"
         self._client_version = ""
         self._device: DeviceAuthorization | None = None
+        self._jumps: set[Jump] = set()  # this connection's live jumps
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -129,6 +137,8 @@ class OuterServer(asyncssh.SSHServer):
         if self._conn is not None:
             self._state.connections.discard(self._conn)
             self._state.identities.pop(self._conn, None)
+        for jump in list(self._jumps):  # their inner connections end with this one
+            jump.ended()
         self._state.audit.write(ConnectionClosed(
             client=self._client,
             user=self._identity.user if self._identity else None,
@@ -267,14 +277,23 @@ class OuterServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}"
             )
+        live, limit = state.sessions_of(identity.user), state.config.limits.sessions_per_user
+        refusal = session_limit_refusal(identity.user, live, limit)
+        if refusal is not None:
+            state.audit.write(SessionLimitReached(
+                client=self._client, user=identity.user, destination=f"{dest_host}:{dest_port}",
+                sessions=live, limit=limit,
+            ))
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {refusal}")
         session_id = new_session_id()
         state.audit.write(JumpAllowed(
             client=self._client, user=identity.user, target=target.name, session=session_id,
         ))
         jump = Jump(
             state=state, identity=identity, target=target, session_id=session_id,
-            client=self._client, client_version=self._client_version,
+            client=self._client, client_version=self._client_version, outer=self._jumps,
         )
+        jump.started()
         options = asyncssh.SSHServerConnectionOptions(
             server_factory=lambda: InnerServer(jump),
             server_host_keys=[(state.keys.inner_host_key, state.keys.target_host_certificate(target))],
@@ -291,9 +310,10 @@ class OuterServer(asyncssh.SSHServer):
         return InnerServerConnection(asyncio.get_running_loop(), options)
 
 
-@dataclass
+@dataclass(eq=False)
 class Jump:
-    """One direct-tcpip channel: who, to where, under which session id."""
+    """One direct-tcpip channel: who, to where, under which session id. Live from the channel's
+    open until its inner connection or the outer connection ends."""
 
     state: BastionState
     identity: Identity
@@ -301,7 +321,16 @@ class Jump:
     session_id: str
     client: str
     client_version: str
+    outer: set[Jump] = field(default_factory=set)  # the live jumps of the same outer connection
     channels: int = 0
+
+    def started(self) -> None:
+        self.state.jumps.add(self)
+        self.outer.add(self)
+
+    def ended(self) -> None:
+        self.state.jumps.discard(self)
+        self.outer.discard(self)
 
 
 class InnerServer(asyncssh.SSHServer):
@@ -316,6 +345,7 @@ class InnerServer(asyncssh.SSHServer):
         self._conn = conn
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._jump.ended()
         if self._upstream is not None:
             self._upstream.close()
 

@@ -140,6 +140,18 @@ class JumpRefused(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SessionLimitReached(LogEvent):
+    """A jump refused because its user already holds `limit` sessions (`limits.sessions_per_user`)."""
+
+    name = "session_limit_reached"
+    client: str
+    user: str
+    destination: str
+    sessions: int
+    limit: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoginRefused(LogEvent):
     name = "login_refused"
     reason: str

@@ -16,18 +16,21 @@ from tests.support.lab import LOGIN, eventually, need
 
 pytestmark = pytest.mark.e2e
 
-TOTAL, PER_SOURCE = 8, 5
+TOTAL, PER_SOURCE, SESSIONS = 8, 5, 2
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     need("ssh", "sshd")
     box = Sandbox(tmp_path / "box", extra={
-        "limits": {"unauthenticated": TOTAL, "unauthenticated_per_source": PER_SOURCE},
+        "limits": {"unauthenticated": TOTAL, "unauthenticated_per_source": PER_SOURCE,
+                   "sessions_per_user": SESSIONS},
     })
     box.add_user("alice", ["ops"])
+    box.add_user("bob", ["ops"])
     box.add_target("db-1", logins=[LOGIN], groups=["ops"])
     box.write_ssh_config("alice")
+    box.write_ssh_config("bob")
     box.start_bastion()
     try:
         yield box
@@ -35,11 +38,23 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         box.stop()
 
 
-def ssh(box: Sandbox, *args: str) -> subprocess.CompletedProcess[bytes]:
+def ssh(box: Sandbox, *args: str, user: str = "alice") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        ["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", *args],
+        ["ssh", "-F", str(box.directory / f"ssh_config-{user}"), "-J", "bastion", *args],
         capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
     )
+
+
+def held_session(box: Sandbox) -> subprocess.Popen[bytes]:
+    """A session that lasts until its stdin closes."""
+    return subprocess.Popen(
+        ["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", f"{LOGIN}@db-1", "cat"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def count(box: Sandbox, event: str) -> int:
+    return sum(e["event"] == event for e in box.events())
 
 
 def idle_connection(stack: ExitStack, box: Sandbox, source: str) -> bytes:
@@ -81,3 +96,30 @@ def test_connections_that_never_sign_in_cannot_lock_others_out(sandbox: Sandbox)
     assert len(summaries) < 20 - PER_SOURCE + 2
     opened = [e["client"] for e in sandbox.events() if e["event"] == "connection_opened"]
     assert sum(str(c).startswith("127.0.0.2:") for c in opened) == PER_SOURCE
+
+
+def test_one_user_holds_at_most_sessions_per_user(sandbox: Sandbox) -> None:
+    held = [held_session(sandbox) for _ in range(SESSIONS)]
+    try:
+        eventually(lambda: count(sandbox, "session_started") >= SESSIONS, "alice's sessions")
+        refused = ssh(sandbox, f"{LOGIN}@db-1", "echo more")
+        assert refused.returncode == 255 and refused.stdout == b""
+        assert (b"open failed: resource shortage: bastion: too many sessions: alice has 2 open, "
+                b"limits.sessions_per_user is 2" in refused.stderr), refused.stderr
+        [reached] = [e for e in sandbox.events() if e["event"] == "session_limit_reached"]
+        assert (reached["user"], reached["sessions"], reached["limit"]) == ("alice", SESSIONS, SESSIONS)
+        # Another user is not held to alice's count.
+        other = ssh(sandbox, f"{LOGIN}@db-1", "echo bob", user="bob")
+        assert (other.returncode, other.stdout) == (0, b"bob\n"), other.stderr
+
+        out, _ = held[0].communicate(b"one\n", timeout=30)
+        assert out == b"one\n"
+        # alice's connections that ended: the refused one's and the first session's.
+        eventually(lambda: sum(e["event"] == "connection_closed" and e.get("user") == "alice"
+                               for e in sandbox.events()) >= 2, "the first session's end")
+        again = ssh(sandbox, f"{LOGIN}@db-1", "echo again")
+        assert (again.returncode, again.stdout) == (0, b"again\n"), again.stderr
+    finally:
+        for proc in held:
+            if proc.poll() is None:
+                proc.communicate(b"", timeout=30)

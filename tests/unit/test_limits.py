@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bastion.config import LimitSettings, parse_config
-from bastion.core.limits import Admission, LimitHit, RefusalTally, StartupGate
+from bastion.core.limits import Admission, LimitHit, RefusalTally, StartupGate, session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
 from bastion.ssh.limits import REFUSAL_LINE, StartupGuard
@@ -50,6 +50,13 @@ def test_released_sources_are_forgotten() -> None:
     assert gate.waiting == 0 and not gate._by_source
 
 
+def test_the_session_limit_names_the_setting() -> None:
+    assert session_limit_refusal("alice", 2, 3) is None
+    assert session_limit_refusal("alice", 3, 3) == (
+        "too many sessions: alice has 3 open, limits.sessions_per_user is 3")
+    assert session_limit_refusal("alice", 10_000, 0) is None  # 0: no limit
+
+
 def test_the_tally_reports_the_first_refusal_at_once_then_counts_per_interval() -> None:
     tally = RefusalTally(interval=10)
     total, per_source = LimitHit("limits.unauthenticated", 5), LimitHit("limits.unauthenticated_per_source", 2)
@@ -70,7 +77,11 @@ def test_the_tally_reports_the_first_refusal_at_once_then_counts_per_interval() 
 
 
 def test_limit_settings_defaults_and_errors() -> None:
-    assert parse_config(base()).limits == LimitSettings(unauthenticated=200, unauthenticated_per_source=20)
+    assert parse_config(base()).limits == LimitSettings(unauthenticated=200, unauthenticated_per_source=20,
+                                                        sessions_per_user=100)
+    assert parse_config(base(limits={"sessions_per_user": 0})).limits.sessions_per_user == 0
+    with pytest.raises(ConfigError, match=r"\[limits\] sessions_per_user: must be 0 \(no limit\) or more"):
+        parse_config(base(limits={"sessions_per_user": -5}))
     limits = parse_config(base(limits={"unauthenticated": 0, "unauthenticated_per_source": 0})).limits
     assert (limits.unauthenticated, limits.unauthenticated_per_source) == (0, 0)
     with pytest.raises(ConfigError, match=r"\[limits\] unauthenticated: must be 0 \(no limit\) or more"):
