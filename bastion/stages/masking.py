@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bastion.config import MaskingSettings
+from bastion.core.datastream import StreamKinds
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 
 
@@ -13,6 +14,9 @@ class MaskingStage(SessionStage):
 
     A tail the masker holds (a secret that may still be being written) is released after
     `hold_seconds` without further output, so a prompt or an echo never waits longer.
+
+    Without a pty, a stream whose first chunk is not text is data (`bastion.core.datastream`):
+    it passes unmasked, as a file transfer does; the recorder keeps its size and hash.
     """
 
     name = "masker"
@@ -23,6 +27,7 @@ class MaskingStage(SessionStage):
         self._io: SessionIO | None = None
         self._timers: dict[Stream, asyncio.TimerHandle] = {}
         self._transfer = False
+        self._kinds: StreamKinds | None = None  # set for sessions without a pty
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._io = io
@@ -30,9 +35,19 @@ class MaskingStage(SessionStage):
         # files (and, where a mask changes the byte count, break the protocol's framing).
         # Their contents are not recorded either; the recorder keeps transfer markers.
         self._transfer = info.transfer is not None
+        if not info.has_pty and not self._transfer:
+            self._kinds = StreamKinds()
+
+    def on_target_output(self, data: bytes, stream: Stream) -> None:
+        # Decided on the target's own first bytes, as the recorder decides: both agree.
+        if self._kinds is not None:
+            self._kinds.see(stream.name.lower(), data)
+
+    def _passes(self, stream: Stream) -> bool:
+        return self._transfer or (self._kinds is not None and self._kinds.is_data(stream.name.lower()))
 
     def on_output(self, data: bytes, stream: Stream) -> bytes:
-        if self._transfer:
+        if self._passes(stream):
             return data
         masker = self._maskers[stream]
         result = masker.feed(data)
@@ -58,7 +73,7 @@ class MaskingStage(SessionStage):
                 self._io.marker("masked", name)
 
     def flush_output(self, stream: Stream) -> bytes:
-        if self._transfer:
+        if self._passes(stream):
             return b""
         timer = self._timers.pop(stream, None)
         if timer is not None:

@@ -6,10 +6,12 @@ import asyncio
 import time
 
 from bastion.config import OnFailure, RecordingSettings
+from bastion.core.datastream import DataTally, StreamKinds
 from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
+from bastion.state.events import DataStream
 from recorder.log import RecordingFailure
 from recorder.transfers import ScpTransferParser, SftpTransferParser, Transfer
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
@@ -18,7 +20,13 @@ DEFAULT_SIZE = (80, 24)
 
 
 class RecordingStage(SessionStage):
-    """Records output, input, resizes, transfers and the exit; file contents are never kept."""
+    """Records output, input, resizes, transfers and the exit; file contents are never kept.
+
+    Without a pty, a stream whose first chunk is not text is data (`bastion.core.datastream`):
+    its bytes are not recorded; a `data` marker says when and why it was decided, and at its end
+    a `download` (stdout, stderr) or `upload` (stdin) marker and a `data_stream` audit event
+    hold its size and SHA-256.
+    """
 
     name = "recorder"
 
@@ -45,6 +53,9 @@ class RecordingStage(SessionStage):
         self._stream = Stream.STDOUT
         self._bytes_in = 0
         self._bytes_out = 0
+        self._kinds: StreamKinds | None = None  # set for sessions without a pty
+        self._data: dict[str, DataTally] = {}  # the data streams, by name
+        self._io: SessionIO | None = None
 
     @property
     def recording(self) -> SessionRecording | None:
@@ -52,7 +63,10 @@ class RecordingStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._info = info
+        self._io = io
         self._transfer = info.transfer
+        if not info.has_pty and self._transfer is None:
+            self._kinds = StreamKinds()
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
@@ -101,6 +115,9 @@ class RecordingStage(SessionStage):
 
     def on_input(self, data: bytes) -> bytes:
         self._bytes_in += len(data)
+        if self._data_stream("stdin", data):
+            self._usable()
+            return data
         rec = self._usable()
         if rec is None:
             return data
@@ -143,10 +160,64 @@ class RecordingStage(SessionStage):
         if self._rec is not None and self._rec.error is None:
             self._rec.marker("hidden-input", f"{keystrokes} keystrokes")
 
+    # -- data streams ---------------------------------------------------------------------
+
+    def _data_stream(self, name: str, data: bytes) -> bool:
+        """Count and hash `data` if the stream `name` is data (deciding it on its first chunk)."""
+        if self._kinds is None:
+            return False
+        decision = self._kinds.see(name, data)
+        if decision is None or not self._kinds.is_data(name):
+            return False
+        tally = self._data.get(name)
+        if tally is None:
+            tally = self._data[name] = DataTally(decision.reason, time.monotonic())
+            if self._io is not None:  # through the session: counted in `session_ended` too
+                self._io.marker("data", f"{name} ({decision.reason})")
+        tally.feed(data)
+        return True
+
+    def _data_ended(self, name: str, *, complete: bool) -> None:
+        """The stream's summary, once: a transfer marker in the recording and an audit event."""
+        tally = self._data.get(name)
+        if tally is None or tally.ended:
+            return
+        tally.ended = True
+        seconds = round(time.monotonic() - tally.started, 3)
+        direction = "upload" if name == "stdin" else "download"
+        digest = tally.hexdigest()
+        self._mark(direction, f"{name} {tally.size} bytes sha256 {digest} in {seconds} s"
+                              + ("" if complete else ", cut off by the session's end"))
+        if self._info is not None:
+            self._audit.write(DataStream(
+                session=self._info.session_id, stream=name, direction=direction,
+                reason=tally.reason, size=tally.size, sha256=digest, seconds=seconds,
+                complete=complete))
+
+    def _mark(self, kind: str, text: str) -> None:
+        rec = self._rec
+        if rec is not None and rec.error is None:
+            rec.marker(kind, text)
+
+    def on_target_output(self, data: bytes, stream: Stream) -> None:
+        # The target's own bytes, as the masker decides on them: a data stream reaches the user
+        # unmasked, so these are the bytes the user gets and the hash is theirs.
+        self._data_stream(stream.name.lower(), data)
+
+    def on_input_eof(self) -> bool:
+        self._data_ended("stdin", complete=True)
+        return False
+
+    def flush_output(self, stream: Stream) -> bytes:
+        self._data_ended(stream.name.lower(), complete=True)
+        return b""
+
     def on_output(self, data: bytes, stream: Stream) -> bytes:
         self._bytes_out += len(data)
         rec = self._usable()
         if rec is None:
+            return data
+        if self._kinds is not None and self._kinds.is_data(stream.name.lower()):
             return data
         if self._sftp is not None:
             self._sftp.server.feed(data)
@@ -184,6 +255,8 @@ class RecordingStage(SessionStage):
             rec.resize(width, height)
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
+        for name in list(self._data):
+            self._data_ended(name, complete=False)
         if self._echo_timer is not None:
             self._echo_timer.cancel()
             self._echo_timer = None

@@ -216,6 +216,21 @@ class SessionEnded(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DataStream(LogEvent):
+    """A stream of a session without a pty was data: passed unmasked, recorded as its hash."""
+
+    name = "data_stream"
+    session: str
+    stream: str  # stdout, stderr or stdin
+    direction: str  # download (to the user) or upload (to the target)
+    reason: str  # what made it data, e.g. "NUL at byte 0"
+    size: int  # bytes
+    sha256: str
+    seconds: float
+    complete: bool  # its end (EOF) was seen before the session ended
+
+
+@dataclass(frozen=True, kw_only=True)
 class LiveSessionUpdateFailed(LogEvent):
     """The state database's list of live sessions could not be updated (the session goes on)."""
 
