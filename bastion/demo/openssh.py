@@ -64,6 +64,7 @@ class OpenSSHServer:
     principals: dict[str, list[str]] = field(default_factory=dict)
     authorized_keys: str | None = None
     extra_config: list[str] = field(default_factory=list)
+    max_startups: str = "100:30:200"  # sshd's MaxStartups (start:rate:full)
     host: str = "127.0.0.1"
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -99,7 +100,7 @@ class OpenSSHServer:
             "PermitRootLogin prohibit-password",
             "AcceptEnv LANG LC_*",
             "Subsystem sftp internal-sftp",
-            "MaxStartups 100:30:200",
+            f"MaxStartups {self.max_startups}",
             "MaxSessions 50",
             "ExposeAuthInfo yes",
         ]

@@ -73,6 +73,8 @@ SERVER_ALGORITHMS: dict[str, list[str]] = {
     "compression_algs": ["none"],
 }
 SUBSYSTEMS = frozenset({"sftp"})
+# Upstream retries stop this long before the inner login times out: the user still reads why.
+LOGIN_MARGIN = 5.0
 StageFactory = Callable[[], list[SessionStage]]
 
 
@@ -340,9 +342,11 @@ class InnerServer(asyncssh.SSHServer):
         self._jump = jump
         self._conn: asyncssh.SSHServerConnection | None = None
         self._upstream: UpstreamConnection | None = None
+        self._login_deadline = 0.0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        self._login_deadline = asyncio.get_running_loop().time() + self._jump.state.config.login_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._jump.ended()
@@ -365,6 +369,7 @@ class InnerServer(asyncssh.SSHServer):
                 session_id=jump.session_id, keys=jump.state.keys,
                 settings=jump.state.config.certificates,
                 port_forwarding=jump.state.config.session.allow_port_forwarding,
+                retry_for=self._login_deadline - asyncio.get_running_loop().time() - LOGIN_MARGIN,
             )
         except BastionError as exc:
             hint = PRINCIPALS_HINT if isinstance(exc, UpstreamAuthError) else None
@@ -372,9 +377,10 @@ class InnerServer(asyncssh.SSHServer):
                                        login=username, session=session))
             self._banner(f"bastion: {exc.reason}")
             return True
-        spec = self._upstream.spec
+        spec, attempts = self._upstream.spec, self._upstream.attempts
         audit.write(UpstreamConnected(key_id=spec.key_id, serial=spec.serial, user=user, target=target,
-                                      login=username, session=session))
+                                      login=username, session=session,
+                                      attempts=attempts if attempts > 1 else None))
         return False
 
     def _banner(self, line: str) -> None:

@@ -182,6 +182,7 @@ class UpstreamConnected(LogEvent):
     target: str
     login: str
     session: str
+    attempts: int | None = None  # when the target dropped earlier attempts (its MaxStartups)
 
 
 @dataclass(frozen=True, kw_only=True)

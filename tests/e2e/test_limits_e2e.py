@@ -123,3 +123,40 @@ def test_one_user_holds_at_most_sessions_per_user(sandbox: Sandbox) -> None:
         for proc in held:
             if proc.poll() is None:
                 proc.communicate(b"", timeout=30)
+
+
+@pytest.fixture
+def strict_target(tmp_path: Path) -> Iterator[Sandbox]:
+    """A target whose sshd lets one connection at a time be unauthenticated, dropping the rest."""
+    need("ssh", "sshd")
+    box = Sandbox(tmp_path / "strict")
+    box.add_user("alice", ["ops"])
+    server = box.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    server.stop()
+    server.max_startups = "1:100:1"
+    server.start()
+    box.write_ssh_config("alice")
+    box.start_bastion()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def test_a_burst_of_sessions_gets_past_the_targets_max_startups(strict_target: Sandbox) -> None:
+    burst = [
+        subprocess.Popen(
+            ["ssh", "-F", str(strict_target.directory / "ssh_config-alice"), "-J", "bastion",
+             f"{LOGIN}@db-1", f"echo session {n}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for n in range(10)
+    ]
+    results = [(proc.communicate(timeout=120), proc.returncode) for proc in burst]
+    for n, ((out, err), status) in enumerate(results):
+        assert (status, out) == (0, f"session {n}\n".encode()), err
+    connected = [e for e in strict_target.events() if e["event"] == "upstream_connected"]
+    assert len(connected) == 10 and count(strict_target, "upstream_failed") == 0
+    # The target did drop some: those sessions got in on a later attempt.
+    assert any(int(str(e.get("attempts", 1))) > 1 for e in connected)
+    assert "past MaxStartups" in strict_target.servers["db-1"].log_path.read_text()
