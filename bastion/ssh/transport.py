@@ -10,6 +10,12 @@ rather than in the relay:
   are at most 32 KiB (OpenSSH's default). A full 32 KiB inner data packet plus its header and
   MAC no longer fits, so each was split into a full outer packet and a tiny one. Writes of one
   event-loop turn are coalesced, so the outer channel cuts one large buffer into full packets.
+
+And one cost a peer could impose: a channel's maximum packet size is the peer's to choose, and
+asyncssh cuts everything it sends on that channel to it. A client opening a channel with a
+maximum of 1 byte and a large window would have the bastion encrypt and send one packet per
+byte, pinning its CPU for everyone. Channels the users' side opens with a maximum under
+MIN_PACKET_SIZE are refused (every real client offers 16 or 32 KiB).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_CHANNEL_OPEN, MSG_IGNORE
+from asyncssh.packet import SSHPacket
 
 from bastion.core.limits import Admission
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"
+MIN_PACKET_SIZE = 1024
 
 
 class _NoIgnorePadding:
@@ -33,6 +42,31 @@ class _NoIgnorePadding:
         if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
             return
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[misc]
+
+
+def _open_with_floor(conn: SSHConnection, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    """asyncssh's channel open, first refusing a channel whose maximum packet size is under
+    MIN_PACKET_SIZE (asyncssh's open handlers never see that size)."""
+    fields = SSHPacket(packet.get_remaining_payload())  # read ahead; `packet` stays unread
+    kind, send_chan = fields.get_string(), fields.get_uint32()
+    fields.get_uint32()  # the window
+    max_packet = fields.get_uint32()
+    if max_packet < MIN_PACKET_SIZE:
+        conn.send_channel_open_failure(
+            send_chan, asyncssh.OPEN_RESOURCE_SHORTAGE,
+            f"bastion: a maximum packet size of {max_packet} bytes is too small "
+            f"(at least {MIN_PACKET_SIZE})", "")
+        conn.logger.debug1("Refused %s channel: maximum packet size %d",
+                           kind.decode("ascii", "replace"), max_packet)
+        return
+    SSHConnection._process_channel_open(conn, pkttype, pktid, packet)
+
+
+class _PacketSizeFloor(SSHConnection):
+    """Mixin for the server connections: channels with a tiny maximum packet size are refused."""
+
+    # asyncssh dispatches packets through this class-level table.
+    _packet_handlers = {**SSHConnection._packet_handlers, MSG_CHANNEL_OPEN: _open_with_floor}
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -80,7 +114,7 @@ class CoalescingTransport(asyncio.Transport):
         return False
 
 
-class OuterServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
+class OuterServerConnection(_PacketSizeFloor, _NoIgnorePadding, asyncssh.SSHServerConnection):
     """The connection users' ssh clients make to the bastion.
 
     `admit` decides before any SSH is spoken: refused (None), the transport is already closed
@@ -117,7 +151,7 @@ class OuterServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
         return await super()._validate_openssh_certificate(username, cert)
 
 
-class InnerServerConnection(_NoIgnorePadding, asyncssh.SSHServerConnection):
+class InnerServerConnection(_PacketSizeFloor, _NoIgnorePadding, asyncssh.SSHServerConnection):
     """The SSH server run over a direct-tcpip channel of the outer connection."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from bastion.demo.sandbox import Sandbox
@@ -160,3 +162,29 @@ def test_a_burst_of_sessions_gets_past_the_targets_max_startups(strict_target: S
     # The target did drop some: those sessions got in on a later attempt.
     assert any(int(str(e.get("attempts", 1))) > 1 for e in connected)
     assert "past MaxStartups" in strict_target.servers["db-1"].log_path.read_text()
+
+
+def test_channels_with_a_tiny_maximum_packet_size_are_refused(sandbox: Sandbox) -> None:
+    """A maximum packet size of 1 with a large window would have the bastion send a packet per
+    byte: refused, on the outer connection's jump and on the inner connection's session alike."""
+    key = str(sandbox.key_path("alice"))
+
+    async def hostile() -> tuple[str, str, str]:
+        async with asyncssh.connect("127.0.0.1", sandbox.port, username="alice", client_keys=[key],
+                                    known_hosts=None, config=None, agent_path=None) as outer:
+            with pytest.raises(asyncssh.ChannelOpenError) as jump:
+                await outer.create_connection(asyncssh.SSHTCPSession, "db-1", 22,
+                                              window=1 << 30, max_pktsize=1)
+            async with asyncssh.connect("db-1", 22, tunnel=outer, username=LOGIN, client_keys=[key],
+                                        known_hosts=None, config=None, agent_path=None) as inner:
+                with pytest.raises(asyncssh.ChannelOpenError) as session:
+                    await inner.create_session(asyncssh.SSHClientSession, "yes", window=1 << 30,
+                                               max_pktsize=1)
+                # The same connection still serves a session of ordinary size.
+                done = await inner.run("echo ordinary", check=True)
+                return jump.value.reason, session.value.reason, str(done.stdout)
+
+    jump, session, output = asyncio.run(hostile())
+    refusal = "bastion: a maximum packet size of 1 bytes is too small (at least 1024)"
+    assert jump == refusal and session == refusal
+    assert output == "ordinary\n"

@@ -1,5 +1,6 @@
-"""Admission limits: the pre-authentication gate, the refusal tally, their settings, and the
-listener's guard with a transport that is never a socket."""
+"""Admission limits: the pre-authentication gate, the refusal tally, their settings, the
+listener's guard with a transport that is never a socket, and the floor on a channel's
+maximum packet size."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import io
 import json
 from typing import Any
 
+import asyncssh
 import pytest
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_CHANNEL_OPEN
+from asyncssh.packet import SSHPacket, String, UInt32
 
 from bastion.config import LimitSettings, parse_config
 from bastion.core.limits import Admission, LimitHit, RefusalTally, StartupGate, session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
 from bastion.ssh.limits import REFUSAL_LINE, StartupGuard
+from bastion.ssh.transport import MIN_PACKET_SIZE, _open_with_floor
 from bastion.state.audit import AuditLog
 from tests.support.lab import until
 from tests.unit.test_config import base
@@ -135,3 +141,38 @@ def test_the_guard_closes_refused_connections_and_logs_a_summary_per_interval() 
     summary = lines()[1]
     assert summary["limits"] == {"limits.unauthenticated_per_source": 27}
     assert summary["clients"] == {"10.0.0.9": 27} and summary["unauthenticated"] == 2
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.failures: list[tuple[int, int, str]] = []
+        self.logger = self
+
+    def send_channel_open_failure(self, send_chan: int, code: int, reason: str, lang: str) -> None:
+        self.failures.append((send_chan, code, reason))
+
+    def debug1(self, *args: object) -> None:
+        pass
+
+
+def channel_open(max_packet: int) -> SSHPacket:
+    return SSHPacket(String(b"session") + UInt32(7) + UInt32(1 << 30) + UInt32(max_packet))
+
+
+def test_a_channel_with_a_tiny_maximum_packet_size_is_refused_before_asyncssh_sees_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[int] = []
+
+    def process_channel_open(conn: object, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        packet.get_string()  # asyncssh reads the packet from its start
+        opened.append(packet.get_uint32())
+
+    monkeypatch.setattr(SSHConnection, "_process_channel_open", process_channel_open)
+    conn = Conn()
+    _open_with_floor(conn, MSG_CHANNEL_OPEN, 0, channel_open(1))  # type: ignore[arg-type]
+    assert conn.failures == [(7, asyncssh.OPEN_RESOURCE_SHORTAGE,
+                              "bastion: a maximum packet size of 1 bytes is too small (at least 1024)")]
+    assert opened == []
+    for size in (MIN_PACKET_SIZE, 32768):
+        _open_with_floor(conn, MSG_CHANNEL_OPEN, 0, channel_open(size))  # type: ignore[arg-type]
+    assert opened == [7, 7] and len(conn.failures) == 1
