@@ -113,6 +113,11 @@ ttl = "2m"                         # lifetime of each per-session target certifi
 backdate = "30s"                   # tolerance for clocks behind ours
 # source_address = "10.0.0.2"      # the bastion's outbound address, pinned in certificates
 
+[limits]                           # what one client or user may hold at once; 0 is no limit
+unauthenticated = 200              # connections not signed in yet, in total (sshd: MaxStartups)
+unauthenticated_per_source = 20    # of them from one client address
+sessions_per_user = 100            # jumps to targets one user holds open at once
+
 [session]
 env_allow = ["TERM", "LANG", "LC_*"]
 allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the target reaches
