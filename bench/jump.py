@@ -41,6 +41,11 @@ def machine_cpu_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def largest_recording(root: Path) -> int:
+    """The size of the biggest recording under `root`: one bulk session's."""
+    return max((path.stat().st_size for path in root.rglob("*.cast")), default=0)
+
+
 def openssh_jump_config(sandbox: Sandbox, jump: OpenSSHServer, login: str) -> Path:
     target = sandbox.servers["db-1"]
     known = sandbox.directory / "known_hosts_openssh"
@@ -130,6 +135,8 @@ def main() -> None:
                     samples[name].append(timed([*cmd, "true"]))
             for name in paths:
                 results[name]["setup"] = statistics.median(samples[name])
+            recorded = largest_recording(Path(args.recordings_dir) if args.recordings_dir
+                                         else sandbox.directory / "recordings")
         finally:
             for box in extra_boxes:
                 box.stop()
@@ -145,6 +152,7 @@ def main() -> None:
     print(f"  bastion, neither                 {u['bulk']:7.1f}  ratio {u['bulk'] / o['bulk']:.2f}x")
     print(f"  recording costs {100 * (1 - m['bulk'] / u['bulk']):.1f}%, masking costs "
           f"{100 * (1 - b['bulk'] / m['bulk']):.1f}% of bulk throughput")
+    print(f"  recording of one bulk session: {recorded} bytes ({recorded / size:.4f} of the stream)")
     print("CPU seconds per 100 MB, the whole machine (client, jump host, target):")
     print(f"  openssh jump {o['cpu']:5.2f}   bastion: both {b['cpu']:5.2f}, recording only {m['cpu']:5.2f}, "
           f"neither {u['cpu']:5.2f}")
