@@ -33,9 +33,12 @@ UPSTREAM_ALGORITHMS: dict[str, list[str]] = {
 CONNECT_TIMEOUT = 10.0
 # A burst of sessions can trip the target sshd's own MaxStartups, which drops the connections
 # over it (reset, or closed before the SSH handshake): those are retried with backoff for as
-# long as the caller allows. A refused TCP connection is retried only this long (an sshd
-# restarting), so a target that is down says so quickly. Auth and host key failures never are.
+# long as the caller allows, up to DROPPED_RETRY_FOR (a burst clears in seconds; a port that
+# is not an sshd and hangs up at once says so then). A refused TCP connection is retried only
+# REFUSED_RETRY_FOR (an sshd restarting), so a target that is down says so quickly. Auth and
+# host key failures never are.
 REFUSED_RETRY_FOR = 2.0
+DROPPED_RETRY_FOR = 15.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 PRINCIPALS_HINT = (
     "the target refused the session certificate: check that its TrustedUserCAKeys holds "
@@ -77,7 +80,8 @@ def _transient(exc: BaseException, elapsed: float) -> bool:
     refused it. Never a timeout, an unknown name, an auth or a host key failure."""
     if _refused(exc):
         return elapsed < REFUSED_RETRY_FOR
-    return isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError))
+    dropped = isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError))
+    return dropped and elapsed < DROPPED_RETRY_FOR
 
 
 def backoff(attempt: int) -> float:

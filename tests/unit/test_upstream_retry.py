@@ -94,6 +94,17 @@ def test_a_refusing_target_is_retried_only_briefly(monkeypatch: pytest.MonkeyPat
     assert len(seen) > 1
 
 
+def test_a_target_that_always_hangs_up_is_given_up_on_before_the_login_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that is not an sshd (it accepts and closes at once) must not cost the whole login
+    timeout: dropped connections are retried only DROPPED_RETRY_FOR."""
+    monkeypatch.setattr(upstream, "DROPPED_RETRY_FOR", 0.1)
+    seen = attempts_failing_with(monkeypatch, ConnectionResetError(104, "Connection reset by peer"))
+    with pytest.raises(TargetUnreachable, match=r"\(\d+ attempts\)"):
+        connect(retry_for=30)
+    assert 1 < len(seen) < 100  # without the bound: one attempt every 10 ms for 30 s
+
+
 def test_backoff_doubles_up_to_its_ceiling_with_jitter() -> None:
     for attempt, ceiling in [(1, BACKOFF_FIRST), (2, 2 * BACKOFF_FIRST), (3, 4 * BACKOFF_FIRST), (30, BACKOFF_MAX)]:
         delays = [backoff(attempt) for _ in range(200)]
