@@ -7,23 +7,11 @@ by `Recorder`): escaping every byte of every session into JSON and hashing it th
 competes with the relay for the interpreter lock, and spare cores do the work. Stores whose files
 cannot be handed to another process (the in-memory store of the tests) run it in a thread.
 
-Messages in, as tuples:
-
-    ("open", rid, session_id, version, header (str), index_fields, cast, signatures)
-    ("events", rid, [(code, elapsed, value), ...], size)   size: the events' bytes, for back-pressure
-    ("close", rid, fields)
-
-Replies out, through `reply(kind, *args)`:
-
-    ("written", rid, size)     that many event bytes reached the file
-    ("failed", rid, reason)    nothing more of that recording will be written
-    ("log", name, fields)      a `recorder.log` event, for the bastion's audit log
-
-Between a worker and the bastion each message is a frame: a kind byte, a 4-byte big-endian
-length, a body. Events (`E`) are packed binary, so session bytes cross without being escaped or
-copied into another structure; everything else (`J`) is a JSON array. The files of an open
-arrive beside it as descriptors (SCM_RIGHTS) on a second socket: the bastion creates the files
-and writes the header itself, so a store that cannot take them refuses the session at once.
+It takes `Open`, `Events` and `Close` messages and replies `Written`, `Failed` and `Log`
+(`recorder.messages`). Between a worker process and the bastion they cross as frames
+(`recorder.frames`) on a socket; the files of an `Open` arrive beside it as descriptors
+(SCM_RIGHTS) on a second socket: the bastion creates the files and writes the header itself, so
+a store that cannot take them refuses the session at once.
 """
 
 from __future__ import annotations
@@ -32,27 +20,45 @@ import contextlib
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
-
-import orjson
+from typing import Any, Literal, assert_never
 
 from recorder.asciicast import CastEncoder
 from recorder.chain import HashChain, checkpoint_line
+from recorder.frames import FrameReader, frame
 from recorder.index import RecordingIndex
 from recorder.log import IndexFailed, LogEvent, RecordingFailure
+from recorder.messages import (
+    Close,
+    Event,
+    Events,
+    Exit,
+    Failed,
+    Flush,
+    FromWriter,
+    Input,
+    Log,
+    Marker,
+    Message,
+    Open,
+    Output,
+    Resize,
+    Start,
+    ToWriter,
+    Written,
+)
 from recorder.signing import RecordingKey
 from recorder.storage import AppendFile, FdFile
 
 WRITE_BATCH = 1024 * 1024
-Reply = Callable[..., None]
+Reply = Callable[[FromWriter], None]
 # What waiting for a message gives: the message, None when the wait timed out, False at the end.
-Received = tuple[Any, ...] | Literal[False] | None
+Received = ToWriter | Literal[False] | None
 
 
 class _Writing:
@@ -77,18 +83,22 @@ class _Writing:
             with contextlib.suppress(OSError):
                 handle.close()
 
-    def encode(self, event: tuple[str, float, Any]) -> bytes:
+    def encode(self, event: Event) -> bytes:
         """One event to its asciicast line (b"" for half a character so far)."""
-        code, elapsed, value = event
-        if code in ("o", "i"):
-            return self.encoder.data(elapsed, code, value)
-        if code == "r":
-            return self.encoder.resize(elapsed, *value)
-        if code == "m":
-            return self.encoder.marker(elapsed, value)
-        if code == "flush":
-            return self.encoder.flush(elapsed, "o") + self.encoder.flush(elapsed, "i")
-        return self.encoder.exit(elapsed, *value)
+        match event:  # class patterns only: unpacking by position would cost more than a tuple's
+            case Output():
+                return self.encoder.data(event.elapsed, "o", event.data)
+            case Input():
+                return self.encoder.data(event.elapsed, "i", event.data)
+            case Resize():
+                return self.encoder.resize(event.elapsed, event.width, event.height)
+            case Marker():
+                return self.encoder.marker(event.elapsed, event.label)
+            case Flush():
+                return self.encoder.flush(event.elapsed, "o") + self.encoder.flush(event.elapsed, "i")
+            case Exit():
+                return self.encoder.exit(event.elapsed, event.status, event.signal)
+        assert_never(event)
 
 
 class WriterCore:
@@ -99,42 +109,45 @@ class WriterCore:
         self.reply = reply
         self.live: dict[int, _Writing] = {}
 
-    def handle(self, message: tuple[Any, ...]) -> None:
-        kind, rid, *args = message
-        if kind == "events":
-            self._events(rid, *args)
-        elif kind == "open":
-            self._open(rid, *args)
-        elif kind == "close":
-            self._close(rid, *args)
-        else:
-            raise ValueError(f"unknown recorder message {kind!r}")
+    def handle(self, message: ToWriter) -> None:
+        match message:
+            case Events():
+                self._events(message)
+            case Open():
+                self._open(message)
+            case Close():
+                self._close(message)
+            case _:
+                assert_never(message)
 
-    def _open(self, rid: int, session_id: str, version: int, header: str,
-              index_fields: dict[str, Any], cast: AppendFile, signatures: AppendFile) -> None:
-        self.live[rid] = _Writing(session_id, version, header, cast, signatures)
-        self._index(session_id, "session_opened", **index_fields)
+    def _open(self, message: Open) -> None:
+        if message.files is None:
+            raise ValueError(f"recording {message.rid} opened without its files")
+        cast, signatures = message.files
+        self.live[message.rid] = _Writing(message.session_id, message.version, message.header, cast,
+                                          signatures)
+        self._index(message.session_id, "session_opened", **message.index_fields)
 
-    def _events(self, rid: int, events: list[tuple[str, float, Any]], size: int) -> None:
-        writing = self.live.get(rid)
+    def _events(self, message: Events) -> None:
+        writing = self.live.get(message.rid)
         if writing is None or writing.error is not None:
             return
-        lines = [line for line in map(writing.encode, events) if line]
+        lines = [line for line in map(writing.encode, message.events) if line]
         writing.pending.extend(lines)
         writing.pending_bytes += sum(map(len, lines))
-        writing.pending_size += size
+        writing.pending_size += message.size
         if writing.pending_bytes > WRITE_BATCH:
-            self._flush(rid, writing, final=False)
+            self._flush(message.rid, writing, final=False)
 
-    def _close(self, rid: int, fields: dict[str, Any]) -> None:
-        writing = self.live.pop(rid, None)
+    def _close(self, message: Close) -> None:
+        writing = self.live.pop(message.rid, None)
         if writing is None:
             return
-        self._flush(rid, writing, final=True)
+        self._flush(message.rid, writing, final=True)
         writing.close()
         state = "failed" if writing.error else "closed"
         self._index(writing.session_id, "session_updated", writing.session_id, lines=writing.chain.lines,
-                    chain=writing.chain.head.hex(), state=state, error=writing.error, **fields)
+                    chain=writing.chain.head.hex(), state=state, error=writing.error, **message.fields)
 
     def tick(self) -> None:
         """Every flush interval: what each recording gathered goes to its file."""
@@ -162,7 +175,7 @@ class WriterCore:
             writing.chain.extend(writing.pending)
             writing.pending.clear()
             writing.pending_bytes = 0
-            self.reply("written", rid, writing.pending_size)
+            self.reply(Written(rid, writing.pending_size))
             writing.pending_size = 0
             writing.dirty = True
         due = now - writing.checkpointed >= self.checkpoint_interval
@@ -178,7 +191,7 @@ class WriterCore:
         writing.pending.clear()
         self._log(RecordingFailure(session=writing.session_id, reason=reason))
         self._index(writing.session_id, "session_updated", writing.session_id, state="failed", error=reason)
-        self.reply("failed", rid, reason)
+        self.reply(Failed(rid, reason))
 
     def _index(self, session_id: str, method: str, *args: Any, **fields: Any) -> None:
         if self.index is None:
@@ -189,7 +202,7 @@ class WriterCore:
             self._log(IndexFailed(session=session_id, reason=str(exc)))
 
     def _log(self, event: LogEvent) -> None:
-        self.reply("log", event.name, event.fields())
+        self.reply(Log.of(event))
 
 
 def run(core: WriterCore, receive: Callable[[float], Received], flush_interval: float) -> None:
@@ -213,125 +226,16 @@ def run(core: WriterCore, receive: Callable[[float], Received], flush_interval: 
 # -- the worker process ------------------------------------------------------------------
 
 
-_FRAME = struct.Struct(">cI")  # kind, body length
-_EVENTS = struct.Struct(">II")  # recording, the events' size
-_EVENT = struct.Struct(">cdI")  # code, elapsed, payload length
-_CODES = {"flush": b"f"}
-
-
-def _payload(code: str, value: Any) -> bytes:
-    if code in ("o", "i"):
-        return value  # type: ignore[no-any-return]
-    if code == "m":
-        return value.encode()  # type: ignore[no-any-return]
-    if code == "r":
-        return b"%dx%d" % value
-    if code == "x":
-        return orjson.dumps(value)
-    return b""
-
-
-def _value(code: str, payload: bytes) -> Any:
-    if code in ("o", "i"):
-        return payload
-    if code == "m":
-        return payload.decode()
-    if code == "r":
-        return tuple(int(n) for n in payload.split(b"x"))
-    if code == "x":
-        return tuple(orjson.loads(payload))
-    return None
-
-
-def frame(message: tuple[Any, ...]) -> list[bytes]:
-    """A message as the buffers to send (joined, they are its frame)."""
-    if message[0] != "events":
-        body = orjson.dumps(message)
-        return [_FRAME.pack(b"J", len(body)), body]
-    _, rid, events, size = message
-    parts = [b"", _EVENTS.pack(rid, size)]
-    length = _EVENTS.size
-    for code, elapsed, value in events:
-        payload = _payload(code, value)
-        parts += (_EVENT.pack(_CODES.get(code, code.encode()), elapsed, len(payload)), payload)
-        length += _EVENT.size + len(payload)
-    parts[0] = _FRAME.pack(b"E", length)
-    return parts
-
-
-def _events(body: memoryview) -> tuple[Any, ...]:
-    rid, size = _EVENTS.unpack_from(body)
-    events, offset = [], _EVENTS.size
-    while offset < len(body):
-        code, elapsed, length = _EVENT.unpack_from(body, offset)
-        offset += _EVENT.size
-        name = "flush" if code == b"f" else code.decode()
-        events.append((name, elapsed, _value(name, bytes(body[offset:offset + length]))))
-        offset += length
-    return ("events", rid, events, size)
-
-
-class FrameReader:
-    """Splits a byte stream back into messages.
-
-    It receives straight into one buffer it keeps: a fresh multi-megabyte `recv` result per read
-    would cost the worker a page fault for every page of every read.
-    """
-
-    def __init__(self, size: int = 4 * 1024 * 1024) -> None:
-        self._buffer = bytearray(size)
-        self._start = self._end = 0  # the unparsed bytes
-
-    def receive(self, sock: socket.socket) -> list[tuple[Any, ...]] | None:
-        """Read what `sock` has into the buffer; the messages it completes, None at its end."""
-        self._make_room()
-        with memoryview(self._buffer) as view, view[self._end:] as free:
-            received = sock.recv_into(free)
-        if not received:
-            return None
-        self._end += received
-        return self._messages()
-
-    def _make_room(self) -> None:
-        """Move a partial frame to the front; grow for a frame larger than the buffer."""
-        buffer, start, end = self._buffer, self._start, self._end
-        if end < len(buffer):
-            return
-        if start:
-            buffer[:end - start] = buffer[start:end]
-            self._start, self._end = 0, end - start
-        if self._end == len(buffer):  # one frame fills all of it
-            _, length = _FRAME.unpack_from(buffer)
-            buffer.extend(bytes(max(len(buffer), _FRAME.size + length - len(buffer))))
-
-    def _messages(self) -> list[tuple[Any, ...]]:
-        messages, buffer, offset, end = [], self._buffer, self._start, self._end
-        with memoryview(buffer) as view:
-            while end - offset >= _FRAME.size:
-                kind, length = _FRAME.unpack_from(buffer, offset)
-                start, stop = offset + _FRAME.size, offset + _FRAME.size + length
-                if stop > end:
-                    break
-                with view[start:stop] as body:
-                    messages.append(_events(body) if kind == b"E" else tuple(orjson.loads(body)))
-                offset = stop
-        if offset == end:
-            self._start = self._end = 0
-        else:
-            self._start = offset
-        return messages
-
-
 def worker(data: socket.socket, files: socket.socket) -> None:
     """The worker process's life: a start message, then messages until the bastion hangs up."""
     reader = FrameReader()
-    queued: deque[tuple[Any, ...]] = deque()
+    queued: deque[Message] = deque()
 
-    def send(*reply: Any) -> None:
+    def send(reply: FromWriter) -> None:
         with contextlib.suppress(OSError):  # the bastion is gone; what it sent is still written
             data.sendmsg(frame(reply))
 
-    def receive(timeout: float | None) -> Received:
+    def next_message(timeout: float | None) -> Message | Literal[False] | None:
         while not queued:
             ready, _, _ = select.select([data], [], [], timeout)
             if not ready:
@@ -340,20 +244,24 @@ def worker(data: socket.socket, files: socket.socket) -> None:
             if messages is None:
                 return False
             queued.extend(messages)
-        message = queued.popleft()
-        if message[0] == "open":  # its two files wait on the other socket, sent just before it
-            _, fds, _, _ = socket.recv_fds(files, 64, 2)
-            message = (*message[:-2], FdFile(fds[0]), FdFile(fds[1]))
-        return message
+        return queued.popleft()
 
-    start = receive(None)
-    if not isinstance(start, tuple) or start[0] != "start":
+    def receive(timeout: float | None) -> Received:
+        message = next_message(timeout)
+        if message is None or message is False or isinstance(message, Events | Close):
+            return message
+        if isinstance(message, Open):  # its two files wait on the other socket, sent just before it
+            _, fds, _, _ = socket.recv_fds(files, 64, 2)
+            return replace(message, files=(FdFile(fds[0]), FdFile(fds[1])))
+        raise SystemExit(f"recorder worker: unexpected {message.kind} message")
+
+    start = next_message(None)
+    if not isinstance(start, Start):
         raise SystemExit("recorder worker: expected a start message")
-    _, private, index_path, flush_interval, checkpoint_interval = start
-    key = RecordingKey.from_raw(bytes.fromhex(private))
-    index = RecordingIndex(Path(index_path)) if index_path else None
-    core = WriterCore(key, index, checkpoint_interval=checkpoint_interval, reply=send)
-    run(core, receive, flush_interval)
+    key = RecordingKey.from_raw(bytes.fromhex(start.key))
+    index = RecordingIndex(Path(start.index)) if start.index else None
+    core = WriterCore(key, index, checkpoint_interval=start.checkpoint_interval, reply=send)
+    run(core, receive, start.flush_interval)
 
 
 def main() -> None:

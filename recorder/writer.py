@@ -28,19 +28,46 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol, assert_never, runtime_checkable
 
 from recorder.asciicast import V2, CastEncoder, build_header
+from recorder.frames import FrameReader, frame
 from recorder.index import RecordingIndex
-from recorder.log import RECORDER_EVENTS, IndexFailed, LogEvent, RecorderWorkerExited
+from recorder.log import IndexFailed, LogEvent, RecorderWorkerExited
+from recorder.messages import (
+    Close,
+    Event,
+    Events,
+    Exit,
+    Failed,
+    Flush,
+    FromWriter,
+    Input,
+    Log,
+    Marker,
+    Open,
+    Output,
+    Resize,
+    Start,
+    ToWriter,
+    Written,
+)
 from recorder.signing import RecordingKey
 from recorder.storage import RecordingStore, dated_name
-from recorder.worker import FrameReader, Received, WriterCore, frame, run
+from recorder.worker import Received, WriterCore, run
 
 _STOP = object()
 BACKLOG_HIGH = 8 * 1024 * 1024
 BACKLOG_LOW = 2 * 1024 * 1024
 HANDOFF_BYTES = 256 * 1024
+
+
+@runtime_checkable
+class _Descriptor(Protocol):
+    """A file a worker process can be handed."""
+
+    def fileno(self) -> int: ...
 
 
 class RecordingFailed(Exception):
@@ -66,7 +93,7 @@ class SessionRecording:
         self.orphaned = False  # its worker process died while it was live
         self._queued = 0  # event bytes handed over
         self._written = 0  # of which the writer wrote
-        self._batch: list[tuple[str, float, Any]] = []  # events not yet handed to the writer
+        self._batch: list[Event] = []  # events not yet handed to the writer
         self._batch_bytes = 0
         self._handoff_scheduled = False
         self._held = False
@@ -74,7 +101,7 @@ class SessionRecording:
     def _elapsed(self) -> float:
         return time.time() - self.started
 
-    def _put(self, event: tuple[str, float, Any], size: int) -> None:
+    def _put(self, event: Event, size: int) -> None:
         """Queue an event; it is encoded by the writer, off the session's event loop."""
         if self.error is not None:
             raise RecordingFailed(self.error)
@@ -95,7 +122,7 @@ class SessionRecording:
         """Pass the events gathered on the event loop to the writer in one message."""
         self._handoff_scheduled = False
         if self._batch and self.error is None:
-            self.recorder._send(("events", self.rid, self._batch, self._batch_bytes))
+            self.recorder._send(Events(self.rid, self._batch, self._batch_bytes))
         self._batch = []
         self._batch_bytes = 0
 
@@ -119,19 +146,19 @@ class SessionRecording:
                 self.on_backlog(False)
 
     def output(self, data: bytes) -> None:
-        self._put(("o", self._elapsed(), data), len(data))
+        self._put(Output(self._elapsed(), data), len(data))
 
     def input(self, data: bytes) -> None:
-        self._put(("i", self._elapsed(), data), len(data))
+        self._put(Input(self._elapsed(), data), len(data))
 
     def resize(self, width: int, height: int) -> None:
-        self._put(("r", self._elapsed(), (width, height)), 16)
+        self._put(Resize(self._elapsed(), width, height), 16)
 
     def marker(self, kind: str, text: str = "") -> None:
         """A marker labelled `kind: text`; counts by kind go to the index."""
         self.markers[kind] += 1
         label = f"{kind}: {text}" if text else kind
-        self._put(("m", self._elapsed(), label), len(label))
+        self._put(Marker(self._elapsed(), label), len(label))
 
     def close(self, *, exit_status: int | None = None, exit_signal: str | None = None,
               **summary: Any) -> None:
@@ -140,9 +167,9 @@ class SessionRecording:
             return
         elapsed = self._elapsed()
         with contextlib.suppress(RecordingFailed):
-            self._put(("flush", elapsed, None), 0)
+            self._put(Flush(elapsed), 0)
             if exit_status is not None or exit_signal is not None:
-                self._put(("x", elapsed, (exit_status, exit_signal)), 0)
+                self._put(Exit(elapsed, exit_status, exit_signal), 0)
         self.closed = True
         self._handoff()
         fields = dict(summary, ended=time.time(), duration=round(elapsed, 3), exit_status=exit_status,
@@ -151,7 +178,7 @@ class SessionRecording:
         if self.orphaned:  # its writer died: nobody else will index the end
             self.recorder._index_failed(self, **fields)
         else:
-            self.recorder._send(("close", self.rid, fields))
+            self.recorder._send(Close(self.rid, fields))
 
 
 class Recorder:
@@ -192,7 +219,7 @@ class Recorder:
             rid = next(self._ids)
             row = dict(index_fields, id=session_id, name=name, started=started,
                        location=self.store.location(name))
-            message = ("open", rid, session_id, self.version, header.decode(), row, cast, signatures)
+            message = Open(rid, session_id, self.version, header.decode(), row, (cast, signatures))
             if self.process and self.loop is not None:
                 self._process_writer().open(message)
             else:
@@ -216,25 +243,25 @@ class Recorder:
         if self._thread is not None:
             self._thread.stop(timeout)
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: ToWriter) -> None:
         if self._worker is not None and self._worker.alive:
             self._worker.send(message)
         elif self._thread is not None:
             self._thread.send(message)
 
-    def _reply(self, kind: str, *args: Any) -> None:
-        """A writer's reply (see `recorder.worker`), on the event loop when there is one."""
-        if kind == "log":
-            name, fields = args
-            self.log(RECORDER_EVENTS[name](**fields))
-            return
-        recording = self._recordings.get(args[0])
-        if recording is None:
-            return
-        if kind == "written":
-            recording._wrote(args[1])
-        elif kind == "failed":
-            recording._failed(args[1])
+    def _reply(self, reply: FromWriter) -> None:
+        """A writer's reply, on the event loop when there is one."""
+        match reply:
+            case Log():
+                self.log(reply.event())
+            case Written(rid, size):
+                if (recording := self._recordings.get(rid)) is not None:
+                    recording._wrote(size)
+            case Failed(rid, reason):
+                if (recording := self._recordings.get(rid)) is not None:
+                    recording._failed(reason)
+            case _:
+                assert_never(reply)
 
     def _worker_lost(self, reason: str) -> None:
         """The worker process is gone: what it had not written is lost, its recordings failed."""
@@ -274,14 +301,14 @@ class _ThreadWriter:
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[ToWriter | object] = queue.SimpleQueue()
         core = WriterCore(recorder.key, recorder.index, checkpoint_interval=recorder.checkpoint_interval,
                           reply=self._reply)
         self._thread = threading.Thread(target=run, args=(core, self._receive, recorder.flush_interval),
                                         name="recorder", daemon=True)
         self._thread.start()
 
-    def send(self, message: Any) -> None:
+    def send(self, message: ToWriter) -> None:
         self._queue.put(message)
 
     def stop(self, timeout: float) -> None:
@@ -293,14 +320,16 @@ class _ThreadWriter:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
-        return False if item is _STOP else item
+        if isinstance(item, Open | Events | Close):
+            return item
+        return False  # _STOP
 
-    def _reply(self, *reply: Any) -> None:
+    def _reply(self, reply: FromWriter) -> None:
         loop = self._recorder.loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._recorder._reply, *reply)
+            loop.call_soon_threadsafe(self._recorder._reply, reply)
         else:
-            self._recorder._reply(*reply)
+            self._recorder._reply(reply)
 
 
 class _WorkerProcess:
@@ -328,8 +357,8 @@ class _WorkerProcess:
             data_child.close()
             files_child.close()
         index = recorder.index
-        self._data.sendmsg(frame(("start", recorder.key.raw().hex(), str(index.path) if index else None,
-                                  recorder.flush_interval, recorder.checkpoint_interval)))
+        self._data.sendmsg(frame(Start(recorder.key.raw().hex(), str(index.path) if index else None,
+                                       recorder.flush_interval, recorder.checkpoint_interval)))
         self._data.setblocking(False)
         self._files.setblocking(False)
         self._out: deque[bytes | memoryview] = deque()
@@ -338,17 +367,20 @@ class _WorkerProcess:
         self.alive = True
         loop.add_reader(self._data, self._readable)
 
-    def open(self, message: tuple[Any, ...]) -> None:
+    def open(self, message: Open) -> None:
         """Hand over the files (then closed here) and the open; raises OSError if it cannot."""
-        *rest, cast, signatures = message
+        assert message.files is not None
+        cast, signatures = message.files
+        if not (isinstance(cast, _Descriptor) and isinstance(signatures, _Descriptor)):
+            raise TypeError("a recorder process needs files with descriptors")
         socket.send_fds(self._files, [b"f"], [cast.fileno(), signatures.fileno()])
         cast.close()
         signatures.close()
-        self.send((*rest, None, None))
+        self.send(replace(message, files=None))
         if not self.alive:  # it died just now: this recording would go nowhere
             raise OSError(errno.EPIPE, "the recorder process exited")
 
-    def send(self, message: Any) -> None:
+    def send(self, message: ToWriter) -> None:
         if not self.alive:
             return
         waiting = bool(self._out)
@@ -388,7 +420,10 @@ class _WorkerProcess:
             self._lost("the recorder process exited" + (f" (status {status})" if status is not None else ""))
             return
         for reply in replies:
-            self._recorder._reply(*reply)
+            if not isinstance(reply, Written | Failed | Log):
+                self._lost(f"the recorder process sent a {reply.kind} message")
+                return
+            self._recorder._reply(reply)
 
     def _lost(self, reason: str) -> None:
         if not self.alive:

@@ -11,6 +11,7 @@ from bastion.core.stored import HEAD, stored_command
 from bastion.state import events
 from bastion.state.audit import AuditLog
 from recorder.log import RECORDER_EVENTS, IndexFailed, LogEvent, RecordingFailure
+from recorder.messages import Log
 from recorder.signing import RecordingKey
 from recorder.writer import Recorder
 from tests.support.memory import MemoryStore
@@ -79,6 +80,6 @@ def test_the_recorders_events_cross_from_its_writer_by_name() -> None:
     assert RECORDER_EVENTS[event.name](**event.fields()) == event
     heard: list[LogEvent] = []
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), log=heard.append)
-    recorder._reply("log", "index_failed", {"session": "S1", "reason": "locked"})
+    recorder._reply(Log("index_failed", {"session": "S1", "reason": "locked"}))
     assert heard == [IndexFailed(session="S1", reason="locked")]
     assert written(heard[0])["event"] == "index_failed"

@@ -1,19 +1,19 @@
 from __future__ import annotations
 
-import contextlib
 import socket
 import stat
 import threading
 from pathlib import Path
 
-import orjson
 import pytest
 
-from recorder.asciicast import V3, load_cast
+from recorder.asciicast import V2, V3, CastEncoder, build_header, load_cast
 from recorder.chain import verify
+from recorder.frames import FrameReader, frame
 from recorder.index import RecordingIndex
+from recorder.messages import Close, Events, Exit, Flush, Open, Output, Start, Written
 from recorder.storage import LocalDirectoryStore
-from recorder.worker import FrameReader, frame
+from recorder.worker import worker
 from recorder.writer import Recorder, RecordingFailed
 from tests.support.lab import eventually
 from tests.support.memory import MemoryStore
@@ -110,24 +110,36 @@ def test_index_search_filters(tmp_path: Path) -> None:
     assert [r.id for r in index.older_than(1001.5)] == ["s1", "s0"]
 
 
-@pytest.mark.parametrize("buffer", [4 * 1024 * 1024, 16, 64])
-def test_worker_frames_round_trip_split_anywhere(buffer: int) -> None:
-    """Whatever the reader's buffer: partial frames move to its front, larger ones grow it."""
-    events = [("o", 0.5, b"caf\xc3"), ("o", 0.6, b"\xa9 \xff\x00\r\n"), ("i", 0.7, b"ls\r"),
-              ("r", 0.8, (132, 43)), ("m", 0.9, "masked: aws-secret-key \u2713"), ("flush", 1.0, None),
-              ("x", 1.1, (None, "KILL"))]
-    messages = [("start", "00" * 32, None, 0.5, 2.0), ("events", 7, events, 4242),
-                ("close", 7, {"exit_status": 0, "markers": {"masked": 1}})]
-    stream = b"".join(part for message in messages for part in frame(message))
-    for cut in range(0, len(stream) + 1, 7):
-        reader, got = FrameReader(buffer), []
-        sender, receiver = socket.socketpair()
-        with sender, receiver:
-            receiver.setblocking(False)
-            for part in (stream[:cut], stream[cut:]):
-                sender.sendall(part)
-                with contextlib.suppress(BlockingIOError):  # read until the socket is empty
-                    while True:
-                        got += reader.receive(receiver) or []
-        assert got == [tuple(m) if m[0] == "events" else tuple(orjson.loads(orjson.dumps(m)))
-                       for m in messages]
+def test_a_worker_writes_the_frames_it_is_sent(tmp_path: Path) -> None:
+    """The worker process's loop, run in a thread: files come beside the open, replies go back."""
+    data, data_child = socket.socketpair()
+    files, files_child = socket.socketpair()
+    thread = threading.Thread(target=worker, args=(data_child, files_child), daemon=True)
+    thread.start()
+    index = RecordingIndex(tmp_path / "index.db")
+    cast, signatures = LocalDirectoryStore(tmp_path / "rec").create("s1")
+    header = CastEncoder(V2).header(build_header(version=V2, width=80, height=24, timestamp=0))
+    cast.append(header)
+    data.sendmsg(frame(Start(KEY.raw().hex(), str(index.path), 0.05, 2.0)))
+    socket.send_fds(files, [b"f"], [cast.fileno(), signatures.fileno()])
+    cast.close()
+    signatures.close()
+    row = {"id": "s1", "name": "s1", "user": "alice", "login": "root", "target": "db-1", "started": 1.0}
+    for message in (Open(1, "s1", V2, header.decode(), row),
+                    Events(1, [Output(0.1, b"hello\r\n"), Flush(0.2), Exit(0.2, 0, None)], 7),
+                    Close(1, {"exit_status": 0})):
+        data.sendmsg(frame(message))
+    data.shutdown(socket.SHUT_WR)
+    thread.join(10)
+    assert not thread.is_alive()
+    data.setblocking(False)
+    assert FrameReader().receive(data) == [Written(1, 7)]
+    for sock in (data, data_child, files, files_child):
+        sock.close()
+    path = tmp_path / "rec" / "s1.cast"
+    assert load_cast(path.read_bytes()).output_bytes() == b"hello\r\n"
+    indexed = index.get("s1")
+    assert indexed is not None and indexed.state == "closed" and indexed.exit_status == 0
+    result = verify(path.read_bytes(), Path(f"{path}.sig").read_bytes(), KEY,
+                    expected_lines=indexed.lines, expected_head=indexed.chain)
+    assert result.state == "verified", result
