@@ -7,7 +7,7 @@ from collections.abc import Callable
 from bastion.auth.directory import Directory
 from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import SSO
-from bastion.config import BastionConfig, TargetConfig, changed_settings, load_config
+from bastion.config import BastionConfig, MaskingSinks, TargetConfig, changed_settings, load_config
 from bastion.core.policy import Identity
 from bastion.core.rules import Action, CommandRequest
 from bastion.core.stored import stored_command
@@ -64,7 +64,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             process=True,
             log=audit.write,
         )
-        record_only = masking if masking.enabled and masking.sinks == "recording" else None
+        record_only = masking if masking.enabled and masking.sinks is MaskingSinks.RECORDING else None
         recording_stage = lambda: [  # noqa: E731
             RecordingStage(recorder, settings, audit, text_masker=text_masker,
                            masker=record_only.make_masker() if record_only else None,
@@ -85,7 +85,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     # the screener holds or discards it. The sftp gate comes last: its own answers to denied
     # requests go straight to the client.
     masking_stage: Callable[[], list[SessionStage]] = (
-        (lambda: [MaskingStage(masking)]) if masking.enabled and masking.sinks == "both" else list
+        (lambda: [MaskingStage(masking)]) if masking.enabled and masking.sinks is MaskingSinks.BOTH else list
     )
     state.stages = lambda: [*masking_stage(), *recording_stage(), *screening()]
     return state

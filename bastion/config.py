@@ -96,10 +96,17 @@ class RecordingSettings:
     checkpoint_interval: float = 2.0
 
 
+class MaskingSinks(StrEnum):
+    """Where output is masked."""
+
+    BOTH = "both"  # the user's screen and the recording
+    RECORDING = "recording"  # only the recording: the user still sees the secret
+
+
 @dataclass(frozen=True)
 class MaskingSettings:
     enabled: bool = True
-    sinks: str = "both"  # "both": the user's screen and the recording; "recording": only the recording
+    sinks: MaskingSinks = MaskingSinks.BOTH
     disable: tuple[str, ...] = ()  # built-in detectors switched off
     hold_ms: int = 30  # longest a possible secret's tail is held when output pauses
     custom: tuple[tuple[str, str, int], ...] = ()  # (name, regex, group)
@@ -354,16 +361,13 @@ def _masking(table: _Table) -> MaskingSettings:
         if name not in DETECTOR_NAMES:
             raise ConfigError(f"{table.where}.disable: unknown detector {name!r} "
                               f"(known: {', '.join(DETECTOR_NAMES)})")
-    config = MaskingSettings(
-        enabled=table.get("enabled", bool, True),
-        sinks=table.get("sinks", str, "both"),
-        disable=disable,
-        hold_ms=table.get("hold_ms", int, 30),
-        custom=tuple(customs),
-    )
+    enabled, sinks = table.get("enabled", bool, True), table.get("sinks", str, MaskingSinks.BOTH)
+    hold_ms = table.get("hold_ms", int, 30)
     table.finish()
-    if config.sinks not in ("both", "recording"):
+    if sinks not in tuple(MaskingSinks):
         raise ConfigError(f'{table.where}.sinks: must be "both" or "recording"')
+    config = MaskingSettings(enabled=enabled, sinks=MaskingSinks(sinks), disable=disable, hold_ms=hold_ms,
+                             custom=tuple(customs))
     if not 0 <= config.hold_ms <= 1000:
         raise ConfigError(f"{table.where}.hold_ms: must be between 0 and 1000")
     return config

@@ -5,7 +5,14 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bastion.config import OnFailure, changed_settings, load_config, parse_config, parse_host_port
+from bastion.config import (
+    MaskingSinks,
+    OnFailure,
+    changed_settings,
+    load_config,
+    parse_config,
+    parse_host_port,
+)
 from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 
@@ -37,13 +44,18 @@ def test_recording_and_masking_settings() -> None:
     config = parse_config(base())
     assert config.recording.on_failure is OnFailure.REFUSE
     assert (config.masking.hold_ms, config.masking.hold_seconds) == (30, 0.03)
+    assert config.masking.sinks is MaskingSinks.BOTH
     config = parse_config(base(recording={"on_failure": "continue"},
-                               masking={"hold_ms": 100, "disable": ["private-key", "card-number"]}))
+                               masking={"hold_ms": 100, "disable": ["private-key", "card-number"],
+                                        "sinks": "recording"}))
     assert config.recording.on_failure is OnFailure.CONTINUE
+    assert config.masking.sinks is MaskingSinks.RECORDING
     assert config.masking.hold_seconds == 0.1 and not config.masking.pem
     assert "card-number" not in [d.name for d in config.masking.detectors()]
     with pytest.raises(ConfigError, match='on_failure: must be "refuse" or "continue"'):
         parse_config(base(recording={"on_failure": "ignore"}))
+    with pytest.raises(ConfigError, match='sinks: must be "both" or "recording"'):
+        parse_config(base(masking={"sinks": "screen"}))
 
 
 def test_changed_settings_are_named_as_the_file_names_them() -> None:
