@@ -38,6 +38,14 @@ from recorder.sftp import (
 Emit = Callable[[str, str], None]
 
 
+class SessionKind(StrEnum):
+    """How an SSH session started: the request that began it (RFC 4254, section 6.5)."""
+
+    SHELL = "shell"
+    EXEC = "exec"
+    SUBSYSTEM = "subsystem"
+
+
 class Transfer(StrEnum):
     """A protocol that carries files where other sessions carry terminal output."""
 
@@ -46,12 +54,13 @@ class Transfer(StrEnum):
     RSYNC = "rsync"  # rsync's server side, `rsync --server`
 
 
-def transfer_of(kind: str, command: str | None = None, subsystem: str | None = None) -> Transfer | None:
-    """The transfer a session is, from how it started: its kind ("shell", "exec" or
-    "subsystem"), and its command or subsystem name. None: not a file transfer."""
-    if kind == "subsystem":
+def transfer_of(kind: SessionKind, command: str | None = None,
+                subsystem: str | None = None) -> Transfer | None:
+    """The transfer a session is, from how it started: its kind, and its command or subsystem
+    name. None: not a file transfer."""
+    if kind is SessionKind.SUBSYSTEM:
         return Transfer.SFTP if subsystem == "sftp" else None
-    text = (command or "").strip() if kind == "exec" else ""
+    text = (command or "").strip() if kind is SessionKind.EXEC else ""
     if not text:
         return None
     if text.split(None, 1)[0] in ("scp", "/usr/bin/scp") and (" -t" in text or " -f" in text):

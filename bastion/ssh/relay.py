@@ -18,6 +18,7 @@ import asyncssh
 
 from bastion.core.masker import TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
+from recorder.transfers import SessionKind
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
 
@@ -369,17 +370,17 @@ class InnerSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def shell_requested(self) -> bool:
-        self._relay.info.kind = "shell"
+        self._relay.info.kind = SessionKind.SHELL
         return True
 
     def exec_requested(self, command: str) -> bool:
-        self._relay.info.kind, self._relay.info.command = "exec", command
+        self._relay.info.kind, self._relay.info.command = SessionKind.EXEC, command
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem not in self._subsystems:
             return False
-        self._relay.info.kind, self._relay.info.subsystem = "subsystem", subsystem
+        self._relay.info.kind, self._relay.info.subsystem = SessionKind.SUBSYSTEM, subsystem
         return True
 
     def session_started(self) -> None:

@@ -52,6 +52,7 @@ from bastion.state.events import (
     UpstreamFailed,
 )
 from bastion.state.keys import KeyStore
+from recorder.transfers import SessionKind
 
 # OpenSSH clients decide the cipher on hops where they are the client; we accept what they
 # offer (chacha20 included), minus SHA-1 and CBC. Strict kex (Terrapin) is on in asyncssh.
@@ -408,7 +409,7 @@ class InnerServer(asyncssh.SSHServer):
             login=upstream.login,
             client_address=jump.client,
             client_version=jump.client_version,
-            kind="shell",
+            kind=SessionKind.SHELL,
             key_id=upstream.spec.key_id,
             serial=upstream.spec.serial,
             groups=jump.identity.groups,

@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from bastion.errors import BastionError
-from recorder.transfers import Transfer, transfer_of
+from recorder.transfers import SessionKind, Transfer, transfer_of
 
 VINTR = 1  # RFC 4254 terminal mode: the interrupt character
 
@@ -34,7 +34,7 @@ class SessionInfo:
     login: str
     client_address: str
     client_version: str
-    kind: str  # "shell", "exec" or "subsystem"
+    kind: SessionKind
     command: str | None = None
     subsystem: str | None = None
     term_type: str | None = None

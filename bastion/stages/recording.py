@@ -13,7 +13,7 @@ from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
 from bastion.state.events import DataStream
 from recorder.log import RecordingFailure
-from recorder.transfers import ScpTransferParser, SftpTransferParser, Transfer
+from recorder.transfers import ScpTransferParser, SessionKind, SftpTransferParser, Transfer
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
 
 DEFAULT_SIZE = (80, 24)
@@ -70,8 +70,8 @@ class RecordingStage(SessionStage):
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
-        command = info.command if info.kind == "exec" else info.subsystem
-        if info.kind == "exec" and command:
+        command = info.command if info.kind is SessionKind.EXEC else info.subsystem
+        if info.kind is SessionKind.EXEC and command:
             command = self._text_masker.mask(command)
         metadata = {
             "session_id": info.session_id, "user": info.user, "login": info.login,

@@ -36,6 +36,7 @@ from bastion.core.stored import HEAD, MARGIN, stored_command, stored_keys, store
 from bastion.core.wrappers import WRAPPERS
 from bastion.stages.decisions import CommandDecisions, Notify, ScreeningContext
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from recorder.transfers import SessionKind
 
 ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
@@ -161,17 +162,17 @@ class ScreeningStage(SessionStage):
             # A terminal: whatever runs in it (a shell, `sudo -i`, tmux, any program) gets its
             # lines screened like a shell's.
             self._tracker = LineTracker(info.width, info.height, clock=time.monotonic)
-        elif info.kind == "shell":
+        elif info.kind is SessionKind.SHELL:
             self._stdin = ShellInput()
 
     async def gate(self, info: SessionInfo, io: SessionIO) -> str | None:
-        if info.kind == "exec":
+        if info.kind is SessionKind.EXEC:
             kind, command = "exec", info.command or ""
             analysis: Analysis | None = analyze(command)
             assert analysis is not None
             if analysis.stdin == "code" and not info.has_pty:
                 analysis.note("it reads a program from its input, which the bastion cannot screen")
-        elif info.kind == "subsystem":
+        elif info.kind is SessionKind.SUBSYSTEM:
             kind, command, analysis = info.subsystem or "", info.subsystem or "", None
         else:
             return None

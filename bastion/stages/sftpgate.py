@@ -43,6 +43,7 @@ from recorder.sftp import (
     split_packets,
     status_packet,
 )
+from recorder.transfers import SessionKind
 
 HOLD = "sftp gate"
 
@@ -105,7 +106,7 @@ class SftpGateStage(SessionStage):
         self._ended = False
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
-        if info.kind == "subsystem" and info.subsystem == "sftp":
+        if info.kind is SessionKind.SUBSYSTEM and info.subsystem == "sftp":
             self._io = io
             self._decisions = CommandDecisions(self._ctx, info, io)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bastion.core.rules import Action
 from bastion.core.stored import StoredCommand
 from recorder.log import LogEvent
+from recorder.transfers import SessionKind
 
 # -- connections and sign-in over ssh -------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class SessionEnded(LogEvent):
     user: str
     target: str
     login: str
-    kind: str
+    kind: SessionKind
     command: str | None = None  # masked as it is logged
     subsystem: str | None = None
     key_id: str

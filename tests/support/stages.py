@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bastion.stages.pipeline import SessionInfo, SessionStage, Stream
+from recorder.transfers import SessionKind
 
 
 class Session:
@@ -53,5 +54,5 @@ class MarkedSession(Session):
 
 
 SHELL = SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
-                    client_address="127.0.0.1", client_version="SSH-2.0-test", kind="shell",
+                    client_address="127.0.0.1", client_version="SSH-2.0-test", kind=SessionKind.SHELL,
                     term_type="xterm", width=80, height=24)

@@ -13,6 +13,7 @@ from bastion.state.audit import AuditLog
 from recorder.log import RECORDER_EVENTS, IndexFailed, LogEvent, RecordingFailure
 from recorder.messages import Log
 from recorder.signing import RecordingKey
+from recorder.transfers import SessionKind
 from recorder.writer import Recorder
 from tests.support.memory import MemoryStore
 
@@ -63,7 +64,7 @@ def test_a_stored_command_is_written_with_its_length_and_hash_when_cut() -> None
 
 
 def test_commands_are_masked_in_every_event() -> None:
-    line = written(events.SessionEnded(session="S1", user="alice", target="db-1", login="root", kind="exec",
+    line = written(events.SessionEnded(session="S1", user="alice", target="db-1", login="root", kind=SessionKind.EXEC,
                                        command="mysql --password=S3cretPassw0rd", key_id="k", bytes_in=0,
                                        bytes_out=0, duration=0.0, markers={"denied": 1}))
     assert "S3cret" not in json.dumps(line) and line["markers"] == {"denied": 1}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionPipeline, SessionStage, StageFailed, Stream
+from recorder.transfers import SessionKind
 
 
 class Upper(SessionStage):
@@ -106,6 +107,6 @@ def test_start_failure_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError("recordings/ is not writable")
 
     info = SessionInfo(session_id="s", channel=1, user="u", target="t", login="l",
-                       client_address="c", client_version="v", kind="shell")
+                       client_address="c", client_version="v", kind=SessionKind.SHELL)
     with pytest.raises(StageFailed, match="recordings/ is not writable"):
         SessionPipeline([CannotStart()]).start(info, None)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
-from recorder.transfers import Transfer, transfer_of
+from recorder.transfers import SessionKind, Transfer, transfer_of
 from recorder.writer import Recorder
 from tests.support.lab import until
 from tests.support.memory import MemoryStore
@@ -140,7 +140,7 @@ def test_a_file_sent_on_stdin_is_recorded_masked() -> None:
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
     stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
-    stage.start(replace(SHELL, kind="exec", command="cat > .env", term_type=None), Session())
+    stage.start(replace(SHELL, kind=SessionKind.EXEC, command="cat > .env", term_type=None), Session())
     sent = f"GITHUB_TOKEN={GH}\nPORT=8080\n".encode()
     for at in range(0, len(sent), 7):  # nothing echoes without a terminal: recorded as it comes
         stage.on_input(sent[at:at + 7])
@@ -157,29 +157,29 @@ def test_a_blank_exec_command_is_recorded_and_not_taken_for_scp(command: str) ->
     recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
     stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER),
                            text_masker=MASKER)
-    stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
+    stage.start(replace(SHELL, kind=SessionKind.EXEC, command=command, term_type=None), Session())
     assert stage.recording is not None
     stage.on_end(0, None)
     recorder.stop()
-    assert transfer_of("exec", command) is None
+    assert transfer_of(SessionKind.EXEC, command) is None
 
 
 @pytest.mark.parametrize(("kind", "command", "subsystem", "transfer"), [
-    ("subsystem", None, "sftp", Transfer.SFTP),
-    ("exec", "scp -t /tmp", None, Transfer.SCP),
-    ("exec", "scp -r -f 'my files'", None, Transfer.SCP),
-    ("exec", "/usr/bin/scp -t .", None, Transfer.SCP),
-    ("exec", "  scp -f x", None, Transfer.SCP),
-    ("exec", "rsync --server -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
-    ("exec", "rsync --server --sender -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
-    ("exec", "scp a b", None, None),  # an scp run on the target: its own client, a terminal's output
-    ("exec", "rsync -a /src/ /dst/", None, None),
-    ("exec", "echo scp -t", None, None),
-    ("exec", "", None, None),
-    ("shell", "scp -t /tmp", None, None),
-    ("subsystem", None, "other", None),
+    (SessionKind.SUBSYSTEM, None, "sftp", Transfer.SFTP),
+    (SessionKind.EXEC, "scp -t /tmp", None, Transfer.SCP),
+    (SessionKind.EXEC, "scp -r -f 'my files'", None, Transfer.SCP),
+    (SessionKind.EXEC, "/usr/bin/scp -t .", None, Transfer.SCP),
+    (SessionKind.EXEC, "  scp -f x", None, Transfer.SCP),
+    (SessionKind.EXEC, "rsync --server -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
+    (SessionKind.EXEC, "rsync --server --sender -vlogDtpre.iLsfxCIvu . /srv/", None, Transfer.RSYNC),
+    (SessionKind.EXEC, "scp a b", None, None),  # an scp run on the target: its own client, a terminal's output
+    (SessionKind.EXEC, "rsync -a /src/ /dst/", None, None),
+    (SessionKind.EXEC, "echo scp -t", None, None),
+    (SessionKind.EXEC, "", None, None),
+    (SessionKind.SHELL, "scp -t /tmp", None, None),
+    (SessionKind.SUBSYSTEM, None, "other", None),
 ])
-def test_which_sessions_are_file_transfers(kind: str, command: str | None, subsystem: str | None,
+def test_which_sessions_are_file_transfers(kind: SessionKind, command: str | None, subsystem: str | None,
                                            transfer: Transfer | None) -> None:
     assert transfer_of(kind, command, subsystem) is transfer
     info = replace(SHELL, kind=kind, command=command, subsystem=subsystem, term_type=None)
@@ -191,7 +191,7 @@ def test_an_rsync_session_is_recorded_as_a_transfer_not_as_terminal_output() -> 
     stage = RecordingStage(recorder, RecordingSettings(), AuditLog(io.StringIO(), masker=MASKER), text_masker=MASKER,
                            input_masker=MaskingSettings().make_masker())
     command = "rsync --server -vlogDtpre.iLsfxCIvu . /srv/backup/"
-    stage.start(replace(SHELL, kind="exec", command=command, term_type=None), Session())
+    stage.start(replace(SHELL, kind=SessionKind.EXEC, command=command, term_type=None), Session())
     contents = f"GITHUB_TOKEN={GH}\n".encode()
     assert stage.on_input(b"\x1f\x00\x00\x00" + contents) == b"\x1f\x00\x00\x00" + contents
     assert stage.on_output(b"\x1f\x00\x00\x00" + contents, Stream.STDOUT) == b"\x1f\x00\x00\x00" + contents
@@ -208,7 +208,7 @@ async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path
     log, store = io.StringIO(), ApprovalStore(tmp_path / "state.db", masker=MASKER)
     huge = "echo " + "x" * (256 << 10)  # far beyond what is stored (the issue had 4 MiB)
     stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log, masker=MASKER), MASKER)), MarkedSession()
-    denied = replace(SHELL, kind="exec", command=f"{huge} forbidden", term_type=None)
+    denied = replace(SHELL, kind=SessionKind.EXEC, command=f"{huge} forbidden", term_type=None)
     stage.start(denied, session)
     assert "no-forbidden" in str(await stage.gate(denied, session))  # the rule matched the line's end
     stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log, masker=MASKER), MASKER)), MarkedSession()

@@ -26,7 +26,7 @@ from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from recorder import sftp
 from recorder.sftp import PacketFramer, SftpProtocolError, parse_request, status_packet
-from recorder.transfers import SftpTransferParser
+from recorder.transfers import SessionKind, SftpTransferParser
 from tests.support.lab import until
 
 MASKER = TextMasker()  # the built-in detectors
@@ -261,7 +261,7 @@ def test_malformed_sftp_rules_name_file_line_and_reason(tmp_path: Path, text: st
 # -- the stage ------------------------------------------------------------------------------
 
 SFTP = SessionInfo(session_id="s1", channel=0, user="alice", target="db-1", login="root",
-                   client_address="127.0.0.1", client_version="SSH-2.0-test", kind="subsystem",
+                   client_address="127.0.0.1", client_version="SSH-2.0-test", kind=SessionKind.SUBSYSTEM,
                    subsystem="sftp", groups=frozenset({"ops"}))
 
 
@@ -450,7 +450,7 @@ def test_an_oversized_packet_ends_the_session_with_one_line(rules: RuleSet) -> N
 
 def test_other_sessions_pass_untouched(rules: RuleSet) -> None:
     shell = SessionInfo(session_id="s2", channel=0, user="alice", target="db-1", login="root",
-                        client_address="127.0.0.1", client_version="SSH-2.0-test", kind="exec",
+                        client_address="127.0.0.1", client_version="SSH-2.0-test", kind=SessionKind.EXEC,
                         command="cat")
     stage, _, log = gate(rules, info=shell)
     data = packet(sftp.REMOVE, 4, "/etc/hosts")

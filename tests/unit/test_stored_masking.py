@@ -18,6 +18,7 @@ from bastion.stages.screening import ScreeningStage
 from bastion.state.approvals import ApprovalStore
 from bastion.state.events import SessionEnded
 from bastion.state.keys import KeyStore
+from recorder.transfers import SessionKind
 from tests.support.lab import until
 from tests.support.stages import SHELL, MarkedSession
 
@@ -57,7 +58,7 @@ async def test_a_custom_detector_from_the_config_masks_a_stored_command(tmp_path
     state = build_state(config, KeyStore(config.keys_dir))
     [stage] = [s for s in state.stages() if isinstance(s, ScreeningStage)]
     session = MarkedSession()
-    held = replace(SHELL, kind="exec", command="needs-approval --employee EMP-123456", term_type=None)
+    held = replace(SHELL, kind=SessionKind.EXEC, command="needs-approval --employee EMP-123456", term_type=None)
     assert TextMasker().mask(held.command or "") == held.command  # the built-ins do not mask it
     stage.start(held, session)
     gate = asyncio.get_running_loop().create_task(stage.gate(held, session))

@@ -32,6 +32,7 @@ from bastion.web import pages
 from bastion.web.approvals import ApprovalPages
 from bastion.web.cookies import SignedCookies, same_secret
 from bastion.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, BrowserSessions, SignedIn
+from recorder.transfers import SessionKind
 
 HOSTILE = "<script>alert('x')</script> \"quoted\" & \u202eevil\u2066 \x1b]0;title\x07"
 MASKER = TextMasker()  # the built-in detectors
@@ -304,7 +305,7 @@ async def test_a_session_ending_while_its_request_is_being_created_cancels_it_in
     store.create = slow_create  # type: ignore[method-assign]
     rules = parse_rules({"rule": [{"name": "r", "action": "approve", "command": "x", "approvers": ["dba"]}]})
     info = SessionInfo(session_id="s1", channel=1, user="alice", target="db-1", login="root",
-                       client_address="127.0.0.1:1", client_version="SSH-2.0-test", kind="exec", command="x")
+                       client_address="127.0.0.1:1", client_version="SSH-2.0-test", kind=SessionKind.EXEC, command="x")
     log, session, notified = io.StringIO(), Held(), []
 
     async def notify(request):  # type: ignore[no-untyped-def]
