@@ -17,7 +17,7 @@ from bastion.core.rules import KINDS, Action, CommandRequest, Verdict
 from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import load_rules
 from bastion.stages.sftpgate import normal_path
-from bastion.state.approvals import ApprovalError, ApprovalStore
+from bastion.state.approvals import ApprovalError, ApprovalState, ApprovalStore, Decision
 from recorder.printable import printable
 from recorder.sftp import OPERATIONS as SFTP_OPERATIONS
 
@@ -77,7 +77,7 @@ def register(
         approvals, masker = opened(config_path)
         for request in approvals.recent(100) if everything else approvals.pending():
             left = max(0, int(request.expires - time.time()))
-            status = f"{left}s left" if request.state == "pending" else request.state
+            status = f"{left}s left" if request.state is ApprovalState.PENDING else request.state
             click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "
                        f"rule={request.rule}  needs {request.approvals_needed} of "
                        f"{','.join(request.approvers)}  {status}  {masker.mask(request.command)!r}")
@@ -90,7 +90,7 @@ def register(
         approvals, masker = opened(config_path)
         show_request(approvals, request_id, masker)
 
-    def decide(config_path: Path, request_id: str, approver: str, decision: str) -> None:
+    def decide(config_path: Path, request_id: str, approver: str, decision: Decision) -> None:
         config = load(config_path)
         user = config.users.get(approver)
         groups = user.groups if user else frozenset()
@@ -107,7 +107,7 @@ def register(
     @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
     def approvals_approve(config_path: Path, request_id: str, approver: str) -> None:
         """Approve REQUEST_ID as a member of one of its approver groups."""
-        decide(config_path, request_id, approver, "approve")
+        decide(config_path, request_id, approver, Decision.APPROVE)
 
     @approvals.command("deny")
     @config_option
@@ -115,7 +115,7 @@ def register(
     @click.option("--as", "approver", required=True, help="The approver's bastion user name.")
     def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:
         """Deny REQUEST_ID."""
-        decide(config_path, request_id, approver, "deny")
+        decide(config_path, request_id, approver, Decision.DENY)
 
 
 class CannotCheck(BastionError):

@@ -20,7 +20,7 @@ from bastion.core.shellscope import Analysis
 from bastion.core.stored import StoredCommand, stored_command
 from bastion.rules_file import RulesHolder
 from bastion.stages.pipeline import SessionInfo, SessionIO, Stream
-from bastion.state.approvals import ApprovalRequest, ApprovalStore
+from bastion.state.approvals import ApprovalRequest, ApprovalState, ApprovalStore, decided_by
 from bastion.state.audit import AuditLog
 from bastion.state.events import (
     APPROVAL_ENDED,
@@ -133,7 +133,7 @@ class CommandDecisions:
                     io.marker("approval-decision", f"{request.id} {decision} by {approver}"
                                                    + (f" ({identity})" if identity else ""))
                 seen = len(decisions)
-                if state != "pending":
+                if state is not ApprovalState.PENDING:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL)
@@ -143,11 +143,11 @@ class CommandDecisions:
             if notifying is not None and not notifying.done():
                 notifying.cancel()
         self._request = None
-        who = ", ".join(a for a, d, _ in decisions if d == ("approve" if state == "approved" else "deny"))
+        who = ", ".join(decided_by(state, decisions))
         io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
         self._ctx.audit.write(APPROVAL_ENDED[state](request=request.id, session=info.session_id,
                                                     by=who or None))
-        if state == "approved":
+        if state is ApprovalState.APPROVED:
             return True, f"approved by {who}"
         return False, f"{state} by {who}" if who else state
 

@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from bastion.core.masker import TextMasker
@@ -59,6 +60,32 @@ FIELDS = ("id, session, requester, target, login, command, rule, approvers, appr
           " expires, state, token, screen, command_hash")
 
 
+class ApprovalState(StrEnum):
+    """Where a request stands; only a pending one takes decisions."""
+
+    PENDING = "pending"
+    APPROVED = "approved"  # enough approvers approved
+    DENIED = "denied"  # one approver denied
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"  # by the requester's side, or its session ended
+
+
+class Decision(StrEnum):
+    """One approver's decision on a request."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+Decisions = list[tuple[str, Decision, str | None]]  # (approver, decision, identity), oldest first
+
+
+def decided_by(state: ApprovalState, decisions: Decisions) -> list[str]:
+    """The approvers whose decisions put a request in `state` (none: it expired or was cancelled)."""
+    ending = {ApprovalState.APPROVED: Decision.APPROVE, ApprovalState.DENIED: Decision.DENY}.get(state)
+    return [approver for approver, decision, _ in decisions if decision is ending]
+
+
 class ApprovalError(BastionError):
     """A decision that cannot be recorded; the message is safe to show the approver."""
 
@@ -79,7 +106,7 @@ class ApprovalRequest:
     approvals_needed: int
     created: float
     expires: float
-    state: str
+    state: ApprovalState
     token: str = ""  # the secret part of the request's web link
     screen: str = ""  # the terminal screen when the command was submitted (text)
     command_hash: str = ""  # of the command as submitted: what a decision is bound to
@@ -137,6 +164,7 @@ class ApprovalStore:
             return None
         values = list(row)
         values[7] = tuple(a for a in str(values[7]).split(",") if a)
+        values[11] = ApprovalState(str(values[11]))
         values[12] = values[12] or ""
         return ApprovalRequest(*values)  # type: ignore[arg-type]
 
@@ -153,7 +181,7 @@ class ApprovalStore:
 
     def pending(self) -> list[ApprovalRequest]:
         ids = [r[0] for r in self.db.execute(
-            "SELECT id FROM approval_requests WHERE state = 'pending' ORDER BY created")]
+            "SELECT id FROM approval_requests WHERE state = ? ORDER BY created", (ApprovalState.PENDING,))]
         return [r for r in (self.get(i) for i in ids) if r is not None]
 
     def recent(self, limit: int) -> list[ApprovalRequest]:
@@ -161,8 +189,9 @@ class ApprovalStore:
                                (limit,)).fetchall()
         return [r for r in map(self._row, rows) if r is not None]
 
-    def decide(self, request_id: str, approver: str, decision: str, *, groups: frozenset[str] | None = None,
-               command: str | None = None, digest: str | None = None, identity: str | None = None) -> str:
+    def decide(self, request_id: str, approver: str, decision: Decision, *,
+               groups: frozenset[str] | None = None, command: str | None = None, digest: str | None = None,
+               identity: str | None = None) -> ApprovalState:
         """Record one approver's decision; returns the request's state afterwards.
 
         Atomic across processes: two approvers clicking at once, or a click racing expiry,
@@ -177,12 +206,12 @@ class ApprovalStore:
         self.db.execute("COMMIT")
         return state
 
-    def _decide(self, request_id: str, approver: str, decision: str, groups: frozenset[str] | None,
-                command: str | None, digest: str | None, identity: str | None) -> str:
+    def _decide(self, request_id: str, approver: str, decision: Decision, groups: frozenset[str] | None,
+                command: str | None, digest: str | None, identity: str | None) -> ApprovalState:
         request = self.get(request_id)
         if request is None:
             raise ApprovalError(f"no approval request {request_id!r}")
-        if request.state != "pending":
+        if request.state is not ApprovalState.PENDING:
             decided = self.db.execute("SELECT approver, decision FROM approval_decisions WHERE request = ?"
                                       " ORDER BY at DESC LIMIT 1", (request.id,)).fetchone()
             by = f" by {decided[0]}" if decided else ""
@@ -196,48 +225,49 @@ class ApprovalStore:
         if digest is not None and not hmac.compare_digest(digest, request.command_hash):
             raise ApprovalError("the decision is for a different command")
         if time.time() > request.expires:
-            self._set_state(request.id, "expired")
+            self._set_state(request.id, ApprovalState.EXPIRED)
             raise ApprovalError(f"request {request.id} has expired")
-        if decision not in ("approve", "deny"):
+        if not isinstance(decision, Decision):  # a plain "deny" must not count as anything
             raise ApprovalError("decision must be approve or deny")
         if self.db.execute("SELECT 1 FROM approval_decisions WHERE request = ? AND approver = ?",
                            (request.id, approver)).fetchone():
             raise ApprovalError(f"{approver} has already decided on request {request.id}")
         self.db.execute("INSERT INTO approval_decisions (request, approver, decision, at, identity)"
                         " VALUES (?,?,?,?,?)", (request.id, approver, decision, time.time(), identity))
-        if decision == "deny":
-            self._set_state(request.id, "denied")
-            return "denied"
+        if decision is Decision.DENY:
+            self._set_state(request.id, ApprovalState.DENIED)
+            return ApprovalState.DENIED
         approvals = self.db.execute("SELECT COUNT(*) FROM approval_decisions WHERE request = ? AND"
-                                    " decision = 'approve'", (request.id,)).fetchone()[0]
+                                    " decision = ?", (request.id, Decision.APPROVE)).fetchone()[0]
         if approvals >= request.approvals_needed:
-            self._set_state(request.id, "approved")
-            return "approved"
-        return "pending"
+            self._set_state(request.id, ApprovalState.APPROVED)
+            return ApprovalState.APPROVED
+        return ApprovalState.PENDING
 
-    def state(self, request_id: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+    def state(self, request_id: str) -> tuple[ApprovalState, Decisions]:
         """(state, [(approver, decision, identity)]), marking an expired pending request as such."""
         request = self.get(request_id)
         if request is None:
-            return "cancelled", []
+            return ApprovalState.CANCELLED, []
         state = request.state
-        if state == "pending" and time.time() > request.expires:
-            self._set_state(request.id, "expired")
-            state = "expired"
-        decisions = [(a, d, i) for a, d, i in self.db.execute(
+        if state is ApprovalState.PENDING and time.time() > request.expires:
+            self._set_state(request.id, ApprovalState.EXPIRED)
+            state = ApprovalState.EXPIRED
+        decisions = [(a, Decision(d), i) for a, d, i in self.db.execute(
             "SELECT approver, decision, identity FROM approval_decisions WHERE request = ? ORDER BY at",
             (request.id,))]
         return state, decisions
 
     def cancel(self, request_id: str) -> bool:
         """Whether the request was still pending (and now is cancelled)."""
-        query = "UPDATE approval_requests SET state = 'cancelled' WHERE id = ? AND state = 'pending'"
-        return self.db.execute(query, (request_id,)).rowcount > 0
+        query = "UPDATE approval_requests SET state = ? WHERE id = ? AND state = ?"
+        cancelled = self.db.execute(query, (ApprovalState.CANCELLED, request_id, ApprovalState.PENDING))
+        return cancelled.rowcount > 0
 
     def cancel_all_pending(self) -> int:
         """At start-up: requests of sessions that no longer exist never turn into approvals."""
-        query = "UPDATE approval_requests SET state = 'cancelled' WHERE state = 'pending'"
-        return self.db.execute(query).rowcount
+        query = "UPDATE approval_requests SET state = ? WHERE state = ?"
+        return self.db.execute(query, (ApprovalState.CANCELLED, ApprovalState.PENDING)).rowcount
 
-    def _set_state(self, request_id: str, state: str) -> None:
+    def _set_state(self, request_id: str, state: ApprovalState) -> None:
         self.db.execute("UPDATE approval_requests SET state = ? WHERE id = ?", (state, request_id))

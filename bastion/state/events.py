@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bastion.core.rules import Action
 from bastion.core.stored import StoredCommand
+from bastion.state.approvals import ApprovalState, Decision
 from recorder.log import LogEvent
 from recorder.transfers import SessionKind
 
@@ -332,11 +333,11 @@ class ApprovalCancelled(ApprovalEnded):
 
 
 # How a wait for approval ended, by the request's state then.
-APPROVAL_ENDED: Mapping[str, type[ApprovalEnded]] = {
-    "approved": ApprovalApproved,
-    "denied": ApprovalDenied,
-    "expired": ApprovalExpired,
-    "cancelled": ApprovalCancelled,
+APPROVAL_ENDED: Mapping[ApprovalState, type[ApprovalEnded]] = {
+    ApprovalState.APPROVED: ApprovalApproved,
+    ApprovalState.DENIED: ApprovalDenied,
+    ApprovalState.EXPIRED: ApprovalExpired,
+    ApprovalState.CANCELLED: ApprovalCancelled,
 }
 
 
@@ -400,7 +401,7 @@ class ApprovalViewed(LogEvent):
     request: str
     by: str
     identity: str
-    state: str
+    state: ApprovalState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,8 +410,8 @@ class ApprovalDecision(LogEvent):
     request: str
     by: str
     identity: str
-    decision: str
-    state: str
+    decision: Decision
+    state: ApprovalState
     client: str | None = None
 
 
@@ -420,7 +421,7 @@ class ApprovalDecisionRefused(LogEvent):
     request: str
     by: str
     identity: str
-    decision: str
+    decision: Decision
     reason: str
     client: str | None = None
 

@@ -16,14 +16,21 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from bastion.core.masker import TextMasker
-from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalStore
+from bastion.state.approvals import (
+    ApprovalError,
+    ApprovalRequest,
+    ApprovalState,
+    ApprovalStore,
+    Decision,
+    Decisions,
+    decided_by,
+)
 from bastion.state.audit import AuditLog
 from bastion.state.events import ApprovalDecision, ApprovalDecisionRefused, ApprovalViewed
 from bastion.web import pages
 from bastion.web.sessions import BrowserSessions, SignedIn
 
-Decisions = list[tuple[str, str, str | None]]  # (approver, decision, identity)
-DONE = {"approve": "You approved this request.", "deny": "You denied this request."}
+DONE = {Decision.APPROVE: "You approved this request.", Decision.DENY: "You denied this request."}
 
 
 class ApprovalPages:
@@ -65,7 +72,7 @@ class ApprovalPages:
         if problem is not None:
             status, reason = problem
             return self.refuse(request, status, reason, request_id=approval.id, by=who.user)
-        decision, digest = str(form["decision"]), str(form["command_hash"])
+        decision, digest = Decision(str(form["decision"])), str(form["command_hash"])
         try:
             state = await self.store.thread.run(
                 self.store.decide, approval.id, who.user, decision, groups=frozenset(who.groups),
@@ -93,14 +100,14 @@ class ApprovalPages:
             return 403, f"the form came from another site ({origin})"
         if not who.posted(form):
             return 403, "the form's token is missing or wrong (reload the page)"
-        if form.get("decision") not in ("approve", "deny") or not isinstance(form.get("command_hash"), str):
+        if form.get("decision") not in tuple(Decision) or not isinstance(form.get("command_hash"), str):
             return 400, "the form is incomplete"
         return None
 
-    def _page(self, approval: ApprovalRequest, state: str, decisions: Decisions, who: SignedIn, *,
+    def _page(self, approval: ApprovalRequest, state: ApprovalState, decisions: Decisions, who: SignedIn, *,
               notice: str = "", status: int = 200) -> web.Response:
         now = time.time()
-        approvals = sum(1 for _, d, _ in decisions if d == "approve")
+        approvals = sum(1 for _, d, _ in decisions if d is Decision.APPROVE)
         rows = [
             ("User", approval.requester),
             ("Target", approval.target),
@@ -109,11 +116,11 @@ class ApprovalPages:
             ("Requested", f"{_age(now - approval.created)} ago"),
             ("Approvals", f"{approvals} of {approval.approvals_needed} from {', '.join(approval.approvers)}"),
         ]
-        if state == "pending":
+        if state is ApprovalState.PENDING:
             rows.append(("Expires in", _age(approval.expires - now)))
         why_not = _why_not(approval, state, decisions, who)
         form = None
-        if state == "pending" and not why_not:
+        if state is ApprovalState.PENDING and not why_not:
             form = {"csrf": who.csrf, "command_hash": approval.command_hash}
         return pages.page(
             "request.html",
@@ -123,7 +130,7 @@ class ApprovalPages:
             request_id=approval.id,
             state=state,
             notice=notice,
-            explain={"cancelled": " (the session ended or the user cancelled)"}.get(state, ""),
+            explain=" (the session ended or the user cancelled)" if state is ApprovalState.CANCELLED else "",
             rows=rows,
             command=pages.session_text(self.masker.mask(approval.command)),
             screen=pages.session_text(approval.screen) or "(no terminal)",
@@ -133,11 +140,10 @@ class ApprovalPages:
         )
 
 
-def _why_not(approval: ApprovalRequest, state: str, decisions: Decisions, who: SignedIn) -> str:
+def _why_not(approval: ApprovalRequest, state: ApprovalState, decisions: Decisions, who: SignedIn) -> str:
     """Why this approver cannot decide now, or "" when they can."""
-    if state != "pending":
-        wanted = {"approved": "approve", "denied": "deny"}.get(state)
-        by = ", ".join(a for a, d, _ in decisions if d == wanted)
+    if state is not ApprovalState.PENDING:
+        by = ", ".join(decided_by(state, decisions))
         return f"This request was {state}" + (f" by {by}." if by else ".")
     if who.user == approval.requester:
         return "You cannot approve your own request."

@@ -22,7 +22,7 @@ from bastion.stages import decisions as decisions_module
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 from bastion.stages.screening import ScreeningContext
 from bastion.stages.sftpgate import SftpGateStage, normal_path
-from bastion.state.approvals import ApprovalStore
+from bastion.state.approvals import ApprovalStore, Decision
 from bastion.state.audit import AuditLog
 from recorder import sftp
 from recorder.sftp import PacketFramer, SftpProtocolError, parse_request, status_packet
@@ -473,7 +473,7 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
     [request] = store.pending()
     assert request.command == "remove /tmp/old.log" and request.rule == "deletes-need-approval"
     assert b"waiting for approval" in session.stderr[0] and b"Ctrl-C" not in session.stderr[0]
-    store.decide(request.id, "bob", "approve", groups=frozenset({"dba"}))
+    store.decide(request.id, "bob", Decision.APPROVE, groups=frozenset({"dba"}))
     await until(lambda: not session.input_held, "reading resumed")
     assert session.target == [held, after[0] + after[2]]  # the denied one between them answered
     assert [read_status(reply)[0] for reply in session.client] == [4]
@@ -482,7 +482,7 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
     session.target.clear()
     assert stage.on_input(packet(sftp.REMOVE, 6, "/tmp/new.log") + packet(sftp.STAT, 7, "/")) == b""
     await until(store.pending, "the second approval request")
-    store.decide(store.pending()[0].id, "bob", "deny", groups=frozenset({"dba"}))
+    store.decide(store.pending()[0].id, "bob", Decision.DENY, groups=frozenset({"dba"}))
     await until(lambda: not session.input_held, "reading resumed")
     assert session.target == [packet(sftp.STAT, 7, "/")]
     assert read_status(session.client[-1]) == (

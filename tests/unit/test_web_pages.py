@@ -25,7 +25,7 @@ from bastion.auth.oidc import OIDCError
 from bastion.core.masker import TextMasker
 from bastion.stages.decisions import CommandDecisions, ScreeningContext
 from bastion.stages.pipeline import SessionInfo, Stream
-from bastion.state.approvals import ApprovalError, ApprovalStore
+from bastion.state.approvals import ApprovalError, ApprovalState, ApprovalStore
 from bastion.state.audit import AuditLog
 from bastion.state.dbthread import DatabaseThread
 from bastion.web import pages
@@ -78,7 +78,7 @@ def approval_pages(store: ApprovalStore, log: io.StringIO | None = None) -> Appr
 def test_the_request_page_shows_session_text_as_escaped_text(tmp_path: Path) -> None:
     store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store)
-    response = approval_pages(store)._page(made, "pending", [], CAROL, notice="<script>x</script>")
+    response = approval_pages(store)._page(made, ApprovalState.PENDING, [], CAROL, notice="<script>x</script>")
     assert response.content_type == "text/html"
     text = response.text
     assert text is not None
@@ -101,7 +101,7 @@ def test_the_request_page_masks_secrets_and_offers_no_form_to_the_requester(tmp_
     store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
     made = request(store, command="mysql --password=Tr0ub4dor-and-3 -e 'x'", screen="")
     alice = SignedIn("alice", ("dba",), "idp#alice", "t")
-    text = approval_pages(store)._page(made, "pending", [], alice).text or ""
+    text = approval_pages(store)._page(made, ApprovalState.PENDING, [], alice).text or ""
     assert "Tr0ub4dor" not in text and "(no terminal)" in text
     assert "You cannot approve your own request." in text and "<form method=\"post\"><input" not in text
 

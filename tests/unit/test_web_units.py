@@ -16,7 +16,7 @@ from bastion.auth.oidc import OIDCClient, ProviderIdentity
 from bastion.config import NotifyDestination, OIDCSettings, UserConfig, parse_config
 from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
-from bastion.state.approvals import ApprovalError, ApprovalStore, command_hash
+from bastion.state.approvals import ApprovalError, ApprovalState, ApprovalStore, Decision, command_hash
 from bastion.web.notify import Notifier, slack_payload
 from bastion.web.service import SignedCookies
 from tests.support.idp import WebhookReceiver
@@ -115,18 +115,37 @@ def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
     assert len(made.token) >= 32 and store.by_token(made.token) == made and store.by_token("") is None
     assert made.screen == "$ rm -rf /srv/cache"
     with pytest.raises(ApprovalError, match="different command"):
-        store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest="0" * 64)
+        store.decide(made.id, "carol", Decision.APPROVE, groups=frozenset({"dba"}), digest="0" * 64)
     with pytest.raises(ApprovalError, match="not in an approver group"):
-        store.decide(made.id, "erin", "approve", groups=frozenset({"dev"}))
-    assert store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), identity="idp#carol") == "approved"
+        store.decide(made.id, "erin", Decision.APPROVE, groups=frozenset({"dev"}))
+    assert store.decide(made.id, "carol", Decision.APPROVE, groups=frozenset({"dba"}), identity="idp#carol") == "approved"
     with pytest.raises(ApprovalError, match="already approved by carol"):
-        store.decide(made.id, "dave", "deny", groups=frozenset({"dba"}))
+        store.decide(made.id, "dave", Decision.DENY, groups=frozenset({"dba"}))
     assert store.state(made.id) == ("approved", [("carol", "approve", "idp#carol")])
     two = request(store, approvals=2)
-    assert store.decide(two.id, "carol", "approve") == "pending"
+    assert store.decide(two.id, "carol", Decision.APPROVE) == "pending"
     with pytest.raises(ApprovalError, match="carol has already decided"):
-        store.decide(two.id, "carol", "approve")
-    assert store.decide(two.id, "dave", "approve") == "approved"
+        store.decide(two.id, "carol", Decision.APPROVE)
+    assert store.decide(two.id, "dave", Decision.APPROVE) == "approved"
+
+
+def test_store_states_and_decisions_are_members_kept_as_their_names(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    made = request(store)
+    assert made.state is ApprovalState.PENDING
+    with pytest.raises(ApprovalError, match="decision must be approve or deny"):  # a name is not a decision
+        store.decide(made.id, "carol", "deny", groups=frozenset({"dba"}))  # type: ignore[arg-type]
+    assert store.decide(made.id, "carol", Decision.DENY, groups=frozenset({"dba"})) is ApprovalState.DENIED
+    state, [(_, decision, _)] = store.state(made.id)
+    assert state is ApprovalState.DENIED and decision is Decision.DENY
+    denied = store.get(made.id)
+    assert denied is not None and denied.state is ApprovalState.DENIED
+    rows = sqlite3.connect(tmp_path / "state.db").execute(
+        "SELECT r.state, d.decision FROM approval_requests r JOIN approval_decisions d ON d.request = r.id")
+    assert rows.fetchall() == [("denied", "deny")]
+    assert store.cancel(request(store).id) and store.state(store.recent(1)[0].id)[0] is ApprovalState.CANCELLED
 
 
 def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submitted(tmp_path: Path) -> None:
@@ -139,8 +158,8 @@ def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submi
     assert stored == made.command == "mysql --password=*************** -e 'drop table users'"
     assert made.command_hash == command_hash(command)
     with pytest.raises(ApprovalError, match="different command"):  # what is shown is not what runs
-        store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(made.command))
-    assert store.decide(made.id, "carol", "approve", groups=frozenset({"dba"}), digest=command_hash(command)) == "approved"
+        store.decide(made.id, "carol", Decision.APPROVE, groups=frozenset({"dba"}), digest=command_hash(made.command))
+    assert store.decide(made.id, "carol", Decision.APPROVE, groups=frozenset({"dba"}), digest=command_hash(command)) == "approved"
 
 
 def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
