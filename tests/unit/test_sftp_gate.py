@@ -472,6 +472,8 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
     await until(store.pending, "the approval request")
     [request] = store.pending()
     assert request.command == "remove /tmp/old.log" and request.rule == "deletes-need-approval"
+    # The request is written on the state database's thread, then announced on the loop.
+    await until(lambda: session.stderr, "the user told what the request waits for")
     assert b"waiting for approval" in session.stderr[0] and b"Ctrl-C" not in session.stderr[0]
     store.decide(request.id, "bob", Decision.APPROVE, groups=frozenset({"dba"}))
     await until(lambda: not session.input_held, "reading resumed")
