@@ -35,7 +35,7 @@ class MaskingStage(SessionStage):
         # files (and, where a mask changes the byte count, break the protocol's framing).
         # Their contents are not recorded either; the recorder keeps transfer markers.
         self._transfer = info.transfer is not None
-        if not info.has_pty and not self._transfer:
+        if info.may_carry_data:
             self._kinds = StreamKinds()
 
     def on_target_output(self, data: bytes, stream: Stream) -> None:

@@ -56,6 +56,14 @@ class SessionInfo:
         return transfer_of(self.kind, self.command, self.subsystem)
 
     @property
+    def may_carry_data(self) -> bool:
+        """Whether this session's streams may be found to be data (`bastion.core.datastream`):
+        a command run without a terminal, not a file transfer. A shell without a terminal
+        (`ssh -T host`) never is: a NUL in its first output must not leave the rest of the
+        session unmasked and unrecorded."""
+        return not self.has_pty and self.transfer is None and self.kind == SessionKind.EXEC
+
+    @property
     def interrupt_key(self) -> bytes:
         """The key the target's terminal turns into SIGINT (Ctrl-C unless the client said)."""
         code = self.term_modes.get(VINTR, 3)

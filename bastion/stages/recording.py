@@ -65,7 +65,7 @@ class RecordingStage(SessionStage):
         self._info = info
         self._io = io
         self._transfer = info.transfer
-        if not info.has_pty and self._transfer is None:
+        if info.may_carry_data:
             self._kinds = StreamKinds()
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE

@@ -166,3 +166,13 @@ def test_a_session_with_a_pty_is_never_data() -> None:
     cast = finish(pipeline, recorder, stage)
     assert AWS_ID.encode() not in cast.output_bytes() and cast.output_bytes()
     assert not audit_events(log)
+
+
+def test_a_shell_without_a_pty_is_never_data() -> None:
+    """`ssh -T host` then `printf '\\0'`: the rest of the shell session stays masked and recorded."""
+    shell = replace(SHELL, term_type=None)
+    pipeline, recorder, stage, log = session(shell)
+    pipeline.output(b"\0\xff" + f"AWS_ACCESS_KEY_ID={AWS_ID}\n".encode(), Stream.STDOUT)
+    cast = finish(pipeline, recorder, stage)
+    assert AWS_ID.encode() not in cast.output_bytes() and cast.output_bytes()
+    assert not audit_events(log)
