@@ -8,10 +8,12 @@ through `SessionIO`. A stage that raises ends the session: fail closed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from bastion.core.shellscope import analyze
 from bastion.errors import BastionError
 from recorder.transfers import SessionKind, Transfer, transfer_of
 
@@ -55,13 +57,16 @@ class SessionInfo:
         """The file-transfer protocol the session speaks (sftp, scp, rsync), None for a terminal."""
         return transfer_of(self.kind, self.command, self.subsystem)
 
-    @property
+    @functools.cached_property
     def may_carry_data(self) -> bool:
         """Whether this session's streams may be found to be data (`bastion.core.datastream`):
-        a command run without a terminal, not a file transfer. A shell without a terminal
-        (`ssh -T host`) never is: a NUL in its first output must not leave the rest of the
-        session unmasked and unrecorded."""
-        return not self.has_pty and self.transfer is None and self.kind == SessionKind.EXEC
+        a command run without a terminal, not a file transfer, that does not read commands from
+        the session's input. A shell without a terminal (`ssh -T host`, `ssh host bash`, `ssh
+        host psql`) never is: a NUL in its first output must not leave the rest of the session
+        unmasked and unrecorded."""
+        if self.has_pty or self.transfer is not None or self.kind != SessionKind.EXEC:
+            return False
+        return not analyze(self.command or "").stdin  # "shell", "code", "console": commands on stdin
 
     @property
     def interrupt_key(self) -> bytes:

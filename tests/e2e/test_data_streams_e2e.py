@@ -94,13 +94,16 @@ def test_a_nul_before_a_secret_makes_a_data_stream_the_reviewer_sees(lab: Lab, t
     assert ended["markers"] == {"data": 1}  # type: ignore[comparison-overlap]
 
 
-def test_a_shell_without_a_pty_stays_masked_and_recorded_after_a_nul(lab: Lab, tmp_path: Path) -> None:
-    """`ssh -T host`, then a NUL as the shell's first output: the rest of the shell session must
-    not become an unmasked, unrecorded data stream."""
+@pytest.mark.parametrize("how", [["-T"], ["bash"]])
+def test_a_shell_without_a_pty_stays_masked_and_recorded_after_a_nul(lab: Lab, tmp_path: Path,
+                                                                     how: list[str]) -> None:
+    """`ssh -T host` or `ssh host bash`, then a NUL as the shell's first output: the rest of the
+    shell session must not become an unmasked, unrecorded data stream."""
     source = tmp_path / "app.env"
     source.write_text(SECRETS)
     before = {e["session"] for e in lab.events("session_ended")}
-    result = lab.ssh("-T", f"{LOGIN}@db-1", input=f"printf '\\0'\ncat {source}\n".encode())
+    args = ["-T", f"{LOGIN}@db-1"] if how == ["-T"] else [f"{LOGIN}@db-1", *how]
+    result = lab.ssh(*args, input=f"printf '\\0'\ncat {source}\n".encode())
     assert result.returncode == 0, result.stderr
     assert AWS_ID.encode() not in result.stdout and b"PORT=8080" in result.stdout
     path = recording_for(lab.sandbox, lambda e: e["session"] not in before)

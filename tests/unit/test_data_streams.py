@@ -176,3 +176,18 @@ def test_a_shell_without_a_pty_is_never_data() -> None:
     cast = finish(pipeline, recorder, stage)
     assert AWS_ID.encode() not in cast.output_bytes() and cast.output_bytes()
     assert not audit_events(log)
+
+
+@pytest.mark.parametrize("command", ["bash", "sh -s", "python3 -", "psql", "env bash -i"])
+def test_a_command_that_reads_commands_from_its_input_is_never_data(command: str) -> None:
+    """`ssh host bash` is a shell without a pty by another name."""
+    pipeline, recorder, stage, log = session(replace(EXEC, command=command))
+    pipeline.output(b"\0\xff" + f"AWS_ACCESS_KEY_ID={AWS_ID}\n".encode(), Stream.STDOUT)
+    cast = finish(pipeline, recorder, stage)
+    assert AWS_ID.encode() not in cast.output_bytes() and cast.output_bytes()
+    assert not audit_events(log)
+
+
+@pytest.mark.parametrize("command", ["cat backup.tgz", "tar c /var/log", "pg_dump -Fc db", "bash -c 'cat x'"])
+def test_commands_that_do_not_read_commands_from_their_input_may_carry_data(command: str) -> None:
+    assert replace(EXEC, command=command).may_carry_data
