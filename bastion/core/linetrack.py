@@ -128,9 +128,6 @@ class LineTracker:
         self._unfed_bytes = 0
         self._overflowed = False
         self.doubt = ""  # why this line cannot be read with certainty, whatever the screen says
-        # Keys were rebound or widgets replaced: plain keys may put more in the line than they
-        # show, so the screen must show exactly them.
-        self.rebound = False
         self._foreign_checked_at = 0.0
 
     def output(self, data: bytes) -> None:
@@ -193,20 +190,21 @@ class LineTracker:
         if not PLAIN_KEYS.fullmatch(self.keys):
             return self._output_at > self._key_at and self._clock() - self._output_at >= quiet
         typed, shown = replay_keys(self.keys).rsplit("\n", 1)[-1], self._screen_text()
-        return shown is not None and self._shows(shown, typed)
+        return shown is not None and (self._shows(shown, typed) or self._settled_ahead(shown, typed))
 
-    def _shows(self, shown: str, typed: str) -> bool:
-        """Does the screen's line show plain typing? Typed ahead of a shell that has not prompted
-        yet, the keys come first: with line editing a prompt before them, without it (the
-        terminal echoes at once) one after them, and the cursor after that."""
-        if shown == typed or (typed and shown.endswith(typed)):
-            return True
-        if not typed or not self.typed_ahead or self.rebound or self._output_at <= self._key_at:
+    @staticmethod
+    def _shows(shown: str, typed: str) -> bool:
+        """Does the screen's line show plain typing (after text typed ahead of the prompt)?"""
+        return shown == typed or (bool(typed) and shown.endswith(typed))
+
+    def _settled_ahead(self, shown: str, typed: str) -> bool:
+        """Keys typed ahead of a shell that had not prompted: has it prompted since? Without line
+        editing the terminal echoes the keys as they come, among what the previous command
+        prints, or not at all (they came while a leaving line editor had echo off), and the
+        prompt comes last. The screen then cannot say what the line holds (a key binding the
+        bastion never saw reads the same): the wait ends, and the line is unsure."""
+        if not typed or not self.typed_ahead or self._output_at <= self._key_at:
             return False
-        # Without line editing the terminal echoes the keys as they come, among what the previous
-        # command prints, or not at all if they came while the terminal did not echo (a line
-        # editor that was leaving); the shell prompts last. (A line editor draws only what is in
-        # its line after the prompt, and plain keys with default bindings add only themselves.)
         after = shown[shown.rindex(typed) + len(typed):] if typed in shown else shown
         return bool(PROMPT_END.search(after)) and self._at_input_end()
 

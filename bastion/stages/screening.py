@@ -277,7 +277,6 @@ class ScreeningStage(SessionStage):
         """A key that may run the line: read the line, decide, then release or discard."""
         tracker = self._tracker
         assert tracker is not None
-        tracker.rebound = bool(self._scope.keys_changed)
         deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
         while not tracker.echoed() and time.monotonic() < deadline:  # noqa: ASYNC110 - waits for the echo on the screen, bounded
             await asyncio.sleep(0.01)

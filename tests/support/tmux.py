@@ -45,6 +45,13 @@ class TmuxPane:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.name)
 
+    def cursor_row(self) -> str:
+        """The text left of the cursor on its row."""
+        y, x = (int(v) for v in self._tmux("display-message", "-p", "-t", self.name,
+                                           "#{cursor_y} #{cursor_x}").split())
+        rows = self._tmux("capture-pane", "-p", "-t", self.name).split("\n")
+        return rows[y][:x] if y < len(rows) else ""
+
     def wait_for(self, text: str, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
         while True:

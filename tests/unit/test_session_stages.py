@@ -15,7 +15,7 @@ import pytest
 
 from bastion.config import MaskingSettings, RecordingSettings
 from bastion.core import linetrack
-from bastion.core.linetrack import LineTracker, SubmittedLine
+from bastion.core.linetrack import LineTracker
 from bastion.core.masker import TextMasker
 from bastion.core.rules import parse_rules
 from bastion.rules_file import RulesHolder
@@ -484,12 +484,14 @@ async def test_a_line_in_doubt_that_reads_empty_on_screen_is_still_decided() -> 
 
 
 def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
-    """Cooked mode: the terminal echoes typed-ahead keys at once, the shell's prompt follows."""
+    """Cooked mode: the terminal echoes typed-ahead keys at once, the shell's prompt follows. A
+    key binding the bastion never saw could have drawn the same: the line is unsure."""
     tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ sleep 1\r\n")
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi$ ")
-    assert tracker.submitted() == SubmittedLine("echo hi")
+    assert tracker.echoed()
+    assert tracker.submitted().unsure
 
 
 def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
@@ -501,8 +503,8 @@ def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
     tracker.entered()
     tracker.typed(b"echo hi")  # before the terminal echoed the Enter
     tracker.output(b"\r\necho hi$ ")
-    assert tracker.echoed()
-    assert tracker.submitted() == SubmittedLine("echo hi")
+    assert tracker.echoed()  # the wait ends ...
+    assert tracker.submitted().unsure  # ... and what the line holds cannot be read
 
 
 def test_text_a_line_editor_holds_after_typed_ahead_keys_is_not_ignored() -> None:
@@ -516,15 +518,12 @@ def test_text_a_line_editor_holds_after_typed_ahead_keys_is_not_ignored() -> Non
     assert line.unsure, line
 
 
-def test_typed_ahead_keys_after_rebinding_must_show_exactly() -> None:
-    """A widget behind a plain key can append to the line: after a rebinding, text after the
-    keys is not taken for a prompt."""
+def test_text_after_typed_ahead_keys_that_looks_like_a_prompt_is_not_taken_for_one() -> None:
+    """A macro from an .inputrc the bastion never saw appends a command and a `#`."""
     tracker = LineTracker(80, 24, clock=time.monotonic)
     tracker.output(b"$ sleep 1\r\n")
     tracker.typed(b"echo hi")
     tracker.output(b"echo hi; rm -rf /x #")
-    assert tracker.submitted() == SubmittedLine("echo hi")  # the shape of a prompt after the keys
-    tracker.rebound = True
     assert tracker.submitted().unsure
 
 
@@ -536,7 +535,7 @@ def test_typed_ahead_keys_after_the_previous_output() -> None:
     tracker.typed(b"echo three")  # before the Enter's echo: the command's output comes first
     tracker.output(b"\r\ntwo\r\necho three$ ")
     assert tracker.echoed()
-    assert tracker.submitted() == SubmittedLine("echo three")
+    assert tracker.submitted().unsure
 
 
 def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
@@ -549,4 +548,4 @@ def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
     assert not tracker.echoed()
     tracker.output(b"\r\n# ")
     assert tracker.echoed()
-    assert tracker.submitted() == SubmittedLine("PS1=x")
+    assert tracker.submitted().unsure
