@@ -122,8 +122,7 @@ sessions_per_user = 100            # jumps to targets one user holds open at onc
 env_allow = ["TERM", "LANG", "LC_*"]
 allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the target reaches
 
-# Approval pages, chat notifications and single sign-on (README: "Approvals in chat and the
-# web service", "Single sign-on for SSH users"):
+# Approval pages, chat notifications and single sign-on (docs/approvals.md, docs/sign-in.md):
 # [web]
 # listen = "127.0.0.1:8080"
 # public_url = "https://bastion.example.com"

@@ -66,7 +66,7 @@ class DataTally:
     """What the recording keeps of a data stream: its size and its SHA-256.
 
     SHA-256 rather than BLAKE2b: with the CPU's SHA extensions it hashes faster here (about
-    1.6 GB/s against 0.9 GB/s on the machine the figures in the README come from)."""
+    1.6 GB/s against 0.9 GB/s on the machine the figures in docs/performance.md come from)."""
 
     reason: str
     started: float  # seconds into the session

@@ -12,7 +12,7 @@ import click
 from bastion.demo.sandbox import Sandbox
 
 DEMO_RULES = """\
-# Command rules for the demo (see README: Command screening).
+# Command rules for the demo (see docs/screening.md).
 [[rule]]
 name = "no-rm-rf-root"
 action = "deny"

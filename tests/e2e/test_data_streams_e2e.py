@@ -72,7 +72,7 @@ def test_text_without_a_pty_stays_masked_and_recorded(lab: Lab, tmp_path: Path) 
 
 
 def test_a_nul_before_a_secret_makes_a_data_stream_the_reviewer_sees(lab: Lab, tmp_path: Path) -> None:
-    # The README's policy: a stream that starts with a NUL is data and reaches the user as the
+    # The policy in docs/recordings.md: a stream that starts with a NUL is data and reaches the user as the
     # target sent it (as `gzip -c` of the file would); the recording and the audit log say that
     # it was data from byte 0, with the hash of what the user got. The secret is never recorded.
     source = tmp_path / "app.env"

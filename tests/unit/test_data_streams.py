@@ -122,7 +122,7 @@ def test_text_without_a_pty_stays_masked_and_recorded_even_if_it_turns_binary() 
 
 
 def test_a_nul_prefix_makes_data_seen_by_the_reviewer() -> None:
-    # The policy in the README: the user gets the bytes (as `gzip -c .env` would give them),
+    # The policy in docs/recordings.md: the user gets the bytes (as `gzip -c .env` would give them),
     # and the recording and the audit log say it was data, from byte 0, with its hash.
     pipeline, recorder, stage, log = session()
     payload = b"\0" + f"AWS_ACCESS_KEY_ID={AWS_ID}\n".encode()

@@ -123,22 +123,22 @@ def test_decisions(rules, command: str, action: str, rule: str | None) -> None: 
     assert (verdict.action, verdict.rule) == (action, rule)
 
 
-def readme_example() -> RuleSet:
-    """The rules file the README shows under "Command screening"."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    block = readme.split("### Command screening", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+def docs_example() -> RuleSet:
+    """The rules file the reference shows first in docs/screening.md."""
+    page = (Path(__file__).parents[2] / "docs" / "screening.md").read_text()
+    block = page.split("```toml\n", 1)[1].split("```", 1)[0]
     return parse_rules(tomllib.loads(block), text=block)
 
 
 @pytest.mark.parametrize("command", ["rm -rf /", "rm -R /", "rm -fr /", "rm -Rf /", "rm --recursive /",
                                      "rm --rec /", "rm -r --no-preserve-root /", "sudo rm -R /"])
-def test_the_readme_example_denies_recursive_deletes_of_root(command: str) -> None:
-    verdict = ask(readme_example(), command)
+def test_the_docs_example_denies_recursive_deletes_of_root(command: str) -> None:
+    verdict = ask(docs_example(), command)
     assert (verdict.action, verdict.rule) == ("deny", "no-rm-rf-root")
 
 
-def test_the_readme_example_lets_other_deletes_through() -> None:
-    assert ask(readme_example(), "rm -R /tmp/build").action == "allow"
+def test_the_docs_example_lets_other_deletes_through() -> None:
+    assert ask(docs_example(), "rm -R /tmp/build").action == "allow"
 
 
 def test_approve_details_and_scopes(rules) -> None:  # type: ignore[no-untyped-def]
