@@ -6,6 +6,7 @@ narrow access.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -24,10 +25,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
 
 
-def parse_host_port(value: str, *, default_port: int, where: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` -> (host, port)."""
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def parse_host_port(value: str, *, default_port: int, where: str, any_port: bool = False) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port`, `v6` -> (host, port), strictly: the host is an IPv4
+    address, an IPv6 address or a DNS name, and the port 1-65535 (0 too with `any_port`, for a
+    listener that takes any free port). Anything else is an error naming `where` and the value,
+    never a guess (`"2201"` is not the host 0.0.8.153)."""
     text = value.strip()
-    host, port_text = text, ""
+    host, port_text = text, None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -37,15 +44,50 @@ def parse_host_port(value: str, *, default_port: int, where: str) -> tuple[str, 
             if not rest.startswith(":"):
                 raise ConfigError(f"{where}: expected ':port' after ']' in {value!r}")
             port_text = rest[1:]
+        if not _is_ip(host, 6):
+            raise ConfigError(f"{where}: {host!r} in {value!r} is not an IPv6 address")
     elif text.count(":") == 1:
         host, port_text = text.split(":")
+    elif ":" in text:
+        if not _is_ip(text, 6):
+            raise ConfigError(f"{where}: {value!r} is not an address (an IPv6 address with a port is "
+                              f"written [::1]:22)")
+        return text, default_port
     if not host:
         raise ConfigError(f"{where}: address {value!r} has no host")
-    if not port_text:
+    if not text.startswith("["):
+        _check_host(host, value, where)
+    if port_text is None:
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{where}: bad port in address {value!r}")
+    low = 0 if any_port else 1
+    if not port_text.isascii() or not port_text.isdigit() or not low <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: bad port {port_text!r} in address {value!r} (expected {low}-65535)")
     return host, int(port_text)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return address.version == version
+
+
+def _check_host(host: str, value: str, where: str) -> None:
+    shown = repr(host) if host == value.strip() else f"{host!r} in {value!r}"
+    if all(c.isdigit() or c == "." for c in host) and host.isascii():
+        if host.isdigit():
+            raise ConfigError(f"{where}: {value!r} has no host ({host} looks like a port: write "
+                              f'"127.0.0.1:{host}" for this machine only, '
+                              f'"0.0.0.0:{host}" for every address)')
+        if not _is_ip(host, 4):
+            raise ConfigError(f"{where}: {shown} is not an IPv4 address")
+        return
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        bad = sorted({c for c in host if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        why = f" ({' '.join(repr(c) for c in bad)} cannot be in a host name)" if bad else ""
+        raise ConfigError(f"{where}: {shown} is not a host name or address{why}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +216,14 @@ class WebSettings:
     session_ttl: int = 900
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """`[metrics]`: Prometheus metrics, /healthz and /readyz on a listener of their own."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9122
+
+
 NOTIFY_KINDS = ("slack", "mattermost", "webhook")
 
 
@@ -203,6 +253,7 @@ class BastionConfig:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     masking: MaskingSettings = field(default_factory=MaskingSettings)
     web: WebSettings | None = None
+    metrics: MetricsSettings | None = None
     oidc: OIDCSettings | None = None
     notify: tuple[NotifyDestination, ...] = ()
     users: Mapping[str, UserConfig] = field(default_factory=dict)
@@ -391,7 +442,7 @@ def _secret(table: _Table, key: str, base: Path) -> str | None:
 
 def _web(table: _Table, base: Path) -> WebSettings:
     host, port = parse_host_port(table.get("listen", str, "127.0.0.1:8080"), default_port=8080,
-                                 where=f"{table.where} listen")
+                                 where=f"{table.where} listen", any_port=True)
     cert, key = table.get("tls_cert", str), table.get("tls_key", str)
     if (cert is None) != (key is None):
         raise ConfigError(f"{table.where}: tls_cert and tls_key go together")
@@ -411,6 +462,15 @@ def _web(table: _Table, base: Path) -> WebSettings:
     if not 60 <= web.session_ttl <= 86400:
         raise ConfigError(f"{table.where} session_ttl: must be between 1m and 24h")
     return web
+
+
+def _metrics(table: _Table) -> MetricsSettings:
+    default = MetricsSettings()
+    listen = table.get("listen", str, f"{default.listen_host}:{default.listen_port}")
+    host, port = parse_host_port(listen, default_port=default.listen_port, where=f"{table.where} listen",
+                                 any_port=True)
+    table.finish()
+    return MetricsSettings(listen_host=host, listen_port=port)
 
 
 def _groups_map(table: _Table) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
@@ -490,7 +550,8 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
     top = _Table(data, where)
 
     listen_host, listen_port = parse_host_port(
-        top.get("listen", str, "127.0.0.1:2200"), default_port=2200, where=f"{where}: listen"
+        top.get("listen", str, "127.0.0.1:2200"), default_port=2200, where=f"{where}: listen",
+        any_port=True,
     )
 
     def folder(key: str, default: str | None) -> Path | None:
@@ -535,6 +596,9 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         raise ConfigError(f"{rec.where} checkpoint_interval: must be between 1s and 5m")
 
     masking = _masking(_Table(top.get("masking", dict, {}), f"{where}: [masking]"))
+    metrics = None
+    if "metrics" in top.data:
+        metrics = _metrics(_Table(top.get("metrics", dict, {}), f"{where}: [metrics]"))
     web, oidc, notify = _web_sections(top, where, base)
 
     users = {
@@ -582,6 +646,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         recording=recording,
         masking=masking,
         web=web,
+        metrics=metrics,
         oidc=oidc,
         notify=notify,
         users=users,

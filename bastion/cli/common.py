@@ -22,4 +22,5 @@ def keys_for(config: BastionConfig) -> KeyStore:
     try:
         return KeyStore(config.keys_dir).load()
     except BastionError as exc:
+        exc.reason = f"{config.path or 'config'}: keys_dir = {str(config.keys_dir)!r}: {exc.reason}"
         raise failure(exc) from None

@@ -59,42 +59,49 @@ def serve(config_path: Path) -> None:
     try:
         state = build_state(config, keys_for(config))
     except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot set up recordings: {exc}") from None
+        raise click.ClickException(f"{config_path}: recordings_dir = {str(config.recordings_dir)!r}: "
+                                   f"cannot set up recordings: {exc}") from None
     try:
         asyncio.run(Bastion(state).serve_forever())
     except BastionError as exc:
         raise failure(exc) from None
     except OSError as exc:
         raise click.ClickException(
-            f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
+            f"{config_path}: listen = \"{config.listen_host}:{config.listen_port}\": cannot listen there: "
+            f"{exc.strerror or exc}"
         ) from None
 
 
 @main.command()
 @config_option
 def check(config_path: Path) -> None:
-    """Validate the config file and the key folder, then say what is configured."""
+    """Validate the config file, the rules and the key folder, then say what serving it will do:
+    where it listens, each target and what its name resolves to, and warnings (targets without
+    a pinned host key, approver groups without members, rules that can never match)."""
+    from bastion.cli.check import findings, resolve
     from bastion.rules_file import load_rules
 
     config = _load(config_path)
-    keys_for(config)
-    rules = ""
+    keys = keys_for(config)
+    rules = None
     if config.rules_file is not None:
         try:
-            rules = f", {len(load_rules(config.rules_file).rules)} rules"
+            rules = load_rules(config.rules_file)
         except BastionError as exc:
             raise failure(exc) from None
-    web = ""
-    if config.web is not None:
-        web = f"; web on {config.web.listen_host}:{config.web.listen_port} ({config.web.public_url})"
-        if config.oidc is not None:
-            web += f", sign-in at {config.oidc.issuer}"
-        if config.notify:
-            web += f", notifying {', '.join(d.name for d in config.notify)}"
-    click.echo(
-        f"{config_path}: ok ({len(config.users)} users, {len(config.targets)} targets{rules}, "
-        f"listening on {config.listen_host}:{config.listen_port}{web})"
-    )
+    counts = f"{len(config.users)} users, {len(config.targets)} targets"
+    if rules is not None:
+        counts += f", {len(rules.rules)} rules"
+    if config.oidc is not None:
+        counts += f", sign-in at {config.oidc.issuer}"
+    if config.notify:
+        counts += f", notifying {', '.join(d.name for d in config.notify)}"
+    lines = findings(config, rules, pinned=lambda target: any(keys.trusted_target_keys(target)),
+                     resolved=resolve([target.host for target in config.targets.values()]))
+    warnings = sum(1 for line in lines if line.warning)
+    click.echo(f"{config_path}: ok ({counts}){f', {warnings} warnings' if warnings else ''}")
+    for line in lines:
+        click.echo(f"  {line}")
 
 
 STARTER_CONFIG = """\
@@ -272,8 +279,12 @@ def targets_scan(config_path: Path, name: str, yes: bool) -> None:
     old = keys.pinned_host_key(name)
     if old is not None and old.public_data != key.public_data:
         click.echo(f"WARNING: this replaces the pinned key {old.get_fingerprint()}", err=True)
-    if not yes and not click.confirm("Pin this key?", default=False):
-        raise click.ClickException("not pinned")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"{name}: not pinned: there is no terminal to confirm on; check the "
+                                       "fingerprint above and run again with --yes")
+        if not click.confirm("Pin this key?", default=False):
+            raise click.ClickException("not pinned")
     keys.pin_host_key(name, key)
     click.echo(f"pinned in {keys.pinned_path}")
 

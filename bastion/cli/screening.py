@@ -75,7 +75,11 @@ def register(
     def approvals_list(config_path: Path, everything: bool) -> None:
         """Pending requests (or, with --all, the most recent ones in any state)."""
         approvals, masker = opened(config_path)
-        for request in approvals.recent(100) if everything else approvals.pending():
+        requests = approvals.recent(100) if everything else approvals.pending()
+        if not requests:
+            click.echo("no approval requests yet" if everything else
+                       "no approval requests pending (--all lists recent ones in any state)")
+        for request in requests:
             left = max(0, int(request.expires - time.time()))
             status = f"{left}s left" if request.state is ApprovalState.PENDING else request.state
             click.echo(f"{request.id}  {request.requester} -> {request.login}@{request.target}  "

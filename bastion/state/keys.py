@@ -48,6 +48,8 @@ class KeyStore:
 
     def load(self) -> KeyStore:
         """Load every key, generating the missing ones. Refuses keys other users can read."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise KeyStoreError(f"{self.dir} is a file, not a folder for keys")
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name in KEY_NAMES:

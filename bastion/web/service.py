@@ -54,6 +54,7 @@ class WebService:
     ) -> None:
         assert config.web is not None
         self.settings, self.audit, self.oidc = config.web, audit, oidc
+        self._file = str(config.path or "config")
         public_url = self.settings.public_url
         self.secure = public_url.startswith("https://")
         sessions = BrowserSessions(cookies, secure=self.secure, ttl=self.settings.session_ttl)
@@ -85,7 +86,8 @@ class WebService:
             try:
                 context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
             except (OSError, ssl.SSLError) as exc:
-                raise BastionError(f"web service: cannot load tls_cert/tls_key ({exc})") from None
+                raise BastionError(f"{self._file}: [web] tls_cert/tls_key: cannot load them ({exc})"
+                                   ) from None
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
@@ -100,8 +102,8 @@ class WebService:
         except OSError as exc:
             await self._runner.cleanup()
             raise BastionError(
-                f"web service: cannot listen on {self.settings.listen_host}:"
-                f"{self.settings.listen_port}: {exc.strerror or exc}"
+                f"{self._file}: [web] listen = \"{self.settings.listen_host}:{self.settings.listen_port}\": "
+                f"the web service cannot listen there: {exc.strerror or exc}"
             ) from None
         self.audit.write(WebStarted(
             listen=f"{self.settings.listen_host}:{self.port}",

@@ -61,8 +61,11 @@ def test_targets_scan_pins_the_key_then_the_jump_works(tmp_path: Path) -> None:
     config = str(box.config_path)
     try:
         assert "NOT PINNED" in bastion("targets", "list", "-c", config).stdout
-        declined = bastion("targets", "scan", "db-1", "-c", config, input="n\n")
-        assert declined.returncode == 1 and "not pinned" in declined.stderr
+        without_tty = bastion("targets", "scan", "db-1", "-c", config, input="y\n")
+        assert without_tty.returncode == 1
+        assert without_tty.stderr.strip() == ("Error: db-1: not pinned: there is no terminal to confirm on; "
+                                              "check the fingerprint above and run again with --yes")
+        assert "NOT PINNED" in bastion("targets", "list", "-c", config).stdout
         scan = bastion("targets", "scan", "db-1", "-c", config, "--yes")
         assert scan.returncode == 0, scan.stderr
         fingerprint = subprocess.run(["ssh-keygen", "-lf", str(server.host_key_path)],
@@ -125,3 +128,33 @@ def test_approvals_show_escapes_what_the_session_put_in_the_request(tmp_path: Pa
     assert not UNSAFE.search(shown.replace("\n", ""))
     assert "command   echo \\x1b]0;owned title\\x07 \\x9b2J \\u202e/ fr- mr\n" in shown
     assert "  | \\x1b[2J\\u2028after\n" in shown
+
+
+def test_the_commands_the_demo_prints_run_as_printed(tmp_path: Path) -> None:
+    """`scripts/demo` installs into .venv, which is not on the user's PATH: what the demo tells
+    them to run must run from where they are, with the PATH they have."""
+    root = Path(sys.executable).parents[2]
+    plain_path = "/usr/bin:/bin"
+    shown = subprocess.run([sys.executable, "-c", "from bastion.demo.command import bastion_command; "
+                            "print(bastion_command())"], cwd=root, env={"PATH": plain_path},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert shown != "bastion"
+    (tmp_path / "b.toml").write_text("")
+    ran = subprocess.run(["sh", "-c", f"{shown} approvals list -c {tmp_path / 'b.toml'}"], cwd=root,
+                         env={"PATH": plain_path}, capture_output=True, text=True, timeout=60, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("no approval requests pending")
+
+
+def test_check_prints_what_serving_will_do(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path, port=2200)
+    box.add_user("alice", ["ops"])
+    box.targets["db-1"] = {"address": "localhost:2222", "logins": ["root"], "groups": ["ops"]}
+    result = bastion("check", "-c", str(box.write_config()))
+    assert result.returncode == 0, result.stderr
+    said = result.stdout.splitlines()
+    assert said[0].endswith("ok (1 users, 1 targets), 1 warnings")
+    assert "  listen: ssh -J connects to 127.0.0.1:2200 (this machine only, port 2200)" in said
+    assert any(line.startswith("  target db-1 -> localhost:2222 (") and "127.0.0.1" in line for line in said)
+    assert "  warning: target db-1: no pinned host key (host_key, host_ca or `bastion targets scan db-1`); " \
+           "sessions to it will fail" in said
