@@ -120,14 +120,15 @@ class Path_:
     login: str
     connections: list[asyncssh.SSHClientConnection] = field(default_factory=list)
 
-    async def open(self, index: int, command: str | None) -> tuple[Process, list[Connection]]:
+    async def open(self, index: int, command: str | None, *, term: bool = True,
+                   **channel: int) -> tuple[Process, list[Connection]]:
         outer = await asyncssh.connect("127.0.0.1", self.jump_port, username=self.jump_user,
                                        client_keys=[str(self.key)], known_hosts=None)
         host, port = self.target_hosts[index % len(self.target_hosts)]
         inner = await asyncssh.connect(host, port, tunnel=outer, username=self.login,
                                        client_keys=[str(self.key)], known_hosts=None)
-        process = await inner.create_process(command, term_type="xterm", term_size=(120, 40),
-                                             encoding=None)
+        process = await inner.create_process(command, term_type="xterm" if term else None,
+                                             term_size=(120, 40), encoding=None, **channel)
         return process, [inner, outer]
 
     def ssh(self, index: int) -> list[str]:
@@ -257,6 +258,19 @@ async def active_phase(path: Path_, count: int, parallel: int, keys: int) -> dic
     }
 
 
+async def hostile_phase(path: Path_, keys: int) -> dict[str, float]:
+    """The probe while another user reads an endless stream in the smallest packets allowed."""
+    process, connections = await path.open(1, "cat /dev/zero", term=False,
+                                           max_pktsize=int(os.environ.get("PKT", "1024")), window=64 * 1024 * 1024)
+    held = Held([process], connections, [asyncio.create_task(drain(process))])
+    try:
+        await asyncio.sleep(1)
+        samples = await asyncio.to_thread(probe, path.ssh(0), keys)
+    finally:
+        await held.close()
+    return {"p50_ms": 1000 * statistics.median(samples), "p99_ms": 1000 * percentile(samples, 99)}
+
+
 def bulk_phase(path: Path_, count: int, size: int, payload: str) -> dict[str, float]:
     command = PAYLOADS[payload].format(size=size)
     start = time.perf_counter()
@@ -317,12 +331,14 @@ def row(label: str, key: str, results: dict[str, dict[str, float]], unit: str, f
 
 
 async def run(args: argparse.Namespace, paths: list[Path_]) -> dict[str, dict[str, dict[str, float]]]:
-    figures: dict[str, dict[str, dict[str, float]]] = {"idle": {}, "active": {}, "bulk": {}}
+    figures: dict[str, dict[str, dict[str, float]]] = {"idle": {}, "active": {}, "hostile": {}, "bulk": {}}
     for path in paths:
         if args.idle:
             figures["idle"][path.name] = await idle_phase(path, args.idle, args.parallel, args.quiet)
         if args.active:
             figures["active"][path.name] = await active_phase(path, args.active, args.parallel, args.keys)
+        if args.hostile:
+            figures["hostile"][path.name] = await hostile_phase(path, args.keys)
         if args.bulk:
             figures["bulk"][path.name] = await asyncio.to_thread(
                 bulk_phase, path, args.bulk, args.mb * 1_000_000, args.payload)
@@ -335,6 +351,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=2000, help="idle pty sessions held open (0: skip)")
     parser.add_argument("--active", type=int, default=200, help="sessions printing every 100 ms (0: skip)")
     parser.add_argument("--keys", type=int, default=300, help="keystrokes the probe times")
+    parser.add_argument("--hostile", action="store_true",
+                        help="also time the probe while another session reads /dev/zero in 1 KB packets")
     parser.add_argument("--bulk", type=int, default=8, help="bulk sessions at once (0: skip)")
     parser.add_argument("--mb", type=int, default=100, help="MB each bulk session sends")
     parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text")
@@ -362,6 +380,10 @@ def main() -> None:
         b, o = figures["active"]["bastion"], figures["active"]["openssh"]
         print(f"  added by the bastion: p50 {b['p50_ms'] - o['p50_ms']:+.2f} ms, "
               f"p99 {b['p99_ms'] - o['p99_ms']:+.2f} ms")
+    if figures["hostile"]:
+        print(f"a probe typing {args.keys} keys while another session reads /dev/zero in 1 KB packets:")
+        row("keystroke to echo, p50", "p50_ms", figures["hostile"], " ms")
+        row("keystroke to echo, p99", "p99_ms", figures["hostile"], " ms")
     if figures["bulk"]:
         print(f"{args.bulk} bulk sessions at once, {args.mb} MB of {args.payload} each (ssh):")
         row("aggregate throughput", "aggregate_mb_s", figures["bulk"], " MB/s", ".1f")

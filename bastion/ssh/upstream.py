@@ -15,6 +15,7 @@ import asyncssh
 from bastion.config import CertificateSettings, TargetConfig
 from bastion.core.certs import SessionCertificateSpec, mint_session_certificate, session_certificate_spec
 from bastion.errors import TargetHostKeyError, TargetUnreachable, UpstreamAuthError
+from bastion.ssh.transport import FairTCPConnector
 from bastion.state.keys import KeyStore
 
 # The bastion is the client on this hop, so its preferences decide: AES-GCM is several times
@@ -176,7 +177,7 @@ async def _log_in(
         config=None,
         agent_path=None,
         preferred_auth=["publickey"],
-        local_addr=local_addr,
+        tunnel=FairTCPConnector(local_addr),
         connect_timeout=connect_timeout,
         **UPSTREAM_ALGORITHMS,
     )
