@@ -258,10 +258,10 @@ async def active_phase(path: Path_, count: int, parallel: int, keys: int) -> dic
     }
 
 
-async def hostile_phase(path: Path_, keys: int) -> dict[str, float]:
-    """The probe while another user reads an endless stream in the smallest packets allowed."""
+async def hostile_phase(path: Path_, keys: int, packet: int) -> dict[str, float]:
+    """The probe while another user reads an endless stream in packets of `packet` bytes."""
     process, connections = await path.open(1, "cat /dev/zero", term=False,
-                                           max_pktsize=int(os.environ.get("PKT", "1024")), window=64 * 1024 * 1024)
+                                           max_pktsize=packet, window=64 * 1024 * 1024)
     held = Held([process], connections, [asyncio.create_task(drain(process))])
     try:
         await asyncio.sleep(1)
@@ -338,7 +338,7 @@ async def run(args: argparse.Namespace, paths: list[Path_]) -> dict[str, dict[st
         if args.active:
             figures["active"][path.name] = await active_phase(path, args.active, args.parallel, args.keys)
         if args.hostile:
-            figures["hostile"][path.name] = await hostile_phase(path, args.keys)
+            figures["hostile"][path.name] = await hostile_phase(path, args.keys, args.hostile_packet)
         if args.bulk:
             figures["bulk"][path.name] = await asyncio.to_thread(
                 bulk_phase, path, args.bulk, args.mb * 1_000_000, args.payload)
@@ -352,7 +352,9 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=200, help="sessions printing every 100 ms (0: skip)")
     parser.add_argument("--keys", type=int, default=300, help="keystrokes the probe times")
     parser.add_argument("--hostile", action="store_true",
-                        help="also time the probe while another session reads /dev/zero in 1 KB packets")
+                        help="also time the probe while another session reads /dev/zero")
+    parser.add_argument("--hostile-packet", type=int, default=1024,
+                        help="the maximum packet size that session asks for (the bastion's floor: 1024)")
     parser.add_argument("--bulk", type=int, default=8, help="bulk sessions at once (0: skip)")
     parser.add_argument("--mb", type=int, default=100, help="MB each bulk session sends")
     parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text")
@@ -381,7 +383,8 @@ def main() -> None:
         print(f"  added by the bastion: p50 {b['p50_ms'] - o['p50_ms']:+.2f} ms, "
               f"p99 {b['p99_ms'] - o['p99_ms']:+.2f} ms")
     if figures["hostile"]:
-        print(f"a probe typing {args.keys} keys while another session reads /dev/zero in 1 KB packets:")
+        print(f"a probe typing {args.keys} keys while another session reads /dev/zero"
+              f" in {args.hostile_packet}-byte packets:")
         row("keystroke to echo, p50", "p50_ms", figures["hostile"], " ms")
         row("keystroke to echo, p99", "p99_ms", figures["hostile"], " ms")
     if figures["bulk"]:
