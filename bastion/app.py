@@ -26,11 +26,13 @@ from bastion.state.events import (
     ApprovalsCancelledAtStart,
     CommandDecision,
     ConfigReloadFailed,
+    LiveSessionUpdateFailed,
     ReloadNeedsRestart,
     RulesReloaded,
     RulesReloadFailed,
 )
 from bastion.state.keys import KeyStore
+from bastion.state.live import Registry
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.notify import Notifier
 from bastion.web.service import WebService
@@ -75,6 +77,10 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     else:
         recording_stage = list
     state.sso = SSO(config, keys, Directory(config.state_db), audit)
+    state.registry = Registry(
+        config.state_db,
+        lambda session, reason: audit.write(LiveSessionUpdateFailed(session=session, reason=reason)),
+    )
     # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
     approvals = ApprovalStore(config.state_db, masker=text_masker)
     notify = _web(config, state, approvals)

@@ -184,6 +184,15 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may use the bastion's own commands (`ssh bastion ...`) beyond their own sessions: groups
+    (a user's config and single sign-on groups), or user names."""
+
+    reviewers: frozenset[str] = frozenset()  # list, watch and replay every session
+    admins: frozenset[str] = frozenset()  # and kill any session (admins are reviewers too)
+
+
+@dataclass(frozen=True)
 class CertificateSettings:
     ttl: int = 120
     backdate: int = 30
@@ -249,6 +258,7 @@ class BastionConfig:
     login_timeout: int = 60
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     masking: MaskingSettings = field(default_factory=MaskingSettings)
@@ -371,6 +381,13 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
     )
     table.finish()
     return target
+
+
+def _access(table: _Table) -> AccessSettings:
+    access = AccessSettings(reviewers=frozenset(table.strings("reviewers")),
+                            admins=frozenset(table.strings("admins")))
+    table.finish()
+    return access
 
 
 def _limits(table: _Table) -> LimitSettings:
@@ -569,6 +586,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         raise ConfigError(f"{certs.where} ttl: must be between 10s and 24h")
 
     limits = _limits(_Table(top.get("limits", dict, {}), f"{where}: [limits]"))
+    access = _access(_Table(top.get("access", dict, {}), f"{where}: [access]"))
 
     sess = _Table(top.get("session", dict, {}), f"{where}: [session]")
     session = SessionSettings(
@@ -642,6 +660,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         ),
         certificates=certificates,
         limits=limits,
+        access=access,
         session=session,
         recording=recording,
         masking=masking,

@@ -53,14 +53,6 @@ CREATE TABLE IF NOT EXISTS revoked_users (
 CREATE TABLE IF NOT EXISTS revoked_certificates (
     serial INTEGER PRIMARY KEY
 );
-CREATE TABLE IF NOT EXISTS live_sessions (
-    session TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    target TEXT NOT NULL,
-    login TEXT NOT NULL,
-    started REAL NOT NULL,
-    pid INTEGER NOT NULL
-);
 """
 ALLOWED_KEY_TYPES = (
     "ssh-ed25519",
@@ -273,37 +265,6 @@ class Directory:
 
     def revoked_serials(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT serial FROM revoked_certificates ORDER BY serial")]
-
-    # -- live sessions (so `bastion users list` in another process sees them) ----------------------
-
-    def session_started(self, session: str, user: str, target: str, login: str) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO live_sessions VALUES (?,?,?,?,?,?)",
-            (session, user, target, login, time.time(), os.getpid()),
-        )
-
-    def session_ended(self, session: str) -> None:
-        self.db.execute("DELETE FROM live_sessions WHERE session = ?", (session,))
-
-    def clear_sessions(self) -> None:
-        """At start-up: sessions of bastion processes that are gone, are gone."""
-        for (pid,) in list(self.db.execute("SELECT DISTINCT pid FROM live_sessions")):
-            try:
-                os.kill(pid, 0)
-                alive = pid != os.getpid()
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
-            if not alive:
-                self.db.execute("DELETE FROM live_sessions WHERE pid = ?", (pid,))
-
-    def live_sessions(self) -> list[tuple[str, str, str, str, float]]:
-        return list(
-            self.db.execute(
-                "SELECT session, user, target, login, started FROM live_sessions ORDER BY started"
-            )
-        )
 
 
 def check_public_key(text: str, ca: asyncssh.SSHKey) -> asyncssh.SSHKey:

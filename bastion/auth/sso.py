@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from bastion.state.audit import AuditLog
 from bastion.state.events import (
     CertificateIssued,
     CertificateRefused,
-    LiveSessionUpdateFailed,
     SSOLogin,
     SSOLoginAbandoned,
     SSOLoginFailed,
@@ -176,9 +174,7 @@ class SSO:
         write_krl(self.krl_path, self.keys.login_ca.convert_to_public(), self.directory.revoked_serials())
 
     async def prepare(self) -> None:
-        """At start-up: sessions of bastion processes that are gone are forgotten, and the
-        revocation list is published (ssh-keygen)."""
-        await self.directory.thread.run(self.directory.clear_sessions)
+        """At start-up: the revocation list is published (ssh-keygen)."""
         await self.directory.thread.run(self.publish_krl)
 
     async def watch_revocations(self, end_user: Any) -> None:
@@ -187,24 +183,3 @@ class SSO:
             for user in await self.directory.thread.run(self.directory.revoked_users):
                 end_user(user)
             await asyncio.sleep(REVOCATION_POLL)
-
-    # -- live sessions, for `bastion users list` in other processes -----------------------------------
-    # Called from asyncssh's synchronous callbacks: written in order on the directory's thread,
-    # without waiting; a failed write is logged.
-
-    def session_started(self, session: str, user: str, target: str, login: str) -> None:
-        self.directory.thread.later(
-            self._live_sessions_failed(session), self.directory.session_started, session, user, target, login
-        )
-
-    def session_ended(self, session: str) -> None:
-        self.directory.thread.later(
-            self._live_sessions_failed(session), self.directory.session_ended, session
-        )
-
-    def _live_sessions_failed(self, session: str) -> Callable[[BaseException], None]:
-        def failed(exc: BaseException) -> None:
-            reason = str(exc) or type(exc).__name__
-            self.audit.write(LiveSessionUpdateFailed(session=session, reason=reason))
-
-        return failed

@@ -18,6 +18,7 @@ from bastion.auth.directory import Directory, certificate_info, krl_path, write_
 from bastion.auth.oidc import OIDCClient, OIDCError
 from bastion.cli.common import failure, keys_for
 from bastion.config import BastionConfig, OIDCSettings
+from bastion.state.live import LiveSessions
 
 STATE_FILE = Path("~/.config/bastion/login.json")
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -185,8 +186,8 @@ def _status(state: dict[str, Any]) -> None:
 def _list_users(config: BastionConfig) -> None:
     directory = Directory(config.state_db)
     sessions: dict[str, list[str]] = {}
-    for session, user, target, login, _ in directory.live_sessions():
-        sessions.setdefault(user, []).append(f"{login}@{target} ({session})")
+    for session in LiveSessions(config.state_db).list():
+        sessions.setdefault(session.user, []).append(f"{session.login}@{session.target} ({session.session})")
     revoked = set(directory.revoked_users())
     sso = {u.user: u for u in directory.sso_users()}
     for name in sorted(set(config.users) | set(sso) | revoked):
@@ -262,7 +263,7 @@ def register(
 
         krl = krl_path(config.state_db)
         write_krl(krl, keys_for(config).login_ca.convert_to_public(), directory.revoked_serials())
-        live = [s for s in directory.live_sessions() if s[1] == name]
+        live = LiveSessions(config.state_db).list(user=name)
         click.echo(
             f"revoked {name}: {len(serials)} certificates on the revocation list ({krl});"
             f" {len(live)} live sessions end within seconds"

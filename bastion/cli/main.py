@@ -14,6 +14,7 @@ from bastion import __version__
 from bastion.cli import login as login_cli
 from bastion.cli import recordings as recordings_cli
 from bastion.cli import screening as screening_cli
+from bastion.cli import sessions as sessions_cli
 from bastion.cli.common import failure, keys_for
 from bastion.config import BastionConfig, load_config
 from bastion.core.durations import parse_duration
@@ -312,6 +313,7 @@ def demo(state_dir: Path, port: int) -> None:
 recordings_cli.register(main, config_option, _load)
 screening_cli.register(main, config_option, _load)
 login_cli.register(main, config_option, _load)
+sessions_cli.register(main, config_option, _load)
 player_cli.register(main, _load)
 
 

@@ -53,6 +53,7 @@ class SessionRelay:
         env_allow: tuple[str, ...],
         on_end: Callable[[SessionRelay], None],
         masker: TextMasker,
+        on_start: Callable[[SessionRelay], None] | None = None,
     ) -> None:
         self.info = info
         self.pipeline = pipeline
@@ -67,6 +68,7 @@ class SessionRelay:
         self._upstream_conn = upstream
         self._env_allow = env_allow
         self._on_end = on_end
+        self._on_start = on_start
         self._client: asyncssh.SSHServerChannel[bytes] | None = None
         self._target: asyncssh.SSHClientChannel[bytes] | None = None
         self._client_reading: _Pause | None = None
@@ -94,6 +96,8 @@ class SessionRelay:
         """Shell/exec/subsystem accepted: open the upstream channel before reading input."""
         assert self._client_reading is not None
         self._client_reading.hold("upstream")
+        if self._on_start is not None:
+            self._on_start(self)  # what the client asked for is known now (shell, exec, subsystem)
         asyncio.get_running_loop().create_task(self._open_upstream())
 
     async def _open_upstream(self) -> None:

@@ -24,6 +24,7 @@ from bastion.core.certs import new_session_id
 from bastion.core.limits import session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target
+from bastion.core.stored import stored_command
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.limits import StartupGuard
 from bastion.ssh.relay import InnerSession, SessionRelay
@@ -42,8 +43,10 @@ from bastion.state.events import (
     ForwardRefused,
     JumpAllowed,
     JumpRefused,
+    LiveSessionUpdateFailed,
     LoginRefused,
     SessionEnded,
+    SessionKilled,
     SessionLimitReached,
     SessionRevoked,
     SessionStarted,
@@ -52,6 +55,8 @@ from bastion.state.events import (
     UpstreamFailed,
 )
 from bastion.state.keys import KeyStore
+from bastion.state.live import KillRequest, LiveSession, Registry
+from recorder.printable import printable
 from recorder.transfers import SessionKind
 
 # OpenSSH clients decide the cipher on hops where they are the client; we accept what they
@@ -76,6 +81,8 @@ SERVER_ALGORITHMS: dict[str, list[str]] = {
 SUBSYSTEMS = frozenset({"sftp"})
 # Upstream retries stop this long before the inner login times out: the user still reads why.
 LOGIN_MARGIN = 5.0
+LIVE_POLL = 0.5  # how often activity is written to the registry and kill requests are read
+KILL_REASON_MAX = 200  # characters of a kill's reason shown to the user
 StageFactory = Callable[[], list[SessionStage]]
 
 
@@ -107,6 +114,8 @@ class BastionState:
     identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
     relays: set[SessionRelay] = field(default_factory=set)
     jumps: set[Jump] = field(default_factory=set)
+    registry: Registry | None = None  # the live-session registry in the state database
+    live: dict[str, tuple[SessionRelay, InnerServer]] = field(default_factory=dict)  # by session id
 
     def sessions_of(self, user: str) -> int:
         """The jumps `user` holds open (what `limits.sessions_per_user` bounds)."""
@@ -344,6 +353,8 @@ class InnerServer(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._upstream: UpstreamConnection | None = None
         self._login_deadline = 0.0
+        self._relays: set[SessionRelay] = set()
+        self._killed = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -421,21 +432,55 @@ class InnerServer(asyncssh.SSHServer):
             env_allow=state.config.session.env_allow,
             on_end=self._session_ended,
             masker=state.text_masker,
+            on_start=self._session_began,
         )
         state.relays.add(relay)
-        if state.sso is not None:
-            state.sso.session_started(info.session_id, info.user, info.target, info.login)
+        self._relays.add(relay)
         state.audit.write(SessionStarted(
             session=info.session_id, user=info.user, target=info.target,
             login=info.login, client=info.client_address, key_id=info.key_id,
         ))
         return InnerSession(relay, allow_subsystems=SUBSYSTEMS)  # type: ignore[return-value]
 
+    def _session_began(self, relay: SessionRelay) -> None:
+        """The client said what the session is: it is live, in the registry, from now on."""
+        state, info = self._jump.state, relay.info
+        state.live[info.session_id] = (relay, self)
+        if state.registry is None:
+            return
+        transfer = info.transfer
+        command = stored_command(info.command, state.text_masker).text if info.command else None
+        now = time.time()
+        state.registry.started(LiveSession(
+            session=info.session_id, user=info.user, target=info.target, login=info.login,
+            kind=transfer.value if transfer is not None else info.kind.value, command=command,
+            client=info.client_address, started=now, last_activity=now, bytes_in=0, bytes_out=0,
+            instance=state.registry.instance,
+            recording=info.session_id if state.config.recording.enabled else None,
+        ))
+
+    def kill(self, relay: SessionRelay, by: str, reason: str) -> None:
+        """End one session on request: a marker in its recording, one line to the user; the
+        inner and upstream connections close once this jump carries no other session."""
+        self._killed = True
+        relay.marker("killed", f"by {by}: {reason}")
+        relay.end(f"bastion: session ended by {by}: {reason}")
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._upstream is not None:
+            self._upstream.close()
+
     def _session_ended(self, relay: SessionRelay) -> None:
         state, info = self._jump.state, relay.info
         state.relays.discard(relay)
-        if state.sso is not None:
-            state.sso.session_ended(info.session_id)
+        self._relays.discard(relay)
+        if state.live.pop(info.session_id, None) is not None and state.registry is not None:
+            state.registry.ended(info.session_id)
+        if self._killed and not self._relays:
+            # A moment for the line to reach the client, then the connections go.
+            asyncio.get_running_loop().call_later(1.0, self._close)
         state.audit.write(SessionEnded(
             session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
@@ -479,6 +524,7 @@ class Bastion:
         self._server: asyncio.Server | None = None
         self._startup = StartupGuard(state.config.limits, state.audit)
         self._watcher: asyncio.Task[None] | None = None
+        self._live_watcher: asyncio.Task[None] | None = None
         self._ending: set[asyncssh.SSHServerConnection] = set()
 
     @property
@@ -496,6 +542,9 @@ class Bastion:
         if self.state.sso is not None:
             await self.state.sso.prepare()
             self._watcher = loop.create_task(self.state.sso.watch_revocations(self.end_user))
+        if self.state.registry is not None:
+            await self.state.registry.prepare()
+            self._live_watcher = loop.create_task(self._watch_live(self.state.registry))
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.ssh.transport), so the listener is made here.
         options = asyncssh.SSHServerConnectionOptions(
@@ -537,8 +586,9 @@ class Bastion:
         for conn in list(self.state.connections):
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "bastion shutting down")
         await asyncio.sleep(0)
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for watcher in (self._watcher, self._live_watcher):
+            if watcher is not None:
+                watcher.cancel()
         for service in self.state.services:
             await service.stop()
         for hook in self.state.on_stop:
@@ -556,6 +606,46 @@ class Bastion:
                 self._ending.add(conn)
                 # A moment for the session's message to reach the client, then the connection goes.
                 loop.call_later(1.0, self._disconnect, conn)
+
+    async def _watch_live(self, registry: Registry) -> None:
+        """Keep the registry's activity figures current and carry out kill requests made by any
+        process with the state database (as revocations are)."""
+        seen: dict[str, tuple[int, int]] = {}
+        while True:
+            now = time.time()
+            updates = []
+            for session, (relay, _) in self.state.live.items():
+                counts = (relay.bytes_in, relay.bytes_out)
+                if seen.get(session, (0, 0)) != counts:
+                    updates.append((session, now, *counts))
+                seen[session] = counts
+            for gone in seen.keys() - self.state.live.keys():
+                del seen[gone]
+            registry.activity(updates)
+            try:
+                kills = await registry.kills()
+            except Exception as exc:  # noqa: BLE001 - the database failed: say so, try again
+                reason = str(exc) or type(exc).__name__
+                self.state.audit.write(LiveSessionUpdateFailed(session="*", reason=reason))
+                kills = []
+            for kill in kills:
+                self.kill(kill)
+                registry.kill_done(kill.session)
+            await asyncio.sleep(LIVE_POLL)
+
+    def kill(self, request: KillRequest) -> bool:
+        """End a live session this instance serves; False if it is not here (any more)."""
+        entry = self.state.live.get(request.session)
+        if entry is None:
+            return False
+        relay, inner = entry
+        by = printable(request.by)[:64]
+        reason = printable(request.reason)[:KILL_REASON_MAX] or "no reason given"
+        info = relay.info
+        self.state.audit.write(SessionKilled(session=info.session_id, user=info.user, target=info.target,
+                                             by=by, reason=reason))
+        inner.kill(relay, by, reason)
+        return True
 
     def _disconnect(self, conn: asyncssh.SSHServerConnection) -> None:
         self._ending.discard(conn)

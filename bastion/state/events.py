@@ -250,6 +250,29 @@ class SessionRevoked(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SessionKilled(LogEvent):
+    """A live session ended on request (`bastion sessions kill`, or over ssh to the bastion)."""
+
+    name = "session_killed"
+    session: str
+    user: str
+    target: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionKillRequested(LogEvent):
+    """Someone asked for a live session to end; the instance serving it ends it."""
+
+    name = "session_kill_requested"
+    session: str
+    by: str
+    reason: str
+    via: str  # "cli" or "ssh"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ForwardRefused(LogEvent):
     name = "forward_refused"
     session: str

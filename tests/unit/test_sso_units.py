@@ -76,14 +76,3 @@ def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: as
     other_process = Directory(tmp_path / "state.db")
     with pytest.raises(SSOError, match="too many certificates"):  # the count is in the database
         other_process.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
-
-
-def test_live_sessions_of_gone_processes_are_cleared(directory: Directory) -> None:
-    directory.session_started("s1", "alice", "db-1", "root")
-    directory.db.execute("INSERT INTO live_sessions VALUES ('s2', 'bob', 'db-1', 'root', 0, 999999999)")
-    directory.clear_sessions()
-    assert directory.live_sessions() == []
-    directory.session_started("s3", "alice", "db-1", "root")
-    assert [s[0] for s in directory.live_sessions()] == ["s3"]
-    directory.session_ended("s3")
-    assert directory.live_sessions() == []

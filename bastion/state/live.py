@@ -1,0 +1,272 @@
+"""The live-session registry: who is connected now, through which instance, and kill requests.
+
+One row per session channel in the state database, written by the instance that serves it and
+read by every process with the database (`bastion sessions list`, `bastion users list`, the
+bastion's own commands over ssh). A kill is a row in `session_kills`: whoever asks writes it,
+the instance that holds the session picks it up (it polls, as it does for revocations), ends
+the session and marks the request done. Nothing here needs the serving process to answer.
+
+Everything the registry does is in `LiveSessions`; callers never touch its tables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.state.approvals import open_state_db
+from bastion.state.dbthread import DatabaseThread
+from recorder.printable import printable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_sessions (
+    session TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    started REAL NOT NULL,
+    pid INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_kills (
+    session TEXT PRIMARY KEY,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested REAL NOT NULL,
+    done REAL
+);
+"""
+# Columns the registry gained after `live_sessions` first shipped (user, target, login, started,
+# pid); databases made before them get them here.
+COLUMNS = (
+    ("instance", "TEXT NOT NULL DEFAULT ''"),
+    ("kind", "TEXT NOT NULL DEFAULT ''"),
+    ("command", "TEXT"),
+    ("client", "TEXT NOT NULL DEFAULT ''"),
+    ("last_activity", "REAL NOT NULL DEFAULT 0"),
+    ("bytes_in", "INTEGER NOT NULL DEFAULT 0"),
+    ("bytes_out", "INTEGER NOT NULL DEFAULT 0"),
+    ("recording", "TEXT"),
+)
+FIELDS = ("session, user, target, login, kind, command, client, started, last_activity, bytes_in,"
+          " bytes_out, instance, recording")
+
+
+def new_instance_id() -> str:
+    """This process's name in the registry: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    session: str
+    user: str
+    target: str
+    login: str
+    kind: str  # shell, exec, sftp, scp, rsync, subsystem
+    command: str | None  # masked, as stored everywhere else
+    client: str
+    started: float
+    last_activity: float
+    bytes_in: int
+    bytes_out: int
+    instance: str
+    recording: str | None
+
+    def idle(self, now: float) -> float:
+        return max(0.0, now - (self.last_activity or self.started))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.session, "user": self.user, "target": self.target, "login": self.login,
+            "kind": self.kind, "command": self.command, "client": self.client, "started": self.started,
+            "last_activity": self.last_activity, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "instance": self.instance, "recording": self.recording,
+        }
+
+
+@dataclass(frozen=True)
+class KillRequest:
+    session: str
+    by: str
+    reason: str
+
+
+class LiveSessions:
+    """Synchronous (SQLite); the serving bastion calls it on a database thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = open_state_db(path, SCHEMA)
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(live_sessions)")}
+        for column, kind in COLUMNS:
+            if column not in present:
+                self.db.execute(f"ALTER TABLE live_sessions ADD COLUMN {column} {kind}")
+
+    # -- the serving instance ------------------------------------------------------------------
+
+    def started(self, entry: LiveSession) -> None:
+        self.db.execute(
+            f"INSERT OR REPLACE INTO live_sessions ({FIELDS}, pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            (entry.session, entry.user, entry.target, entry.login, entry.kind, entry.command, entry.client,
+             entry.started, entry.last_activity, entry.bytes_in, entry.bytes_out, entry.instance,
+             entry.recording, os.getpid()),
+        )
+        self.db.execute("DELETE FROM session_kills WHERE session = ?", (entry.session,))
+
+    def activity(self, updates: list[tuple[str, float, int, int]]) -> None:
+        """(session, last activity, bytes in, bytes out) of sessions that moved."""
+        self.db.executemany(
+            "UPDATE live_sessions SET last_activity = ?, bytes_in = ?, bytes_out = ? WHERE session = ?",
+            [(at, bytes_in, bytes_out, session) for session, at, bytes_in, bytes_out in updates],
+        )
+
+    def described(self, session: str, kind: str, command: str | None) -> None:
+        """What the session turned out to be once the client asked for it (shell, exec...)."""
+        self.db.execute("UPDATE live_sessions SET kind = ?, command = ? WHERE session = ?",
+                        (kind, command, session))
+
+    def ended(self, session: str) -> None:
+        self.db.execute("DELETE FROM live_sessions WHERE session = ?", (session,))
+        self.db.execute("DELETE FROM session_kills WHERE session = ?", (session,))
+
+    def kills_for(self, instance: str) -> list[KillRequest]:
+        """Kill requests not yet carried out for sessions this instance serves."""
+        rows = self.db.execute(
+            "SELECT k.session, k.by, k.reason FROM session_kills k JOIN live_sessions s"
+            " ON s.session = k.session WHERE s.instance = ? AND k.done IS NULL ORDER BY k.requested",
+            (instance,))
+        return [KillRequest(*row) for row in rows]
+
+    def kill_done(self, session: str) -> None:
+        self.db.execute("UPDATE session_kills SET done = ? WHERE session = ?", (time.time(), session))
+
+    def clear_gone(self, instance: str) -> int:
+        """At start-up: rows of bastion processes on this host that are gone, and this instance's
+        own leftovers, are removed. Rows of live processes (or other hosts) are left alone."""
+        host = socket.gethostname()
+        removed = 0
+        for row_instance, pid in list(self.db.execute("SELECT DISTINCT instance, pid FROM live_sessions")):
+            same_host = not row_instance or row_instance.split(":", 1)[0] == host
+            if row_instance == instance or (same_host and not _alive(pid)):
+                removed += self.db.execute("DELETE FROM live_sessions WHERE instance = ? AND pid = ?",
+                                           (row_instance, pid)).rowcount
+        self.db.execute("DELETE FROM session_kills WHERE session NOT IN (SELECT session FROM live_sessions)")
+        return removed
+
+    # -- anyone ------------------------------------------------------------------------------------
+
+    def list(self, *, user: str | None = None, target: str | None = None) -> list[LiveSession]:
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if target is not None:
+            where.append("target = ?")
+            args.append(target)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(f"SELECT {FIELDS} FROM live_sessions{clause} ORDER BY started", args)  # noqa: S608
+        return [LiveSession(*row) for row in rows]
+
+    def get(self, session: str) -> LiveSession | None:
+        row = self.db.execute(f"SELECT {FIELDS} FROM live_sessions WHERE session = ?",  # noqa: S608
+                              (session,)).fetchone()
+        return LiveSession(*row) if row is not None else None
+
+    def request_kill(self, session: str, by: str, reason: str) -> LiveSession | None:
+        """Ask the instance serving `session` to end it; None if no such session is live."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            live = self.get(session)
+            if live is not None:
+                self.db.execute("INSERT OR REPLACE INTO session_kills VALUES (?,?,?,?,NULL)",
+                                (session, by, reason, time.time()))
+        finally:
+            self.db.execute("COMMIT")
+        return live
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+class Registry:
+    """The serving instance's side, on its event loop: writes go to the registry's thread in
+    order, without waiting (a session never waits for the registry); a failed write is reported
+    to `failed` (session, reason) and the session goes on."""
+
+    def __init__(self, path: Path, failed: Callable[[str, str], None]) -> None:
+        self.store = LiveSessions(path)
+        self.thread = DatabaseThread("live-db")
+        self.instance = new_instance_id()
+        self._failed = failed
+
+    def _later(self, session: str, fn: Callable[..., object], *args: object) -> None:
+        def failed(exc: BaseException) -> None:
+            self._failed(session, str(exc) or type(exc).__name__)
+
+        self.thread.later(failed, fn, *args)
+
+    async def prepare(self) -> None:
+        await self.thread.run(self.store.clear_gone, self.instance)
+
+    def started(self, entry: LiveSession) -> None:
+        self._later(entry.session, self.store.started, entry)
+
+    def ended(self, session: str) -> None:
+        self._later(session, self.store.ended, session)
+
+    def activity(self, updates: list[tuple[str, float, int, int]]) -> None:
+        if updates:
+            self._later(updates[0][0], self.store.activity, updates)
+
+    async def kills(self) -> list[KillRequest]:
+        return await self.thread.run(self.store.kills_for, self.instance)
+
+    def kill_done(self, session: str) -> None:
+        self._later(session, self.store.kill_done, session)
+
+
+def human_bytes(count: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if count < 1024 or unit == "G":
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count}"
+
+
+def human_age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def session_table(sessions: list[LiveSession], now: float) -> list[str]:
+    """Live sessions as lines for a terminal: one header, one line per session. What a session
+    put in its command is escaped (it reaches the reader's terminal)."""
+    lines = [f"{'ID':<20} {'USER':<12} {'LOGIN@TARGET':<24} {'KIND':<8} {'CLIENT':<21} {'STARTED':<8} "
+             f"{'IDLE':>7} {'IN':>7} {'OUT':>7}  INSTANCE  RECORDING  COMMAND"]
+    for s in sessions:
+        started = time.strftime("%H:%M:%S", time.localtime(s.started))
+        idle, sent, received = human_age(s.idle(now)), human_bytes(s.bytes_in), human_bytes(s.bytes_out)
+        command = printable(s.command) if s.command else ""
+        lines.append(
+            f"{s.session:<20} {s.user:<12} {s.login + '@' + s.target:<24} {s.kind or '-':<8} {s.client:<21} "
+            f"{started:<8} {idle:>7} {sent:>7} {received:>7}"
+            f"  {s.instance or '-'}  {s.recording or '-'}  {command}".rstrip()
+        )
+    return lines

@@ -1,0 +1,87 @@
+"""The live-session registry on its own: rows, kill requests, start-up cleanup, old databases."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+from bastion.state.live import LiveSession, LiveSessions, new_instance_id
+
+ENTRY = LiveSession(session="s1", user="alice", target="db-1", login="root", kind="exec", command="uptime",
+                    client="127.0.0.1:5000", started=100.0, last_activity=100.0, bytes_in=0, bytes_out=0,
+                    instance="here:1:a", recording="s1")
+
+
+def test_a_session_is_listed_with_its_fields_until_it_ends(tmp_path: Path) -> None:
+    live = LiveSessions(tmp_path / "state.db")
+    live.started(ENTRY)
+    live.started(replace(ENTRY, session="s2", user="bob", target="web-1", kind="shell", command=None))
+    live.activity([("s1", 130.0, 12, 3400)])
+    other_process = LiveSessions(tmp_path / "state.db")
+    assert other_process.get("s1") == replace(ENTRY, last_activity=130.0, bytes_in=12, bytes_out=3400)
+    assert [s.session for s in other_process.list()] == ["s1", "s2"]
+    assert [s.session for s in other_process.list(user="bob")] == ["s2"]
+    assert [s.session for s in other_process.list(target="db-1")] == ["s1"]
+    assert other_process.get("s1").idle(140.0) == 10.0  # type: ignore[union-attr]
+    live.ended("s1")
+    assert [s.session for s in other_process.list()] == ["s2"]
+
+
+def test_a_kill_request_reaches_the_instance_that_serves_the_session(tmp_path: Path) -> None:
+    live = LiveSessions(tmp_path / "state.db")
+    live.started(ENTRY)
+    live.started(replace(ENTRY, session="s2", instance="there:2:b"))
+    cli = LiveSessions(tmp_path / "state.db")
+    assert cli.request_kill("nope", "bob", "why") is None  # nothing to kill, nothing written
+    assert cli.request_kill("s1", "bob", "maintenance") == ENTRY
+    assert cli.request_kill("s2", "bob", "other instance") is not None
+    [kill] = live.kills_for("here:1:a")
+    assert (kill.session, kill.by, kill.reason) == ("s1", "bob", "maintenance")
+    live.kill_done("s1")
+    assert live.kills_for("here:1:a") == []
+    assert [k.session for k in live.kills_for("there:2:b")] == ["s2"]
+    live.ended("s2")
+    assert live.kills_for("there:2:b") == []
+
+
+def test_a_new_session_with_an_old_id_does_not_inherit_a_kill(tmp_path: Path) -> None:
+    live = LiveSessions(tmp_path / "state.db")
+    live.started(ENTRY)
+    live.request_kill("s1", "bob", "x")
+    live.started(ENTRY)
+    assert live.kills_for(ENTRY.instance) == []
+
+
+def test_start_up_clears_rows_of_gone_processes_only(tmp_path: Path) -> None:
+    live = LiveSessions(tmp_path / "state.db")
+    me = new_instance_id()
+    host = me.split(":", 1)[0]
+    live.started(replace(ENTRY, session="mine-before", instance=me))
+    live.started(replace(ENTRY, session="gone", instance=f"{host}:999999999:x"))
+    live.db.execute("UPDATE live_sessions SET pid = 999999999 WHERE session = 'gone'")
+    live.started(replace(ENTRY, session="elsewhere", instance="another-host:1:y"))
+    live.db.execute("UPDATE live_sessions SET pid = 999999999 WHERE session = 'elsewhere'")
+    parent = replace(ENTRY, session="alive", instance=f"{host}:{os.getppid()}:z")
+    live.started(parent)
+    live.db.execute("UPDATE live_sessions SET pid = ? WHERE session = 'alive'", (os.getppid(),))
+    live.request_kill("gone", "bob", "x")
+    live.clear_gone(me)
+    assert sorted(s.session for s in live.list()) == ["alive", "elsewhere"]
+    assert live.db.execute("SELECT COUNT(*) FROM session_kills").fetchone()[0] == 0
+
+
+def test_a_database_from_before_the_registry_gains_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE live_sessions (session TEXT PRIMARY KEY, user TEXT NOT NULL, target TEXT NOT NULL,"
+               " login TEXT NOT NULL, started REAL NOT NULL, pid INTEGER NOT NULL)")
+    db.execute("INSERT INTO live_sessions VALUES ('old', 'alice', 'db-1', 'root', 5, 1)")
+    db.commit()
+    db.close()
+    live = LiveSessions(path)
+    [old] = live.list()
+    assert (old.session, old.kind, old.bytes_in, old.instance) == ("old", "", 0, "")
+    live.started(ENTRY)
+    assert live.get("s1") == ENTRY
