@@ -228,17 +228,22 @@ class Directory:
                 f"too many certificates for this identity; try again in {int(window)} s"
             )
 
-    def certificate_allowed(self, user: str, serial: int | None) -> str | None:
-        """Why a presented login certificate is refused now, or None."""
+    def certificate_allowed(self, user: str, serial: int | None, fingerprint: str) -> str | None:
+        """Why a presented login certificate is refused now, or None. `fingerprint` is the
+        SHA-256 fingerprint of the certified key: it must be the one recorded at issue (a
+        certificate reusing an issued serial for another key is not that certificate)."""
         if self.revoked(user):
             return f"user {user} has been revoked"
-        row = self.db.execute("SELECT user FROM user_certificates WHERE serial = ?", (serial,)).fetchone()
+        row = self.db.execute("SELECT user, fingerprint FROM user_certificates WHERE serial = ?",
+                              (serial,)).fetchone()
         if self.db.execute("SELECT 1 FROM revoked_certificates WHERE serial = ?", (serial,)).fetchone():
             return "certificate revoked"
         if row is None:
             return "certificate not issued by this bastion's records"
         if row[0] != user:
             return "certificate was issued to another user"
+        if row[1] != fingerprint:
+            return f"certificate serial {serial} was issued for another key"
         return None
 
     # -- revocation -------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class SSO:
         if cert is None:
             return "no certificate"
         return await self.directory.thread.run(
-            self.directory.certificate_allowed, username, certificate_serial(cert)
+            self.directory.certificate_allowed, username, certificate_serial(cert), cert.key.get_fingerprint()
         )
 
     async def groups(self, username: str) -> frozenset[str]:

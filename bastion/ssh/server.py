@@ -12,10 +12,11 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncssh
 
+from bastion.auth.certificates import login_certificate_refusal
 from bastion.auth.directory import SSOError
 from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSO
@@ -23,7 +24,7 @@ from bastion.config import BastionConfig, TargetConfig
 from bastion.core.certs import new_session_id
 from bastion.core.limits import session_limit_refusal
 from bastion.core.masker import TextMasker
-from bastion.core.policy import Identity, decide_login, decide_target
+from bastion.core.policy import Identity, decide_login, decide_target, printable_name
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.limits import StartupGuard
@@ -133,11 +134,13 @@ class OuterServer(asyncssh.SSHServer):
     def __init__(self, state: BastionState) -> None:
         self._state = state
         self._conn: asyncssh.SSHServerConnection | None = None
-        self._identity: Identity | None = None
+        self._identity: Identity | None = None  # set once authentication has succeeded
+        self._candidate: Identity | None = None  # who the credential being checked would be
         self._client = "?"
         self._client_version = ""
         self._device: DeviceAuthorization | None = None
         self._jumps: set[Jump] = set()  # this connection's live jumps
+        self._names_refused: set[str] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -160,6 +163,7 @@ class OuterServer(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         assert self._conn is not None
         self._client_version = str(self._conn.get_extra_info("client_version", ""))
+        self._candidate = None
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -175,35 +179,45 @@ class OuterServer(asyncssh.SSHServer):
             return True
         return False
 
+    # Each check names who the credential would sign in (`_candidate`); the identity is
+    # recorded only in auth_completed, once asyncssh has also verified the signature.
+
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self._candidate = None
         user = self._state.config.users.get(username)
         ok = user is not None and any(
             key.public_data == known.public_data for known in user.keys
         )
         if ok and user is not None and not await self._revoked(username, "publickey"):
-            self._identity = Identity(user=username, groups=user.groups, method="publickey")
+            self._candidate = Identity(user=username, groups=user.groups, method="publickey")
             return True
         if not ok:
             self._auth_failed(username, "publickey", "unknown key")
         return False
 
-    async def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        # Asked only for certificates; asyncssh then checks principal == username and validity.
-        if key.public_data != self._state.keys.login_ca.public_data:
-            self._auth_failed(username, "certificate", "unknown certificate authority")
-            return False
+    async def certificate_accepted(self, username: str, cert: Any) -> bool:
+        """A login certificate, whole: its form (signer, type, principal, validity, source
+        address), then the SSO directory's records (issued to this user for this key, not
+        revoked). Every refusal is audited with its reason."""
+        self._candidate = None
+        assert self._conn is not None
+        peer = self._conn.get_extra_info("peername") or (None, 0)
+        refusal = login_certificate_refusal(cert, username, self._state.keys.login_ca,
+                                            now=time.time(), peer_address=peer[0])
         sso = self._state.sso
-        user = self._state.config.users.get(username)
-        groups = user.groups if user else frozenset()
-        if sso is not None:
-            cert = getattr(self._conn, "presented_certificate", None)
+        if refusal is None and sso is not None:
             refusal = await sso.certificate_refusal(username, cert)
-            if refusal is not None:
-                self._auth_failed(username, "certificate", refusal)
-                return False
-            groups = await sso.groups(username)
-        self._identity = Identity(user=username, groups=groups, method="certificate")
+        if refusal is not None:
+            self._auth_failed(username, "certificate", refusal)
+            return False
+        user = self._state.config.users.get(username)
+        groups = await sso.groups(username) if sso is not None else user.groups if user else frozenset()
+        self._candidate = Identity(user=username, groups=groups, method="certificate")
         return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # Asked by asyncssh after certificate_accepted has decided on the whole certificate.
+        return key.public_data == self._state.keys.login_ca.public_data
 
     # -- single sign-on inside ssh: keyboard-interactive carrying a device code -------------------
 
@@ -216,6 +230,7 @@ class OuterServer(asyncssh.SSHServer):
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
         sso = self._state.sso
         assert sso is not None
+        self._candidate = None
         if await self._revoked(username, "sso"):
             return False
         try:
@@ -242,14 +257,28 @@ class OuterServer(asyncssh.SSHServer):
             if self._conn is not None:
                 self._conn.send_auth_banner(f"bastion: sign-in failed: {exc}\n")
             return False
-        self._identity = Identity(user=user, groups=groups, method="sso")
+        self._candidate = Identity(user=user, groups=groups, method="sso")
         return True
+
+    def name_refused(self, raw: bytes, problem: str) -> None:
+        """A user name asyncssh never starts a login for: audited once per name."""
+        name = printable_name(raw)
+        if name not in self._names_refused:
+            self._names_refused.add(name)
+            self._auth_failed(name, "none", problem)
 
     def _auth_failed(self, username: str, method: str, reason: str) -> None:
         self._state.audit.write(AuthFailed(client=self._client, user=username, method=method, reason=reason))
 
     def auth_completed(self) -> None:
-        assert self._identity is not None
+        assert self._conn is not None
+        username = self._conn.get_extra_info("username")
+        identity, self._candidate = self._candidate, None
+        if identity is None or identity.user != username:  # never expected: fail closed
+            self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                  "bastion: authentication state is inconsistent")
+            return
+        self._identity = identity
         if isinstance(self._conn, OuterServerConnection):
             self._conn.signed_in()
         if self._conn is not None:
@@ -355,6 +384,7 @@ class InnerServer(asyncssh.SSHServer):
         self._login_deadline = 0.0
         self._relays: set[SessionRelay] = set()
         self._killed = False
+        self._names_refused: set[str] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -364,6 +394,15 @@ class InnerServer(asyncssh.SSHServer):
         self._jump.ended()
         if self._upstream is not None:
             self._upstream.close()
+
+    def name_refused(self, raw: bytes, problem: str) -> None:
+        """A login asyncssh never starts (an empty name) or drops the connection for (control
+        characters, ...): no certificate is made, and the refusal is audited once per name."""
+        jump, name = self._jump, printable_name(raw)
+        if name not in self._names_refused:
+            self._names_refused.add(name)
+            jump.state.audit.write(LoginRefused(reason=problem, user=jump.identity.user,
+                                                target=jump.target.name, login=name, session=jump.session_id))
 
     async def begin_auth(self, username: str) -> bool:
         """Decide the login and log in upstream *now*, so a refusal is a plain auth failure."""

@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_OPEN, MSG_IGNORE
+from asyncssh.constants import MSG_CHANNEL_OPEN, MSG_IGNORE, MSG_USERAUTH_REQUEST
 from asyncssh.packet import SSHPacket
 
 from bastion.core.limits import Admission
+from bastion.core.policy import name_problem
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"
 MIN_PACKET_SIZE = 1024
@@ -96,11 +97,34 @@ def _open_with_floor(conn: SSHConnection, pkttype: int, pktid: int, packet: SSHP
     SSHConnection._process_channel_open(conn, pkttype, pktid, packet)
 
 
+@runtime_checkable
+class NameGate(Protocol):
+    """Told of a user name that never reaches a login decision (see `name_problem`)."""
+
+    def name_refused(self, raw: bytes, problem: str) -> None: ...
+
+
+def _userauth_with_name_check(conn: SSHConnection, pkttype: int, pktid: int,
+                              packet: SSHPacket) -> Any:
+    """asyncssh's user auth request, first telling the owner of a name asyncssh drops the
+    connection for (control characters, not UTF-8, too long) or never starts a login with
+    (empty): the refusal is audited instead of silent."""
+    fields = SSHPacket(packet.get_remaining_payload())  # read ahead; `packet` stays unread
+    raw = fields.get_string()
+    problem = name_problem(raw)
+    owner = conn._owner
+    if problem is not None and isinstance(owner, NameGate):
+        owner.name_refused(raw, problem)
+    return SSHConnection._process_userauth_request(conn, pkttype, pktid, packet)
+
+
 class _PacketSizeFloor(SSHConnection):
-    """Mixin for the server connections: channels with a tiny maximum packet size are refused."""
+    """Mixin for the server connections: channels with a tiny maximum packet size are refused,
+    and user names that are refused before any login decision are reported to the owner."""
 
     # asyncssh dispatches packets through this class-level table.
-    _packet_handlers = {**SSHConnection._packet_handlers, MSG_CHANNEL_OPEN: _open_with_floor}
+    _packet_handlers = {**SSHConnection._packet_handlers, MSG_CHANNEL_OPEN: _open_with_floor,
+                        MSG_USERAUTH_REQUEST: _userauth_with_name_check}
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -148,14 +172,19 @@ class CoalescingTransport(asyncio.Transport):
         return False
 
 
+@runtime_checkable
+class CertificateGate(Protocol):
+    """The outer server's decision on a login certificate (with its reason audited)."""
+
+    async def certificate_accepted(self, username: str, cert: Any) -> bool: ...
+
+
 class OuterServerConnection(_PacketSizeFloor, _NoIgnorePadding, asyncssh.SSHServerConnection):
     """The connection users' ssh clients make to the bastion.
 
     `admit` decides before any SSH is spoken: refused (None), the transport is already closed
     and asyncssh never sees the connection. Admitted, its place is held until sign-in
     (`signed_in`) or the connection's end."""
-
-    presented_certificate: Any = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: asyncssh.SSHServerConnectionOptions,
                  admit: Callable[[asyncio.BaseTransport], Admission | None]) -> None:
@@ -180,9 +209,12 @@ class OuterServerConnection(_PacketSizeFloor, _NoIgnorePadding, asyncssh.SSHServ
             self._admission.release()
 
     async def _validate_openssh_certificate(self, username: str, cert: Any) -> Any:
-        # asyncssh asks the server object about the CA key only; which certificate (its serial,
-        # for revocation) is kept here for OuterServer.validate_ca_key to look at.
-        self.presented_certificate = cert
+        # asyncssh asks the server object about the CA key only, then refuses a wrong type,
+        # principal or validity without a word: the whole certificate goes to the owner first,
+        # which decides (and audits) every refusal.
+        owner = self._owner
+        if not isinstance(owner, CertificateGate) or not await owner.certificate_accepted(username, cert):
+            return None
         return await super()._validate_openssh_certificate(username, cert)
 
 

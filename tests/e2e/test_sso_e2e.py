@@ -380,6 +380,10 @@ def test_device_codes_are_single_use(world: World) -> None:
 # -- the SSO directory's revocation list, read by OpenSSH ------------------------------------------
 
 
+def fp(issued: Any) -> str:
+    return str(issued.certificate.key.get_fingerprint())
+
+
 @pytest.fixture
 def directory(tmp_path: Path) -> Directory:
     return Directory(tmp_path / "state.db")
@@ -396,7 +400,7 @@ def test_revocation_outlives_restore_for_old_certificates(directory: Directory, 
     old = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
     other = directory.issue(ca, public(), user="bob", identity="idp#s-2", ttl=600)
     assert directory.revoke("alice", "ops-oncall") == [old.serial]
-    assert directory.revoked("alice") and directory.certificate_allowed("alice", old.serial) == "user alice has been revoked"
+    assert directory.revoked("alice") and directory.certificate_allowed("alice", old.serial, fp(old)) == "user alice has been revoked"
     with pytest.raises(SSOError, match="revoked"):
         directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
     with pytest.raises(SSOError, match="revoked"):
@@ -410,6 +414,6 @@ def test_revocation_outlives_restore_for_old_certificates(directory: Directory, 
                                 check=False)
         assert expected in result.stdout, result
     assert directory.restore("alice") and not directory.restore("alice")
-    assert directory.certificate_allowed("alice", old.serial) == "certificate revoked"  # still
+    assert directory.certificate_allowed("alice", old.serial, fp(old)) == "certificate revoked"  # still
     fresh = directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=600)
-    assert directory.certificate_allowed("alice", fresh.serial) is None
+    assert directory.certificate_allowed("alice", fresh.serial, fp(fresh)) is None

@@ -58,9 +58,14 @@ def test_certificates_say_who_and_how_long(directory: Directory, ca: asyncssh.SS
     assert info["principals"] == ["alice"] and info["serial"] == issued.serial
     assert info["valid_before"] == 1_800_003_600 and info["valid_after"] == 1_800_000_000 - 60
     assert info["key_id"] == f"bastion-login user=alice identity=idp#s-1 serial={issued.serial}"
-    assert directory.certificate_allowed("alice", issued.serial) is None
-    assert directory.certificate_allowed("bob", issued.serial) == "certificate was issued to another user"
-    assert directory.certificate_allowed("alice", 12345) == "certificate not issued by this bastion's records"
+    fingerprint = issued.certificate.key.get_fingerprint()
+    assert directory.certificate_allowed("alice", issued.serial, fingerprint) is None
+    assert directory.certificate_allowed("bob", issued.serial, fingerprint) == "certificate was issued to another user"
+    assert directory.certificate_allowed("alice", 12345, fingerprint) == "certificate not issued by this bastion's records"
+    # The same serial on a certificate for another key is not the certificate that was issued.
+    other = asyncssh.generate_private_key("ssh-ed25519").get_fingerprint()
+    assert directory.certificate_allowed("alice", issued.serial, other) == (
+        f"certificate serial {issued.serial} was issued for another key")
     with pytest.raises(SSOError, match="no user name"):
         directory.issue(ca, public(), user="", identity="idp#x", ttl=60)
 
