@@ -13,6 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 enum { OTHER = 0, SEPARATOR = 1, DIGIT = 2 };
 
@@ -103,7 +104,46 @@ digit_run(PyObject *module, PyObject *args)
     return PyBool_FromLong(found);
 }
 
+/* What a chunk of terminal output holds besides text and line ends, in one pass (see
+ * `screen_flags` in masker.py for the meaning of each bit and the same check in Python). */
+enum { UNDRAWN = 1, ESCAPE = 2, NON_ASCII = 4, MOVES = 8, CR = 16 };
+static unsigned char flag[256];
+
+static PyObject *
+screen_flags(PyObject *module, PyObject *args)
+{
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*:screen_flags", &data))
+        return NULL;
+    const unsigned char *s = (const unsigned char *)data.buf;
+    Py_ssize_t n = data.len, i = 0;
+    unsigned int a = 0, b = 0, c = 0, d = 0; /* four accumulators: no dependency chain */
+    for (; i + 4 <= n; i += 4) {
+        a |= flag[s[i]];
+        b |= flag[s[i + 1]];
+        c |= flag[s[i + 2]];
+        d |= flag[s[i + 3]];
+    }
+    for (; i < n; i++)
+        a |= flag[s[i]];
+    unsigned int seen = a | b | c | d;
+    int found = (int)(seen & ~CR);
+    if (seen & CR) { /* a CR not ending a line moves back; a loop without a table vectorises */
+        unsigned char bare = s[n - 1] == '\r';
+        for (i = 0; i + 1 < n; i++)
+            bare |= (s[i] == '\r') & (s[i + 1] != '\n');
+        if (bare)
+            found |= MOVES;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
+    {"screen_flags", screen_flags, METH_VARARGS,
+     "screen_flags(data) -> int\n\n"
+     "Bits: 1 a control character no terminal draws, 2 an escape, 4 a byte that is not ASCII,\n"
+     "8 a move back or across the line (backspace, tab, vertical tab, form feed, a lone CR)."},
     {"digit_run", digit_run, METH_VARARGS,
      "digit_run(data, count) -> bool\n\n"
      "Whether `data` may hold a card number's `count` digits: in a row, consecutive ones at most\n"
@@ -123,5 +163,14 @@ PyInit__digits(void)
     for (int c = '0'; c <= '9'; c++)
         kind[c] = DIGIT;
     kind[' '] = kind['-'] = SEPARATOR;
+    for (int c = 0; c < 0x20; c++)
+        flag[c] = UNDRAWN;
+    flag[0x7f] = UNDRAWN;
+    flag['\n'] = 0;
+    flag[0x1b] = ESCAPE;
+    flag['\b'] = flag['\t'] = flag['\v'] = flag['\f'] = MOVES;
+    flag['\r'] = CR;
+    for (int c = 0x80; c < 0x100; c++)
+        flag[c] = NON_ASCII;
     return PyModule_Create(&module);
 }

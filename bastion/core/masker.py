@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from bastion.core.terminal import ESC_SEQUENCES, ESCAPES, ZERO_WIDTH, ZERO_WIDTHS
+from bastion.core.terminal import (
+    ESC_SEQUENCES,
+    ESCAPES,
+    FLAG_ESCAPE,
+    FLAG_NON_ASCII,
+    FLAG_UNDRAWN,
+    UNDRAWN,
+    UNDRAWNS,
+    screen_flags,
+)
 
 hyperscan: ModuleType | None
 digit_run: Callable[[bytes, int], bool] | None
@@ -48,19 +57,30 @@ except ImportError:  # pragma: no cover - digit runs stay in the Hyperscan scan
 _RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
-CUT_ZERO_WIDTH = (b"\xe2\x80", b"\xe2\x81", b"\xef\xbb", b"\xe2", b"\xef")  # a zero-width character's start
 # An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
 # also reads as a complete two-byte escape), an OSC or DCS without its terminator.
 CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
-HAS_ESCAPE = re.compile(rb"\x1b|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]|\xef\xbb\xbf")
 
 
 def has_escape(data: bytes) -> bool:
-    """Any escape sequence or zero-width character? (`in` is memchr-fast; a regex is not.)"""
-    if b"\x1b" in data:
+    """Any escape sequence or character a terminal does not draw? (One pass in C; the regex
+    only runs on chunks that are not ASCII.)"""
+    flags = screen_flags(data)
+    if flags & (FLAG_ESCAPE | FLAG_UNDRAWN):
         return True
-    # Zero-width characters are not ASCII; `isascii` is faster still than memchr.
-    return not data.isascii() and HAS_ESCAPE.search(data) is not None
+    return bool(flags & FLAG_NON_ASCII) and UNDRAWNS.search(data) is not None
+
+
+def _cut_character(buf: bytes) -> int:
+    """How many bytes at the end of `buf` start a UTF-8 character the chunk cut (0: none)."""
+    for back in range(1, min(4, len(buf)) + 1):
+        byte = buf[-back]
+        if byte < 0x80:
+            return 0
+        if byte >= 0xC0:  # a lead byte: the character needs 2, 3 or 4 bytes
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return back if back < need else 0
+    return 0
 TAIL_WINDOW = 160  # visible bytes examined for a secret still being written
 MAX_HOLD = 4096  # bytes: a held tail never grows past this
 CONTEXT = 96  # visible bytes already released that detection still looks back on
@@ -88,9 +108,87 @@ def card_ok(candidate: bytes) -> bool:
         return False
     if separators:
         groups = [len(g) for g in re.split(rb"[ -]", candidate)]
-        if groups not in ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4], [4, 4, 4, 4, 2]):
+        if groups not in CARD_LAYOUTS:
             return False
     return luhn_ok(digits)
+
+
+CARD_LAYOUTS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4], [4, 4, 4, 4, 2])
+CARD_RUN = re.compile(rb"[0-9](?:[ -]?[0-9])*")
+_WORD_OR_DASH = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-")
+
+
+def _groups(run: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each group of digits in a run, whatever separates them."""
+    return [m.span() for m in re.finditer(rb"[0-9]+", run)]
+
+
+def card_spans(text: bytes, start: int = 0) -> list[tuple[int, int]]:
+    """Card numbers in `text`, as (start, end): inside each run of digits (consecutive ones at
+    most a space or a dash apart, not inside a word), the longest runs of whole groups that
+    `card_ok` accepts. So `4472 2226 2086 7409 127.0.0.1` holds one, and so does a card after
+    other numbers."""
+    found = []
+    for match in CARD_RUN.finditer(text, start):
+        run_start, run_end = match.span()
+        if run_start > 0 and text[run_start - 1] in _WORD_OR_DASH:
+            continue
+        if run_end < len(text) and text[run_end] in _WORD_OR_DASH and text[run_end] != 0x2D:
+            continue  # digits going on into a word (a hash); a dash after them may end a date
+        run = match.group()
+        if sum(map(bytes.isdigit, (run[i:i + 1] for i in range(len(run))))) < 13:
+            continue
+        groups = _groups(run)
+        first = 0
+        while first < len(groups):
+            best = None
+            digits = 0
+            for last in range(first, len(groups)):
+                digits += groups[last][1] - groups[last][0]
+                if digits > 19:
+                    break
+                if digits >= 13 and card_ok(run[groups[first][0]:groups[last][1]]):
+                    best = last
+                    if digits == 16:
+                        break  # the usual length first: `4472 2226 2086 7409 42` keeps its 42
+            if best is None:
+                first += 1
+                continue
+            found.append((run_start + groups[first][0], run_start + groups[best][1]))
+            first = best + 1
+    return found
+
+
+def _card_in_progress(text: bytes, floor: int) -> int:
+    """Where the hidden part (from the seventh digit) of a card number that the end of `text`
+    may still be writing starts; -1 when no such number ends the text."""
+    trailing = floor + len(text[floor:].rstrip(b"0123456789 -"))
+    match = CARD_RUN.search(text, trailing)
+    if match is None or match.end() < len(text.rstrip(b" -")):
+        return -1
+    run_start = match.start()
+    groups = _groups(text[run_start:match.end()])
+    for first in range(len(groups)):
+        begin = run_start + groups[first][0]
+        if begin > 0 and text[begin - 1] in _WORD_OR_DASH and not (
+                first > 0 and text[begin - 1] in b" -"):
+            continue
+        if text[begin] not in b"23456":
+            continue
+        sizes = [e - s for s, e in groups[first:]]
+        digits = sum(sizes)
+        if not 7 <= digits <= 19:
+            continue
+        if len(sizes) > 1 and not any(
+                layout[:len(sizes) - 1] == sizes[:-1] and sizes[-1] <= layout[len(sizes) - 1]
+                for layout in CARD_LAYOUTS if len(layout) >= len(sizes)):
+            continue
+        seen = 0
+        for s, e in groups[first:]:
+            if seen + (e - s) > 6:
+                return run_start + s + 6 - seen
+            seen += e - s
+    return -1
 
 
 _PLACEHOLDERS = {b"null", b"none", b"true", b"false", b"undefined", b"changeme", b"xxx", b"redacted"}
@@ -182,7 +280,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     _d("card-number", rb"(?<![\w-])([0-9](?:[ -]?[0-9]){12,18})(?![\w-])",
        # A necessary condition for every card layout card_ok accepts (behind `digit_run`).
        rb"\b[0-9]{13,19}\b|\b[0-9]{4}[ -][0-9]{4,6}[ -][0-9]{4,5}", 1,
-       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9]){0,18}[ -]?)", provisional=False,
+       validate=card_ok, opening=rb"(?<![\w-])([0-9](?:[ -]?[0-9])*[ -]?)", provisional=False,
        digits=12),
 )
 # A quoted value with spaces still being written is held (not masked provisionally) until its
@@ -319,7 +417,7 @@ _CSI = rb"\x1b\[[0-?]*[ -/]*[@-~]"
 _INSIDE_TOKEN = (
     rb"[^\s\x1b]" + _CSI + rb"(?:" + _CSI + rb")*[^\s\x1b]",
     rb"[^\s\x1b]\x1b[^\[]",
-    rb"[^\s](?:" + ZERO_WIDTH + rb")",
+    rb"[^\s](?:" + UNDRAWN + rb")",
 )
 
 
@@ -400,6 +498,7 @@ class SecretMasker:
         self._held = b""
         self._context = b""
         self._run: _Run | None = None
+        self._card_digits = any(d.name == "card-number" for d in self.detectors)
 
     @property
     def holding(self) -> bool:
@@ -408,12 +507,16 @@ class SecretMasker:
     def feed(self, data: bytes) -> MaskResult:
         return self._process(self._held + data, final=False)
 
-    def flush(self) -> MaskResult:
-        """Release everything held, masking what is complete (end of stream or a quiet pause)."""
+    def flush(self, *, pause: bool = False) -> MaskResult:
+        """Release everything held, masking what is complete (end of stream or, with `pause`,
+        a quiet pause: then a character the chunk's end cut stays held, as a terminal waits
+        for its last bytes before drawing it)."""
         held, self._held = self._held, b""
-        if not held:
-            return MaskResult(b"")
-        return self._process(held, final=True)
+        keep = _cut_character(held) if pause else 0
+        cut, held = held[len(held) - keep:], held[:len(held) - keep]
+        result = self._process(held, final=True) if held else MaskResult(b"")
+        self._held = cut
+        return result
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -439,23 +542,14 @@ class SecretMasker:
             start, run_hold = self._continue_run(text, offset, spans)
         detectors, pem = self._prefilter.scan(text) if start < len(text) else ([], False)
         for detector in detectors:
-            for match in detector.pattern.finditer(text):
-                group = detector.group or next((g for g in range(1, (match.re.groups or 0) + 1)
-                                                if match.group(g) is not None), 0)
-                begin, end = match.span(group)
-                if end <= start:
-                    continue  # released before, or masked already by the run
-                if detector.validate is not None and not detector.validate(match.group(group)):
-                    continue
-                # One secret, one marker: the first detector to find it names it (the built-ins
-                # go from the most specific, e.g. a GitHub token, to a generic assignment).
-                counted = any(b < end and begin < e for b, e in spans)
-                spans.append((begin, end))
-                if not counted and (begin >= start or start == offset):
-                    found.append((begin, detector.name))  # not the run's secret, counted already
+            self._detect(detector, text, start, offset, spans, found)
         if pem and self._pem:
             run_hold = min(run_hold, self._pem_blocks(text, max(start, offset), spans, masked))
-        hold = len(text) if final else self._open_tail(text, max(start, offset), spans, masked)
+        if final:
+            self._final_tail(text, max(start, offset), spans, masked)
+            hold = len(text)
+        else:
+            hold = self._open_tail(text, max(start, offset), spans, masked)
         if not final and run_hold < len(text):
             hold = min(hold, run_hold)
         hold = max(offset, min([hold, *(b for b, e in spans if e > hold)]))
@@ -471,6 +565,30 @@ class SecretMasker:
         self._context = (context + visible[max(0, vis_hold - CONTEXT):vis_hold])[-CONTEXT:]
         # A secret held back is found again with the next chunk: it is named when released.
         return MaskResult(released, [name for b, name in found if b < offset + vis_hold] + masked)
+
+    def _detect(self, detector: Detector, text: bytes, start: int, offset: int,
+                spans: list[tuple[int, int]], found: list[tuple[int, str]]) -> None:
+        """Add the spans of `detector`'s complete secrets ending after `start`."""
+        if detector.name == "card-number":
+            matches = [(b, e) for b, e in card_spans(text) if e > start]
+        else:
+            matches = []
+            for match in detector.pattern.finditer(text):
+                group = detector.group or next((g for g in range(1, (match.re.groups or 0) + 1)
+                                                if match.group(g) is not None), 0)
+                begin, end = match.span(group)
+                if end <= start:
+                    continue  # released before, or masked already by the run
+                if detector.validate is not None and not detector.validate(match.group(group)):
+                    continue
+                matches.append((begin, end))
+        for begin, end in matches:
+            # One secret, one marker: the first detector to find it names it (the built-ins
+            # go from the most specific, e.g. a GitHub token, to a generic assignment).
+            counted = any(b < end and begin < e for b, e in spans)
+            spans.append((begin, end))
+            if not counted and (begin >= start or start == offset):
+                found.append((begin, detector.name))  # not the run's secret, counted already
 
     def _coloured_without_secrets(self, buf: bytes) -> MaskResult | None:
         """A coloured chunk with no trigger anywhere needs no projection: only its tail is looked
@@ -501,7 +619,13 @@ class SecretMasker:
         run = self._run
         assert run is not None
         if run.token is None:  # inside a PEM body: everything up to the footer is secret
-            end = PEM_END.search(text, offset)
+            # The footer may have started in what was released before a pause (held, never
+            # masked, as a line starting with '-' is): it is looked for there too.
+            line = text.rfind(b"\n", 0, offset) + 1
+            end = PEM_END.search(text, line if text.startswith(b"-", line) else offset)
+            if end is not None and end.start() < offset:
+                self._run = None
+                return max(offset, end.end()), len(text)
             if end is None:
                 stop = _footer_hold(text, offset)
                 spans.append((offset, stop))
@@ -520,11 +644,11 @@ class SecretMasker:
     def _pem_blocks(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> int:
         """Mask private key bodies; returns where releasing must stop (a footer may be arriving)."""
         for begin in PEM_BEGIN.finditer(text, max(0, start - 64)):
-            if begin.end() <= start - 1 and not spans:
-                continue
             body = text.find(b"\n", begin.end())
             if body < 0:
                 continue  # the header line is not complete yet: the tail check holds it
+            if body < start and not spans:
+                continue  # its body began in a chunk already released: the run masked it
             end = PEM_END.search(text, body)
             masked.append("private-key")
             if end is None:
@@ -570,6 +694,33 @@ class SecretMasker:
         if self._quoted is not None:
             hold = min(hold, self._quoted_value_start(text))
         return hold
+
+    def _final_tail(self, text: bytes, start: int, spans: list[tuple[int, int]], masked: list[str]) -> None:
+        """Output paused: what is held goes out. A prefixed token still being written shows its
+        prefix only (its first characters are masked, whatever their number); a run of digits
+        that may still become a card number shows its first six digits only."""
+        if self._run is not None or text[-1:] in (b"\n", b"\r"):
+            return
+        window_start = _tail_start(text)
+        window = text[window_start:]
+        for detector in self._openings:
+            assert detector.opening is not None
+            if detector.token is None or detector.validate is not None or not detector.provisional:
+                continue
+            match = detector.opening.search(window)
+            if match is None:
+                continue
+            group = next((g for g in range(1, (match.re.groups or 0) + 1) if match.group(g) is not None), 0)
+            secret_start = window_start + match.start(group)
+            if secret_start == len(text) or any(b <= secret_start < e for b, e in spans):
+                continue
+            spans.append((max(secret_start, start), len(text)))
+            masked.append(detector.name)
+            return
+        if self._card_digits:
+            begin = _card_in_progress(text, window_start)
+            if begin >= 0:
+                spans.append((max(begin, start), len(text)))
 
     def _quoted_value_start(self, text: bytes) -> int:
         """Where an unclosed quoted value after a password-like key starts (len(text): none)."""
@@ -622,11 +773,8 @@ class _Projection:
     def __init__(self, buf: bytes, *, final: bool = False, escaped: bool | None = None) -> None:
         self.buf = buf
         self.end = len(buf)  # bytes past `end`: an escape or a zero-width character the chunk cut
-        if not final and buf[-1:] in (b"\xe2", b"\xef", b"\x80", b"\x81", b"\xbb"):
-            for start in CUT_ZERO_WIDTH:
-                if buf.endswith(start):
-                    self.end -= len(start)
-                    break
+        if not final and buf[-1:] >= b"\x80":
+            self.end -= _cut_character(buf)
         self.identity = not (has_escape(buf) if escaped is None else escaped) and self.end == len(buf)
         if self.identity:
             self.visible = buf
@@ -637,8 +785,8 @@ class _Projection:
                                      or CUT_ESCAPE.match(buf, trailing.start(), end)):
             self.end = trailing.start()
         visible = ESC_SEQUENCES.sub(b"", buf[: self.end]) if self.end else b""
-        if b"\xe2\x80" in visible or b"\xe2\x81" in visible or b"\xef\xbb\xbf" in visible:
-            visible = ZERO_WIDTHS.sub(b"", visible)
+        if screen_flags(visible) & (FLAG_UNDRAWN | FLAG_NON_ASCII):
+            visible = UNDRAWNS.sub(b"", visible)
         self.visible = visible
         self._segments: list[tuple[int, int, int]] | None = None
         self._starts: list[int] = []
@@ -662,7 +810,7 @@ class _Projection:
         """Whether every byte from `position` to `end` is visible text. An escape can be long
         (an OSC title): one starting well before `position` may still reach past it."""
         buf, end = self.buf, self.end
-        if has_escape(buf[max(0, position - 2):end]):  # a zero-width character is 3 bytes
+        if has_escape(buf[max(0, position - 3):end]):  # an undrawn character is up to 4 bytes
             return False
         escape = buf.rfind(b"\x1b", 0, position)
         reach = ESCAPES.match(buf, escape, end) if escape >= 0 else None

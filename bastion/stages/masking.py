@@ -62,7 +62,7 @@ class MaskingStage(SessionStage):
 
     def _release(self, stream: Stream) -> None:
         self._timers.pop(stream, None)
-        result = self._maskers[stream].flush()
+        result = self._maskers[stream].flush(pause=True)
         self._report(result.masked)
         if result.data and self._io is not None:
             self._io.release_output_after(self, result.data, stream)

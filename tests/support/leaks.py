@@ -1,0 +1,303 @@
+"""Leak trials for the secret masker: secrets printed the ways a hostile program can print them,
+fed to a masker split at every offset (with and without a pause there), and drawn as a terminal
+draws them.
+
+A trial is a list of parts: plain output, or a piece of a secret. It is drawn three times by a
+pyte screen: as printed (the truth), with each secret character replaced by a placeholder (which
+cells hold secret characters, and which of them may show: a public prefix, a card's first six
+and last four digits), and after the masker (what a user sees). A secret cell showing its true
+character where it may not is a leak; an ordinary cell not showing its true character is an
+over-mask. Leaks are checked after every piece released (the screen at every moment), over-masks
+at the end.
+
+The same trials run end to end (tests/e2e/test_leaks_e2e.py): printed by a real target, drawn by
+tmux as the client's terminal, read back from tmux.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyte
+
+from bastion.core.masker import MaskResult, luhn_ok
+
+HIDDEN = "§"  # a secret character that must never show
+PUBLIC = "¤"  # one that may (a public prefix, a card's first six and last four digits)
+WIDTH, HEIGHT = 120, 40
+
+rng = random.Random(16)
+UPPER_DIGITS = string.ascii_uppercase + string.digits
+ALNUM = string.ascii_letters + string.digits
+
+
+def _rand(chars: str, n: int) -> str:
+    return "".join(rng.choice(chars) for _ in range(n))
+
+
+def _card(prefix: str, length: int = 16) -> str:
+    body = prefix + _rand(string.digits, length - len(prefix) - 1)
+    return next(body + c for c in string.digits if luhn_ok((body + c).encode()))
+
+
+@dataclass(frozen=True)
+class Secret:
+    kind: str
+    text: str
+    public: frozenset[int]  # indexes of characters that may show
+
+
+def _prefixed(kind: str, prefix: str, body: str) -> Secret:
+    return Secret(kind, prefix + body, frozenset(range(len(prefix))))
+
+
+def _spaced_card(card: str) -> Secret:
+    text = " ".join(card[i:i + 4] for i in range(0, len(card), 4))
+    digits = [i for i, c in enumerate(text) if c.isdigit()]
+    public = set(digits[:6]) | set(digits[-4:]) | {i for i, c in enumerate(text) if c == " "}
+    return Secret("card-number", text, frozenset(public))
+
+
+def _plain_card(card: str) -> Secret:
+    return Secret("card-number", card, frozenset([*range(6), *range(len(card) - 4, len(card))]))
+
+
+def corpus() -> list[Secret]:
+    """One of each kind, drawn from a seeded generator (the same in every run)."""
+    header = "eyJhbGciOiJIUzI1NiJ9"
+    jwt = f"{header}.eyJ{_rand(ALNUM, 24)}.{_rand(ALNUM + '-_', 43)}"
+    return [
+        _prefixed("aws-access-key-id", "AKIA", _rand(UPPER_DIGITS, 16)),
+        _prefixed("google-api-key", "AIza", _rand(ALNUM + "-_", 35)),
+        _prefixed("gitlab-token", "glpat-", _rand(ALNUM, 20)),
+        _prefixed("github-token", "ghp_", _rand(ALNUM, 36)),
+        _prefixed("stripe-key", "sk_live_", _rand(ALNUM, 24)),
+        _prefixed("slack-token", "xoxb-", _rand(string.digits, 12) + "-" + _rand(ALNUM, 24)),
+        Secret("jwt", jwt, frozenset(range(len(header) + 4))),
+        _plain_card(_card("4")),
+        _spaced_card(_card("5")),
+    ]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Output as printed: plain, or characters `start`.. of the trial's secret."""
+
+    text: str
+    start: int = -1  # -1: not secret
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    secret: Secret
+    pieces: tuple[Piece, ...]
+    allowed: frozenset[int] = frozenset()  # more characters that may show (drawn before any
+    # masker could know they were part of a secret)
+
+    def printed(self, placeholders: bool = False) -> bytes:
+        out = []
+        for piece in self.pieces:
+            if piece.start < 0 or not placeholders:
+                out.append(piece.text)
+                continue
+            out.append("".join(
+                c if c in "\r\n" else PUBLIC if i in self.secret.public or i in self.allowed else HIDDEN
+                for i, c in enumerate(piece.text, piece.start)))
+        return "".join(out).encode()
+
+
+def draw(data: bytes, screen: pyte.Screen | None = None) -> pyte.Screen:
+    if screen is None:
+        screen = pyte.Screen(WIDTH, HEIGHT)
+    pyte.ByteStream(screen).feed(data)
+    return screen
+
+
+@dataclass
+class Judge:
+    """Where a trial's secret characters are drawn, and what every other cell must show."""
+
+    trial: Trial
+    hidden: list[tuple[int, int, str]] = field(default_factory=list)  # row, column, true character
+    ordinary: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        truth = draw(self.trial.printed())
+        marked = draw(self.trial.printed(placeholders=True))
+        for row in range(HEIGHT):
+            for column in range(WIDTH):
+                cell = marked.buffer[row][column].data
+                true = truth.buffer[row][column].data
+                if cell == HIDDEN:
+                    self.hidden.append((row, column, true))
+                elif cell != PUBLIC and cell.strip():
+                    self.ordinary.append((row, column, true))
+        assert self.hidden, f"{self.trial.name}: no secret character is drawn"
+
+    def leaked(self, screen: pyte.Screen) -> bool:
+        return any(screen.buffer[r][c].data == true for r, c, true in self.hidden)
+
+    def over_masked(self, screen: pyte.Screen) -> bool:
+        return any(screen.buffer[r][c].data != true for r, c, true in self.ordinary)
+
+
+class Masker:
+    """What the trials feed: a masking stage's masker (feed; a pause is a flush)."""
+
+    def feed(self, data: bytes) -> MaskResult: ...  # pragma: no cover - a protocol
+    def flush(self, *, pause: bool = False) -> MaskResult: ...  # pragma: no cover
+
+
+@dataclass
+class Tally:
+    trials: int = 0
+    leaks: int = 0
+    over_masks: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.leaks}/{self.trials} leaked, {self.over_masks}/{self.trials} over-masked"
+
+
+def run(trial: Trial, chunks: list[bytes], pauses: list[bool], masker: Masker, judge: Judge,
+        tally: Tally, label: str) -> None:
+    """Feed `chunks` (a pause after those marked), drawing every release."""
+    screen = pyte.Screen(WIDTH, HEIGHT)
+    stream = pyte.ByteStream(screen)
+    leaked = False
+    released = []
+
+    def show(data: bytes) -> None:
+        nonlocal leaked
+        if data:
+            released.append(data)
+            stream.feed(data)
+            leaked = leaked or judge.leaked(screen)
+
+    for chunk, pause in zip(chunks, pauses, strict=True):
+        show(masker.feed(chunk).data)
+        if pause:
+            show(masker.flush(pause=True).data)
+    show(masker.flush().data)
+    over = judge.over_masked(screen)
+    tally.trials += 1
+    tally.leaks += leaked
+    tally.over_masks += over
+    if (leaked or over) and len(tally.examples) < 5:
+        tally.examples.append(f"{label}: {'leak' if leaked else 'over-mask'}: "
+                              f"{chunks!r} -> {b''.join(released)!r}")
+
+
+def splits(trial: Trial) -> Iterator[tuple[str, list[bytes], list[bool]]]:
+    """Every offset, output going on at once, and with a pause there."""
+    data = trial.printed()
+    for offset in range(1, len(data)):
+        pieces = [data[:offset], data[offset:]]
+        yield f"{trial.name} @{offset}", pieces, [False, False]
+        yield f"{trial.name} @{offset} paused", pieces, [True, False]
+
+
+def slowly(trial: Trial) -> Iterator[tuple[str, list[bytes], list[bool]]]:
+    """A character at a time, a pause after each (a program printing with sleeps)."""
+    text = trial.printed().decode()
+    chunks = [c.encode() for c in text]
+    yield f"{trial.name} slowly", chunks, [True] * len(chunks)
+
+
+def tally(trials: list[Trial], make: Callable[[], Masker],
+          ways: Callable[[Trial], Iterator[tuple[str, list[bytes], list[bool]]]] = splits) -> Tally:
+    result = Tally()
+    for trial in trials:
+        judge = Judge(trial)
+        for label, chunks, pauses in ways(trial):
+            run(trial, chunks, pauses, make(), judge, result, label)
+    return result
+
+
+# -- the classes -------------------------------------------------------------------------------
+
+def _whole(secret: Secret, before: str = "id=", after: str = " end\r\n$ ") -> tuple[Piece, ...]:
+    return Piece(before), Piece(secret.text, 0), Piece(after)
+
+
+def plain(secrets: list[Secret]) -> list[Trial]:
+    return [Trial(f"plain {s.kind}", s, _whole(s)) for s in secrets]
+
+
+UNDRAWN = ["\x00", "\x7f", "\x0e", "\x0f", "\x07", "\u200b", "\u2060", "\ufeff", "\u034f"]
+
+
+def undrawn(secrets: list[Secret], chars: list[str] = UNDRAWN) -> list[Trial]:
+    """A character no terminal draws inside the secret (NUL first)."""
+    trials = []
+    for index, secret in enumerate(secrets):
+        char = chars[index % len(chars)] if index else "\x00"
+        for cut in (len(secret.text) // 2, len(secret.text) - 3):
+            trials.append(Trial(f"undrawn {char!r} {secret.kind}", secret, (
+                Piece("id="), Piece(secret.text[:cut], 0), Piece(char),
+                Piece(secret.text[cut:], cut), Piece(" end\r\n$ "))))
+    return trials
+
+
+def cursor_drawn(secrets: list[Secret]) -> list[Trial]:
+    """The second half printed first at its column (ESC[nG), then CR and the first half, then
+    the cursor moved past it for what follows."""
+    trials = []
+    for secret in secrets:
+        cut = len(secret.text) // 2
+        column = len("id=") + cut + 1  # 1-based
+        end = len("id=") + len(secret.text) + 1
+        second = frozenset(range(cut, len(secret.text)))
+        trials.append(Trial(f"cursor {secret.kind}", secret, (
+            Piece("id="), Piece(f"\x1b[{column}G"), Piece(secret.text[cut:], cut), Piece("\rid="),
+            Piece(secret.text[:cut], 0), Piece(f"\x1b[{end}G end\r\n$ ")), allowed=second))
+    return trials
+
+
+def cards_then_digits() -> list[Trial]:
+    """A card number followed by a space and more digits (an address, a count)."""
+    trials = []
+    for tail in (" 127.0.0.1", " 42", " 2026-11-30", " 1234 5678"):
+        for card in (_spaced_card(_card("4")), _plain_card(_card("5"))):
+            trials.append(Trial(f"card+digits {tail!r}", card,
+                                (Piece("ip "), Piece(card.text, 0), Piece(tail + "\r\n$ "))))
+    return trials
+
+
+def pem_footer(key: str) -> list[Trial]:
+    """A private key, then ordinary output: the masking must end at the footer."""
+    lines = key.strip("\n").split("\n")
+    body = "\r\n".join(lines[1:-1])
+    secret = Secret("private-key", body, frozenset())
+    return [Trial("pem footer", secret, (
+        Piece(lines[0] + "\r\n"), Piece(body, 0), Piece("\r\n" + lines[-1] + "\r\nafter the key\r\n$ ")))]
+
+
+def classes(make_key: Callable[[], str]) -> dict[str, tuple[list[Trial], Callable[[Trial], Iterator[tuple[str, list[bytes], list[bool]]]]]]:
+    secrets = corpus()
+    return {
+        "plain": (plain(secrets), splits),
+        "undrawn (NUL, DEL, SO/SI, BEL, zero-width)": (undrawn(secrets), splits),
+        "cursor (ESC[nG, CR)": (cursor_drawn(secrets), splits),
+        "card + digits": (cards_then_digits(), splits),
+        "slow prefixed tokens": (plain(secrets), slowly),
+        "pem footer": (pem_footer(make_key()), splits),
+    }
+
+
+def main() -> None:
+    from bastion.core.masker import SecretMasker
+    from tests.support.samples import pem
+    for name, (trials, ways) in classes(lambda: pem("openssh")).items():
+        result = tally(trials, SecretMasker, ways)
+        print(f"{name:45} {result}")
+        for example in result.examples[:2]:
+            print("   ", example[:300])
+
+
+if __name__ == "__main__":
+    main()
