@@ -37,6 +37,7 @@ from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.notify import Notifier
 from bastion.web.service import WebService
 from recorder.index import RecordingIndex
+from recorder.reconcile import reconcile
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore
 from recorder.writer import Recorder
@@ -55,10 +56,13 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     settings = config.recording
     if settings.enabled:
         root = config.recordings_dir
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = LocalDirectoryStore(root)
+        store.prepare()
+        index = RecordingIndex(root / "index.db")
+        reconcile(index, audit.write)  # recordings left live by a bastion that was stopped
         recorder = Recorder(
-            LocalDirectoryStore(root),
-            RecordingIndex(root / "index.db"),
+            store,
+            index,
             RecordingKey.load_or_create(config.keys_dir / RECORDING_KEY),
             version=settings.version,
             flush_interval=settings.flush_interval,

@@ -41,6 +41,7 @@ class Recording:
     @classmethod
     def open(cls, path: Path, verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
              expected_lines: int | None = None, expected_head: str | None = None,
+             expected_session: str | None = None, live: bool = False, unfinished: str | None = None,
              cache: KeyframeCache | None = None) -> Recording:
         data = path.read_bytes()
         cast = load_cast(data)
@@ -48,7 +49,8 @@ class Recording:
         if verifier is not None:
             sig = path.with_name(path.name + ".sig")
             verification = verify(data, sig.read_bytes() if sig.exists() else None, verifier,
-                                  expected_lines=expected_lines, expected_head=expected_head)
+                                  expected_lines=expected_lines, expected_head=expected_head,
+                                  expected_session=expected_session, live=live, unfinished=unfinished)
         cached = cache.load(path, len(cast.events)) if cache is not None else None
         return cls(path, Timeline(cast, idle_cap=idle_cap, keyframes=cached or []), verification, cache)
 
@@ -185,10 +187,14 @@ class ReplayScreen(Screen[None]):
         name = self.recording.path.name
         if v is None:
             return f"{name}: not verified (no recording key given; use -c CONFIG)"
+        session = f"session {v.session}" if v.session else "no session id in its header"
         if v.state == "verified":
-            return f"{name}: verified, signed by {v.key_fingerprint}"
+            return f"{name}: verified, {session}, signed by {v.key_fingerprint}"
+        if v.state == "live":
+            return f"{name}: LIVE - {session} is still being recorded; intact up to event {v.intact_events}"
         if v.state == "incomplete":
-            return f"{name}: INCOMPLETE - the bastion stopped; intact up to event {v.intact_events}"
+            return (f"{name}: INCOMPLETE - {session} was not closed ({v.reason}); "
+                    f"intact up to event {v.intact_events}")
         if v.state == "unsigned":
             return f"{name}: UNSIGNED - no signature file"
         return f"{name}: TAMPERED at event {v.at_event}: {v.reason}"

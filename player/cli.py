@@ -10,6 +10,7 @@ import click
 
 from player.keyframes import cache_for
 from recorder.asciicast import CastFormatError
+from recorder.chain import session_of_path
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
 
@@ -32,6 +33,13 @@ def _verifier(config: Setup | None) -> RecordingVerifier | None:
         return None
 
 
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
     config_opt = click.option(
         "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -48,24 +56,33 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         from player.app import PlayerApp, Recording, ReplayScreen
 
         config = load(config_path) if config_path else None
-        path, row = Path(ref), None
-        if not path.exists():
-            if config is None:
-                raise click.ClickException(f"{ref}: no such file (give -c CONFIG to open a session id)")
+        path, session = Path(ref), None
+        index: RecordingIndex | None = None
+        if config is not None and (config.recordings_dir / "index.db").exists():
             index = RecordingIndex(config.recordings_dir / "index.db")
+        if not path.exists():
+            if index is None:
+                raise click.ClickException(f"{ref}: no such file (give -c CONFIG to open a session id)")
             row = index.get(ref)
             if row is None or not row.location:
                 raise click.ClickException(f"no recording with id {ref!r}")
-            path = Path(row.location)
+            path, session = Path(row.location), row.id
+        elif config is not None:
+            session = session_of_path(path.name)  # a bastion recording's name is its session id
         verifier = _verifier(config)
-        closed = row is not None and row.state == "closed"
 
         cache = cache_for(path, config.recordings_dir if config else None)
 
         def open_recording() -> Recording:
+            row = index.get(session) if index is not None and session is not None else None
+            if row is not None and not (row.location and _same(Path(row.location), path)):
+                row = None
+            closed = row is not None and row.state == "closed"
             return Recording.open(path, verifier, idle_cap=idle_cap or None,
                                   expected_lines=row.lines if closed and row else None,
                                   expected_head=row.chain if closed and row else None,
+                                  expected_session=session, live=row is not None and row.state == "live",
+                                  unfinished=row.error if row is not None else None,
                                   cache=None if follow else cache)
 
         try:
@@ -102,6 +119,7 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
             return Recording.open(path, verifier,
                                   expected_lines=row.lines if closed else None,
                                   expected_head=row.chain if closed else None,
+                                  expected_session=row.id, live=row.state == "live", unfinished=row.error,
                                   cache=cache_for(path, config.recordings_dir) if closed else None)
 
         PlayerApp(BrowserScreen(rows, opener)).run()

@@ -131,6 +131,10 @@ class RecordingIndex:
             args.append(marker)
         return list(self._select(" AND ".join(where), args, limit=limit))
 
+    def live(self) -> list[SessionRow]:
+        """Recordings the index still calls live."""
+        return list(self._select("state = 'live'", [], limit=1_000_000))
+
     def older_than(self, cutoff: float) -> list[SessionRow]:
         return list(self._select("started < ? AND state != 'live'", [cutoff], limit=1_000_000))
 

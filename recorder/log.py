@@ -49,6 +49,16 @@ class RecorderWorkerExited(LogEvent):
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecordingIncomplete(LogEvent):
+    """Found at start: a recording the index still called live, whose bastion had stopped."""
+
+    name = "recording_incomplete"
+    session: str
+    reason: str
+    duration: float | None = None
+
+
 # By name: a writer process sends an event as its name and fields.
 RECORDER_EVENTS: dict[str, type[LogEvent]] = {
     event.name: event for event in (RecordingFailure, IndexFailed, RecorderWorkerExited)

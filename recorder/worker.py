@@ -53,7 +53,7 @@ from recorder.messages import (
     Written,
 )
 from recorder.signing import RecordingKey
-from recorder.storage import AppendFile, FdFile
+from recorder.storage import AppendFile, FdFile, PartialWrite
 
 WRITE_BATCH = 1024 * 1024
 Reply = Callable[[FromWriter], None]
@@ -77,6 +77,7 @@ class _Writing:
         self.dirty = True
         self.checkpointed = 0.0
         self.error: str | None = None
+        self.last_event = 0.0  # seconds into the session of the last event handed over
 
     def close(self) -> None:
         for handle in (self.cast, self.signatures):
@@ -133,6 +134,8 @@ class WriterCore:
         if writing is None or writing.error is not None:
             return
         lines = [line for line in map(writing.encode, message.events) if line]
+        if message.events:
+            writing.last_event = max(writing.last_event, message.events[-1].elapsed)
         writing.pending.extend(lines)
         writing.pending_bytes += sum(map(len, lines))
         writing.pending_size += message.size
@@ -155,10 +158,16 @@ class WriterCore:
             self._flush(rid, writing, final=False)
 
     def stop(self) -> None:
-        """The bastion is gone: write what came, leave the recordings incomplete but intact."""
+        """The bastion is gone: write what came, leave the recordings incomplete but intact, and
+        say so in the index (ended at the last event written), where they would stay live."""
         self.tick()
         for writing in self.live.values():
             writing.close()
+            if writing.error is None:
+                self._index(writing.session_id, "session_updated", writing.session_id,
+                            lines=writing.chain.lines, state="incomplete",
+                            error="the bastion stopped before the session ended",
+                            **ended_at(self.index, writing.session_id, writing.last_event))
         self.live.clear()
 
     def _flush(self, rid: int, writing: _Writing, *, final: bool) -> None:
@@ -171,7 +180,15 @@ class WriterCore:
 
     def _write(self, rid: int, writing: _Writing, now: float, final: bool) -> None:
         if writing.pending:
-            writing.cast.append_all(writing.pending)
+            try:
+                writing.cast.append_all(writing.pending)
+            except PartialWrite as exc:
+                # What fits is whole lines: sign it, so it verifies as intact up to there.
+                writing.chain.extend(writing.pending[:exc.kept])
+                with contextlib.suppress(OSError):
+                    writing.signatures.append(checkpoint_line(
+                        self.key, writing.chain, final=False, at=now, session=writing.session_id))
+                raise
             writing.chain.extend(writing.pending)
             writing.pending.clear()
             writing.pending_bytes = 0
@@ -181,7 +198,8 @@ class WriterCore:
         due = now - writing.checkpointed >= self.checkpoint_interval
         if (writing.dirty and due) or final:
             writing.cast.sync()  # the data a checkpoint covers is on disk before the checkpoint
-            writing.signatures.append(checkpoint_line(self.key, writing.chain, final=final, at=now))
+            writing.signatures.append(checkpoint_line(self.key, writing.chain, final=final, at=now,
+                                                      session=writing.session_id))
             writing.signatures.sync()
             writing.checkpointed = now
             writing.dirty = False
@@ -190,7 +208,9 @@ class WriterCore:
         writing.error = reason
         writing.pending.clear()
         self._log(RecordingFailure(session=writing.session_id, reason=reason))
-        self._index(writing.session_id, "session_updated", writing.session_id, state="failed", error=reason)
+        self._index(writing.session_id, "session_updated", writing.session_id, state="failed", error=reason,
+                    lines=writing.chain.lines,
+                    **ended_at(self.index, writing.session_id, writing.last_event))
         self.reply(Failed(rid, reason))
 
     def _index(self, session_id: str, method: str, *args: Any, **fields: Any) -> None:
@@ -203,6 +223,14 @@ class WriterCore:
 
     def _log(self, event: LogEvent) -> None:
         self.reply(Log.of(event))
+
+
+def ended_at(index: RecordingIndex | None, session_id: str, elapsed: float) -> dict[str, float]:
+    """`ended` and `duration` for a recording that stopped `elapsed` seconds into its session."""
+    row = index.get(session_id) if index is not None else None
+    if row is None:
+        return {}
+    return {"ended": row.started + elapsed, "duration": round(elapsed, 3)}
 
 
 def run(core: WriterCore, receive: Callable[[float], Received], flush_interval: float) -> None:
@@ -265,10 +293,12 @@ def worker(data: socket.socket, files: socket.socket) -> None:
 
 
 def main() -> None:
-    # The bastion ends this process by hanging up, after its last session closed; a Ctrl-C or a
-    # stop signal meant for the bastion's process group must not lose what is still queued.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The bastion ends this process by hanging up, after its last session closed; a Ctrl-C, a
+    # stop or reload signal (HUP), or a log-reopen one meant for the bastion's process group
+    # (`kill -HUP -PGID`) must not lose what is still queued, nor end the live recordings.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                   signal.SIGUSR2):
+        signal.signal(number, signal.SIG_IGN)
     data = socket.socket(fileno=int(sys.argv[1]))
     files = socket.socket(fileno=int(sys.argv[2]))
     worker(data, files)

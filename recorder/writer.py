@@ -34,7 +34,7 @@ from typing import Any, Protocol, assert_never, runtime_checkable
 from recorder.asciicast import V2, CastEncoder, build_header
 from recorder.frames import FrameReader, frame
 from recorder.index import RecordingIndex
-from recorder.log import IndexFailed, LogEvent, RecorderWorkerExited
+from recorder.log import IndexFailed, LogEvent, RecorderWorkerExited, RecordingFailure
 from recorder.messages import (
     Close,
     Event,
@@ -264,14 +264,22 @@ class Recorder:
                 assert_never(reply)
 
     def _worker_lost(self, reason: str) -> None:
-        """The worker process is gone: what it had not written is lost, its recordings failed."""
+        """The worker process is gone: what it had not written is lost, its recordings failed
+        (each with a `recording_failed` event, and so in the index, ended now)."""
         self.log(RecorderWorkerExited(reason=reason))
         for recording in list(self._recordings.values()):
             if recording.closed:
                 continue
-            recording._failed(f"recording stopped: {reason}")
+            # Orphaned first: failing it ends the session, which closes it at once, and that
+            # close must be indexed here (nobody else will).
             recording.orphaned = True
-            self._index_failed(recording)
+            error = f"recording stopped: {reason}"
+            if recording.error is None:
+                self.log(RecordingFailure(session=recording.session_id, reason=error))
+            recording._failed(error)
+            if not recording.closed:
+                elapsed = recording._elapsed()
+                self._index_failed(recording, ended=recording.started + elapsed, duration=round(elapsed, 3))
 
     def _index_failed(self, recording: SessionRecording, **fields: Any) -> None:
         """Index a recording whose writer died; the writer would have done it otherwise."""

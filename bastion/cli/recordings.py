@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -16,7 +17,7 @@ from bastion.config import BastionConfig
 from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 from recorder.asciicast import CastFormatError, load_cast
-from recorder.chain import Verification, verify
+from recorder.chain import Verification, session_of_path, verify
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
 from recorder.storage import LocalDirectoryStore
@@ -58,7 +59,8 @@ def _location(config: BastionConfig, ref: str) -> Path:
 
 
 def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, SessionRow | None, str]:
-    """Verify by session id (cross-checked against the index) or by the .cast path."""
+    """Verify by session id (cross-checked against the index) or by the .cast path (whose name
+    is the session id the header and the signatures must name; the index is asked too)."""
     row: SessionRow | None = None
     path = Path(ref)
     if not (path.suffix == ".cast" or path.exists()):
@@ -67,6 +69,13 @@ def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, Ses
         if row is None:
             raise click.ClickException(f"no recording with id {ref!r} in the index")
         path = Path(row.location or "")
+        session = row.id
+    else:
+        session = session_of_path(path.name)
+        index_path = config.recordings_dir / "index.db"
+        if index_path.exists():
+            found = RecordingIndex(index_path).get(session)
+            row = found if found and found.location and _same(Path(found.location), path) else None
     try:
         cast = path.read_bytes()
     except OSError as exc:
@@ -76,8 +85,17 @@ def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, Ses
     closed = row is not None and row.state == "closed"
     result = verify(cast, signatures, _verifier(config),
                     expected_lines=row.lines if closed and row else None,
-                    expected_head=row.chain if closed and row else None)
+                    expected_head=row.chain if closed and row else None,
+                    expected_session=session, live=row is not None and row.state == "live",
+                    unfinished=row.error if row is not None else None)
     return result, row, str(path)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def build_keyframes(config: BastionConfig, refs: tuple[str, ...], *, everything: bool) -> None:
@@ -165,14 +183,17 @@ def register(
     def recordings_verify(config_path: Path, ref: str) -> None:
         """Check REF (a session id or a .cast path) against its signed hash chain.
 
-        Prints verified, incomplete (intact up to the last checkpoint) or TAMPERED at event N;
-        exits 1 when tampered or unsigned."""
+        Prints verified, live (still being recorded), incomplete (intact up to the last
+        checkpoint) or TAMPERED at event N; exits 1 when tampered or unsigned. The header and the
+        signatures must name the session the file is named for."""
         config = load(config_path)
         result, row, path = verify_recording(config, ref)
         click.echo(f"{path}: {result.describe()}")
         if row is not None:
-            index = open_index(config)
-            index.session_updated(row.id, verification=result.state)
+            try:
+                open_index(config).session_updated(row.id, verification=result.state)
+            except sqlite3.Error as exc:  # a full disk, say: the verdict above stands
+                click.echo(f"(the result could not be noted in the index: {exc})", err=True)
         if not result.ok:
             raise SystemExit(1)
 

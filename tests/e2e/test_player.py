@@ -21,6 +21,7 @@ from recorder.printable import printable, printable_cell
 from recorder.signing import RecordingKey
 from recorder.writer import Recorder
 from tests.support.casts import SESSION, make_cast, recordings
+from tests.support.lab import eventually
 from tests.support.memory import MemoryStore
 
 
@@ -148,21 +149,43 @@ async def test_banner_says_verified_or_tampered(tmp_path: Path) -> None:
     key = RecordingKey.generate()
     store = MemoryStore()
     recorder = Recorder(store, None, key, flush_interval=0.01)
-    rec = recorder.open(session_id="s", width=40, height=10, term=None, command=None, metadata={},
-                        index_fields={})
+    rec = recorder.open(session_id="good", width=40, height=10, term=None, command=None,
+                        metadata={"session_id": "good"}, index_fields={})
     rec.output(b"hello\r\n")
     rec.close(exit_status=0)
     recorder.stop()
     cast, sig = store.read(rec.name)
-    good = tmp_path / "good.cast"
-    good.write_bytes(cast)
-    (tmp_path / "good.cast.sig").write_bytes(sig or b"")
-    bad = tmp_path / "bad.cast"
-    bad.write_bytes(cast.replace(b"hello", b"jello"))
-    (tmp_path / "bad.cast.sig").write_bytes(sig or b"")
-    for path, expected in ((good, "verified, signed by SHA256:"), (bad, "TAMPERED at event")):
-        app = PlayerApp(ReplayScreen(Recording.open(path, key)))
-        async with app.run_test(size=(100, 30)):
+    for name, data in (("good", cast), ("bad", cast.replace(b"hello", b"jello")), ("swapped", cast)):
+        # `swapped`: the good session's files copied in under another session's name.
+        (tmp_path / f"{name}.cast").write_bytes(data)
+        (tmp_path / f"{name}.cast.sig").write_bytes(sig or b"")
+    for name, expected in (("good", "verified, session good, signed by SHA256:"),
+                           ("bad", "TAMPERED at event"),
+                           ("swapped", "TAMPERED at event 0: the header names session good, the file is swapped")):
+        path = tmp_path / f"{name}.cast"
+        app = PlayerApp(ReplayScreen(Recording.open(path, key, expected_session=name)))
+        async with app.run_test(size=(140, 30)):
+            assert expected in str(app.screen.query_one("#banner", Static).content)
+
+
+async def test_banner_says_live_or_why_a_recording_never_closed(tmp_path: Path) -> None:
+    key = RecordingKey.generate()
+    store = MemoryStore()
+    recorder = Recorder(store, None, key, flush_interval=0.01, checkpoint_interval=0.01)
+    rec = recorder.open(session_id="s9", width=40, height=10, term=None, command=None,
+                        metadata={"session_id": "s9"}, index_fields={})
+    rec.output(b"hello\r\n")
+    eventually(lambda: b"hello" in store.read(rec.name)[0] and store.read(rec.name)[1], "a checkpoint")
+    cast, sig = store.read(rec.name)
+    path = tmp_path / "s9.cast"
+    path.write_bytes(cast)
+    (tmp_path / "s9.cast.sig").write_bytes(sig or b"")
+    recorder.stop()
+    for kwargs, expected in (({"live": True}, "LIVE - session s9 is still being recorded"),
+                             ({"unfinished": "the bastion stopped before the session ended"},
+                              "INCOMPLETE - session s9 was not closed (the bastion stopped before the session")):
+        app = PlayerApp(ReplayScreen(Recording.open(path, key, expected_session="s9", **kwargs)))  # type: ignore[arg-type]
+        async with app.run_test(size=(140, 30)):
             assert expected in str(app.screen.query_one("#banner", Static).content)
 
 

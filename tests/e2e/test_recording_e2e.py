@@ -4,6 +4,7 @@ recorder's worker process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 from bastion.demo.sandbox import Sandbox
 from recorder.asciicast import Cast, load_cast
 from recorder.chain import verify
-from recorder.index import RecordingIndex
+from recorder.index import RecordingIndex, SessionRow
 from recorder.storage import LocalDirectoryStore
 from recorder.writer import Recorder, RecordingFailed
 from tests.support.lab import LOGIN, Lab, eventually, need
@@ -175,12 +176,150 @@ def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: San
     assert b"line-30" in cast.output_bytes()
     verify = bastion_cli(own_box, "recordings", "verify", str(path))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "incomplete: intact up to event" in verify.stdout
+    assert f"incomplete: session {path.stem}, intact up to event" in verify.stdout
     intact = int(verify.stdout.split("intact up to event ")[1].split()[0])
     assert 1 <= intact <= len(cast.events)
     # ... and by session id, where the index also says it never closed.
     by_id = bastion_cli(own_box, "recordings", "verify", path.stem)
     assert by_id.returncode == 0 and "incomplete" in by_id.stdout
+    assert "the bastion stopped before the session ended" in by_id.stdout
+    # The worker outlived the bastion long enough to end it in the index at its last event.
+    row = _row(own_box, path.stem)
+    assert row.state == "incomplete" and row.duration is not None and row.ended is not None
+    assert row.duration == pytest.approx(cast.events[-1].time, abs=0.01)
+    asciinema_cat(path)
+
+
+def _row(box: Sandbox, session: str) -> SessionRow:
+    index = RecordingIndex(box.directory / "recordings" / "index.db")
+    try:
+        row = index.get(session)
+    finally:
+        index.close()
+    assert row is not None
+    return row
+
+
+def _worker_pid(box: Sandbox) -> int:
+    """The bastion's recorder worker (its one child process running recorder.worker)."""
+    assert box.process is not None
+    pid = box.process.pid
+
+    def found() -> int | None:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for child in children:
+            with contextlib.suppress(OSError):
+                if b"recorder.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        return None
+
+    return eventually(found, "the recorder worker process")
+
+
+def _live_session(box: Sandbox) -> tuple[subprocess.Popen[bytes], str]:
+    """A session printing a line every 50 ms, once its recording is on disk; and its id."""
+    proc = _ssh(box, "for i in $(seq 1 600); do echo line-$i; sleep 0.05; done")
+    assert proc.stdout is not None
+    while b"line-20" not in proc.stdout.readline():
+        pass
+
+    def on_disk() -> str | None:
+        found = [p for p in (box.directory / "recordings").rglob("*.cast") if b"line-20" in p.read_bytes()]
+        return found[0].stem if found else None
+
+    return proc, eventually(on_disk, "line-20 in a recording on disk")
+
+
+def test_a_bastion_killed_with_its_worker_is_set_right_at_the_next_start(own_box: Sandbox) -> None:
+    """A machine that went down: nobody closed the recording; the next start ends it."""
+    own_box.start_bastion()
+    proc, session = _live_session(own_box)
+    worker = _worker_pid(own_box)
+    os.kill(worker, signal.SIGSTOP)  # so that it cannot end the recording in the index either
+    assert own_box.process is not None
+    own_box.process.send_signal(signal.SIGKILL)
+    own_box.process.wait()
+    os.kill(worker, signal.SIGKILL)
+    proc.wait(30)
+    assert _row(own_box, session).state == "live"
+    own_box.start_bastion()
+    row = _row(own_box, session)
+    assert row.state == "incomplete" and row.error == "the bastion stopped before the session ended"
+    path = Path(row.location or "")
+    cast = load_cast(path.read_bytes())
+    assert row.duration == pytest.approx(cast.events[-1].time, abs=0.01)
+    assert row.ended == pytest.approx(row.started + cast.events[-1].time, abs=0.01)
+    assert any(e["event"] == "recording_incomplete" and e["session"] == session for e in own_box.events())
+    listed = bastion_cli(own_box, "recordings", "list")
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(session)]
+    assert " live " not in line and "incomplete" in line
+    assert b"line-20" in asciinema_cat(path)
+
+
+def test_a_dead_worker_fails_its_sessions_in_the_index_and_the_audit_log(own_box: Sandbox) -> None:
+    own_box.start_bastion()
+    proc, session = _live_session(own_box)
+    os.kill(_worker_pid(own_box), signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert b"bastion: session ended: recorder failed: recording stopped: the recorder process exited" in err
+    failed = eventually(lambda: [e for e in own_box.events() if e["event"] == "recording_failed"],
+                        "a recording_failed event")
+    assert failed[0]["session"] == session and "the recorder process exited" in failed[0]["reason"]
+    row = eventually(lambda: (r := _row(own_box, session)).ended is not None and r, "the session's end indexed")
+    assert row.state == "failed" and row.duration is not None and row.duration > 0
+    listed = bastion_cli(own_box, "recordings", "list")
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(session)]
+    assert " live " not in line and "failed" in line
+    verify = bastion_cli(own_box, "recordings", "verify", session)
+    assert verify.returncode == 0 and "incomplete" in verify.stdout and "the recorder process exited" in verify.stdout
+    asciinema_cat(Path(row.location or ""))
+    # The next session gets a new worker.
+    after = _ssh(own_box, "echo after-the-worker")
+    assert after.communicate(timeout=60)[0] == b"after-the-worker\n"
+
+
+def test_a_hangup_to_the_process_group_leaves_recordings_alone(own_box: Sandbox) -> None:
+    """`kill -HUP -PGID` reaches the bastion (which reloads) and its worker (which ignores it)."""
+    own_box.start_bastion()
+    proc, session = _live_session(own_box)
+    assert own_box.process is not None
+    for pid in (own_box.process.pid, _worker_pid(own_box)):
+        os.kill(pid, signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.endswith(b"line-600\n")
+    path = recording_for(own_box, lambda e: e.get("session") == session)
+    verify = bastion_cli(own_box, "recordings", "verify", str(path))
+    assert verify.returncode == 0 and "verified" in verify.stdout, verify.stdout
+    assert not any(e["event"] == "recording_failed" for e in own_box.events())
+
+
+def test_a_live_session_verifies_and_plays_as_live(own_box: Sandbox) -> None:
+    own_box.extra["recording"] = {"checkpoint_interval": 1}
+    own_box.start_bastion()
+    proc, session = _live_session(own_box)
+    path = Path(_row(own_box, session).location or "")
+    for ref in (session, str(path)):
+        verify = bastion_cli(own_box, "recordings", "verify", ref)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert f"live: session {session}, still being recorded" in verify.stdout
+    proc.kill()
+    proc.wait()
+
+
+def test_another_sessions_files_under_this_name_do_not_verify(own_box: Sandbox) -> None:
+    own_box.start_bastion()
+    for word in ("first", "second"):
+        _ssh(own_box, f"echo {word}").communicate(timeout=60)
+    first = recording_for(own_box, lambda e: e.get("command") == "echo first")
+    second = recording_for(own_box, lambda e: e.get("command") == "echo second")
+    for suffix in ("", ".sig"):
+        shutil.copyfile(f"{second}{suffix}", f"{first}{suffix}")
+    for ref in (str(first), first.stem):
+        verify = bastion_cli(own_box, "recordings", "verify", ref)
+        assert verify.returncode == 1, verify.stdout
+        assert (f"TAMPERED at event 0: the header names session {second.stem}, the file is {first.stem}"
+                in verify.stdout)
 
 
 def test_tampered_recording_is_reported(own_box: Sandbox) -> None:
@@ -208,7 +347,17 @@ def small_disk(own_box: Sandbox) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
+def _fill(folder: Path) -> None:
+    """Take every byte left on the file system of `folder`."""
+    with (folder / "filler").open("ab", buffering=0) as filler:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * size)
+
+
 def test_disk_full_ends_the_session_then_refuses_new_ones(own_box: Sandbox, small_disk: Path) -> None:
+    """A real full file system (a 256 KB tmpfs)."""
     own_box.start_bastion()
     before = _ssh(own_box, "echo before-the-flood")
     assert before.communicate(timeout=60)[0] == b"before-the-flood\n"
@@ -217,6 +366,19 @@ def test_disk_full_ends_the_session_then_refuses_new_ones(own_box: Sandbox, smal
     assert flood.returncode == 255
     assert b"bastion: session ended: recorder failed: cannot write recording: No space left on device" in err
     assert b"unreachable-end" not in out
+    # The flood's recording ends with a whole line (the one cut short was taken back): the real
+    # asciinema reads it, it is intact up to its last checkpoint, the index says failed.
+    [ended] = [e for e in own_box.events() if e["event"] == "session_ended" and "yes" in e.get("command", "")]
+    row = eventually(lambda: (r := _row(own_box, ended["session"])).ended is not None and r, "the flood indexed")
+    assert row.state == "failed" and "No space left on device" in (row.error or "")
+    flooded = Path(row.location or "")
+    assert flooded.read_bytes().endswith(b"\n")
+    assert b"a line of output that fills the disk" in asciinema_cat(flooded)
+    verify = bastion_cli(own_box, "recordings", "verify", str(flooded))
+    assert verify.returncode == 0 and "incomplete: session" in verify.stdout, verify.stdout
+    assert "No space left on device" in verify.stdout
+    # Less than a line may be left; once nothing is, sessions are refused at the start.
+    _fill(small_disk)
     refused = _ssh(own_box, "echo should-not-run")
     out, err = refused.communicate(timeout=60)
     assert refused.returncode == 255 and out == b""
@@ -232,7 +394,7 @@ def read_only_today(own_box: Sandbox, small_disk: Path) -> Iterator[Path]:
     """Today's recordings folder on a read-only file system (the index stays writable)."""
     today = small_disk / time.strftime("%Y/%m/%d", time.gmtime())
     today.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(today)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0700", "tmpfs", str(today)], check=True)
     try:
         yield today
     finally:
@@ -324,3 +486,18 @@ async def test_a_dead_worker_fails_live_recordings_and_the_next_session_gets_a_n
     recorder.stop()
     cast = load_cast(Path(tmp_path / "rec" / f"{second.name}.cast").read_bytes())
     assert cast.output_bytes() == b"fine\r\n"
+
+
+def test_a_recordings_folder_others_can_write_is_refused_at_start(own_box: Sandbox) -> None:
+    folder = own_box.directory / "recordings"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(RuntimeError, match=r"cannot set up recordings: .*recordings is writable by other "
+                                           r"users \(mode 0777\); run: chmod 700"):
+        own_box.start_bastion()
+    folder.chmod(0o700)
+    own_box.start_bastion()
+    _ssh(own_box, "echo private").communicate(timeout=60)
+    path = recording_for(own_box, lambda e: e.get("command") == "echo private")
+    for level in (path.parent, path.parent.parent, path.parent.parent.parent):
+        assert level.stat().st_mode & 0o777 == 0o700, level

@@ -10,15 +10,18 @@ KEY = RecordingKey.generate()
 
 
 def signed(events: int = 10, checkpoints: tuple[int, ...] = (4, 8), final: bool = True,
-           key: RecordingKey = KEY, text: str = "event") -> tuple[list[bytes], bytes]:
+           key: RecordingKey = KEY, text: str = "event", session: str | None = None,
+           signed_for: str | None = None) -> tuple[list[bytes], bytes]:
     encoder = CastEncoder()
-    lines = [encoder.header(build_header(version=2, width=80, height=24, timestamp=0))]
+    metadata = {"session_id": session} if session else None
+    lines = [encoder.header(build_header(version=2, width=80, height=24, timestamp=0, metadata=metadata))]
     lines += [encoder.data(i, "o", f"{text} {i}\r\n".encode()) for i in range(1, events + 1)]
     chain, sigs = HashChain(), b""
     for count in (*checkpoints, len(lines)):
         chain.extend(lines[chain.lines:count])
         if count < len(lines) or final:
-            sigs += checkpoint_line(key, chain, final=count == len(lines) and final, at=0)
+            sigs += checkpoint_line(key, chain, final=count == len(lines) and final, at=0,
+                                    session=signed_for or session)
     return lines, sigs
 
 
@@ -100,3 +103,39 @@ def test_no_signature_file_is_unsigned() -> None:
 def test_malformed_signature_file(garbage: bytes) -> None:
     lines, sigs = signed()
     assert _tampered(lines, garbage + sigs) == 0
+
+
+def test_the_header_and_the_signatures_name_the_session() -> None:
+    lines, sigs = signed(session="s-1")
+    result = verify(b"".join(lines), sigs, KEY, expected_session="s-1")
+    assert (result.state, result.session) == ("verified", "s-1")
+    assert "verified: session s-1, 10 events" in result.describe()
+
+
+def test_another_sessions_files_under_this_name_are_tampered() -> None:
+    lines, sigs = signed(session="s-1")
+    result = verify(b"".join(lines), sigs, KEY, expected_session="s-2")
+    assert (result.state, result.at_event) == ("tampered", 0)
+    assert "the header names session s-1, the file is s-2" in result.reason
+
+
+def test_checkpoints_signed_for_another_session_are_tampered() -> None:
+    lines, sigs = signed(session="s-1", signed_for="s-2")
+    result = verify(b"".join(lines), sigs, KEY, expected_session="s-1")
+    assert result.state == "tampered" and "signed for session s-2, not s-1" in result.reason
+
+
+def test_a_session_name_cannot_be_added_to_an_older_checkpoint() -> None:
+    lines, sigs = signed()  # checkpoints without a session, as recordings signed before
+    assert verify(b"".join(lines), sigs, KEY).state == "verified"
+    forged = sigs.replace(b'{"lines"', b'{"session":"s-1","lines"')
+    assert verify(b"".join(lines), forged, KEY).state == "tampered"
+
+
+def test_live_and_unfinished_recordings_say_so() -> None:
+    lines, sigs = signed(session="s-1", final=False)
+    live = verify(b"".join(lines), sigs, KEY, expected_session="s-1", live=True)
+    assert live.state == "live" and live.ok
+    assert live.describe().startswith("live: session s-1, still being recorded; intact up to event 7")
+    ended = verify(b"".join(lines), sigs, KEY, unfinished="recording stopped: the recorder process exited")
+    assert ended.state == "incomplete" and "the recorder process exited" in ended.describe()
