@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bastion.auth.directory import Directory
+from bastion.auth.machines import Machines
 from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, MaskingSinks, TargetConfig, changed_settings, load_config
@@ -15,6 +16,7 @@ from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import RulesHolder
 from bastion.ssh.server import BastionState
 from bastion.stages.decisions import Notify, ScreeningContext
+from bastion.stages.machinegate import ShellGateStage
 from bastion.stages.masking import MaskingStage
 from bastion.stages.pipeline import SessionStage
 from bastion.stages.recording import RecordingStage
@@ -80,7 +82,9 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         state.on_stop.append(recorder.stop)
     else:
         recording_stage = list
-    state.sso = SSO(config, keys, Directory(config.state_db), audit)
+    directory = Directory(config.state_db)
+    state.sso = SSO(config, keys, directory, audit)
+    state.machines = Machines(config, keys, directory, audit) if config.machines else None
     state.registry = Registry(
         config.state_db,
         lambda session, reason: audit.write(LiveSessionUpdateFailed(session=session, reason=reason)),
@@ -97,7 +101,8 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     masking_stage: Callable[[], list[SessionStage]] = (
         (lambda: [MaskingStage(masking)]) if masking.enabled and masking.sinks is MaskingSinks.BOTH else list
     )
-    state.stages = lambda: [*masking_stage(), *recording_stage(), *screening()]
+    # The shell gate first: a machine's shell is refused before screening asks anyone.
+    state.stages = lambda: [ShellGateStage(), *masking_stage(), *recording_stage(), *screening()]
     return state
 
 
@@ -108,7 +113,7 @@ def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -
     service = WebService(config, approvals, state.audit,
                          SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
                          OIDCClient(config.oidc) if config.oidc else None, masker=state.text_masker,
-                         sso=state.sso)
+                         sso=state.sso, machines=state.machines)
     state.services.append(service)
     if not config.notify:
         return None
@@ -150,7 +155,7 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         if holder.path is None:
             return None
         verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
-                                                     "forward", destination))
+                                                     "forward", destination, machine=identity.machine))
         stored = stored_command(destination, state.text_masker)
         state.audit.write(CommandDecision(user=identity.user, target=target.name, kind="forward",
                                           command=stored, action=verdict.action, rule=verdict.rule))

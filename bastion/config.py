@@ -99,6 +99,21 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class MachineConfig:
+    """A workload identity (`[[machines]]`): a CI job or an agent signing in with its platform's
+    OIDC token, matched on the token's verified issuer, audience and claims."""
+
+    name: str
+    issuer: str
+    audience: str
+    claims: tuple[tuple[str, tuple[str | int | bool, ...]], ...]
+    groups: frozenset[str] = frozenset()
+    certificate_ttl: int = 900
+    max_token_age: int = 600
+    allow_shell: bool = False
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     name: str
     host: str
@@ -268,6 +283,7 @@ class BastionConfig:
     notify: tuple[NotifyDestination, ...] = ()
     users: Mapping[str, UserConfig] = field(default_factory=dict)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+    machines: Mapping[str, MachineConfig] = field(default_factory=dict)
 
     def find_target(self, host: str, port: int) -> TargetConfig | None:
         """The target a jump request names, by name or alias; port 22 or the target's own."""
@@ -388,6 +404,63 @@ def _access(table: _Table) -> AccessSettings:
                             admins=frozenset(table.strings("admins")))
     table.finish()
     return access
+
+
+def _claim_values(value: Any, where: str) -> tuple[str | int | bool, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (str, int, bool)) for v in values):
+        raise ConfigError(f"{where}: expected a string, number or boolean, or a list of them")
+    if any(v == "" for v in values):
+        raise ConfigError(f"{where}: an empty value would match a claim that says nothing")
+    return tuple(values)
+
+
+def _machines(entries: list[Any], where: str, users: Mapping[str, UserConfig], *,
+              has_web: bool) -> dict[str, MachineConfig]:
+    if entries and not has_web:
+        raise ConfigError(f"{where}: [[machines]] needs [web] (machines exchange their tokens there)")
+    machines: dict[str, MachineConfig] = {}
+    for index, entry in enumerate(entries):
+        table = _Table(entry, f"{where}: [[machines]] #{index + 1}")
+        name, issuer, audience = table.get("name", str), table.get("issuer", str), table.get("audience", str)
+        if not name or not _NAME.match(name):
+            raise ConfigError(f"{table.where} name: missing or not a valid name, got {name!r}")
+        table.where = f"{where}: [[machines]] {name}"
+        if name in users or name in machines:
+            raise ConfigError(f"{table.where}: the name {name!r} is taken by another "
+                              f"{'user' if name in users else 'machine'}")
+        if not issuer or not re.match(r"^https?://[^/\s]+", issuer):
+            raise ConfigError(f"{table.where} issuer: missing or not an http(s) URL")
+        if not audience:
+            raise ConfigError(f"{table.where} audience: missing (the audience the platform mints tokens for)")
+        raw_claims = table.get("claims", dict, {})
+        if not raw_claims:
+            # Without one, any job anywhere that the issuer serves (every repository on GitHub)
+            # would be this machine.
+            raise ConfigError(f"{table.where} claims: name at least one claim to match "
+                              '(e.g. claims = { repository = "acme/web" })')
+        claims = tuple(sorted((key, _claim_values(value, f"{table.where} claims.{key}"))
+                              for key, value in raw_claims.items()))
+        for reserved in ("iss", "aud", "exp", "nbf", "iat", "jti"):
+            if reserved in raw_claims:
+                raise ConfigError(f"{table.where} claims.{reserved}: checked by the bastion itself;"
+                                  " use issuer and audience")
+        machine = MachineConfig(
+            name=name, issuer=issuer, audience=audience, claims=claims,
+            groups=frozenset(table.strings("groups")),
+            certificate_ttl=parse_duration(table.get("certificate_ttl", (int, str), "15m"),
+                                           where=f"{table.where} certificate_ttl"),
+            max_token_age=parse_duration(table.get("max_token_age", (int, str), "10m"),
+                                         where=f"{table.where} max_token_age"),
+            allow_shell=table.get("allow_shell", bool, False),
+        )
+        table.finish()
+        if not 60 <= machine.certificate_ttl <= 12 * 3600:
+            raise ConfigError(f"{table.where} certificate_ttl: must be between 1m and 12h")
+        if not 10 <= machine.max_token_age <= 24 * 3600:
+            raise ConfigError(f"{table.where} max_token_age: must be between 10s and 24h")
+        machines[name] = machine
+    return machines
 
 
 def _limits(table: _Table) -> LimitSettings:
@@ -670,6 +743,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         notify=notify,
         users=users,
         targets=targets,
+        machines=_machines(top.get("machines", list, []), where, users, has_web=web is not None),
     )
     top.finish()
     return config

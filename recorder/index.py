@@ -33,16 +33,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     chain TEXT,
     state TEXT NOT NULL DEFAULT 'live',
     error TEXT,
-    verification TEXT
+    verification TEXT,
+    workload TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, started);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions (target, started);
 """
-ADDED_COLUMNS = ("verification",)
+ADDED_COLUMNS = ("verification", "workload")
 COLUMNS = ("id", "name", "user", "login", "target", "client", "kind", "command", "started", "ended",
            "duration", "bytes_in", "bytes_out", "exit_status", "exit_signal", "markers", "location",
-           "lines", "chain", "state", "error", "verification")
+           "lines", "chain", "state", "error", "verification", "workload")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class SessionRow:
     state: str
     error: str | None
     verification: str | None
+    workload: str | None = None  # a machine's session: its token's claims (JSON)
 
     def as_dict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in COLUMNS}

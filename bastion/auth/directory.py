@@ -9,12 +9,13 @@ revoked serials are also published as an OpenSSH KRL (`ssh-keygen -k`), for `Rev
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ CREATE TABLE IF NOT EXISTS revoked_users (
 CREATE TABLE IF NOT EXISTS revoked_certificates (
     serial INTEGER PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS machine_certificates (
+    serial INTEGER PRIMARY KEY,
+    machine TEXT NOT NULL,
+    workload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS used_tokens (
+    token TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    used REAL NOT NULL,
+    expires REAL NOT NULL
+);
 """
 ALLOWED_KEY_TYPES = (
     "ssh-ed25519",
@@ -70,6 +82,12 @@ class SSOError(BastionError):
 
     code = "sso_error"
     http_status = 403
+
+
+class TokenReplayed(SSOError):
+    """A workload token that was exchanged before."""
+
+    code = "token_replayed"
 
 
 class TooManyCertificates(SSOError):
@@ -130,15 +148,15 @@ class Directory:
 
     # -- identities ---------------------------------------------------------------------------
 
-    def sign_in(self, identity: ProviderIdentity,
-                users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
+    def sign_in(self, identity: ProviderIdentity, users: Mapping[str, UserConfig],
+                machines: Collection[str] = ()) -> tuple[str, frozenset[str]]:
         """The bastion user and groups for a verified identity; binds a new SSO user to it.
 
         Refused when the name belongs to a config user bound elsewhere, to another SSO
         identity, or to a revoked user.
         """
         try:
-            user, groups = resolve_approver(identity, users)
+            user, groups = resolve_approver(identity, users, machines)
         except SignInRefused as exc:
             raise SSOError(str(exc)) from None
         if self.revoked(user):
@@ -245,6 +263,52 @@ class Directory:
         if row[1] != fingerprint:
             return f"certificate serial {serial} was issued for another key"
         return None
+
+    # -- machines: workload tokens used once, their certificates and what the token said ---------
+    # The whole of the machines' state: `exchange` (one transaction) and `machine_grant`.
+
+    def exchange(
+        self,
+        ca: asyncssh.SSHKey,
+        public_key: str,
+        *,
+        machine: str,
+        identity: str,
+        token: str,
+        token_expires: float,
+        workload: Mapping[str, str],
+        ttl: int,
+    ) -> IssuedCertificate:
+        """A certificate for `machine`, spending `token` (its jti, or its hash): a token is
+        exchanged once. Refused, the token stays unspent, except when it was spent before."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            # Tokens past their expiry (and its leeway) can no longer be replayed anyway.
+            self.db.execute("DELETE FROM used_tokens WHERE expires < ?", (now - 3600,))
+            used = self.db.execute("SELECT machine, used FROM used_tokens WHERE token = ?",
+                                   (token,)).fetchone()
+            if used is not None:
+                raise TokenReplayed(f"this token was already exchanged (by {used[0]}, "
+                                    f"{int(now - used[1])} s ago); each token is used once")
+            issued = self.issue(ca, public_key, user=machine, identity=identity, ttl=ttl, now=now)
+            self.db.execute("INSERT INTO used_tokens VALUES (?,?,?,?)", (token, machine, now, token_expires))
+            self.db.execute("INSERT INTO machine_certificates VALUES (?,?,?)",
+                            (issued.serial, machine, json.dumps(dict(workload), sort_keys=True)))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return issued
+
+    def machine_grant(self, serial: int | None) -> tuple[str, dict[str, str]] | None:
+        """(machine, workload claims) for a certificate issued by `exchange`, else None."""
+        row = self.db.execute("SELECT machine, workload FROM machine_certificates WHERE serial = ?",
+                              (serial,)).fetchone()
+        if row is None:
+            return None
+        workload = json.loads(row[1])
+        return row[0], {str(k): str(v) for k, v in workload.items()}
 
     # -- revocation -------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from bastion.auth.oidc import ProviderIdentity
 from bastion.config import UserConfig
@@ -19,13 +19,20 @@ class SignInRefused(BastionError):
     http_status = 403
 
 
-def resolve_approver(identity: ProviderIdentity,
-                     users: Mapping[str, UserConfig]) -> tuple[str, frozenset[str]]:
+def resolve_approver(identity: ProviderIdentity, users: Mapping[str, UserConfig],
+                     machines: Collection[str] = ()) -> tuple[str, frozenset[str]]:
     """The bastion user an identity acts as, and its groups (the provider's and the config's).
 
     A config user with `oidc_subject` is that subject and no one else; a config user without
-    one is whoever the provider names so (documented: bind subjects for certainty).
+    one is whoever the provider names so (documented: bind subjects for certainty). A machine's
+    name is never a person's: a machine never approves, and nobody signs in as one.
     """
+    for user in users.values():
+        if user.oidc_subject is not None and user.oidc_subject == identity.subject:
+            break
+    else:
+        if identity.username in machines:
+            raise SignInRefused(f"{identity.username!r} is a machine; people cannot sign in as it")
     for user in users.values():
         if user.oidc_subject is not None and user.oidc_subject == identity.subject:
             return user.name, user.groups | identity.groups

@@ -72,7 +72,8 @@ class SSO:
         try:
             identity = await self.device.finish_device(device, deadline=deadline)
             directory = self.directory
-            user, groups = await directory.thread.run(directory.sign_in, identity, self.config.users)
+            user, groups = await directory.thread.run(directory.sign_in, identity, self.config.users,
+                                                     self.config.machines)
         except (OIDCError, SSOError) as exc:
             self.audit.write(SSOLoginFailed(user=username, client=client, reason=str(exc)))
             raise SSOError(str(exc)) from None
@@ -119,7 +120,7 @@ class SSO:
         ttl = self.config.oidc.certificate_ttl if self.config.oidc else 8 * 3600
 
         def sign_in_and_issue() -> tuple[str, frozenset[str], IssuedCertificate]:
-            user, groups = self.directory.sign_in(identity, self.config.users)
+            user, groups = self.directory.sign_in(identity, self.config.users, self.config.machines)
             issued = self.directory.issue(
                 self.keys.login_ca, public_key, user=user, identity=identity.key, ttl=ttl
             )

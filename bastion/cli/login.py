@@ -17,6 +17,7 @@ import click
 from bastion.auth.directory import Directory, certificate_info, krl_path, write_krl
 from bastion.auth.oidc import OIDCClient, OIDCError
 from bastion.cli.common import failure, keys_for
+from bastion.cli.machines import token_login
 from bastion.config import BastionConfig, OIDCSettings
 from bastion.state.live import LiveSessions
 
@@ -223,8 +224,21 @@ def register(
     )
     @click.option("--status", is_flag=True, help="Show who you are signed in as and when it expires.")
     @click.option("--agent", is_flag=True, help="Also add key and certificate to the running ssh-agent.")
-    def login(url: str | None, key_path: Path | None, status: bool, agent: bool) -> None:
-        """Sign in with single sign-on and get a short-lived SSH certificate for the bastion."""
+    @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="A machine: exchange the platform's OIDC token in FILE (- for stdin), no browser.")
+    @click.option("--token-env", metavar="VAR", help="A machine: exchange the OIDC token in $VAR.")
+    @click.option("--machine", help="With a token: which machine, when the token matches several.")
+    @click.option("--ssh-config", type=click.Path(dir_okay=False, path_type=Path),
+                  help="With a token: where to write the ssh config (default: beside the key).")
+    def login(url: str | None, key_path: Path | None, status: bool, agent: bool, token_file: Path | None,
+              token_env: str | None, machine: str | None, ssh_config: Path | None) -> None:
+        """Sign in with single sign-on and get a short-lived SSH certificate for the bastion.
+
+        CI jobs and agents pass their platform's token (--token-file or --token-env) instead:
+        exit 0 signed in, 1 refused, 2 wrong usage, 3 try again later."""
+        if token_file is not None or token_env is not None:
+            token_login(url, token_file, token_env, key_path, machine, ssh_config)
+            return
         _login_command(url, key_path, status, agent)
 
     @main.command()

@@ -12,6 +12,7 @@ import click
 
 from bastion import __version__
 from bastion.cli import login as login_cli
+from bastion.cli import machines as machines_cli
 from bastion.cli import recordings as recordings_cli
 from bastion.cli import screening as screening_cli
 from bastion.cli import sessions as sessions_cli
@@ -314,6 +315,7 @@ recordings_cli.register(main, config_option, _load)
 screening_cli.register(main, config_option, _load)
 login_cli.register(main, config_option, _load)
 sessions_cli.register(main, config_option, _load)
+machines_cli.register(main, config_option, _load)
 player_cli.register(main, _load)
 
 

@@ -21,6 +21,9 @@ class Target(Protocol):
     def users(self) -> frozenset[str]: ...
 
 
+MACHINE_METHOD = "machine"
+
+
 @dataclass(frozen=True)
 class Identity:
     """An authenticated bastion user, however they proved it."""
@@ -28,6 +31,14 @@ class Identity:
     user: str
     groups: frozenset[str] = frozenset()
     method: str = "publickey"
+    # A machine (a CI job, an agent) signed in with its platform's token: what the token said
+    # of the job (repository, ref, run id, ...), shown wherever the session is.
+    workload: tuple[tuple[str, str], ...] = ()
+    allow_shell: bool = True
+
+    @property
+    def machine(self) -> bool:
+        return self.method == MACHINE_METHOD
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,17 @@ UnsurePolicy: TypeAlias = Action | Literal["default"]
 UNSURE_POLICIES: tuple[UnsurePolicy, ...] = ("default", Action.ALLOW, Action.APPROVE, Action.DENY)
 
 
+class Principals(StrEnum):
+    """Whom a rule is about: everyone, people only, or machines (CI jobs, agents) only."""
+
+    ALL = "all"
+    PEOPLE = "people"
+    MACHINES = "machines"
+
+    def covers(self, *, machine: bool) -> bool:
+        return self is Principals.ALL or (self is Principals.MACHINES) == machine
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -82,6 +93,7 @@ class Rule:
     line: int = 0
     operations: frozenset[str] = frozenset()  # sftp operations; with `paths`: an operation rule
     paths: tuple[str, ...] = ()
+    principals: Principals = Principals.ALL
 
     @property
     def screens_operations(self) -> bool:
@@ -93,6 +105,8 @@ class Rule:
         if self.targets and not any(fnmatch.fnmatchcase(request.target, t) for t in self.targets):
             return False
         if self.logins and not any(fnmatch.fnmatchcase(request.login, p) for p in self.logins):
+            return False
+        if not self.principals.covers(machine=request.machine):
             return False
         return not (self.groups or self.users) or bool(
             request.user in self.users or self.groups & request.groups
@@ -151,6 +165,7 @@ class CommandRequest:
     analysis: Analysis | None = None  # the line read in its session's scope (else: a fresh one)
     operation: str = ""  # an sftp operation (see recorder.sftp.OPERATIONS); "" for the subsystem
     paths: tuple[str, ...] = ()  # the operation's paths, absolute and normalised where known
+    machine: bool = False  # the requester is a machine (a CI job, an agent), not a person
 
 
 @dataclass(frozen=True)
@@ -322,7 +337,7 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
 
 
 RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",
-             "groups", "users", "approvers", "approvals", "timeout", "sftp", "paths"}
+             "groups", "users", "approvers", "approvals", "timeout", "sftp", "paths", "principals"}
 # Kinds whose requests are commands: a rule for them needs program, args or command (the rest
 # of a rule is scope). An sftp or forward rule may leave them out: the kind itself is what it
 # matches (every transfer, every forward).
@@ -372,7 +387,11 @@ def _rule(raw: Any, where: str, line: int) -> Rule:
         # Left out by mistake, it would decide every command (a deny rule: a deny-all).
         raise ConfigError(f"{where}: rule {name!r}: says nothing about which commands it matches:"
                           ' set program, args or command (program = "*" if every command is meant)')
+    principals = raw.get("principals", Principals.ALL)
+    if principals not in tuple(Principals):
+        raise ConfigError(f"{where}: rule {name!r}: principals must be one of {', '.join(Principals)}")
     return Rule(
+        principals=Principals(principals),
         name=name, action=action, message=message, command=command,
         programs=programs, args=args,
         kinds=frozenset(kinds), targets=_strings(raw, "targets", where),

@@ -18,6 +18,7 @@ import asyncssh
 
 from bastion.auth.certificates import login_certificate_refusal
 from bastion.auth.directory import SSOError
+from bastion.auth.machines import Machines
 from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, TargetConfig
@@ -111,6 +112,7 @@ class BastionState:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     sso: SSO | None = None
+    machines: Machines | None = None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
     relays: set[SessionRelay] = field(default_factory=set)
@@ -210,6 +212,15 @@ class OuterServer(asyncssh.SSHServer):
         if refusal is not None:
             self._auth_failed(username, "certificate", refusal)
             return False
+        machines = self._state.machines
+        if machines is not None:
+            machine = await machines.identity(username, cert)
+            if isinstance(machine, str):
+                self._auth_failed(username, "machine", machine)
+                return False
+            if machine is not None:
+                self._candidate = machine
+                return True
         user = self._state.config.users.get(username)
         groups = await sso.groups(username) if sso is not None else user.groups if user else frozenset()
         self._candidate = Identity(user=username, groups=groups, method="certificate")
@@ -288,6 +299,7 @@ class OuterServer(asyncssh.SSHServer):
             user=self._identity.user,
             method=self._identity.method,
             client_version=self._client_version,
+            workload=dict(self._identity.workload) if self._identity.machine else None,
         ))
 
     def session_requested(self) -> bool:
@@ -463,6 +475,9 @@ class InnerServer(asyncssh.SSHServer):
             key_id=upstream.spec.key_id,
             serial=upstream.spec.serial,
             groups=jump.identity.groups,
+            machine=jump.identity.machine,
+            workload=jump.identity.workload,
+            allow_shell=jump.identity.allow_shell,
         )
         relay = SessionRelay(
             info=info,
@@ -478,6 +493,7 @@ class InnerServer(asyncssh.SSHServer):
         state.audit.write(SessionStarted(
             session=info.session_id, user=info.user, target=info.target,
             login=info.login, client=info.client_address, key_id=info.key_id,
+            workload=dict(info.workload) if info.machine else None,
         ))
         return InnerSession(relay, allow_subsystems=SUBSYSTEMS)  # type: ignore[return-value]
 
@@ -527,6 +543,7 @@ class InnerServer(asyncssh.SSHServer):
             duration=round(time.monotonic() - relay.started, 3), exit_status=relay.exit_status,
             exit_signal=relay.exit_signal[0] if relay.exit_signal else None,
             markers=relay.markers or None, reason=relay.end_reason,
+            workload=dict(info.workload) if info.machine else None,
         ))
 
     def connection_requested(

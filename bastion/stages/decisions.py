@@ -69,7 +69,8 @@ class CommandDecisions:
         info = self._info
         verdict = self._ctx.rules.rules.decide(CommandRequest(
             user=info.user, groups=info.groups, target=info.target, login=info.login, kind=kind,
-            command=command, unsure=unsure, why=why, analysis=analysis, operation=operation, paths=paths))
+            command=command, unsure=unsure, why=why, analysis=analysis, operation=operation, paths=paths,
+            machine=info.machine))
         masker = self._ctx.masker
         stored = stored_command(command, masker)
         part = stored if verdict.part == command else stored_command(verdict.part, masker)

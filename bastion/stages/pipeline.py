@@ -47,6 +47,9 @@ class SessionInfo:
     env: dict[str, str] = field(default_factory=dict)
     groups: frozenset[str] = frozenset()
     term_modes: dict[int, int] = field(default_factory=dict)
+    machine: bool = False  # a CI job or an agent, signed in with its platform's token
+    workload: tuple[tuple[str, str], ...] = ()  # what its token said: repository, ref, run id, ...
+    allow_shell: bool = True
 
     @property
     def has_pty(self) -> bool:
@@ -56,6 +59,14 @@ class SessionInfo:
     def transfer(self) -> Transfer | None:
         """The file-transfer protocol the session speaks (sftp, scp, rsync), None for a terminal."""
         return transfer_of(self.kind, self.command, self.subsystem)
+
+    @property
+    def runs_a_shell(self) -> bool:
+        """A shell, or a command that reads commands from the session's input (`bash`, `sh -s`,
+        `python3 -`, `psql`): a shell by another name."""
+        if self.kind is SessionKind.SHELL:
+            return True
+        return self.kind is SessionKind.EXEC and bool(analyze(self.command or "").stdin)
 
     @functools.cached_property
     def may_carry_data(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from bastion.config import OnFailure, RecordingSettings
@@ -81,13 +82,18 @@ class RecordingStage(SessionStage):
         }
         if info.subsystem:
             metadata["subsystem"] = info.subsystem
+        workload = dict(info.workload) if info.machine else None
+        if workload is not None:
+            metadata["machine"] = True
+            metadata["workload"] = workload
         try:
             self._rec = self._recorder.open(
                 session_id=info.session_id, width=width or DEFAULT_SIZE[0],
                 height=height or DEFAULT_SIZE[1], term=info.term_type, command=command,
                 metadata=metadata,
                 index_fields={"user": info.user, "login": info.login, "target": info.target,
-                              "client": info.client_address, "kind": info.kind, "command": command},
+                              "client": info.client_address, "kind": info.kind, "command": command,
+                              **({"workload": json.dumps(workload, sort_keys=True)} if workload else {})},
             )
         except OSError as exc:
             reason = f"cannot write recording: {exc.strerror or exc}"

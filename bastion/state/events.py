@@ -62,6 +62,7 @@ class AuthSucceeded(LogEvent):
     user: str
     method: str
     client_version: str
+    workload: Mapping[str, str] | None = None  # a machine's job: repository, ref, run id, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +119,33 @@ class CertificateRefused(LogEvent):
     client: str
     identity: str | None = None
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineCertificateIssued(LogEvent):
+    """A machine's platform token exchanged for a login certificate."""
+
+    name = "machine_certificate_issued"
+    machine: str
+    identity: str
+    serial: int
+    key_id: str
+    expires: int
+    client: str
+    groups: Sequence[str]
+    workload: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineTokenRefused(LogEvent):
+    """A token exchange refused: a forged, foreign, expired, replayed or unmatched token."""
+
+    name = "machine_token_refused"
+    client: str
+    reason: str
+    machine: str | None = None
+    identity: str | None = None
+    workload: Mapping[str, str] | None = None
 
 
 # -- jumps and sessions -----------------------------------------------------------------------------
@@ -196,6 +224,7 @@ class SessionStarted(LogEvent):
     login: str
     client: str
     key_id: str
+    workload: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +245,7 @@ class SessionEnded(LogEvent):
     exit_signal: str | None = None
     markers: Mapping[str, int] | None = None
     reason: str | None = None
+    workload: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

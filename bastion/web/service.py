@@ -7,6 +7,7 @@ together and sets the headers every response carries:
 - `approvals`: the approval pages (show, decide);
 - `signin`: the OpenID Connect sign-in of approvers;
 - `ssoapi`: `bastion login`'s JSON endpoints;
+- `machineapi`: machines exchange their platform's token for a login certificate;
 - `sessions` and `cookies`: who a browser is signed in as, in signed cookies;
 - `pages`: HTML from the templates (autoescaped), refusals.
 """
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bastion.auth.machines import Machines
 from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig
@@ -29,6 +31,7 @@ from bastion.state.events import WebStarted
 from bastion.web import pages
 from bastion.web.approvals import ApprovalPages
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
+from bastion.web.machineapi import MachineEndpoints
 from bastion.web.sessions import SESSION_COOKIE, BrowserSessions
 from bastion.web.signin import SignIn
 from bastion.web.ssoapi import SSOEndpoints
@@ -51,6 +54,7 @@ class WebService:
         *,
         masker: TextMasker,
         sso: SSO | None = None,
+        machines: Machines | None = None,
     ) -> None:
         assert config.web is not None
         self.settings, self.audit, self.oidc = config.web, audit, oidc
@@ -61,7 +65,8 @@ class WebService:
         refuse = pages.Refusals(audit)
         self.approvals = ApprovalPages(store, sessions, refuse, audit, masker=masker, public_url=public_url,
                                        sign_in=oidc is not None)
-        sign_in = SignIn(oidc, sessions, refuse, audit, users=config.users, public_url=public_url)
+        sign_in = SignIn(oidc, sessions, refuse, audit, users=config.users, public_url=public_url,
+                         machines=frozenset(config.machines))
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[self._headers], client_max_size=64 * 1024)
         self.app.add_routes([
@@ -69,6 +74,7 @@ class WebService:
             *self.approvals.routes(),
             *sign_in.routes(),
             *SSOEndpoints(sso).routes(),
+            *MachineEndpoints(machines).routes(),
         ])
 
     def link(self, request: ApprovalRequest) -> str:

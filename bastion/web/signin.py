@@ -9,7 +9,7 @@ gets a signed session with a fresh CSRF token. Signing out takes a POST with tha
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from aiohttp import web
 
@@ -27,9 +27,10 @@ NOT_CONFIGURED = "sign-in is not configured on this bastion"
 
 class SignIn:
     def __init__(self, oidc: OIDCClient | None, sessions: BrowserSessions, refuse: pages.Refusals,
-                 audit: AuditLog, *, users: Mapping[str, UserConfig], public_url: str) -> None:
+                 audit: AuditLog, *, users: Mapping[str, UserConfig], public_url: str,
+                 machines: Collection[str] = ()) -> None:
         self.oidc, self.sessions, self.refuse, self.audit = oidc, sessions, refuse, audit
-        self.users = users
+        self.users, self.machines = users, machines
         self.redirect_uri = f"{public_url}/auth/callback"
 
     def routes(self) -> list[web.RouteDef]:
@@ -73,7 +74,7 @@ class SignIn:
         start = AuthorizationStart("", started["state"], started["nonce"], started["verifier"])
         try:
             identity = await self.oidc.exchange_code(request.query.get("code", ""), self.redirect_uri, start)
-            user, groups = resolve_approver(identity, self.users)
+            user, groups = resolve_approver(identity, self.users, self.machines)
         except (OIDCError, SignInRefused) as exc:
             self.audit.write(WebSignInFailed(reason=str(exc), client=request.remote))
             return pages.message("Sign-in failed", "Sign-in failed", str(exc), status=exc.http_status)

@@ -3,6 +3,11 @@
 // CONFIG: {"port": 0, "clients": [...], "accounts": {"alice": {"groups": ["dev"]}}}
 // Prints "listening <issuer>" once it accepts connections. Sign-in uses the package's
 // development login form: the login name picks the account (any password).
+//
+// As "a CI platform": clients with the client_credentials grant and a `workload` (the claims
+// their jobs' tokens carry, e.g. {"repository": "acme/web"}) get signed JWT access tokens,
+// their audience the resource they ask for with its "urn:aud:" prefix cut ("urn:aud:bastion"
+// gives aud "bastion"), like a CI job asking its platform for a token for an audience.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -30,9 +35,31 @@ const provider = new Provider(`http://127.0.0.1:${config.port}`, {
     devInteractions: { enabled: true },
     deviceFlow: { enabled: true },
     revocation: { enabled: true },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (ctx, client, oneOf) => oneOf,
+      useGrantedResource: async () => false,
+      getResourceServerInfo: async (ctx, resource) => ({
+        scope: 'workload',
+        audience: resource.replace(/^urn:aud:/, ''),
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+  extraClientMetadata: { properties: ['workload'] },
+  async extraTokenClaims(ctx, token) {
+    if (token.kind !== 'ClientCredentials') return undefined;
+    const client = await ctx.oidc.provider.Client.find(token.clientId);
+    return client?.workload ?? undefined;
   },
   pkce: { required: () => true },
-  ttl: { IdToken: config.id_token_ttl ?? 3600, DeviceCode: config.device_code_ttl ?? 300 },
+  ttl: {
+    IdToken: config.id_token_ttl ?? 3600,
+    DeviceCode: config.device_code_ttl ?? 300,
+    ClientCredentials: config.workload_token_ttl ?? 300,
+  },
   async findAccount(ctx, id) {
     const account = accounts[id];
     if (!account) return undefined;

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +50,9 @@ class OpenIDProvider:
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     cli_client_id: str = "bastion-cli"
     device_code_ttl: int = 300
+    # As a CI platform: job name -> the claims its tokens carry (client_credentials clients).
+    workloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workload_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +85,15 @@ class OpenIDProvider:
                 "redirect_uris": [],
                 "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"],
                 "response_types": [],
-            }],
+            }, *({
+                "client_id": f"job-{name}",
+                "client_secret": self.workload_secret,
+                "token_endpoint_auth_method": "client_secret_post",
+                "redirect_uris": [],
+                "grant_types": ["client_credentials"],
+                "response_types": [],
+                "workload": claims,
+            } for name, claims in self.workloads.items())],
         }
         path = self.directory / "provider.json"
         path.write_text(json.dumps(config))
@@ -97,6 +110,17 @@ class OpenIDProvider:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process, grace=5)
+
+    def workload_token(self, job: str, audience: str = "bastion") -> str:
+        """A signed token for `job` (a key of `workloads`), as its CI platform would mint it."""
+        form = urllib.parse.urlencode({
+            "grant_type": "client_credentials", "client_id": f"job-{job}",
+            "client_secret": self.workload_secret, "resource": f"urn:aud:{audience}",
+        }).encode()
+        with urllib.request.urlopen(f"{self.issuer}/token", data=form, timeout=30) as response:
+            token = json.loads(response.read())["access_token"]
+        assert isinstance(token, str) and token.count(".") == 2, token
+        return token
 
 
 class WebhookReceiver:
