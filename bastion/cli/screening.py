@@ -96,8 +96,7 @@ def register(
 
     def decide(config_path: Path, request_id: str, approver: str, decision: Decision) -> None:
         config = load(config_path)
-        user = config.users.get(approver)
-        groups = user.groups if user else frozenset()
+        groups = approver_groups(config, approver)
         approvals = ApprovalStore(config.state_db, masker=text_masker(config))
         try:
             state = approvals.decide(request_id, approver, decision, groups=groups)
@@ -120,6 +119,14 @@ def register(
     def approvals_deny(config_path: Path, request_id: str, approver: str) -> None:
         """Deny REQUEST_ID."""
         decide(config_path, request_id, approver, Decision.DENY)
+
+
+def approver_groups(config: BastionConfig, approver: str) -> frozenset[str]:
+    """The config groups `approver` approves with; a machine never approves."""
+    if approver in config.machines:
+        raise click.ClickException(f"{approver} is a machine: machines never approve")
+    user = config.users.get(approver)
+    return user.groups if user else frozenset()
 
 
 class CannotCheck(BastionError):

@@ -239,7 +239,8 @@ def test_a_token_is_exchanged_once(directory: Directory) -> None:
     ca = asyncssh.generate_private_key("ssh-ed25519")
     issued = exchange(directory, ca, "jti-1")
     assert directory.machine_grant(issued.serial) == ("deploy-web", {"repository": "acme/web"})
-    assert directory.certificate_allowed("deploy-web", issued.serial) is None
+    fingerprint = issued.certificate.key.get_fingerprint()
+    assert directory.certificate_allowed("deploy-web", issued.serial, fingerprint) is None
     with pytest.raises(TokenReplayed, match="already exchanged"):
         exchange(directory, ca, "jti-1")
     assert directory.machine_grant(12345) is None
@@ -259,7 +260,8 @@ def test_a_revoked_machine_gets_nothing(directory: Directory) -> None:
     directory.revoke("deploy-web", "ops")
     with pytest.raises(SSOError, match="revoked"):
         exchange(directory, ca, "jti-4")
-    assert directory.certificate_allowed("deploy-web", issued.serial) == "user deploy-web has been revoked"
+    fingerprint = issued.certificate.key.get_fingerprint()
+    assert directory.certificate_allowed("deploy-web", issued.serial, fingerprint) == "user deploy-web has been revoked"
 
 
 # -- the shell gate ------------------------------------------------------------------------------------
