@@ -91,6 +91,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     )
     # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
     approvals = ApprovalStore(config.state_db, masker=text_masker)
+    state.approvals = approvals
     notify = _web(config, state, approvals)
     screening = _screening(config, state, approvals, notify)
     # Order matters. Output: the masker first, so the recorder only ever sees masked output

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from bastion.auth.certificates import login_certificate_refusal
-from bastion.auth.directory import SSOError
+from bastion.auth.directory import SSOError, certificate_info
 from bastion.auth.machines import Machines
 from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSO
@@ -28,11 +28,13 @@ from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target, printable_name
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, UpstreamAuthError
+from bastion.ssh.commands import Caller, OwnCommandSession, caller_role
 from bastion.ssh.limits import StartupGuard
 from bastion.ssh.relay import InnerSession, SessionRelay
 from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
 from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
+from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from bastion.state.events import (
     AuthFailed,
@@ -118,6 +120,7 @@ class BastionState:
     relays: set[SessionRelay] = field(default_factory=set)
     jumps: set[Jump] = field(default_factory=set)
     registry: Registry | None = None  # the live-session registry in the state database
+    approvals: ApprovalStore | None = None  # for the bastion's own `approvals` commands
     live: dict[str, tuple[SessionRelay, InnerServer]] = field(default_factory=dict)  # by session id
 
     def sessions_of(self, user: str) -> int:
@@ -143,6 +146,7 @@ class OuterServer(asyncssh.SSHServer):
         self._device: DeviceAuthorization | None = None
         self._jumps: set[Jump] = set()  # this connection's live jumps
         self._names_refused: set[str] = set()
+        self._certificate: Any = None  # the login certificate accepted, for `whoami`
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -224,6 +228,7 @@ class OuterServer(asyncssh.SSHServer):
         user = self._state.config.users.get(username)
         groups = await sso.groups(username) if sso is not None else user.groups if user else frozenset()
         self._candidate = Identity(user=username, groups=groups, method="certificate")
+        self._certificate = cert
         return True
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
@@ -302,9 +307,15 @@ class OuterServer(asyncssh.SSHServer):
             workload=dict(self._identity.workload) if self._identity.machine else None,
         ))
 
-    def session_requested(self) -> bool:
-        # No shell on the bastion itself: it only carries jumps.
-        return False
+    def session_requested(self) -> OwnCommandSession:
+        # No shell on the bastion itself: its own commands, served in-process, for this user.
+        assert self._identity is not None
+        certified = self._identity.method == "certificate"
+        cert = self._certificate if certified else None
+        expires = certificate_info(cert)["valid_before"] if cert is not None else None
+        caller = Caller(identity=self._identity, client=self._client,
+                        role=caller_role(self._state, self._identity), certificate_expires=expires)
+        return OwnCommandSession(self._state, caller)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False
@@ -606,7 +617,8 @@ class Bastion:
         options = asyncssh.SSHServerConnectionOptions(
             server_factory=lambda: OuterServer(self.state),
             server_host_keys=[self.state.keys.bastion_host_key],
-            allow_pty=False,
+            allow_pty=True,  # for the bastion's own terminal UI; there is no shell behind it
+            line_editor=False,
             agent_forwarding=False,
             x11_forwarding=False,
             login_timeout=config.login_timeout,

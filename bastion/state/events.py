@@ -303,6 +303,28 @@ class SessionKillRequested(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OwnCommand(LogEvent):
+    """One of the bastion's own commands, run over ssh to the bastion itself."""
+
+    name = "own_command"
+    user: str
+    client: str
+    command: str  # "sessions list", "approvals approve"...
+    about: str | None = None  # the session or request it is about
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnCommandRefused(LogEvent):
+    """A shell, an unknown command, a subsystem or a command the user's role does not allow."""
+
+    name = "own_command_refused"
+    user: str
+    client: str
+    command: str  # as asked, escaped and bounded
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ForwardRefused(LogEvent):
     name = "forward_refused"
     session: str

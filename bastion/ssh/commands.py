@@ -1,0 +1,300 @@
+"""The bastion's own commands over ssh: `ssh bastion sessions list`, `ssh bastion approvals
+approve 7F3A1B`, `ssh bastion whoami`. No shell, no program: each command is served here, on the
+bastion's loop, for the authenticated SSH user, with what their role allows. Everything else (a
+shell, an unknown command, a subsystem) is refused with one line listing what exists, and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncssh
+
+from bastion.config import BastionConfig
+from bastion.core.access import Role, may_kill, may_watch, role_of
+from bastion.core.owncommands import Command, Refusal, parse
+from bastion.core.policy import Identity
+from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalState, ApprovalStore, Decision
+from bastion.state.audit import AuditLog
+from bastion.state.events import (
+    ApprovalDecision,
+    ApprovalDecisionRefused,
+    OwnCommand,
+    OwnCommandRefused,
+    SessionKillRequested,
+)
+from bastion.state.live import Registry, session_table
+from recorder.printable import printable
+
+
+class BastionState(Protocol):
+    """What the commands read of the running bastion (`bastion.ssh.server.BastionState`)."""
+
+    @property
+    def config(self) -> BastionConfig: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def registry(self) -> Registry | None: ...
+    @property
+    def approvals(self) -> ApprovalStore | None: ...
+
+KILL_WAIT = 10.0  # how long `sessions kill` waits to see the session end
+
+
+class Refused(Exception):
+    """A command the user may not run (or that cannot be done): one line, exit status 1."""
+
+
+@dataclass
+class Caller:
+    identity: Identity
+    client: str
+    role: Role
+    certificate_expires: int | None = None
+
+
+class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
+    """One session channel of a user connected to the bastion itself."""
+
+    def __init__(self, state: BastionState, caller: Caller) -> None:
+        self._state = state
+        self._caller = caller
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._line: str | None = None
+        self._pty = False
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(  # type: ignore[override]
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]
+    ) -> bool:
+        self._pty = True
+        return True
+
+    def shell_requested(self) -> bool:
+        return True  # answered with the refusal and the list of commands
+
+    def exec_requested(self, command: str) -> bool:
+        self._line = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._refused(f"subsystem {subsystem}", f"no subsystem ({subsystem}) on the bastion")
+        return False
+
+    def session_started(self) -> None:
+        asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        pass  # no command reads input
+
+    def eof_received(self) -> bool:
+        return True  # the end of the user's input does not end the answer
+
+    def _refused(self, command: str, reason: str) -> None:
+        caller = self._caller
+        self._state.audit.write(OwnCommandRefused(user=caller.identity.user, client=caller.client,
+                                                  command=printable(command)[:200], reason=reason))
+
+    def _write(self, text: str, *, stderr: bool = False) -> None:
+        if self._chan is None:
+            return
+        data = (text.replace("\n", "\r\n") if self._pty else text).encode("utf-8", "replace")
+        try:
+            if stderr:
+                self._chan.write_stderr(data)
+            else:
+                self._chan.write(data)
+        except BrokenPipeError:
+            pass  # the user went away
+
+    def _exit(self, status: int) -> None:
+        if self._chan is not None:
+            try:
+                self._chan.exit(status)
+            except BrokenPipeError:
+                self._chan.close()
+
+    async def _run(self) -> None:
+        assert self._chan is not None
+        parsed = parse(self._line)
+        if self._caller.identity.machine and not isinstance(parsed, Refusal):
+            parsed = Refusal("machines have no commands on the bastion (they never list, kill or approve)")
+        if isinstance(parsed, Refusal):
+            self._refused(self._line or "(shell)", parsed.reason)
+            self._write(parsed.line() + "\n", stderr=True)
+            self._exit(2)
+            return
+        caller = self._caller
+        self._state.audit.write(OwnCommand(user=caller.identity.user, client=caller.client,
+                                           command=parsed.name, about=parsed.target))
+        handler = HANDLERS[parsed.name]
+        try:
+            output = await handler(self._state, caller, parsed)
+        except Refused as exc:
+            self._refused(self._line or "", str(exc))
+            self._write(f"bastion: {exc}\n", stderr=True)
+            self._exit(1)
+            return
+        except Exception as exc:  # noqa: BLE001 - one failed command never reaches the bastion
+            self._refused(self._line or "", f"failed: {exc or type(exc).__name__}")
+            self._write(f"bastion: {parsed.name} failed: {exc or type(exc).__name__}\n", stderr=True)
+            self._exit(1)
+            return
+        self._write(output)
+        self._exit(0)
+
+
+def caller_role(state: BastionState, identity: Identity) -> Role:
+    access = state.config.access
+    return role_of(identity.user, identity.groups, reviewers=access.reviewers, admins=access.admins)
+
+
+# -- the commands ------------------------------------------------------------------------------------
+
+
+async def whoami(state: BastionState, caller: Caller, command: Command) -> str:
+    identity = caller.identity
+    lines = [f"user        {identity.user}",
+             f"groups      {', '.join(sorted(identity.groups)) or '-'}",
+             f"signed in   with {identity.method} from {caller.client}",
+             f"role        {caller.role.name.lower()}"]
+    if caller.certificate_expires:
+        left = caller.certificate_expires - time.time()
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(caller.certificate_expires))
+        lines.append(f"certificate expires {when} (in {max(0, int(left // 60))} min)")
+    return "".join(f"{printable(line)}\n" for line in lines)
+
+
+async def sessions_list(state: BastionState, caller: Caller, command: Command) -> str:
+    registry = _registry(state)
+    user = command.options.get("user")
+    me = caller.identity.user
+    if caller.role < Role.REVIEWER:
+        if user is not None and user != me:
+            raise Refused(f"sessions list: you may list only your own sessions (reviewers: "
+                          f"{_names(state.config.access.reviewers)})")
+        user = me
+    live = await registry.thread.run(registry.store.list, user=user, target=command.options.get("target"))
+    live = [s for s in live if may_watch(caller.role, me, s.user)]
+    now = time.time()
+    if "json" in command.flags:
+        return "".join(json.dumps({**s.as_dict(), "idle": round(s.idle(now), 1)}) + "\n" for s in live)
+    return "".join(line + "\n" for line in session_table(live, now))
+
+
+async def sessions_kill(state: BastionState, caller: Caller, command: Command) -> str:
+    registry = _registry(state)
+    assert command.target is not None
+    if not may_kill(caller.role):
+        raise Refused(f"sessions kill: only admins ({_names(state.config.access.admins)}) may end sessions")
+    reason = command.options.get("reason") or "no reason given"
+    by = caller.identity.user
+    live = await registry.thread.run(registry.store.request_kill, command.target, by, reason)
+    if live is None:
+        raise Refused(f"no live session {command.target} (see sessions list)")
+    state.audit.write(SessionKillRequested(session=live.session, by=by, reason=reason, via="ssh"))
+    deadline = time.monotonic() + KILL_WAIT
+    while await registry.thread.run(registry.store.get, live.session) is not None:
+        if time.monotonic() > deadline:
+            raise Refused(f"asked instance {live.instance} to end {live.session}; it has not yet")
+        await asyncio.sleep(0.1)
+    return f"ended {live.session} ({live.user}, {live.login}@{live.target})\n"
+
+
+def _visible(caller: Caller, request: ApprovalRequest) -> bool:
+    """Approvers see the requests they may decide; everyone sees their own; reviewers all."""
+    identity = caller.identity
+    return (request.requester == identity.user or bool(identity.groups & set(request.approvers))
+            or caller.role >= Role.REVIEWER)
+
+
+async def approvals_list(state: BastionState, caller: Caller, command: Command) -> str:
+    store = _approvals(state)
+    pending = [r for r in await store.thread.run(store.pending) if _visible(caller, r)]
+    if not pending:
+        return "no pending approval requests for you\n"
+    now = time.time()
+    return "".join(
+        f"{r.id}  {r.requester} -> {r.login}@{r.target}  rule={printable(r.rule)}  needs {r.approvals_needed}"
+        f" of {','.join(r.approvers)}  {max(0, int(r.expires - now))}s left  {printable(r.command)}\n"
+        for r in pending
+    )
+
+
+async def approvals_show(state: BastionState, caller: Caller, command: Command) -> str:
+    store = _approvals(state)
+    assert command.target is not None
+    request = await store.thread.run(store.get, command.target)
+    if request is None or not _visible(caller, request):
+        raise Refused(f"no approval request {command.target} for you")
+    status, decisions = await store.thread.run(store.state, request.id)
+    lines = [f"request   {request.id} ({status})", f"user      {request.requester}",
+             f"target    {request.login}@{request.target}", f"rule      {request.rule}",
+             f"approvers {request.approvals_needed} of {', '.join(request.approvers)}",
+             f"command   {request.command}"]
+    lines += [f"decision  {decision} by {approver}" for approver, decision, _ in decisions]
+    if request.screen:
+        lines.append("screen when submitted:")
+        lines += [f"  | {line}" for line in request.screen.split("\n")]
+    return "".join(printable(line) + "\n" for line in lines)
+
+
+async def _decide(state: BastionState, caller: Caller, command: Command, decision: Decision) -> str:
+    store = _approvals(state)
+    assert command.target is not None
+    identity = caller.identity
+    how = f"ssh {identity.method}"
+    try:
+        result: ApprovalState = await store.thread.run(
+            store.decide, command.target, identity.user, decision, groups=identity.groups, identity=how)
+    except ApprovalError as exc:
+        state.audit.write(ApprovalDecisionRefused(request=command.target, by=identity.user, identity=how,
+                                                  decision=decision, reason=str(exc), client=caller.client))
+        raise Refused(str(exc)) from None
+    state.audit.write(ApprovalDecision(request=command.target, by=identity.user, identity=how,
+                                       decision=decision, state=result, client=caller.client))
+    return f"{command.target}: {decision} recorded by {identity.user}; request is {result}\n"
+
+
+async def approvals_approve(state: BastionState, caller: Caller, command: Command) -> str:
+    return await _decide(state, caller, command, Decision.APPROVE)
+
+
+async def approvals_deny(state: BastionState, caller: Caller, command: Command) -> str:
+    return await _decide(state, caller, command, Decision.DENY)
+
+
+def _registry(state: BastionState) -> Registry:
+    if state.registry is None:
+        raise Refused("this bastion keeps no live-session registry")
+    return state.registry
+
+
+def _approvals(state: BastionState) -> ApprovalStore:
+    if state.approvals is None:
+        raise Refused("this bastion keeps no approval requests")
+    return state.approvals
+
+
+def _names(names: frozenset[str]) -> str:
+    return ", ".join(sorted(names)) or "none configured"
+
+
+Handler = Callable[[BastionState, Caller, Command], Awaitable[str]]
+HANDLERS: dict[str, Handler] = {
+    "whoami": whoami,
+    "sessions list": sessions_list,
+    "sessions kill": sessions_kill,
+    "approvals list": approvals_list,
+    "approvals show": approvals_show,
+    "approvals approve": approvals_approve,
+    "approvals deny": approvals_deny,
+}
