@@ -45,7 +45,7 @@ JOBS = {
 # A job of acme/web's main branch per test: certificates are rated per token subject (5 a
 # minute), and each of these has its own.
 for _number, _test in enumerate(("deploy", "replay", "env", "minted", "shell", "rules", "approval", "revoked",
-                                 "restored")):
+                                 "restored", "own")):
     JOBS[f"main-{_test}"] = {**MAIN, "run_id": str(2000 + _number)}
 RULES = """
 [defaults]
@@ -380,3 +380,16 @@ def test_a_revoked_machine_is_refused_and_its_live_session_ends(world: World) ->
     assert bastion_cli(world.box, "machines", "restore", "deploy-web").returncode == 0
     world.signed_in("restored")
     assert world.ssh("restored", f"{LOGIN}@db-1", "echo back").stdout == b"back\n"
+
+
+def test_a_machine_has_no_commands_on_the_bastion_itself(world: World) -> None:
+    world.signed_in("own")
+    config = world.home / "own" / ".ssh" / "bastion_config"
+    for command in ("whoami", "sessions list", "approvals list", "approvals approve 7F3A1B"):
+        run = subprocess.run(["ssh", "-F", str(config), "bastion", command], capture_output=True, text=True,
+                             timeout=60, check=False, stdin=subprocess.DEVNULL)
+        assert run.returncode == 2 and "machines have no commands on the bastion" in run.stderr, run
+    refused = [e for e in world.events("own_command_refused") if e["user"] == "deploy-web"]
+    assert [e["command"] for e in refused][-4:] == ["whoami", "sessions list", "approvals list",
+                                                    "approvals approve 7F3A1B"]
+    assert not [e for e in world.events("own_command") if e["user"] == "deploy-web"]
