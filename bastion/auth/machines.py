@@ -209,7 +209,9 @@ class Machines:
         the certificate is not a machine's, or why a machine's certificate is refused."""
         grant = await self.directory.thread.run(self.directory.machine_grant, certificate_serial(cert))
         if grant is None:
-            return "no such machine" if username in self.config.machines else None
+            if username in self.config.machines:
+                return "certificate was not issued to this machine by a token exchange"
+            return None
         name, workload = grant
         machine = self.config.machines.get(name)
         if name != username:

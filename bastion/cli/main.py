@@ -145,6 +145,14 @@ allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the t
 # [[notify]]
 # kind = "slack"                   # or "mattermost", "webhook"
 # url_file = "slack-webhook-url"
+#
+# CI jobs and agents sign in with their platform's OIDC token (docs/machines.md):
+# [[machines]]
+# name = "deploy-web"
+# issuer = "https://token.actions.githubusercontent.com"
+# audience = "bastion"
+# claims = {{ repository = "acme/web", ref = "refs/heads/main" }}
+# groups = ["deployers"]
 
 # One table per user; keys are OpenSSH public key lines.
 [users.alice]

@@ -52,7 +52,8 @@ def register(
         is_operation = kind == "sftp" and command[0] in SFTP_OPERATIONS
         request = CommandRequest(user, frozenset(groups), target, login, kind, " ".join(command),
                                  operation=command[0] if is_operation else "",
-                                 paths=tuple(normal_path(p) for p in command[1:]) if is_operation else ())
+                                 paths=tuple(normal_path(p) for p in command[1:]) if is_operation else (),
+                                 machine=user in config.machines)
         try:
             verdict = check_rules(config, request)
         except CannotCheck as exc:
@@ -137,15 +138,15 @@ class CannotCheck(BastionError):
 
 
 def check_rules(config: BastionConfig, request: CommandRequest) -> Verdict:
-    """Decide `request` with the config's rules (the user's groups from the config added) and
-    say which rule decided it and why."""
+    """Decide `request` with the config's rules (the user's or machine's groups from the config
+    added) and say which rule decided it and why."""
     if config.rules_file is None:
         raise CannotCheck(f"{config.path} sets no rules_file")
     try:
         ruleset = load_rules(config.rules_file)
     except ConfigError as exc:
         raise CannotCheck(exc.reason) from None
-    known = config.users.get(request.user)
+    known = config.users.get(request.user) or config.machines.get(request.user)
     if known is not None:
         request = replace(request, groups=request.groups | known.groups)
     verdict = ruleset.decide(request)

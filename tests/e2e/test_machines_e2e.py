@@ -271,6 +271,11 @@ def test_forged_and_foreign_issuer_tokens_are_refused(world: World) -> None:
     attacker = RSAKey.generate_key(2048, parameters={"kid": provider_key(world.ci).kid})
     code, line = world.refused(jwt.encode({"alg": "RS256", "kid": attacker.kid}, claims_now(world), attacker))
     assert code == 1 and "signature" in line
+    # A header pointing at the attacker's own keys (jku, an embedded jwk) is not where keys come from.
+    embedded = {"alg": "RS256", "kid": "attacker", "jku": f"{world.url}/attacker-keys.json",
+                "jwk": attacker.as_dict(private=False)}
+    code, line = world.refused(jwt.encode(embedded, claims_now(world), attacker))
+    assert code == 1 and "signature" in line
     unknown_kid = RSAKey.generate_key(2048, parameters={"kid": "attacker"})
     code, line = world.refused(jwt.encode({"alg": "RS256", "kid": "attacker"}, claims_now(world), unknown_kid))
     assert code == 1 and "signature" in line

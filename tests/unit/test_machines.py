@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 import pytest
@@ -289,3 +289,24 @@ def test_machines_run_commands_not_shells(kind: SessionKind, command: str | None
     if refusal:
         assert "allow_shell = false" in refusal and "machine deploy-web" in refusal
     assert asyncio.run(gate.gate(info(kind, command, allow_shell=True), Session())) is None
+
+
+def test_only_an_exchanged_certificate_is_the_machine(tmp_path: Path, directory: Directory) -> None:
+    from bastion.auth.machines import Machines
+    from bastion.core.policy import Identity
+
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    machines = Machines(config(entry(groups=["deployers"])), cast(Any, None), directory, cast(Any, None))
+    exchanged = exchange(directory, ca, "jti-5")
+    # An operator's `bastion ca sign-login --user deploy-web` is a login certificate, not a machine's.
+    signed = directory.issue(ca, public(), user="deploy-web", identity="operator:root", ttl=300)
+
+    def identity(user: str, issued: Any) -> Identity | str | None:
+        return asyncio.run(machines.identity(user, issued.certificate))
+
+    found = identity("deploy-web", exchanged)
+    assert isinstance(found, Identity) and found.machine and found.groups == frozenset({"deployers"})
+    assert found.workload == (("repository", "acme/web"),) and found.allow_shell is False
+    assert identity("deploy-web", signed) == "certificate was not issued to this machine by a token exchange"
+    assert identity("alice", signed) is None  # a person's certificate: not the machines' business
+    assert identity("deploy-api", exchanged) == "certificate was issued to another machine"
