@@ -35,6 +35,9 @@ from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 
 MAX_TOKEN_LENGTH = 16 * 1024
 JWKS_REFRESH_EVERY = 60.0  # an unknown key id refetches the JWKS at most this often
+# After the issuer could not be read, exchanges are refused at once for this long: a flood of
+# tokens naming an issuer that is down must not queue behind its timeouts.
+RETRY_ISSUER_AFTER = 10.0
 
 
 class TokenRefusedError(SSOError):
@@ -58,6 +61,7 @@ class IssuerKeys:
         self._jwks_uri: str | None = None
         self._keys: KeySet | None = None
         self._fetched = 0.0
+        self._failed: tuple[float, str] | None = None
         self._lock = asyncio.Lock()
 
     async def _get_json(self, url: str) -> dict[str, Any]:
@@ -73,26 +77,40 @@ class IssuerKeys:
         return data
 
     async def key_set(self, *, unknown_kid: bool = False) -> KeySet:
+        if self._failed is not None and time.monotonic() - self._failed[0] < RETRY_ISSUER_AFTER:
+            raise IssuerUnavailable(self._failed[1])
         async with self._lock:
-            if self._jwks_uri is None:
-                url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-                metadata = await self._get_json(url)
-                if metadata.get("issuer") != self.issuer:
-                    said = metadata.get("issuer")
-                    raise IssuerUnavailable(f"{url}: issuer is {said!r}, not {self.issuer!r}")
-                if not isinstance(metadata.get("jwks_uri"), str):
-                    raise IssuerUnavailable(f"{url}: no jwks_uri")
-                self._jwks_uri = metadata["jwks_uri"]
-            now = time.monotonic()
-            stale = unknown_kid and now - self._fetched > JWKS_REFRESH_EVERY
-            if self._keys is None or stale:
-                data = await self._get_json(self._jwks_uri)
-                try:
-                    self._keys = KeySet.import_key_set(data)  # type: ignore[arg-type]
-                except (JoseError, ValueError, KeyError, TypeError) as exc:
-                    raise IssuerUnavailable(f"{self.issuer}: its JWKS cannot be read ({exc})") from None
-                self._fetched = now
+            try:
+                return await self._key_set(unknown_kid)
+            except IssuerUnavailable as exc:
+                self._failed = (time.monotonic(), exc.reason)
+                raise
+
+    async def _key_set(self, unknown_kid: bool) -> KeySet:
+        if self._jwks_uri is None:
+            url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            metadata = await self._get_json(url)
+            if metadata.get("issuer") != self.issuer:
+                said = metadata.get("issuer")
+                raise IssuerUnavailable(f"{url}: issuer is {said!r}, not {self.issuer!r}")
+            if not isinstance(metadata.get("jwks_uri"), str):
+                raise IssuerUnavailable(f"{url}: no jwks_uri")
+            self._jwks_uri = metadata["jwks_uri"]
+        now = time.monotonic()
+        if self._keys is not None and not (unknown_kid and now - self._fetched > JWKS_REFRESH_EVERY):
             return self._keys
+        self._fetched = now
+        try:
+            data = await self._get_json(self._jwks_uri)
+            keys = KeySet.import_key_set(data)  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
+            raise IssuerUnavailable(f"{self.issuer}: its JWKS cannot be read ({exc})") from None
+        except IssuerUnavailable:
+            if self._keys is not None:  # a refresh for an unknown key id failed: the known keys stay
+                return self._keys
+            raise
+        self._keys = keys
+        return keys
 
 
 def unverified_issuer(token: str) -> str:

@@ -26,6 +26,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from bastion.config import load_config
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox
 from tests.support.idp import OpenIDProvider, WebhookReceiver, browser, sign_in
@@ -108,7 +109,7 @@ class World:
         result = self.login(token, *extra, name="hostile")
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bastion login: "), result.stderr
-        if result.returncode == 1:
+        if result.returncode in (1, 3):  # refused by the bastion: audited
             eventually(lambda: len(self.events("machine_token_refused")) > before, "machine_token_refused")
         return result.returncode, lines[0]
 
@@ -143,6 +144,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"name": "deploy-web", **machine,
              "claims": {"repository": "acme/web", "ref": "refs/heads/main", "environment": "production"}},
             {"name": "burst-bot", **machine, "claims": {"repository": "acme/burst"}},
+            # An issuer that is down: nothing listens there.
+            {"name": "down-bot", **machine, "issuer": f"http://127.0.0.1:{free_port()}",
+             "claims": {"repository": "acme/down"}},
         ],
     })
     box.add_user("alice", ["ops"])
@@ -284,6 +288,16 @@ def test_forged_and_foreign_issuer_tokens_are_refused(world: World) -> None:
     assert code == 1 and f"no machine takes tokens from issuer '{world.people.issuer}'" in line
     code, line = world.refused("not-a-jwt")
     assert code == 1 and "not a signed JWT" in line
+
+
+def test_an_issuer_that_cannot_be_read_means_try_again_later(world: World) -> None:
+    down = next(m for m in load_config(world.box.config_path).machines.values() if m.name == "down-bot")
+    token = f"{b64({'alg': 'RS256', 'kid': 'k'})}.{b64(claims_now(world, iss=down.issuer))}.c2ln"
+    for _ in range(2):  # the second is refused at once, without waiting for the issuer again
+        code, line = world.refused(token)
+        assert code == 3 and "refused (502)" in line and down.issuer in line
+    reasons = [e["reason"] for e in world.events("machine_token_refused")[-2:]]
+    assert all(down.issuer in r for r in reasons), reasons
 
 
 def test_a_machine_runs_commands_not_shells(world: World) -> None:
