@@ -1,19 +1,36 @@
-"""Player figures: open time, seek times and frames per second at 16x on a generated recording."""
+"""Player figures as a reviewer feels them: from a key press to its frame drawn, through the real
+app (Textual's Pilot drives it, headless), on a generated recording; first open (no keyframes
+yet) and with the keyframes cached.
+
+For each key (End, ←, Home, →, in that order, then → from the middle) the time from the press
+to the frame on screen: the screen at the new position replayed, handed to the UI and drawn.
+While a long seek runs, a `?` press measures how long the UI takes to answer (the help
+screen drawn). A last run opens a recording holding a single 10 MB output event and times
+End, then `q`.
+
+Keys are posted to the app as the terminal driver posts them (`events.Key`), not with
+`Pilot.press`: that one first waits for the process to go idle (up to a second, twice) and
+would measure its own wait while a seek thread works.
+"""
 
 from __future__ import annotations
 
 import argparse
-import gc
+import asyncio
 import random
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from textual import events
+
+from player.app import HelpScreen, PlayerApp, Recording, ReplayScreen, TerminalView
 from player.keyframes import KeyframeCache
-from player.render import screen_text
 from player.replay import Timeline
 from recorder.asciicast import CastEncoder, build_header, load_cast
+
+SIZE = (140, 50)
 
 
 def generate(megabytes: int, seed: int = 3) -> bytes:
@@ -30,64 +47,117 @@ def generate(megabytes: int, seed: int = 3) -> bytes:
     return b"".join(lines)
 
 
-def seek_times(timeline: Timeline, count: int = 30) -> list[float]:
-    seeks = []
-    rng = random.Random(1)
-    for _ in range(count):
-        target = rng.random() * timeline.duration
-        start = time.perf_counter()
-        screen_text(timeline.screen_at(target))
-        seeks.append(time.perf_counter() - start)
-    return seeks
+def one_event(megabytes: int) -> bytes:
+    encoder = CastEncoder()
+    body = b"".join(b"%08d a line in one huge write\r\n" % i for i in range(megabytes * 1_000_000 // 32))
+    return b"".join([encoder.header(build_header(version=2, width=120, height=40, timestamp=0)),
+                     encoder.data(0.5, "o", b"before\r\n"), encoder.data(1.0, "o", body),
+                     encoder.data(2.0, "o", b"after\r\n")])
+
+
+CHARACTERS = {"question_mark": "?", "q": "q"}
+
+
+def press(app: PlayerApp, key: str) -> None:
+    app.post_message(events.Key(key, CHARACTERS.get(key)))
+
+
+async def until(pilot: object, probe: Callable[[], bool], limit: float = 1800) -> None:
+    deadline = time.monotonic() + limit
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the player did not get there")
+        await asyncio.sleep(0.005)
+
+
+async def timed(app: PlayerApp, key: str, done: Callable[[], bool], pilot: object) -> float:
+    screen = app.screen
+    assert isinstance(screen, ReplayScreen)
+    before = screen.position
+    start = time.perf_counter()
+    press(app, key)
+    await until(pilot, lambda: screen.position != before)  # the key was taken
+    await until(pilot, done)
+    return time.perf_counter() - start
+
+
+async def keys(path: Path, cache: KeyframeCache | None, label: str) -> None:
+    start = time.perf_counter()
+    recording = Recording.open(path, None, cache=cache)
+    opened = time.perf_counter() - start
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.screen.query_one(TerminalView)
+
+        def drawn() -> bool:  # the position's screen is the one shown, and it was drawn
+            return getattr(screen, "settled", True) and view.content is not None and not view._dirty_regions
+
+        figures = []
+        for key in ("end", "left", "home", "right"):
+            answered = None
+            if key == "end":  # a key pressed while the seek runs: how long until the UI answers?
+                seconds_start = time.perf_counter()
+                press(app, key)
+                await until(pilot, lambda: screen.position > 0)
+                if not getattr(screen, "settled", True):
+                    help_start = time.perf_counter()
+                    press(app, "question_mark")
+                    await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+                    answered = time.perf_counter() - help_start
+                    press(app, "escape")
+                    await until(pilot, lambda: app.screen is screen)
+                await until(pilot, drawn)
+                seconds = time.perf_counter() - seconds_start
+            else:
+                seconds = await timed(app, key, drawn, pilot)
+            meanwhile = "" if answered is None else f" (a key meanwhile answered in {answered * 1000:.0f} ms)"
+            figures.append(f"{key} {seconds:.2f} s{meanwhile}")
+        screen.seek_to(recording.timeline.duration / 2)
+        await until(pilot, drawn)
+        seconds = await timed(app, "right", drawn, pilot)
+        figures.append(f"→ from the middle {seconds:.2f} s")
+    print(f"{label}: opened in {opened:.2f} s; " + ", ".join(figures), flush=True)
+
+
+async def huge_event(path: Path) -> None:
+    recording = Recording.open(path, None)
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=SIZE) as pilot:
+        press(app, "end")
+        await until(pilot, lambda: screen.position > 0)
+        pressed = time.perf_counter()
+        press(app, "q")
+        await until(pilot, lambda: app._exit, limit=600)
+        quit_after = time.perf_counter() - pressed
+    print(f"one 10 MB output event: during its replay after End, `q` quit in {quit_after * 1000:.0f} ms",
+          flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mb", type=int, default=20)
+    parser.add_argument("--mb", type=int, default=100)
     args = parser.parse_args()
-    data = generate(args.mb)
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "bench.cast"
-        path.write_bytes(data)
-        cache = KeyframeCache(Path(work) / "keyframes")
-        # First open: no keyframes yet; the player builds them in the background.
-        start = time.perf_counter()
-        timeline = Timeline(load_cast(path.read_bytes()))
-        first_open = time.perf_counter() - start
-        start = time.perf_counter()
-        timeline.screen_after(len(timeline.cast.events))
-        build = time.perf_counter() - start
-        start = time.perf_counter()
-        cache.save(path, len(timeline.cast.events), timeline.keyframes)
-        save = time.perf_counter() - start
-        size = sum(f.stat().st_size for f in cache.directory.iterdir())
-        # Every later open: the cast and the cached keyframes, in a process that does not also
-        # hold the first open's screens (as a reviewer's next `bastion play` does not).
-        del timeline
-        gc.collect()
-        start = time.perf_counter()
+        path.write_bytes(generate(args.mb))
         cast = load_cast(path.read_bytes())
-        timeline = Timeline(cast, keyframes=cache.load(path, len(cast.events)) or [])
-        opened = time.perf_counter() - start
-        assert timeline.complete
-    print(f"{args.mb} MB recording: first open {first_open:.2f} s; keyframes built in {build:.1f} s,"
-          f" cached in {save:.2f} s ({size / 1e6:.1f} MB); open with the cache {opened:.2f} s")
-    seeks = seek_times(timeline)
-    # 16x playback: each frame advances 16/30 s of recording and renders.
-    screen, applied, frames, start = timeline.screen_after(0), 0, 0, time.perf_counter()
-    position = 0.0
-    while position < min(timeline.duration, 300) and time.perf_counter() - start < 10:
-        position += 16 / 30
-        target = timeline.index_at(position)
-        timeline.advance(screen, applied, target)
-        applied = target
-        screen_text(screen)
-        frames += 1
-    fps = frames / (time.perf_counter() - start)
-    print(f"{args.mb} MB recording ({len(timeline.cast.events)} events, {timeline.duration:.0f} s shown): "
-          f"{len(timeline.keyframes)} keyframes; seek (cached keyframes) median "
-          f"{statistics.median(seeks) * 1000:.0f} ms, worst {max(seeks) * 1000:.0f} ms; "
-          f"16x playback {fps:.0f} frames/s")
+        duration = Timeline(cast).duration
+        print(f"{args.mb} MB recording: {len(cast.events)} events, {duration:.0f} s shown", flush=True)
+        cache = KeyframeCache(Path(work) / "keyframes")
+        asyncio.run(keys(path, cache, "first open (no keyframes)"))
+        if cache.load(path, len(cast.events)) is None:  # the first open's builder was stopped early
+            start = time.perf_counter()
+            timeline = Timeline(cast)
+            timeline.screen_after(len(cast.events))
+            cache.save(path, len(cast.events), timeline.keyframes)
+            print(f"keyframes built in {time.perf_counter() - start:.0f} s", flush=True)
+            del timeline
+        asyncio.run(keys(path, cache, "cached keyframes"))
+        huge = Path(work) / "huge.cast"
+        huge.write_bytes(one_event(10))
+        asyncio.run(huge_event(huge))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ from textual.widgets.option_list import Option
 
 from player.keyframes import KeyframeCache
 from player.render import screen_text
-from player.replay import SafeScreen, Timeline
+from player.replay import Interrupted, SafeScreen, Timeline, clone_screen
 from recorder.asciicast import CastFormatError, load_cast
 from recorder.chain import Verification, verify
 from recorder.index import SessionRow
@@ -27,6 +32,9 @@ from recorder.signing import RecordingVerifier
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 FPS = 30
+# A seek whose replay costs less than this (bytes of output, roughly) is done at once on the UI
+# thread (a few milliseconds); a longer one goes to a thread, and the UI keeps answering.
+INLINE_COST = 32 * 1024
 
 
 @dataclass
@@ -137,7 +145,12 @@ class ReplayScreen(Screen[None]):
         self.recording = recording
         self.timeline = recording.timeline
         self._term = self.timeline.screen_after(0)
-        self._applied = 0
+        self._applied = 0  # events applied to the screen shown
+        self._wanted = 0  # events the position asks for
+        self._seek: _Seek | None = None  # the thread bringing a screen to `_wanted`
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._builder: subprocess.Popen[bytes] | None = None
         self._hits: list[int] = []
         self._last_tick = time.monotonic()
         self._follow = follow
@@ -153,13 +166,42 @@ class ReplayScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sys.setswitchinterval(0.0005)  # a seek thread hands the interpreter back to the UI often
         self.set_interval(1 / FPS, self._tick)
         if self._follow is not None:
             self.set_interval(1.0, self._refresh_follow)
         self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
-        if not self.timeline.complete:
-            self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
+        if self.timeline.complete:
+            return
+        cache = self.recording.cache
+        if cache is not None and self._follow is None:
+            # Another process (another core, niced) builds and caches every keyframe; they are
+            # taken in once it is done. Seeks meanwhile make keyframes as they go.
+            with contextlib.suppress(OSError):
+                command = [sys.executable, "-m", "player.keyframes", str(self.recording.path),
+                           str(cache.directory)]
+                self._builder = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL)
+                self.set_interval(0.5, self._builder_done)
+                return
+        self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
+
+    def on_unmount(self) -> None:
+        self._closing = True
+        if self._builder is not None and self._builder.poll() is None:
+            self._builder.kill()
+            self._builder.wait()
+
+    def _builder_done(self) -> None:
+        builder, cache, timeline = self._builder, self.recording.cache, self.timeline
+        if builder is None or builder.poll() is None or cache is None:
+            return
+        self._builder = None
+        keyframes = cache.load(self.recording.path, len(timeline.cast.events))
+        if keyframes is not None and not timeline.complete:
+            timeline.keyframes, timeline._covered = keyframes, len(timeline.cast.events)
 
     def _build_keyframes(self) -> None:
         """In a thread, on a timeline of its own: every keyframe, so later seeks are quick.
@@ -225,13 +267,53 @@ class ReplayScreen(Screen[None]):
         self.position = position
 
     def watch_position(self, position: float) -> None:
-        target = self.timeline.index_at(position)
-        if target >= self._applied:
-            self.timeline.advance(self._term, self._applied, target)
-        else:
-            self._term = self.timeline.screen_after(target)
-        self._applied = target
+        self._wanted = self.timeline.index_at(position)
+        self._bring()
         self._redraw()
+
+    @property
+    def settled(self) -> bool:
+        """The screen shown is the one the position asks for."""
+        return self._seek is None and self._applied == self._wanted
+
+    def _bring(self) -> None:
+        """Bring the screen to `_wanted` events, from where it is or from the nearest keyframe
+        (whichever replays less): at once when that is cheap, otherwise in a thread."""
+        if self._seek is not None:
+            return  # it follows `_wanted`
+        timeline, target = self.timeline, self._wanted
+        if target == self._applied:
+            return
+        keyframe = timeline.keyframe_before(target)
+        go_on = self._applied <= target and (timeline.cost(self._applied, target)
+                                             <= timeline.cost(keyframe.index, target))
+        start = self._applied if go_on else keyframe.index
+        if timeline.cost(start, target) <= INLINE_COST or self._loop is None:
+            if not go_on:
+                start, self._term = timeline.keyframe_screen(target)
+            timeline.replay(self._term, start, target)
+            self._applied = target
+            return
+        self._seek = _Seek(self, timeline, clone_screen(self._term) if go_on else None, start)
+        self._seek.start()
+
+    def _seeked(self, seek: _Seek, screen: SafeScreen | None, index: int) -> None:
+        """On the UI thread: a seek thread is done (`screen` None: it gave up)."""
+        if seek is not self._seek:
+            return
+        self._seek = None
+        if screen is not None and seek.timeline is self.timeline:
+            self._term, self._applied = screen, index
+        if not self._closing:
+            self._bring()
+            self._redraw()
+
+    def _post(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the UI thread (from any thread), unless the app is gone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback)
 
     def watch_playing(self, playing: bool) -> None:
         self._last_tick = time.monotonic()
@@ -271,6 +353,8 @@ class ReplayScreen(Screen[None]):
         if not self.is_mounted:
             return
         state = "▶" if self.playing else "⏸"
+        if self._seek is not None:
+            state += f" seeking {self._seek.progress:.0%}"
         hits = f"  {len(self._hits)} hits" if self._hits else ""
         cap = f"idle≤{self.timeline.idle_cap:g}s" if self.timeline.idle_cap else "idle uncapped"
         self.query_one("#status", Static).update(
@@ -365,6 +449,52 @@ class ReplayScreen(Screen[None]):
             self.query_one("#markers", OptionList).clear_options().add_options(self._marker_options())
             self.position = self.timeline.duration if at_end else self.position
             self._redraw()
+
+
+class _Seek(threading.Thread):
+    """Replays a screen to the position the reviewer asks for, off the UI thread. It follows
+    `_wanted` as it changes (a held key, playback) and starts over from a keyframe when that is
+    cheaper than going on; a large event is fed in slices, so a new key is never kept waiting
+    behind it. The screen is handed to the UI thread when it is there."""
+
+    def __init__(self, owner: ReplayScreen, timeline: Timeline, screen: SafeScreen | None,
+                 start: int) -> None:
+        super().__init__(name="seek", daemon=True)
+        self.owner, self.timeline = owner, timeline
+        self.screen, self.index = screen, start
+        self.progress = 0.0
+
+    def _gone(self) -> bool:
+        return self.owner._closing or self.owner.timeline is not self.timeline
+
+    def run(self) -> None:
+        owner, timeline = self.owner, self.timeline
+        screen, index = self.screen, self.index
+        while not self._gone():
+            target = owner._wanted
+            keyframe = timeline.keyframe_before(target)
+            if (screen is None or target < index
+                    or timeline.cost(keyframe.index, target) < timeline.cost(index, target)):
+                index, screen = timeline.keyframe_screen(target)
+            if index == target:
+                break
+            first, total = index, max(1, timeline.cost(index, target))
+
+            def interrupted(at: int, target: int = target, first: int = first, total: int = total) -> bool:
+                self.progress = timeline.cost(first, at) / total
+                return owner._wanted != target or self._gone()
+
+            try:
+                self.progress = 0.0
+                timeline.replay(screen, index, target, interrupted)
+                index = target
+            except Interrupted as stop:
+                if stop.torn:
+                    screen = None  # half an event applied: no use
+                else:
+                    index = stop.index
+        done, shown = (screen, index) if not self._gone() else (None, index)
+        owner._post(lambda: owner._seeked(self, done, shown))
 
 
 class BrowserScreen(Screen[None]):

@@ -8,6 +8,7 @@ count); any mismatch, or any damage, and it is ignored and rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import zlib
@@ -181,3 +182,32 @@ def cache_for(recording: Path, recordings_dir: Path | None) -> KeyframeCache:
         return KeyframeCache(recordings_dir / "keyframes")
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return KeyframeCache(base / "bastion" / "keyframes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m player.keyframes RECORDING CACHE_DIR`: build and cache every keyframe of a
+    recording (the player runs it, niced, on a recording's first open)."""
+    import sys
+
+    from player.replay import Timeline
+    from recorder.asciicast import CastFormatError, load_cast
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m player.keyframes RECORDING CACHE_DIR", file=sys.stderr)
+        return 2
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    recording = Path(args[0])
+    try:
+        cast = load_cast(recording.read_bytes())
+    except (OSError, CastFormatError) as exc:
+        print(f"{recording}: {exc}", file=sys.stderr)
+        return 1
+    timeline = Timeline(cast)
+    timeline.screen_after(len(cast.events))
+    return 0 if KeyframeCache(Path(args[1])).save(recording, len(cast.events), timeline.keyframes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
+import itertools
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyte
+from pyte.screens import Char, Cursor, StaticDefaultDict
 
 from recorder.asciicast import Cast, Event
 from recorder.printable import printable
 
 KEYFRAME_SECONDS = 5.0
-KEYFRAME_BYTES = 256 * 1024
+KEYFRAME_BYTES = 128 * 1024
+SLICE_BYTES = 64 * 1024  # a large output event is fed in slices, so a replay can stop between them
+EVENT_COST = 64  # what applying an event costs beyond its bytes, in bytes
+
+
+class Interrupted(Exception):
+    """A replay was stopped part way (the reviewer moved on): `index` events are applied, and
+    the screen holds exactly them unless `torn` (stopped inside a large event)."""
+
+    def __init__(self, index: int, *, torn: bool = False) -> None:
+        super().__init__(index)
+        self.index, self.torn = index, torn
 
 
 class SafeScreen(pyte.Screen):
@@ -32,6 +47,35 @@ class SafeScreen(pyte.Screen):
 
     def set_icon_name(self, param: str) -> None:
         return
+
+
+def clone_screen(screen: SafeScreen) -> SafeScreen:
+    """A copy of `screen` to change independently: what `copy.deepcopy` gives, a hundred times
+    faster. Cells are immutable tuples, so each row is a shallow copy; cursors are copied once
+    each, keeping the one the screen and a savepoint may share shared (pyte restores a saved
+    cursor by reference)."""
+    new = SafeScreen.__new__(SafeScreen)
+    new.__dict__.update(screen.__dict__)
+    cursors: dict[int, Cursor] = {}
+
+    def cursor(old: Cursor) -> Cursor:
+        if id(old) not in cursors:
+            copied = Cursor(old.x, old.y, old.attrs)
+            copied.hidden = old.hidden
+            cursors[id(old)] = copied
+        return cursors[id(old)]
+
+    new.cursor = cursor(screen.cursor)
+    new.savepoints = [point._replace(cursor=cursor(point.cursor)) for point in screen.savepoints]
+    buffer: defaultdict[int, StaticDefaultDict[int, Char]] = defaultdict(
+        lambda: StaticDefaultDict[int, Char](new.default_char))
+    for y, row in screen.buffer.items():
+        copied_row = StaticDefaultDict[int, Char](row.default)
+        copied_row.update(row)
+        buffer[y] = copied_row
+    new.buffer = buffer
+    new.dirty, new.mode, new.tabstops = set(screen.dirty), set(screen.mode), set(screen.tabstops)
+    return new
 
 
 def idle_capped(events: list[Event], cap: float | None) -> list[float]:
@@ -75,7 +119,7 @@ class Keyframe:
         if self.screen is None:
             assert self.loader is not None
             self.screen = self.loader()
-        return copy.deepcopy(self.screen)
+        return clone_screen(self.screen)
 
 
 @dataclass
@@ -88,6 +132,9 @@ class Timeline:
 
     def __post_init__(self) -> None:
         self.times = idle_capped(self.cast.events, self.idle_cap)
+        # What replaying up to each event costs (bytes, plus a little per event): seeks pick
+        # the cheaper of going on from where they are and starting from a keyframe.
+        self.costs = [0, *itertools.accumulate(len(e.data) + EVENT_COST for e in self.cast.events)]
         self.markers = [Marker(self.times[i], i, printable(e.data)) for i, e in enumerate(self.cast.events)
                         if e.code in "mx"]
         width, height = self.cast.size
@@ -118,6 +165,15 @@ class Timeline:
         self.keyframes = [Keyframe(0, copy.deepcopy(screen))]
         self._covered = 0  # events up to here have had their keyframes made
 
+    def cost(self, start: int, stop: int) -> int:
+        """What applying events [start, stop) costs, roughly in bytes."""
+        return self.costs[stop] - self.costs[start]
+
+    def keyframe_before(self, count: int) -> Keyframe:
+        """The last keyframe at or before `count` events."""
+        keyframes = self.keyframes
+        return keyframes[bisect.bisect_right([k.index for k in keyframes], count) - 1]
+
     def index_at(self, time: float) -> int:
         """How many events have happened by display time `time`."""
         return bisect.bisect_right(self.times, time)
@@ -125,26 +181,47 @@ class Timeline:
     def screen_at(self, time: float) -> SafeScreen:
         return self.screen_after(self.index_at(time))
 
+    def keyframe_screen(self, count: int) -> tuple[int, SafeScreen]:
+        """(index, a screen of it) of the last sound keyframe at or before `count` events."""
+        while True:
+            keyframe = self.keyframe_before(count)
+            try:
+                return keyframe.index, keyframe.fresh_screen()
+            except ValueError:  # a damaged cached keyframe: forget it, start from an earlier one
+                self.keyframes.remove(keyframe)
+
     def screen_after(self, count: int) -> SafeScreen:
         """The screen once the first `count` events are applied (from the nearest keyframe)."""
-        starts = [k.index for k in self.keyframes]
-        keyframe = self.keyframes[bisect.bisect_right(starts, count) - 1]
-        try:
-            screen = keyframe.fresh_screen()
-        except ValueError:  # a damaged cached keyframe: forget it, start from an earlier one
-            self.keyframes.remove(keyframe)
-            return self.screen_after(count)
-        stream = pyte.ByteStream(screen)
-        since_time = self.times[keyframe.index - 1] if keyframe.index else 0.0
-        since_bytes = 0
-        for index in range(keyframe.index, count):
-            since_bytes += apply(screen, stream, self.cast.events[index])
-            if index >= self._covered and (self.times[index] - since_time >= KEYFRAME_SECONDS
-                                           or since_bytes >= KEYFRAME_BYTES):
-                self.keyframes.append(Keyframe(index + 1, copy.deepcopy(screen)))
-                since_time, since_bytes = self.times[index], 0
-        self._covered = max(self._covered, count)
+        start, screen = self.keyframe_screen(count)
+        self.replay(screen, start, count)
         return screen
+
+    def replay(self, screen: SafeScreen, start: int, stop: int,
+               interrupted: Callable[[int], bool] | None = None) -> None:
+        """Apply events [start, stop) to `screen` in place, making the keyframes of every stretch
+        passed for the first time. `interrupted(events applied)` is asked between events and
+        between slices of a large one; when it says so, `Interrupted` is raised."""
+        stream = pyte.ByteStream(screen)
+        events, times = self.cast.events, self.times
+        since_time = times[start - 1] if start else 0.0
+        since_bytes = 0
+        extends = start <= self._covered  # keyframes are made in order, with no gap
+        for index in range(start, stop):
+            if interrupted is not None and interrupted(index):
+                raise Interrupted(index)
+            try:
+                since_bytes += apply(screen, stream, events[index],
+                                     None if interrupted is None else functools.partial(interrupted, index))
+            except Interrupted:
+                raise Interrupted(index, torn=True) from None
+            if extends and index >= self._covered and (times[index] - since_time >= KEYFRAME_SECONDS
+                                                       or since_bytes >= KEYFRAME_BYTES):
+                if self.keyframes[-1].index < index + 1:
+                    self.keyframes.append(Keyframe(index + 1, clone_screen(screen)))
+                self._covered = index + 1
+                since_time, since_bytes = times[index], 0
+        if extends:
+            self._covered = max(self._covered, stop)
 
     def advance(self, screen: SafeScreen, start: int, stop: int) -> None:
         """Apply events [start, stop) to `screen` in place (playback moving forward)."""
@@ -165,11 +242,20 @@ class Timeline:
         return earlier[-1] if earlier else None
 
 
-def apply(screen: SafeScreen, stream: pyte.ByteStream, event: Event) -> int:
-    """Feed one event to the emulator; returns the output bytes it carried."""
+def apply(screen: SafeScreen, stream: pyte.ByteStream, event: Event,
+          interrupted: Callable[[], bool] | None = None) -> int:
+    """Feed one event to the emulator; returns the output bytes it carried. A large output is
+    fed in slices, and `interrupted` (if given) is asked between them."""
     if event.code == "o":
         data = event.data.encode("utf-8", "surrogateescape")
-        stream.feed(data)
+        if len(data) <= SLICE_BYTES or interrupted is None:
+            stream.feed(data)
+            return len(data)
+        view = memoryview(data)
+        for offset in range(0, len(data), SLICE_BYTES):
+            if offset and interrupted():
+                raise Interrupted(0, torn=True)
+            stream.feed(bytes(view[offset:offset + SLICE_BYTES]))
         return len(data)
     if event.code == "r":
         try:

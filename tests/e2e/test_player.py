@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from textual.widgets import Static
 
-from player.app import PlayerApp, Recording, ReplayScreen, TerminalView
+import player.replay
+from player.app import INLINE_COST, PlayerApp, Recording, ReplayScreen, TerminalView
+from player.keyframes import KeyframeCache
 from player.render import screen_text
-from player.replay import SafeScreen, Timeline, idle_capped, plain_lines, scaled
+from player.replay import Interrupted, SafeScreen, Timeline, idle_capped, plain_lines, scaled
 from recorder.asciicast import CastEncoder, Event, build_header, load_cast
 from recorder.printable import printable, printable_cell
 from recorder.signing import RecordingKey
@@ -133,10 +135,12 @@ async def test_app_plays_seeks_and_searches(tmp_path: Path) -> None:
         assert screen.position == recording.timeline.times[4]
         view = app.screen.query_one(TerminalView)
         assert "needle" in str(view.content)
+        # From the start at the slowest speed: the end is half a minute of playing away, however
+        # long a loaded machine takes between the two presses.
+        await pilot.press("home", *["minus"] * 6)
+        assert screen.speed == 0.25
         await pilot.press("space")
         assert screen.playing
-        # No pause between: played for a guessed 0.3 s, a slow run reached the end, stopped by
-        # itself, and the second space started it again.
         await pilot.press("space")
         assert not screen.playing
         await pilot.press("question_mark")
@@ -256,3 +260,113 @@ def test_absurd_sizes_are_clamped() -> None:
     tracker = LineTracker(10**9, 10**9, clock=time.monotonic)
     tracker.resize(10**9, 1)
     assert (tracker.screen.columns, tracker.screen.lines) == (1000, 5)
+
+
+async def settle(pilot, screen: ReplayScreen) -> None:  # type: ignore[no-untyped-def]
+    """Wait (by state, not time) until the screen shown is the one the position asks for."""
+    for _ in range(6000):
+        if screen.settled:
+            await pilot.pause()
+            return
+        await pilot.pause(0.01)
+    raise AssertionError("the seek did not finish")
+
+
+def log_cast(lines: int) -> bytes:
+    return make_cast([(i * 0.5, "o", f"line {i} " + "x" * 200 + "\r\n") for i in range(lines)], width=80,
+                     height=10)
+
+
+async def test_forward_seeks_start_from_the_nearest_keyframe(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """End from the start replays only the stretch after the last keyframe (it replayed every
+    event in between before), and long seeks run off the UI thread."""
+    path = tmp_path / "long.cast"
+    path.write_bytes(log_cast(3000))
+    recording = Recording.open(path, None)
+    timeline = recording.timeline
+    timeline.screen_after(len(timeline.cast.events))  # every keyframe made
+    last = timeline.keyframes[-1].index
+    assert timeline.cost(0, len(timeline.cast.events)) > INLINE_COST
+    applied: list[int] = []
+    real = player.replay.apply
+
+    def counting(screen, stream, event, interrupted=None):  # type: ignore[no-untyped-def]
+        applied.append(1)
+        return real(screen, stream, event, interrupted)
+
+    monkeypatch.setattr(player.replay, "apply", counting)
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("end")
+        await settle(pilot, screen)
+        assert "line 2999" in str(app.screen.query_one(TerminalView).content)
+        assert len(timeline.cast.events) - last < 20
+        assert len(applied) < 40  # of 3000 events: the stretch after the last keyframe
+        applied.clear()
+        await pilot.press("home")
+        await settle(pilot, screen)
+        assert "line 1 " not in str(app.screen.query_one(TerminalView).content)
+        screen.seek_to(timeline.times[1500])
+        await settle(pilot, screen)
+        assert "line 1500 " in str(app.screen.query_one(TerminalView).content)
+
+
+async def test_a_huge_event_is_replayed_in_slices_that_a_key_can_stop(tmp_path: Path) -> None:
+    body = "".join(f"{i:08d} one write of many lines\r\n" for i in range(120_000))  # about 4 MB
+    path = tmp_path / "huge.cast"
+    path.write_bytes(make_cast([(0.5, "o", "before\r\n"), (1.0, "o", body), (2.0, "o", "after\r\n")], width=80))
+    recording = Recording.open(path, None)
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("end")
+        assert not screen.settled  # the replay runs in a thread; the key came back at once
+        await pilot.press("home")  # taken while the huge event is being fed: it stops between slices
+        await settle(pilot, screen)
+        content = str(app.screen.query_one(TerminalView).content)
+        assert "one write" not in content and "after" not in content
+        await pilot.press("end")
+        await settle(pilot, screen)
+        content = str(app.screen.query_one(TerminalView).content)
+        assert "00119999 one write of many lines" in content and "after" in content
+        await pilot.press("home", "end")
+        await pilot.press("q")  # while seeking: quits
+        assert not app.is_running or app._exit
+
+
+def test_a_replay_stops_between_events_or_inside_a_large_one() -> None:
+    timeline = Timeline(load_cast(make_cast([(0.1, "o", "a\r\n"), (0.2, "o", "b" * 300_000), (0.3, "o", "c")])))
+    screen, _ = timeline.new_screen()
+    with pytest.raises(Interrupted) as between:
+        timeline.replay(screen, 0, 3, lambda at: at == 1)
+    assert (between.value.index, between.value.torn) == (1, False)
+    calls: list[int] = []
+    with pytest.raises(Interrupted) as inside:
+        timeline.replay(screen, 1, 3, lambda at: calls.append(at) is None and len(calls) > 2)
+    assert (inside.value.index, inside.value.torn) == (1, True)
+    assert timeline.cost(0, 3) == 3 + 300_000 + 1 + 3 * player.replay.EVENT_COST
+
+
+async def test_a_first_open_builds_and_caches_keyframes_in_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "long.cast"
+    path.write_bytes(log_cast(400))
+    cache = KeyframeCache(tmp_path / "keyframes")
+    recording = Recording.open(path, None, cache=cache)
+    assert not recording.timeline.complete
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        builder = screen._builder
+        assert builder is not None and builder.args[1:3] == ["-m", "player.keyframes"]
+        for _ in range(6000):
+            if recording.timeline.complete:
+                break
+            await pilot.pause(0.01)
+        assert recording.timeline.complete and builder.returncode == 0
+        await pilot.press("end")
+        await settle(pilot, screen)
+        assert "line 399" in str(app.screen.query_one(TerminalView).content)
+    again = Recording.open(path, None, cache=cache)
+    assert again.timeline.complete and len(again.timeline.keyframes) > 10

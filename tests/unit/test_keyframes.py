@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from player.app import Recording
 from player.keyframes import MAGIC, KeyframeCache, cache_for, restore, snapshot
-from player.replay import SafeScreen, Timeline, plain_lines
+from player.replay import SafeScreen, Timeline, clone_screen, plain_lines
 from recorder.asciicast import load_cast
 from tests.support.casts import SESSION, make_cast, recordings
 
@@ -37,6 +37,22 @@ def test_a_restored_snapshot_behaves_like_the_original(before: list[str], after:
     copy = restore(orjson.loads(orjson.dumps(snapshot(original))))
     assert state(copy) == state(original)
     pyte.ByteStream(copy).feed("".join(after).encode())
+    stream.feed("".join(after).encode())
+    assert state(copy) == state(original)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.sampled_from(PIECES), max_size=40))
+def test_a_cloned_screen_behaves_like_the_original_and_apart_from_it(before: list[str],
+                                                                       after: list[str]) -> None:
+    original = SafeScreen(30, 8)
+    stream = pyte.ByteStream(original)
+    stream.feed("".join(before).encode())
+    kept = state(original)
+    copy = clone_screen(original)
+    assert state(copy) == kept
+    pyte.ByteStream(copy).feed("".join(after).encode())
+    assert state(original) == kept  # changing the clone leaves the original alone
     stream.feed("".join(after).encode())
     assert state(copy) == state(original)
 
