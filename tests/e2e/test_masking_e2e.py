@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -77,9 +78,11 @@ def test_typed_passwords_are_not_recorded(lab: Lab) -> None:
         pane.send("Enter")
         pane.wait_for("length-11")
         # No prompt at all: the keys never come back as echo, so they are not recorded either.
-        pane.type("read -s pw; echo got-${#pw}")
+        pane.type("tty; read -s pw; echo got-${#pw}")
         pane.send("Enter")
-        pane.wait_for("read -s pw; echo got-${#pw}\n")
+        tty = re.search(r"^(/dev/pts/\d+)$", pane.wait_for("\n/dev/pts/"), re.M)
+        assert tty is not None
+        pane.wait_for_echo_off(tty.group(1))
         pane.type("c0rrect-h0rse")
         pane.send("Enter")
         pane.wait_for("got-13")

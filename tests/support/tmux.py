@@ -62,6 +62,17 @@ class TmuxPane:
                 raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
             time.sleep(0.05)
 
+    def wait_for_echo_off(self, tty: str, timeout: float = 20) -> None:
+        """Wait until the terminal `tty` (the target's, on this machine) no longer echoes: a
+        program reading a password is ready. Keys typed before that can reach the shell while it
+        is still switching modes and be lost to the program, which then waits forever."""
+        deadline = time.monotonic() + timeout
+        while "-echo " not in subprocess.run(["stty", "-a", "-F", tty], capture_output=True,
+                                             text=True, check=True).stdout:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{tty} still echoes")
+            time.sleep(0.05)
+
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", self.name, "-x", str(width), "-y", str(height))
 

@@ -251,24 +251,24 @@ async def test_the_certificate_endpoint_answers_with_the_refusals_status(error: 
 
 async def test_database_calls_run_in_order_on_their_own_thread() -> None:
     thread, seen = DatabaseThread("test-db"), []
+    loop_ran = threading.Event()
+    waited: list[bool] = []
 
     def slow(n: int) -> str:
-        time.sleep(0.05 if n == 0 else 0)
+        if n == 0:  # blocks until the event loop has run meanwhile (it cannot if it is blocked)
+            waited.append(loop_ran.wait(timeout=30))
         seen.append(n)
         return threading.current_thread().name
 
-    ticks = 0
-
     async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.005)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop_ran.set()
 
     ticking = asyncio.get_running_loop().create_task(ticker())
     names = await asyncio.gather(*(thread.run(slow, n) for n in range(3)))
-    ticking.cancel()
-    assert seen == [0, 1, 2] and ticks >= 3  # the loop went on while the first call slept
+    await ticking
+    assert seen == [0, 1, 2] and waited == [True]  # the loop went on while the first call waited
     assert all(name.startswith("test-db") for name in names) and len(set(names)) == 1
     failures: list[BaseException] = []
     thread.later(failures.append, slow, 3)
