@@ -35,6 +35,7 @@ FPS = 30
 # A seek whose replay costs less than this (bytes of output, roughly) is done at once on the UI
 # thread (a few milliseconds); a longer one goes to a thread, and the UI keeps answering.
 INLINE_COST = 32 * 1024
+FOLLOW_INTERVAL = 0.25  # how often a followed recording is looked at again (seconds)
 
 
 @dataclass
@@ -154,6 +155,7 @@ class ReplayScreen(Screen[None]):
         self._hits: list[int] = []
         self._last_tick = time.monotonic()
         self._follow = follow
+        self._was_live = recording.verification is not None and recording.verification.state == "live"
 
     def compose(self) -> ComposeResult:
         yield Static(self._banner_text(), id="banner", classes=self._banner_class())
@@ -170,7 +172,8 @@ class ReplayScreen(Screen[None]):
         sys.setswitchinterval(0.0005)  # a seek thread hands the interpreter back to the UI often
         self.set_interval(1 / FPS, self._tick)
         if self._follow is not None:
-            self.set_interval(1.0, self._refresh_follow)
+            self.set_interval(FOLLOW_INTERVAL, self._refresh_follow)
+            self.position = self.timeline.duration  # following: what the user sees now, kept up with
         self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
         if self.timeline.complete:
@@ -225,6 +228,13 @@ class ReplayScreen(Screen[None]):
         return "unverified" if v is None else ("tampered" if v.state in ("tampered", "unsigned") else v.state)
 
     def _banner_text(self) -> str:
+        text = self._verdict_text()
+        v = self.recording.verification
+        if self._follow is not None and self._was_live and (v is None or v.state != "live"):
+            return f"ENDED - {text}"  # it was live when we started following it
+        return text
+
+    def _verdict_text(self) -> str:
         v = self.recording.verification
         name = self.recording.path.name
         if v is None:
@@ -442,6 +452,12 @@ class ReplayScreen(Screen[None]):
     def _refresh_follow(self) -> None:
         assert self._follow is not None
         fresh = self._follow()
+        if fresh is not None and fresh.verification != self.recording.verification:
+            # Live, then ended (verified or not): the banner says so as it happens.
+            self.recording.verification = fresh.verification
+            banner = self.query_one("#banner", Static)
+            banner.update(self._banner_text())
+            banner.set_classes(self._banner_class())
         if fresh is not None and len(fresh.timeline.cast.events) > len(self.timeline.cast.events):
             at_end = self.position >= self.timeline.duration - 1e-6
             self.recording, self.timeline = fresh, fresh.timeline

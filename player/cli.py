@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import click
 
@@ -13,6 +14,9 @@ from recorder.asciicast import CastFormatError
 from recorder.chain import session_of_path
 from recorder.index import RecordingIndex, SessionRow
 from recorder.signing import RecordingVerifier
+
+if TYPE_CHECKING:
+    from player.app import Recording
 
 
 class Setup(Protocol):
@@ -38,6 +42,34 @@ def _same(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
+
+
+def changes(path: Path, state: Callable[[], str | None],
+            reopen: Callable[[], Recording]) -> Callable[[], Recording | None]:
+    """For following a recording: `reopen()` when the file grew or the index state changed since
+    last asked, else None (nothing new); None too when it cannot be read now."""
+    seen: list[tuple[int, str | None]] = []
+
+    def refresh() -> Recording | None:
+        try:
+            now = (path.stat().st_size, state())
+            if seen and seen[-1] == now:
+                return None
+            seen.append(now)
+            return reopen()
+        except (OSError, CastFormatError):
+            return None
+
+    return refresh
+
+
+def _reporter(fd: int | None) -> Callable[[str], None]:
+    """Writes each session id opened, one a line, to `fd` (whoever started the browser logs who
+    watched what); nothing without one."""
+    if fd is None:
+        return lambda session: None
+    out = os.fdopen(fd, "w", buffering=1)
+    return lambda session: print(session, file=out)
 
 
 def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
@@ -90,11 +122,11 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         except (OSError, CastFormatError) as exc:
             raise click.ClickException(f"{path}: {exc}") from None
 
-        def refresh() -> Recording | None:
-            try:
-                return open_recording()
-            except (OSError, CastFormatError):
-                return None
+        def state() -> str | None:
+            row = index.get(session) if index is not None and session is not None else None
+            return row.state if row is not None else None
+
+        refresh = changes(path, state, open_recording)
 
         PlayerApp(ReplayScreen(recording, follow=refresh if follow else None)).run()
 
@@ -102,7 +134,10 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
     @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                   required=True, help="The bastion's config.")
     @click.option("--limit", default=1000, show_default=True)
-    def review(config_path: Path, limit: int) -> None:
+    @click.option("--only-user", hidden=True, help="List only this user's sessions.")
+    @click.option("--report-fd", type=int, hidden=True,
+                  help="Write the id of each session opened, one a line, to this descriptor.")
+    def review(config_path: Path, limit: int, only_user: str | None, report_fd: int | None) -> None:
         """Browse recorded sessions (filter as you type; Enter replays one)."""
         from player.app import BrowserScreen, PlayerApp, Recording
 
@@ -110,10 +145,12 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         index_path = config.recordings_dir / "index.db"
         if not index_path.exists():
             raise click.ClickException(f"no recordings index at {index_path}")
-        rows = RecordingIndex(index_path).search(limit=limit)
+        rows = RecordingIndex(index_path).search(user=only_user, limit=limit)
         verifier = _verifier(config)
+        report = _reporter(report_fd)
 
         def opener(row: SessionRow) -> Recording:
+            report(row.id)
             closed = row.state == "closed"
             path = Path(row.location or "")
             return Recording.open(path, verifier,

@@ -18,6 +18,9 @@ USAGE = (
     "whoami",
     "sessions list [--user NAME] [--target NAME] [--json]",
     "sessions kill ID [--reason TEXT]",
+    "sessions follow ID (ssh -t)",
+    "play ID (ssh -t)",
+    "review (ssh -t)",
     "approvals list",
     "approvals show ID",
     "approvals approve ID",
@@ -53,8 +56,10 @@ def parse(line: str | None) -> Command | Refusal:
     if isinstance(words, Refusal):
         return words
     head, rest = words[0], words[1:]
-    if head == "whoami":
-        return _no_more(Command("whoami"), rest)
+    if head in ("whoami", "review"):
+        return _no_more(Command(head), rest)
+    if head == "play":
+        return _one_session(Command("play"), rest)
     if head == "sessions" and rest:
         return _sessions(rest[0], rest[1:])
     if head == "approvals" and rest:
@@ -83,20 +88,32 @@ def _no_more(command: Command, rest: list[str]) -> Command | Refusal:
     return command if not rest else Refusal(f"{command.name} takes no argument {rest[0]!r}")
 
 
+def _one_session(command: Command, rest: list[str]) -> Command | Refusal:
+    if len(rest) != 1 or not SESSION_ID.fullmatch(rest[0]):
+        return Refusal(f"{command.name}: give one session id (see sessions list)")
+    return Command(command.name, target=rest[0])
+
+
+def _sessions_list(rest: list[str]) -> Command | Refusal:
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    words = list(rest)
+    while words:
+        word = words.pop(0)
+        if word == "--json":
+            flags.add("json")
+        elif word in ("--user", "--target") and words and NAME.fullmatch(words[0]):
+            options[word[2:]] = words.pop(0)
+        else:
+            return Refusal(f"sessions list: unexpected {word!r}")
+    return Command("sessions list", options=options, flags=frozenset(flags))
+
+
 def _sessions(verb: str, rest: list[str]) -> Command | Refusal:
     if verb == "list":
-        options: dict[str, str] = {}
-        flags: set[str] = set()
-        words = list(rest)
-        while words:
-            word = words.pop(0)
-            if word == "--json":
-                flags.add("json")
-            elif word in ("--user", "--target") and words and NAME.fullmatch(words[0]):
-                options[word[2:]] = words.pop(0)
-            else:
-                return Refusal(f"sessions list: unexpected {word!r}")
-        return Command("sessions list", options=options, flags=frozenset(flags))
+        return _sessions_list(rest)
+    if verb == "follow":
+        return _one_session(Command("sessions follow"), rest)
     if verb == "kill":
         if not rest or not SESSION_ID.fullmatch(rest[0]):
             return Refusal("sessions kill: give a session id (see sessions list)")

@@ -11,14 +11,16 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import asyncssh
 
 from bastion.config import BastionConfig
 from bastion.core.access import Role, may_kill, may_watch, role_of
-from bastion.core.owncommands import Command, Refusal, parse
+from bastion.core.owncommands import SESSION_ID, Command, Refusal, parse
 from bastion.core.policy import Identity
+from bastion.ssh.viewer import TerminalProgram
 from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalState, ApprovalStore, Decision
 from bastion.state.audit import AuditLog
 from bastion.state.events import (
@@ -27,8 +29,10 @@ from bastion.state.events import (
     OwnCommand,
     OwnCommandRefused,
     SessionKillRequested,
+    SessionViewed,
 )
 from bastion.state.live import Registry, session_table
+from recorder.index import RecordingIndex, SessionRow
 from recorder.printable import printable
 
 
@@ -68,6 +72,9 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._line: str | None = None
         self._pty = False
+        self._term = ""
+        self._size = (80, 24)
+        self._program: TerminalProgram | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -76,7 +83,18 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]
     ) -> bool:
         self._pty = True
+        self._term = term_type
+        self._size = (term_size[0] or 80, term_size[1] or 24)
         return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._size = (width, height)
+        if self._program is not None:
+            self._program.resize(width, height)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._program is not None:
+            self._program.stop()  # the terminal closed: the UI ends with it
 
     def shell_requested(self) -> bool:
         return True  # answered with the refusal and the list of commands
@@ -93,7 +111,8 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
         asyncio.get_running_loop().create_task(self._run())
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
-        pass  # no command reads input
+        if self._program is not None:
+            self._program.write(data)  # keys for the terminal UI; no other command reads input
 
     def eof_received(self) -> bool:
         return True  # the end of the user's input does not end the answer
@@ -135,6 +154,9 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
         caller = self._caller
         self._state.audit.write(OwnCommand(user=caller.identity.user, client=caller.client,
                                            command=parsed.name, about=parsed.target))
+        if parsed.name in VIEWERS:
+            await self._view(parsed)
+            return
         handler = HANDLERS[parsed.name]
         try:
             output = await handler(self._state, caller, parsed)
@@ -150,6 +172,95 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
             return
         self._write(output)
         self._exit(0)
+
+
+    async def _view(self, command: Command) -> None:
+        """The terminal UI on this channel's pty: a replay, a live session followed, the browser."""
+        assert self._chan is not None
+        caller, state = self._caller, self._state
+        try:
+            if not self._pty:
+                raise Refused(f"{command.name} is a terminal UI: use ssh -t bastion {self._line}")
+            argv, report = await viewer_argv(state, caller, command)
+        except Refused as exc:
+            self._refused(self._line or "", str(exc))
+            self._write(f"bastion: {exc}\n", stderr=True)
+            self._exit(1)
+            return
+        self._program = TerminalProgram(argv, term=self._term, size=self._size, report=report)
+        try:
+            status = await self._program.run(self._chan)
+        except OSError as exc:
+            self._write(f"bastion: cannot start the terminal UI: {exc.strerror or exc}\n", stderr=True)
+            status = 1
+        self._exit(0 if status == 0 else 1)
+
+
+Argv = Callable[[int | None], list[str]]
+
+
+async def viewer_argv(state: BastionState, caller: Caller,
+                      command: Command) -> tuple[Argv, Callable[[str], None] | None]:
+    """The UI's command line for `command` (checked: who may see what) and, for the browser, what
+    hears each recording it opens; the view is logged here."""
+    config = state.config
+    if config.path is None:
+        raise Refused("the terminal UI needs the bastion's config file")
+    base = ["-m", "bastion"]
+    me = caller.identity.user
+    if command.name == "review":
+        mine = caller.role < Role.REVIEWER
+        state.audit.write(SessionViewed(by=me, session=None, owner=me if mine else None, how="review"))
+
+        def review(fd: int | None) -> list[str]:
+            return [*base, "review", "-c", str(config.path), *(["--only-user", me] if mine else []),
+                    *(["--report-fd", str(fd)] if fd is not None else [])]
+
+        def opened(line: str) -> None:
+            asyncio.get_running_loop().create_task(_viewed_in_review(state, caller, line.strip()))
+
+        return review, opened
+    assert command.target is not None
+    row = await asyncio.to_thread(_index_row, config.recordings_dir, command.target)
+    if row is None or not row.location:
+        raise Refused(f"no recording of session {command.target}")
+    if not may_watch(caller.role, me, row.user):
+        raise Refused(f"{command.name}: you may not watch {row.user}'s session {row.id} "
+                      f"(reviewers: {_names(config.access.reviewers)})")
+    follow = command.name == "sessions follow"
+    live = row.state == "live"
+    state.audit.write(SessionViewed(by=me, session=row.id, owner=row.user, how="follow" if follow else "play",
+                                    live=live))
+    play = [*base, "play", "-c", str(config.path), *(["--follow"] if follow else []), row.id]
+    return (lambda fd: play), None
+
+
+async def _viewed_in_review(state: BastionState, caller: Caller, session: str) -> None:
+    """The browser opened `session`: logged with its owner (the browser only lists what the caller
+    may see; a line that is not a listed session is logged as such)."""
+    row = await asyncio.to_thread(_index_row, state.config.recordings_dir, session) if SESSION_ID.fullmatch(
+        session) else None
+    if row is None or not may_watch(caller.role, caller.identity.user, row.user):
+        state.audit.write(OwnCommandRefused(user=caller.identity.user, client=caller.client,
+                                            command=printable(f"review opened {session}")[:200],
+                                            reason="the browser reported a session it may not show"))
+        return
+    state.audit.write(SessionViewed(by=caller.identity.user, session=row.id, owner=row.user, how="review",
+                                    live=row.state == "live"))
+
+
+def _index_row(recordings: Path, session: str) -> SessionRow | None:
+    path = recordings / "index.db"
+    if not path.exists():
+        return None
+    index = RecordingIndex(path)
+    try:
+        return index.get(session)
+    finally:
+        index.close()
+
+
+VIEWERS = ("review", "play", "sessions follow")
 
 
 def caller_role(state: BastionState, identity: Identity) -> Role:

@@ -314,6 +314,18 @@ class OwnCommand(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SessionViewed(LogEvent):
+    """Someone watched or replayed a session (who watched whom), or opened the session browser."""
+
+    name = "session_viewed"
+    by: str
+    session: str | None  # None: the browser was opened
+    owner: str | None  # whose session; for the browser, whose sessions it lists (None: everyone's)
+    how: str  # "follow", "play" or "review"
+    live: bool | None = None  # the session was still going on
+
+
+@dataclass(frozen=True, kw_only=True)
 class OwnCommandRefused(LogEvent):
     """A shell, an unknown command, a subsystem or a command the user's role does not allow."""
 

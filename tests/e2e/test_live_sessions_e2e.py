@@ -4,6 +4,7 @@ process reaches the user with its reason, marks the recording and closes the tar
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,3 +134,106 @@ def ready(pane: TmuxPane) -> None:
 def pgrep(pattern: str) -> list[int]:
     found = subprocess.run(["pgrep", "-f", "-x", pattern], capture_output=True, text=True, check=False)
     return [int(pid) for pid in found.stdout.split()]
+
+
+# -- watching over ssh to the bastion: the terminal UI on the channel's pty ----------------------------
+
+
+def own_pane(box: Sandbox, user: str, *command: str, width: int = 120, height: int = 36) -> TmuxPane:
+    """`ssh -t bastion COMMAND` as `user` in a terminal; the pane says when ssh has ended."""
+    ssh = shlex.join(["ssh", "-F", str(box.directory / f"ssh_config-{user}"), "-t", "bastion", *command])
+    return TmuxPane(["bash", "-c", f"{ssh}; echo; echo ssh exited $?; exec sleep 600"], width=width, height=height)
+
+
+def viewers(session: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"bastion play .*{session}"], capture_output=True, text=True,
+                           check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_reviewer_follows_a_live_shell_as_it_happens_and_sees_it_end(box: Sandbox) -> None:
+    shell = TmuxPane(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", "-t", TARGET])
+    watcher: TmuxPane | None = None
+    try:
+        ready(shell)
+        session = live_one(box, lambda s: s["kind"] == "shell" and s["user"] == "alice", "alice's shell")
+        watcher = own_pane(box, "sue", "sessions", "follow", session["id"])
+        watcher.wait_for("LIVE")
+        shell.type("echo followed-$((6*7))")
+        shell.send("Enter")
+        watcher.wait_for("followed-42")
+        watcher.resize(150, 36)  # the UI follows the viewer's terminal: its footer moves right
+        eventually(lambda: any(len(line.rstrip()) > 140 for line in watcher.screen().splitlines()),  # type: ignore[union-attr]
+                   "the UI laid out at the new width")
+        shell.exit_shell()
+        watcher.wait_for("ENDED")
+        watcher.type("q")
+        watcher.wait_for("ssh exited 0")
+        eventually(lambda: not viewers(session["id"]), "the viewer process ends with the UI")
+    finally:
+        shell.close()
+        if watcher is not None:
+            watcher.close()
+    viewed = [e for e in box.events() if e["event"] == "session_viewed" and e.get("session") == session["id"]]
+    assert [(e["by"], e["owner"], e["how"], e["live"]) for e in viewed] == [("sue", "alice", "follow", True)]
+
+
+def test_only_reviewers_watch_other_people_s_sessions(box: Sandbox) -> None:
+    done = jump(box, TARGET, "echo replay-me-$((2*21))", user="bob")
+    assert done.wait(60) == 0
+    session = eventually(lambda: [e["session"] for e in box.events() if e["event"] == "session_ended"
+                                  and e["user"] == "bob" and "replay-me" in (e.get("command") or "")],
+                         "bob's session ended")[-1]
+    eventually(lambda: recording_for(box, lambda e: e["session"] == session), "its recording")
+    stranger = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-tt", "bastion", "play",
+                               session], capture_output=True, text=True, timeout=60, check=False)
+    assert stranger.returncode == 1 and f"you may not watch bob's session {session}" in stranger.stderr
+    refused = [e for e in box.events() if e["event"] == "own_command_refused" and e["user"] == "alice"]
+    assert refused and f"play {session}" in refused[-1]["command"]
+    no_terminal = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-bob"), "bastion", "play", session],
+                                 capture_output=True, text=True, timeout=60, check=False)
+    assert no_terminal.returncode == 1 and "is a terminal UI: use ssh -t bastion play" in no_terminal.stderr
+    owner = own_pane(box, "bob", "play", session)
+    try:
+        owner.wait_for("verified")
+        owner.type("end")  # to the end of the replay: what the session printed
+        owner.send("End")
+        owner.wait_for("replay-me-42")
+        owner.send("q")
+        owner.wait_for("ssh exited 0")
+    finally:
+        owner.close()
+    viewed = [e for e in box.events() if e["event"] == "session_viewed" and e.get("session") == session]
+    assert [(e["by"], e["how"]) for e in viewed] == [("bob", "play")]
+
+
+def test_review_over_ssh_lists_what_the_user_may_see_and_logs_each_replay(box: Sandbox) -> None:
+    for user in ("alice", "bob"):
+        assert jump(box, TARGET, f"echo reviewed-{user}", user=user).wait(60) == 0
+    ended = {user: eventually(lambda user=user: [e["session"] for e in box.events() if e["event"] == "session_ended"
+                                                 and e.get("command") == f"echo reviewed-{user}"], user)[-1]
+             for user in ("alice", "bob")}
+    for session in ended.values():
+        recording_for(box, lambda e, session=session: e["session"] == session)
+    mine = own_pane(box, "alice", "review")
+    try:
+        screen = mine.wait_for("login@target")
+        assert "alice" in screen and " bob " not in screen
+        mine.send("q")
+        mine.wait_for("ssh exited 0")
+    finally:
+        mine.close()
+    everyone = own_pane(box, "sue", "review")
+    try:
+        everyone.wait_for("login@target")
+        everyone.send("Enter")  # the newest session first: bob's
+        everyone.wait_for(f"session {ended['bob']}")
+        everyone.send("q")
+        everyone.send("q")
+        everyone.wait_for("ssh exited 0")
+    finally:
+        everyone.close()
+    viewed = [(e["by"], e.get("session"), e.get("owner"), e["how"]) for e in box.events()
+              if e["event"] == "session_viewed"]
+    assert ("alice", None, "alice", "review") in viewed and ("sue", None, None, "review") in viewed
+    assert ("sue", ended["bob"], "bob", "review") in viewed

@@ -22,6 +22,9 @@ SESSION = "0123456789abcdef"
     (f"sessions kill {SESSION} --reason 'quoted reason'",
      Command("sessions kill", target=SESSION, options={"reason": "quoted reason"})),
     ("approvals list", Command("approvals list")),
+    ("review", Command("review")),
+    (f"play {SESSION}", Command("play", target=SESSION)),
+    (f"sessions follow {SESSION}.3", Command("sessions follow", target=f"{SESSION}.3")),
     ("approvals approve 7f3a1b", Command("approvals approve", target="7F3A1B")),
     ("approvals deny 7F3A1B", Command("approvals deny", target="7F3A1B")),
     ("approvals show 7F3A1B", Command("approvals show", target="7F3A1B")),
@@ -59,6 +62,12 @@ def test_our_commands_are_read(line: str, command: Command) -> None:
     ("approvals approve --as=bob", "empty words and --option=value are not accepted"),
     ("approvals approve 7F3A1B2", "approvals approve: give one request id (see approvals list)"),
     ("x" * 2000, "command too long"),
+    ("play /etc/passwd", "play: give one session id (see sessions list)"),
+    ("play ../recordings/x.cast", "play: give one session id (see sessions list)"),
+    (f"play {SESSION} --follow", "play: give one session id (see sessions list)"),
+    (f"play -c /tmp/evil.toml {SESSION}", "play: give one session id (see sessions list)"),
+    (f"sessions follow {SESSION.upper()}", "sessions follow: give one session id (see sessions list)"),
+    ("review --only-user bob", "review takes no argument '--only-user'"),
 ])
 def test_anything_else_is_refused_with_the_list_of_commands(line: str | None, reason: str) -> None:
     refusal = parse(line)
