@@ -100,7 +100,8 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
     # the screener holds or discards it. The sftp gate comes last: its own answers to denied
     # requests go straight to the client.
     masking_stage: Callable[[], list[SessionStage]] = (
-        (lambda: [MaskingStage(masking)]) if masking.enabled and masking.sinks is MaskingSinks.BOTH else list
+        (lambda: [MaskingStage(masking, audit)])
+        if masking.enabled and masking.sinks is MaskingSinks.BOTH else list
     )
     # The shell gate first: a machine's shell is refused before screening asks anyone.
     state.stages = lambda: [ShellGateStage(), *masking_stage(), *recording_stage(), *screening()]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from bastion.core.screenview import ScreenView
 from bastion.core.terminal import (
     ESC_SEQUENCES,
     ESCAPES,
@@ -99,7 +100,7 @@ def luhn_ok(digits: bytes) -> bool:
     return total % 10 == 0
 
 
-def card_ok(candidate: bytes) -> bool:
+def card_ok(candidate: bytes, *, luhn: bool = True) -> bool:
     digits = candidate.replace(b" ", b"").replace(b"-", b"")
     if not 13 <= len(digits) <= 19 or digits[0] not in b"23456":
         return False
@@ -110,9 +111,10 @@ def card_ok(candidate: bytes) -> bool:
         groups = [len(g) for g in re.split(rb"[ -]", candidate)]
         if groups not in CARD_LAYOUTS:
             return False
-    return luhn_ok(digits)
+    return not luhn or luhn_ok(digits)
 
 
+MASKED_THEN_TOKEN = re.compile(r"\*{4,}([A-Za-z0-9_+/.=-]+)")
 CARD_LAYOUTS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4], [4, 4, 4, 4, 2])
 CARD_RUN = re.compile(rb"[0-9](?:[ -]?[0-9])*")
 _WORD_OR_DASH = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-")
@@ -123,7 +125,7 @@ def _groups(run: bytes) -> list[tuple[int, int]]:
     return [m.span() for m in re.finditer(rb"[0-9]+", run)]
 
 
-def card_spans(text: bytes, start: int = 0) -> list[tuple[int, int]]:
+def card_spans(text: bytes, start: int = 0, *, luhn: bool = True) -> list[tuple[int, int]]:
     """Card numbers in `text`, as (start, end): inside each run of digits (consecutive ones at
     most a space or a dash apart, not inside a word), the longest runs of whole groups that
     `card_ok` accepts. So `4472 2226 2086 7409 127.0.0.1` holds one, and so does a card after
@@ -147,7 +149,7 @@ def card_spans(text: bytes, start: int = 0) -> list[tuple[int, int]]:
                 digits += groups[last][1] - groups[last][0]
                 if digits > 19:
                     break
-                if digits >= 13 and card_ok(run[groups[first][0]:groups[last][1]]):
+                if digits >= 13 and card_ok(run[groups[first][0]:groups[last][1]], luhn=luhn):
                     best = last
                     if digits == 16:
                         break  # the usual length first: `4472 2226 2086 7409 42` keeps its 42
@@ -245,23 +247,23 @@ _ASSIGN_VALUE_OPEN = rb"[\"']?\s*(?:=|:)[ \t]*(?:\"([^\"\s]*)|'([^'\s]*)|([^\s\"
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
     _d("aws-access-key-id", rb"\b(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{16})\b", rb"A[KSBC][IC]A", 1,
-       opening=rb"\b(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{0,16})", token=rb"[A-Z0-9]+"),
+       opening=rb"(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{0,16})", token=rb"[A-Z0-9]+"),
     _d("aws-secret-access-key",
        rb"(?i)(?:aws_?secret_?access_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
        rb"(?i)secret_?access_?key", 1),
     _d("github-token", rb"\b(?:gh[pousr]_([A-Za-z0-9]{36,255})|github_pat_([A-Za-z0-9_]{22,255}))\b",
        rb"gh[pousr]_|github_pat_", 0,
-       opening=rb"\b(?:gh[pousr]_|github_pat_)([A-Za-z0-9_]*)", token=rb"[A-Za-z0-9_]+"),
+       opening=rb"(?:gh[pousr]_|github_pat_)([A-Za-z0-9_]*)", token=rb"[A-Za-z0-9_]+"),
     _d("gitlab-token", rb"\bglpat-([A-Za-z0-9_-]{20,})", rb"glpat-", 1,
-       opening=rb"\bglpat-([A-Za-z0-9_-]*)", token=rb"[A-Za-z0-9_-]+"),
+       opening=rb"glpat-([A-Za-z0-9_-]*)", token=rb"[A-Za-z0-9_-]+"),
     _d("slack-token", rb"\bxox[baprs]-([A-Za-z0-9-]{10,})", rb"xox[baprs]-", 1,
-       opening=rb"\bxox[baprs]-([A-Za-z0-9-]*)", token=rb"[A-Za-z0-9-]+"),
+       opening=rb"xox[baprs]-([A-Za-z0-9-]*)", token=rb"[A-Za-z0-9-]+"),
     _d("slack-webhook", rb"https://hooks\.slack\.com/services/(T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,})",
        rb"hooks\.slack\.com/services/", 1),
     _d("stripe-key", rb"\b(?:sk|rk)_(?:live|test)_([A-Za-z0-9]{16,})", rb"[sr]k_(?:live|test)_", 1,
-       opening=rb"\b(?:sk|rk)_(?:live|test)_([A-Za-z0-9]*)", token=rb"[A-Za-z0-9]+"),
+       opening=rb"(?:sk|rk)_(?:live|test)_([A-Za-z0-9]*)", token=rb"[A-Za-z0-9]+"),
     _d("google-api-key", rb"\bAIza([0-9A-Za-z_-]{35})", rb"AIza", 1,
-       opening=rb"\bAIza([0-9A-Za-z_-]*)", token=rb"[0-9A-Za-z_-]+"),
+       opening=rb"AIza([0-9A-Za-z_-]*)", token=rb"[0-9A-Za-z_-]+"),
     _d("jwt", rb"\beyJ[A-Za-z0-9_-]{8,}\.eyJ([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})", rb"eyJ", 1,
        opening=rb"\beyJ[A-Za-z0-9_-]{8,}\.eyJ([A-Za-z0-9_.-]*)", token=rb"[A-Za-z0-9_.-]+"),
     _d("bearer-token", rb"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{12,}=*)", rb"(?i)bearer", 1,
@@ -474,6 +476,9 @@ class _Run:
 class MaskResult:
     data: bytes
     masked: list[str] = field(default_factory=list)  # detector names, one per secret
+    # Secrets the screen view found assembled on screen but could not draw over (see
+    # bastion/core/screenview.py): "DETECTOR (where)".
+    drawn: list[str] = field(default_factory=list)
 
 
 def _stars(segment: bytes) -> bytes:
@@ -499,24 +504,88 @@ class SecretMasker:
         self._context = b""
         self._run: _Run | None = None
         self._card_digits = any(d.name == "card-number" for d in self.detectors)
+        self._view: ScreenView | None = None
 
     @property
     def holding(self) -> bool:
-        return bool(self._held)
+        return bool(self._held) or (self._view is not None and self._view.holding)
+
+    def on_screen(self, width: int, height: int) -> None:
+        """The output goes to a terminal of this size: follow its rows (a pty session), so a
+        secret assembled on screen from writes that each hold part of it is masked too."""
+        if self._view is None:
+            self._view = ScreenView(width, height, self.secrets_in,
+                                    self._card_opening if self._card_digits else None)
+        else:
+            self._view.resize(width, height)
+
+    def resize(self, width: int, height: int) -> None:
+        if self._view is not None:
+            self._view.resize(width, height)
+
+    def secrets_in(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, detector) of the secrets in a complete line of text. A `*` stands for a
+        character already masked: a card number holding one is not checked with Luhn's sum."""
+        spans = self._secrets_in(text.replace("*", "0"))
+        # Characters right after a run of masked ones, with no break between: the rest of that
+        # secret, drawn over what hid its start (unnamed: its secret is counted already).
+        spans += [(m.start(1), m.end(1), "") for m in MASKED_THEN_TOKEN.finditer(text)]
+        if "*" in text and self._card_digits:
+            line = text.encode("utf-8", "surrogateescape")
+            for begin, end in card_spans(line.replace(b"*", b"4"), luhn=False):  # any issuer digit
+                if b"*" in line[begin:end] and any(c in b"0123456789" for c in line[begin:end]):
+                    before = len(line[:begin].decode("utf-8", "surrogateescape"))  # characters, not bytes
+                    spans.append((before, before + end - begin, "card-number"))
+        return spans
+
+    @staticmethod
+    def _card_opening(text: str) -> int:
+        """Where the hidden part of a card number still being written at the end of `text`
+        starts, in characters (-1: none)."""
+        line = text.encode("utf-8", "surrogateescape")
+        begin = _card_in_progress(line, max(0, len(line) - TAIL_WINDOW))
+        return begin if begin < 0 else len(line[:begin].decode("utf-8", "surrogateescape"))
+
+    def _secrets_in(self, text: str) -> list[tuple[int, int, str]]:
+        masker = SecretMasker(self.detectors, pem=False)
+        data = text.encode("utf-8", "surrogateescape") + b"\n"
+        result = masker.feed(data)
+        tail = masker.flush()
+        masked = (result.data + tail.data).decode("utf-8", "replace")
+        names = iter(result.masked + tail.masked)
+        spans: list[tuple[int, int, str]] = []
+        start = -1
+        for index, (was, now) in enumerate(zip(text + "\n", masked, strict=False)):
+            if was != now and start < 0:
+                start = index
+            elif was == now and start >= 0:
+                spans.append((start, index, next(names, "secret")))
+                start = -1
+        return spans
 
     def feed(self, data: bytes) -> MaskResult:
-        return self._process(self._held + data, final=False)
+        return self._viewed(self._process(self._held + data, final=False))
+
+    def _viewed(self, result: MaskResult, *, end: bool = False, pause: bool = False) -> MaskResult:
+        if self._view is None or not (result.data or pause or (end and self._view.holding)):
+            return result
+        viewed = self._view.draw(result.data, end=end, pause=pause)
+        return MaskResult(viewed.data, result.masked + viewed.masked,
+                          [f"{name} ({where})" for name, where in viewed.unreachable])
 
     def flush(self, *, pause: bool = False) -> MaskResult:
         """Release everything held, masking what is complete (end of stream or, with `pause`,
-        a quiet pause: then a character the chunk's end cut stays held, as a terminal waits
-        for its last bytes before drawing it)."""
+        a quiet pause: then a character or an escape sequence the chunk's end cut stays held,
+        as a terminal waits for its last bytes before acting on it)."""
         held, self._held = self._held, b""
-        keep = _cut_character(held) if pause else 0
+        keep = 0
+        if pause:  # kept back: a character or an escape sequence the chunk's end cut
+            escape = CUT_ESCAPE.search(held, max(0, len(held) - 4096)) if b"\x1b" in held[-4096:] else None
+            keep = len(held) - escape.start() if escape is not None else _cut_character(held)
         cut, held = held[len(held) - keep:], held[:len(held) - keep]
         result = self._process(held, final=True) if held else MaskResult(b"")
         self._held = cut
-        return result
+        return self._viewed(result, end=not pause, pause=pause)
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -719,8 +788,8 @@ class SecretMasker:
             return
         if self._card_digits:
             begin = _card_in_progress(text, window_start)
-            if begin >= 0:
-                spans.append((max(begin, start), len(text)))
+            if begin >= 0:  # to the last digit: a separator after it is not part of a card
+                spans.append((max(begin, start), len(text.rstrip(b" -"))))
 
     def _quoted_value_start(self, text: bytes) -> int:
         """Where an unclosed quoted value after a password-like key starts (len(text): none)."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from bastion.config import MaskingSettings
 from bastion.core.datastream import StreamKinds
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
+from bastion.state.audit import AuditLog
+from bastion.state.events import SecretDrawn
 
 
 class MaskingStage(SessionStage):
@@ -17,12 +20,18 @@ class MaskingStage(SessionStage):
 
     Without a pty, a stream whose first chunk is not text is data (`bastion.core.datastream`):
     it passes unmasked, as a file transfer does; the recorder keeps its size and hash.
+
+    With a pty, the output's masker follows the terminal's rows (`bastion.core.screenview`):
+    a secret assembled on screen by cursor moves is masked too. One it finds but cannot draw
+    over gets a `secret-drawn` marker and a `secret_drawn` audit event.
     """
 
     name = "masker"
 
-    def __init__(self, settings: MaskingSettings) -> None:
+    def __init__(self, settings: MaskingSettings, audit: AuditLog | None = None) -> None:
         self._settings = settings
+        self._audit = audit
+        self._session = ""
         self._maskers = {stream: settings.make_masker() for stream in Stream}
         self._io: SessionIO | None = None
         self._timers: dict[Stream, asyncio.TimerHandle] = {}
@@ -31,6 +40,9 @@ class MaskingStage(SessionStage):
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._io = io
+        self._session = info.session_id
+        if info.has_pty:  # with a pty, stderr comes on the same channel as stdout
+            self._maskers[Stream.STDOUT].on_screen(info.width or 80, info.height or 24)
         # File transfers carry files, not terminal output: masking would silently change the
         # files (and, where a mask changes the byte count, break the protocol's framing).
         # Their contents are not recorded either; the recorder keeps transfer markers.
@@ -51,7 +63,7 @@ class MaskingStage(SessionStage):
             return data
         masker = self._maskers[stream]
         result = masker.feed(data)
-        self._report(result.masked)
+        self._report(result.masked, result.drawn)
         timer = self._timers.pop(stream, None)
         if timer is not None:
             timer.cancel()
@@ -63,14 +75,24 @@ class MaskingStage(SessionStage):
     def _release(self, stream: Stream) -> None:
         self._timers.pop(stream, None)
         result = self._maskers[stream].flush(pause=True)
-        self._report(result.masked)
+        self._report(result.masked, result.drawn)
         if result.data and self._io is not None:
             self._io.release_output_after(self, result.data, stream)
 
-    def _report(self, names: list[str]) -> None:
+    def _report(self, names: list[str], drawn: Sequence[str] = ()) -> None:
         if self._io is not None:
             for name in names:
                 self._io.marker("masked", name)
+            for secret in drawn:
+                self._io.marker("secret-drawn", secret)
+        for secret in drawn:
+            if self._audit is not None:
+                detector, _, where = secret.partition(" (")
+                self._audit.write(SecretDrawn(session=self._session, detector=detector,
+                                              where=where.rstrip(")")))
+
+    def on_resize(self, width: int, height: int) -> None:
+        self._maskers[Stream.STDOUT].resize(width, height)
 
     def flush_output(self, stream: Stream) -> bytes:
         if self._passes(stream):
@@ -79,7 +101,7 @@ class MaskingStage(SessionStage):
         if timer is not None:
             timer.cancel()
         result = self._maskers[stream].flush()
-        self._report(result.masked)
+        self._report(result.masked, result.drawn)
         return result.data
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:

@@ -264,6 +264,17 @@ class DataStream(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SecretDrawn(LogEvent):
+    """A secret assembled on a pty session's screen that masking could not draw over (its
+    characters sit where the cursor cannot go back: see docs/masking.md). Never the value."""
+
+    name = "secret_drawn"
+    session: str
+    detector: str
+    where: str  # the row, relative to the cursor's
+
+
+@dataclass(frozen=True, kw_only=True)
 class LiveSessionUpdateFailed(LogEvent):
     """The state database's list of live sessions could not be updated (the session goes on)."""
 

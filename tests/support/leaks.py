@@ -27,6 +27,7 @@ from bastion.core.masker import MaskResult, luhn_ok
 
 HIDDEN = "§"  # a secret character that must never show
 PUBLIC = "¤"  # one that may (a public prefix, a card's first six and last four digits)
+LATE = "¦"  # one drawn before the rest of the secret: it may show until the secret is complete
 WIDTH, HEIGHT = 120, 40
 
 rng = random.Random(16)
@@ -97,6 +98,10 @@ class Trial:
     pieces: tuple[Piece, ...]
     allowed: frozenset[int] = frozenset()  # more characters that may show (drawn before any
     # masker could know they were part of a secret)
+    # Strict: no hidden character shows at any moment. Otherwise (drawing tricks, where any part
+    # of the last piece drawn before the secret is whole cannot be known either): the secret
+    # never shows whole, and the final screen shows none of it.
+    strict: bool = True
 
     def printed(self, placeholders: bool = False) -> bytes:
         out = []
@@ -105,7 +110,8 @@ class Trial:
                 out.append(piece.text)
                 continue
             out.append("".join(
-                c if c in "\r\n" else PUBLIC if i in self.secret.public or i in self.allowed else HIDDEN
+                c if c in "\r\n" else PUBLIC if i in self.secret.public else LATE if i in self.allowed
+                else HIDDEN
                 for i, c in enumerate(piece.text, piece.start)))
         return "".join(out).encode()
 
@@ -123,6 +129,7 @@ class Judge:
 
     trial: Trial
     hidden: list[tuple[int, int, str]] = field(default_factory=list)  # row, column, true character
+    late: list[tuple[int, int, str]] = field(default_factory=list)  # masked by the end
     ordinary: list[tuple[int, int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -134,12 +141,17 @@ class Judge:
                 true = truth.buffer[row][column].data
                 if cell == HIDDEN:
                     self.hidden.append((row, column, true))
+                elif cell == LATE:
+                    self.late.append((row, column, true))
                 elif cell != PUBLIC and cell.strip():
                     self.ordinary.append((row, column, true))
-        assert self.hidden, f"{self.trial.name}: no secret character is drawn"
+        assert self.hidden or self.late, f"{self.trial.name}: no secret character is drawn"
 
-    def leaked(self, screen: pyte.Screen) -> bool:
-        return any(screen.buffer[r][c].data == true for r, c, true in self.hidden)
+    def leaked(self, screen: pyte.Screen, *, final: bool = False) -> bool:
+        if final or self.trial.strict:
+            cells = self.hidden + self.late if final else self.hidden
+            return any(screen.buffer[r][c].data == true for r, c, true in cells)
+        return all(screen.buffer[r][c].data == true for r, c, true in self.hidden + self.late)
 
     def over_masked(self, screen: pyte.Screen) -> bool:
         return any(screen.buffer[r][c].data != true for r, c, true in self.ordinary)
@@ -183,6 +195,7 @@ def run(trial: Trial, chunks: list[bytes], pauses: list[bool], masker: Masker, j
         if pause:
             show(masker.flush(pause=True).data)
     show(masker.flush().data)
+    leaked = leaked or judge.leaked(screen, final=True)
     over = judge.over_masked(screen)
     tally.trials += 1
     tally.leaks += leaked
@@ -243,7 +256,7 @@ def undrawn(secrets: list[Secret], chars: list[str] = UNDRAWN) -> list[Trial]:
     return trials
 
 
-def cursor_drawn(secrets: list[Secret]) -> list[Trial]:
+def cursor_drawn(secrets: list[Secret]) -> list[Trial]:  # the second half may show until the first comes
     """The second half printed first at its column (ESC[nG), then CR and the first half, then
     the cursor moved past it for what follows."""
     trials = []
@@ -283,6 +296,7 @@ def classes(make_key: Callable[[], str]) -> dict[str, tuple[list[Trial], Callabl
         "plain": (plain(secrets), splits),
         "undrawn (NUL, DEL, SO/SI, BEL, zero-width)": (undrawn(secrets), splits),
         "cursor (ESC[nG, CR)": (cursor_drawn(secrets), splits),
+        "drawing tricks": (tricks(secrets), splits),
         "card + digits": (cards_then_digits(), splits),
         "slow prefixed tokens": (plain(secrets), slowly),
         "pem footer": (pem_footer(make_key()), splits),
@@ -292,11 +306,119 @@ def classes(make_key: Callable[[], str]) -> dict[str, tuple[list[Trial], Callabl
 def main() -> None:
     from bastion.core.masker import SecretMasker
     from tests.support.samples import pem
+    def make() -> SecretMasker:
+        masker = SecretMasker()
+        masker.on_screen(WIDTH, HEIGHT)
+        return masker
+
     for name, (trials, ways) in classes(lambda: pem("openssh")).items():
-        result = tally(trials, SecretMasker, ways)
+        result = tally(trials, make, ways)
         print(f"{name:45} {result}")
         for example in result.examples[:2]:
             print("   ", example[:300])
+
+
+# -- drawing tricks: each a way to assemble a secret on a screen row from separate writes ------
+
+def _halves(secret: Secret) -> tuple[str, str, int]:
+    cut = len(secret.text) // 2
+    return secret.text[:cut], secret.text[cut:], cut
+
+
+def tricks(secrets: list[Secret]) -> list[Trial]:
+    """Every trick in `TRICKS` on every secret. What is drawn before the last piece may show
+    until that piece completes the secret; at the end none of it may."""
+    trials = []
+    for name, build in TRICKS.items():
+        for secret in secrets:
+            pieces = build(secret)
+            before_last = [p for p in pieces if p.start >= 0][:-1]
+            trials.append(Trial(f"{name} {secret.kind}", secret, pieces, allowed=frozenset(
+                i for p in before_last for i in range(p.start, p.start + len(p.text))), strict=False))
+    return trials
+
+
+def _sgr(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    half = len(second) // 2
+    return (Piece("id="), Piece(f"\x1b[{3 + cut + 1}G\x1b[31m"), Piece(second[:half], cut), Piece("\x1b[0m"),
+            Piece(second[half:], cut + half), Piece("\r\x1b[1mid="), Piece(first, 0),
+            Piece(f"\x1b[0m\x1b[{3 + len(s.text) + 1}G end\r\n$ "))
+
+
+def _backspaces(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("id="), Piece(first, 0), Piece("~" * len(second) + "\b" * len(second)),
+            Piece(second, cut), Piece(" end\r\n$ "))
+
+
+def _tabs(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    stop = (3 + cut + 7) // 8 * 8
+    pad = stop - 3 - cut
+    return (Piece("\t" * (stop // 8)), Piece(second, cut), Piece("\r" + "-" * pad + "id="), Piece(first, 0),
+            Piece(f"\x1b[{stop + len(second) + 1}G end\r\n$ "))
+
+
+def _wide(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("漢字="), Piece(f"\x1b[{5 + cut + 1}G"), Piece(second, cut), Piece("\r漢字="), Piece(first, 0),
+            Piece(f"\x1b[{5 + len(s.text) + 1}G end\r\n$ "))
+
+
+def _forward(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece(f"id=\x1b[{cut}C"), Piece(second, cut), Piece("\rid="), Piece(first, 0),
+            Piece(f"\x1b[{len(second)}C end\r\n$ "))
+
+
+def _save_restore(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece(f"id=\x1b7\x1b[{cut}C"), Piece(second, cut), Piece("\x1b8"), Piece(first, 0),
+            Piece(f"\x1b[{len(second)}C end\r\n$ "))
+
+
+def _scosc(s: Secret) -> tuple[Piece, ...]:  # pyte does not know CSI s/u: end to end only (tmux)
+    first, second, cut = _halves(s)
+    return (Piece(f"id=\x1b[s\x1b[{cut}C"), Piece(second, cut), Piece("\x1b[u"), Piece(first, 0),
+            Piece(f"\x1b[{len(second)}C end\r\n$ "))
+
+
+def _line_above(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece(f"id=\x1b[{3 + cut + 1}G"), Piece(second, cut), Piece("\r\nnext line\r\n\x1b[2A\rid="),
+            Piece(first, 0), Piece("\x1b[2B\r$ "))
+
+
+def _insert_mode(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("id="), Piece(second, cut), Piece("\r\x1b[3C\x1b[4h"), Piece(first, 0),
+            Piece(f"\x1b[4l\x1b[{len(second)}C end\r\n$ "))
+
+
+def _delete_chars(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("id="), Piece(first, 0), Piece("~~~~"), Piece(second, cut),
+            Piece(f"\x1b[{len(second) + 4}D\x1b[4P\x1b[{len(second)}C end\r\n$ "))
+
+
+def _scroll_region(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("\x1b[2J\x1b[H\x1b[2;10r\x1b[5;1Hid="), Piece(f"\x1b[5;{3 + cut + 1}H"), Piece(second, cut),
+            Piece("\x1b[10;1H\r\nscrolled\x1b[4;1Hid="), Piece(first, 0), Piece("\x1b[r\x1b[12;1H$ "))
+
+
+def _absolute(s: Secret) -> tuple[Piece, ...]:
+    first, second, cut = _halves(s)
+    return (Piece("\x1b[2J\x1b[3;1Hid="), Piece(f"\x1b[3;{3 + cut + 1}H"), Piece(second, cut),
+            Piece("\x1b[3;4H"), Piece(first, 0), Piece("\x1b[5;1H$ "))
+
+
+TRICKS = {
+    "sgr": _sgr, "backspaces": _backspaces, "tabs": _tabs, "wide": _wide, "CUF": _forward,
+    "DECSC": _save_restore, "CUU": _line_above, "IRM": _insert_mode, "DCH": _delete_chars,
+    "DECSTBM": _scroll_region, "CUP": _absolute,
+}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,683 @@
+"""Secrets assembled on the screen from writes that each hold only part of them. Pure.
+
+A program can draw a secret out of order: the second half first at its column (`ESC[nG`),
+then a carriage return and the first half; no write holds the secret, and the stream masker
+reads writes. `ScreenView` follows the rows around the cursor as a terminal draws them: after
+each chunk the masker released, the rows it touched are read as text by the detectors; a
+secret found there is masked before the chunk leaves, the characters this chunk draws of it
+become `*` in the chunk itself, and the ones drawn by earlier chunks are drawn over with `*`
+(the cursor goes there with relative moves and comes back).
+
+What it follows (the moves a terminal makes on its screen): text and its wrapping at the right
+margin (autowrap on or off), wide characters, characters drawn nowhere; CR, LF, VT, FF, BS,
+HT and tab stops (HTS, TBC, CHT, CBT); cursor moves CUU, CUD, CUF, CUB, CNL, CPL, CHA, HPA,
+HPR, VPA, VPR, CUP, HVP, IND, NEL, RI; save and restore (DECSC/DECRC, SCOSC/SCORC); ICH,
+DCH, ECH, EL, ED, IL, DL, SU, SD, REP; insert mode; origin mode; scrolling regions (DECSTBM)
+and the alternate screen, once the view knows which screen row the cursor is on (after the
+screen is cleared, or the first absolute move); RIS. Anything else that moves the cursor
+(DECSLRM margins, double-width lines, an absolute move before the screen row is known, a
+scrolling region's scroll while it is not known) makes the view forget the rows it had: a
+secret assembled with what was drawn before that is not seen, and `forgotten` counts those
+moments.
+
+Row indexes are relative: the cursor starts on row 0 and rows are numbered from there.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bastion.core.terminal import FLAG_ESCAPE, FLAG_MOVES, FLAG_UNDRAWN, UNDRAWNS, screen_flags
+
+# A chunk made of text, line ends and colours only: the cheap update.
+SGR_ONLY = re.compile(rb"\x1b\[[0-9;:]*m")
+NOT_SGR = re.compile(rb"\x1b(?!\[[0-9;:]*m)")
+TOKEN = re.compile(
+    rb"\x1b\[([<=>?]?)([0-9;:]*)([ -/]*)([@-~])"  # CSI: private marker, parameters, intermediates, final
+    rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC
+    rb"|\x1b[PX^_][^\x1b]*\x1b\\"  # DCS, SOS, PM, APC
+    rb"|\x1b([ -/]*)([0-~])"  # other ESC sequences
+    rb"|([\x00-\x1f\x7f])"  # a control character
+)
+MAX_ROWS = 200  # rows kept around the cursor
+MAX_PARTIAL = 4096  # an escape sequence cut by a chunk's end, kept back at most this long
+# An escape sequence the chunk's end may have cut: a CSI without its final byte, an OSC or DCS
+# without its terminator, a lone ESC or ESC with intermediates.
+CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
+
+
+def _width(char: str) -> int:
+    if char.isascii():
+        return 1
+    if unicodedata.combining(char) or UNDRAWNS.fullmatch(char.encode()):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+Source = tuple[int, int] | None  # the bytes of this chunk that drew a cell (None: earlier)
+
+
+@dataclass
+class ViewResult:
+    data: bytes
+    masked: list[str] = field(default_factory=list)
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # (detector, where) not masked
+
+
+class ScreenView:
+    def __init__(self, width: int, height: int, find: Callable[[str], list[tuple[int, int, str]]],
+                 opening: Callable[[str], int] | None = None) -> None:
+        self.width = max(2, width)
+        self.height = max(2, height)
+        self._find = find  # (start, end, detector) of each secret in a row's text
+        self._opening = opening  # where a secret still being written at a text's end starts (-1)
+        # A row's cells, a character each ("" right of a wide one); a row drawn by a plain line
+        # from column 0 is kept as its text until something comes back to it.
+        self.rows: dict[int, list[str] | str] = {}
+        self._sources: dict[int, list[Source]] = {}  # rows this chunk drew on
+        self.y = self.x = 0
+        self.wrap_pending = False
+        self.autowrap = True
+        self.insert = False
+        self.origin = False
+        self.top: int | None = None  # the relative index of the screen's first row, once known
+        self.region: tuple[int, int] | None = None  # scrolling region (screen rows, 0-based)
+        self.saved: tuple[int, int] = (0, 0)
+        self.tabs: set[int] | None = None  # None: every eighth column
+        self.main: tuple[dict[int, list[str] | str], int, int, int | None] | None = None
+        self.last = " "  # the last character drawn (REP)
+        self.forgotten = 0
+        self._touched: set[int] = set()
+        self._partial = b""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._partial)
+
+    def resize(self, width: int, height: int) -> None:
+        self.width, self.height = max(2, width), max(2, height)
+        self.region = None
+        self.x = min(self.x, self.width - 1)
+
+    # -- the chunk ---------------------------------------------------------------------------
+
+    def draw(self, data: bytes, *, end: bool = False, pause: bool = False) -> ViewResult:
+        """Follow `data` onto the rows; mask what it assembles. An escape sequence the chunk's
+        end cut is kept back (a terminal acts on it only once whole) unless the stream `end`s."""
+        data, self._partial = self._partial + data, b""
+        if not end and b"\x1b" in data[-MAX_PARTIAL:]:
+            cut = CUT_ESCAPE.search(data, max(0, len(data) - MAX_PARTIAL))
+            if cut is not None:
+                data, self._partial = data[:cut.start()], data[cut.start():]
+        if not data:
+            return ViewResult(b"")
+        body = data[:-1] if data.endswith(b"\r") else data  # a CR LF the chunk's end cut
+        flags = screen_flags(body)
+        if not flags & (FLAG_MOVES | FLAG_UNDRAWN) and self._clear_ahead() and (
+                not flags & FLAG_ESCAPE or NOT_SGR.search(body) is None):
+            self._plain(body)
+            if len(body) < len(data):
+                self._move(x=0)
+            if not pause or self._opening is None:
+                return ViewResult(data)
+            self._touched, self._sources = {self.y}, {}
+            return self._mask(data, pause=True)
+        self._touched = set()
+        self._sources = {}
+        position = 0
+        for match in TOKEN.finditer(data):
+            if match.start() > position:
+                self._text(data, position, match.start())
+            self._control(match)
+            position = match.end()
+        if position < len(data):
+            self._text(data, position, len(data))
+        return self._mask(data, pause=pause)
+
+    def _clear_ahead(self) -> bool:
+        """Nothing drawn right of the cursor or below it: plain text cannot complete anything
+        drawn before (the usual case: output going on at the end of the screen)."""
+        if self.insert or (self.rows and max(self.rows) > self.y):
+            return False
+        row = self.rows.get(self.y)
+        return row is None or not "".join(row[self.x + self.wrap_pending:]).strip()
+
+    def _plain(self, data: bytes) -> None:
+        """Text, line ends and colours: rows as written. Only the last screenful of lines can
+        still be reached by a later move; the lines before it only move the cursor down."""
+        reach = self.height + 1
+        lines = [data]
+        if self.region is None and data.count(b"\n") > reach:
+            head, *lines = data.rsplit(b"\n", reach)
+            self.y += head.count(b"\n")
+            self._line_feed()  # the one before the lines kept: it moves `top` if known
+            last = head[head.rfind(b"\n") + 1:]
+            self.x = 0 if last.endswith(b"\r") else min(len(last), self.width - 1)
+            self.wrap_pending = False
+            lines[0] = b"\r" + lines[0]  # drawn from the start of its row
+        text = b"\n".join(lines)
+        if b"\x1b" in text:
+            text = SGR_ONLY.sub(b"", text)
+        for index, line in enumerate(text.split(b"\n")):
+            if index:
+                self._line_feed()
+            if self._fresh_row(line):
+                continue
+            begin = 0
+            while True:  # a CR ending a line: its next one starts at column 0
+                cr = line.find(b"\r", begin)
+                end = len(line) if cr < 0 else cr
+                if end > begin:
+                    self._text(line, begin, end, record=False)
+                if cr < 0:
+                    break
+                self.x, self.wrap_pending, begin = 0, False, cr + 1
+
+    def _fresh_row(self, line: bytes) -> bool:
+        """A plain line from column 0 onto rows not drawn yet (the usual case): stored as its
+        text, made a list of cells only if something comes back to it."""
+        text = line[:-1] if line.endswith(b"\r") else line
+        if self.x or self.wrap_pending or self.insert or not self.autowrap or b"\r" in text:
+            return False
+        if not text.isascii() or self.y in self.rows:
+            return False
+        if not text:
+            return True
+        width = self.width
+        for start in range(0, len(text), width):
+            if start:
+                self._line_feed()
+                if self.y in self.rows:
+                    self.rows[self.y] = " " * width  # drawn over: this row's old cells are gone
+            self.rows[self.y] = text[start:start + width].decode()
+        self.last = chr(text[-1])
+        tail = len(text) % width or width
+        if line.endswith(b"\r"):
+            self.x = 0
+        elif tail == width:
+            self.x, self.wrap_pending = width - 1, True
+        else:
+            self.x = tail
+        return True
+
+    # -- drawing -----------------------------------------------------------------------------
+
+    def _row(self, y: int) -> list[str]:
+        row = self.rows.get(y)
+        if isinstance(row, str):
+            row = self.rows[y] = list(row.ljust(self.width))
+        elif row is None:
+            if len(self.rows) >= MAX_ROWS + 2 * self.height:  # rows far from the cursor go
+                near = self.height + 1
+                self.rows = {r: cells for r, cells in self.rows.items() if abs(r - self.y) <= near}
+            row = self.rows[y] = [" "] * self.width
+        elif len(row) < self.width:
+            row.extend(" " * (self.width - len(row)))
+        return row
+
+    def _sources_of(self, y: int) -> list[Source]:
+        sources = self._sources.get(y)
+        if sources is None:
+            sources = self._sources[y] = [None] * len(self._row(y))
+        return sources
+
+    def _text(self, data: bytes, start: int, end: int, *, record: bool = True) -> None:
+        segment = data[start:end]
+        if segment.isascii() and not record and not self.insert:
+            self._ascii(segment.decode())
+            return
+        if segment.isascii():
+            chars = [(chr(b), start + i, start + i + 1, 1) for i, b in enumerate(segment)]
+        else:
+            chars = []
+            position = start
+            for char in segment.decode("utf-8", "replace"):
+                size = len(char.encode()) if char != "\ufffd" else 1
+                chars.append((char, position, position + size, _width(char)))
+                position += size
+        for char, begin, stop, width in chars:
+            if width == 0:
+                continue
+            self._put(char, (begin, stop) if record else None, width)
+
+    def _ascii(self, text: str) -> None:
+        """Plain text without moves: whole slices at a time."""
+        while text:
+            if self.wrap_pending and self.autowrap:
+                self.x, self.wrap_pending = 0, False
+                self._line_feed()
+            room = self.width - self.x
+            if not self.autowrap and len(text) > room:
+                text = text[: room - 1] + text[-1]  # the last column is overwritten
+            part, text = text[:room], text[room:]
+            row = self._row(self.y)
+            row[self.x:self.x + len(part)] = part
+            self.last = part[-1]
+            if self.x + len(part) >= self.width:
+                self.x = self.width - 1
+                self.wrap_pending = self.autowrap
+            else:
+                self.x += len(part)
+
+    def _put(self, char: str, source: Source, width: int) -> None:
+        if self.wrap_pending or self.x + width > self.width:
+            if self.autowrap:
+                self.x = 0
+                self._line_feed()
+            else:
+                self.x = self.width - width
+            self.wrap_pending = False
+        row = self._row(self.y)
+        sources = self._sources_of(self.y)
+        if self.insert:
+            row[self.x:self.x] = [" "] * width
+            sources[self.x:self.x] = [None] * width
+            del row[self.width:], sources[self.width:]
+        row[self.x] = char
+        sources[self.x] = source
+        if width == 2 and self.x + 1 < self.width:
+            row[self.x + 1] = ""
+            sources[self.x + 1] = None
+        self._touched.add(self.y)
+        self.last = char
+        if self.x + width >= self.width:
+            self.x = self.width - 1
+            self.wrap_pending = self.autowrap
+        else:
+            self.x += width
+
+    # -- moves -------------------------------------------------------------------------------
+
+    def _bounds(self) -> tuple[int, int] | None:
+        """The scrolling region as relative rows, when the screen row is known."""
+        if self.top is None:
+            return None
+        first, last = self.region or (0, self.height - 1)
+        return self.top + first, self.top + last
+
+    def _line_feed(self) -> None:
+        bounds = self._bounds()
+        if bounds is not None and self.y == bounds[1]:
+            self._scroll(1, bounds)
+            return
+        if bounds is None and self.region is not None:
+            self._forget()
+        self.y += 1
+        if self.top is not None and self.y >= self.top + self.height:
+            self.top = self.y - self.height + 1
+
+    def _reverse_index(self) -> None:
+        bounds = self._bounds()
+        if bounds is not None and self.y == bounds[0]:
+            self._scroll(-1, bounds)
+        elif bounds is None and self.region is not None:
+            self._forget()
+        else:
+            self.y -= 1
+
+    def _scroll(self, lines: int, bounds: tuple[int, int] | None = None) -> None:
+        """Scroll the region up (`lines` > 0) or down; without a region, the whole screen."""
+        bounds = bounds or self._bounds()
+        if bounds is None:
+            if self.region is not None:
+                self._forget()
+                return
+            # The whole screen scrolls: every row moves, the cursor stays.
+            self.rows = {r - lines: row for r, row in self.rows.items()}
+            self._sources = {r - lines: row for r, row in self._sources.items()}
+            self._touched = {r - lines for r in self._touched}
+            return
+        first, last = bounds
+        _shift(self.rows, first, last, lines)
+        _shift(self._sources, first, last, lines)
+        self._touched.update(r for r in range(first, last + 1) if r in self.rows)
+
+    def _forget(self) -> None:
+        """The view cannot follow: what it had drawn is forgotten."""
+        if any("".join(row).strip() for row in self.rows.values()):
+            self.forgotten += 1
+        self.rows, self._sources = {}, {}
+        self.top = None
+
+    def _move(self, y: int | None = None, x: int | None = None) -> None:
+        if y is not None:
+            self.y = y
+        if x is not None:
+            self.x = min(max(0, x), self.width - 1)
+        self.wrap_pending = False
+
+    def _vertical(self, lines: int) -> None:
+        """CUU/CUD: stop at the region's margin when inside it."""
+        bounds = self._bounds()
+        target = self.y + lines
+        if bounds is not None:
+            first, last = bounds
+            if first <= self.y <= last:
+                target = min(max(target, first), last)
+            else:
+                target = min(max(target, self.top or 0), (self.top or 0) + self.height - 1)
+        self._move(y=target)
+
+    def _absolute_row(self, row: int) -> None:
+        """CUP/VPA to screen row `row` (0-based)."""
+        if self.origin and self.region is not None:
+            row += self.region[0]
+        if self.top is None:
+            self._forget()
+            self.top = self.y - row  # from now on the rows are known: all blank to the view
+        self._move(y=self.top + min(max(0, row), self.height - 1))
+
+    def _tab(self, count: int) -> None:
+        tabs = self.tabs if self.tabs is not None else range(0, self.width, 8)
+        for _ in range(max(1, abs(count))):
+            if count < 0:
+                stops = [s for s in tabs if s < self.x]
+                self._move(x=max(stops) if stops else 0)
+            else:
+                stops = [s for s in tabs if s > self.x]
+                self._move(x=min(stops) if stops else self.width - 1)
+
+    def _control(self, match: re.Match[bytes]) -> None:  # noqa: C901, PLR0912 - one terminal
+        if match.group(7) is not None:
+            byte = match.group(7)
+            if byte == b"\r":
+                self._move(x=0)
+            elif byte in b"\n\x0b\x0c":
+                self.wrap_pending = False
+                self._line_feed()
+            elif byte == b"\x08":
+                self._move(x=self.x - 1)
+            elif byte == b"\t":
+                self._tab(1)
+            return
+        if match.group(4) is not None:
+            self._csi(match.group(1), match.group(2), match.group(3), match.group(4))
+            return
+        if match.group(6) is None:
+            return  # OSC, DCS and friends draw nothing
+        intermediate, final = match.group(5), match.group(6)
+        if intermediate:
+            if intermediate == b"#" and final in b"3456":
+                self._forget()  # double-width and double-height lines
+            return
+        if final == b"7":
+            self.saved = (self.y, self.x)
+        elif final == b"8":
+            self._move(*self.saved)
+        elif final == b"D":
+            self._line_feed()
+        elif final == b"E":
+            self._move(x=0)
+            self._line_feed()
+        elif final == b"M":
+            self._reverse_index()
+        elif final == b"H":
+            self.tabs = set(self.tabs if self.tabs is not None else range(0, self.width, 8)) | {self.x}
+        elif final == b"c":
+            self.__init__(self.width, self.height, self._find, self._opening)  # type: ignore[misc]
+
+    def _csi(  # noqa: C901, PLR0912, PLR0915 - one terminal's CSI sequences
+            self, private: bytes, params: bytes, intermediate: bytes, final_byte: bytes) -> None:
+        parts = params.replace(b":", b";").split(b";") if params else []
+        values = [int(p) if p.isdigit() and len(p) < 6 else 0 for p in parts]
+
+        def arg(index: int = 0, default: int = 1) -> int:
+            value = values[index] if index < len(values) else 0
+            return value or default
+
+        final = final_byte.decode()
+        if intermediate:
+            return
+        if private:
+            if private == b"?" and final in "hl":
+                on = final == "h"
+                for value in values:
+                    if value in (1049, 1047, 47):
+                        self._alternate(on)
+                    elif value == 7:
+                        self.autowrap = on
+                    elif value == 6:
+                        self.origin = on
+                        bounds = self._bounds()
+                        self._move(y=bounds[0] if bounds else self.y, x=0)
+                    elif value == 69:
+                        self._forget()  # left and right margins
+            return
+        if final == "m":
+            return
+        if final == "A":
+            self._vertical(-arg())
+        elif final in "Be":
+            self._vertical(arg())
+        elif final in "Ca":
+            self._move(x=self.x + arg())
+        elif final == "D":
+            self._move(x=min(self.x, self.width - 1) - arg())
+        elif final == "E":
+            self._vertical(arg())
+            self._move(x=0)
+        elif final == "F":
+            self._vertical(-arg())
+            self._move(x=0)
+        elif final in "G`":
+            self._move(x=arg() - 1)
+        elif final in "Hf":
+            self._absolute_row(arg() - 1)
+            self._move(x=arg(1) - 1)
+        elif final == "d":
+            self._absolute_row(arg() - 1)
+        elif final == "I":
+            self._tab(arg())
+        elif final == "Z":
+            self._tab(-arg())
+        elif final == "g":
+            if arg(0, 0) == 3:
+                self.tabs = set()
+            elif arg(0, 0) == 0:
+                self.tabs = set(self.tabs if self.tabs is not None else range(0, self.width, 8)) - {self.x}
+        elif final == "s":
+            self.saved = (self.y, self.x)
+        elif final == "u":
+            self._move(*self.saved)
+        elif final == "r":
+            first, last = arg(0, 1) - 1, arg(1, self.height) - 1
+            self.region = None if (first, last) == (0, self.height - 1) or first >= last else (first, last)
+            if self.top is None:
+                self._forget()
+                self.top = self.y  # the cursor goes home: row 0 of the screen, from now on
+            self._move(y=self.top + (self.region[0] if self.origin and self.region else 0), x=0)
+        elif final == "h" and 4 in values:
+            self.insert = True
+        elif final == "l" and 4 in values:
+            self.insert = False
+        elif final in "@PX":
+            self._edit_line(final, arg())
+        elif final == "K":
+            self._erase_line(arg(0, 0))
+        elif final == "J":
+            self._erase_display(arg(0, 0))
+        elif final in "LM":
+            bounds = self._bounds()
+            if bounds is None:
+                self._forget()
+            elif bounds[0] <= self.y <= bounds[1]:
+                self._scroll(-arg() if final == "L" else arg(), (self.y, bounds[1]))
+                self._move(x=0)
+        elif final in "ST":
+            self._scroll(arg() if final == "S" else -arg())
+        elif final == "b":
+            for _ in range(min(arg(), self.width * self.height)):
+                self._put(self.last, None, _width(self.last) or 1)
+
+    def _edit_line(self, final: str, count: int) -> None:
+        x = min(self.x, self.width - 1)
+        count = min(count, self.width - x)
+        _edit(self._row(self.y), final, x, count, " ", self.width)
+        _edit(self._sources_of(self.y), final, x, count, None, self.width)
+        self._touched.add(self.y)
+
+    def _erase_line(self, mode: int) -> None:
+        row = self._row(self.y)
+        span = {0: (self.x, self.width), 1: (0, self.x + 1), 2: (0, self.width)}.get(mode)
+        if span is not None:
+            row[span[0]:span[1]] = " " * (span[1] - span[0])
+
+    def _erase_display(self, mode: int) -> None:
+        if mode in (2, 3):
+            self.rows, self._sources = {}, {}
+            return
+        self._erase_line(mode)
+        for y in list(self.rows):
+            if (mode == 0 and y > self.y) or (mode == 1 and y < self.y):
+                del self.rows[y]
+
+    def _alternate(self, on: bool) -> None:
+        if on and self.main is None:
+            self.main = (self.rows, self.y, self.x, self.top)
+            self.rows = {}
+        elif not on and self.main is not None:
+            self.rows, self.y, self.x, self.top = self.main
+            self.main = None
+            self.wrap_pending = False
+
+    # -- masking -----------------------------------------------------------------------------
+
+    def _mask(self, data: bytes, *, pause: bool = False) -> ViewResult:
+        """Mask the secrets on the rows this chunk touched; when output pauses, also one still
+        being written that ends at the cursor (a card number's digits past its sixth)."""
+        replace: dict[int, tuple[int, int]] = {}  # byte start: (byte end, cells)
+        redraw: dict[int, list[int]] = {}  # row: columns drawn earlier, to draw over
+        masked: list[str] = []
+        for y in sorted(self._touched):
+            if y not in self.rows:
+                continue
+            row = self._row(y)
+            sources = self._sources.get(y) or [None] * len(row)
+            for start, end, name in self._secrets(y, row, pause=pause):
+                columns = _columns(row, start, end)
+                shown = [c for c in columns if row[c] not in ("*", " ")]
+                if not shown:
+                    continue
+                if name:
+                    masked.append(name)
+                for column in shown:
+                    wide = column + 1 < len(row) and row[column + 1] == ""
+                    source = sources[column]
+                    if source is not None:
+                        replace[source[0]] = (source[1], 2 if wide else 1)
+                    else:
+                        redraw.setdefault(y, []).extend([column, column + 1] if wide else [column])
+                    row[column] = "*"
+                    if wide:
+                        row[column + 1] = "*"
+        if not replace and not redraw:
+            return ViewResult(data)
+        out, last = [], 0
+        for begin in sorted(replace):
+            stop, cells = replace[begin]
+            out += [data[last:begin], b"*" * cells]
+            last = stop
+        out.append(data[last:])
+        unreachable = self._redraw(out, redraw)
+        name = masked[0] if masked else "secret"
+        return ViewResult(b"".join(out), masked, [(name, where) for where in unreachable])
+
+    def _secrets(self, y: int, row: list[str], *, pause: bool) -> list[tuple[int, int, str]]:
+        found = self._find("".join(row))
+        if pause and y == self.y and self._opening is not None:
+            before = "".join(row[:self.x + self.wrap_pending])
+            opening = self._opening(before)
+            if opening >= 0:
+                found.append((opening, len(before.rstrip(" -")), ""))
+        return found
+
+    def _redraw(self, out: list[bytes], redraw: dict[int, list[int]]) -> list[str]:
+        """Draw `*` over cells drawn by earlier chunks: relative moves there and back."""
+        if not redraw:
+            return []
+        bounds = self._bounds()
+        back_y, back_x, pending = self.y, min(self.x, self.width - 1), self.wrap_pending
+        moves: list[bytes] = [b"\x1b[4l"] if self.insert else []
+        if self.top is not None and not self.origin:  # the screen rows are known: CUP goes anywhere
+            out.extend(self._redraw_absolute(moves, redraw, back_y, back_x, pending))
+            return []
+        unreachable = []
+        at = self.y
+        for y in sorted(redraw):
+            if bounds is not None and bounds[0] <= self.y <= bounds[1] and not bounds[0] <= y <= bounds[1]:
+                unreachable.append(f"row {y - self.y:+d}")  # CUU/CUD stop at the region's margins
+                continue
+            if y != at:
+                moves.append(b"\x1b[%dA" % (at - y) if y < at else b"\x1b[%dB" % (y - at))
+                at = y
+            for column in sorted(redraw[y]):
+                moves.append(b"\x1b[%dG*" % (column + 1))
+        if at != back_y:
+            moves.append(b"\x1b[%dA" % (at - back_y) if back_y < at else b"\x1b[%dB" % (back_y - at))
+        if pending:  # redraw the last column's character: the next one wraps, as it would have
+            last = self._row(back_y)[self.width - 1] or " "
+            moves.append(b"\x1b[%dG" % self.width + last.encode())
+        else:
+            moves.append(b"\x1b[%dG" % (back_x + 1))
+        if self.insert:
+            moves.append(b"\x1b[4h")
+        out.extend(moves)
+        return unreachable
+
+
+    def _redraw_absolute(self, moves: list[bytes], redraw: dict[int, list[int]], back_y: int, back_x: int,
+                         pending: bool) -> list[bytes]:
+        assert self.top is not None
+        for y in sorted(redraw):
+            for column in sorted(redraw[y]):
+                moves.append(b"\x1b[%d;%dH*" % (y - self.top + 1, column + 1))
+        moves.append(b"\x1b[%d;%dH" % (back_y - self.top + 1, back_x + 1))
+        if pending:  # redraw the last column's character: the next one wraps, as it would have
+            moves.append((self._row(back_y)[self.width - 1] or " ").encode())
+        if self.insert:
+            moves.append(b"\x1b[4h")
+        return moves
+
+
+def _columns(row: list[str], start: int, end: int) -> list[int]:
+    """The columns of characters `start`..`end` of the row's text (a wide character's second
+    cell holds nothing: it is not a character of the text)."""
+    columns, index = [], 0
+    for column, char in enumerate(row):
+        if not char:
+            continue
+        if start <= index < end:
+            columns.append(column)
+        index += 1
+    return columns
+
+
+T = TypeVar("T")
+
+
+def _edit(table: list[T], final: str, x: int, count: int, blank: T, width: int) -> None:
+    """ICH (@), DCH (P) or ECH (X) on one row's list."""
+    if final == "@":
+        table[x:x] = [blank] * count
+        del table[width:]
+    elif final == "P":
+        del table[x:x + count]
+        table.extend([blank] * count)
+    else:
+        table[x:x + count] = [blank] * count
+
+
+def _shift(table: dict[int, T], first: int, last: int, lines: int) -> None:
+    """Scroll rows `first`..`last` up (`lines` > 0) or down; rows coming in are blank."""
+    rows = [table.get(r) for r in range(first, last + 1)]
+    blank: list[T | None] = [None] * min(abs(lines), len(rows))
+    rows = rows[lines:] + blank if lines > 0 else blank + rows[:lines]
+    for index, row in enumerate(rows):
+        if row is None:
+            table.pop(first + index, None)
+        else:
+            table[first + index] = row
