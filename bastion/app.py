@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
-from bastion.auth.directory import Directory
+from bastion.auth.directory import CHANNEL_REVOKED, Directory
 from bastion.auth.machines import Machines
 from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import SSO
@@ -22,23 +24,31 @@ from bastion.stages.pipeline import SessionStage
 from bastion.stages.recording import RecordingStage
 from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
+from bastion.state.approvals import CHANNEL as APPROVALS_CHANNEL
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.db import Listener, StateError
+from bastion.state.dbthread import DatabaseThread
 from bastion.state.events import (
-    ApprovalsCancelledAtStart,
     CommandDecision,
     ConfigReloadFailed,
+    InstanceKeysMismatch,
+    InstanceLeaseLost,
+    InstanceStarted,
     LiveSessionUpdateFailed,
+    OrphansCleaned,
     ReloadNeedsRestart,
     RulesReloaded,
     RulesReloadFailed,
+    StateUnavailableEvent,
 )
+from bastion.state.instances import CHANNEL_RELOAD, Instances, new_instance_id, secret_fingerprint
 from bastion.state.keys import KeyStore
 from bastion.state.live import Registry
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.notify import Notifier
 from bastion.web.service import WebService
-from recorder.index import RecordingIndex
+from recorder.index import RecordingIndex, index_location
 from recorder.reconcile import reconcile
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore
@@ -47,7 +57,10 @@ from recorder.writer import Recorder
 RECORDING_KEY = "recording_key"
 
 
-def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
+def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None = None) -> BastionState:
+    """Everything a running bastion shares. Opening the stores only reads the database (and
+    migrates its schema); what this instance writes of its own starts once it listens."""
+    instance = instance or new_instance_id()
     masking = config.masking
     # What stored and shown commands are masked with: the configured detectors, even with the
     # streams' masking off (a stored secret would outlive the session).
@@ -60,8 +73,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         root = config.recordings_dir
         store = LocalDirectoryStore(root)
         store.prepare()
-        index = RecordingIndex(root / "index.db")
-        reconcile(index, audit.write)  # recordings left live by a bastion that was stopped
+        index = RecordingIndex(index_location(root, config.state_url))
         recorder = Recorder(
             store,
             index,
@@ -71,6 +83,7 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
             checkpoint_interval=settings.checkpoint_interval,
             process=True,
             log=audit.write,
+            instance=instance,
         )
         record_only = masking if masking.enabled and masking.sinks is MaskingSinks.RECORDING else None
         recording_stage = lambda: [  # noqa: E731
@@ -81,19 +94,24 @@ def build_state(config: BastionConfig, keys: KeyStore) -> BastionState:
         state.on_start.append(lambda loop: setattr(recorder, "loop", loop))
         state.on_stop.append(recorder.stop)
     else:
+        index = None
         recording_stage = list
-    directory = Directory(config.state_db)
+    directory = Directory(config.state)
     state.sso = SSO(config, keys, directory, audit)
     state.machines = Machines(config, keys, directory, audit) if config.machines else None
-    state.registry = Registry(
-        config.state_db,
+    registry = Registry(
+        config.state, instance,
         lambda session, reason: audit.write(LiveSessionUpdateFailed(session=session, reason=reason)),
     )
+    state.registry = registry
     # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
-    approvals = ApprovalStore(config.state_db, masker=text_masker)
+    approvals = ApprovalStore(config.state, masker=text_masker, instance=instance)
     state.approvals = approvals
     notify = _web(config, state, approvals)
     screening = _screening(config, state, approvals, notify)
+    state.services.append(InstanceService(
+        config, state, Instances(config.state, instance, lease=config.state_lease),
+        approvals=approvals, registry=registry, index=index))
     # Order matters. Output: the masker first, so the recorder only ever sees masked output
     # (the screener reads the real output too, through on_target_output, to see what was
     # typed; it stores only masked text). Input: the recorder records what was typed before
@@ -133,10 +151,6 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
     """The screening stage for sessions while a rules file is set; SIGHUP reloads it."""
     holder = RulesHolder(path=config.rules_file)
     holder.reload()  # a bad rules file stops the start, naming file, line and reason
-    if config.rules_file is not None:
-        cancelled = approvals.cancel_all_pending()
-        if cancelled:
-            state.audit.write(ApprovalsCancelledAtStart(count=cancelled))
     context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, masker=state.text_masker,
                                notify=notify)
 
@@ -188,3 +202,126 @@ def _reread(config: BastionConfig, state: BastionState) -> BastionConfig | None:
     if later:
         state.audit.write(ReloadNeedsRestart(settings=later))
     return fresh
+
+
+# -- one instance among several ----------------------------------------------------------------------
+
+SHARED_KEYS = ("bastion_host", "host_ca", "user_ca", "login_ca")
+
+
+def key_fingerprints(config: BastionConfig, keys: KeyStore) -> dict[str, str]:
+    """What every instance behind one address must hold alike: the host key users pinned, the
+    CAs, the recording key and the web cookie key (those two when present)."""
+    fingerprints = {name: keys.key(name).get_fingerprint() for name in SHARED_KEYS}
+    recording = config.keys_dir / RECORDING_KEY
+    if recording.exists():
+        fingerprints[RECORDING_KEY] = RecordingKey.load_or_create(recording).fingerprint
+    cookie = config.keys_dir / COOKIE_KEY
+    if cookie.exists():
+        fingerprints[COOKIE_KEY] = secret_fingerprint(COOKIE_KEY, cookie.read_bytes())
+    return fingerprints
+
+
+class InstanceService:
+    """This instance's lease and its share of cleaning up after instances that died.
+
+    Before the listener: refuse keys that differ from the other instances' (reading only).
+    Once listening (a second instance started by mistake fails on the port first and writes
+    nothing): register the lease, record the keys if first, then every lease/3 s renew it and
+    clean up the work of instances whose lease ran out: their pending approvals are cancelled,
+    their live-session rows removed, their recordings still "live" marked incomplete. On
+    PostgreSQL a LISTEN connection wakes held commands, revocation checks and reloads at once.
+    """
+
+    def __init__(self, config: BastionConfig, state: BastionState, instances: Instances, *,
+                 approvals: ApprovalStore, registry: Registry, index: RecordingIndex | None) -> None:
+        self.config, self.state, self.instances = config, state, instances
+        self.approvals, self.registry, self.index = approvals, registry, index
+        self.thread = DatabaseThread("instance-db")
+        self._index_thread = DatabaseThread("index-db")
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
+        state.on_listening.append(self.listening)
+
+    async def start(self) -> None:
+        fingerprints = key_fingerprints(self.config, self.state.keys)
+        mismatches = await self.thread.run(self.instances.key_mismatches, fingerprints)
+        if mismatches:
+            self.state.audit.write(InstanceKeysMismatch(instance=self.instances.id,
+                                                        keys=[str(m) for m in mismatches]))
+            raise StateError(f"this instance's keys differ from the other instances' ({mismatches[0]});"
+                             " every instance must use the same keys_dir (docs: Running several instances)")
+
+    async def listening(self) -> None:
+        await self.thread.run(self.instances.register)
+        mismatches = await self.thread.run(self.instances.record_keys,
+                                           key_fingerprints(self.config, self.state.keys))
+        if mismatches:  # another instance recorded different keys a moment before us
+            await self.thread.run(self.instances.stopped)
+            raise StateError(f"this instance's keys differ from the other instances' ({mismatches[0]})")
+        self.state.audit.write(InstanceStarted(instance=self.instances.id, lease=self.config.state_lease,
+                                               state=self.instances.db.backend.value))
+        loop = asyncio.get_running_loop()
+        if self.config.state_url is not None:
+            channels = (APPROVALS_CHANNEL, CHANNEL_REVOKED, CHANNEL_RELOAD)
+            self._listener = Listener(self.config.state_url, channels,
+                                      lambda channel, payload: self._from_thread(loop, channel, payload))
+            self._listener.start()
+        await self.sweep()
+        self._task = loop.create_task(self._beat())
+
+    def _from_thread(self, loop: asyncio.AbstractEventLoop, channel: str, payload: str) -> None:
+        loop.call_soon_threadsafe(self._heard, channel, payload)
+
+    def _heard(self, channel: str, payload: str) -> None:
+        if channel == APPROVALS_CHANNEL:
+            self.approvals.heard(payload)
+        elif channel == CHANNEL_REVOKED and self.state.sso is not None:
+            self.state.sso.poke()
+        elif channel == CHANNEL_RELOAD:
+            for hook in self.state.reload_hooks:
+                hook()
+
+    async def _beat(self) -> None:
+        interval = self.config.state_lease / 3
+        lost = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self.thread.run(self.instances.heartbeat)
+                if not renewed:
+                    self.state.audit.write(InstanceLeaseLost(instance=self.instances.id))
+                await self.sweep()
+                if lost:
+                    self.state.audit.write(StateUnavailableEvent(reason="", recovered=True))
+                lost = False
+            except StateError as exc:
+                if not lost:
+                    self.state.audit.write(StateUnavailableEvent(reason=exc.reason))
+                lost = True
+
+    async def sweep(self) -> None:
+        """Clean up after instances whose lease ran out; never touches a live instance's rows."""
+        approvals, registry = self.approvals, self.registry
+        await self.thread.run(self.instances.end_gone_here)
+        cancelled = await approvals.thread.run(approvals.cancel_orphans)
+        sessions = await registry.thread.run(registry.store.clear_orphans)
+        recordings = 0
+        if self.index is not None:
+            alive = await self.thread.run(self.instances.alive)
+            recordings = await self._index_thread.run(reconcile, self.index, self.state.audit.write, alive)
+        await self.thread.run(self.instances.forget_expired)
+        if cancelled or sessions or recordings:
+            self.state.audit.write(OrphansCleaned(instance=self.instances.id, approvals_cancelled=cancelled,
+                                                  live_sessions=sessions, recordings=recordings))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            self._listener.stop()
+        with contextlib.suppress(StateError):
+            await self.registry.thread.run(self.registry.store.clear_instance, self.instances.id)
+            await self.thread.run(self.instances.stopped)

@@ -267,7 +267,9 @@ class BastionConfig:
     recordings_dir: Path = Path("recordings")
     log_file: Path | None = None
     rules_file: Path | None = None
-    state_db: Path = Path("bastion.db")
+    state_db: Path = Path("bastion.db")  # the SQLite file; with a URL, where the KRL is written
+    state_url: str | None = None  # postgresql://...: the state shared by every instance
+    state_lease: int = 15  # seconds an instance's work stays its own after its last heartbeat
     names: tuple[str, ...] = ()
     grace_period: int = 30
     login_timeout: int = 60
@@ -284,6 +286,11 @@ class BastionConfig:
     users: Mapping[str, UserConfig] = field(default_factory=dict)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
     machines: Mapping[str, MachineConfig] = field(default_factory=dict)
+
+    @property
+    def state(self) -> Path | str:
+        """Where the state lives: the PostgreSQL URL, or else the SQLite file."""
+        return self.state_url if self.state_url is not None else self.state_db
 
     def find_target(self, host: str, port: int) -> TargetConfig | None:
         """The target a jump request names, by name or alias; port 22 or the target's own."""
@@ -530,6 +537,27 @@ def _secret(table: _Table, key: str, base: Path) -> str | None:
     return text
 
 
+STATE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _state(top: _Table, base: Path, where: str) -> dict[str, Any]:
+    """`state_db` (a path, or a postgresql:// URL) or `[state] url`, and `[state] lease`."""
+    table = _Table(top.get("state", dict, {}), f"{where}: [state]")
+    given = top.get("state_db", str)
+    url = table.get("url", str)
+    lease = parse_duration(table.get("lease", (int, str), 15), where=f"{table.where} lease")
+    table.finish()
+    if given is not None and url is not None:
+        raise ConfigError(f"{where}: state_db and [state] url both name the state; keep one")
+    if given is not None and given.startswith(STATE_URL_SCHEMES):
+        url, given = given, None
+    if url is not None and not url.startswith(STATE_URL_SCHEMES):
+        raise ConfigError(f"{table.where} url: expected a postgresql:// URL, got {url.split(':')[0]!r}")
+    if not 3 <= lease <= 600:
+        raise ConfigError(f"{table.where} lease: must be between 3s and 10m")
+    return {"state_db": (base / (given or "bastion.db")).resolve(), "state_url": url, "state_lease": lease}
+
+
 def _web(table: _Table, base: Path) -> WebSettings:
     host, port = parse_host_port(table.get("listen", str, "127.0.0.1:8080"), default_port=8080,
                                  where=f"{table.where} listen", any_port=True)
@@ -723,7 +751,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         recordings_dir=folder("recordings_dir", "recordings") or base,
         log_file=folder("log_file", None),
         rules_file=folder("rules_file", None),
-        state_db=folder("state_db", "bastion.db") or base / "bastion.db",
+        **_state(top, base, where),
         names=top.strings("names"),
         grace_period=parse_duration(
             top.get("grace_period", (int, str), 30), where=f"{where}: grace_period"

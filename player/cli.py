@@ -12,7 +12,7 @@ import click
 from player.keyframes import cache_for
 from recorder.asciicast import CastFormatError
 from recorder.chain import session_of_path
-from recorder.index import RecordingIndex, SessionRow
+from recorder.index import RecordingIndex, SessionRow, index_location, index_missing
 from recorder.signing import RecordingVerifier
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ class Setup(Protocol):
     def recordings_dir(self) -> Path: ...
     @property
     def keys_dir(self) -> Path: ...
+    @property
+    def state_url(self) -> str | None: ...  # the index is there when set
 
 
 def _verifier(config: Setup | None) -> RecordingVerifier | None:
@@ -90,8 +92,9 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         config = load(config_path) if config_path else None
         path, session = Path(ref), None
         index: RecordingIndex | None = None
-        if config is not None and (config.recordings_dir / "index.db").exists():
-            index = RecordingIndex(config.recordings_dir / "index.db")
+        location = index_location(config.recordings_dir, config.state_url) if config is not None else None
+        if location is not None and not index_missing(location):
+            index = RecordingIndex(location)
         if not path.exists():
             if index is None:
                 raise click.ClickException(f"{ref}: no such file (give -c CONFIG to open a session id)")
@@ -142,10 +145,10 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         from player.app import BrowserScreen, PlayerApp, Recording
 
         config = load(config_path)
-        index_path = config.recordings_dir / "index.db"
-        if not index_path.exists():
-            raise click.ClickException(f"no recordings index at {index_path}")
-        rows = RecordingIndex(index_path).search(user=only_user, limit=limit)
+        location = index_location(config.recordings_dir, config.state_url)
+        if index_missing(location):
+            raise click.ClickException(f"no recordings index at {location}")
+        rows = RecordingIndex(location).search(user=only_user, limit=limit)
         verifier = _verifier(config)
         report = _reporter(report_fd)
 

@@ -1,11 +1,12 @@
-"""At start: recordings the index still calls live belonged to a bastion that stopped without
-closing them (killed, or its machine went down). They end at their last event written, as
+"""Recordings the index still calls live whose bastion instance stopped without closing them
+(killed, or its machine went down): the other instances (or the next start) find them once that
+instance's lease has run out. They end at their last event written, as
 `incomplete`, so that no listing shows a session as live forever."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -43,10 +44,13 @@ def last_event_time(path: Path) -> float | None:
     return 0.0
 
 
-def reconcile(index: RecordingIndex, log: Callable[[LogEvent], None]) -> int:
-    """End every recording still marked live; returns how many. Call before any session opens."""
+def reconcile(index: RecordingIndex, log: Callable[[LogEvent], None],
+              alive: Sequence[str] | None = None) -> int:
+    """End every recording still marked live whose writer is gone; returns how many. `alive`:
+    the bastion instances still serving (their recordings are theirs to end); None: every
+    recording still live is orphaned (call it before any session opens)."""
     ended = 0
-    for row in index.live():
+    for row in index.live() if alive is None else index.abandoned(alive):
         elapsed = last_event_time(Path(row.location)) if row.location else None
         fields: dict[str, object] = {"state": "incomplete", "error": STOPPED}
         if elapsed is not None:

@@ -31,7 +31,7 @@ from typing import Any, Literal, assert_never
 from recorder.asciicast import CastEncoder
 from recorder.chain import HashChain, checkpoint_line
 from recorder.frames import FrameReader, frame
-from recorder.index import RecordingIndex
+from recorder.index import RecordingIndex, is_url
 from recorder.log import IndexFailed, LogEvent, RecordingFailure
 from recorder.messages import (
     Close,
@@ -287,7 +287,7 @@ def worker(data: socket.socket, files: socket.socket) -> None:
     if not isinstance(start, Start):
         raise SystemExit("recorder worker: expected a start message")
     key = RecordingKey.from_raw(bytes.fromhex(start.key))
-    index = RecordingIndex(Path(start.index)) if start.index else None
+    index = RecordingIndex(start.index if is_url(start.index) else Path(start.index)) if start.index else None
     core = WriterCore(key, index, checkpoint_interval=start.checkpoint_interval, reply=send)
     run(core, receive, start.flush_interval)
 

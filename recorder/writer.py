@@ -191,8 +191,9 @@ class Recorder:
     def __init__(self, store: RecordingStore, index: RecordingIndex | None, key: RecordingKey, *,
                  version: int = V2, flush_interval: float = 0.5, checkpoint_interval: float = 2.0,
                  loop: asyncio.AbstractEventLoop | None = None, process: bool = False,
-                 log: Callable[[LogEvent], None] | None = None) -> None:
+                 log: Callable[[LogEvent], None] | None = None, instance: str | None = None) -> None:
         self.store, self.index, self.key = store, index, key
+        self.instance = instance  # the bastion instance whose sessions these are, in each index row
         self.version = version
         self.flush_interval = flush_interval
         self.checkpoint_interval = checkpoint_interval
@@ -219,6 +220,8 @@ class Recorder:
             rid = next(self._ids)
             row = dict(index_fields, id=session_id, name=name, started=started,
                        location=self.store.location(name))
+            if self.instance is not None:
+                row["instance"] = self.instance
             message = Open(rid, session_id, self.version, header.decode(), row, (cast, signatures))
             if self.process and self.loop is not None:
                 self._process_writer().open(message)

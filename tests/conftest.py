@@ -11,6 +11,7 @@ from hypothesis import settings
 from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox
 from tests.support.lab import LOGIN, Lab, need
+from tests.support.postgres import PostgresServer
 
 # CI replays the same examples every run (a new counterexample is found locally, not by
 # chance in CI); local runs keep exploring.
@@ -48,3 +49,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(sandbox, ssh_config)
     finally:
         sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; each test takes a fresh database of it."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -1,7 +1,7 @@
 """Single sign-on users: who signed in from the identity provider, the user certificates the
 bastion issued them, and who is revoked.
 
-State lives in the state database (SQLite, shared with approvals): one row per SSO user bound
+State lives in the state database (SQLite or PostgreSQL, shared with approvals): one row per SSO user bound
 to issuer + subject on first sign-in (a later identity claiming the same name is refused), one
 row per issued certificate (serial, identity, expiry), a revocation list by user name. The
 revoked serials are also published as an OpenSSH KRL (`ssh-keygen -k`), for `RevokedKeys`.
@@ -27,45 +27,58 @@ from bastion.auth.identity import SignInRefused, resolve_approver
 from bastion.auth.oidc import ProviderIdentity
 from bastion.config import UserConfig
 from bastion.errors import BastionError
-from bastion.state.approvals import open_state_db
+from bastion.state.db import Location, Migrations, StateDatabase
 from bastion.state.dbthread import DatabaseThread
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sso_users (
-    user TEXT PRIMARY KEY,
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS sso_users (
+    "user" TEXT PRIMARY KEY,
     identity TEXT NOT NULL UNIQUE,
     groups TEXT NOT NULL,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_certificates (
+)""",
+    """CREATE TABLE IF NOT EXISTS user_certificates (
     serial INTEGER PRIMARY KEY,
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     identity TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     issued REAL NOT NULL,
     expires REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revoked_users (
-    user TEXT PRIMARY KEY,
+)""",
+    """CREATE TABLE IF NOT EXISTS revoked_users (
+    "user" TEXT PRIMARY KEY,
     at REAL NOT NULL,
     by TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revoked_certificates (
-    serial INTEGER PRIMARY KEY
-);
-CREATE TABLE IF NOT EXISTS machine_certificates (
+)""",
+    "CREATE TABLE IF NOT EXISTS revoked_certificates (serial INTEGER PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS machine_certificates (
     serial INTEGER PRIMARY KEY,
     machine TEXT NOT NULL,
     workload TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS used_tokens (
+)""",
+    """CREATE TABLE IF NOT EXISTS used_tokens (
     token TEXT PRIMARY KEY,
     machine TEXT NOT NULL,
     used REAL NOT NULL,
     expires REAL NOT NULL
-);
-"""
+)""",
+)
+# 2: certificates are found by user and by issue time (the rate limit).
+_V2 = (
+    'CREATE INDEX IF NOT EXISTS user_certificates_user ON user_certificates ("user")',
+    "CREATE INDEX IF NOT EXISTS user_certificates_identity ON user_certificates (identity, issued)",
+)
+
+
+def _postgres(statements: tuple[str, ...]) -> tuple[str, ...]:
+    # Serials are 63-bit; times are seconds with fractions.
+    return tuple(s.replace("serial INTEGER", "serial BIGINT").replace(" REAL", " DOUBLE PRECISION")
+                 for s in statements)
+
+
+MIGRATIONS = Migrations("directory", sqlite=(_V1, _V2), postgres=(_postgres(_V1), _postgres(_V2)))
+CHANNEL_REVOKED = "bastion_revocations"  # NOTIFY payload: the user revoked
 ALLOWED_KEY_TYPES = (
     "ssh-ed25519",
     "ecdsa-sha2-nistp256",
@@ -135,15 +148,17 @@ KRL_FILE = "revoked_user_certs.krl"
 
 
 def krl_path(state_db: Path) -> Path:
-    """Where the revocation list is published: beside the state (it is public), not the keys."""
+    """Where the revocation list is published: beside the state (it is public), not the keys.
+    With the state in PostgreSQL, each instance writes it where the SQLite file would be."""
     return state_db.with_name(KRL_FILE)
 
 
 class Directory:
     """Synchronous; code on the event loop calls it through `thread`."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = open_state_db(path, SCHEMA)
+    def __init__(self, location: Location) -> None:
+        self.db = StateDatabase.open(location)
+        self.db.migrate(MIGRATIONS)
         self.thread = DatabaseThread("sso-db")
 
     # -- identities ---------------------------------------------------------------------------
@@ -162,35 +177,33 @@ class Directory:
         if self.revoked(user):
             raise SSOError(f"user {user} has been revoked on this bastion")
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.db.execute("SELECT identity FROM sso_users WHERE user = ?", (user,)).fetchone()
+        with self.db.transaction():
+            row = self.db.execute('SELECT identity FROM sso_users WHERE "user" = ?', (user,)).fetchone()
             if row is not None and row[0] != identity.key:
                 raise SSOError(f"user {user} is bound to a different identity at the provider")
             other = self.db.execute(
-                "SELECT user FROM sso_users WHERE identity = ?", (identity.key,)
+                'SELECT "user" FROM sso_users WHERE identity = ?', (identity.key,)
             ).fetchone()
             if other is not None and other[0] != user:
                 raise SSOError(f"this identity signed in before as {other[0]}, not {user}")
             self.db.execute(
                 "INSERT INTO sso_users VALUES (?,?,?,?,?)"
-                " ON CONFLICT(user) DO UPDATE SET groups = excluded.groups, last_seen = excluded.last_seen",
+                ' ON CONFLICT ("user") DO UPDATE SET groups = excluded.groups,'
+                " last_seen = excluded.last_seen",
                 (user, identity.key, ",".join(sorted(groups)), now, now),
             )
-        finally:
-            self.db.execute("COMMIT")
         return user, groups
 
     def sso_user(self, user: str) -> SSOUser | None:
         row = self.db.execute(
-            "SELECT user, identity, groups, first_seen, last_seen FROM sso_users WHERE user = ?", (user,)
+            'SELECT "user", identity, groups, first_seen, last_seen FROM sso_users WHERE "user" = ?', (user,)
         ).fetchone()
         if row is None:
             return None
         return SSOUser(row[0], row[1], frozenset(g for g in row[2].split(",") if g), row[3], row[4])
 
     def sso_users(self) -> list[SSOUser]:
-        names = [r[0] for r in self.db.execute("SELECT user FROM sso_users ORDER BY user")]
+        names = [r[0] for r in self.db.execute('SELECT "user" FROM sso_users ORDER BY "user"')]
         return [u for u in map(self.sso_user, names) if u is not None]
 
     # -- certificates ---------------------------------------------------------------------------
@@ -252,7 +265,7 @@ class Directory:
         certificate reusing an issued serial for another key is not that certificate)."""
         if self.revoked(user):
             return f"user {user} has been revoked"
-        row = self.db.execute("SELECT user, fingerprint FROM user_certificates WHERE serial = ?",
+        row = self.db.execute('SELECT "user", fingerprint FROM user_certificates WHERE serial = ?',
                               (serial,)).fetchone()
         if self.db.execute("SELECT 1 FROM revoked_certificates WHERE serial = ?", (serial,)).fetchone():
             return "certificate revoked"
@@ -282,8 +295,7 @@ class Directory:
         """A certificate for `machine`, spending `token` (its jti, or its hash): a token is
         exchanged once. Refused, the token stays unspent, except when it was spent before."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction(keep_on_error=False):  # refused: nothing of it is kept
             # Tokens past their expiry (and its leeway) can no longer be replayed anyway.
             self.db.execute("DELETE FROM used_tokens WHERE expires < ?", (now - 3600,))
             used = self.db.execute("SELECT machine, used FROM used_tokens WHERE token = ?",
@@ -295,10 +307,6 @@ class Directory:
             self.db.execute("INSERT INTO used_tokens VALUES (?,?,?,?)", (token, machine, now, token_expires))
             self.db.execute("INSERT INTO machine_certificates VALUES (?,?,?)",
                             (issued.serial, machine, json.dumps(dict(workload), sort_keys=True)))
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         return issued
 
     def machine_grant(self, serial: int | None) -> tuple[str, dict[str, str]] | None:
@@ -314,23 +322,28 @@ class Directory:
 
     def revoke(self, user: str, by: str) -> list[int]:
         """Revoke a user (SSO or config); returns the serials of their certificates."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR REPLACE INTO revoked_users VALUES (?,?,?)", (user, time.time(), by))
-        self.db.execute(
-            "INSERT OR IGNORE INTO revoked_certificates SELECT serial FROM user_certificates WHERE user = ?",
-            (user,),
-        )
-        self.db.execute("COMMIT")
-        return [r[0] for r in self.db.execute("SELECT serial FROM user_certificates WHERE user = ?", (user,))]
+        with self.db.transaction():
+            self.db.execute('INSERT INTO revoked_users ("user", at, by) VALUES (?,?,?)'
+                            ' ON CONFLICT ("user") DO UPDATE SET at = excluded.at, by = excluded.by',
+                            (user, time.time(), by))
+            self.db.execute(
+                "INSERT INTO revoked_certificates (serial)"
+                ' SELECT serial FROM user_certificates WHERE "user" = ?'
+                " ON CONFLICT (serial) DO NOTHING",
+                (user,),
+            )
+        self.db.notify(CHANNEL_REVOKED, user)
+        rows = self.db.execute('SELECT serial FROM user_certificates WHERE "user" = ?', (user,))
+        return [r[0] for r in rows]
 
     def restore(self, user: str) -> bool:
-        return self.db.execute("DELETE FROM revoked_users WHERE user = ?", (user,)).rowcount > 0
+        return self.db.execute('DELETE FROM revoked_users WHERE "user" = ?', (user,)).rowcount > 0
 
     def revoked(self, user: str) -> bool:
-        return self.db.execute("SELECT 1 FROM revoked_users WHERE user = ?", (user,)).fetchone() is not None
+        return self.db.execute('SELECT 1 FROM revoked_users WHERE "user" = ?', (user,)).fetchone() is not None
 
     def revoked_users(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT user FROM revoked_users ORDER BY user")]
+        return [r[0] for r in self.db.execute('SELECT "user" FROM revoked_users ORDER BY "user"')]
 
     def revoked_serials(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT serial FROM revoked_certificates ORDER BY serial")]

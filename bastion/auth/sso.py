@@ -9,6 +9,7 @@ own thread (`Directory.thread`), so a slow query delays only the sign-in that wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from bastion.auth.directory import (
 from bastion.auth.oidc import DeviceAuthorization, OIDCClient, OIDCError, ProviderIdentity
 from bastion.config import BastionConfig
 from bastion.state.audit import AuditLog
+from bastion.state.db import StateError
 from bastion.state.events import (
     CertificateIssued,
     CertificateRefused,
@@ -43,6 +45,7 @@ REVOCATION_POLL = 1.0
 class SSO:
     def __init__(self, config: BastionConfig, keys: KeyStore, directory: Directory, audit: AuditLog) -> None:
         self.config, self.keys, self.directory, self.audit = config, keys, directory, audit
+        self._revoked = asyncio.Event()  # a revocation was announced (PostgreSQL NOTIFY): look now
         oidc = config.oidc
         self.device = OIDCClient(oidc) if oidc is not None and oidc.device_login else None
         # `bastion login` runs the device flow itself as a public client: its ID tokens are
@@ -178,9 +181,20 @@ class SSO:
         """At start-up: the revocation list is published (ssh-keygen)."""
         await self.directory.thread.run(self.publish_krl)
 
+    def poke(self) -> None:
+        """A revocation was announced by another process: check at once."""
+        self._revoked.set()
+
     async def watch_revocations(self, end_user: Any) -> None:
-        """Every second: users revoked (by the CLI, another process) lose their live sessions."""
+        """Every second, or at once when announced: users revoked (by the CLI, another
+        instance) lose their live sessions here. A database out of reach skips a round."""
         while True:
-            for user in await self.directory.thread.run(self.directory.revoked_users):
+            self._revoked.clear()
+            try:
+                revoked = await self.directory.thread.run(self.directory.revoked_users)
+            except StateError:
+                revoked = []
+            for user in revoked:
                 end_user(user)
-            await asyncio.sleep(REVOCATION_POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._revoked.wait(), REVOCATION_POLL)

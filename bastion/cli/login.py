@@ -185,9 +185,9 @@ def _status(state: dict[str, Any]) -> None:
 
 
 def _list_users(config: BastionConfig) -> None:
-    directory = Directory(config.state_db)
+    directory = Directory(config.state)
     sessions: dict[str, list[str]] = {}
-    for session in LiveSessions(config.state_db).list():
+    for session in LiveSessions(config.state).list():
         sessions.setdefault(session.user, []).append(f"{session.login}@{session.target} ({session.session})")
     revoked = set(directory.revoked_users())
     sso = {u.user: u for u in directory.sso_users()}
@@ -272,12 +272,12 @@ def register(
     def users_revoke(config_path: Path, name: str, by: str) -> None:
         """Refuse NAME's logins and certificates from now on, and end their live sessions."""
         config = load(config_path)
-        directory = Directory(config.state_db)
+        directory = Directory(config.state)
         serials = directory.revoke(name, by)
 
         krl = krl_path(config.state_db)
         write_krl(krl, keys_for(config).login_ca.convert_to_public(), directory.revoked_serials())
-        live = LiveSessions(config.state_db).list(user=name)
+        live = LiveSessions(config.state).list(user=name)
         click.echo(
             f"revoked {name}: {len(serials)} certificates on the revocation list ({krl});"
             f" {len(live)} live sessions end within seconds"
@@ -289,6 +289,6 @@ def register(
     def users_restore(config_path: Path, name: str) -> None:
         """Undo `users revoke NAME` (certificates issued before stay revoked)."""
         config = load(config_path)
-        if not Directory(config.state_db).restore(name):
+        if not Directory(config.state).restore(name):
             raise click.ClickException(f"{name} is not revoked")
         click.echo(f"{name} may log in again (with a new certificate or key)")

@@ -144,10 +144,10 @@ def token_login(url: str | None, token_file: Path | None, token_env: str | None,
 
 
 def _list(config: BastionConfig) -> None:
-    directory = Directory(config.state_db)
+    directory = Directory(config.state)
     revoked = set(directory.revoked_users())
     live: dict[str, int] = {}
-    for session in LiveSessions(config.state_db).list():
+    for session in LiveSessions(config.state).list():
         live[session.user] = live.get(session.user, 0) + 1
     for machine in config.machines.values():
         claims = ", ".join(f"{k}={'|'.join(map(str, v))}" for k, v in machine.claims)
@@ -182,11 +182,11 @@ def register(
         config = load(config_path)
         if name not in config.machines:
             raise click.ClickException(f"no machine named {name!r} in {config_path}")
-        directory = Directory(config.state_db)
+        directory = Directory(config.state)
         serials = directory.revoke(name, by)
         write_krl(krl_path(config.state_db), keys_for(config).login_ca.convert_to_public(),
                   directory.revoked_serials())
-        live = LiveSessions(config.state_db).list(user=name)
+        live = LiveSessions(config.state).list(user=name)
         click.echo(f"revoked machine {name}: {len(serials)} certificates revoked;"
                    f" {len(live)} live sessions end within seconds")
 
@@ -196,6 +196,6 @@ def register(
     def machines_restore(config_path: Path, name: str) -> None:
         """Undo `machines revoke NAME` (certificates issued before stay revoked)."""
         config = load(config_path)
-        if not Directory(config.state_db).restore(name):
+        if not Directory(config.state).restore(name):
             raise click.ClickException(f"{name} is not revoked")
         click.echo(f"{name} may exchange tokens again")

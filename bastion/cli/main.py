@@ -20,7 +20,7 @@ from bastion.cli.common import failure, keys_for
 from bastion.config import BastionConfig, load_config
 from bastion.core.durations import parse_duration
 from bastion.errors import BastionError
-from bastion.state.keys import known_hosts_lines, public_line
+from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 from player import cli as player_cli
 
 DEFAULT_CONFIG = "bastion.toml"
@@ -101,9 +101,36 @@ def check(config_path: Path) -> None:
     lines = findings(config, rules, pinned=lambda target: any(keys.trusted_target_keys(target)),
                      resolved=resolve([target.host for target in config.targets.values()]))
     warnings = sum(1 for line in lines if line.warning)
+    shared = _shared_keys(config, keys)
     click.echo(f"{config_path}: ok ({counts}){f', {warnings} warnings' if warnings else ''}")
     for line in lines:
         click.echo(f"  {line}")
+    click.echo(f"  {shared}")
+
+
+def _shared_keys(config: BastionConfig, keys: KeyStore) -> str:
+    """Whether this instance's keys are the ones the other instances use (their fingerprints
+    are recorded in the state database by the first instance). A mismatch fails the check."""
+    from bastion.app import key_fingerprints
+    from bastion.state.db import StateError
+    from bastion.state.instances import Instances
+
+    if config.state_url is None and not config.state_db.exists():
+        return "keys: no state database yet (the first instance records the keys' fingerprints)"
+    try:
+        instances = Instances(config.state, "bastion-check")
+        recorded = instances.recorded_keys()
+        mismatches = instances.key_mismatches(key_fingerprints(config, keys))
+    except StateError as exc:
+        raise failure(exc) from None
+    if mismatches:
+        raise click.ClickException(
+            "this instance's keys differ from the ones the other instances use: "
+            + "; ".join(str(m) for m in mismatches)
+            + f" (share {config.keys_dir} between instances: docs/instances.md)")
+    if not recorded:
+        return "keys: none recorded yet (the first instance to serve records their fingerprints)"
+    return f"keys: match the {len(recorded)} fingerprints recorded in the state database"
 
 
 STARTER_CONFIG = """\
@@ -230,7 +257,7 @@ def ca_sign_login(config_path: Path, public_key: Path, user: str, ttl: str, outp
     try:
         lifetime = parse_duration(ttl, where="--ttl")
         # Recorded like the certificates `bastion login` gets, so revocation covers it too.
-        issued = Directory(config.state_db).issue(
+        issued = Directory(config.state).issue(
             keys_for(config).login_ca, public_key.read_text(), user=user,
             identity=f"operator:{getpass.getuser()}", ttl=lifetime)
     except BastionError as exc:

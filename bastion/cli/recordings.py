@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 
 from bastion.cli.common import failure
 from bastion.config import BastionConfig
@@ -18,7 +19,7 @@ from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
 from recorder.asciicast import CastFormatError, load_cast
 from recorder.chain import Verification, session_of_path, verify
-from recorder.index import RecordingIndex, SessionRow
+from recorder.index import RecordingIndex, SessionRow, index_location, index_missing
 from recorder.signing import RecordingVerifier
 from recorder.storage import LocalDirectoryStore
 
@@ -36,10 +37,10 @@ def parse_when(text: str) -> float:
 
 
 def open_index(config: BastionConfig) -> RecordingIndex:
-    path = config.recordings_dir / "index.db"
-    if not path.exists():
-        raise click.ClickException(f"no recordings index at {path} (has the bastion recorded anything?)")
-    return RecordingIndex(path)
+    location = index_location(config.recordings_dir, config.state_url)
+    if index_missing(location):
+        raise click.ClickException(f"no recordings index at {location} (has the bastion recorded anything?)")
+    return RecordingIndex(location)
 
 
 def _verifier(config: BastionConfig) -> RecordingVerifier:
@@ -72,9 +73,9 @@ def verify_recording(config: BastionConfig, ref: str) -> tuple[Verification, Ses
         session = row.id
     else:
         session = session_of_path(path.name)
-        index_path = config.recordings_dir / "index.db"
-        if index_path.exists():
-            found = RecordingIndex(index_path).get(session)
+        location = index_location(config.recordings_dir, config.state_url)
+        if not index_missing(location):
+            found = RecordingIndex(location).get(session)
             row = found if found and found.location and _same(Path(found.location), path) else None
     try:
         cast = path.read_bytes()
@@ -192,7 +193,7 @@ def register(
         if row is not None:
             try:
                 open_index(config).session_updated(row.id, verification=result.state)
-            except sqlite3.Error as exc:  # a full disk, say: the verdict above stands
+            except (sqlite3.Error, psycopg.Error) as exc:  # a full disk, say: the verdict above stands
                 click.echo(f"(the result could not be noted in the index: {exc})", err=True)
         if not result.ok:
             raise SystemExit(1)

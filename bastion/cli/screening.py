@@ -68,7 +68,7 @@ def register(
         """The approval store, and the masker its commands are stored and shown with."""
         config = load(config_path)
         masker = text_masker(config)
-        return ApprovalStore(config.state_db, masker=masker), masker
+        return ApprovalStore(config.state, masker=masker), masker
 
     @approvals.command("list")
     @config_option
@@ -98,7 +98,7 @@ def register(
     def decide(config_path: Path, request_id: str, approver: str, decision: Decision) -> None:
         config = load(config_path)
         groups = approver_groups(config, approver)
-        approvals = ApprovalStore(config.state_db, masker=text_masker(config))
+        approvals = ApprovalStore(config.state, masker=text_masker(config))
         try:
             state = approvals.decide(request_id, approver, decision, groups=groups)
         except ApprovalError as exc:

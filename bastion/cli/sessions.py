@@ -35,7 +35,7 @@ def register(
         """Id, user, login@target, kind, client, started, idle for, bytes each way, instance,
         recording and command of every live session."""
         config = load(config_path)
-        live = LiveSessions(config.state_db).list(user=user, target=target)
+        live = LiveSessions(config.state).list(user=user, target=target)
         now = time.time()
         if as_json:
             for session in live:
@@ -53,7 +53,7 @@ def register(
     def sessions_kill(config_path: Path, session_id: str, reason: str, by: str) -> None:
         """End SESSION_ID: the user reads `bastion: session ended by BY: REASON`."""
         config = load(config_path)
-        registry = LiveSessions(config.state_db)
+        registry = LiveSessions(config.state)
         live = registry.request_kill(session_id, by, reason or "no reason given")
         if live is None:
             raise click.ClickException(f"no live session {session_id!r} (see `bastion sessions list`)")

@@ -32,7 +32,7 @@ from bastion.state.events import (
     SessionViewed,
 )
 from bastion.state.live import Registry, session_table
-from recorder.index import RecordingIndex, SessionRow
+from recorder.index import RecordingIndex, SessionRow, index_location, index_missing
 from recorder.printable import printable
 
 
@@ -221,7 +221,7 @@ async def viewer_argv(state: BastionState, caller: Caller,
 
         return review, opened
     assert command.target is not None
-    row = await asyncio.to_thread(_index_row, config.recordings_dir, command.target)
+    row = await asyncio.to_thread(_index_row, config.recordings_dir, command.target, config.state_url)
     if row is None or not row.location:
         raise Refused(f"no recording of session {command.target}")
     if not may_watch(caller.role, me, row.user):
@@ -238,7 +238,8 @@ async def viewer_argv(state: BastionState, caller: Caller,
 async def _viewed_in_review(state: BastionState, caller: Caller, session: str) -> None:
     """The browser opened `session`: logged with its owner (the browser only lists what the caller
     may see; a line that is not a listed session is logged as such)."""
-    row = await asyncio.to_thread(_index_row, state.config.recordings_dir, session) if SESSION_ID.fullmatch(
+    row = await asyncio.to_thread(_index_row, state.config.recordings_dir, session,
+                                  state.config.state_url) if SESSION_ID.fullmatch(
         session) else None
     if row is None or not may_watch(caller.role, caller.identity.user, row.user):
         state.audit.write(OwnCommandRefused(user=caller.identity.user, client=caller.client,
@@ -249,11 +250,11 @@ async def _viewed_in_review(state: BastionState, caller: Caller, session: str) -
                                     live=row.state == "live"))
 
 
-def _index_row(recordings: Path, session: str) -> SessionRow | None:
-    path = recordings / "index.db"
-    if not path.exists():
+def _index_row(recordings: Path, session: str, state_url: str | None = None) -> SessionRow | None:
+    location = index_location(recordings, state_url)
+    if index_missing(location):
         return None
-    index = RecordingIndex(path)
+    index = RecordingIndex(location)
     try:
         return index.get(session)
     finally:

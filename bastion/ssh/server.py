@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_up
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
 from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
+from bastion.state.db import StateError
 from bastion.state.events import (
     AuthFailed,
     AuthSucceeded,
@@ -113,6 +114,8 @@ class BastionState:
     on_start: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    # Once the listener is bound (what a start writes to shared state waits for that).
+    on_listening: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     sso: SSO | None = None
     machines: Machines | None = None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
@@ -179,11 +182,24 @@ class OuterServer(asyncssh.SSHServer):
     # database is read on its own thread while the loop serves everyone else.
 
     async def _revoked(self, username: str, method: str) -> bool:
+        """Whether `username` may not sign in now: revoked, or the state database cannot say
+        (fail closed: the user reads why, and tries again once it answers)."""
         sso = self._state.sso
-        if sso is not None and await sso.revoked(username):
+        try:
+            revoked = sso is not None and await sso.revoked(username)
+        except StateError as exc:
+            self._state_unavailable(username, method, exc)
+            return True
+        if revoked:
             self._auth_failed(username, method, "user revoked")
             return True
         return False
+
+    def _state_unavailable(self, username: str, method: str, exc: StateError) -> None:
+        self._auth_failed(username, method, exc.reason)
+        if self._conn is not None:
+            self._conn.send_auth_banner("bastion: cannot check your access right now (the state database"
+                                        " does not answer); try again in a moment\r\n")
 
     # Each check names who the credential would sign in (`_candidate`); the identity is
     # recorded only in auth_completed, once asyncssh has also verified the signature.
@@ -211,22 +227,26 @@ class OuterServer(asyncssh.SSHServer):
         refusal = login_certificate_refusal(cert, username, self._state.keys.login_ca,
                                             now=time.time(), peer_address=peer[0])
         sso = self._state.sso
-        if refusal is None and sso is not None:
-            refusal = await sso.certificate_refusal(username, cert)
-        if refusal is not None:
-            self._auth_failed(username, "certificate", refusal)
-            return False
-        machines = self._state.machines
-        if machines is not None:
-            machine = await machines.identity(username, cert)
-            if isinstance(machine, str):
-                self._auth_failed(username, "machine", machine)
+        try:
+            if refusal is None and sso is not None:
+                refusal = await sso.certificate_refusal(username, cert)
+            if refusal is not None:
+                self._auth_failed(username, "certificate", refusal)
                 return False
-            if machine is not None:
-                self._candidate = machine
-                return True
-        user = self._state.config.users.get(username)
-        groups = await sso.groups(username) if sso is not None else user.groups if user else frozenset()
+            machines = self._state.machines
+            if machines is not None:
+                machine = await machines.identity(username, cert)
+                if isinstance(machine, str):
+                    self._auth_failed(username, "machine", machine)
+                    return False
+                if machine is not None:
+                    self._candidate = machine
+                    return True
+            user = self._state.config.users.get(username)
+            groups = await sso.groups(username) if sso is not None else user.groups if user else frozenset()
+        except StateError as exc:
+            self._state_unavailable(username, "certificate", exc)
+            return False
         self._candidate = Identity(user=username, groups=groups, method="certificate")
         self._certificate = cert
         return True
@@ -610,7 +630,6 @@ class Bastion:
             await self.state.sso.prepare()
             self._watcher = loop.create_task(self.state.sso.watch_revocations(self.end_user))
         if self.state.registry is not None:
-            await self.state.registry.prepare()
             self._live_watcher = loop.create_task(self._watch_live(self.state.registry))
         # asyncssh.listen() would build plain SSHServerConnections; ours skip per-packet
         # IGNORE padding (see bastion.ssh.transport), so the listener is made here.
@@ -632,6 +651,8 @@ class Bastion:
             config.listen_port,
             reuse_address=True,
         )
+        for listening in self.state.on_listening:
+            await listening()
         self.state.audit.write(BastionStarted(
             listen=f"{config.listen_host}:{self.port}", targets=sorted(config.targets),
         ))

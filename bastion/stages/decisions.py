@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,8 +21,9 @@ from bastion.core.shellscope import Analysis
 from bastion.core.stored import StoredCommand, stored_command
 from bastion.rules_file import RulesHolder
 from bastion.stages.pipeline import SessionInfo, SessionIO, Stream
-from bastion.state.approvals import ApprovalRequest, ApprovalState, ApprovalStore, decided_by
+from bastion.state.approvals import ApprovalRequest, ApprovalState, ApprovalStore, Decisions, decided_by
 from bastion.state.audit import AuditLog
+from bastion.state.db import StateError
 from bastion.state.events import (
     APPROVAL_ENDED,
     ApprovalCancelled,
@@ -123,13 +125,16 @@ class CommandDecisions:
         notifying = (asyncio.get_running_loop().create_task(self._notify(request, interactive))
                      if self._ctx.notify is not None else None)
         seen = 0
+        decisions_seen: Decisions = []
         self._wake.clear()
+        store.watch(request.id, self._wake.set)  # a decision made anywhere wakes the hold at once
         try:
             while True:
                 if self._cancelled:
                     self._cancel_request(self._cancelled)  # unless the session's end did already
                     return False, "cancelled"
-                state, decisions = await store.thread.run(store.state, request.id)
+                state, decisions = await self._read_state(store, request, decisions_seen)
+                decisions_seen = decisions
                 for approver, decision, identity in decisions[seen:]:
                     io.marker("approval-decision", f"{request.id} {decision} by {approver}"
                                                    + (f" ({identity})" if identity else ""))
@@ -138,7 +143,10 @@ class CommandDecisions:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL)
+                if not self._cancelled:
+                    self._wake.clear()  # woken by a change: read it; Ctrl-C is read at the top
         finally:
+            store.unwatch(request.id, self._wake.set)
             if self.before_end is not None:
                 self.before_end()
             if notifying is not None and not notifying.done():
@@ -151,6 +159,18 @@ class CommandDecisions:
         if state is ApprovalState.APPROVED:
             return True, f"approved by {who}"
         return False, f"{state} by {who}" if who else state
+
+    @staticmethod
+    async def _read_state(store: ApprovalStore, request: ApprovalRequest,
+                          seen: Decisions) -> tuple[ApprovalState, Decisions]:
+        """The request's state and decisions. While the database does not answer, the hold
+        waits (and asks again) until the request would have expired: then it has."""
+        try:
+            return await store.thread.run(store.state, request.id)
+        except StateError:
+            if time.time() > request.expires:
+                return ApprovalState.EXPIRED, seen
+            return ApprovalState.PENDING, seen
 
     def _requested(self, verdict: Verdict, stored: StoredCommand, request: ApprovalRequest, *,
                    interactive: bool, hint: str) -> None:

@@ -1,6 +1,7 @@
-"""Approval requests in SQLite: a held command waits here until enough approvers decide.
+"""Approval requests in the state database: a held command waits here until enough approvers decide.
 
-The session that holds the command polls its request; any process with the database (the
+The session that holds the command polls its request (and, on PostgreSQL, is woken by a
+NOTIFY on CHANNEL when its state changes); any process with the database (the
 `bastion approvals` CLI today, the web service later, another bastion sharing the state)
 records decisions. A request is bound to its session and the exact command (a hash), expires,
 and can never be approved by its requester. What is stored of the command is masked and
@@ -10,21 +11,21 @@ bounded (`bastion.core.stored`); the hash is of the command as submitted.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
-import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from bastion.core.masker import TextMasker
 from bastion.core.stored import command_hash, stored_command
 from bastion.errors import BastionError
+from bastion.state.db import Conflict, Location, Migrations, StateDatabase
 from bastion.state.dbthread import DatabaseThread
+from bastion.state.instances import INSTANCES
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS approval_requests (
+SQLITE_V1 = (
+    """CREATE TABLE IF NOT EXISTS approval_requests (
     id TEXT PRIMARY KEY,
     session TEXT NOT NULL,
     requester TEXT NOT NULL,
@@ -40,22 +41,44 @@ CREATE TABLE IF NOT EXISTS approval_requests (
     state TEXT NOT NULL DEFAULT 'pending',
     token TEXT,
     screen TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS approval_decisions (
+)""",
+    """CREATE TABLE IF NOT EXISTS approval_decisions (
     request TEXT NOT NULL,
     approver TEXT NOT NULL,
     decision TEXT NOT NULL,
     at REAL NOT NULL,
     identity TEXT,
     PRIMARY KEY (request, approver)
-);
-"""
-# Columns added after the first release, for databases made before them.
-MIGRATIONS = (
+)""",
+)
+# Columns added before schema versions were kept, for files made before them.
+LEGACY_COLUMNS = (
     ("approval_requests", "token", "TEXT"),
     ("approval_requests", "screen", "TEXT NOT NULL DEFAULT ''"),
     ("approval_decisions", "identity", "TEXT"),
 )
+
+
+def _legacy_columns(db: StateDatabase) -> None:
+    for table, column, kind in LEGACY_COLUMNS:
+        if column not in db.columns(table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+MIGRATIONS = Migrations(
+    "approvals",
+    sqlite=(SQLITE_V1, _legacy_columns,
+            # 3: the instance that holds the request's session (its lease says whether it lives)
+            ("ALTER TABLE approval_requests ADD COLUMN instance TEXT",)),
+    postgres=(
+        tuple(statement.replace(" REAL ", " DOUBLE PRECISION ") for statement in SQLITE_V1),
+        (),
+        ("ALTER TABLE approval_requests ADD COLUMN instance TEXT",
+         "CREATE INDEX approval_requests_pending ON approval_requests (state, created)",
+         "CREATE UNIQUE INDEX approval_requests_token ON approval_requests (token)"),
+    ),
+)
+CHANNEL = "bastion_approvals"  # NOTIFY payload: a request id whose state changed
 FIELDS = ("id, session, requester, target, login, command, rule, approvers, approvals_needed, created,"
           " expires, state, token, screen, command_hash")
 
@@ -112,29 +135,37 @@ class ApprovalRequest:
     command_hash: str = ""  # of the command as submitted: what a decision is bound to
 
 
-def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
-    """The state database (0600, WAL, autocommit), shared by approvals and the SSO directory
-    and by every process that works on them; `schema` is applied if missing."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(schema)
-    return db
-
-
 class ApprovalStore:
-    """Synchronous; code on the event loop calls it through `thread`."""
+    """Synchronous; code on the event loop calls it through `thread`. `instance` is the id of
+    the running bastion instance whose sessions make requests (None in the CLI)."""
 
-    def __init__(self, path: Path, *, masker: TextMasker) -> None:
-        self.db = open_state_db(path, SCHEMA)
+    def __init__(self, location: Location, *, masker: TextMasker, instance: str | None = None) -> None:
+        self.db = StateDatabase.open(location)
+        self.db.migrate(INSTANCES)  # the leases the queries join
+        self.db.migrate(MIGRATIONS)
         self._masker = masker  # what a request's command is stored masked with
+        self.instance = instance
         self.thread = DatabaseThread("approvals-db")
-        for table, column, kind in MIGRATIONS:
-            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
+
+    # -- waking the holds on this instance when a request changes (PostgreSQL NOTIFY) -------------
+
+    def watch(self, request_id: str, wake: Callable[[], None]) -> None:
+        self._watchers.setdefault(request_id, set()).add(wake)
+
+    def unwatch(self, request_id: str, wake: Callable[[], None]) -> None:
+        watchers = self._watchers.get(request_id)
+        if watchers is not None:
+            watchers.discard(wake)
+            if not watchers:
+                del self._watchers[request_id]
+
+    def heard(self, request_id: str) -> None:
+        """`request_id` changed somewhere (an empty id: anything may have): wake who waits."""
+        targets = list(self._watchers.get(request_id, ())) if request_id else [
+            wake for watchers in self._watchers.values() for wake in watchers]
+        for wake in targets:
+            wake()
 
     def create(self, *, session: str, requester: str, target: str, login: str, command: str, rule: str,
                approvers: tuple[str, ...], approvals: int, timeout: int, screen: str = "") -> ApprovalRequest:
@@ -147,13 +178,14 @@ class ApprovalStore:
             try:
                 self.db.execute(
                     "INSERT INTO approval_requests (id, session, requester, target, login, command,"
-                    " command_hash, rule, approvers, approvals_needed, created, expires, token, screen)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " command_hash, rule, approvers, approvals_needed, created, expires, token, screen,"
+                    " instance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (request_id, session, requester, target, login, stored, command_hash(command), rule,
-                     ",".join(approvers), approvals, now, now + timeout, secrets.token_urlsafe(24), screen),
+                     ",".join(approvers), approvals, now, now + timeout, secrets.token_urlsafe(24), screen,
+                     self.instance),
                 )
                 break
-            except sqlite3.IntegrityError:
+            except Conflict:
                 continue
         else:
             raise ApprovalError("could not allocate a request id")
@@ -197,13 +229,9 @@ class ApprovalStore:
         Atomic across processes: two approvers clicking at once, or a click racing expiry,
         cannot both win. `command`/`digest` bind the decision to the exact command seen.
         """
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction():  # an expiry noted on the way is kept, even when refused
             state = self._decide(request_id, approver, decision, groups, command, digest, identity)
-        except BaseException:
-            self.db.execute("COMMIT")  # an expiry noted on the way is kept
-            raise
-        self.db.execute("COMMIT")
+        self.db.notify(CHANNEL, request_id.upper())
         return state
 
     def _decide(self, request_id: str, approver: str, decision: Decision, groups: frozenset[str] | None,
@@ -227,6 +255,12 @@ class ApprovalStore:
         if time.time() > request.expires:
             self._set_state(request.id, ApprovalState.EXPIRED)
             raise ApprovalError(f"request {request.id} has expired")
+        if not self._holder_alive(request.id):
+            # The instance holding the session is gone (its lease ran out): nothing waits for this
+            # decision, and an approval must never outlive the session it was asked by.
+            self._set_state(request.id, ApprovalState.CANCELLED)
+            raise ApprovalError(f"request {request.id} was cancelled: the bastion instance holding its"
+                                " session stopped")
         if not isinstance(decision, Decision):  # a plain "deny" must not count as anything
             raise ApprovalError("decision must be approve or deny")
         if self.db.execute("SELECT 1 FROM approval_decisions WHERE request = ? AND approver = ?",
@@ -262,12 +296,33 @@ class ApprovalStore:
         """Whether the request was still pending (and now is cancelled)."""
         query = "UPDATE approval_requests SET state = ? WHERE id = ? AND state = ?"
         cancelled = self.db.execute(query, (ApprovalState.CANCELLED, request_id, ApprovalState.PENDING))
-        return cancelled.rowcount > 0
+        if cancelled.rowcount > 0:
+            self.db.notify(CHANNEL, request_id)
+            return True
+        return False
 
-    def cancel_all_pending(self) -> int:
-        """At start-up: requests of sessions that no longer exist never turn into approvals."""
-        query = "UPDATE approval_requests SET state = ? WHERE state = ?"
-        return self.db.execute(query, (ApprovalState.CANCELLED, ApprovalState.PENDING)).rowcount
+    def _holder_alive(self, request_id: str) -> bool:
+        """Whether the request's instance still holds a lease (requests made before instances
+        were recorded have none: their bastion process is long gone)."""
+        row = self.db.execute(
+            "SELECT 1 FROM approval_requests r JOIN instances i ON i.id = r.instance"
+            " WHERE r.id = ? AND i.expires > ?", (request_id, time.time())).fetchone()
+        return row is not None
+
+    def cancel_orphans(self) -> list[str]:
+        """Pending requests whose instance's lease ran out (or that have none) are cancelled:
+        their sessions are gone, and they never turn into approvals. Requests of live
+        instances are never touched. Returns the ids cancelled."""
+        with self.db.transaction():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT id FROM approval_requests r WHERE state = ? AND NOT EXISTS"
+                " (SELECT 1 FROM instances i WHERE i.id = r.instance AND i.expires > ?)",
+                (ApprovalState.PENDING, time.time()))]
+            for request_id in ids:
+                self._set_state(request_id, ApprovalState.CANCELLED)
+        for request_id in ids:
+            self.db.notify(CHANNEL, request_id)
+        return ids
 
     def _set_state(self, request_id: str, state: ApprovalState) -> None:
         self.db.execute("UPDATE approval_requests SET state = ? WHERE id = ?", (state, request_id))

@@ -439,10 +439,53 @@ APPROVAL_ENDED: Mapping[ApprovalState, type[ApprovalEnded]] = {
 }
 
 
+# -- instances sharing the state ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True, kw_only=True)
-class ApprovalsCancelledAtStart(LogEvent):
-    name = "approvals_cancelled_at_start"
-    count: int
+class InstanceStarted(LogEvent):
+    """This instance listens and holds its lease in the state database."""
+
+    name = "instance_started"
+    instance: str
+    lease: int
+    state: str  # "sqlite" or "postgresql"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceKeysMismatch(LogEvent):
+    name = "instance_keys_mismatch"
+    instance: str
+    keys: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceLeaseLost(LogEvent):
+    """The lease had run out (the database was out of reach for longer than it): another
+    instance may have cancelled this one's pending approvals. It holds a new lease now."""
+
+    name = "instance_lease_lost"
+    instance: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphansCleaned(LogEvent):
+    """Work of instances whose lease ran out, cleaned up by this one."""
+
+    name = "orphans_cleaned"
+    instance: str
+    approvals_cancelled: Sequence[str]
+    live_sessions: int
+    recordings: int  # left "live" by a killed instance, now incomplete (each a recording_incomplete)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateUnavailableEvent(LogEvent):
+    """The state database stopped answering (or answers again, `recovered`)."""
+
+    name = "state_unavailable"
+    reason: str
+    recovered: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

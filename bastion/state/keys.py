@@ -75,6 +75,10 @@ class KeyStore:
             self.load()
         return self._keys[name]
 
+    def key(self, name: str) -> asyncssh.SSHKey:
+        """One of KEY_NAMES."""
+        return self._key(name)
+
     @property
     def bastion_host_key(self) -> asyncssh.SSHKey:
         return self._key("bastion_host")

@@ -12,36 +12,34 @@ Everything the registry does is in `LiveSessions`; callers never touch its table
 from __future__ import annotations
 
 import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from bastion.state.approvals import open_state_db
+from bastion.state.db import Backend, Location, Migrations, StateDatabase
 from bastion.state.dbthread import DatabaseThread
+from bastion.state.instances import INSTANCES
 from recorder.printable import printable
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_sessions (
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS live_sessions (
     session TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     target TEXT NOT NULL,
     login TEXT NOT NULL,
     started REAL NOT NULL,
     pid INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS session_kills (
+)""",
+    """CREATE TABLE IF NOT EXISTS session_kills (
     session TEXT PRIMARY KEY,
     by TEXT NOT NULL,
     reason TEXT NOT NULL,
     requested REAL NOT NULL,
     done REAL
-);
-"""
+)""",
+)
 # Columns the registry gained after `live_sessions` first shipped (user, target, login, started,
-# pid); databases made before them get them here.
+# pid); files made before them get them here.
 COLUMNS = (
     ("instance", "TEXT NOT NULL DEFAULT ''"),
     ("kind", "TEXT NOT NULL DEFAULT ''"),
@@ -52,13 +50,25 @@ COLUMNS = (
     ("bytes_out", "INTEGER NOT NULL DEFAULT 0"),
     ("recording", "TEXT"),
 )
-FIELDS = ("session, user, target, login, kind, command, client, started, last_activity, bytes_in,"
+
+
+def _columns(db: StateDatabase) -> None:
+    present = db.columns("live_sessions")
+    postgres = db.backend is Backend.POSTGRES
+    for column, kind in COLUMNS:
+        if column not in present:
+            sql_type = (kind.replace("REAL", "DOUBLE PRECISION").replace("INTEGER", "BIGINT") if postgres
+                        else kind)
+            db.execute(f"ALTER TABLE live_sessions ADD COLUMN {column} {sql_type}")
+
+
+def _postgres(statements: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(s.replace(" REAL", " DOUBLE PRECISION") for s in statements)
+
+
+MIGRATIONS = Migrations("live_sessions", sqlite=((*_V1,), _columns), postgres=(_postgres(_V1), _columns))
+FIELDS = ('session, "user", target, login, kind, command, client, started, last_activity, bytes_in,'
           " bytes_out, instance, recording")
-
-
-def new_instance_id() -> str:
-    """This process's name in the registry: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -97,20 +107,21 @@ class KillRequest:
 
 
 class LiveSessions:
-    """Synchronous (SQLite); the serving bastion calls it on a database thread."""
+    """Synchronous (SQLite or PostgreSQL); the serving bastion calls it on a database thread."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = open_state_db(path, SCHEMA)
-        present = {row[1] for row in self.db.execute("PRAGMA table_info(live_sessions)")}
-        for column, kind in COLUMNS:
-            if column not in present:
-                self.db.execute(f"ALTER TABLE live_sessions ADD COLUMN {column} {kind}")
+    def __init__(self, location: Location) -> None:
+        self.db = StateDatabase.open(location)
+        self.db.migrate(INSTANCES)  # the leases the clean-up joins
+        self.db.migrate(MIGRATIONS)
 
     # -- the serving instance ------------------------------------------------------------------
 
     def started(self, entry: LiveSession) -> None:
+        updates = ", ".join(f"{name} = excluded.{name}" for name in (*FIELDS.split(", "), "pid")
+                            if name != "session")
         self.db.execute(
-            f"INSERT OR REPLACE INTO live_sessions ({FIELDS}, pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"INSERT INTO live_sessions ({FIELDS}, pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
+            f" ON CONFLICT (session) DO UPDATE SET {updates}",
             (entry.session, entry.user, entry.target, entry.login, entry.kind, entry.command, entry.client,
              entry.started, entry.last_activity, entry.bytes_in, entry.bytes_out, entry.instance,
              entry.recording, os.getpid()),
@@ -119,10 +130,10 @@ class LiveSessions:
 
     def activity(self, updates: list[tuple[str, float, int, int]]) -> None:
         """(session, last activity, bytes in, bytes out) of sessions that moved."""
-        self.db.executemany(
-            "UPDATE live_sessions SET last_activity = ?, bytes_in = ?, bytes_out = ? WHERE session = ?",
-            [(at, bytes_in, bytes_out, session) for session, at, bytes_in, bytes_out in updates],
-        )
+        with self.db.transaction():
+            for session, at, bytes_in, bytes_out in updates:
+                self.db.execute("UPDATE live_sessions SET last_activity = ?, bytes_in = ?, bytes_out = ?"
+                                " WHERE session = ?", (at, bytes_in, bytes_out, session))
 
     def described(self, session: str, kind: str, command: str | None) -> None:
         """What the session turned out to be once the client asked for it (shell, exec...)."""
@@ -144,17 +155,25 @@ class LiveSessions:
     def kill_done(self, session: str) -> None:
         self.db.execute("UPDATE session_kills SET done = ? WHERE session = ?", (time.time(), session))
 
-    def clear_gone(self, instance: str) -> int:
-        """At start-up: rows of bastion processes on this host that are gone, and this instance's
-        own leftovers, are removed. Rows of live processes (or other hosts) are left alone."""
-        host = socket.gethostname()
-        removed = 0
-        for row_instance, pid in list(self.db.execute("SELECT DISTINCT instance, pid FROM live_sessions")):
-            same_host = not row_instance or row_instance.split(":", 1)[0] == host
-            if row_instance == instance or (same_host and not _alive(pid)):
-                removed += self.db.execute("DELETE FROM live_sessions WHERE instance = ? AND pid = ?",
-                                           (row_instance, pid)).rowcount
-        self.db.execute("DELETE FROM session_kills WHERE session NOT IN (SELECT session FROM live_sessions)")
+    def clear_orphans(self) -> int:
+        """Rows of instances whose lease ran out (killed, or cut off from the database for
+        longer than the lease) are removed: their sessions cannot be live. Rows of live
+        instances are never touched (starting an instance changes nothing of theirs)."""
+        with self.db.transaction():
+            removed = self.db.execute(
+                "DELETE FROM live_sessions WHERE NOT EXISTS"
+                " (SELECT 1 FROM instances i WHERE i.id = live_sessions.instance AND i.expires > ?)",
+                (time.time(),)).rowcount
+            self.db.execute("DELETE FROM session_kills WHERE session NOT IN"
+                            " (SELECT session FROM live_sessions)")
+        return removed
+
+    def clear_instance(self, instance: str) -> int:
+        """A clean stop: the instance's own rows go (its sessions were ended)."""
+        with self.db.transaction():
+            removed = self.db.execute("DELETE FROM live_sessions WHERE instance = ?", (instance,)).rowcount
+            self.db.execute("DELETE FROM session_kills WHERE session NOT IN"
+                            " (SELECT session FROM live_sessions)")
         return removed
 
     # -- anyone ------------------------------------------------------------------------------------
@@ -162,7 +181,7 @@ class LiveSessions:
     def list(self, *, user: str | None = None, target: str | None = None) -> list[LiveSession]:
         where, args = [], []
         if user is not None:
-            where.append("user = ?")
+            where.append('"user" = ?')
             args.append(user)
         if target is not None:
             where.append("target = ?")
@@ -178,28 +197,17 @@ class LiveSessions:
 
     def request_kill(self, session: str, by: str, reason: str) -> LiveSession | None:
         """Ask the instance serving `session` to end it; None if no such session is live."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction():
             live = self.get(session)
             if live is not None:
-                self.db.execute("INSERT OR REPLACE INTO session_kills VALUES (?,?,?,?,NULL)",
+                self.db.execute("INSERT INTO session_kills (session, by, reason, requested, done)"
+                                " VALUES (?,?,?,?,NULL) ON CONFLICT (session) DO UPDATE SET by = excluded.by,"
+                                " reason = excluded.reason, requested = excluded.requested, done = NULL",
                                 (session, by, reason, time.time()))
-        finally:
-            self.db.execute("COMMIT")
         return live
 
     def close(self) -> None:
         self.db.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
 
 
 class Registry:
@@ -207,10 +215,10 @@ class Registry:
     order, without waiting (a session never waits for the registry); a failed write is reported
     to `failed` (session, reason) and the session goes on."""
 
-    def __init__(self, path: Path, failed: Callable[[str, str], None]) -> None:
-        self.store = LiveSessions(path)
+    def __init__(self, location: Location, instance: str, failed: Callable[[str, str], None]) -> None:
+        self.store = LiveSessions(location)
         self.thread = DatabaseThread("live-db")
-        self.instance = new_instance_id()
+        self.instance = instance  # this bastion instance's id (bastion.state.instances)
         self._failed = failed
 
     def _later(self, session: str, fn: Callable[..., object], *args: object) -> None:
@@ -218,9 +226,6 @@ class Registry:
             self._failed(session, str(exc) or type(exc).__name__)
 
         self.thread.later(failed, fn, *args)
-
-    async def prepare(self) -> None:
-        await self.thread.run(self.store.clear_gone, self.instance)
 
     def started(self, entry: LiveSession) -> None:
         self._later(entry.session, self.store.started, entry)

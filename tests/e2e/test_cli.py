@@ -10,6 +10,7 @@ import pytest
 
 from bastion.demo.sandbox import Sandbox
 from tests.support.lab import LOGIN, need
+from tests.support.stores import live_store
 
 
 def bastion(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -115,11 +116,10 @@ def test_approvals_show_escapes_what_the_session_put_in_the_request(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from bastion.cli.screening import show_request
     from bastion.core.masker import TextMasker
-    from bastion.state.approvals import ApprovalStore
     from recorder.printable import UNSAFE
 
     command = "echo \x1b]0;owned title\x07 \u009b2J \u202e/ fr- mr"
-    store = ApprovalStore(tmp_path / "state.db", masker=TextMasker())
+    store = live_store(tmp_path / "state.db", masker=TextMasker())
     made = store.create(session="s1", requester="alice", target="db-1", login="root", command=command,
                         rule="r", approvers=("dba",), approvals=1, timeout=60,
                         screen=f"$ {command}\n\x1b[2J\u2028after")

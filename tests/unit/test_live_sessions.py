@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from bastion.state.live import LiveSession, LiveSessions, new_instance_id
+from bastion.state.instances import Instances
+from bastion.state.live import LiveSession, LiveSessions
 
 ENTRY = LiveSession(session="s1", user="alice", target="db-1", login="root", kind="exec", command="uptime",
                     client="127.0.0.1:5000", started=100.0, last_activity=100.0, bytes_in=0, bytes_out=0,
@@ -54,22 +54,26 @@ def test_a_new_session_with_an_old_id_does_not_inherit_a_kill(tmp_path: Path) ->
     assert live.kills_for(ENTRY.instance) == []
 
 
-def test_start_up_clears_rows_of_gone_processes_only(tmp_path: Path) -> None:
-    live = LiveSessions(tmp_path / "state.db")
-    me = new_instance_id()
-    host = me.split(":", 1)[0]
-    live.started(replace(ENTRY, session="mine-before", instance=me))
-    live.started(replace(ENTRY, session="gone", instance=f"{host}:999999999:x"))
-    live.db.execute("UPDATE live_sessions SET pid = 999999999 WHERE session = 'gone'")
-    live.started(replace(ENTRY, session="elsewhere", instance="another-host:1:y"))
-    live.db.execute("UPDATE live_sessions SET pid = 999999999 WHERE session = 'elsewhere'")
-    parent = replace(ENTRY, session="alive", instance=f"{host}:{os.getppid()}:z")
-    live.started(parent)
-    live.db.execute("UPDATE live_sessions SET pid = ? WHERE session = 'alive'", (os.getppid(),))
-    live.request_kill("gone", "bob", "x")
-    live.clear_gone(me)
-    assert sorted(s.session for s in live.list()) == ["alive", "elsewhere"]
+def test_rows_of_instances_whose_lease_ran_out_are_cleared_and_no_others(tmp_path: Path) -> None:
+    """Starting an instance never touches another live instance's rows (a second bastion
+    started by mistake on the same host included): only leases that ran out count."""
+    path = tmp_path / "state.db"
+    live = LiveSessions(path)
+    Instances(path, "here:1:a", lease=60).register()
+    Instances(path, "other:2:b", lease=60).register()
+    gone = Instances(path, "gone:3:c", lease=60)
+    gone.register()
+    gone.db.execute("UPDATE instances SET expires = 0 WHERE id = 'gone:3:c'")
+    live.started(ENTRY)
+    live.started(replace(ENTRY, session="s2", instance="other:2:b"))
+    live.started(replace(ENTRY, session="s3", instance="gone:3:c"))
+    live.started(replace(ENTRY, session="s4", instance=""))  # from before instances had leases
+    live.request_kill("s3", "bob", "x")
+    assert live.clear_orphans() == 2
+    assert sorted(s.session for s in live.list()) == ["s1", "s2"]
     assert live.db.execute("SELECT COUNT(*) FROM session_kills").fetchone()[0] == 0
+    assert live.clear_instance("here:1:a") == 1
+    assert [s.session for s in live.list()] == ["s2"]
 
 
 def test_a_database_from_before_the_registry_gains_its_columns(tmp_path: Path) -> None:

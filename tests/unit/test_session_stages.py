@@ -23,7 +23,6 @@ from bastion.stages import screening
 from bastion.stages.pipeline import Stream
 from bastion.stages.recording import RecordingStage
 from bastion.stages.screening import ScreeningContext, ScreeningStage
-from bastion.state.approvals import ApprovalStore
 from bastion.state.audit import AuditLog
 from recorder.asciicast import load_cast
 from recorder.signing import RecordingKey
@@ -33,6 +32,7 @@ from tests.support.lab import until
 from tests.support.memory import MemoryStore
 from tests.support.samples import AWS_SECRET, GH
 from tests.support.stages import SHELL, MarkedSession, Session
+from tests.support.stores import live_store
 
 RULES = parse_rules({
     "rule": [{"name": "no-forbidden", "action": "deny", "command": "forbidden"},
@@ -205,7 +205,7 @@ def test_an_rsync_session_is_recorded_as_a_transfer_not_as_terminal_output() -> 
 
 
 async def test_a_huge_command_is_decided_whole_and_stored_bounded(tmp_path: Path) -> None:
-    log, store = io.StringIO(), ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    log, store = io.StringIO(), live_store(tmp_path / "state.db", masker=MASKER)
     huge = "echo " + "x" * (256 << 10)  # far beyond what is stored (the issue had 4 MiB)
     stage, session = ScreeningStage(ScreeningContext(RulesHolder(RULES), store, AuditLog(log, masker=MASKER), MASKER)), MarkedSession()
     denied = replace(SHELL, kind=SessionKind.EXEC, command=f"{huge} forbidden", term_type=None)

@@ -28,6 +28,7 @@ from recorder import sftp
 from recorder.sftp import PacketFramer, SftpProtocolError, parse_request, status_packet
 from recorder.transfers import SessionKind, SftpTransferParser
 from tests.support.lab import until
+from tests.support.stores import live_store
 
 MASKER = TextMasker()  # the built-in detectors
 
@@ -461,7 +462,7 @@ def test_other_sessions_pass_untouched(rules: RuleSet) -> None:
 async def test_a_held_request_and_all_after_it_wait_for_the_approval(
         rules: RuleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decisions_module, "POLL", 0.01)
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     stage, session, _ = gate(rules, approvals=store)
     before = packet(sftp.STAT, 1, "/tmp")
     held = packet(sftp.REMOVE, 2, "/tmp/old.log")
@@ -494,7 +495,7 @@ async def test_a_held_request_and_all_after_it_wait_for_the_approval(
 async def test_a_session_ending_during_a_hold_cancels_the_request(
         rules: RuleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decisions_module, "POLL", 0.01)
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     stage, session, _ = gate(rules, approvals=store)
     stage.on_input(packet(sftp.REMOVE, 1, "/tmp/x"))
     await until(store.pending, "the approval request")

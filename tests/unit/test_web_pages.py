@@ -33,6 +33,7 @@ from bastion.web.approvals import ApprovalPages
 from bastion.web.cookies import SignedCookies, same_secret
 from bastion.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, BrowserSessions, SignedIn
 from recorder.transfers import SessionKind
+from tests.support.stores import live_store
 
 HOSTILE = "<script>alert('x')</script> \"quoted\" & \u202eevil\u2066 \x1b]0;title\x07"
 MASKER = TextMasker()  # the built-in detectors
@@ -76,7 +77,7 @@ def approval_pages(store: ApprovalStore, log: io.StringIO | None = None) -> Appr
 
 
 def test_the_request_page_shows_session_text_as_escaped_text(tmp_path: Path) -> None:
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     response = approval_pages(store)._page(made, ApprovalState.PENDING, [], CAROL, notice="<script>x</script>")
     assert response.content_type == "text/html"
@@ -98,7 +99,7 @@ def test_the_request_page_shows_session_text_as_escaped_text(tmp_path: Path) -> 
 
 
 def test_the_request_page_masks_secrets_and_offers_no_form_to_the_requester(tmp_path: Path) -> None:
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store, command="mysql --password=Tr0ub4dor-and-3 -e 'x'", screen="")
     alice = SignedIn("alice", ("dba",), "idp#alice", "t")
     text = approval_pages(store)._page(made, ApprovalState.PENDING, [], alice).text or ""
@@ -107,7 +108,7 @@ def test_the_request_page_masks_secrets_and_offers_no_form_to_the_requester(tmp_
 
 
 def test_the_sign_in_page_names_nothing_but_the_request_id(tmp_path: Path) -> None:
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     service = approval_pages(store)
     response = asyncio.run(service.show(make_mocked_request("GET", f"/approvals/{made.token}",
@@ -295,7 +296,7 @@ async def test_a_session_ending_while_its_request_is_being_created_cancels_it_in
     from bastion.core.rules import parse_rules
     from bastion.rules_file import RulesHolder
 
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     create = store.create
 
     def slow_create(**kwargs):  # type: ignore[no-untyped-def]
@@ -334,7 +335,7 @@ async def test_a_slow_store_query_stalls_only_the_request_that_waits_for_it(tmp_
     from bastion.config import parse_config
     from bastion.web.service import WebService
 
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     by_token = store.by_token
 

@@ -20,6 +20,7 @@ from bastion.state.approvals import ApprovalError, ApprovalState, ApprovalStore,
 from bastion.web.notify import Notifier, slack_payload
 from bastion.web.service import SignedCookies
 from tests.support.idp import WebhookReceiver
+from tests.support.stores import live_store
 
 MASKER = TextMasker()  # the built-in detectors
 
@@ -110,7 +111,7 @@ def request(store: ApprovalStore, command: str = "rm -rf /srv/cache", approvals:
 
 
 def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     assert len(made.token) >= 32 and store.by_token(made.token) == made and store.by_token("") is None
     assert made.screen == "$ rm -rf /srv/cache"
@@ -132,7 +133,7 @@ def test_store_links_bind_and_single_use(tmp_path: Path) -> None:
 def test_store_states_and_decisions_are_members_kept_as_their_names(tmp_path: Path) -> None:
     import sqlite3
 
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     assert made.state is ApprovalState.PENDING
     with pytest.raises(ApprovalError, match="decision must be approve or deny"):  # a name is not a decision
@@ -152,7 +153,7 @@ def test_store_keeps_commands_masked_and_binds_decisions_to_the_command_as_submi
     import sqlite3
 
     command = "mysql --password=Tr0ub4dor-and-3 -e 'drop table users'"
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store, command)
     [(stored,)] = sqlite3.connect(tmp_path / "state.db").execute("SELECT command FROM approval_requests")
     assert stored == made.command == "mysql --password=*************** -e 'drop table users'"
@@ -177,7 +178,7 @@ def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
         INSERT INTO approval_requests VALUES ('ABC123','s','alice','db','root','ls','h','r','dba',1,0,1,'expired');
     """)
     old.close()
-    store = ApprovalStore(path, masker=MASKER)
+    store = live_store(path, masker=MASKER)
     assert store.get("ABC123") is not None and store.get("ABC123").token == ""  # type: ignore[union-attr]
     assert request(store).token
 
@@ -185,7 +186,7 @@ def test_store_adds_new_columns_to_an_old_database(tmp_path: Path) -> None:
 def test_notifier_retries_then_reports_what_failed(tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     try:
-        store_request = request(ApprovalStore(tmp_path / "state.db", masker=MASKER))
+        store_request = request(live_store(tmp_path / "state.db", masker=MASKER))
         receiver.fail_first["/flaky"] = 2
         receiver.status_for["/gone"] = 404
         receiver.status_for["/down"] = 503
@@ -207,7 +208,7 @@ def test_notifier_retries_then_reports_what_failed(tmp_path: Path) -> None:
 
 
 def test_slack_payload_keeps_secrets_and_fences_out(tmp_path: Path) -> None:
-    made = request(ApprovalStore(tmp_path / "s.db", masker=MASKER),
+    made = request(live_store(tmp_path / "s.db", masker=MASKER),
                    command="PASSWORD=S3cretPassw0rd mysql -e 'drop table x' ```\n* <!channel>")
     payload = slack_payload(made, "https://b/approvals/t", MASKER)
     text = json.dumps(payload)
@@ -255,7 +256,7 @@ def test_web_service_serves_tls_directly(tmp_path: Path) -> None:
     settings = parse_config(config(web={"listen": f"127.0.0.1:{port}", "tls_cert": "cert.pem", "tls_key": "key.pem"}),
                           path=tmp_path / "bastion.toml")
     assert settings.web is not None and settings.web.public_url == f"https://127.0.0.1:{port}"
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store)
     service = WebService(settings, store, AuditLog(path=tmp_path / "log", masker=MASKER), SignedCookies.load_or_create(tmp_path / "k"),
                          None, masker=MASKER)
@@ -286,7 +287,7 @@ def test_the_approval_page_shows_session_text_escaped(tmp_path: Path) -> None:
 
     port = free_port()
     settings = parse_config(config(web={"listen": f"127.0.0.1:{port}"}), path=tmp_path / "bastion.toml")
-    store = ApprovalStore(tmp_path / "state.db", masker=MASKER)
+    store = live_store(tmp_path / "state.db", masker=MASKER)
     made = request(store, "echo \u202e/ fr- mr \x1b]0;title\x07")
     cookies = SignedCookies.load_or_create(tmp_path / "k")
     service = WebService(settings, store, AuditLog(path=tmp_path / "log", masker=MASKER), cookies, None, masker=MASKER)
