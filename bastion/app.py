@@ -21,7 +21,7 @@ from bastion.stages.decisions import Notify, ScreeningContext
 from bastion.stages.machinegate import ShellGateStage
 from bastion.stages.masking import MaskingStage
 from bastion.stages.pipeline import SessionStage
-from bastion.stages.recording import RecordingStage
+from bastion.stages.recording import KeyframeBuilds, RecordingStage
 from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import CHANNEL as APPROVALS_CHANNEL
@@ -86,12 +86,16 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
             instance=instance,
         )
         record_only = masking if masking.enabled and masking.sinks is MaskingSinks.RECORDING else None
+        keyframes = KeyframeBuilds(root, root / "index.db")  # long sessions: the player's keyframes ahead
         recording_stage = lambda: [  # noqa: E731
             RecordingStage(recorder, settings, audit, text_masker=text_masker,
                            masker=record_only.make_masker() if record_only else None,
-                           input_masker=masking.make_masker() if masking.enabled else None)
+                           input_masker=masking.make_masker() if masking.enabled else None,
+                           keyframes=keyframes)
         ]
         state.on_start.append(lambda loop: setattr(recorder, "loop", loop))
+        state.on_start.append(keyframes.start)
+        state.on_stop.append(keyframes.stop)
         state.on_stop.append(recorder.stop)
     else:
         index = None

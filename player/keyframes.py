@@ -22,6 +22,7 @@ from pyte.screens import Char, Cursor, Margins, Savepoint
 from player.replay import Keyframe, SafeScreen
 
 MAGIC = b"bastion-keyframes 2\n"
+WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
 
 
 def _char(char: Char) -> list[Any]:
@@ -185,20 +186,32 @@ def cache_for(recording: Path, recordings_dir: Path | None) -> KeyframeCache:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m player.keyframes RECORDING CACHE_DIR`: build and cache every keyframe of a
-    recording (the player runs it, niced, on a recording's first open)."""
+    """`python -m player.keyframes RECORDING CACHE_DIR [INDEX SESSION]`: build and cache every
+    keyframe of a recording. The player runs it, niced, on a recording's first open; the bastion
+    runs it after a long session, with the index and the session id: it then waits for the
+    recorder to have closed the recording (the cache names the file's final size)."""
     import sys
+    import time
 
     from player.replay import Timeline
     from recorder.asciicast import CastFormatError, load_cast
+    from recorder.index import RecordingIndex
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m player.keyframes RECORDING CACHE_DIR", file=sys.stderr)
+    if len(args) not in (2, 4):
+        print("usage: python -m player.keyframes RECORDING CACHE_DIR [INDEX SESSION]", file=sys.stderr)
         return 2
     with contextlib.suppress(OSError):
         os.nice(10)
     recording = Path(args[0])
+    if len(args) == 4:
+        index = RecordingIndex(Path(args[2]))
+        deadline = time.monotonic() + WAIT_FOR_CLOSE
+        while (row := index.get(args[3])) is not None and row.state == "live":
+            if time.monotonic() > deadline:
+                return 1
+            time.sleep(0.5)
+        index.close()
     try:
         cast = load_cast(recording.read_bytes())
     except (OSError, CastFormatError) as exc:

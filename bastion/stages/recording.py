@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
+import sys
 import time
+from collections import deque
+from pathlib import Path
 
 from bastion.config import OnFailure, RecordingSettings
 from bastion.core.datastream import DataTally, StreamKinds
@@ -18,6 +23,59 @@ from recorder.transfers import ScpTransferParser, SessionKind, SftpTransferParse
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
 
 DEFAULT_SIZE = (80, 24)
+KEYFRAMES_FROM = 256 * 1024  # output bytes from which a session's keyframes are built ahead
+
+
+class KeyframeBuilds:
+    """Builds the player's keyframes of long sessions as they end, one at a time, in a niced
+    process (`python -m player.keyframes`), so that a reviewer's first open seeks at once. A
+    cache that cannot be built is only a slower first open: failures are not reported."""
+
+    def __init__(self, recordings_dir: Path, index: Path) -> None:
+        self.cache = recordings_dir / "keyframes"
+        self.index = index
+        self._waiting: deque[tuple[str, str]] = deque()
+        self._running: subprocess.Popen[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def add(self, location: str, session_id: str) -> None:
+        self._waiting.append((location, session_id))
+        self._next()
+
+    def _next(self) -> None:
+        if self._running is not None and self._running.poll() is None:
+            return
+        self._running = None
+        if not self._waiting or self._loop is None or self._loop.is_closed():
+            return
+        location, session_id = self._waiting.popleft()
+        command = [sys.executable, "-m", "player.keyframes", location, str(self.cache), str(self.index),
+                   session_id]
+        try:
+            self._running = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+        except OSError:
+            return
+        self._loop.call_later(0.5, self._check)
+
+    def _check(self) -> None:
+        if self._running is not None and self._running.poll() is None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_later(0.5, self._check)
+            return
+        self._next()
+
+    def stop(self) -> None:
+        """The bastion stops: the build under way ends with it (the next open builds its own)."""
+        self._waiting.clear()
+        if self._running is not None and self._running.poll() is None:
+            self._running.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._running.wait(5)
+        self._running = None
 
 
 class RecordingStage(SessionStage):
@@ -33,8 +91,9 @@ class RecordingStage(SessionStage):
 
     def __init__(self, recorder: Recorder, settings: RecordingSettings, audit: AuditLog, *,
                  text_masker: TextMasker, masker: SecretMasker | None = None,
-                 input_masker: SecretMasker | None = None) -> None:
+                 input_masker: SecretMasker | None = None, keyframes: KeyframeBuilds | None = None) -> None:
         self._recorder = recorder
+        self._keyframes = keyframes
         self._text_masker = text_masker  # the command in the header and the index, always
         self._masker = masker  # set when masking applies to the recording only
         # Set whenever masking is on: a token pasted at a prompt, or a secrets file sent on
@@ -279,4 +338,8 @@ class RecordingStage(SessionStage):
         if self._rec is not None:
             self._rec.close(exit_status=exit_status, exit_signal=exit_signal,
                             bytes_in=self._bytes_in, bytes_out=self._bytes_out)
+            if self._keyframes is not None and self._rec.error is None and self._bytes_out >= KEYFRAMES_FROM:
+                location = self._rec.index_row.get("location")
+                if location:
+                    self._keyframes.add(str(location), self._rec.session_id)
 

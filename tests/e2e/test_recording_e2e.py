@@ -18,6 +18,9 @@ import pyte
 import pytest
 
 from bastion.demo.sandbox import Sandbox
+from player.app import Recording
+from player.keyframes import cache_for
+from player.replay import plain_lines
 from recorder.asciicast import Cast, load_cast
 from recorder.chain import verify
 from recorder.index import RecordingIndex, SessionRow
@@ -503,3 +506,23 @@ def test_a_recordings_folder_others_can_write_is_refused_at_start(own_box: Sandb
     path = recording_for(own_box, lambda e: e.get("command") == "echo private")
     for level in (path.parent, path.parent.parent, path.parent.parent.parent):
         assert level.stat().st_mode & 0o777 == 0o700, level
+
+
+def test_a_long_sessions_keyframes_are_built_as_it_ends(own_box: Sandbox) -> None:
+    """The bastion builds the player's keyframes of a session past 256 KB of output (in a niced
+    process of its own) once the recorder closed it: a reviewer's first open seeks at once."""
+    own_box.start_bastion()
+    long = _ssh(own_box, "seq 1 100000")
+    assert long.communicate(timeout=60)[0].endswith(b"\n100000\n")
+    short = _ssh(own_box, "echo short")
+    short.communicate(timeout=60)
+    path = recording_for(own_box, lambda e: e.get("command") == "seq 1 100000")
+    cache = cache_for(path, own_box.directory / "recordings")
+    events = len(load_cast(path.read_bytes()).events)
+    keyframes = eventually(lambda: cache.load(path, events), "the long session's keyframes cached", timeout=300)
+    assert keyframes[0].index == 0 and len(keyframes) > 1
+    recording = Recording.open(path, None, cache=cache)
+    assert recording.timeline.complete
+    assert "100000" in "\n".join(plain_lines(recording.timeline.screen_after(events)))
+    small = recording_for(own_box, lambda e: e.get("command") == "echo short")
+    assert cache.load(small, len(load_cast(small.read_bytes()).events)) is None  # replays at once anyway
