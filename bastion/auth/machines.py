@@ -28,7 +28,7 @@ from bastion.auth.directory import Directory, SSOError, certificate_serial
 from bastion.auth.oidc import HTTP_TIMEOUT, SIGNING_ALGORITHMS
 from bastion.config import BastionConfig
 from bastion.core.policy import MACHINE_METHOD, Identity
-from bastion.core.workload import TokenRefused, Workload, match_machine
+from bastion.core.workload import TokenRefused, Workload, match_machine, shown
 from bastion.state.audit import AuditLog
 from bastion.state.events import MachineCertificateIssued, MachineTokenRefused
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
@@ -150,7 +150,7 @@ class Machines:
         issuer = unverified_issuer(token)
         keys = self.issuers.get(issuer)
         if keys is None:
-            raise TokenRefused(f"no machine takes tokens from issuer {issuer!r}")
+            raise TokenRefused(f"no machine takes tokens from issuer {shown(issuer)}")
         registry = JWSRegistry(algorithms=list(SIGNING_ALGORITHMS))
         try:
             try:

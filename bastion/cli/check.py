@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bastion.config import BastionConfig, TargetConfig
-from bastion.core.rules import RuleSet
+from bastion.core.rules import Principals, RuleSet
 
 Resolved = Mapping[str, "list[str] | str"]  # host -> its addresses, or why it does not resolve
 
@@ -52,10 +52,7 @@ def findings(config: BastionConfig, rules: RuleSet | None, *, pinned: Callable[[
     out.append(Finding(False, f"recordings: {config.recordings_dir}" if config.recording.enabled
                        else "recordings: off"))
     out.append(Finding(False, f"audit log: {config.log_file or 'stderr'}"))
-    members: dict[str, set[str]] = {}
-    for user in config.users.values():
-        for group in user.groups:
-            members.setdefault(group, set()).add(user.name)
+    members, reach = _group_members(config)
     sso = config.oidc is not None
     for target in config.targets.values():
         addresses = resolved.get(target.host)
@@ -71,17 +68,31 @@ def findings(config: BastionConfig, rules: RuleSet | None, *, pinned: Callable[[
                                      f"`bastion targets scan {target.name}`); sessions to it will fail"))
         if not target.logins:
             out.append(Finding(True, f"target {target.name}: no logins; nobody can log into it"))
-        reachable = target.users & set(config.users) or any(target.groups & set(members))
+        reachable = target.users & {*config.users, *config.machines} or any(target.groups & set(reach))
         if not reachable and not sso:
             out.append(Finding(True, f"target {target.name}: no configured user may reach it "
                                      f"(users {sorted(target.users)}, groups {sorted(target.groups)})"))
     if rules is not None:
-        out.extend(_rule_findings(config, rules, members, sso))
+        out.extend(_rule_findings(config, rules, members, reach, sso))
     return out
 
 
+def _group_members(config: BastionConfig) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each group's users (who may approve), and its users and machines (who a target or a
+    rule's scope reaches)."""
+    members: dict[str, set[str]] = {}
+    for user in config.users.values():
+        for group in user.groups:
+            members.setdefault(group, set()).add(user.name)
+    reach = {group: set(names) for group, names in members.items()}
+    for machine in config.machines.values():
+        for group in machine.groups:
+            reach.setdefault(group, set()).add(machine.name)
+    return members, reach
+
+
 def _rule_findings(config: BastionConfig, rules: RuleSet, members: Mapping[str, set[str]],
-                   sso: bool) -> list[Finding]:
+                   reach: Mapping[str, set[str]], sso: bool) -> list[Finding]:
     out = []
     logins = {login for target in config.targets.values() for login in target.logins}
     names = list(config.targets)
@@ -93,8 +104,10 @@ def _rule_findings(config: BastionConfig, rules: RuleSet, members: Mapping[str, 
         elif rule.logins and not any(fnmatch.fnmatchcase(n, g) for n in logins for g in rule.logins):
             out.append(Finding(True, f"{where} can never match: no target has a login "
                                      f"{', '.join(rule.logins)}"))
+        elif rule.principals is Principals.MACHINES and not config.machines:
+            out.append(Finding(True, f"{where} can never match: it is for machines and none is configured"))
         elif (rule.users or rule.groups) and not sso and not (
-                rule.users & set(config.users) or rule.groups & set(members)):
+                rule.users & (set(config.users) | set(config.machines)) or rule.groups & set(reach)):
             who = sorted(rule.users | {f"in group {g}" for g in rule.groups})
             out.append(Finding(True, f"{where} can never match: no configured user is {' or '.join(who)}"))
         for group in rule.approvers:

@@ -53,14 +53,17 @@ def read_token(token_file: Path | None, token_env: str | None) -> str:
     return token
 
 
-def _machine_key(path: Path) -> str:
-    """A fresh ed25519 key at `path` for this job (never one copied into a repository)."""
+def _machine_key(path: Path, *, fresh: bool) -> str:
+    """The public key to certify: a fresh ed25519 key at `path` for this job (never one copied
+    into a repository), or, `fresh` False and a key there already, that one."""
+    public = path.with_name(path.name + ".pub")
+    if not fresh and path.exists():
+        return public.read_text().strip()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = asyncssh.generate_private_key("ssh-ed25519", comment="bastion-machine")
     path.unlink(missing_ok=True)
     key.write_private_key(path)
     os.chmod(path, 0o600)
-    public = path.with_name(path.name + ".pub")
     key.write_public_key(public)
     return public.read_text().strip()
 
@@ -116,11 +119,12 @@ def token_login(url: str | None, token_file: Path | None, token_env: str | None,
     if not url:
         _fail(EXIT_USAGE, "which bastion? pass --url https://bastion.example.com (or set $BASTION_URL)")
     token = read_token(token_file, token_env)
+    fresh = key is None  # a key named with --key is used as it is, if it exists
     key = (key or Path("~/.ssh/bastion_machine_ed25519")).expanduser()
     try:
-        public_key = _machine_key(key)
+        public_key = _machine_key(key, fresh=fresh)
     except OSError as exc:
-        _fail(EXIT_USAGE, f"cannot write the key {key} ({exc.strerror})")
+        _fail(EXIT_USAGE, f"cannot use the key {key} ({exc.strerror})")
     body: dict[str, Any] = {"token": token, "public_key": public_key}
     if machine:
         body["machine"] = machine

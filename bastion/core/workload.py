@@ -23,6 +23,12 @@ WORKLOAD_CLAIMS = (
 MAX_CLAIM_TEXT = 256  # longest value of a workload claim kept (the rest is cut)
 
 
+def shown(value: object) -> str:
+    """A token's value in a refusal: repr'd and bounded (the token is the caller's to fill)."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 class Machine(Protocol):
     """What matching reads of a configured machine (the config's MachineConfig is one)."""
 
@@ -96,12 +102,12 @@ def _claim_matches(value: object, accepted: Sequence[str | int | bool]) -> bool:
 def refusal(machine: Machine, claims: Mapping[str, Any]) -> str | None:
     """Why `claims` (verified, from `machine.issuer`) are not this machine, or None."""
     if machine.audience not in audiences(claims):
-        return f"audience {list(audiences(claims))} is not {machine.audience!r}"
+        return f"audience {shown(list(audiences(claims)))} is not {machine.audience!r}"
     for name, accepted in machine.claims:
         if name not in claims:
             return f"the token has no {name!r} claim"
         if not _claim_matches(claims[name], accepted):
-            return f"claim {name!r} is {claims[name]!r}, not {_shown(accepted)}"
+            return f"claim {name!r} is {shown(claims[name])}, not {_shown(accepted)}"
     return None
 
 
@@ -118,9 +124,9 @@ def match_machine(machines: Sequence[Machine], claims: Mapping[str, Any], *, now
     if requested is not None:
         candidates = [m for m in candidates if m.name == requested]
         if not candidates:
-            raise TokenRefused(f"no machine {requested!r} takes tokens from {issuer!r}")
+            raise TokenRefused(f"no machine {shown(requested)} takes tokens from {shown(issuer)}")
     if not candidates:
-        raise TokenRefused(f"no machine takes tokens from issuer {issuer!r}")
+        raise TokenRefused(f"no machine takes tokens from issuer {shown(issuer)}")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise TokenRefused("the token has no subject")

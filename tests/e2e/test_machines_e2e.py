@@ -28,10 +28,11 @@ from joserfc.jwk import RSAKey
 
 from bastion.config import load_config
 from bastion.demo.openssh import free_port
-from bastion.demo.sandbox import Sandbox
+from bastion.demo.sandbox import Sandbox, make_user_key
 from tests.support.idp import OpenIDProvider, WebhookReceiver, browser, sign_in
 from tests.support.lab import LOGIN, eventually, need
 from tests.support.recordings import recording_for
+from tests.support.samples import GH
 from tests.support.sessions import bastion_cli, unique
 
 pytestmark = pytest.mark.e2e
@@ -190,6 +191,12 @@ def test_a_job_exchanges_its_token_and_runs_a_command_through_ssh_j(world: World
     index = sqlite3.connect(world.box.directory / "recordings" / "index.db")
     row = index.execute("SELECT user, workload FROM sessions WHERE id = ?", (started["session"],)).fetchone()
     assert row[0] == "deploy-web" and json.loads(row[1])["repository"] == "acme/web"
+    # Masked like anyone's: a token the job prints reaches neither its log nor the recording.
+    leak = world.ssh("deploy", f"{LOGIN}@db-1", f"echo {GH}")
+    assert leak.returncode == 0 and GH[4:].encode() not in leak.stdout and leak.stdout.startswith(b"ghp_")
+    cast = recording_for(world.box, lambda e: e["user"] == "deploy-web"
+                         and str(e.get("command", "")).startswith("echo ghp_"))
+    assert GH[4:] not in cast.read_text() and "github-token" in cast.read_text()
 
 
 def test_the_same_token_twice_is_refused(world: World) -> None:
@@ -206,6 +213,15 @@ def test_a_token_from_the_environment_works_too(world: World) -> None:
     result = world.login("", "--token-env", "CI_JOB_TOKEN", env={"CI_JOB_TOKEN": token}, name="env")
     assert result.returncode == 0, result.stderr
     assert world.ssh("env", f"{LOGIN}@db-1", "echo from-env").stdout == b"from-env\n"
+    # A key of the job's own, named with --key, is certified as it is (never replaced).
+    own = world.home / "env" / "own_key"
+    make_user_key(own, "job@runner")
+    before = own.read_bytes()
+    token = world.ci.workload_token("main-env")
+    result = world.login("", "--token-env", "CI_JOB_TOKEN", "--key", str(own), env={"CI_JOB_TOKEN": token},
+                         name="env")
+    assert result.returncode == 0, result.stderr
+    assert own.read_bytes() == before and own.with_name("own_key-cert.pub").exists()
     empty = world.login("", "--token-env", "CI_NO_TOKEN", name="env")
     assert empty.returncode == 2 and empty.stderr.strip() == "bastion login: no token in $CI_NO_TOKEN"
 

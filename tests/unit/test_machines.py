@@ -310,3 +310,33 @@ def test_only_an_exchanged_certificate_is_the_machine(tmp_path: Path, directory:
     assert identity("deploy-web", signed) == "certificate was not issued to this machine by a token exchange"
     assert identity("alice", signed) is None  # a person's certificate: not the machines' business
     assert identity("deploy-api", exchanged) == "certificate was issued to another machine"
+
+
+def test_check_counts_machines_as_reaching_but_never_as_approvers() -> None:
+    from bastion.cli.check import findings
+
+    cfg = parse_config({
+        "web": {}, "users": {"alice": {"groups": ["ops"]}},
+        "machines": [entry(groups=["deployers"])],
+        "targets": {"web-1": {"address": "10.0.0.7", "logins": ["deploy"], "groups": ["deployers"]}},
+    })
+    text = """
+[[rule]]
+name = "machines-never-delete"
+action = "deny"
+program = "rm"
+groups = ["deployers"]
+principals = "machines"
+
+[[rule]]
+name = "deploys-need-approval"
+action = "approve"
+program = "deploy"
+approvers = ["deployers"]
+"""
+    said = [str(f) for f in findings(cfg, rules_from(text), pinned=lambda _: True, resolved={})]
+    assert not [line for line in said if "reach" in line or "never match" in line], said
+    assert any("approver group 'deployers' has no configured members" in line for line in said), said
+    without = parse_config({"users": {"alice": {"groups": ["deployers"]}}})
+    said = [str(f) for f in findings(without, rules_from(text), pinned=lambda _: True, resolved={})]
+    assert any("'machines-never-delete'" in line and "none is configured" in line for line in said), said
