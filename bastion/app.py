@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 
+from bastion import metrics
 from bastion.auth.directory import CHANNEL_REVOKED, Directory
 from bastion.auth.machines import Machines
 from bastion.auth.oidc import OIDCClient
@@ -27,7 +31,7 @@ from bastion.stages.sftpgate import SftpGateStage
 from bastion.state.approvals import CHANNEL as APPROVALS_CHANNEL
 from bastion.state.approvals import ApprovalRequest, ApprovalStore
 from bastion.state.audit import AuditLog
-from bastion.state.db import Listener, StateError
+from bastion.state.db import Listener, StateDatabase, StateError, describe, is_url
 from bastion.state.dbthread import DatabaseThread
 from bastion.state.events import (
     CommandDecision,
@@ -46,9 +50,11 @@ from bastion.state.instances import CHANNEL_RELOAD, Instances, new_instance_id, 
 from bastion.state.keys import KeyStore
 from bastion.state.live import Registry
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
+from bastion.web.metrics import Check, MetricsService
 from bastion.web.notify import Notifier
 from bastion.web.service import WebService
 from recorder.index import RecordingIndex, index_location
+from recorder.log import LogEvent
 from recorder.reconcile import reconcile
 from recorder.signing import RecordingKey
 from recorder.storage import LocalDirectoryStore
@@ -99,6 +105,7 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
         state.on_stop.append(recorder.stop)
     else:
         index = None
+        recorder = None
         recording_stage = list
     directory = Directory(config.state)
     state.sso = SSO(config, keys, directory, audit)
@@ -112,6 +119,8 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
     approvals = ApprovalStore(config.state, masker=text_masker, instance=instance)
     state.approvals = approvals
     notify = _web(config, state, approvals)
+    if config.metrics is not None:
+        _metrics(config, state, approvals, recorder)
     screening = _screening(config, state, approvals, notify)
     state.services.append(InstanceService(
         config, state, Instances(config.state, instance, lease=config.state_lease),
@@ -128,6 +137,102 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
     # The shell gate first: a machine's shell is refused before screening asks anyone.
     state.stages = lambda: [ShellGateStage(), *masking_stage(), *recording_stage(), *screening()]
     return state
+
+
+# The recorder's failures, counted from the events that report them.
+RECORDER_FAILURES = {"recording_failed": "recording", "index_failed": "index",
+                     "recorder_worker_exited": "worker"}
+
+
+def _metrics(config: BastionConfig, state: BastionState, approvals: ApprovalStore,
+             recorder: Recorder | None) -> None:
+    """The figures the metrics read from the running bastion, the readiness checks, and the
+    metrics listener."""
+    live = metrics.LIVE
+    live.connections = lambda: len(state.connections)
+
+    def by_kind() -> dict[str, int]:
+        return dict(Counter(relay.info.kind.value for relay in state.relays))
+
+    def bytes_total() -> tuple[int, int]:
+        ended_in, ended_out = state.ended_bytes
+        return (ended_in + sum(r.bytes_in for r in state.relays),
+                ended_out + sum(r.bytes_out for r in state.relays))
+
+    live.sessions_by_kind, live.bytes_total = by_kind, bytes_total
+    pending = [0]
+    live.approvals_pending = lambda: pending[0]
+
+    async def count_pending() -> None:
+        pending[0] = len(await approvals.thread.run(approvals.pending))
+
+    def failure(event: LogEvent) -> None:
+        if (what := RECORDER_FAILURES.get(event.name)) is not None:
+            metrics.RECORDER_FAILURES.labels(what=what).inc()
+
+    state.audit.observers.append(failure)
+    if recorder is not None:
+        live.recorder = recorder.figures
+    checks = readiness(config, state, recorder)
+    state.services.append(MetricsService(config, checks, refresh=[count_pending]))
+
+
+def readiness(config: BastionConfig, state: BastionState, recorder: Recorder | None) -> dict[str, Check]:
+    """What /readyz asks: each check is None when well, else what is wrong."""
+
+    async def keys() -> str | None:
+        try:
+            state.keys.bastion_host_key  # noqa: B018 - loads them if they are not yet
+        except BastionError as exc:
+            return exc.reason
+        return None
+
+    async def state_db() -> str | None:
+        location = config.state
+
+        def probe() -> None:
+            if is_url(location):
+                db = StateDatabase.open(location)
+                try:
+                    db.execute("SELECT 1").fetchone()
+                finally:
+                    db.close()
+                return
+            # Never SqliteDatabase here: it would create a file that went missing.
+            file = sqlite3.connect(f"file:{location}?mode=rw", uri=True, timeout=2)
+            try:
+                file.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                file.close()
+
+        try:
+            await asyncio.to_thread(probe)
+        except (sqlite3.Error, BastionError) as exc:
+            return f"{describe(location)}: {getattr(exc, 'reason', exc)}"
+        return None
+
+    async def recorder_worker() -> str | None:
+        lost = recorder.worker_lost if recorder is not None else None
+        return f"the recorder process exited ({lost}); the next session starts a new one" if lost else None
+
+    async def recordings() -> str | None:
+        def probe() -> None:
+            with tempfile.NamedTemporaryFile(dir=config.recordings_dir, prefix=".readyz-"):
+                pass
+
+        try:
+            await asyncio.to_thread(probe)
+        except OSError as exc:
+            return f"{config.recordings_dir} is not writable: {exc.strerror or exc}"
+        return None
+
+    async def listening() -> str | None:
+        return None if state.serving else "the SSH listener is not accepting (starting or draining)"
+
+    checks: dict[str, Check] = {"keys": keys, "state_db": state_db, "listening": listening}
+    if config.recording.enabled:
+        checks |= {"recorder": recorder_worker, "recordings_dir": recordings}
+    return checks
 
 
 def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -> Notify | None:
@@ -177,6 +282,7 @@ def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalSt
         verdict = holder.rules.decide(CommandRequest(identity.user, identity.groups, target.name, login,
                                                      "forward", destination, machine=identity.machine))
         stored = stored_command(destination, state.text_masker)
+        metrics.SCREENING_DECISIONS.labels(action=verdict.action.value, rule=verdict.rule or "").inc()
         state.audit.write(CommandDecision(user=identity.user, target=target.name, kind="forward",
                                           command=stored, action=verdict.action, rule=verdict.rule))
         if verdict.action in (Action.DENY, Action.APPROVE):

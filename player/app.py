@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -28,6 +29,7 @@ from player.replay import Interrupted, SafeScreen, Timeline, clone_screen
 from recorder.asciicast import CastFormatError, load_cast
 from recorder.chain import Verification, verify
 from recorder.index import SessionRow
+from recorder.printable import printable
 from recorder.signing import RecordingVerifier
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -514,7 +516,11 @@ class _Seek(threading.Thread):
 
 
 class BrowserScreen(Screen[None]):
-    BINDINGS = [Binding("q,escape", "app.quit", "quit"), Binding("slash", "filter", "filter")]
+    """The session list. Typing filters it (every printable key goes to the filter); Esc leaves
+    the filter for the list, clears a filter that is set, and only then quits."""
+
+    BINDINGS = [Binding("escape", "back", "clear filter / quit"),
+                Binding("slash", "filter", "filter", show=False)]
 
     def __init__(self, rows: list[SessionRow], opener: Callable[[SessionRow], Recording]) -> None:
         super().__init__()
@@ -523,13 +529,14 @@ class BrowserScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         hint = "filter: words, user:alice target:db-1 marker:upload since:2026-11-01 until:2026-11-30"
-        yield Input(placeholder=hint, id="filter")
+        yield Input(placeholder=hint, id="filter", select_on_focus=False)  # typing on goes on
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("started", "user", "login@target", "duration", "exit", "markers", "state")
+        table.add_columns("started", "user", "login@target", "command", "duration", "exit", "markers",
+                          "state")
         self._fill("")
         table.focus()
 
@@ -543,8 +550,8 @@ class BrowserScreen(Screen[None]):
                 exit_text = row.exit_signal or ("" if row.exit_status is None else str(row.exit_status))
                 badges = " ".join(f"{kind}:{n}" for kind, n in sorted(row.markers.items()))
                 state = row.verification or row.state
-                table.add_row(started, row.user, f"{row.login}@{row.target}", duration, exit_text, badges,
-                              state, key=row.id)
+                table.add_row(started, row.user, f"{row.login}@{row.target}", _command(row), duration,
+                              exit_text, badges, state, key=row.id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._fill(event.value)
@@ -555,6 +562,26 @@ class BrowserScreen(Screen[None]):
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.has_focus:
+            self.query_one(DataTable).focus()  # leave the filter; what it holds still applies
+        elif field.value:
+            field.value = ""
+        else:
+            self.app.exit()
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key typed on the list goes to the filter, as if it had been typed there."""
+        field = self.query_one("#filter", Input)
+        if field.has_focus or not event.is_printable or event.character is None or event.character == "/":
+            return
+        event.stop()
+        event.prevent_default()
+        field.value += event.character
+        field.cursor_position = len(field.value)
+        field.focus()
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         row = next(r for r in self.rows if r.id == event.row_key.value)
         try:
@@ -563,6 +590,13 @@ class BrowserScreen(Screen[None]):
             self.notify(f"cannot open {row.id}: {exc}", severity="error")
             return
         self.app.push_screen(ReplayScreen(recording))
+
+
+def _command(row: SessionRow, width: int = 40) -> Text:
+    """What the session ran: the exec command, the subsystem (sftp), or `(shell)`; shown
+    escaped (it is user input), cut at `width`."""
+    shown = row.command or (f"({row.kind})" if row.kind else "")
+    return Text(printable(shown)[:width], no_wrap=True, overflow="ellipsis")
 
 
 def _day(value: str) -> float | None:

@@ -93,6 +93,7 @@ class SessionRecording:
         self.orphaned = False  # its worker process died while it was live
         self._queued = 0  # event bytes handed over
         self._written = 0  # of which the writer wrote
+        self.behind_since: float | None = None  # monotonic: since when not all handed over is written
         self._batch: list[Event] = []  # events not yet handed to the writer
         self._batch_bytes = 0
         self._handoff_scheduled = False
@@ -122,12 +123,21 @@ class SessionRecording:
         """Pass the events gathered on the event loop to the writer in one message."""
         self._handoff_scheduled = False
         if self._batch and self.error is None:
+            if self.behind_since is None:  # once a batch, not once an event: off the data path
+                self.behind_since = time.monotonic()
             self.recorder._send(Events(self.rid, self._batch, self._batch_bytes))
         self._batch = []
         self._batch_bytes = 0
 
+    @property
+    def backlog(self) -> int:
+        """Event bytes handed over and not yet written."""
+        return self._queued - self._written
+
     def _wrote(self, size: int) -> None:
         self._written += size
+        if self._written >= self._queued:
+            self.behind_since = None
         if self._queued - self._written < BACKLOG_LOW:
             self._unhold()
 
@@ -236,6 +246,19 @@ class Recorder:
         recording.index_row = row
         self._recordings[rid] = recording
         return recording
+
+    def figures(self) -> tuple[int, float]:
+        """Of the live recordings: (event bytes handed over and not yet written, seconds the
+        writer has been behind)."""
+        live = [r for r in self._recordings.values() if r.error is None and r.backlog > 0]
+        since = min((r.behind_since for r in live if r.behind_since is not None), default=None)
+        return sum(r.backlog for r in live), 0.0 if since is None else time.monotonic() - since
+
+    @property
+    def worker_lost(self) -> str | None:
+        """Why the worker process is gone, while it is (the next recording starts a new one)."""
+        worker = self._worker
+        return None if worker is None or worker.alive else worker.lost_reason
 
     def stop(self, timeout: float = 10) -> None:
         """Write what every recording was given; the writer stops once it is on disk."""
@@ -352,6 +375,7 @@ class _WorkerProcess:
 
     def __init__(self, recorder: Recorder, loop: asyncio.AbstractEventLoop) -> None:
         self._recorder, self._loop = recorder, loop
+        self.lost_reason = ""
         self._data, data_child = socket.socketpair()
         self._files, files_child = socket.socketpair()
         with contextlib.suppress(OSError):
@@ -439,6 +463,7 @@ class _WorkerProcess:
     def _lost(self, reason: str) -> None:
         if not self.alive:
             return
+        self.lost_reason = reason
         self._detach()
         self._data.close()
         self._files.close()

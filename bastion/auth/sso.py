@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion import metrics
 from bastion.auth.directory import (
     Directory,
     IssuedCertificate,
@@ -118,6 +119,7 @@ class SSO:
         try:
             identity: ProviderIdentity = await self.cli.identity_from_tokens(tokens, max_age=ID_TOKEN_MAX_AGE)
         except OIDCError as exc:
+            metrics.CERTIFICATES_REFUSED.inc()
             self.audit.write(CertificateRefused(client=client, reason=str(exc)))
             raise SSOError(str(exc)) from None
         ttl = self.config.oidc.certificate_ttl if self.config.oidc else 8 * 3600
@@ -132,8 +134,10 @@ class SSO:
         try:
             user, groups, issued = await self.directory.thread.run(sign_in_and_issue)
         except SSOError as exc:
+            metrics.CERTIFICATES_REFUSED.inc()
             self.audit.write(CertificateRefused(client=client, identity=identity.key, reason=str(exc)))
             raise
+        metrics.CERTIFICATES_ISSUED.labels(kind="login").inc()
         self.audit.write(CertificateIssued(
             user=user,
             identity=identity.key,

@@ -64,7 +64,8 @@ def serve(config_path: Path) -> None:
         raise click.ClickException(f"{config_path}: recordings_dir = {str(config.recordings_dir)!r}: "
                                    f"cannot set up recordings: {exc}") from None
     try:
-        asyncio.run(Bastion(state).serve_forever())
+        # The one line goes to stdout even when the log goes to a file: it says where to connect.
+        asyncio.run(Bastion(state).serve_forever(announce=click.echo))
     except BastionError as exc:
         raise failure(exc) from None
     except OSError as exc:
@@ -157,6 +158,10 @@ sessions_per_user = 100            # jumps to targets one user holds open at onc
 [session]
 env_allow = ["TERM", "LANG", "LC_*"]
 allow_port_forwarding = false     # `ssh -L`/`-W` inside the jump, to what the target reaches
+
+# Prometheus metrics, /healthz and /readyz on a listener of their own (docs/operations.md):
+# [metrics]
+# listen = "127.0.0.1:9122"
 
 # Approval pages, chat notifications and single sign-on (docs/approvals.md, docs/sign-in.md):
 # [web]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bastion import metrics
 from bastion.config import LimitSettings
 from bastion.core.limits import Admission, LimitHit, RefusalTally, StartupGate
 from bastion.state.audit import AuditLog
@@ -32,7 +33,9 @@ class StartupGuard:
         source = str(peer[0]) if peer else "?"
         outcome = self.gate.admit(source)
         if isinstance(outcome, Admission):
+            metrics.CONNECTIONS.labels(result="accepted").inc()
             return outcome
+        metrics.CONNECTIONS.labels(result="refused").inc()
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(REFUSAL_LINE)
         transport.close()

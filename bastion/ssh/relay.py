@@ -9,6 +9,7 @@ when one side's send buffer fills, reading from the other side pauses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion import metrics
 from bastion.core.masker import TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage, StageFailed, Stream
 from recorder.transfers import SessionKind
@@ -158,7 +160,7 @@ class SessionRelay:
             return  # the client left while the gate decided (an approval wait): nobody to tell
         self.end_reason = message
         if self._client is not None:
-            self._client.write_stderr(message.encode() + b"\r\n")
+            self.say(message.encode() + b"\r\n", Stream.STDERR)
             self._client.exit(status)
 
     def client_data(self, data: bytes) -> None:
@@ -294,6 +296,13 @@ class SessionRelay:
         else:
             self._client.write(data)
 
+    def say(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self.to_client(data, stream)
+        try:
+            self.pipeline.bastion_output(data, stream)
+        except StageFailed as exc:
+            self._stage_failed(exc)
+
     def release_output_after(self, stage: SessionStage, data: bytes, stream: Stream) -> None:
         if self._ended:
             return
@@ -342,7 +351,10 @@ class SessionRelay:
             return
         self.end_reason = reason
         if self._client is not None:
-            self._client.write_stderr(reason.encode("utf-8", "replace") + b"\r\n")
+            line = reason.encode("utf-8", "replace") + b"\r\n"
+            self._client.write_stderr(line)
+            with contextlib.suppress(StageFailed):  # the recorder may be what failed
+                self.pipeline.bastion_output(line, Stream.STDERR)
             self._client.exit(status)
         if self._target is not None:
             self._target.close()
@@ -388,6 +400,7 @@ class InnerSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
+        metrics.SESSIONS.labels(kind=self._relay.info.kind.value).inc()
         self._relay.client_started()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:

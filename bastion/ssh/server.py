@@ -8,6 +8,7 @@ allowed, `connect_upstream` for a logged-in target connection. The session's byt
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from bastion import metrics
 from bastion.auth.certificates import login_certificate_refusal
 from bastion.auth.directory import SSOError, certificate_info
 from bastion.auth.machines import Machines
@@ -31,6 +33,7 @@ from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.commands import Caller, OwnCommandSession, caller_role
 from bastion.ssh.limits import StartupGuard
 from bastion.ssh.relay import InnerSession, SessionRelay
+from bastion.ssh.system import SystemdNotifier, raise_open_files_limit
 from bastion.ssh.transport import InnerServerConnection, OuterServerConnection
 from bastion.ssh.upstream import PRINCIPALS_HINT, UpstreamConnection, connect_upstream
 from bastion.stages.pipeline import SessionInfo, SessionPipeline, SessionStage
@@ -50,11 +53,13 @@ from bastion.state.events import (
     JumpRefused,
     LiveSessionUpdateFailed,
     LoginRefused,
+    LogReopenFailed,
     SessionEnded,
     SessionKilled,
     SessionLimitReached,
     SessionRevoked,
     SessionStarted,
+    SSOLoginAbandoned,
     SSOLoginStarted,
     UpstreamConnected,
     UpstreamFailed,
@@ -95,9 +100,14 @@ class Service(Protocol):
     """Something else the bastion runs on its loop (the web service): started before the SSH
     listener, stopped after the sessions."""
 
+    name: str  # what the listening line calls it ("web", "metrics")
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    @property
+    def address(self) -> str: ...
 
 
 @dataclass
@@ -125,6 +135,12 @@ class BastionState:
     registry: Registry | None = None  # the live-session registry in the state database
     approvals: ApprovalStore | None = None  # for the bastion's own `approvals` commands
     live: dict[str, tuple[SessionRelay, InnerServer]] = field(default_factory=dict)  # by session id
+    ended_bytes: tuple[int, int] = (0, 0)  # (in, out) of the sessions that ended, for the metrics
+    serving: bool = False  # the SSH listener accepts (for /readyz)
+
+    def service_addresses(self) -> list[tuple[str, str]]:
+        """(name, address) of the other listeners (web, metrics), once started."""
+        return [(service.name, service.address) for service in self.services]
 
     def sessions_of(self, user: str) -> int:
         """The jumps `user` holds open (what `limits.sessions_per_user` bounds)."""
@@ -146,7 +162,8 @@ class OuterServer(asyncssh.SSHServer):
         self._candidate: Identity | None = None  # who the credential being checked would be
         self._client = "?"
         self._client_version = ""
-        self._device: DeviceAuthorization | None = None
+        self._device: DeviceAuthorization | None = None  # shown to the client, its answer not yet taken
+        self._device_user = ""
         self._jumps: set[Jump] = set()  # this connection's live jumps
         self._names_refused: set[str] = set()
         self._certificate: Any = None  # the login certificate accepted, for `whoami`
@@ -158,6 +175,14 @@ class OuterServer(asyncssh.SSHServer):
         self._state.audit.write(ConnectionOpened(client=self._client))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._device is not None:
+            # The client left with a device code on screen before its answer was taken (it
+            # never sent one, or asyncssh cancelled the task that would have taken it before
+            # that task ran): nobody waits for that sign-in, and the log says so. A wait that
+            # did start reports its own end (SSO.finish_device).
+            self._state.audit.write(SSOLoginAbandoned(user=self._device_user, client=self._client,
+                                                      user_code=self._device.user_code))
+            self._device = None
         if self._conn is not None:
             self._state.connections.discard(self._conn)
             self._state.identities.pop(self._conn, None)
@@ -274,6 +299,7 @@ class OuterServer(asyncssh.SSHServer):
         except OIDCError as exc:
             self._auth_failed(username, "sso", f"identity provider: {exc}")
             return False
+        self._device_user = username
         self._state.audit.write(SSOLoginStarted(client=self._client, user=username,
                                                 user_code=self._device.user_code))
         # No prompts: OpenSSH shows the instruction and waits while the bastion polls.
@@ -304,6 +330,7 @@ class OuterServer(asyncssh.SSHServer):
             self._auth_failed(name, "none", problem)
 
     def _auth_failed(self, username: str, method: str, reason: str) -> None:
+        metrics.AUTHENTICATIONS.labels(method=method, result="failure").inc()
         self._state.audit.write(AuthFailed(client=self._client, user=username, method=method, reason=reason))
 
     def auth_completed(self) -> None:
@@ -319,6 +346,7 @@ class OuterServer(asyncssh.SSHServer):
             self._conn.signed_in()
         if self._conn is not None:
             self._state.identities[self._conn] = self._identity
+        metrics.AUTHENTICATIONS.labels(method=self._identity.method, result="success").inc()
         self._state.audit.write(AuthSucceeded(
             client=self._client,
             user=self._identity.user,
@@ -407,6 +435,7 @@ class Jump:
     client_version: str
     outer: set[Jump] = field(default_factory=set)  # the live jumps of the same outer connection
     channels: int = 0
+    opened: float = field(default_factory=time.monotonic)
 
     def started(self) -> None:
         self.state.jumps.add(self)
@@ -472,6 +501,8 @@ class InnerServer(asyncssh.SSHServer):
             self._banner(f"bastion: {exc.reason}")
             return True
         spec, attempts = self._upstream.spec, self._upstream.attempts
+        metrics.CERTIFICATES_ISSUED.labels(kind="session").inc()
+        metrics.SESSION_SETUP.observe(time.monotonic() - jump.opened)
         audit.write(UpstreamConnected(key_id=spec.key_id, serial=spec.serial, user=user, target=target,
                                       login=username, session=session,
                                       attempts=attempts if attempts > 1 else None))
@@ -567,6 +598,7 @@ class InnerServer(asyncssh.SSHServer):
         if self._killed and not self._relays:
             # A moment for the line to reach the client, then the connections go.
             asyncio.get_running_loop().call_later(1.0, self._close)
+        state.ended_bytes = (state.ended_bytes[0] + relay.bytes_in, state.ended_bytes[1] + relay.bytes_out)
         state.audit.write(SessionEnded(
             session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=info.kind, command=info.command, subsystem=info.subsystem,
@@ -653,12 +685,14 @@ class Bastion:
         )
         for listening in self.state.on_listening:
             await listening()
+        self.state.serving = True
         self.state.audit.write(BastionStarted(
             listen=f"{config.listen_host}:{self.port}", targets=sorted(config.targets),
         ))
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for `grace` seconds; then close what is left."""
+        self.state.serving = False
         if self._server is not None:
             self._server.close()
         self._startup.close()
@@ -746,13 +780,44 @@ class Bastion:
         for hook in self.state.reload_hooks:
             hook()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop with the configured grace period."""
+    def reopen_log(self) -> None:
+        """SIGUSR1 (and SIGHUP): the log file again at its path, for logrotate."""
+        problem = self.state.audit.reopen()
+        if problem is not None:
+            self.state.audit.write(LogReopenFailed(reason=problem))
+
+    def _hangup(self) -> None:
+        self.reopen_log()
+        self.reload()
+
+    def listening_line(self) -> str:
+        """One line for the operator: where it listens, what it serves, where it records."""
+        config = self.state.config
+        host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
+        parts = [f"listening on {host}:{self.port}"]
+        parts += [f"{name} on {address}" for name, address in self.state.service_addresses()]
+        parts.append(f"{len(config.targets)} targets")
+        parts.append(f"recording to {config.recordings_dir}" if config.recording.enabled else "not recording")
+        parts.append(f"log to {config.log_file}" if config.log_file else "log to stderr")
+        return ", ".join(parts)
+
+    async def serve_forever(self, announce: Callable[[str], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop with the configured grace period. Under
+        systemd (Type=notify) it reports READY=1 once listening and STOPPING=1 as the drain
+        starts; `announce` gets the one line saying where it listens."""
+        notifier = SystemdNotifier()
+        self.state.audit.write(raise_open_files_limit())
         await self.start()
+        line = self.listening_line()
+        if announce is not None:
+            announce(line)
+        notifier.notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_log)
         await stop.wait()
+        notifier.notify(f"STOPPING=1\nSTATUS=draining {len(self.state.relays)} sessions")
         await self.stop(self.state.config.grace_period)

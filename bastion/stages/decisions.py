@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bastion import metrics
 from bastion.core.masker import TextMasker
 from bastion.core.rules import Action, CommandRequest, Verdict
 from bastion.core.shellscope import Analysis
@@ -76,6 +77,7 @@ class CommandDecisions:
         masker = self._ctx.masker
         stored = stored_command(command, masker)
         part = stored if verdict.part == command else stored_command(verdict.part, masker)
+        metrics.SCREENING_DECISIONS.labels(action=verdict.action.value, rule=verdict.rule or "").inc()
         self._ctx.audit.write(CommandDecision(
             session=info.session_id, user=info.user, target=info.target,
             login=info.login, kind=kind, command=stored, operation=operation or None,
@@ -154,6 +156,7 @@ class CommandDecisions:
         self._request = None
         who = ", ".join(decided_by(state, decisions))
         io.marker(f"approval-{state}", f"{request.id} by {who}" if who else request.id)
+        metrics.APPROVALS_DECIDED.labels(result=state.value).inc()
         self._ctx.audit.write(APPROVAL_ENDED[state](request=request.id, session=info.session_id,
                                                     by=who or None))
         if state is ApprovalState.APPROVED:
@@ -181,9 +184,9 @@ class CommandDecisions:
         status = (f"bastion: waiting for approval (request {request.id}, expires in {minutes} min)"
                   f"{hint}\r\n").encode()
         if interactive:
-            io.to_client(b"\r\n" + status)
+            io.say(b"\r\n" + status)
         else:
-            io.to_client(status, Stream.STDERR)
+            io.say(status, Stream.STDERR)
         io.marker("approval-requested", f"{request.id} [{verdict.rule}] {stored}")
         self._ctx.audit.write(ApprovalRequested(request=request.id, session=info.session_id, user=info.user,
                                                 target=info.target, command=stored, rule=verdict.rule))
@@ -211,7 +214,7 @@ class CommandDecisions:
             io.marker("approval-notify-failed", f"{request.id}: {'; '.join(failed)}")
             line = (f"bastion: could not notify approvers ({'; '.join(failed)});"
                     f" request {request.id} still waits\r\n").encode()
-            io.to_client(line, Stream.STDOUT if interactive else Stream.STDERR)
+            io.say(line, Stream.STDOUT if interactive else Stream.STDERR)
 
     def cancel(self, reason: str) -> None:
         """End a wait for approval (Ctrl-C): the request is cancelled, the waiter told at once."""
@@ -240,6 +243,7 @@ class CommandDecisions:
         if not store.thread.wait(store.cancel, request):
             return  # decided or expired a moment before: the hold reports that
         self._io.marker("approval-cancelled", f"{request} ({reason})")
+        metrics.APPROVALS_DECIDED.labels(result="cancelled").inc()
         self._ctx.audit.write(ApprovalCancelled(request=request, session=info.session_id,
                                                 user=info.user, reason=reason))
 

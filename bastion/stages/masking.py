@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from bastion import metrics
 from bastion.config import MaskingSettings
 from bastion.core.datastream import StreamKinds
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
@@ -80,6 +81,8 @@ class MaskingStage(SessionStage):
             self._io.release_output_after(self, result.data, stream)
 
     def _report(self, names: list[str], drawn: Sequence[str] = ()) -> None:
+        for name in names:
+            metrics.MASKING_HITS.labels(detector=name, direction="output").inc()
         if self._io is not None:
             for name in names:
                 self._io.marker("masked", name)

@@ -95,6 +95,10 @@ class SessionIO(Protocol):
     def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
         """Send bytes to the user (e.g. a status line, or output released late)."""
 
+    def say(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        """The bastion's own words to the user (denied, waiting for approval, approved): sent,
+        and recorded as the output they were, so the replay shows what the user read."""
+
     def end(self, reason: str) -> None:
         """End the session, telling the user `reason` in one line."""
 
@@ -156,6 +160,9 @@ class SessionStage:
 
     def on_marker(self, kind: str, text: str) -> None:
         """A stage reported something notable (see `SessionIO.marker`)."""
+
+    def on_bastion_output(self, data: bytes, stream: Stream) -> None:
+        """The bastion itself told the user `data` (see `SessionIO.say`)."""
 
     def on_end(self, exit_status: int | None, exit_signal: str | None) -> None:
         """The session is over; release resources. Must not raise."""
@@ -238,6 +245,10 @@ class SessionPipeline:
     def marker(self, kind: str, text: str) -> None:
         for stage in self.stages:
             self._guard(stage, stage.on_marker, kind, text)
+
+    def bastion_output(self, data: bytes, stream: Stream) -> None:
+        for stage in self.stages:
+            self._guard(stage, stage.on_bastion_output, data, stream)
 
     def end(self, exit_status: int | None, exit_signal: str | None) -> None:
         # Last stage first: what a stage reports as it ends (a cancelled approval) still

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from bastion import metrics
 from bastion.config import OnFailure, RecordingSettings
 from bastion.core.datastream import DataTally, StreamKinds
 from bastion.core.hidden import HiddenInput
@@ -218,8 +219,23 @@ class RecordingStage(SessionStage):
     @staticmethod
     def _mask_input(rec: SessionRecording, result: MaskResult) -> bytes:
         for name in result.masked:
+            metrics.MASKING_HITS.labels(detector=name, direction="input").inc()
             rec.marker("masked", f"{name} (input)")
         return result.data
+
+    def on_bastion_output(self, data: bytes, stream: Stream) -> None:
+        """The bastion's own words to the user, recorded as the output they were (not masked:
+        the commands they quote are masked already)."""
+        rec = self._rec
+        if rec is None or rec.error is not None or self._transfer is not None or self._sftp is not None \
+                or self._scp is not None:
+            return  # transfers keep markers only; their refusals are markers already
+        if self._kinds is not None and self._kinds.is_data(stream.name.lower()):
+            return
+        if stream is not self._stream and self._info is not None and not self._info.has_pty:
+            self._stream = stream
+            rec.marker(stream.name.lower())
+        rec.output(data)
 
     def _hidden_input(self, keystrokes: int) -> None:
         if self._rec is not None and self._rec.error is None:
@@ -302,6 +318,7 @@ class RecordingStage(SessionStage):
             result = self._masker.feed(data)
             recorded = result.data
             for name in result.masked:
+                metrics.MASKING_HITS.labels(detector=name, direction="output").inc()
                 rec.marker("masked", name)
         # Keys whose echo this is are recorded first: they came before it.
         self._record_input(rec, self._hidden.output(recorded, time.monotonic()))

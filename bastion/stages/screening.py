@@ -26,6 +26,7 @@ import re
 import time
 from dataclasses import replace
 
+from bastion import metrics
 from bastion.core.hidden import PROMPT
 from bastion.core.keystrokes import PASTE_END, PASTE_START, Key, KeyReader, split_keys
 from bastion.core.linetrack import LITERAL_EDITS, LineTracker, SubmittedLine, literal_keys, replay_keys
@@ -100,6 +101,7 @@ class ScreeningStage(SessionStage):
         self._tracker: LineTracker | None = None
         self._held: bytes | None = None  # a key (and what followed it) awaiting a decision
         self._held_key = b""
+        self._held_at = 0.0  # when the held key came (monotonic), for the metrics
         self._made: CommandDecisions | None = None
         self._awaiting = False  # an approval hold: keys other than Ctrl-C are dropped
         self._dropped = b""  # ... and kept (bounded) for a marker, with their count
@@ -263,6 +265,7 @@ class ScreeningStage(SessionStage):
                 forward += key  # nothing in the line for it to run
                 continue
             self._held, self._held_key = b"".join(keys[index:]), key
+            self._held_at = time.monotonic()
             self._task = asyncio.get_running_loop().create_task(self._decide_line(kind))
             return bytes(forward)
         self._typed(typed)
@@ -314,6 +317,7 @@ class ScreeningStage(SessionStage):
         text = self._with_pending(line.text)
         if verdict.action in (Action.ALLOW, Action.LOG):
             self._release(submitted=kind in (Key.SUBMIT, Key.EDITOR), analysis=analysis, text=text)
+            metrics.ENTER_DECISION.observe(time.monotonic() - self._held_at)
         elif verdict.action is Action.DENY:
             reason = f"bastion: denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
             await self._discard(reason, line=line.text)
@@ -386,7 +390,7 @@ class ScreeningStage(SessionStage):
         if self._io is not None:
             said = (f"denied by rule {verdict.rule!r}: {verdict.message or 'not allowed'}"
                     if verdict.action is Action.DENY else "needs approval, which a program cannot wait for")
-            self._io.to_client(_red(f"bastion: {said} (the program's command {_head(command, 60)!r})"))
+            self._io.say(_red(f"bastion: {said} (the program's command {_head(command, 60)!r})"))
         # The program keeps its command line; its submit key never arrives. What followed it is
         # screened as usual.
         held, key, self._held = self._held or b"", self._held_key, None
@@ -431,7 +435,7 @@ class ScreeningStage(SessionStage):
         held, key = self._held or b"", self._held_key
         self._held = b""  # keys keep queueing until the line is gone
         typeahead, self._typeahead = held[len(key):] + self._typeahead, b""
-        io.to_client(_red(message))
+        io.say(_red(message))
         if tracker is None:
             return
         if not tracker.keys and not line.strip() and not self._pending:
@@ -481,7 +485,7 @@ class ScreeningStage(SessionStage):
             self._awaiting = False
         if approved:
             if self._io is not None:
-                self._io.to_client(f"bastion: {why}\r\n".encode())
+                self._io.say(f"bastion: {why}\r\n".encode())
             self._release(submitted=self._held_key[-1:] in (b"\r", b"\n", b"\x0f"), analysis=analysis,
                           text=command)
         else:

@@ -192,7 +192,7 @@ class SftpGateStage(SessionStage):
         assert self._io is not None
         assert request.id is not None  # INIT, the only request without an id, is never decided
         self._io.to_client(status_packet(request.id, FX_PERMISSION_DENIED, message))
-        self._io.to_client(message.encode("utf-8", "replace") + b"\r\n", Stream.STDERR)
+        self._io.say(message.encode("utf-8", "replace") + b"\r\n", Stream.STDERR)
 
     def _go_on(self, whole: bytes, ends: list[int]) -> None:
         """After a hold: the packets behind it are screened as if they had just come."""

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,14 +26,29 @@ class AuditLog:
     def __init__(self, stream: IO[str] | None = None, path: Path | None = None, *,
                  masker: TextMasker) -> None:
         self._masker = masker
+        self.observers: list[Callable[[LogEvent], None]] = []  # told of every event (the metrics)
+        self.path = path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os_open_append(path)
-            self._stream: IO[str] = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._stream: IO[str] = _open_log(path)
         else:
             self._stream = stream or sys.stderr
 
+    def reopen(self) -> str | None:
+        """Open the log file again at its path (logrotate moved it away): None, or why not (the
+        old file is kept then)."""
+        if self.path is None:
+            return None
+        try:
+            fresh = _open_log(self.path)
+        except OSError as exc:
+            return f"cannot reopen {self.path}: {exc.strerror or exc}"
+        old, self._stream = self._stream, fresh
+        old.close()
+        return None
+
     def write(self, event: LogEvent) -> None:
+        for observer in self.observers:
+            observer(event)
         record: dict[str, Any] = {"ts": round(time.time(), 3), "event": event.name}
         for key, value in event.fields().items():
             if isinstance(value, StoredCommand):
@@ -49,6 +65,11 @@ class AuditLog:
         except (OSError, ValueError):
             # The audit trail failing must not take the process down; stderr is the last resort.
             sys.stderr.write(line + "\n")
+
+
+def _open_log(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(os_open_append(path), "a", encoding="utf-8", buffering=1)
 
 
 def os_open_append(path: Path) -> int:

@@ -610,3 +610,24 @@ class BastionStopping(LogEvent):
 @dataclass(frozen=True, kw_only=True)
 class BastionStopped(LogEvent):
     name = "bastion_stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenFilesLimit(LogEvent):
+    """RLIMIT_NOFILE at start: the soft limit raised to the hard one. Each session holds about
+    FDS_PER_SESSION descriptors, so `sessions` is roughly how many the process can hold."""
+
+    name = "open_files_limit"
+    soft: int
+    hard: int
+    was: int
+    sessions: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogReopenFailed(LogEvent):
+    """SIGUSR1/SIGHUP could not open the log file again; lines go on to the old one."""
+
+    name = "log_reopen_failed"
+    reason: str

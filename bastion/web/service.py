@@ -44,6 +44,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebService:
     """The aiohttp application and its listener; start() and stop() run on the bastion's loop."""
 
+    name = "web"
+
     def __init__(
         self,
         config: BastionConfig,
@@ -121,6 +123,13 @@ class WebService:
     def port(self) -> int:
         assert self._runner is not None
         return int(self._runner.addresses[0][1])
+
+    @property
+    def address(self) -> str:
+        """Where the pages are served (public_url says where users reach them)."""
+        host = self.settings.listen_host
+        scheme = "https" if self.settings.tls_cert else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def stop(self) -> None:
         if self._runner is not None:

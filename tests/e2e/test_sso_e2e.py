@@ -162,6 +162,54 @@ def test_a_client_gone_mid_sign_in_stops_the_wait(world: World) -> None:
     assert abandoned[0]["user"] == "alice"
 
 
+def test_a_client_gone_before_answering_the_device_prompt_is_logged_as_abandoned(world: World) -> None:
+    """The client reads the device code and leaves without sending keyboard-interactive's answer
+    (on a busy machine OpenSSH's answer and its hang-up also arrive together, and the task that
+    would take the answer is cancelled before it runs): the sign-in was still abandoned."""
+    import asyncio
+    import concurrent.futures
+    import contextlib
+
+    async def leave() -> str:
+        shown: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        connections: list[asyncssh.SSHClientConnection] = []
+
+        class Leaving(asyncssh.SSHClient):
+            def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+                connections.append(conn)
+
+            def kbdint_auth_requested(self) -> str:
+                return ""
+
+            async def kbdint_challenge_received(self, name: str, instructions: str, lang: str,
+                                                prompts: list[tuple[str, bool]]) -> list[str]:
+                shown.set_result(instructions)
+                await asyncio.Event().wait()  # never answers
+                return []
+
+        # The connection is not established until sign-in ends, which it never does here.
+        connecting = asyncio.ensure_future(asyncssh.create_connection(
+            Leaving, "127.0.0.1", world.box.port, username="alice", known_hosts=None, client_keys=[],
+            agent_path=None, preferred_auth=["keyboard-interactive"]))
+        try:
+            instructions = await asyncio.wait_for(shown, 30)
+            connections[0].abort()
+        finally:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+        return instructions
+
+    # A thread of its own: the browser's sync API keeps an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        instructions = pool.submit(asyncio.run, leave()).result(timeout=120)
+    code = CODE.search(instructions.encode())
+    assert code is not None
+    abandoned = eventually(lambda: [e for e in world.events("sso_login_abandoned")
+                                    if e["user_code"] == code.group(2).decode()], "sso_login_abandoned")
+    assert abandoned[0]["user"] == "alice"
+
+
 def test_device_sign_in_as_someone_else_is_refused(world: World) -> None:
     # ssh asks for alice; the browser signs in as mallory: the names must match.
     config = world.ssh_config("kbd-mismatch", BatchMode="no", PreferredAuthentications="keyboard-interactive",

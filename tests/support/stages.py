@@ -19,6 +19,9 @@ class Session:
     def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
         self.client.append(data)
 
+    def say(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self.to_client(data, stream)
+
     def end(self, reason: str) -> None:
         raise AssertionError(f"ended: {reason}")
 

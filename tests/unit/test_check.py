@@ -157,3 +157,20 @@ def test_approvals_list_says_when_nothing_is_pending(tmp_path: Path) -> None:
     assert result.output == "no approval requests pending (--all lists recent ones in any state)\n"
     result = CliRunner().invoke(main, ["approvals", "list", "--all", "-c", str(tmp_path / "b.toml")])
     assert result.output == "no approval requests yet\n"
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_bastion_exports() -> None:
+    import json
+    import re
+
+    from bastion import metrics
+
+    dashboard = json.loads((Path(__file__).parents[2] / "contrib" / "grafana" / "bastion.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b((?:bastion|process)_[a-z_]+)", expr)}
+    families = list(metrics.REGISTRY.collect())
+    exported = {s.name for family in families for s in family.samples}
+    exported |= {f"{family.name}_total" for family in families if family.type == "counter"}  # no series yet
+    exported |= {"bastion_sessions_active", "bastion_connections_open", "bastion_session_bytes_total",
+                 "bastion_approvals_pending", "bastion_recorder_backlog_bytes", "bastion_recorder_lag_seconds"}
+    assert used and used <= exported, used - exported

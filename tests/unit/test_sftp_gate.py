@@ -283,6 +283,9 @@ class Session:
     def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
         (self.stderr if stream is Stream.STDERR else self.client).append(bytes(data))
 
+    def say(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self.to_client(data, stream)
+
     def end(self, reason: str) -> None:
         self.ended = reason
 

@@ -288,6 +288,9 @@ class Held:
     def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
         pass
 
+    def say(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self.to_client(data, stream)
+
     def marker(self, kind: str, text: str = "") -> None:
         self.markers.append(kind)
 
