@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 
@@ -100,11 +100,16 @@ class Service(Protocol):
     """Something else the bastion runs on its loop (the web service): started before the SSH
     listener, stopped after the sessions."""
 
-    name: str  # what the listening line calls it ("web", "metrics")
-
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A service with a listener of its own (web, metrics): named in the listening line."""
+
+    name: str
 
     @property
     def address(self) -> str: ...
@@ -140,7 +145,7 @@ class BastionState:
 
     def service_addresses(self) -> list[tuple[str, str]]:
         """(name, address) of the other listeners (web, metrics), once started."""
-        return [(service.name, service.address) for service in self.services]
+        return [(service.name, service.address) for service in self.services if isinstance(service, Listener)]
 
     def sessions_of(self, user: str) -> int:
         """The jumps `user` holds open (what `limits.sessions_per_user` bounds)."""
