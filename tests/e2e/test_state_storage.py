@@ -168,6 +168,41 @@ def test_sign_in_certificates_and_revocation(location: Path | str) -> None:
     assert directory.certificate_allowed("alice", issued.serial, fingerprint) == "certificate revoked"
 
 
+def test_a_machine_token_is_exchanged_once_even_by_racing_instances(location: Path | str) -> None:
+    """A hostile job replaying its token at several instances at once gets one certificate."""
+    import asyncssh
+
+    from bastion.auth.directory import TokenReplayed
+
+    Directory(location)
+    directories = [Directory(location) for _ in range(6)]
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    outcomes: list[object] = []
+
+    def exchange(directory: Directory) -> None:
+        try:
+            outcomes.append(directory.exchange(ca, public(), machine="deploy-web", identity="ci#job-1",
+                                               token="ci#jti:abc", token_expires=time.time() + 300,
+                                               workload={"repository": "acme/web", "run_id": "42"}, ttl=300))
+        except TokenReplayed as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=exchange, args=(directory,)) for directory in directories]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    issued = [o for o in outcomes if not isinstance(o, TokenReplayed)]
+    assert len(outcomes) == 6 and len(issued) == 1, outcomes
+    serial = issued[0].serial  # type: ignore[attr-defined]
+    assert directories[3].machine_grant(serial) == ("deploy-web", {"repository": "acme/web", "run_id": "42"})
+    assert directories[3].machine_grant(serial + 1) is None
+    directories[0].revoke("deploy-web", "admin")
+    with pytest.raises(SSOError, match="revoked"):
+        directories[1].exchange(ca, public(), machine="deploy-web", identity="ci#job-1", token="ci#jti:new",
+                                token_expires=time.time() + 300, workload={}, ttl=300)
+
+
 def test_recordings_index_says_which_instance_wrote(location: Path | str) -> None:
     index = RecordingIndex(location)
     index.session_opened(id="r1", name="r1.cast", user="alice", login="root", target="db-1", started=1.0,
