@@ -24,6 +24,7 @@ from bastion.ssh.server import BastionState
 from bastion.stages.decisions import Notify, ScreeningContext
 from bastion.stages.machinegate import ShellGateStage
 from bastion.stages.masking import MaskingStage
+from bastion.stages.moderation import ModerationStage
 from bastion.stages.pipeline import SessionStage
 from bastion.stages.recording import KeyframeBuilds, RecordingStage
 from bastion.stages.screening import ScreeningStage
@@ -135,7 +136,15 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
         if masking.enabled and masking.sinks is MaskingSinks.BOTH else list
     )
     # The shell gate first: a machine's shell is refused before screening asks anyone.
-    state.stages = lambda: [ShellGateStage(), *masking_stage(), *recording_stage(), *screening()]
+    # Moderation next: its gate waits for a moderator before anything reaches the target.
+    registry = state.registry
+    assert registry is not None
+    moderated = any(target.moderated_by for target in config.targets.values())
+    moderation: Callable[[], list[SessionStage]] = (
+        (lambda: [ModerationStage(registry.moderators, config.targets)]) if moderated else list
+    )
+    state.stages = lambda: [ShellGateStage(), *moderation(), *masking_stage(), *recording_stage(),
+                            *screening()]
     return state
 
 

@@ -124,6 +124,10 @@ class TargetConfig:
     users: frozenset[str] = frozenset()
     host_key: asyncssh.SSHKey | None = None
     host_ca: asyncssh.SSHKey | None = None
+    # A session here waits until a member of one of these groups (or a user named) watches it as
+    # its moderator (`ssh -t bastion join ID`); its input pauses while none does.
+    moderated_by: frozenset[str] = frozenset()
+    moderator_timeout: int = 300  # seconds a session may wait for a moderator (at start or later)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -401,6 +405,9 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
         users=frozenset(table.strings("users")),
         host_key=_public_key(host_key, f"{where}.host_key") if host_key else None,
         host_ca=_public_key(host_ca, f"{where}.host_ca") if host_ca else None,
+        moderated_by=frozenset(table.strings("moderated_by")),
+        moderator_timeout=parse_duration(table.get("moderator_timeout", (int, str), 300),
+                                         where=f"{where}.moderator_timeout"),
     )
     table.finish()
     return target

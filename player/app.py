@@ -176,6 +176,8 @@ class ReplayScreen(Screen[None]):
         if self._follow is not None:
             self.set_interval(FOLLOW_INTERVAL, self._refresh_follow)
             self.position = self.timeline.duration  # following: what the user sees now, kept up with
+            # Drawn once the screen is up: a session with nothing new to show is still shown.
+            self.call_after_refresh(self._redraw)
         self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
         if self.timeline.complete:

@@ -21,6 +21,7 @@ USAGE = (
     "sessions follow ID (ssh -t)",
     "play ID (ssh -t)",
     "review (ssh -t)",
+    "join ID (ssh -t, moderators)",
     "approvals list",
     "approvals show ID",
     "approvals approve ID",
@@ -58,8 +59,8 @@ def parse(line: str | None) -> Command | Refusal:
     head, rest = words[0], words[1:]
     if head in ("whoami", "review"):
         return _no_more(Command(head), rest)
-    if head == "play":
-        return _one_session(Command("play"), rest)
+    if head in ("play", "join"):
+        return _one_session(Command(head), rest)
     if head == "sessions" and rest:
         return _sessions(rest[0], rest[1:])
     if head == "approvals" and rest:

@@ -26,6 +26,8 @@ from bastion.state.audit import AuditLog
 from bastion.state.events import (
     ApprovalDecision,
     ApprovalDecisionRefused,
+    ModeratorJoined,
+    ModeratorLeft,
     OwnCommand,
     OwnCommandRefused,
     SessionKillRequested,
@@ -182,6 +184,8 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
             if not self._pty:
                 raise Refused(f"{command.name} is a terminal UI: use ssh -t bastion {self._line}")
             argv, report = await viewer_argv(state, caller, command)
+            if command.name == "join":
+                await self._join(command)
         except Refused as exc:
             self._refused(self._line or "", str(exc))
             self._write(f"bastion: {exc}\n", stderr=True)
@@ -193,7 +197,24 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
         except OSError as exc:
             self._write(f"bastion: cannot start the terminal UI: {exc.strerror or exc}\n", stderr=True)
             status = 1
+        finally:
+            if command.name == "join":
+                await self._leave(command)
         self._exit(0 if status == 0 else 1)
+
+    async def _join(self, command: Command) -> None:
+        """Moderate: the session's instance sees this user watching (and lets it run)."""
+        registry, me = _registry(self._state), self._caller.identity.user
+        assert command.target is not None
+        if not await registry.thread.run(registry.store.join, command.target, me):
+            raise Refused(f"join: session {command.target} is not live")
+        self._state.audit.write(ModeratorJoined(session=command.target, by=me))
+
+    async def _leave(self, command: Command) -> None:
+        registry, me = _registry(self._state), self._caller.identity.user
+        assert command.target is not None
+        await registry.thread.run(registry.store.leave, command.target, me)
+        self._state.audit.write(ModeratorLeft(session=command.target, by=me))
 
 
 Argv = Callable[[int | None], list[str]]
@@ -221,18 +242,38 @@ async def viewer_argv(state: BastionState, caller: Caller,
 
         return review, opened
     assert command.target is not None
+    if command.name == "join":
+        await _may_moderate(state, caller, command.target)
     row = await asyncio.to_thread(_index_row, config.recordings_dir, command.target, config.state_url)
     if row is None or not row.location:
         raise Refused(f"no recording of session {command.target}")
     if not may_watch(caller.role, me, row.user):
         raise Refused(f"{command.name}: you may not watch {row.user}'s session {row.id} "
                       f"(reviewers: {_names(config.access.reviewers)})")
-    follow = command.name == "sessions follow"
+    follow = command.name in ("sessions follow", "join")
     live = row.state == "live"
-    state.audit.write(SessionViewed(by=me, session=row.id, owner=row.user, how="follow" if follow else "play",
-                                    live=live))
+    how = "moderate" if command.name == "join" else "follow" if follow else "play"
+    state.audit.write(SessionViewed(by=me, session=row.id, owner=row.user, how=how, live=live))
     play = [*base, "play", "-c", str(config.path), *(["--follow"] if follow else []), row.id]
     return (lambda fd: play), None
+
+
+async def _may_moderate(state: BastionState, caller: Caller, session: str) -> None:
+    """Refused unless `session` is live, moderated, and the caller is one of its moderators and
+    not its requester."""
+    registry = _registry(state)
+    live = await registry.thread.run(registry.store.get, session)
+    if live is None:
+        raise Refused(f"join: session {session} is not live")
+    target = state.config.targets.get(live.target)
+    moderators = target.moderated_by if target is not None else frozenset()
+    me = caller.identity
+    if not moderators:
+        raise Refused(f"join: sessions to {live.target} are not moderated (use sessions follow)")
+    if live.user == me.user:
+        raise Refused("join: nobody moderates their own session")
+    if not (me.groups | {me.user}) & moderators:
+        raise Refused(f"join: only {_names(moderators)} moderate sessions to {live.target}")
 
 
 async def _viewed_in_review(state: BastionState, caller: Caller, session: str) -> None:
@@ -261,7 +302,7 @@ def _index_row(recordings: Path, session: str, state_url: str | None = None) -> 
         index.close()
 
 
-VIEWERS = ("review", "play", "sessions follow")
+VIEWERS = ("review", "play", "sessions follow", "join")
 
 
 def caller_role(state: BastionState, identity: Identity) -> Role:
@@ -306,7 +347,11 @@ async def sessions_kill(state: BastionState, caller: Caller, command: Command) -
     registry = _registry(state)
     assert command.target is not None
     if not may_kill(caller.role):
-        raise Refused(f"sessions kill: only admins ({_names(state.config.access.admins)}) may end sessions")
+        try:
+            await _may_moderate(state, caller, command.target)  # a session's moderator may end it
+        except Refused:
+            raise Refused(f"sessions kill: only admins ({_names(state.config.access.admins)}) and a"
+                          " moderated session's moderators may end sessions") from None
     reason = command.options.get("reason") or "no reason given"
     by = caller.identity.user
     live = await registry.thread.run(registry.store.request_kill, command.target, by, reason)

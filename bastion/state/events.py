@@ -337,6 +337,20 @@ class SessionViewed(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModeratorJoined(LogEvent):
+    name = "moderator_joined"
+    session: str
+    by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModeratorLeft(LogEvent):
+    name = "moderator_left"
+    session: str
+    by: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class OwnCommandRefused(LogEvent):
     """A shell, an unknown command, a subsystem or a command the user's role does not allow."""
 

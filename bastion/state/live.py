@@ -66,7 +66,15 @@ def _postgres(statements: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(s.replace(" REAL", " DOUBLE PRECISION") for s in statements)
 
 
-MIGRATIONS = Migrations("live_sessions", sqlite=((*_V1,), _columns), postgres=(_postgres(_V1), _columns))
+# Who moderates a moderated session now (`ssh -t bastion join ID`), read by its instance.
+_V3 = ("""CREATE TABLE IF NOT EXISTS session_moderators (
+    session TEXT NOT NULL,
+    moderator TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (session, moderator)
+)""",)
+MIGRATIONS = Migrations("live_sessions", sqlite=((*_V1,), _columns, _V3),
+                        postgres=(_postgres(_V1), _columns, _postgres(_V3)))
 FIELDS = ('session, "user", target, login, kind, command, client, started, last_activity, bytes_in,'
           " bytes_out, instance, recording")
 
@@ -143,6 +151,7 @@ class LiveSessions:
     def ended(self, session: str) -> None:
         self.db.execute("DELETE FROM live_sessions WHERE session = ?", (session,))
         self.db.execute("DELETE FROM session_kills WHERE session = ?", (session,))
+        self.db.execute("DELETE FROM session_moderators WHERE session = ?", (session,))
 
     def kills_for(self, instance: str) -> list[KillRequest]:
         """Kill requests not yet carried out for sessions this instance serves."""
@@ -164,16 +173,18 @@ class LiveSessions:
                 "DELETE FROM live_sessions WHERE NOT EXISTS"
                 " (SELECT 1 FROM instances i WHERE i.id = live_sessions.instance AND i.expires > ?)",
                 (time.time(),)).rowcount
-            self.db.execute("DELETE FROM session_kills WHERE session NOT IN"
-                            " (SELECT session FROM live_sessions)")
+            for table in ("session_kills", "session_moderators"):
+                self.db.execute(f"DELETE FROM {table} WHERE session NOT IN"  # noqa: S608
+                                " (SELECT session FROM live_sessions)")
         return removed
 
     def clear_instance(self, instance: str) -> int:
         """A clean stop: the instance's own rows go (its sessions were ended)."""
         with self.db.transaction():
             removed = self.db.execute("DELETE FROM live_sessions WHERE instance = ?", (instance,)).rowcount
-            self.db.execute("DELETE FROM session_kills WHERE session NOT IN"
-                            " (SELECT session FROM live_sessions)")
+            for table in ("session_kills", "session_moderators"):
+                self.db.execute(f"DELETE FROM {table} WHERE session NOT IN"  # noqa: S608
+                                " (SELECT session FROM live_sessions)")
         return removed
 
     # -- anyone ------------------------------------------------------------------------------------
@@ -206,6 +217,25 @@ class LiveSessions:
                                 (session, by, reason, time.time()))
         return live
 
+    # -- moderators: who watches a moderated session now ------------------------------------------
+
+    def join(self, session: str, user: str) -> bool:
+        """`user` watches `session` as its moderator from now on; False if it is not live."""
+        with self.db.transaction():
+            live = self.get(session) is not None
+            if live:
+                self.db.execute("INSERT INTO session_moderators (session, moderator, since) VALUES (?,?,?)"
+                                " ON CONFLICT (session, moderator) DO UPDATE SET since = excluded.since",
+                                (session, user, time.time()))
+        return live
+
+    def leave(self, session: str, user: str) -> None:
+        self.db.execute("DELETE FROM session_moderators WHERE session = ? AND moderator = ?", (session, user))
+
+    def moderators(self, session: str) -> tuple[str, ...]:
+        return tuple(r[0] for r in self.db.execute(
+            "SELECT moderator FROM session_moderators WHERE session = ? ORDER BY since", (session,)))
+
     def close(self) -> None:
         self.db.close()
 
@@ -236,6 +266,9 @@ class Registry:
     def activity(self, updates: list[tuple[str, float, int, int]]) -> None:
         if updates:
             self._later(updates[0][0], self.store.activity, updates)
+
+    async def moderators(self, session: str) -> tuple[str, ...]:
+        return await self.thread.run(self.store.moderators, session)
 
     async def kills(self) -> list[KillRequest]:
         return await self.thread.run(self.store.kills_for, self.instance)

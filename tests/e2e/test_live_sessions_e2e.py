@@ -32,6 +32,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sandbox.add_user("sue", ["sec"])
     sandbox.add_user("olga", ["oncall"])
     sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    sandbox.add_target("vault-1", logins=[LOGIN], groups=["ops"], moderated_by=["sec"],
+                       moderator_timeout="10m")
     for user in ("alice", "bob", "sue", "olga"):
         sandbox.write_ssh_config(user)
     sandbox.start_bastion()
@@ -237,3 +239,56 @@ def test_review_over_ssh_lists_what_the_user_may_see_and_logs_each_replay(box: S
               if e["event"] == "session_viewed"]
     assert ("alice", None, "alice", "review") in viewed and ("sue", None, None, "review") in viewed
     assert ("sue", ended["bob"], "bob", "review") in viewed
+
+
+# -- moderated sessions ----------------------------------------------------------------------------------
+
+
+def test_a_moderated_session_waits_for_a_moderator_and_pauses_without_one(box: Sandbox) -> None:
+    shell = TmuxPane(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", "-t",
+                      f"{LOGIN}@vault-1"])
+    moderator: TmuxPane | None = None
+    try:
+        shell.wait_for("waiting for a moderator from sec (session ")
+        session = live_one(box, lambda s: s["target"] == "vault-1", "the waiting session")
+        assert f"ssh -t bastion join {session['id']}" in shell.screen().replace("\n", "")  # a wrapped line
+        for user, refusal in (("alice", "nobody moderates their own session"),
+                              ("bob", "only sec moderate sessions to vault-1")):
+            refused = subprocess.run(["ssh", "-F", str(box.directory / f"ssh_config-{user}"), "-tt", "bastion",
+                                      "join", session["id"]], capture_output=True, text=True, timeout=60,
+                                     check=False)
+            assert refused.returncode == 1 and refusal in refused.stderr, refused
+        moderator = own_pane(box, "sue", "join", session["id"])
+        shell.wait_for("moderator sue is watching")
+        ready(shell)
+        shell.type("echo moderated-$((6*7))")
+        shell.send("Enter")
+        shell.wait_for("moderated-42")
+        moderator.wait_for("moderated-42")
+        moderator.type("q")  # the moderator leaves: input pauses
+        moderator.wait_for("ssh exited 0")
+        shell.wait_for("your input is paused until one returns")
+        shell.type("echo paused-$((2*3))")
+        shell.send("Enter")
+        moderator.close()
+        moderator = own_pane(box, "sue", "join", session["id"])
+        screen = shell.wait_for("paused-6\n")
+        assert screen.rindex("moderator sue is watching") < screen.index("paused-6\n")
+        killed = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-sue"), "bastion", "sessions", "kill",
+                                 session["id"], "--reason", "done here"], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert killed.returncode == 0, killed.stderr  # a moderator may end the session (sue is no admin)
+        shell.wait_for("bastion: session ended by sue: done here")
+    finally:
+        shell.close()
+        if moderator is not None:
+            moderator.close()
+    events = [(e["event"], e.get("by")) for e in box.events() if e.get("session") == session["id"]
+              and e["event"] in ("moderator_joined", "moderator_left", "session_killed")]
+    assert events == [("moderator_joined", "sue"), ("moderator_left", "sue"), ("moderator_joined", "sue"),
+                      ("session_killed", "sue")] or events[:3] == [("moderator_joined", "sue"),
+                                                                   ("moderator_left", "sue"),
+                                                                   ("moderator_joined", "sue")]
+    cast = load_cast(recording_for(box, lambda e: e["session"] == session["id"]).read_bytes())
+    markers = [e.data for e in cast.events if e.code == "m"]
+    assert "moderator-joined: sue" in markers and "moderator-left: sue" in markers

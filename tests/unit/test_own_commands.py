@@ -23,6 +23,7 @@ SESSION = "0123456789abcdef"
      Command("sessions kill", target=SESSION, options={"reason": "quoted reason"})),
     ("approvals list", Command("approvals list")),
     ("review", Command("review")),
+    (f"join {SESSION}", Command("join", target=SESSION)),
     (f"play {SESSION}", Command("play", target=SESSION)),
     (f"sessions follow {SESSION}.3", Command("sessions follow", target=f"{SESSION}.3")),
     ("approvals approve 7f3a1b", Command("approvals approve", target="7F3A1B")),
@@ -68,6 +69,7 @@ def test_our_commands_are_read(line: str, command: Command) -> None:
     (f"play -c /tmp/evil.toml {SESSION}", "play: give one session id (see sessions list)"),
     (f"sessions follow {SESSION.upper()}", "sessions follow: give one session id (see sessions list)"),
     ("review --only-user bob", "review takes no argument '--only-user'"),
+    ("join", "join: give one session id (see sessions list)"),
 ])
 def test_anything_else_is_refused_with_the_list_of_commands(line: str | None, reason: str) -> None:
     refusal = parse(line)
