@@ -142,6 +142,23 @@ def test_live_sessions_belong_to_their_instance(location: Path | str) -> None:
     assert cli.list() == []
 
 
+def test_moderators_of_a_live_session(location: Path | str) -> None:
+    Instances(location, "a", lease=60).register()
+    entry = LiveSession(session="s1", user="alice", target="vault-1", login="root", kind="shell", command=None,
+                        client="127.0.0.1:5000", started=100.0, last_activity=100.0, bytes_in=0, bytes_out=0,
+                        instance="a", recording="s1")
+    live, moderator = LiveSessions(location), LiveSessions(location)
+    assert not moderator.join("s1", "sue")  # not live: nothing to moderate
+    live.started(entry)
+    assert moderator.join("s1", "sue") and moderator.join("s1", "sue")  # joining twice is one moderator
+    assert moderator.join("s1", "olga")
+    assert live.moderators("s1") == ("sue", "olga")
+    moderator.leave("s1", "sue")
+    assert live.moderators("s1") == ("olga",)
+    live.ended("s1")
+    assert live.moderators("s1") == ()
+
+
 def test_sign_in_certificates_and_revocation(location: Path | str) -> None:
     import asyncssh
 
@@ -248,7 +265,7 @@ def test_migrations_are_applied_once_and_kept(location: Path | str) -> None:
     assert versions == {"instances": 1, "directory": 2, "approvals": 3}
     LiveSessions(location)
     versions = dict(StateDatabase.open(location).execute("SELECT component, version FROM schema_versions"))
-    assert versions["live_sessions"] == 2
+    assert versions["live_sessions"] == 3
 
 
 def test_an_old_sqlite_file_is_brought_up_to_date(tmp_path: Path) -> None:
