@@ -20,6 +20,8 @@ marker ("hidden input, N keystrokes"); its Enter is still recorded.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 
 from bastion.core.terminal import ALT_SCREEN, ESC_SEQUENCE, ESCAPES
@@ -73,6 +75,10 @@ class HiddenInput:
         self._typed = bytearray()  # its printable keys, which should come back as echo
         self._echo = bytearray()  # visible output since its first key (its echo, if any)
         self._ended: float | None = None  # when the pending line's Enter came (it waits for echo)
+        self._at_enter = 0  # how much of `_echo` had come when the Enter was typed
+        self._key_times: list[float] = []  # when each of `_typed` was typed
+        self._credited = 0  # keys of the line whose echo came (and gave a latency sample)
+        self._latencies: deque[float] = deque(maxlen=32)  # how long echo took, recent keys
         self._later = bytearray()  # keys typed after that Enter, behind the decision
 
     @property
@@ -105,9 +111,41 @@ class HiddenInput:
         if room > 0:  # bulk output while keys wait costs a slice, not a pass over every chunk
             part = data[: min(room * 4, line_break if line_break >= 0 else len(data))]
             self._echo += (ESCAPES.sub(b"", part) if b"\x1b" in part else part)[:room]
-        if echoed(self._typed, self._echo) == len(self._typed):
+        if self._ended is None:
+            self._sample_latency(now)
+        if self._came_back() == len(self._typed):
             return self._decide(now) if self._ended is not None else self._release()
         return self._decide(now) if line_break >= 0 else b""
+
+    def _sample_latency(self, now: float) -> None:
+        """Keys whose echo just came: how long it took (the link's echo latency)."""
+        came = echoed(self._typed, self._echo)
+        for index in range(self._credited, min(came, len(self._key_times))):
+            self._latencies.append(now - self._key_times[index])
+        self._credited = max(self._credited, came)
+
+    def _in_flight(self) -> int:
+        """Of the keys typed before the Enter, the first whose echo could still be on its way
+        when the Enter came (0 while no echo latency is known: any)."""
+        if not self._latencies or self._ended is None:
+            return 0
+        window = 4 * min(max(self._latencies), ECHO_GRACE) + 0.1
+        return bisect_left(self._key_times, self._ended - window)
+
+    def _came_back(self) -> int:
+        """How many of the pending keys came back as echo. Echo comes as each key arrives
+        (with output between keys: a shell redrawing its line, a right prompt), or, for keys
+        whose echo had not come by the Enter (a paste, a slow link), right after it and in a
+        row: output after the Enter that only holds the letters scattered (`read -s b; echo
+        no-prompt-done`) is the program's answer, not their echo."""
+        typed, echo = self._typed, self._echo
+        if self._ended is None or self._at_enter >= len(echo):
+            return echoed(typed, echo)
+        before = echoed(typed, echo[: self._at_enter])
+        # Keys typed well before the Enter (by the echo latency seen so far) had their chance:
+        # what comes after the Enter cannot be their echo.
+        late = len(typed) - self._in_flight()
+        return max(before, min(_in_order(typed, echo, 2, replaced=True), before + late))
 
     def input(self, data: bytes, now: float) -> bytes:
         """Take the user's keys; returns what may be recorded now."""
@@ -121,9 +159,12 @@ class HiddenInput:
         end = ENDS_LINE.search(data)
         line = data if end is None else data[: end.start()]
         self._pending += line
-        self._typed += NOT_PRINTABLE.sub(b"", KEY_ESCAPE.sub(b"", line) if b"\x1b" in line else line)
+        printable = NOT_PRINTABLE.sub(b"", KEY_ESCAPE.sub(b"", line) if b"\x1b" in line else line)
+        self._typed += printable
+        self._key_times += [now] * len(printable)
         if end is not None:
             self._ended = now
+            self._at_enter = len(self._echo)
             self._later += data[end.start():]
         if echoed(self._typed, self._echo) == len(self._typed):
             return self._decide(now)  # nothing (more) to wait for: arrows, Ctrl keys, an empty line
@@ -157,11 +198,13 @@ class HiddenInput:
         released = bytes(self._pending)
         self._pending.clear()
         self._typed.clear()
+        self._key_times.clear()
+        self._credited = 0
         self._echo.clear()
         return released
 
     def _decide(self, now: float) -> bytes:
-        typed, came_back, keys = len(self._typed), echoed(self._typed, self._echo), len(self._pending)
+        typed, came_back, keys = len(self._typed), self._came_back(), len(self._pending)
         released = self._release()
         if came_back * 2 < typed:  # most of it never came back: typed where it is not shown
             self._on_hidden(keys)

@@ -150,3 +150,50 @@ def test_recorded_keys_keep_their_order_and_nothing_is_invented(chunks: list[byt
         at = typed.find(bytes([byte]), at) + 1
         assert at > 0
     assert len(k.recorded) + sum(k.hidden) == len(typed)
+
+
+def _typed_without_echo(k: Keys, password: bytes) -> None:
+    for key in password:  # key by key, as typed: no echo comes between them
+        k.type(bytes([key]))
+        k.wait(0.15)
+    k.type(b"\r")
+
+
+def test_output_after_enter_holding_the_keys_letters_is_not_their_echo() -> None:
+    """`read -s b; echo no-prompt-done`: the answer's letters hold the password's in order.
+    Echo comes as each key arrives, or right after the Enter for a pasted line; output that
+    only holds the letters scattered is not it."""
+    for password, answer in ((b"nodone", b"no-prompt-done\r\n$ "), (b"Nets", b"# Network services, Internet style\r\n"),
+                             (b"tcp", b"tcpmux\t\t1/tcp\t\t\t\t# TCP port service multiplexer\r\n")):
+        k = Keys()
+        k.show(b"$ ")
+        for key in b"read -s b":  # the command, typed and echoed: the link's echo latency
+            k.type(bytes([key]))
+            k.wait(0.01)
+            k.show(bytes([key]))
+        k.type(b"\r")
+        k.show(b"\r\n")
+        _typed_without_echo(k, password)
+        k.show(answer)
+        k.wait(ECHO_GRACE)
+        assert password not in k.recorded and k.hidden == [len(password)], (password, k.recorded)
+        assert k.recorded == b"read -s b\r\r"
+
+
+def test_a_pasted_line_echoed_after_its_enter_is_recorded() -> None:
+    k = Keys()
+    k.show(b"$ ")
+    k.type(b"echo pasted\r")
+    k.show(b"echo pasted\r\npasted\r\n$ ")
+    assert k.recorded == b"echo pasted\r" and k.hidden == []
+
+
+def test_a_slow_links_echo_finishing_after_enter_is_recorded() -> None:
+    k = Keys()
+    k.show(b"$ ")
+    for key in b"uptime":
+        k.type(bytes([key]))
+    k.show(b"upt")  # the echo of the first keys came while typing
+    k.type(b"\r")
+    k.show(b"ime\r\n 12:00:00 up 1 day\r\n$ ")
+    assert k.recorded == b"uptime\r" and k.hidden == []
