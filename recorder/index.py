@@ -121,12 +121,10 @@ class _Database:
     def __init__(self, location: Path | str) -> None:
         self.postgres = is_url(location)
         self._lock = threading.RLock()
+        self._url = str(location)
+        self._pg: Any = None  # connected at the first call, and again after the server went away
+        self._sqlite: sqlite3.Connection | None = None
         if self.postgres:
-            import psycopg
-
-            self._pg: Any = psycopg.connect(str(location), autocommit=True, connect_timeout=5,
-                                            application_name="bastion-recorder")
-            self._sqlite: sqlite3.Connection | None = None
             return
         path = Path(location)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -140,12 +138,15 @@ class _Database:
         if self._sqlite is not None:
             return self._sqlite.execute(sql, tuple(params))
         with self._lock:
-            if self._pg.closed:  # the server restarted: connect again
-                import psycopg
+            return self._connection().execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
 
-                self._pg = psycopg.connect(self._pg.info.dsn, autocommit=True, connect_timeout=5,
-                                           application_name="bastion-recorder")
-            return self._pg.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+    def _connection(self) -> Any:
+        if self._pg is None or self._pg.closed:
+            import psycopg
+
+            self._pg = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
+                                       application_name="bastion-recorder")
+        return self._pg
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -156,7 +157,7 @@ class _Database:
             finally:
                 self._sqlite.execute("COMMIT")
             return
-        with self._lock, self._pg.transaction():
+        with self._lock, self._connection().transaction():
             self.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             yield
 
@@ -212,7 +213,7 @@ class _Database:
     def close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()
-        else:
+        elif self._pg is not None:
             self._pg.close()
 
 
@@ -224,20 +225,31 @@ class RecordingIndex:
     """`location`: the SQLite file, or the PostgreSQL URL the bastion's state lives at.
     `path` is what a worker process is given to open the same index."""
 
-    def __init__(self, location: Path | str) -> None:
+    def __init__(self, location: Path | str, *, wait_for_database: bool = False) -> None:
+        """`wait_for_database`: a PostgreSQL index out of reach now is reached (and its schema
+        checked) at the first call instead; that call fails while it stays out of reach."""
         self.path = location
         self.db = _Database(location)
-        self.db.migrate()
+        self._checked = False
+        if not (wait_for_database and self.db.postgres):
+            self._schema()
+
+    def _schema(self) -> None:
+        if not self._checked:
+            self.db.migrate()
+            self._checked = True
 
     def close(self) -> None:
         self.db.close()
 
     def session_opened(self, **fields: Any) -> None:
+        self._schema()
         names = _quoted(list(fields))
         marks = ", ".join("?" for _ in fields)
         self.db.execute(f"INSERT INTO sessions ({names}) VALUES ({marks})", tuple(fields.values()))  # noqa: S608
 
     def session_updated(self, session_id: str, **fields: Any) -> None:
+        self._schema()
         if "markers" in fields:
             fields["markers"] = json.dumps(fields["markers"], sort_keys=True)
         sets = ", ".join(f'"{name}" = ?' for name in fields)
@@ -280,9 +292,11 @@ class RecordingIndex:
         return list(self._select("started < ? AND state != 'live'", [cutoff], limit=1_000_000))
 
     def delete(self, session_id: str) -> None:
+        self._schema()
         self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     def _select(self, where: str, args: list[Any], limit: int = 1000) -> Iterator[SessionRow]:
+        self._schema()
         query = f"SELECT {_quoted(COLUMNS)} FROM sessions WHERE {where} ORDER BY started DESC LIMIT ?"  # noqa: S608
         for row in self.db.execute(query, (*args, limit)):
             values = dict(zip(COLUMNS, row, strict=True))

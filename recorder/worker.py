@@ -287,7 +287,8 @@ def worker(data: socket.socket, files: socket.socket) -> None:
     if not isinstance(start, Start):
         raise SystemExit("recorder worker: expected a start message")
     key = RecordingKey.from_raw(bytes.fromhex(start.key))
-    index = RecordingIndex(start.index if is_url(start.index) else Path(start.index)) if start.index else None
+    index = (RecordingIndex(start.index if is_url(start.index) else Path(start.index), wait_for_database=True)
+             if start.index else None)
     core = WriterCore(key, index, checkpoint_interval=start.checkpoint_interval, reply=send)
     run(core, receive, start.flush_interval)
 
