@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from joserfc import jwt
@@ -215,6 +216,9 @@ class Machines:
         """How to reach and trust the bastion: its address and the known_hosts lines."""
         config = self.config
         host = config.names[0] if config.names else config.listen_host
+        if not config.names and host in ("0.0.0.0", "::") and config.web is not None:  # noqa: S104 - compared, not bound
+            # Listening everywhere: jobs reach it by the name they reached the web service by.
+            host = urlsplit(config.web.public_url).hostname or host
         hosts = [host if config.listen_port == 22 else f"[{host}]:{config.listen_port}"]
         return {
             "bastion": {"host": host, "port": config.listen_port},

@@ -340,3 +340,17 @@ approvers = ["deployers"]
     without = parse_config({"users": {"alice": {"groups": ["deployers"]}}})
     said = [str(f) for f in findings(without, rules_from(text), pinned=lambda _: True, resolved={})]
     assert any("'machines-never-delete'" in line and "none is configured" in line for line in said), said
+
+
+def test_jobs_are_told_the_name_to_reach_the_bastion_by(tmp_path: Path, directory: Directory) -> None:
+    from bastion.auth.machines import Machines
+    from bastion.state.keys import KeyStore
+
+    keys = KeyStore(tmp_path / "keys").load()
+    everywhere = {"listen": "0.0.0.0:2222", "web": {"public_url": "https://bastion.example.com"}}
+    settings = Machines(config(entry(), **everywhere), keys, directory, cast(Any, None)).client_settings()
+    assert settings["bastion"] == {"host": "bastion.example.com", "port": 2222}
+    assert settings["known_hosts"][0].startswith("[bastion.example.com]:2222 ")
+    named = Machines(config(entry(), **everywhere, names=["ssh.example.com"]), keys, directory,
+                     cast(Any, None)).client_settings()
+    assert named["bastion"]["host"] == "ssh.example.com"
