@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import copy
 import functools
+import inspect
 import itertools
 from collections import defaultdict
 from collections.abc import Callable
@@ -47,6 +48,33 @@ class SafeScreen(pyte.Screen):
 
     def set_icon_name(self, param: str) -> None:
         return
+
+
+def _tolerant(name: str) -> None:
+    """A recorded `CSI 1;1 A`, `CSI 1;1;1 H` or `CSI ? 4 m` replays as a terminal draws it:
+    pyte hands its handlers every parameter it parsed, and private sequences as `private=True`,
+    and most handlers refuse them, which stopped the replay of any session that printed one."""
+    handler = getattr(pyte.Screen, name)
+    parameters = list(inspect.signature(handler).parameters.values())[1:]
+    takes_private = any(p.name == "private" or p.kind is p.VAR_KEYWORD for p in parameters)
+    limit = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else sum(
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "private" for p in parameters)
+
+    def accepting(self: pyte.Screen, *args: int, private: bool = False) -> None:
+        if private and not takes_private:
+            return
+        if limit is not None:
+            args = args[:limit]
+        if private:
+            handler(self, *args, private=True)
+        else:
+            handler(self, *args)
+
+    setattr(SafeScreen, name, accepting)
+
+
+for _name in set(pyte.Stream.csi.values()):
+    _tolerant(_name)
 
 
 def clone_screen(screen: SafeScreen) -> SafeScreen:

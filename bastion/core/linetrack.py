@@ -43,26 +43,35 @@ EDIT_QUIET = 1.0  # output this long after the last key, once the keys had echoe
 
 
 class TrackedScreen(pyte.Screen):
-    """A pyte screen that ignores private CSI sequences its handlers do not know (`CSI ? 4 m`,
-    `CSI ? 5 A`): pyte passes them `private=True`, which most handlers do not accept, and an
-    exception here would end an honest session."""
+    """A pyte screen that takes every CSI sequence a terminal takes. pyte passes a handler all
+    the parameters it parsed (`CSI 1;1 A`, `CSI 1;1;1 H`) and private ones as `private=True`
+    (`CSI ? 4 m`), which most handlers do not accept; a terminal ignores the extra parameters
+    and the private sequences it does not know, and an exception here would end an honest
+    session."""
 
 
-def _ignoring_private(name: str) -> None:
+def _tolerant(name: str) -> None:
     handler = getattr(pyte.Screen, name)
-    parameters = inspect.signature(handler).parameters
-    if "private" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return
+    parameters = list(inspect.signature(handler).parameters.values())[1:]
+    takes_private = any(p.name == "private" or p.kind is p.VAR_KEYWORD for p in parameters)
+    limit = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else sum(
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "private" for p in parameters)
 
     def accepting(self: pyte.Screen, *args: int, private: bool = False) -> None:
-        if not private:
+        if private and not takes_private:
+            return
+        if limit is not None:
+            args = args[:limit]
+        if private:
+            handler(self, *args, private=True)
+        else:
             handler(self, *args)
 
     setattr(TrackedScreen, name, accepting)
 
 
 for _name in set(pyte.Stream.csi.values()):
-    _ignoring_private(_name)
+    _tolerant(_name)
 
 
 MAX_SIDE = 1000  # a client may claim any window size; the emulator's cost grows with it
