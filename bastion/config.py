@@ -211,6 +211,74 @@ class AccessSettings:
     admins: frozenset[str] = frozenset()  # and kill any session (admins are reviewers too)
 
 
+# What the bastion offers by default: OpenSSH 9.x's set minus its legacy fallbacks (NIST-curve
+# and 1024/2048-bit exchanges, SHA-1, encrypt-and-MAC MACs, ssh-rsa/ssh-dss signatures).
+# Post-quantum hybrid exchange first; curve25519 and the 4096/8192-bit groups stay as classical
+# fallbacks for clients without it (PuTTY, Dropbear, paramiko, OpenSSH before 9.9).
+# sntrup761x25519-sha512 is not offered: asyncssh does not implement it.
+DEFAULT_KEX = (
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+)
+# The client's order decides on the hops where users' clients connect; the bastion's on the hop
+# to targets (see UPSTREAM_CIPHERS and docs/performance.md for the figures behind the order).
+DEFAULT_CIPHERS = (
+    "chacha20-poly1305@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+UPSTREAM_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+DEFAULT_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "umac-128-etm@openssh.com")
+# server-sig-algs: what the bastion says it verifies for users' keys.
+DEFAULT_SIGNATURES = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+@dataclass(frozen=True)
+class AlgorithmSettings:
+    """[algorithms]: the lists offered where users' clients connect (the bastion's port and the
+    inner connection inside each jump) and on the hop to targets (`upstream_*`), in order."""
+
+    kex: tuple[str, ...] = DEFAULT_KEX
+    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
+    macs: tuple[str, ...] = DEFAULT_MACS
+    signatures: tuple[str, ...] = DEFAULT_SIGNATURES
+    upstream_kex: tuple[str, ...] = DEFAULT_KEX
+    upstream_ciphers: tuple[str, ...] = UPSTREAM_CIPHERS
+    upstream_macs: tuple[str, ...] = DEFAULT_MACS
+
+    def server_options(self) -> dict[str, list[str]]:
+        """asyncssh's connection options for the bastion as a server."""
+        return {"kex_algs": list(self.kex), "encryption_algs": list(self.ciphers),
+                "mac_algs": list(self.macs), "signature_algs": list(self.signatures),
+                "compression_algs": ["none"]}
+
+    def client_options(self) -> dict[str, list[str]]:
+        """asyncssh's connection options for the bastion as the client of a target."""
+        return {"kex_algs": list(self.upstream_kex), "encryption_algs": list(self.upstream_ciphers),
+                "mac_algs": list(self.upstream_macs), "compression_algs": ["none"]}
+
+
 @dataclass(frozen=True)
 class CertificateSettings:
     ttl: int = 120
@@ -279,6 +347,7 @@ class BastionConfig:
     login_timeout: int = 60
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    algorithms: AlgorithmSettings = field(default_factory=AlgorithmSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
@@ -492,6 +561,43 @@ def _limits(table: _Table) -> LimitSettings:
     if settings.unauthenticated and settings.unauthenticated_per_source > settings.unauthenticated:
         raise ConfigError(f"{table.where} unauthenticated_per_source: must not be more than "
                           f"unauthenticated ({settings.unauthenticated})")
+    return settings
+
+
+def _algorithm_names(table: _Table, key: str, supported: list[bytes],
+                     default: tuple[str, ...]) -> tuple[str, ...]:
+    if key not in table.data:
+        table.seen.add(key)
+        return default
+    names = table.strings(key)
+    if not names:
+        raise ConfigError(f"{table.where} {key}: must list at least one algorithm")
+    known = {name.decode("ascii") for name in supported}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"{table.where} {key}: not supported: {', '.join(unknown)} "
+                          f"(supported: {', '.join(sorted(known))})")
+    return names
+
+
+def _algorithms(table: _Table) -> AlgorithmSettings:
+    from asyncssh.encryption import get_encryption_algs
+    from asyncssh.kex import get_kex_algs
+    from asyncssh.mac import get_mac_algs
+    from asyncssh.public_key import get_public_key_algs
+
+    d = AlgorithmSettings()
+    kex, ciphers, macs = get_kex_algs(), get_encryption_algs(), get_mac_algs()
+    settings = AlgorithmSettings(
+        kex=_algorithm_names(table, "kex", kex, d.kex),
+        ciphers=_algorithm_names(table, "ciphers", ciphers, d.ciphers),
+        macs=_algorithm_names(table, "macs", macs, d.macs),
+        signatures=_algorithm_names(table, "signatures", get_public_key_algs(), d.signatures),
+        upstream_kex=_algorithm_names(table, "upstream_kex", kex, d.upstream_kex),
+        upstream_ciphers=_algorithm_names(table, "upstream_ciphers", ciphers, d.upstream_ciphers),
+        upstream_macs=_algorithm_names(table, "upstream_macs", macs, d.upstream_macs),
+    )
+    table.finish()
     return settings
 
 
@@ -768,6 +874,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         ),
         certificates=certificates,
         limits=limits,
+        algorithms=_algorithms(_Table(top.get("algorithms", dict, {}), f"{where}: [algorithms]")),
         access=access,
         session=session,
         recording=recording,

@@ -74,6 +74,12 @@ Host *
     return config
 
 
+def with_ciphers(config: Path, ciphers: str | None) -> None:
+    """The client's cipher choice, for every hop (the configs end inside `Host *`)."""
+    if ciphers:
+        config.write_text(config.read_text() + f"    Ciphers {ciphers}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=500, help="bulk transfer size in MB")
@@ -83,6 +89,10 @@ def main() -> None:
     parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text",
                         help="what the target sends: log lines, random bytes (a compressed archive), zeros")
     parser.add_argument("--rules", action="store_true", help="the bastions screen commands (demo rules)")
+    parser.add_argument("--ciphers", help="the ssh client's Ciphers on every hop it makes, both paths "
+                        "(e.g. aes128-gcm@openssh.com; default: OpenSSH's own order, chacha20 first)")
+    parser.add_argument("--upstream-ciphers", help="the bastions' [algorithms] upstream_ciphers, comma-"
+                        "separated (the hop where the bastion is the client; default: the config's)")
     args = parser.parse_args()
     login = getpass.getuser()
 
@@ -91,6 +101,8 @@ def main() -> None:
         if args.rules:
             (Path(tmp) / "rules.toml").write_text(DEMO_RULES)
             extra["rules_file"] = str(Path(tmp) / "rules.toml")
+        if args.upstream_ciphers:
+            extra["algorithms"] = {"upstream_ciphers": args.upstream_ciphers.split(",")}
         sandbox = Sandbox(Path(tmp), extra=extra)
         alice_key = sandbox.add_user("alice", ["ops"])
         alice_pub = alice_key.with_name(alice_key.name + ".pub").read_text()
@@ -99,6 +111,8 @@ def main() -> None:
                              extra_config=["AllowTcpForwarding yes"]).start()
         bastion_cfg = sandbox.write_ssh_config("alice")
         openssh_cfg = openssh_jump_config(sandbox, jump, login)
+        for cfg in (bastion_cfg, openssh_cfg):
+            with_ciphers(cfg, args.ciphers)
         sandbox.start_bastion()
         variants = {
             "unrecorded": {"recording": {"enabled": False}, "masking": {"enabled": False}},
@@ -114,6 +128,7 @@ def main() -> None:
                           extra={"keys_dir": str(Path(tmp) / "hostkeys"), **settings, **extra})
             shutil.copy(alice_key, box.key_path("alice"))
             box_cfg = box.write_ssh_config("alice")
+            with_ciphers(box_cfg, args.ciphers)
             box.start_bastion()
             extra_boxes.append(box)
             paths[name] = ["ssh", "-F", str(box_cfg), "-J", "bastion", f"{login}@db-1"]
@@ -145,7 +160,8 @@ def main() -> None:
 
     o, b, u, m = results["openssh"], results["bastion"], results["unrecorded"], results["unmasked"]
     print(f"bulk MB/s ({args.mb} MB of {args.payload}, best of {args.repeat}"
-          f"{', screening on' if args.rules else ''}):")
+          f"{', screening on' if args.rules else ''}; client ciphers {args.ciphers or 'default'}, "
+          f"upstream ciphers {args.upstream_ciphers or 'default'}):")
     print(f"  openssh jump {o['bulk']:7.1f}")
     print(f"  bastion, recording and masking   {b['bulk']:7.1f}  ratio {b['bulk'] / o['bulk']:.2f}x")
     print(f"  bastion, recording, no masking   {m['bulk']:7.1f}  ratio {m['bulk'] / o['bulk']:.2f}x")

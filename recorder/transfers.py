@@ -170,7 +170,10 @@ class ScpTransferParser:
 
     def __init__(self, command: str, emit: Emit) -> None:
         self._emit = emit
-        words = shlex.split(command) if command else []
+        try:
+            words = shlex.split(command) if command else []
+        except ValueError:  # the command is the user's: an unclosed quote reads as plain words
+            words = command.split()
         self.upload = "-t" in words  # the target receives
         self.folder = words[-1] if words else ""
         self._line = bytearray()

@@ -69,25 +69,6 @@ from bastion.state.live import KillRequest, LiveSession, Registry
 from recorder.printable import printable
 from recorder.transfers import SessionKind
 
-# OpenSSH clients decide the cipher on hops where they are the client; we accept what they
-# offer (chacha20 included), minus SHA-1 and CBC. Strict kex (Terrapin) is on in asyncssh.
-SERVER_ALGORITHMS: dict[str, list[str]] = {
-    "encryption_algs": [
-        "aes128-gcm@openssh.com",
-        "aes256-gcm@openssh.com",
-        "chacha20-poly1305@openssh.com",
-        "aes128-ctr",
-        "aes192-ctr",
-        "aes256-ctr",
-    ],
-    "mac_algs": [
-        "hmac-sha2-256-etm@openssh.com",
-        "hmac-sha2-512-etm@openssh.com",
-        "hmac-sha2-256",
-        "hmac-sha2-512",
-    ],
-    "compression_algs": ["none"],
-}
 SUBSYSTEMS = frozenset({"sftp"})
 # Upstream retries stop this long before the inner login times out: the user still reads why.
 LOGIN_MARGIN = 5.0
@@ -422,7 +403,7 @@ class OuterServer(asyncssh.SSHServer):
             login_timeout=state.config.login_timeout,
             keepalive_interval=0,
             config=None,
-            **SERVER_ALGORITHMS,
+            **state.config.algorithms.server_options(),
         )
         return InnerServerConnection(asyncio.get_running_loop(), options)
 
@@ -497,6 +478,7 @@ class InnerServer(asyncssh.SSHServer):
                 session_id=jump.session_id, keys=jump.state.keys,
                 settings=jump.state.config.certificates,
                 port_forwarding=jump.state.config.session.allow_port_forwarding,
+                algorithms=jump.state.config.algorithms,
                 retry_for=self._login_deadline - asyncio.get_running_loop().time() - LOGIN_MARGIN,
             )
         except BastionError as exc:
@@ -680,7 +662,7 @@ class Bastion:
             login_timeout=config.login_timeout,
             encoding=None,
             config=None,
-            **SERVER_ALGORITHMS,
+            **config.algorithms.server_options(),
         )
         self._server = await loop.create_server(
             lambda: OuterServerConnection(loop, options, self._startup.admit),

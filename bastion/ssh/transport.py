@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_OPEN, MSG_IGNORE, MSG_USERAUTH_REQUEST
+from asyncssh.constants import MSG_CHANNEL_OPEN, MSG_IGNORE, MSG_KEXINIT, MSG_USERAUTH_REQUEST
 from asyncssh.packet import SSHPacket
 
 from bastion.core.limits import Admission
@@ -118,13 +118,33 @@ def _userauth_with_name_check(conn: SSHConnection, pkttype: int, pktid: int,
     return SSHConnection._process_userauth_request(conn, pkttype, pktid, packet)
 
 
+async def _kexinit_with_rfc_guess(conn: SSHConnection, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    """asyncssh's KEXINIT, then RFC 4253's rule for a client's guessed key exchange packet
+    (first_kex_packet_follows): the guess is wrong, and the packet ignored, when the two sides'
+    *first* key exchange or host key algorithms differ. asyncssh only compares the negotiated
+    exchange with the client's first, so a client that follows the RFC (Dropbear) and sends its
+    exchange again after a wrong guess met "Key exchange not in progress"."""
+    fields = SSHPacket(packet.get_remaining_payload())  # read ahead; `packet` stays unread
+    fields.get_bytes(16)  # cookie
+    peer_kex, peer_host_keys = fields.get_namelist(), fields.get_namelist()
+    for _ in range(8):  # ciphers, MACs, compression (each way), languages
+        fields.get_namelist()
+    follows = fields.get_boolean()
+    await SSHConnection._process_kexinit(conn, pkttype, pktid, packet)
+    ours_kex, ours_host_keys = conn._kex_algs, conn._server_host_key_algs
+    if follows and conn._kex is not None and ours_kex and ours_host_keys and peer_kex and peer_host_keys:
+        wrong = peer_kex[0] != ours_kex[0] or peer_host_keys[0] != ours_host_keys[0]
+        conn._ignore_first_kex = conn._ignore_first_kex or wrong
+
+
 class _PacketSizeFloor(SSHConnection):
     """Mixin for the server connections: channels with a tiny maximum packet size are refused,
-    and user names that are refused before any login decision are reported to the owner."""
+    user names that are refused before any login decision are reported to the owner, and a
+    client's wrongly guessed key exchange packet is ignored as RFC 4253 says."""
 
     # asyncssh dispatches packets through this class-level table.
     _packet_handlers = {**SSHConnection._packet_handlers, MSG_CHANNEL_OPEN: _open_with_floor,
-                        MSG_USERAUTH_REQUEST: _userauth_with_name_check}
+                        MSG_USERAUTH_REQUEST: _userauth_with_name_check, MSG_KEXINIT: _kexinit_with_rfc_guess}
 
 
 class CoalescingTransport(asyncio.Transport):

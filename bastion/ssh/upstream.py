@@ -12,25 +12,12 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from bastion.config import CertificateSettings, TargetConfig
+from bastion.config import AlgorithmSettings, CertificateSettings, TargetConfig
 from bastion.core.certs import SessionCertificateSpec, mint_session_certificate, session_certificate_spec
 from bastion.errors import TargetHostKeyError, TargetUnreachable, UpstreamAuthError
 from bastion.ssh.transport import FairTCPConnector
 from bastion.state.keys import KeyStore
 
-# The bastion is the client on this hop, so its preferences decide: AES-GCM is several times
-# faster than chacha20-poly1305 in asyncssh. No SHA-1, no CBC, no compression.
-UPSTREAM_ALGORITHMS: dict[str, list[str]] = {
-    "encryption_algs": [
-        "aes128-gcm@openssh.com",
-        "aes256-gcm@openssh.com",
-        "chacha20-poly1305@openssh.com",
-        "aes128-ctr",
-        "aes256-ctr",
-    ],
-    "mac_algs": ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"],
-    "compression_algs": ["none"],
-}
 CONNECT_TIMEOUT = 10.0
 # A burst of sessions can trip the target sshd's own MaxStartups, which drops the connections
 # over it (reset, or closed before the SSH handshake): those are retried with backoff for as
@@ -101,6 +88,7 @@ async def connect_upstream(
     keys: KeyStore,
     settings: CertificateSettings,
     port_forwarding: bool = False,
+    algorithms: AlgorithmSettings = AlgorithmSettings(),  # noqa: B008 - frozen, shared on purpose
     retry_for: float = 0.0,
 ) -> UpstreamConnection:
     """Mint a certificate for `login` and log into `target` with it; fail closed on any doubt.
@@ -121,7 +109,7 @@ async def connect_upstream(
         try:
             return await _log_in(target=target, login=login, user=user, session_id=session_id,
                                  known_hosts=(host_keys, host_cas, []), user_ca=keys.user_ca,
-                                 settings=settings, port_forwarding=port_forwarding,
+                                 settings=settings, port_forwarding=port_forwarding, algorithms=algorithms,
                                  connect_timeout=timeout, attempt=attempt)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise TargetHostKeyError(
@@ -150,6 +138,7 @@ async def _log_in(
     user_ca: asyncssh.SSHKey,
     settings: CertificateSettings,
     port_forwarding: bool,
+    algorithms: AlgorithmSettings,
     connect_timeout: float,
     attempt: int,
 ) -> UpstreamConnection:
@@ -179,7 +168,7 @@ async def _log_in(
         preferred_auth=["publickey"],
         tunnel=FairTCPConnector(local_addr),
         connect_timeout=connect_timeout,
-        **UPSTREAM_ALGORITHMS,
+        **algorithms.client_options(),
     )
     return UpstreamConnection(conn=conn, target=target, login=login, spec=spec, attempts=attempt)
 
