@@ -114,6 +114,7 @@ def card_ok(candidate: bytes, *, luhn: bool = True) -> bool:
     return not luhn or luhn_ok(digits)
 
 
+RUN_OF_DIGITS = re.compile(rb"[0-9 -]*")
 MASKED_THEN_TOKEN = re.compile(r"\*{4,}([A-Za-z0-9_+/.=-]+)")
 CARD_LAYOUTS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4], [4, 4, 4, 4, 2])
 CARD_RUN = re.compile(rb"[0-9](?:[ -]?[0-9])*")
@@ -505,6 +506,9 @@ class SecretMasker:
         self._run: _Run | None = None
         self._card_digits = any(d.name == "card-number" for d in self.detectors)
         self._view: ScreenView | None = None
+        # Masked at a pause as a possible card number: (start, end) counted back from the end
+        # of the context.
+        self._starred: tuple[int, int] | None = None
 
     @property
     def holding(self) -> bool:
@@ -630,6 +634,8 @@ class SecretMasker:
             self._run = None
         local = [(max(b, offset) - offset, min(e, hold) - offset) for b, e in spans if e > offset]
         released = projection.masked(cut, [(b, e) for b, e in local if b < vis_hold])
+        if self._starred is not None and not final:
+            released = self._unstar(text, offset, vis_hold, spans) + released
         self._held = buf[cut:]
         self._context = (context + visible[max(0, vis_hold - CONTEXT):vis_hold])[-CONTEXT:]
         # A secret held back is found again with the next chunk: it is named when released.
@@ -789,7 +795,39 @@ class SecretMasker:
         if self._card_digits:
             begin = _card_in_progress(text, window_start)
             if begin >= 0:  # to the last digit: a separator after it is not part of a card
-                spans.append((max(begin, start), len(text.rstrip(b" -"))))
+                end = len(text.rstrip(b" -"))
+                spans.append((max(begin, start), end))
+                # Remembered (from the end of what is released now) to draw back what turns
+                # out not to be a card, once the run of digits ends.
+                first = max(begin, start)
+                if self._starred is not None:
+                    first = min(first, start - self._starred[0])
+                self._starred = (len(text) - first, len(text) - end)
+                return
+        self._starred = None
+
+    def _unstar(self, text: bytes, offset: int, vis_hold: int, spans: list[tuple[int, int]]) -> bytes:
+        """Digits masked when output paused, as a card number that may still be written, that
+        turn out not to be one (the run of digits ended): drawn again as they are. Only on a
+        pty, when the cursor is still right after them on their row (backspaces go back)."""
+        assert self._starred is not None
+        first, last = offset - self._starred[0], offset - self._starred[1]
+        run_end = RUN_OF_DIGITS.match(text, last).end()  # type: ignore[union-attr]
+        if run_end >= offset + vis_hold:
+            if vis_hold:
+                self._starred = None  # something else went out: no longer right before the cursor
+            return b""  # the run goes on, held: decided when it ends
+        self._starred = None
+        if first < 0 or self._view is None:
+            return b""
+        covered = {i for b, e in [*spans, *card_spans(text)] for i in range(max(b, first), min(e, last))}
+        shown = [i for i in range(first, last) if i not in covered]
+        view = self._view
+        back = offset - shown[0] if shown else 0
+        if not shown or view.wrap_pending or view.insert or view.x < back or not text[first:offset].isascii():
+            return b""
+        redrawn = bytes(42 if i in covered else text[i] for i in range(shown[0], offset))
+        return b"\b" * back + redrawn
 
     def _quoted_value_start(self, text: bytes) -> int:
         """Where an unclosed quoted value after a password-like key starts (len(text): none)."""

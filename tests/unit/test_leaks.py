@@ -119,3 +119,10 @@ def test_cards_followed_by_digits_without_a_pause_are_not_over_masked() -> None:
 
     result = leaks.tally(leaks.cards_then_digits(), masker, at_once)
     assert result.trials > 0 and result.over_masks == 0, "\n".join(result.examples)
+
+
+def test_cards_followed_by_digits_on_a_pty_are_not_over_masked_whatever_the_pause() -> None:
+    """A pause inside the digits after a card masks them as a card that may go on; once the
+    run ends and they are not one, they are drawn again."""
+    result = leaks.tally(leaks.cards_then_digits(), on_screen)
+    assert result.trials > 0 and (result.leaks, result.over_masks) == (0, 0), "\n".join(result.examples)

@@ -100,3 +100,24 @@ def test_plain_output_after_a_move_back_is_read_on_the_row() -> None:
     # Backspaces in one chunk, the text that completes the secret in the next (no moves in it).
     display, _ = drawn(f"id={FIRST}~~~~~~~~~~".encode() + b"\x08" * 10, f"{SECOND} end\r\n".encode())
     assert SECOND not in display[0]
+
+
+def test_a_long_number_typed_key_by_key_shows_again_once_it_ends() -> None:
+    # Each key's echo comes after a pause: from the seventh digit on, a card number may be
+    # being typed, so the echo is masked; at the Enter the run ends, it is none, it comes back.
+    masker = pty_masker()
+    chunks = [b"$ ", *(bytes([c]) for c in b"sleep 3000000"), b"\r\n"]
+    display, out = drawn(*chunks, masker=masker)
+    assert display[0].rstrip() == "$ sleep 3000000"
+    assert b"*" in out  # it was masked on the way
+
+
+def test_a_card_number_typed_key_by_key_never_shows_past_its_sixth_digit() -> None:
+    masker = pty_masker()
+    screen = pyte.Screen(80, 24)
+    stream = pyte.ByteStream(screen)
+    for key in (b"$ ", *(bytes([c]) for c in CARD.encode()), b"\r\n"):
+        stream.feed(masker.feed(key).data + masker.flush(pause=True).data)
+        assert CARD[6:12] not in screen.display[0]
+    line = screen.display[0]
+    assert line.startswith("$ ") and not any(c.isdigit() for c in line[8:18]) and line[2:18].count("*") >= 10
