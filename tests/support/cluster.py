@@ -104,6 +104,7 @@ class Cluster:
         need("ssh", "sshd")
         self.directory = directory
         self.state_url = state_url
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         (directory / "rules.toml").write_text(RULES)
         self.box = Sandbox(directory, extra={"rules_file": "rules.toml", "state_db": state_url,
                                              "state": {"lease": lease}})
