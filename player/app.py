@@ -518,10 +518,11 @@ class _Seek(threading.Thread):
 
 
 class BrowserScreen(Screen[None]):
-    """The session list. Typing filters it (every printable key goes to the filter); Esc leaves
-    the filter for the list, clears a filter that is set, and only then quits."""
+    """The session list. Typing filters it (every printable key goes to the filter, but `q` on
+    the list while no filter is set, which quits); Esc leaves the filter for the list, clears a
+    filter that is set, and only then quits."""
 
-    BINDINGS = [Binding("escape", "back", "clear filter / quit"),
+    BINDINGS = [Binding("escape", "back", "clear filter / quit"), Binding("q", "app.quit", "quit"),
                 Binding("slash", "filter", "filter", show=False)]
 
     def __init__(self, rows: list[SessionRow], opener: Callable[[SessionRow], Recording]) -> None:
@@ -578,6 +579,8 @@ class BrowserScreen(Screen[None]):
         field = self.query_one("#filter", Input)
         if field.has_focus or not event.is_printable or event.character is None or event.character == "/":
             return
+        if event.character == "q" and not field.value:
+            return  # the binding quits, as everywhere in the player; a filter starting with q starts with /
         event.stop()
         event.prevent_default()
         field.value += event.character

@@ -26,14 +26,23 @@ async def test_typing_on_the_list_filters_and_escape_backs_out_one_step_at_a_tim
         table = app.screen.query_one(DataTable)
         field = app.screen.query_one("#filter", Input)
         assert table.has_focus and table.row_count == 3
-        await pilot.press(*"quinn")  # "q" types, it does not quit
-        assert field.value == "quinn" and field.has_focus
-        assert table.row_count == 1
-        await pilot.press("escape")  # leaves the filter; it still applies
-        assert table.has_focus and field.value == "quinn" and table.row_count == 1
+        await pilot.press(*"in")  # typed on the list: it filters
+        assert field.value == "in" and field.has_focus
+        assert table.row_count == 1  # quinn
+        await pilot.press("escape", *"q")  # a q on the list with a filter set types
+        assert field.value == "inq" and field.has_focus and table.row_count == 0
+        await pilot.press("backspace", "escape")  # leaves the filter; it still applies
+        assert table.has_focus and field.value == "in" and table.row_count == 1
         await pilot.press("escape")  # clears it
         assert field.value == "" and table.row_count == 3 and app.is_running
         await pilot.press("escape")  # and only now quits
+        assert not app.is_running
+
+
+async def test_q_quits_the_list_while_no_filter_is_set() -> None:
+    app = PlayerApp(BrowserScreen(ROWS, lambda r: None))  # type: ignore[arg-type, return-value]
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.press("q")
         assert not app.is_running
 
 
