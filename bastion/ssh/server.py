@@ -69,6 +69,7 @@ from bastion.state.live import KillRequest, LiveSession, Registry
 from recorder.printable import printable
 from recorder.transfers import SessionKind
 
+MAX_HOST_NAME = 255  # longest destination a refusal repeats (to the client and in the audit log)
 SUBSYSTEMS = frozenset({"sftp"})
 # Upstream retries stop this long before the inner login times out: the user still reads why.
 LOGIN_MARGIN = 5.0
@@ -362,6 +363,8 @@ class OuterServer(asyncssh.SSHServer):
         assert self._identity is not None
         state, identity = self._state, self._identity
         target = state.config.find_target(dest_host, dest_port)
+        if len(dest_host) > MAX_HOST_NAME:  # DNS names end at 253: repeat no flood back, nor log it
+            dest_host = f"{dest_host[:MAX_HOST_NAME]}... ({len(dest_host)} characters)"
         if target is None:
             reason = f"{dest_host}:{dest_port} is not a configured target"
         else:
