@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bastion import __version__
+from bastion.cli import instances as instances_cli
 from bastion.cli import login as login_cli
 from bastion.cli import machines as machines_cli
 from bastion.cli import recordings as recordings_cli
@@ -355,6 +356,7 @@ recordings_cli.register(main, config_option, _load)
 screening_cli.register(main, config_option, _load)
 login_cli.register(main, config_option, _load)
 sessions_cli.register(main, config_option, _load)
+instances_cli.register(main, config_option, _load)
 machines_cli.register(main, config_option, _load)
 player_cli.register(main, _load)
 

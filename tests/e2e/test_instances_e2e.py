@@ -101,6 +101,19 @@ def test_users_revoke_on_one_instance_ends_the_session_on_the_other(cluster: Clu
         proc.kill()
 
 
+def test_a_reload_announced_once_reaches_every_instance(cluster: Cluster) -> None:
+    listed = cluster.instances[0].cli("instances", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert all(f"pid {i.process.pid} " in listed.stdout for i in cluster.instances if i.process)
+    before = {i.name: len(i.events("rules_reloaded")) for i in cluster.instances}
+    announced = cluster.instances[1].cli("instances", "reload")
+    assert announced.returncode == 0, announced.stderr
+    assert "reload announced to 2 live instances" in announced.stdout
+    for instance in cluster.instances:
+        eventually(lambda instance=instance: len(instance.events("rules_reloaded")) > before[instance.name],
+                   f"instance {instance.name} reloaded")
+
+
 def _state_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
     """What an instance's start could have changed (leaves out what heartbeats renew)."""
     db = StateDatabase.open(url)
