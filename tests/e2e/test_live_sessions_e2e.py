@@ -219,22 +219,21 @@ def test_review_over_ssh_lists_what_the_user_may_see_and_logs_each_replay(box: S
         recording_for(box, lambda e, session=session: e["session"] == session)
     mine = own_pane(box, "alice", "review")
     try:
-        screen = mine.wait_for("login@target")
+        screen = mine.wait_for("reviewed-alice")
         assert "alice" in screen and " bob " not in screen
-        mine.send("q")
+        mine.send("Escape")  # the list has the focus and no filter: Esc quits
         mine.wait_for("ssh exited 0")
     finally:
         mine.close()
     everyone = own_pane(box, "sue", "review")
     try:
-        everyone.wait_for("login@target")
-        everyone.send("Enter")  # the newest session first: bob's
+        everyone.wait_for("reviewed-bob")
+        everyone.send("Enter")  # the list has the focus, newest first: replay bob's
         everyone.wait_for(f"session {ended['bob']}")
-        everyone.send("q")
-        everyone.send("q")
-        everyone.wait_for("ssh exited 0")
     finally:
-        everyone.close()
+        everyone.close()  # the terminal closing ends the UI
+    eventually(lambda: not subprocess.run(["pgrep", "-f", f"bastion review -c {box.config_path}"],
+                                          capture_output=True, check=False).stdout, "no browser left running")
     viewed = [(e["by"], e.get("session"), e.get("owner"), e["how"]) for e in box.events()
               if e["event"] == "session_viewed"]
     assert ("alice", None, "alice", "review") in viewed and ("sue", None, None, "review") in viewed
