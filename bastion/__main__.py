@@ -1,3 +1,3 @@
-from bastion.cli.main import main
+from bastion.cli.entry import main
 
 main()

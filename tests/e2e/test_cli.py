@@ -158,3 +158,22 @@ def test_check_prints_what_serving_will_do(tmp_path: Path) -> None:
     assert any(line.startswith("  target db-1 -> localhost:2222 (") and "127.0.0.1" in line for line in said)
     assert "  warning: target db-1: no pinned host key (host_key, host_ca or `bastion targets scan db-1`); " \
            "sessions to it will fail" in said
+
+
+def test_the_reviewers_commands_start_without_the_rest_of_the_cli(tmp_path: Path) -> None:
+    """`play` and `review` skip the SSH, web and sign-in stacks (half the time to a first frame)."""
+    probe = ("import sys\nsys.argv = ['bastion', 'play', '--help']\nfrom bastion.cli.entry import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('aiohttp', 'asyncssh', 'bastion.cli.main') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Replay REF" in result.stdout and result.stdout.strip().endswith("[]")
+    config = tmp_path / "bastion.toml"
+    config.write_text('[targets.db-1]\nadress = "x"\n')
+    for command in ("play", "review"):
+        broken = bastion(command, "-c", str(config), *(["some-id"] if command == "play" else []))
+        assert broken.returncode == 1 and broken.stderr.startswith(f"Error: {config}: "), broken.stderr
+    cast = tmp_path / "x.cast"
+    cast.write_bytes(b"not a recording\n")
+    bad = bastion("play", str(cast))
+    assert bad.returncode == 1 and "x.cast: line 1: not JSON" in bad.stderr, bad.stderr
