@@ -93,7 +93,7 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
             instance=instance,
         )
         record_only = masking if masking.enabled and masking.sinks is MaskingSinks.RECORDING else None
-        keyframes = KeyframeBuilds(root, root / "index.db")  # long sessions: the player's keyframes ahead
+        keyframes = KeyframeBuilds(root, index.path)  # long sessions: the player's keyframes ahead
         recording_stage = lambda: [  # noqa: E731
             RecordingStage(recorder, settings, audit, text_masker=text_masker,
                            masker=record_only.make_masker() if record_only else None,

@@ -23,6 +23,7 @@ from player.replay import Keyframe, SafeScreen
 
 MAGIC = b"bastion-keyframes 2\n"
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
+INDEX_VARIABLE = "BASTION_RECORDINGS_INDEX"
 
 
 def _char(char: Char) -> list[Any]:
@@ -186,10 +187,12 @@ def cache_for(recording: Path, recordings_dir: Path | None) -> KeyframeCache:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m player.keyframes RECORDING CACHE_DIR [INDEX SESSION]`: build and cache every
-    keyframe of a recording. The player runs it, niced, on a recording's first open; the bastion
-    runs it after a long session, with the index and the session id: it then waits for the
-    recorder to have closed the recording (the cache names the file's final size)."""
+    """`python -m player.keyframes RECORDING CACHE_DIR [SESSION]`: build and cache every keyframe
+    of a recording. The player runs it, niced, on a recording's first open; the bastion runs it
+    after a long session, with the session id and the index's location in the environment
+    (`BASTION_RECORDINGS_INDEX`: a PostgreSQL URL holds a password, which argv would show to
+    every user): it then waits for the recorder to have closed the recording (the cache names
+    the file's final size)."""
     import sys
     import time
 
@@ -198,16 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     from recorder.index import RecordingIndex
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 4):
-        print("usage: python -m player.keyframes RECORDING CACHE_DIR [INDEX SESSION]", file=sys.stderr)
+    location = os.environ.get(INDEX_VARIABLE)
+    if len(args) not in (2, 3) or (len(args) == 3 and not location):
+        print(f"usage: python -m player.keyframes RECORDING CACHE_DIR [SESSION] (with {INDEX_VARIABLE} set)",
+              file=sys.stderr)
         return 2
     with contextlib.suppress(OSError):
         os.nice(10)
     recording = Path(args[0])
-    if len(args) == 4:
-        index = RecordingIndex(Path(args[2]))
+    if len(args) == 3 and location:
+        index = RecordingIndex(location)
         deadline = time.monotonic() + WAIT_FOR_CLOSE
-        while (row := index.get(args[3])) is not None and row.state == "live":
+        while (row := index.get(args[2])) is not None and row.state == "live":
             if time.monotonic() > deadline:
                 return 1
             time.sleep(0.5)

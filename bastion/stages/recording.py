@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,9 +33,9 @@ class KeyframeBuilds:
     process (`python -m player.keyframes`), so that a reviewer's first open seeks at once. A
     cache that cannot be built is only a slower first open: failures are not reported."""
 
-    def __init__(self, recordings_dir: Path, index: Path) -> None:
+    def __init__(self, recordings_dir: Path, index: Path | str) -> None:
         self.cache = recordings_dir / "keyframes"
-        self.index = index
+        self.index = index  # a file, or a PostgreSQL URL (given in the environment, never in argv)
         self._waiting: deque[tuple[str, str]] = deque()
         self._running: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,11 +54,11 @@ class KeyframeBuilds:
         if not self._waiting or self._loop is None or self._loop.is_closed():
             return
         location, session_id = self._waiting.popleft()
-        command = [sys.executable, "-m", "player.keyframes", location, str(self.cache), str(self.index),
-                   session_id]
+        command = [sys.executable, "-m", "player.keyframes", location, str(self.cache), session_id]
+        environment = dict(os.environ, BASTION_RECORDINGS_INDEX=str(self.index))
         try:
             self._running = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
+                                             stderr=subprocess.DEVNULL, env=environment)
         except OSError:
             return
         self._loop.call_later(0.5, self._check)
