@@ -20,7 +20,7 @@ from bastion.config import BastionConfig
 from bastion.core.access import Role, may_kill, may_watch, role_of
 from bastion.core.owncommands import SESSION_ID, Command, Refusal, parse
 from bastion.core.policy import Identity
-from bastion.ssh.viewer import TerminalProgram
+from bastion.ssh.viewer import TerminalProgram, ViewerSlots
 from bastion.state.approvals import ApprovalError, ApprovalRequest, ApprovalState, ApprovalStore, Decision
 from bastion.state.audit import AuditLog
 from bastion.state.events import (
@@ -51,6 +51,7 @@ class BastionState(Protocol):
     def approvals(self) -> ApprovalStore | None: ...
 
 KILL_WAIT = 10.0  # how long `sessions kill` waits to see the session end
+SLOTS = ViewerSlots()  # the terminal UIs this process runs
 
 
 class Refused(Exception):
@@ -191,6 +192,14 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
             self._write(f"bastion: {exc}\n", stderr=True)
             self._exit(1)
             return
+        busy = SLOTS.take(caller.identity.user)
+        if busy is not None:
+            if command.name == "join":
+                await self._leave(command)
+            self._refused(self._line or "", busy)
+            self._write(f"bastion: {busy}\n", stderr=True)
+            self._exit(1)
+            return
         self._program = TerminalProgram(argv, term=self._term, size=self._size, report=report)
         try:
             status = await self._program.run(self._chan)
@@ -198,6 +207,7 @@ class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
             self._write(f"bastion: cannot start the terminal UI: {exc.strerror or exc}\n", stderr=True)
             status = 1
         finally:
+            SLOTS.give_back(caller.identity.user)
             if command.name == "join":
                 await self._leave(command)
         self._exit(0 if status == 0 else 1)

@@ -28,6 +28,33 @@ import asyncssh
 TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 DEFAULT_TERM = "xterm-256color"
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when the channel goes away
+PER_USER = 4  # terminal UIs one user may have running at once
+IN_ALL = 32  # and all users together: each is a process of its own
+
+
+class ViewerSlots:
+    """How many terminal UIs run, per user and in all: one user opening viewer after viewer
+    never takes the bastion's memory and cores from everyone else."""
+
+    def __init__(self, per_user: int = PER_USER, in_all: int = IN_ALL) -> None:
+        self.per_user, self.in_all = per_user, in_all
+        self._running: dict[str, int] = {}
+
+    def take(self, user: str) -> str | None:
+        """Why `user` may not start one more now, or None (and the slot is theirs)."""
+        if self._running.get(user, 0) >= self.per_user:
+            return f"you have {self.per_user} terminal UIs open on the bastion, the most one user may"
+        if sum(self._running.values()) >= self.in_all:
+            return f"the bastion runs {self.in_all} terminal UIs, the most it allows; try again later"
+        self._running[user] = self._running.get(user, 0) + 1
+        return None
+
+    def give_back(self, user: str) -> None:
+        left = self._running.get(user, 0) - 1
+        if left > 0:
+            self._running[user] = left
+        else:
+            self._running.pop(user, None)
 
 
 class TerminalProgram:

@@ -87,3 +87,16 @@ def test_roles_come_from_groups_or_names() -> None:
     assert may_watch(Role.USER, "alice", "alice") and not may_watch(Role.USER, "alice", "bob")
     assert may_watch(Role.REVIEWER, "sue", "bob")
     assert may_kill(Role.ADMIN) and not may_kill(Role.REVIEWER) and not may_kill(Role.USER)
+
+
+def test_terminal_uis_are_bounded_per_user_and_in_all() -> None:
+    from bastion.ssh.viewer import ViewerSlots
+
+    slots = ViewerSlots(per_user=2, in_all=3)
+    assert slots.take("alice") is None and slots.take("alice") is None
+    assert "you have 2 terminal UIs open" in (slots.take("alice") or "")
+    assert slots.take("bob") is None
+    assert "the bastion runs 3 terminal UIs" in (slots.take("carol") or "")
+    slots.give_back("alice")
+    assert slots.take("carol") is None
+    assert "the bastion runs 3" in (slots.take("alice") or "")
