@@ -44,8 +44,8 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, str]]:
     sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
     sandbox.users["mallory"]["keys"] = []  # her key is known to nobody
     ssh_config = sandbox.write_ssh_config("alice")
-    sandbox.start_bastion()
-    try:
+    try:  # the target sshd runs already: stopped even if the bastion does not start
+        sandbox.start_bastion()
         yield Lab(sandbox, ssh_config), f"http://127.0.0.1:{port}"
     finally:
         sandbox.stop()
@@ -149,9 +149,6 @@ def test_systemd_notify_the_listening_line_the_file_limit_and_log_reopening(tmp_
     (box.directory / "rules.toml").write_text(RULES)
     box.extra["rules_file"] = "rules.toml"
     box.add_user("alice", ["ops"])
-    box.add_target("db-1", logins=[LOGIN], groups=["ops"])
-    lab = Lab(box, box.write_ssh_config("alice"))
-    config = box.write_config()
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
@@ -162,11 +159,15 @@ def test_systemd_notify_the_listening_line_the_file_limit_and_log_reopening(tmp_
     def lower_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
 
-    process = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "-c", str(config)],
-                               env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lower_limit)  # noqa: PLW1509 - only setrlimit, before exec
+    process: subprocess.Popen[str] | None = None
     try:
+        box.add_target("db-1", logins=[LOGIN], groups=["ops"])
+        lab = Lab(box, box.write_ssh_config("alice"))
+        config = box.write_config()
+        process = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "-c", str(config)],
+                                   env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, preexec_fn=lower_limit)  # noqa: PLW1509 - only setrlimit, before exec
         ready = notify.recv(4096).decode()
         fields = dict(line.split("=", 1) for line in ready.splitlines())
         assert fields["READY"] == "1" and fields["MAINPID"] == str(process.pid)
@@ -197,7 +198,7 @@ def test_systemd_notify_the_listening_line_the_file_limit_and_log_reopening(tmp_
         assert stopping.splitlines()[0] == "STOPPING=1"
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
         notify.close()
