@@ -109,6 +109,9 @@ class WriterCore:
         self.checkpoint_interval = checkpoint_interval
         self.reply = reply
         self.live: dict[int, _Writing] = {}
+        # Index writes that failed (a full disk, a database restarting), retried in order at
+        # every tick: a session must not stay "live" in the index once it has ended.
+        self.unindexed: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = []
 
     def handle(self, message: ToWriter) -> None:
         match message:
@@ -153,9 +156,11 @@ class WriterCore:
                     chain=writing.chain.head.hex(), state=state, error=writing.error, **message.fields)
 
     def tick(self) -> None:
-        """Every flush interval: what each recording gathered goes to its file."""
+        """Every flush interval: what each recording gathered goes to its file, and index
+        writes that failed are tried again."""
         for rid, writing in list(self.live.items()):
             self._flush(rid, writing, final=False)
+        self._retry_index()
 
     def stop(self) -> None:
         """The bastion is gone: write what came, leave the recordings incomplete but intact, and
@@ -216,10 +221,23 @@ class WriterCore:
     def _index(self, session_id: str, method: str, *args: Any, **fields: Any) -> None:
         if self.index is None:
             return
+        if self.unindexed:  # keep the order: an update never overtakes the write it follows
+            self.unindexed.append((session_id, method, args, fields))
+            return
         try:
             getattr(self.index, method)(*args, **fields)
         except Exception as exc:  # noqa: BLE001 - an index failure of any kind is reported; the recording goes on
             self._log(IndexFailed(session=session_id, reason=str(exc)))
+            self.unindexed.append((session_id, method, args, fields))
+
+    def _retry_index(self) -> None:
+        while self.unindexed and self.index is not None:
+            _, method, args, fields = self.unindexed[0]
+            try:
+                getattr(self.index, method)(*args, **fields)
+            except Exception:  # noqa: BLE001 - still failing: reported once already, tried next tick
+                return
+            self.unindexed.pop(0)
 
     def _log(self, event: LogEvent) -> None:
         self.reply(Log.of(event))

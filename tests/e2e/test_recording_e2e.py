@@ -98,7 +98,9 @@ def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
             live = list((lab.sandbox.directory / "recordings").rglob("*.cast"))
             newest = max(live, key=lambda p: p.stat().st_mtime)
             cast = load_cast(newest.read_bytes())
-            return (newest, cast) if replay(cast)[: len(shown)] == shown else None
+            if replay(cast)[: len(shown)] != shown or b"echo done-2" not in cast.input_bytes():
+                return None  # typed keys are written once their echo has been read
+            return newest, cast
 
         newest, cast = eventually(replayed_live, "the live recording replays to the pane's screen")
         assert cast.header["bastion"]["kind"] == "shell"
@@ -175,6 +177,8 @@ def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: San
     own_box.process.wait()
     proc.wait(30)
     [path] = list((own_box.directory / "recordings").rglob("*.cast"))
+    # The worker outlives the bastion long enough to end the session in the index.
+    eventually(lambda: _row(own_box, path.stem).state == "incomplete", "the index says incomplete")
     cast = load_cast(path.read_bytes())
     assert b"line-30" in cast.output_bytes()
     verify = bastion_cli(own_box, "recordings", "verify", str(path))
@@ -186,7 +190,7 @@ def test_sigkill_mid_session_leaves_a_readable_incomplete_recording(own_box: San
     by_id = bastion_cli(own_box, "recordings", "verify", path.stem)
     assert by_id.returncode == 0 and "incomplete" in by_id.stdout
     assert "the bastion stopped before the session ended" in by_id.stdout
-    # The worker outlived the bastion long enough to end it in the index at its last event.
+    # ... ended at the last event.
     row = _row(own_box, path.stem)
     assert row.state == "incomplete" and row.duration is not None and row.ended is not None
     assert row.duration == pytest.approx(cast.events[-1].time, abs=0.01)
@@ -366,6 +370,8 @@ def test_disk_full_ends_the_session_then_refuses_new_ones(own_box: Sandbox, smal
     own_box.start_bastion()
     before = _ssh(own_box, "echo before-the-flood")
     assert before.communicate(timeout=60)[0] == b"before-the-flood\n"
+    reserve = small_disk / "reserve"  # freed once the disk is full: the index heals then
+    reserve.write_bytes(b"\0" * 65536)
     flood = _ssh(own_box, "yes 'a line of output that fills the disk' | head -c 5000000; echo unreachable-end")
     out, err = flood.communicate(timeout=60)
     assert flood.returncode == 255
@@ -374,6 +380,8 @@ def test_disk_full_ends_the_session_then_refuses_new_ones(own_box: Sandbox, smal
     # The flood's recording ends with a whole line (the one cut short was taken back): the real
     # asciinema reads it, it is intact up to its last checkpoint, the index says failed.
     [ended] = [e for e in own_box.events() if e["event"] == "session_ended" and "yes" in e.get("command", "")]
+    # The index lives on the full disk too: its update may fail now, and is tried again.
+    reserve.unlink()
     row = eventually(lambda: (r := _row(own_box, ended["session"])).ended is not None and r, "the flood indexed")
     assert row.state == "failed" and "No space left on device" in (row.error or "")
     flooded = Path(row.location or "")
