@@ -366,6 +366,8 @@ def test_full_screen_programs_are_not_screened_but_a_shell_on_the_alternate_scre
         p.wait_for("denied by rule 'no-forbidden'")
         assert not escaped.exists()
         p.send("C-c")
+        # less drops keys typed while it handles the interrupt: quit once it prompts again.
+        eventually(lambda: p.cursor_row() == ":", "less waiting for a command")
         p.type("q")
         eventually(lambda: not p.alternate_screen(), "back from less")
         decisions = [e for e in box.events() if e["event"] == "command_decision"
