@@ -181,8 +181,10 @@ def test_a_secret_typed_at_the_prompt_is_decided_on_the_real_line_and_stored_mas
     try:
         path = unique("aws-key")
         run_line(p, f"echo {AWS_ID} > {path}")
-        eventually(path.exists, f"{path} written without a hold")
-        assert path.read_text().strip() == AWS_ID  # the target got the real key
+        # The shell creates the file before echo writes to it: wait for the line.
+        written = eventually(lambda: path.exists() and path.read_text().endswith("\n") and path.read_text(),
+                             f"{path} written without a hold")
+        assert written.strip() == AWS_ID  # the target got the real key
         assert "waiting for approval" not in p.screen()
         [decision] = [e for e in box.events() if e["event"] == "command_decision" and str(path) in str(e["command"])]
         assert decision["action"] == "allow" and "unsure" not in decision
