@@ -396,10 +396,16 @@ class InstanceService:
         if channel == APPROVALS_CHANNEL:
             self.approvals.heard(payload)
         elif channel == CHANNEL_REVOKED and self.state.sso is not None:
-            self.state.sso.poke()
+            sso = self.state.sso
+            sso.poke()
+            # This host's copy of the revocation list follows a revocation made anywhere.
+            sso.directory.thread.later(self._krl_failed, sso.publish_krl)
         elif channel == CHANNEL_RELOAD:
             for hook in self.state.reload_hooks:
                 hook()
+
+    def _krl_failed(self, exc: BaseException) -> None:
+        self.state.audit.write(StateUnavailableEvent(reason=f"revocation list not rewritten: {exc}"))
 
     async def _beat(self) -> None:
         interval = self.config.state_lease / 3

@@ -22,7 +22,7 @@ from bastion.core.stored import command_hash, stored_command
 from bastion.errors import BastionError
 from bastion.state.db import Conflict, Location, Migrations, StateDatabase
 from bastion.state.dbthread import DatabaseThread
-from bastion.state.instances import INSTANCES
+from bastion.state.instances import INSTANCES, process_running, this_host
 
 SQLITE_V1 = (
     """CREATE TABLE IF NOT EXISTS approval_requests (
@@ -302,12 +302,15 @@ class ApprovalStore:
         return False
 
     def _holder_alive(self, request_id: str) -> bool:
-        """Whether the request's instance still holds a lease (requests made before instances
-        were recorded have none: their bastion process is long gone)."""
+        """Whether the request's instance still holds a lease and, when it runs on this host,
+        its process is still there (requests made before instances were recorded have none:
+        their bastion process is long gone)."""
         row = self.db.execute(
-            "SELECT 1 FROM approval_requests r JOIN instances i ON i.id = r.instance"
+            "SELECT i.host, i.pid FROM approval_requests r JOIN instances i ON i.id = r.instance"
             " WHERE r.id = ? AND i.expires > ?", (request_id, time.time())).fetchone()
-        return row is not None
+        if row is None:
+            return False
+        return not (row[0] == this_host() and not process_running(int(row[1])))
 
     def cancel_orphans(self) -> list[str]:
         """Pending requests whose instance's lease ran out (or that have none) are cancelled:

@@ -48,7 +48,7 @@ def this_host() -> str:
     return socket.gethostname() + namespace
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,7 +116,7 @@ class Instances:
         its old lease). Processes that run are never judged, whatever their pid holds."""
         rows = self.db.execute("SELECT id, pid FROM instances WHERE host = ? AND id != ? AND expires > ?",
                                (this_host(), self.id, time.time())).fetchall()
-        gone = [instance for instance, pid in rows if pid != os.getpid() and not _running(pid)]
+        gone = [instance for instance, pid in rows if pid != os.getpid() and not process_running(pid)]
         for instance in gone:
             self.db.execute("UPDATE instances SET expires = ? WHERE id = ?", (time.time() - 1, instance))
         return gone
