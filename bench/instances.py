@@ -128,10 +128,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     postgres = PostgresServer()
-    postgres.start()
     work = Path(tempfile.mkdtemp(prefix="bench-instances-"))
-    cluster = Cluster(work / "cluster", postgres.new_database("bench"), lease="5s")
+    cluster: Cluster | None = None
     try:
+        postgres.start()
+        cluster = Cluster(work / "cluster", postgres.new_database("bench"), lease="5s")
         cluster.start()
         a, b = cluster.instances
         store = ApprovalStore(cluster.state_url, masker=TextMasker())
@@ -191,7 +192,8 @@ def main() -> None:
         print(f"  A's pending approval {store.state(pending)[0]} by the survivor"
               f" {time.perf_counter() - killed:.1f} s after the kill (lease 5 s, renewed every 1.7 s)")
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         postgres.close()
 
 
