@@ -117,15 +117,28 @@ screen_flags(PyObject *module, PyObject *args)
         return NULL;
     const unsigned char *s = (const unsigned char *)data.buf;
     Py_ssize_t n = data.len, i = 0;
-    unsigned int a = 0, b = 0, c = 0, d = 0; /* four accumulators: no dependency chain */
-    for (; i + 4 <= n; i += 4) {
-        a |= flag[s[i]];
-        b |= flag[s[i + 1]];
-        c |= flag[s[i + 2]];
-        d |= flag[s[i + 3]];
+    /* First a pass the compiler vectorises: any control other than LF and CR, any byte from
+     * DEL up, any CR. Ordinary text (log lines, CR LF line ends) is answered there. */
+    unsigned char odd = 0, cr = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char x = s[i];
+        odd |= (unsigned char)(((x < 0x20) & (x != '\n') & (x != '\r')) | (x >= 0x7f));
+        cr |= (unsigned char)(x == '\r');
     }
-    for (; i < n; i++)
-        a |= flag[s[i]];
+    unsigned int a = 0, b = 0, c = 0, d = 0; /* four accumulators: no dependency chain */
+    i = 0;
+    if (!odd)
+        a = cr ? CR : 0;
+    else {
+        for (; i + 4 <= n; i += 4) {
+            a |= flag[s[i]];
+            b |= flag[s[i + 1]];
+            c |= flag[s[i + 2]];
+            d |= flag[s[i + 3]];
+        }
+        for (; i < n; i++)
+            a |= flag[s[i]];
+    }
     unsigned int seen = a | b | c | d;
     int found = (int)(seen & ~CR);
     if (seen & CR) { /* a CR not ending a line moves back; a loop without a table vectorises */

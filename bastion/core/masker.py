@@ -33,7 +33,6 @@ from bastion.core.screenview import ScreenView
 from bastion.core.terminal import (
     ESC_SEQUENCES,
     ESCAPES,
-    FLAG_ESCAPE,
     FLAG_NON_ASCII,
     FLAG_UNDRAWN,
     UNDRAWN,
@@ -66,8 +65,10 @@ CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1
 def has_escape(data: bytes) -> bool:
     """Any escape sequence or character a terminal does not draw? (One pass in C; the regex
     only runs on chunks that are not ASCII.)"""
+    if b"\x1b" in data:  # memchr: coloured output answers at its first escape
+        return True
     flags = screen_flags(data)
-    if flags & (FLAG_ESCAPE | FLAG_UNDRAWN):
+    if flags & FLAG_UNDRAWN:
         return True
     return bool(flags & FLAG_NON_ASCII) and UNDRAWNS.search(data) is not None
 

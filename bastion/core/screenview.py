@@ -117,7 +117,7 @@ class ScreenView:
             return ViewResult(b"")
         body = data[:-1] if data.endswith(b"\r") else data  # a CR LF the chunk's end cut
         flags = screen_flags(body)
-        if not flags & (FLAG_MOVES | FLAG_UNDRAWN) and self._clear_ahead() and (
+        if not flags & (FLAG_MOVES | FLAG_UNDRAWN) and self._clear_ahead(body.startswith(b"\n")) and (
                 not flags & FLAG_ESCAPE or NOT_SGR.search(body) is None):
             self._plain(body)
             if len(body) < len(data):
@@ -138,11 +138,14 @@ class ScreenView:
             self._text(data, position, len(data))
         return self._mask(data, pause=pause)
 
-    def _clear_ahead(self) -> bool:
+    def _clear_ahead(self, leaves_row: bool = False) -> bool:
         """Nothing drawn right of the cursor or below it: plain text cannot complete anything
-        drawn before (the usual case: output going on at the end of the screen)."""
+        drawn before (the usual case: output going on at the end of the screen). A chunk that
+        starts with a line feed leaves the cursor's row first."""
         if self.insert or (self.rows and max(self.rows) > self.y):
             return False
+        if leaves_row:
+            return True
         row = self.rows.get(self.y)
         return row is None or not "".join(row[self.x + self.wrap_pending:]).strip()
 
@@ -187,6 +190,7 @@ class ScreenView:
             return False
         if not text:
             return True
+        self._evict()
         width = self.width
         for start in range(0, len(text), width):
             if start:
@@ -211,13 +215,16 @@ class ScreenView:
         if isinstance(row, str):
             row = self.rows[y] = list(row.ljust(self.width))
         elif row is None:
-            if len(self.rows) >= MAX_ROWS + 2 * self.height:  # rows far from the cursor go
-                near = self.height + 1
-                self.rows = {r: cells for r, cells in self.rows.items() if abs(r - self.y) <= near}
+            self._evict()
             row = self.rows[y] = [" "] * self.width
         elif len(row) < self.width:
             row.extend(" " * (self.width - len(row)))
         return row
+
+    def _evict(self) -> None:
+        if len(self.rows) >= MAX_ROWS + 2 * self.height:  # rows far from the cursor go
+            near = self.height + 1
+            self.rows = {r: cells for r, cells in self.rows.items() if abs(r - self.y) <= near}
 
     def _sources_of(self, y: int) -> list[Source]:
         sources = self._sources.get(y)

@@ -19,7 +19,7 @@ from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
-from bastion.state.events import DataStream
+from bastion.state.events import DataStream, SecretDrawn
 from recorder.log import RecordingFailure
 from recorder.transfers import ScpTransferParser, SessionKind, SftpTransferParser, Transfer
 from recorder.writer import Recorder, RecordingFailed, SessionRecording
@@ -131,6 +131,8 @@ class RecordingStage(SessionStage):
             self._kinds = StreamKinds()
         self._hidden = HiddenInput(self._hidden_input, terminal=info.has_pty)
         width, height = (info.width, info.height) if info.has_pty else DEFAULT_SIZE
+        if self._masker is not None and info.has_pty:  # masking the recording only: its screen too
+            self._masker.on_screen(width or DEFAULT_SIZE[0], height or DEFAULT_SIZE[1])
         # Commands can carry secrets (mysql -pPASSWORD): what is stored is masked.
         command = info.command if info.kind is SessionKind.EXEC else info.subsystem
         if info.kind is SessionKind.EXEC and command:
@@ -321,6 +323,12 @@ class RecordingStage(SessionStage):
             for name in result.masked:
                 metrics.MASKING_HITS.labels(detector=name, direction="output").inc()
                 rec.marker("masked", name)
+            for secret in result.drawn:
+                rec.marker("secret-drawn", secret)
+                if self._info is not None:
+                    detector, _, where = secret.partition(" (")
+                    self._audit.write(SecretDrawn(session=self._info.session_id, detector=detector,
+                                                  where=where.rstrip(")")))
         # Keys whose echo this is are recorded first: they came before it.
         self._record_input(rec, self._hidden.output(recorded, time.monotonic()))
         if recorded:
@@ -333,6 +341,8 @@ class RecordingStage(SessionStage):
             rec.marker(kind, text)
 
     def on_resize(self, width: int, height: int) -> None:
+        if self._masker is not None:
+            self._masker.resize(width, height)
         rec = self._usable()
         if rec is not None:
             rec.resize(width, height)

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyte
 import pytest
 
 from bastion.config import MaskingSettings, RecordingSettings
@@ -549,3 +550,25 @@ def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
     tracker.output(b"\r\n# ")
     assert tracker.echoed()
     assert tracker.submitted().unsure
+
+
+def test_masking_the_recording_only_follows_the_screen_too() -> None:
+    """sinks = "recording": the user sees the real output, the recording is masked, and its
+    masker follows the pty's rows as the user's does (a secret drawn backwards is masked)."""
+    recorder = Recorder(MemoryStore(), None, RecordingKey.generate(), flush_interval=0.05)
+    log = io.StringIO()
+    stage = RecordingStage(recorder, RecordingSettings(), AuditLog(log, masker=MASKER), text_masker=MASKER,
+                           masker=MaskingSettings().make_masker())
+    stage.start(SHELL, Session())
+    second, first = GH[20:], GH[:20]
+    drawn = f"id=\x1b[{3 + len(first) + 1}G{second}\rid={first}\x1b[{3 + len(GH) + 1}G end\r\n".encode()
+    assert stage.on_output(drawn, Stream.STDOUT) == drawn  # the user's copy is untouched
+    rec = stage.recording
+    assert rec is not None
+    stage.on_end(0, None)
+    recorder.stop()
+    cast = load_cast(recorder.store.read(rec.name)[0])
+    screen = pyte.Screen(80, 24)
+    pyte.ByteStream(screen).feed(cast.output_bytes())
+    assert screen.display[0].startswith("id=ghp_" + "*" * (len(GH) - 4) + " end")
+    assert "masked: github-token" in cast.markers()
