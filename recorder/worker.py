@@ -128,8 +128,13 @@ class WriterCore:
         if message.files is None:
             raise ValueError(f"recording {message.rid} opened without its files")
         cast, signatures = message.files
-        self.live[message.rid] = _Writing(message.session_id, message.version, message.header, cast,
-                                          signatures)
+        writing = _Writing(message.session_id, message.version, message.header, cast, signatures)
+        self.live[message.rid] = writing
+        # The header is signed at once: the signature file holds its first block before any
+        # output arrives, so the checkpoint taken when a full disk cuts a write short still fits.
+        with contextlib.suppress(OSError):  # a disk already full fails the first write instead
+            writing.signatures.append(checkpoint_line(self.key, writing.chain, final=False, at=time.time(),
+                                                      session=writing.session_id))
         self._index(message.session_id, "session_opened", **message.index_fields)
 
     def _events(self, message: Events) -> None:
