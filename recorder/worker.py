@@ -132,9 +132,14 @@ class WriterCore:
         self.live[message.rid] = writing
         # The header is signed at once: the signature file holds its first block before any
         # output arrives, so the checkpoint taken when a full disk cuts a write short still fits.
-        with contextlib.suppress(OSError):  # a disk already full fails the first write instead
-            writing.signatures.append(checkpoint_line(self.key, writing.chain, final=False, at=time.time(),
+        now = time.time()
+        try:
+            writing.signatures.append(checkpoint_line(self.key, writing.chain, final=False, at=now,
                                                       session=writing.session_id))
+        except OSError:
+            pass  # a disk already full fails the first write instead
+        else:  # the next checkpoint covers new lines: two with the same count read as out of order
+            writing.dirty, writing.checkpointed = False, now
         self._index(message.session_id, "session_opened", **message.index_fields)
 
     def _events(self, message: Events) -> None:
@@ -195,9 +200,10 @@ class WriterCore:
             except PartialWrite as exc:
                 # What fits is whole lines: sign it, so it verifies as intact up to there.
                 writing.chain.extend(writing.pending[:exc.kept])
-                with contextlib.suppress(OSError):
-                    writing.signatures.append(checkpoint_line(
-                        self.key, writing.chain, final=False, at=now, session=writing.session_id))
+                if exc.kept or writing.dirty:  # lines no checkpoint covers yet (two with the
+                    with contextlib.suppress(OSError):  # same count read as out of order)
+                        writing.signatures.append(checkpoint_line(
+                            self.key, writing.chain, final=False, at=now, session=writing.session_id))
                 raise
             writing.chain.extend(writing.pending)
             writing.pending.clear()
