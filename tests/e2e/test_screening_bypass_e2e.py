@@ -10,7 +10,6 @@ keys, terminal settings, the alternate screen). Unsure is denied here (`when_uns
 
 from __future__ import annotations
 
-import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -132,9 +131,6 @@ def test_allowed_scripts_on_stdin_run_whole(box: Sandbox) -> None:
 # -- a terminal ------------------------------------------------------------------------------------------
 
 
-PROMPT_SHAPE = re.compile(r"[$#>%:] ?$")
-
-
 class Terminal:
     """The real ssh client in tmux, talking to a shell through the bastion."""
 
@@ -151,9 +147,15 @@ class Terminal:
     def run(self, line: str) -> None:
         """Type a line at the shell's prompt, once it is drawn: keys typed ahead of a shell
         without line editing are unsure (the screen cannot show what its line holds)."""
-        eventually(lambda: PROMPT_SHAPE.search(self.pane.cursor_row()), "a prompt at the cursor")
+        self.pane.at_prompt()
+        before = self.pane.line_number()
         self.pane.type(line)
         self.pane.send("Enter")
+        # Until the line's echo comes back, the prompt it was typed at is still the cursor's row:
+        # the next line would be typed ahead of the shell. (A full-screen program it starts
+        # leaves the normal screen instead.)
+        eventually(lambda: self.pane.line_number() > before or self.pane.alternate_screen(),
+                   "the line's end on screen")
 
     def denials(self) -> int:
         return self.pane.screen().count("bastion: ")

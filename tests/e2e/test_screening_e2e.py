@@ -91,6 +91,7 @@ def pane(box: Sandbox) -> TmuxPane:
 
 
 def run_line(p: TmuxPane, text: str, *keys: str) -> None:
+    p.at_prompt()
     p.type(text)
     for key in keys:
         p.send(key)
@@ -234,7 +235,8 @@ def test_keys_typed_during_a_hold_are_recorded_as_dropped(box: Sandbox) -> None:
         run_line(p, f"touch {held}")
         screen = p.wait_for("waiting for approval (request ")
         request = screen.split("waiting for approval (request ")[1].split(",")[0]
-        run_line(p, f"echo {GH}")  # never reaches the shell
+        p.type(f"echo {GH}")  # typed while the line is held: never reaches the shell
+        p.send("Enter")
         p.send("C-c")
         p.wait_for("not run: cancelled")
         [cancelled] = [e for e in box.events() if e["event"] == "approval_cancelled" and e["request"] == request]

@@ -6,12 +6,15 @@ session closes, and a new session started in that moment fails with "server exit
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+PROMPT_SHAPE = re.compile(r"[$#>%:] ?$")
 
 
 class TmuxPane:
@@ -51,6 +54,23 @@ class TmuxPane:
                                            "#{cursor_y} #{cursor_x}").split())
         rows = self._tmux("capture-pane", "-p", "-t", self.name).split("\n")
         return rows[y][:x] if y < len(rows) else ""
+
+    def line_number(self) -> int:
+        """The cursor's row counted from the top of the history: it grows with every line end the
+        terminal draws, also once the screen scrolls (the cursor's own row then stays put)."""
+        history, y = (int(v) for v in self._tmux("display-message", "-p", "-t", self.name,
+                                                 "#{history_size} #{cursor_y}").split())
+        return history + y
+
+    def at_prompt(self, timeout: float = 20) -> None:
+        """Wait until the row left of the cursor ends like a prompt (`$`, `#`, `>`, `%`, `:`): keys
+        typed before a shell draws its prompt come first on screen, and the bastion treats such a
+        line as unsure."""
+        deadline = time.monotonic() + timeout
+        while not PROMPT_SHAPE.search(row := self.cursor_row()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no prompt at the cursor (its row: {row!r}); screen:\n{self.screen()}")
+            time.sleep(0.05)
 
     def wait_for(self, text: str, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
