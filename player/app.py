@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rich.text import Text
 from textual import events
@@ -517,34 +518,162 @@ class _Seek(threading.Thread):
         owner._post(lambda: owner._seeked(self, done, shown))
 
 
+@dataclass(frozen=True)
+class LiveEntry:
+    """One live session as the browser's live view shows it."""
+
+    id: str
+    user: str
+    login: str
+    target: str
+    kind: str
+    command: str | None
+    client: str
+    started: float
+    idle: float
+    bytes_in: int
+    bytes_out: int
+
+
+class LiveError(Exception):
+    """A live session that cannot be followed or ended now: one line for the reviewer."""
+
+
+class LiveSource(Protocol):
+    """The live sessions the browser may show, follow and (if `may_kill`) end."""
+
+    @property
+    def may_kill(self) -> bool: ...
+    def sessions(self) -> list[LiveEntry]: ...
+    def follow(self, session: str) -> tuple[Recording, Callable[[], Recording | None]]: ...
+    def kill(self, session: str, reason: str) -> str: ...  # waits until it has ended; one line
+
+
+class KillScreen(ModalScreen[str | None]):
+    """Why the session ends: the user reads it. Enter ends it, Esc cancels; a reason is needed."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, entry: LiveEntry) -> None:
+        super().__init__()
+        self.entry = entry
+
+    def compose(self) -> ComposeResult:
+        who = f"{self.entry.user} as {self.entry.login}@{self.entry.target}"
+        yield Static(Text(f"End session {self.entry.id} ({printable(who)})? The user reads the reason.\n"
+                          "Enter ends it, Esc cancels."), id="kill-question")
+        yield Input(placeholder="reason", id="kill-reason", max_length=200)
+
+    def on_mount(self) -> None:
+        self.query_one("#kill-reason", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value.strip():
+            self.notify("give a reason: the user reads it", severity="warning")
+            return
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+LIVE_INTERVAL = 1.0  # how often the live view is refreshed (seconds)
+
+
+class LiveTable(DataTable[object]):
+    """The live sessions; its keys show in the footer while it has the focus."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "follow"), Binding("k", "screen.kill", "end session")]
+
+
 class BrowserScreen(Screen[None]):
     """The session list. Typing filters it (every printable key goes to the filter, but `q` on
     the list while no filter is set, which quits); Esc leaves the filter for the list, clears a
-    filter that is set, and only then quits."""
+    filter that is set, and only then quits. With a live source, the sessions going on now are
+    listed at the top, refreshed every second: Enter follows one, `k` ends it (with a reason)."""
 
     BINDINGS = [Binding("escape", "back", "clear filter / quit"), Binding("q", "app.quit", "quit"),
                 Binding("slash", "filter", "filter", show=False)]
 
-    def __init__(self, rows: list[SessionRow], opener: Callable[[SessionRow], Recording]) -> None:
+    def __init__(self, rows: list[SessionRow], opener: Callable[[SessionRow], Recording],
+                 live: LiveSource | None = None) -> None:
         super().__init__()
         self.rows = rows
         self.opener = opener
+        self.live = live
+        self.live_rows: list[LiveEntry] = []
+        self._refreshing = False
 
     def compose(self) -> ComposeResult:
         hint = "filter: words, user:alice target:db-1 marker:upload since:2026-11-01 until:2026-11-30"
         yield Input(placeholder=hint, id="filter", select_on_focus=False)  # typing on goes on
+        if self.live is not None:
+            yield Static("live sessions: none", id="live-title")
+            yield LiveTable(id="live", cursor_type="row")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#sessions", DataTable)
         table.add_columns("started", "user", "login@target", "command", "duration", "exit", "markers",
                           "state")
         self._fill("")
         table.focus()
+        if self.live is not None:
+            self.query_one("#live", DataTable).add_columns(
+                "live since", "user", "login@target", "kind", "command", "client", "idle", "in", "out")
+            self.set_interval(LIVE_INTERVAL, self._refresh_live)
+            self.call_after_refresh(self._refresh_live)
+
+    async def _refresh_live(self) -> None:
+        """The live sessions now (read off the UI thread); the cursor stays on its session."""
+        if self.live is None or self._refreshing:
+            return
+        self._refreshing = True
+        try:
+            rows = await asyncio.to_thread(self.live.sessions)
+        except Exception as exc:  # noqa: BLE001 - the registry cannot be read now: said, tried again
+            self.query_one("#live-title", Static).update(
+                Text(f"live sessions: cannot read them ({printable(str(exc) or type(exc).__name__)})"))
+            return
+        finally:
+            self._refreshing = False
+        if not self.is_mounted:
+            return
+        self.live_rows = rows
+        self._fill_live(self.query_one("#filter", Input).value)
+
+    def _fill_live(self, query: str) -> None:
+        table = self.query_one("#live", DataTable)
+        selected = self._live_selected()
+        table.clear()
+        shown = [e for e in self.live_rows if _live_matches(e, query)]
+        for entry in shown:
+            started = time.strftime("%H:%M:%S", time.localtime(entry.started))
+            table.add_row(started, entry.user, f"{entry.login}@{entry.target}", entry.kind or "-",
+                          Text(printable(entry.command or "")[:40], no_wrap=True, overflow="ellipsis"),
+                          entry.client, _age(entry.idle), _size(entry.bytes_in), _size(entry.bytes_out),
+                          key=entry.id)
+        if selected is not None and any(e.id == selected.id for e in shown):
+            table.move_cursor(row=table.get_row_index(selected.id))
+        count = len(self.live_rows)
+        keys = "enter follows" + (", k ends one" if self.live is not None and self.live.may_kill else "")
+        self.query_one("#live-title", Static).update(
+            f"live sessions: {count}" + (f" ({keys}; tab moves between lists)" if count else ""))
+
+    def _live_selected(self) -> LiveEntry | None:
+        table = self.query_one("#live", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - no row under the cursor
+            return None
+        return next((e for e in self.live_rows if e.id == key), None)
 
     def _fill(self, query: str) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#sessions", DataTable)
         table.clear()
         for row in self.rows:
             if _matches(row, query):
@@ -557,10 +686,15 @@ class BrowserScreen(Screen[None]):
                               exit_text, badges, state, key=row.id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "filter":
+            return
         self._fill(event.value)
+        if self.live is not None:
+            self._fill_live(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
+        if event.input.id == "filter":
+            self.query_one("#sessions", DataTable).focus()
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
@@ -568,7 +702,7 @@ class BrowserScreen(Screen[None]):
     def action_back(self) -> None:
         field = self.query_one("#filter", Input)
         if field.has_focus:
-            self.query_one(DataTable).focus()  # leave the filter; what it holds still applies
+            self.query_one("#sessions", DataTable).focus()  # leave the filter; what it holds still applies
         elif field.value:
             field.value = ""
         else:
@@ -581,13 +715,21 @@ class BrowserScreen(Screen[None]):
             return
         if event.character == "q" and not field.value:
             return  # the binding quits, as everywhere in the player; a filter starting with q starts with /
+        if event.character == "k" and self._live_focused():
+            return  # on the live view, k ends the session under the cursor
         event.stop()
         event.prevent_default()
         field.value += event.character
         field.cursor_position = len(field.value)
         field.focus()
 
+    def _live_focused(self) -> bool:
+        return self.live is not None and self.query_one("#live", DataTable).has_focus
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "live":
+            self._follow(event.row_key.value)
+            return
         row = next(r for r in self.rows if r.id == event.row_key.value)
         try:
             recording = self.opener(row)
@@ -595,6 +737,76 @@ class BrowserScreen(Screen[None]):
             self.notify(f"cannot open {row.id}: {exc}", severity="error")
             return
         self.app.push_screen(ReplayScreen(recording))
+
+    def _follow(self, session: str | None) -> None:
+        if self.live is None or session is None:
+            return
+        try:
+            recording, refresh = self.live.follow(session)
+        except (OSError, CastFormatError, LiveError) as exc:
+            self.notify(f"cannot follow {session}: {exc}", severity="error")
+            return
+        self.app.push_screen(ReplayScreen(recording, follow=refresh))
+
+    def action_kill(self) -> None:
+        """End the live session under the cursor, once a reason is given."""
+        if self.live is None or not self._live_focused():
+            return
+        entry = self._live_selected()
+        if entry is None:
+            return
+        if not self.live.may_kill:
+            self.notify("you may not end sessions (admins only)", severity="error")
+            return
+
+        def reason_given(reason: str | None) -> None:
+            if reason is not None:
+                self.run_worker(self._kill(entry, reason), group="kill")
+
+        self.app.push_screen(KillScreen(entry), reason_given)
+
+    async def _kill(self, entry: LiveEntry, reason: str) -> None:
+        assert self.live is not None
+        self.notify(f"ending {entry.id} ({entry.user})...")
+        try:
+            said = await asyncio.to_thread(self.live.kill, entry.id, reason)
+        except LiveError as exc:
+            self.notify(f"cannot end {entry.id}: {exc}", severity="error")
+            return
+        self.notify(said)
+        await self._refresh_live()
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "K", "M"):
+        if count < 1024:
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1024
+    return f"{count:.1f}G"
+
+
+def _live_matches(entry: LiveEntry, query: str) -> bool:
+    """The filter's words and user:/target: narrow the live view too (dates and markers do not)."""
+    for word in query.lower().split():
+        field, _, value = word.partition(":")
+        if value and field in ("since", "until", "marker"):
+            continue
+        if value and field == "user" and value not in entry.user.lower():
+            return False
+        if value and field == "target" and value not in entry.target.lower():
+            return False
+        if not value and not any(word in v.lower() for v in (entry.id, entry.user, entry.login, entry.target,
+                                                            entry.command or "", entry.kind)):
+            return False
+    return True
 
 
 def _command(row: SessionRow, width: int = 40) -> Text:

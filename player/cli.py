@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import click
 
-from player.keyframes import cache_for
+from player.keyframes import KeyframeCache, cache_for
 from recorder.asciicast import CastFormatError
 from recorder.chain import session_of_path
 from recorder.index import RecordingIndex, SessionRow, index_location, index_missing
 from recorder.signing import RecordingVerifier
 
 if TYPE_CHECKING:
-    from player.app import Recording
+    from player.app import BrowserScreen, LiveEntry, Recording
 
 
 class Setup(Protocol):
@@ -74,7 +75,77 @@ def _reporter(fd: int | None) -> Callable[[str], None]:
     return lambda session: print(session, file=out)
 
 
-def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
+class Registry(Protocol):
+    """The bastion's live-session registry, as the browser reads and asks it."""
+
+    def sessions(self, user: str | None) -> list[LiveEntry]: ...
+    def kill(self, session: str, by: str, reason: str) -> str: ...  # raises LiveError; waits for the end
+
+
+def following(index: RecordingIndex | None, path: Path, session: str | None,
+              verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
+              cache: KeyframeCache | None = None) -> tuple[Recording, Callable[[], Recording | None]]:
+    """A recording opened as the index says it stands, and how to look at it again as it grows
+    (its banner goes from live to ended with the index's state)."""
+    from player.app import Recording
+
+    def open_recording() -> Recording:
+        row = index.get(session) if index is not None and session is not None else None
+        if row is not None and not (row.location and _same(Path(row.location), path)):
+            row = None
+        closed = row is not None and row.state == "closed"
+        return Recording.open(path, verifier, idle_cap=idle_cap,
+                              expected_lines=row.lines if closed and row else None,
+                              expected_head=row.chain if closed and row else None,
+                              expected_session=session, live=row is not None and row.state == "live",
+                              unfinished=row.error if row is not None else None, cache=cache)
+
+    def state() -> str | None:
+        row = index.get(session) if index is not None and session is not None else None
+        return row.state if row is not None else None
+
+    return open_recording(), changes(path, state, open_recording)
+
+
+@dataclass
+class LiveView:
+    """The browser's live view: what `registry` lists (only `only_user`'s if set), each followed
+    from its recording, ended as `by` when `may_kill`."""
+
+    registry: Registry
+    index: RecordingIndex
+    verifier: RecordingVerifier | None
+    by: str
+    may_kill: bool
+    only_user: str | None = None
+    report: Callable[[str], None] = lambda line: None
+
+    def sessions(self) -> list[LiveEntry]:
+        return self.registry.sessions(self.only_user)
+
+    def follow(self, session: str) -> tuple[Recording, Callable[[], Recording | None]]:
+        from player.app import LiveError
+
+        row = self.index.get(session)
+        if row is None or not row.location or (self.only_user is not None and row.user != self.only_user):
+            raise LiveError("no recording of it (yet)")
+        self.report(row.id)
+        return following(self.index, Path(row.location), row.id, self.verifier)
+
+    def kill(self, session: str, reason: str) -> str:
+        from player.app import LiveError
+
+        if not self.may_kill:
+            raise LiveError("you may not end sessions (admins only)")
+        if self.only_user is not None and not any(e.id == session for e in self.sessions()):
+            raise LiveError("not one of your sessions")
+        said = self.registry.kill(session, self.by, reason)
+        self.report(f"kill {session} {reason}")
+        return said
+
+
+def register(main: click.Group, load: Callable[[Path], Setup],
+             registry: Callable[[Setup], Registry] | None = None) -> None:
     config_opt = click.option(
         "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
         help="The bastion's config: finds recordings by id and verifies them.")
@@ -87,7 +158,7 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
                   help="Longest pause shown, in seconds (0: none).")
     def play(config_path: Path | None, ref: str, follow: bool, idle_cap: float) -> None:
         """Replay REF (a session id, or a .cast file from any asciinema) in the terminal UI."""
-        from player.app import PlayerApp, Recording, ReplayScreen
+        from player.app import PlayerApp, ReplayScreen
 
         config = load(config_path) if config_path else None
         path, session = Path(ref), None
@@ -107,29 +178,11 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
         verifier = _verifier(config)
 
         cache = cache_for(path, config.recordings_dir if config else None)
-
-        def open_recording() -> Recording:
-            row = index.get(session) if index is not None and session is not None else None
-            if row is not None and not (row.location and _same(Path(row.location), path)):
-                row = None
-            closed = row is not None and row.state == "closed"
-            return Recording.open(path, verifier, idle_cap=idle_cap or None,
-                                  expected_lines=row.lines if closed and row else None,
-                                  expected_head=row.chain if closed and row else None,
-                                  expected_session=session, live=row is not None and row.state == "live",
-                                  unfinished=row.error if row is not None else None,
-                                  cache=None if follow else cache)
-
         try:
-            recording = open_recording()
+            recording, refresh = following(index, path, session, verifier, idle_cap=idle_cap or None,
+                                           cache=None if follow else cache)
         except (OSError, CastFormatError) as exc:
             raise click.ClickException(f"{path}: {exc}") from None
-
-        def state() -> str | None:
-            row = index.get(session) if index is not None and session is not None else None
-            return row.state if row is not None else None
-
-        refresh = changes(path, state, open_recording)
 
         PlayerApp(ReplayScreen(recording, follow=refresh if follow else None)).run()
 
@@ -140,26 +193,49 @@ def register(main: click.Group, load: Callable[[Path], Setup]) -> None:
     @click.option("--only-user", hidden=True, help="List only this user's sessions.")
     @click.option("--report-fd", type=int, hidden=True,
                   help="Write the id of each session opened, one a line, to this descriptor.")
-    def review(config_path: Path, limit: int, only_user: str | None, report_fd: int | None) -> None:
-        """Browse recorded sessions (filter as you type; Enter replays one)."""
-        from player.app import BrowserScreen, PlayerApp, Recording
+    @click.option("--by", default=lambda: os.environ.get("USER", "operator"),
+                  help="Who ends a live session from the live view (the user reads it).")
+    @click.option("--no-kill", is_flag=True, hidden=True, help="The live view ends no session.")
+    def review(config_path: Path, limit: int, only_user: str | None, report_fd: int | None, by: str,
+               no_kill: bool) -> None:
+        """Browse recorded sessions (filter as you type; Enter replays one). Sessions going on now
+        are listed at the top: Enter follows one, k ends it with a reason."""
+        from player.app import PlayerApp
 
         config = load(config_path)
-        location = index_location(config.recordings_dir, config.state_url)
-        if index_missing(location):
-            raise click.ClickException(f"no recordings index at {location}")
-        rows = RecordingIndex(location).search(user=only_user, limit=limit)
-        verifier = _verifier(config)
-        report = _reporter(report_fd)
+        app = review_app(config, limit=limit, only_user=only_user, report=_reporter(report_fd),
+                         registry=registry(config) if registry is not None else None, by=by,
+                         may_kill=not no_kill)
+        if app is None:
+            raise click.ClickException(f"no recordings index at "
+                                       f"{index_location(config.recordings_dir, config.state_url)}")
+        PlayerApp(app).run()
 
-        def opener(row: SessionRow) -> Recording:
-            report(row.id)
-            closed = row.state == "closed"
-            path = Path(row.location or "")
-            return Recording.open(path, verifier,
-                                  expected_lines=row.lines if closed else None,
-                                  expected_head=row.chain if closed else None,
-                                  expected_session=row.id, live=row.state == "live", unfinished=row.error,
-                                  cache=cache_for(path, config.recordings_dir) if closed else None)
 
-        PlayerApp(BrowserScreen(rows, opener)).run()
+def review_app(config: Setup, *, limit: int = 1000, only_user: str | None = None,
+               report: Callable[[str], None] = lambda line: None, registry: Registry | None = None,
+               by: str = "operator", may_kill: bool = False) -> BrowserScreen | None:
+    """The browser `bastion review` shows (None without a recordings index): the recordings
+    `only_user` may see and, with a registry, the live sessions on top."""
+    from player.app import BrowserScreen, Recording
+
+    location = index_location(config.recordings_dir, config.state_url)
+    if index_missing(location):
+        return None
+    index = RecordingIndex(location)
+    rows = index.search(user=only_user, limit=limit)
+    verifier = _verifier(config)
+
+    def opener(row: SessionRow) -> Recording:
+        report(row.id)
+        closed = row.state == "closed"
+        path = Path(row.location or "")
+        return Recording.open(path, verifier,
+                              expected_lines=row.lines if closed else None,
+                              expected_head=row.chain if closed else None,
+                              expected_session=row.id, live=row.state == "live", unfinished=row.error,
+                              cache=cache_for(path, config.recordings_dir) if closed else None)
+
+    live = (LiveView(registry, index, verifier, by=by, may_kill=may_kill, only_user=only_user, report=report)
+            if registry is not None else None)
+    return BrowserScreen(rows, opener, live)

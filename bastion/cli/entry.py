@@ -43,11 +43,18 @@ def _load(config_path: Path) -> BastionConfig:
 def player_main() -> None:
     import click
 
+    from bastion.config import BastionConfig
     from player import cli as player_cli
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     def bastion() -> None:
         """An SSH access gateway (the reviewer's commands)."""
 
-    player_cli.register(bastion, _load)
+    def registry(config: object) -> player_cli.Registry:
+        from bastion.cli.livereview import ReviewRegistry
+
+        assert isinstance(config, BastionConfig)
+        return ReviewRegistry(config)
+
+    player_cli.register(bastion, _load, registry)
     bastion()

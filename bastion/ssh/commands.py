@@ -245,9 +245,13 @@ async def viewer_argv(state: BastionState, caller: Caller,
 
         def review(fd: int | None) -> list[str]:
             return [*base, "review", "-c", str(config.path), *(["--only-user", me] if mine else []),
+                    "--by", me, *([] if may_kill(caller.role) else ["--no-kill"]),
                     *(["--report-fd", str(fd)] if fd is not None else [])]
 
         def opened(line: str) -> None:
+            if line.startswith("kill "):
+                _killed_in_review(state, caller, line[5:].strip())
+                return
             asyncio.get_running_loop().create_task(_viewed_in_review(state, caller, line.strip()))
 
         return review, opened
@@ -284,6 +288,19 @@ async def _may_moderate(state: BastionState, caller: Caller, session: str) -> No
         raise Refused("join: nobody moderates their own session")
     if not (me.groups | {me.user}) & moderators:
         raise Refused(f"join: only {_names(moderators)} moderate sessions to {live.target}")
+
+
+def _killed_in_review(state: BastionState, caller: Caller, said: str) -> None:
+    """The browser's live view ended a session (it offers that to admins only)."""
+    session, _, reason = said.partition(" ")
+    me = caller.identity.user
+    if not SESSION_ID.fullmatch(session) or not may_kill(caller.role):
+        state.audit.write(OwnCommandRefused(user=me, client=caller.client,
+                                            command=printable(f"review kill {said}")[:200],
+                                            reason="the browser reported a kill it may not do"))
+        return
+    state.audit.write(SessionKillRequested(session=session, by=me, reason=printable(reason)[:200],
+                                           via="ssh review"))
 
 
 async def _viewed_in_review(state: BastionState, caller: Caller, session: str) -> None:

@@ -11,10 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable, Static
 
+from bastion.cli.livereview import ReviewRegistry
+from bastion.config import load_config
 from bastion.demo.sandbox import Sandbox
+from player.app import BrowserScreen, KillScreen, PlayerApp, ReplayScreen, TerminalView
+from player.cli import review_app
 from recorder.asciicast import load_cast
-from tests.support.lab import LOGIN, eventually, need
+from tests.support.lab import LOGIN, eventually, need, until
 from tests.support.recordings import recording_for
 from tests.support.tmux import TmuxPane
 
@@ -291,3 +296,98 @@ def test_a_moderated_session_waits_for_a_moderator_and_pauses_without_one(box: S
     cast = load_cast(recording_for(box, lambda e: e["session"] == session["id"]).read_bytes())
     markers = [e.data for e in cast.events if e.code == "m"]
     assert "moderator-joined: sue" in markers and "moderator-left: sue" in markers
+
+
+# -- the live view of `bastion review` -------------------------------------------------------------------
+
+
+def live_table(app: PlayerApp) -> list[str]:
+    table = app.screen.query_one("#live", DataTable)
+    return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+async def test_the_review_live_view_follows_a_live_shell_and_ends_it_with_a_reason(box: Sandbox) -> None:
+    config = load_config(box.config_path)
+    shell = TmuxPane(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", "-t", TARGET])
+    try:
+        ready(shell)
+        session = live_one(box, lambda s: s["kind"] == "shell" and s["user"] == "alice", "alice's shell")
+        browser = review_app(config, registry=ReviewRegistry(config), by="olga", may_kill=True)
+        assert browser is not None
+        app = PlayerApp(browser)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(lambda: session["id"] in live_table(app), "the live shell at the top", timeout=30)
+            await pilot.press("shift+tab")  # from the recordings to the live view
+            assert app.screen.query_one("#live", DataTable).has_focus
+            await pilot.press("enter")  # follow it
+            await until(lambda: isinstance(app.screen, ReplayScreen), "the followed session", timeout=30)
+            assert "LIVE" in str(app.screen.query_one("#banner", Static).content)
+            shell.type("echo live-view-$((6*7))")
+            shell.send("Enter")
+            await until(lambda: "live-view-42" in str(app.screen.query_one(TerminalView).content),
+                        "what alice typed, followed", timeout=30)
+            await pilot.press("q")  # back to the list
+            assert isinstance(app.screen, BrowserScreen) and app.screen.query_one("#live", DataTable).has_focus
+            await pilot.press("k")
+            assert isinstance(app.screen, KillScreen)
+            await pilot.press("enter")  # no reason: it asks for one
+            assert isinstance(app.screen, KillScreen)
+            await pilot.press(*"audit hold", "enter")
+            await until(lambda: isinstance(app.screen, BrowserScreen) and not live_table(app),
+                        "the session gone from the live view", timeout=30)
+        shell.wait_for("bastion: session ended by olga: audit hold")
+        eventually(shell.dead, "alice's ssh exits")
+    finally:
+        shell.close()
+    [killed] = [e for e in box.events() if e["event"] == "session_killed" and e["session"] == session["id"]]
+    assert (killed["by"], killed["reason"]) == ("olga", "audit hold")
+
+
+def test_review_over_ssh_lists_live_sessions_by_role_and_only_admins_end_them(box: Sandbox) -> None:
+    shell = TmuxPane(["ssh", "-F", str(box.directory / "ssh_config-alice"), "-J", "bastion", "-t", TARGET])
+    panes: list[TmuxPane] = []
+    try:
+        ready(shell)
+        shell.type("echo alive-$((3*3))")
+        shell.send("Enter")
+        shell.wait_for("alive-9\n")
+        session = live_one(box, lambda s: s["kind"] == "shell" and s["user"] == "alice", "alice's shell")
+        stranger = own_pane(box, "bob", "review", width=160)  # not a reviewer: only his own live sessions
+        panes.append(stranger)
+        stranger.wait_for("live sessions: 0")
+        assert " alice " not in stranger.screen()
+        reviewer = own_pane(box, "sue", "review", width=160)  # a reviewer sees it, may not end it
+        panes.append(reviewer)
+        reviewer.wait_for("live sessions: 1")
+        reviewer.send("BTab")
+        reviewer.wait_for("k end session")
+        reviewer.send("k")
+        reviewer.wait_for("you may not end sessions")
+        admin = own_pane(box, "olga", "review", width=160)
+        panes.append(admin)
+        admin.wait_for("live sessions: 1")
+        admin.send("BTab")
+        admin.wait_for("k end session")  # the footer: the live view has the focus
+        admin.send("k")
+        admin.wait_for("End session")
+        admin.type("closing for the night")
+        admin.send("Enter")
+        shell.wait_for("bastion: session ended by olga: closing for the night")
+        admin.wait_for("live sessions: 0")
+        reviewer.wait_for("live sessions: 0")
+        for pane in panes:
+            pane.send("q")
+            pane.wait_for("ssh exited 0")
+    finally:
+        shell.close()
+        for pane in panes:
+            pane.close()
+    events = [e for e in box.events() if e.get("session") == session["id"]]
+    killed = [(e["by"], e["reason"]) for e in events if e["event"] == "session_killed"]
+    assert killed == [("olga", "closing for the night")]
+    asked = [(e["by"], e["via"]) for e in events if e["event"] == "session_kill_requested"]
+    assert asked == [("olga", "ssh review")]
+    # Ending a session is no lock-out, and the request that ended it ends nothing else.
+    again = jump(box, TARGET, "echo back-$((2*4))")
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and out == b"back-8\n"

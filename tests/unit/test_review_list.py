@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Input
 
-from player.app import BrowserScreen, PlayerApp
+from player.app import BrowserScreen, KillScreen, LiveEntry, LiveError, PlayerApp
 from recorder.index import SessionRow
+from tests.support.lab import until
 
 
 def row(i: int, user: str, command: str | None, kind: str) -> SessionRow:
@@ -52,3 +53,71 @@ async def test_the_list_shows_what_each_session_ran_escaped() -> None:
         table = app.screen.query_one(DataTable)
         commands = [str(table.get_row_at(i)[3]) for i in range(table.row_count)]
         assert commands == ["(shell)", "pg_dump -Fc app", "\\x1b]0;evil\\x07ls"]
+
+
+class FakeLive:
+    """A live source that records what the browser asks (the real registry is in the e2e tests)."""
+
+    def __init__(self, may_kill: bool) -> None:
+        self.may_kill = may_kill
+        self.killed: list[tuple[str, str]] = []
+        self.entries = [LiveEntry(id="a1", user="alice", login="root", target="db-1", kind="shell", command=None,
+                                  client="127.0.0.1:1", started=1_795_000_000, idle=3, bytes_in=10, bytes_out=20),
+                        LiveEntry(id="b2", user="bob", login="root", target="web-1", kind="exec",
+                                  command="\x1b]0;x\x07tail -f log", client="127.0.0.1:2", started=1_795_000_001,
+                                  idle=4000, bytes_in=1 << 20, bytes_out=5)]
+
+    def sessions(self) -> list[LiveEntry]:
+        return list(self.entries)
+
+    def follow(self, session: str) -> object:
+        raise LiveError("no recording of it (yet)")
+
+    def kill(self, session: str, reason: str) -> str:
+        self.killed.append((session, reason))
+        self.entries = [e for e in self.entries if e.id != session]
+        return f"ended {session}"
+
+
+def live_ids(app: PlayerApp) -> list[str]:
+    table = app.screen.query_one("#live", DataTable)
+    return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+async def test_live_sessions_are_listed_on_top_filtered_and_escaped() -> None:
+    live = FakeLive(may_kill=False)
+    app = PlayerApp(BrowserScreen(ROWS, lambda r: None, live))  # type: ignore[arg-type, return-value]
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(lambda: live_ids(app) == ["a1", "b2"], "both live sessions")
+        table = app.screen.query_one("#live", DataTable)
+        assert str(table.get_row_at(1)[4]) == "\\x1b]0;x\\x07tail -f log"
+        await pilot.press(*"web")
+        assert live_ids(app) == ["b2"]
+
+
+async def test_only_a_source_that_may_kill_ends_sessions_and_a_reason_is_needed() -> None:
+    for may_kill in (False, True):
+        live = FakeLive(may_kill)
+        app = PlayerApp(BrowserScreen(ROWS, lambda r: None, live))  # type: ignore[arg-type, return-value]
+        async with app.run_test(size=(160, 30)) as pilot:
+            await until(lambda: len(live_ids(app)) == 2, "the live sessions")  # noqa: B023
+            await pilot.press("shift+tab", "k")
+            if not may_kill:
+                assert isinstance(app.screen, BrowserScreen) and live.killed == []
+                continue
+            assert isinstance(app.screen, KillScreen)
+            await pilot.press("enter")  # no reason yet
+            assert isinstance(app.screen, KillScreen) and live.killed == []
+            await pilot.press("escape")  # cancelled
+            assert isinstance(app.screen, BrowserScreen) and live.killed == []
+            await pilot.press("k", *"done", "enter")
+            await until(lambda: live_ids(app) == ["b2"], "the ended session gone")  # noqa: B023
+            assert live.killed == [("a1", "done")]
+
+
+async def test_following_what_has_no_recording_yet_says_so() -> None:
+    app = PlayerApp(BrowserScreen(ROWS, lambda r: None, FakeLive(False)))  # type: ignore[arg-type, return-value]
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(lambda: len(live_ids(app)) == 2, "the live sessions")
+        await pilot.press("shift+tab", "enter")
+        assert isinstance(app.screen, BrowserScreen)
