@@ -619,11 +619,13 @@ class SecretMasker:
             self._detect(detector, text, start, offset, spans, found)
         if pem and self._pem:
             run_hold = min(run_hold, self._pem_blocks(text, max(start, offset), spans, masked))
-        if final:
-            self._final_tail(text, max(start, offset), spans, masked)
-            hold = len(text)
-        else:
-            hold = self._open_tail(text, max(start, offset), spans, masked)
+        # The second view: the text without any character outside ASCII. A terminal may draw
+        # none of them (an invalid byte, a code point it does not know, a format character),
+        # so a secret they split is looked for whole there too; its ASCII characters are masked.
+        ascii_view = None if text.isascii() else _AsciiView(text)
+        if ascii_view is not None and start < len(text):
+            self._detect_ascii(ascii_view, start, offset, spans, found, masked)
+        hold = self._tails(text, ascii_view, max(start, offset), spans, masked, final=final)
         if not final and run_hold < len(text):
             hold = min(hold, run_hold)
         hold = max(offset, min([hold, *(b for b, e in spans if e > hold)]))
@@ -641,6 +643,63 @@ class SecretMasker:
         self._context = (context + visible[max(0, vis_hold - CONTEXT):vis_hold])[-CONTEXT:]
         # A secret held back is found again with the next chunk: it is named when released.
         return MaskResult(released, [name for b, name in found if b < offset + vis_hold] + masked)
+
+    def _detect_ascii(self, view: _AsciiView, start: int, offset: int, spans: list[tuple[int, int]],
+                      found: list[tuple[int, str]], masked: list[str]) -> None:
+        """Complete secrets of the ASCII view, as spans of the text (its ASCII characters)."""
+        text, start2, offset2 = view.text, view.to_view(start), view.to_view(offset)
+        detectors, pem = self._prefilter.scan(text)
+        spans2: list[tuple[int, int]] = []
+        found2: list[tuple[int, str]] = []
+        for detector in detectors:
+            self._detect(detector, text, start2, offset2, spans2, found2)
+        if pem and self._pem and self._run is None:
+            pem_masked: list[str] = []
+            self._pem_blocks(text, max(start2, offset2), spans2, pem_masked)
+            found2 += [(len(text), name) for name in pem_masked]
+        for begin, name in found2:
+            where = view.to_text(begin)
+            if not any(b <= where < e for b, e in spans):
+                if begin >= len(text):
+                    masked.append(name)
+                else:
+                    found.append((where, name))
+        for b2, e2 in spans2:
+            spans.extend(view.spans(b2, e2))
+
+    def _tails(self, text: bytes, ascii_view: _AsciiView | None, start: int, spans: list[tuple[int, int]],
+               masked: list[str], *, final: bool) -> int:
+        """The end of the text (and of its ASCII view): where releasing must stop."""
+        if final:
+            self._final_tail(text, start, spans, masked)
+            if ascii_view is not None:
+                self._ascii_tail(ascii_view, start, spans, masked, final=True)
+            return len(text)
+        hold = self._open_tail(text, start, spans, masked)
+        if ascii_view is not None:
+            hold = min(hold, self._ascii_tail(ascii_view, start, spans, masked, final=False))
+        return hold
+
+    def _ascii_tail(self, view: _AsciiView, start: int, spans: list[tuple[int, int]], masked: list[str], *,
+                    final: bool) -> int:
+        """A secret still being written at the end of the ASCII view: held, or masked
+        provisionally, as in the text itself. Returns where releasing must stop (in the text)."""
+        text = view.text
+        if not text:
+            return len(view.source)
+        spans2: list[tuple[int, int]] = []
+        start2 = view.to_view(start)
+        if final:
+            starred = self._starred
+            self._final_tail(text, start2, spans2, masked)
+            self._starred = starred  # digits masked at a pause are drawn back from the text only
+            hold = len(view.source)
+        else:
+            hold2 = self._open_tail(text, start2, spans2, masked)
+            hold = view.to_text(hold2) if hold2 < len(text) else len(view.source)
+        for b2, e2 in spans2:
+            spans.extend(view.spans(b2, e2))
+        return hold
 
     def _detect(self, detector: Detector, text: bytes, start: int, offset: int,
                 spans: list[tuple[int, int]], found: list[tuple[int, str]]) -> None:
@@ -674,8 +733,10 @@ class SecretMasker:
             return None  # an escape right at the boundary might split a token
         if not self._prefilter.raw_clear(context + buf):
             return None
+        if not buf.isascii() and not self._prefilter.raw_clear((context + buf).translate(None, _HIGH)):
+            return None  # a secret split by characters outside ASCII (the second view)
         line = buf.rfind(b"\n", 0, max(0, len(buf) - TAIL_WINDOW))
-        if line < 0:
+        if line < 0 or (not buf.isascii() and not buf[line + 1:].isascii()):
             return None
         tail = _Projection(buf[line + 1:])
         spans: list[tuple[int, int]] = []
@@ -869,6 +930,53 @@ def _tail_start(text: bytes) -> int:
             return floor
         end = len(tail[:space].rstrip(b" "))
     return floor + min(end, len(text[floor:].rstrip(b"0123456789 -")))
+
+
+ASCII_RUN = re.compile(rb"[\x00-\x7f]+")
+_HIGH = bytes(range(0x80, 0x100))
+
+
+class _AsciiView:
+    """A text without its characters outside ASCII, and the way between the two."""
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+        self._runs = [m.span() for m in ASCII_RUN.finditer(source)]  # (start, end) in the source
+        self._starts: list[int] = []  # where each run starts in the view
+        length = 0
+        for begin, end in self._runs:
+            self._starts.append(length)
+            length += end - begin
+        self.text = b"".join(source[b:e] for b, e in self._runs)
+        self._sources = [b for b, _ in self._runs]
+
+    def to_view(self, position: int) -> int:
+        """How many ASCII bytes come before `position` of the source."""
+        index = bisect_right(self._sources, position) - 1
+        if index < 0:
+            return 0
+        begin, end = self._runs[index]
+        return self._starts[index] + min(position, end) - begin
+
+    def to_text(self, position: int) -> int:
+        """Where the view's byte `position` is in the source."""
+        if position >= len(self.text):
+            return len(self.source)
+        index = bisect_right(self._starts, position) - 1
+        return self._runs[index][0] + position - self._starts[index]
+
+    def spans(self, begin: int, end: int) -> list[tuple[int, int]]:
+        """The view's span as spans of the source: its ASCII runs only."""
+        out = []
+        index = max(0, bisect_right(self._starts, begin) - 1)
+        while index < len(self._runs) and self._starts[index] < end:
+            run_begin, run_end = self._runs[index]
+            lo = max(begin, self._starts[index])
+            hi = min(end, self._starts[index] + run_end - run_begin)
+            if lo < hi:
+                out.append((run_begin + lo - self._starts[index], run_begin + hi - self._starts[index]))
+            index += 1
+        return out
 
 
 class _Projection:

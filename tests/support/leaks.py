@@ -113,7 +113,7 @@ class Trial:
                 c if c in "\r\n" else PUBLIC if i in self.secret.public else LATE if i in self.allowed
                 else HIDDEN
                 for i, c in enumerate(piece.text, piece.start)))
-        return "".join(out).encode()
+        return "".join(out).encode("utf-8", "surrogateescape")  # lone surrogates: bytes not UTF-8
 
 
 def draw(data: bytes, screen: pyte.Screen | None = None) -> pyte.Screen:
@@ -137,7 +137,7 @@ class Judge:
         marked = draw(self.trial.printed(placeholders=True))
         for row in range(HEIGHT):
             for column in range(WIDTH):
-                cell = marked.buffer[row][column].data
+                cell = marked.buffer[row][column].data[:1]  # a mark combined onto it follows
                 true = truth.buffer[row][column].data
                 if cell == HIDDEN:
                     self.hidden.append((row, column, true))
@@ -256,6 +256,26 @@ def undrawn(secrets: list[Secret], chars: list[str] = UNDRAWN) -> list[Trial]:
     return trials
 
 
+# Characters a terminal may not draw (or draw with another width) that are outside the set the
+# masker sets aside by name: an invalid byte, an overlong NUL, an unassigned code point, combining
+# marks beyond U+0300-U+036F, a variation selector of the supplement, format characters, a
+# symbol newer than the masker's Unicode tables.
+UNDRAWN_ELSEWHERE = ["\udcff", "\udcc0\udc80", "\u0378", "\u20d0", "\u0483", "\U000e0100", "\u0600",
+                     "\u00ad", "\U0001fae8"]
+
+
+def undrawn_elsewhere(secrets: list[Secret], chars: list[str] = UNDRAWN_ELSEWHERE) -> list[Trial]:
+    """Each of `chars` inside three of the secrets, in their middle."""
+    trials = []
+    for index, char in enumerate(chars):
+        for secret in secrets[index % 3::3]:
+            cut = len(secret.text) // 2
+            trials.append(Trial(f"undrawn {char!r} {secret.kind}", secret, (
+                Piece("id="), Piece(secret.text[:cut], 0), Piece(char),
+                Piece(secret.text[cut:], cut), Piece(" end\r\n$ "))))
+    return trials
+
+
 def cursor_drawn(secrets: list[Secret]) -> list[Trial]:  # the second half may show until the first comes
     """The second half printed first at its column (ESC[nG), then CR and the first half, then
     the cursor moved past it for what follows."""
@@ -295,6 +315,7 @@ def classes(make_key: Callable[[], str]) -> dict[str, tuple[list[Trial], Callabl
     return {
         "plain": (plain(secrets), splits),
         "undrawn (NUL, DEL, SO/SI, BEL, zero-width)": (undrawn(secrets), splits),
+        "undrawn elsewhere (invalid, unassigned, marks)": (undrawn_elsewhere(secrets), splits),
         "cursor (ESC[nG, CR)": (cursor_drawn(secrets), splits),
         "drawing tricks": (tricks(secrets), splits),
         "card + digits": (cards_then_digits(), splits),

@@ -10,9 +10,15 @@ import pytest
 from bastion.core.masker import SecretMasker
 from tests.support.mask_attacks import FIRST, LEAKS, SECOND
 
+GAP = pytest.mark.xfail(strict=True, reason="a known masking gap (docs/masking.md, Known gaps)")
+OPEN = set(LEAKS) - {
+    "invalid UTF-8 byte inside", "overlong NUL inside", "unassigned code point inside",
+    "combining mark U+20D0 inside", "combining mark U+0483 inside",
+    "variation selector supplement inside", "format char U+0600 inside",
+}
 
-@pytest.mark.xfail(strict=True, reason="a known masking gap (docs/masking.md, Known gaps)")
-@pytest.mark.parametrize("name", list(LEAKS))
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=GAP if n in OPEN else ()) for n in LEAKS])
 def test_a_half_of_the_key_is_masked(name: str) -> None:
     masker = SecretMasker()
     masker.on_screen(100, 30)
