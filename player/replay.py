@@ -12,18 +12,21 @@ import copy
 import functools
 import inspect
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyte
+from pyte import modes
 from pyte.screens import Char, Cursor, StaticDefaultDict
 
 from recorder.asciicast import Cast, Event
 from recorder.printable import printable
 
-KEYFRAME_SECONDS = 5.0
-KEYFRAME_BYTES = 128 * 1024
+KEYFRAME_BYTES = 128 * 1024  # a keyframe once the emulator has been fed this much since the last
+KEYFRAME_SCANNED = 32  # or once this many times as much output was passed over (see `Feeder`)
 SLICE_BYTES = 64 * 1024  # a large output event is fed in slices, so a replay can stop between them
 EVENT_COST = 64  # what applying an event costs beyond its bytes, in bytes
 
@@ -49,12 +52,22 @@ class SafeScreen(pyte.Screen):
     def set_icon_name(self, param: str) -> None:
         return
 
+    # pyte stops with an error on an erase it does not know (`CSI 3 K`, `CSI 5 J`); a terminal
+    # ignores it.
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        if how in (0, 1, 2):
+            super().erase_in_line(how, private)
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if how in (0, 1, 2, 3):
+            super().erase_in_display(how, *args, **kwargs)
+
 
 def _tolerant(name: str) -> None:
     """A recorded `CSI 1;1 A`, `CSI 1;1;1 H` or `CSI ? 4 m` replays as a terminal draws it:
     pyte hands its handlers every parameter it parsed, and private sequences as `private=True`,
     and most handlers refuse them, which stopped the replay of any session that printed one."""
-    handler = getattr(pyte.Screen, name)
+    handler = getattr(SafeScreen, name)
     parameters = list(inspect.signature(handler).parameters.values())[1:]
     takes_private = any(p.name == "private" or p.kind is p.VAR_KEYWORD for p in parameters)
     limit = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else sum(
@@ -229,33 +242,37 @@ class Timeline:
         """Apply events [start, stop) to `screen` in place, making the keyframes of every stretch
         passed for the first time. `interrupted(events applied)` is asked between events and
         between slices of a large one; when it says so, `Interrupted` is raised."""
-        stream = pyte.ByteStream(screen)
-        events, times = self.cast.events, self.times
-        since_time = times[start - 1] if start else 0.0
-        since_bytes = 0
+        feeder = Feeder(screen)
+        events = self.cast.events
+        fed, scanned = 0, 0  # at the last keyframe
         extends = start <= self._covered  # keyframes are made in order, with no gap
         for index in range(start, stop):
             if interrupted is not None and interrupted(index):
+                feeder.flush()
                 raise Interrupted(index)
             try:
-                since_bytes += apply(screen, stream, events[index],
-                                     None if interrupted is None else functools.partial(interrupted, index))
+                feed(feeder, events[index],
+                     None if interrupted is None else functools.partial(interrupted, index))
             except Interrupted:
                 raise Interrupted(index, torn=True) from None
-            if extends and index >= self._covered and (times[index] - since_time >= KEYFRAME_SECONDS
-                                                       or since_bytes >= KEYFRAME_BYTES):
+            if extends and index >= self._covered and (
+                    feeder.fed - fed >= KEYFRAME_BYTES
+                    or feeder.scanned - scanned >= KEYFRAME_BYTES * KEYFRAME_SCANNED):
+                feeder.flush()
                 if self.keyframes[-1].index < index + 1:
                     self.keyframes.append(Keyframe(index + 1, clone_screen(screen)))
                 self._covered = index + 1
-                since_time, since_bytes = times[index], 0
+                fed, scanned = feeder.fed, feeder.scanned
+        feeder.flush()
         if extends:
             self._covered = max(self._covered, stop)
 
     def advance(self, screen: SafeScreen, start: int, stop: int) -> None:
         """Apply events [start, stop) to `screen` in place (playback moving forward)."""
-        stream = pyte.ByteStream(screen)
+        feeder = Feeder(screen)
         for event in self.cast.events[start:stop]:
-            apply(screen, stream, event)
+            feed(feeder, event)
+        feeder.flush()
 
     def search(self, query: str) -> list[int]:
         """Event indices whose output, typed input or marker contains `query` (any case)."""
@@ -270,29 +287,214 @@ class Timeline:
         return earlier[-1] if earlier else None
 
 
-def apply(screen: SafeScreen, stream: pyte.ByteStream, event: Event,
-          interrupted: Callable[[], bool] | None = None) -> int:
-    """Feed one event to the emulator; returns the output bytes it carried. A large output is
-    fed in slices, and `interrupted` (if given) is asked between them."""
+def feed(feeder: Feeder, event: Event, interrupted: Callable[[], bool] | None = None) -> None:
+    """Apply one event: output to the emulator (a large one in slices, `interrupted` asked
+    between them), a resize to the screen."""
     if event.code == "o":
-        data = event.data.encode("utf-8", "surrogateescape")
-        if len(data) <= SLICE_BYTES or interrupted is None:
-            stream.feed(data)
-            return len(data)
-        view = memoryview(data)
-        for offset in range(0, len(data), SLICE_BYTES):
-            if offset and interrupted():
-                raise Interrupted(0, torn=True)
-            stream.feed(bytes(view[offset:offset + SLICE_BYTES]))
-        return len(data)
-    if event.code == "r":
+        feeder.feed(event.data, interrupted)
+    elif event.code == "r":
         try:
             cols, rows = (int(v) for v in event.data.split("x"))
         except ValueError:
-            return 0
+            return
         if 0 < cols <= 1000 and 0 < rows <= 1000:
-            screen.resize(rows, cols)
-    return 0
+            feeder.flush()
+            feeder.screen.resize(rows, cols)
+
+# Output that changes nothing but the cells of the cursor's row and the cursor's column, the
+# cursor's row only downwards, and the drawing attributes: printable text, CR, LF, TAB, BS, BEL,
+# SGR (colours and styles) and erasing in the line. Anything else (every other escape or control,
+# and bytes that were not UTF-8) is "unsafe" and always goes through the emulator.
+_UNSAFE = re.compile("[\x00-\x06\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f\ud800-\udfff]"
+                     r"|\x1b(?!\[[0-9;]*m|\[[012]?K)")
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+# For the common case, ASCII output whose only escapes are SGRs: checked with bytes operations.
+_ASCII_SAFE = bytes(range(0x20, 0x7F)) + b"\r\n\t\x08\x07\x1b"
+_PARAMETERS = b"0123456789;"
+DROP_LINES = 4096  # held line feeds beyond those the screen needs before what they hide is dropped
+HOLD_LIMIT = 256 * 1024  # characters held back at most
+_RESET = re.compile(r"\x1b\[0*m")  # every attribute back to its default, whatever came before
+
+
+def _safe_ascii(text: str) -> bool:
+    """ASCII text whose only escapes are SGRs and that holds no other control than CR, LF, TAB,
+    BS and BEL (most output), found with bytes operations, faster than `_UNSAFE`."""
+    if not text.isascii():
+        return False
+    data = text.encode("ascii")
+    if data.translate(None, _ASCII_SAFE):
+        return False
+    bare = data.translate(None, _PARAMETERS)
+    return bare.count(b"\x1b") == bare.count(b"\x1b[m")
+
+
+class Feeder:
+    """Feeds output events to a screen as `pyte.ByteStream` would, but skips what cannot show.
+
+    Within a stretch of safe output (see `_UNSAFE`), while the scroll region is the whole screen
+    and origin mode is off, the screen at the end does not depend on what the stretch drew before
+    a point just after a carriage return (column 0) that is followed by at least twice as many
+    line feeds as the screen has rows: a line feed never moves the cursor up and nothing else in
+    such a stretch moves it between rows, so after `rows` line feeds the cursor is on the last row
+    whatever row it started from, and `rows` more scroll every older row away. The attributes at
+    that point are those of the stretch's last full reset and the SGRs after it, and nothing else
+    in the emulator (modes, charsets, tab stops, margins, saved cursors, size) changes in such a
+    stretch. So safe output is held back, and once it holds enough line feeds the part before the
+    cut is dropped: its SGRs are applied, the cursor put at column 0 of the last row, and only the
+    rest is fed, in the pieces the events made (pyte draws a run of text as one piece). The
+    result is the screen that feeding every byte gives, exactly; `fed` counts what the emulator
+    was given, `scanned` what was passed over."""
+
+    def __init__(self, screen: SafeScreen) -> None:
+        self.screen = screen
+        self.stream = pyte.ByteStream(screen)
+        self.pending: list[str] = []  # safe output held back, in the pieces it came in
+        self.lines = 0  # line feeds in `pending`
+        self.held = 0  # characters in `pending`
+        self.droppable = True  # what `pending` hides may be dropped (see `_hold`)
+        self.fed = 0
+        self.scanned = 0
+        self._unasked = 0  # bytes fed since `interrupted` was last asked
+
+    def _plain(self) -> bool:
+        """The emulator waits for text: no escape sequence or UTF-8 character half read."""
+        stream = self.stream
+        return bool(stream._taking_plain_text) and stream.use_utf8 and not stream.utf8_decoder.getstate()[0]
+
+    def feed(self, text: str, interrupted: Callable[[], bool] | None = None) -> None:
+        """Feed one output event's text (surrogate escapes stand for bytes that were not UTF-8)."""
+        self.scanned += len(text)
+        if not self.pending and not self._plain():
+            self._emulate(text, interrupted)
+            return
+        if _safe_ascii(text):
+            self._hold(text, interrupted)
+            return
+        position, end = 0, len(text)
+        while position < end:
+            unsafe = _UNSAFE.search(text, position)
+            if unsafe is None:
+                self._hold(text[position:] if position else text, interrupted)
+                return
+            # The unsafe stretch starts at its line (just after a CR or LF: pyte begins a new
+            # piece of text there, so cutting there feeds the same pieces)...
+            at = unsafe.start()
+            start = max(text.rfind("\n", position, at), text.rfind("\r", position, at)) + 1
+            if start > position:
+                self._hold(text[position:start], interrupted)
+            else:
+                start = position
+            self.flush()
+            if "\ud800" <= unsafe.group()[0] <= "\udfff" or "\x1b%" in text:
+                # Bytes that are not UTF-8, or an event that may switch the decoding (ESC %):
+                # pyte decodes each write whole, so the rest of the event goes in one piece.
+                self._emulate(text[start:], interrupted)
+                return
+            # ... and ends at the end of a line where the emulator waits for text again.
+            stop = unsafe.end()
+            while True:
+                newline = text.find("\n", stop)
+                stop = end if newline < 0 else newline + 1
+                self._emulate(text[start:stop], interrupted)
+                start = stop
+                if interrupted is not None and self._unasked >= SLICE_BYTES:
+                    self._unasked = 0
+                    if interrupted():
+                        raise Interrupted(0, torn=True)
+                if stop >= end or self._plain():
+                    break
+            position = stop
+
+    def _emulate(self, text: str, interrupted: Callable[[], bool] | None = None) -> None:
+        """Feed `text` to the emulator, in slices between which `interrupted` is asked."""
+        data = text.encode("utf-8", "surrogateescape")
+        self.fed += len(data)
+        self._unasked += len(data)
+        if len(data) <= SLICE_BYTES or interrupted is None:
+            self.stream.feed(data)
+            return
+        offset = 0
+        while offset < len(data):
+            if offset and interrupted():
+                raise Interrupted(0, torn=True)
+            # Cut after a line's end where there is one: pyte draws a run of text as one piece.
+            stop = offset + SLICE_BYTES
+            if stop < len(data):
+                stop = max(data.rfind(b"\n", offset, stop), data.rfind(b"\r", offset, stop)) + 1 or stop
+            self.stream.feed(data[offset:stop])
+            offset = stop
+
+    def _hold(self, piece: str, interrupted: Callable[[], bool] | None) -> None:
+        if not self.pending:
+            # pyte leaves the cursor below the screen when it shrinks: what is drawn there stays
+            # (shown again if the screen grows), as no line feed scrolls it away.
+            self.droppable = self.screen.cursor.y < self.screen.lines
+        self.pending.append(piece)
+        self.lines += piece.count("\n")
+        self.held += len(piece)
+        if self.lines >= 2 * self.screen.lines + DROP_LINES or self.held >= HOLD_LIMIT:
+            self._drop()
+            if self.held >= HOLD_LIMIT:  # long lines without enough line feeds: fed as they come
+                self._feed_held(interrupted)
+
+    def _drop(self) -> None:
+        """Drop what the last `2 * rows` line feeds after a CR make invisible (or feed it all when
+        the scroll region or origin mode would keep it on screen, or there is no CR)."""
+        screen, pending = self.screen, self.pending
+        margins = screen.margins
+        whole = margins is None or (margins.top, margins.bottom) == (0, screen.lines - 1)
+        if not whole or modes.DECOM in screen.mode or not self.droppable:
+            self._feed_held()
+            return
+        need, seen = 2 * screen.lines, 0
+        for at in range(len(pending) - 1, -1, -1):
+            count = pending[at].count("\n")
+            if seen + count >= need:
+                break
+            seen += count
+        else:
+            return
+        piece, limit = pending[at], len(pending[at])
+        for _ in range(need - seen):
+            limit = piece.rfind("\n", 0, limit)
+        while True:  # the last CR before that line feed, in this piece or an earlier one
+            cr = pending[at].rfind("\r", 0, limit)
+            if cr >= 0:
+                break
+            if at == 0:
+                if self.lines > 64 * screen.lines:  # no CR to cut after: feed it, do not hoard it
+                    self._feed_held()
+                return
+            at -= 1
+            limit = len(pending[at])
+        dropped = [*pending[:at], pending[at][:cr + 1]]
+        kept = [pending[at][cr + 1:], *pending[at + 1:]]
+        attributes: list[str] = []
+        for piece in reversed(dropped):
+            sgrs = list(_SGR.finditer(piece)) if "\x1b" in piece else []
+            resets = [i for i, m in enumerate(sgrs) if _RESET.fullmatch(m.group())]
+            if resets:
+                attributes[:0] = [m.group() for m in sgrs[resets[-1]:]]
+                break
+            attributes[:0] = [m.group() for m in sgrs]
+        if attributes:
+            self._emulate("".join(attributes))
+        screen.cursor.x, screen.cursor.y = 0, screen.lines - 1
+        screen.dirty.update(range(screen.lines))
+        self.pending = [piece for piece in kept if piece]
+        self.lines = sum(piece.count("\n") for piece in self.pending)
+        self.held = sum(len(piece) for piece in self.pending)
+
+    def flush(self) -> None:
+        """Feed what is held back: the screen is then exactly that of every byte fed so far."""
+        if self.lines > 2 * self.screen.lines:
+            self._drop()
+        self._feed_held()
+
+    def _feed_held(self, interrupted: Callable[[], bool] | None = None) -> None:
+        pending, self.pending, self.lines, self.held = self.pending, [], 0, 0
+        for piece in pending:
+            self._emulate(piece, interrupted)
 
 
 def plain_lines(screen: pyte.Screen) -> list[str]:

@@ -1,0 +1,142 @@
+"""The player's replay skips output that cannot show (`player.replay.Feeder`): the screen it
+gives must be the one feeding every byte to the emulator gives, cell for cell, with the same
+cursor, attributes, modes, charsets, margins, tab stops and saved cursors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyte
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import player.replay as replay
+from player.keyframes import snapshot
+from player.replay import Feeder, SafeScreen, Timeline, feed, plain_lines
+from recorder.asciicast import Event, load_cast
+from tests.support.casts import make_cast
+
+# Output that leaves everything but the cursor's row and column and the attributes alone...
+SAFE = ["a", "bc", "word ", "x" * 13, "中", "é", "e\u0301", "\u0301", "\u200b", "\r", "\n", "\r\n", "\r\n",
+        "\t", "\x08", "\x07", "\x1b[m", "\x1b[0m", "\x1b[1m", "\x1b[31m", "\x1b[0;32m", "\x1b[38;5;200m",
+        "\x1b[48;2;1;2;3m", "\x1b[;m", "\x1b[1;0;4m", "\x1b[K", "\x1b[1K", "\x1b[2K", "\x1b[7m"]
+# ... and output that changes the rest: modes, charsets, margins, cursor moves, saved cursors,
+# tab stops, a latin-1 switch, bytes that are not UTF-8, escapes cut between events, C1 controls.
+STATE = ["\x1b[4h", "\x1b[4l", "\x1b[?7l", "\x1b[?7h", "\x1b[20h", "\x1b[20l", "\x1b(0", "\x1b(B", "\x1b)0",
+         "\x0e", "\x0f", "\x1b7", "\x1b8", "\x1b[s", "\x1b[u", "\x1bH", "\x1b[3g", "\x1b[2;3r", "\x1b[r",
+         "\x1b[?6h", "\x1b[?6l", "\x1b[?25l", "\x1b[2;3H", "\x1b[A", "\x1b[2J", "\x1bM", "\x1b[L", "\x1b[3K",
+         "\x1b[", "\x1b[3", "\x1b]0;title", "\x07", "\x1b%@", "\x1b%G", "\udcc3", "\udce4\udcb8", "\x9b1m",
+         "\x0b", "\x0c", "\x00", "\x7f", "\x1b[?1049h", "\x1bc", "\x1b[1;1;1H", "\x1b[5X", "\x1b[2P"]
+
+
+@contextlib.contextmanager
+def dropping_every(lines: int) -> Iterator[None]:
+    """Drop held output after `lines` more line feeds than the screen needs (so small tests
+    drop often)."""
+    original = replay.DROP_LINES
+    replay.DROP_LINES = lines
+    try:
+        yield
+    finally:
+        replay.DROP_LINES = original
+
+
+def state(screen: pyte.Screen) -> dict[str, Any]:
+    taken = snapshot(screen)
+    taken["cells"] = sorted(taken["cells"])
+    return taken
+
+
+def reference(events: list[Event], columns: int, lines: int) -> SafeScreen:
+    """Every byte of every event fed to pyte, each event at once."""
+    screen = SafeScreen(columns, lines)
+    stream = pyte.ByteStream(screen)
+    for event in events:
+        if event.code == "o":
+            stream.feed(event.data.encode("utf-8", "surrogateescape"))
+        else:
+            cols, rows = (int(v) for v in event.data.split("x"))
+            screen.resize(rows, cols)
+    return screen
+
+
+def skipping(events: list[Event], columns: int, lines: int) -> tuple[SafeScreen, Feeder]:
+    screen = SafeScreen(columns, lines)
+    feeder = Feeder(screen)
+    for event in events:
+        feed(feeder, event)
+    feeder.flush()
+    return screen, feeder
+
+
+@st.composite
+def outputs(draw: st.DrawFn, hostile: bool) -> tuple[list[Event], int, int]:
+    columns, lines = draw(st.integers(3, 12)), draw(st.integers(1, 6))
+    tokens = st.sampled_from(SAFE + STATE) if hostile else st.sampled_from(SAFE)
+    events = []
+    for _ in range(draw(st.integers(1, 12))):
+        if draw(st.integers(0, 30)) == 0:
+            events.append(Event(0.0, "r", f"{draw(st.integers(3, 12))}x{draw(st.integers(1, 6))}"))
+            continue
+        parts = draw(st.lists(tokens, max_size=40))
+        # Runs of lines long enough to scroll a screen away twice, and more.
+        parts += ["line\r\n"] * draw(st.sampled_from([0, 0, 1, 2 * lines - 1, 2 * lines, 2 * lines + 1, 5 * lines]))
+        parts = draw(st.permutations(parts)) if draw(st.booleans()) else parts
+        events.append(Event(0.0, "o", "".join(parts)))
+    return events, columns, lines
+
+
+@settings(max_examples=400, deadline=None)
+@given(outputs(hostile=True), st.integers(0, 3))
+def test_skipping_gives_the_screen_of_every_byte(case: tuple[list[Event], int, int], drop: int) -> None:
+    events, columns, lines = case
+    with dropping_every(drop):
+        skipped, _ = skipping(events, columns, lines)
+    assert state(skipped) == state(reference(events, columns, lines))
+
+
+@settings(max_examples=300, deadline=None)
+@given(outputs(hostile=False), st.integers(0, 3), st.lists(st.sampled_from(STATE), max_size=6))
+def test_a_safe_stretch_after_any_state_gives_the_screen_of_every_byte(
+        case: tuple[list[Event], int, int], drop: int, before: list[str]) -> None:
+    """Whatever modes, charsets, attributes and saved cursors the output before set up, a
+    stretch of safe output (where most of the skipping happens) ends on the same screen."""
+    events, columns, lines = case
+    events = [Event(0.0, "o", "".join(before)), *events]
+    with dropping_every(drop):
+        skipped, _ = skipping(events, columns, lines)
+    assert state(skipped) == state(reference(events, columns, lines))
+
+
+def test_most_of_a_long_log_never_reaches_the_emulator() -> None:
+    """A megabyte of coloured log lines: the emulator is given a few screens of it, and the
+    screen is the one of every byte (colours of the last lines included)."""
+    lines = [f"\x1b[3{i % 7 + 1}m{i:08d}\x1b[0m a log line \x1b[1mbold\x1b[0m\r\n" for i in range(25_000)]
+    events = [Event(0.0, "o", "".join(lines[i:i + 50])) for i in range(0, len(lines), 50)]
+    events.append(Event(0.0, "o", "\x1b[32mstill green at the end"))
+    skipped, feeder = skipping(events, 80, 24)
+    assert feeder.scanned > 1_000_000 and feeder.fed < 20_000
+    assert state(skipped) == state(reference(events, 80, 24))
+    assert plain_lines(skipped)[-1] == "still green at the end"
+    assert skipped.buffer[23][0].fg == "green"
+
+
+def test_a_timeline_seek_through_skipped_output_matches_a_full_replay() -> None:
+    """Seeks (from keyframes made by a pass that skipped most output) show the screen of a
+    replay that fed every byte, at every keyframe and between them."""
+    chunks = [(i * 0.3, "o", f"\x1b[3{i % 7 + 1}m{i} some output\x1b[m\r\n" * (i % 40 + 1)) for i in range(600)]
+    chunks[300] = (90.0, "o", "\x1b[2;5r\x1b[5;1Hinside a scroll region\r\n" * 30 + "\x1b[r")
+    data = make_cast(chunks, width=60, height=12)
+    original = replay.KEYFRAME_BYTES
+    replay.KEYFRAME_BYTES = 1_000
+    try:
+        timeline = Timeline(load_cast(data))
+        timeline.screen_after(len(timeline.cast.events))
+    finally:
+        replay.KEYFRAME_BYTES = original
+    assert len(timeline.keyframes) > 5
+    events = timeline.cast.events
+    for count in {*(k.index for k in timeline.keyframes), 1, 150, 299, 300, 301, 450, len(events)}:
+        assert state(timeline.screen_after(count)) == state(reference(events[:count], 60, 12)), count
