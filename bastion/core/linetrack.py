@@ -39,6 +39,7 @@ class SubmittedLine:
 
 
 FOREIGN_CHECK_EVERY = 0.25
+ECHO_DELAY_CAP = 5.0  # an answer later than this was not an echo (a key that draws nothing)
 EDIT_QUIET = 1.0  # output this long after the last key, once the keys had echoed, was not typing's
 
 
@@ -131,6 +132,8 @@ class LineTracker:
         self._at_prompt = False  # the line's first key came after the shell drew something
         self._key_at = 0.0
         self._output_at = 0.0
+        self._unanswered_key_at: float | None = None  # a key at the prompt no output followed yet
+        self.echo_delay = 0.0  # how long this session's keys take to echo (fast up, slow down)
         # Output waits here until the screen is looked at (a key, an Enter): bulk output that
         # nobody types into costs an append, not an emulator pass over every byte.
         self._unfed: list[bytes] = []
@@ -151,6 +154,9 @@ class LineTracker:
                 # The keys had echoed and the user paused: whatever draws now (a background job)
                 # can overwrite the line on screen without changing what the shell holds.
                 self.doubt = "output that typing did not cause arrived while the line was edited"
+        if self._unanswered_key_at is not None:
+            self._echo_took(now - self._unanswered_key_at)
+            self._unanswered_key_at = None
         for match in ALT_SCREEN.finditer(data):
             self.alternate = match.group(1) == b"h"
         self._unfed.append(data)
@@ -190,6 +196,14 @@ class LineTracker:
             data = data[:max(0, MAX_KEYS - len(self.keys))]
         self.keys += data
         self._key_at = self._clock()
+        if self._at_prompt and not self._on_a_blank_row() and self._unanswered_key_at is None:
+            self._unanswered_key_at = self._key_at
+
+    def _echo_took(self, seconds: float) -> None:
+        """A key typed at a prompt was answered (its echo, or a redraw) after `seconds`: a late
+        echo raises the estimate at once, an early one lowers it a fifth of the way."""
+        seconds = min(seconds, ECHO_DELAY_CAP)
+        self.echo_delay = seconds if seconds > self.echo_delay else 0.8 * self.echo_delay + 0.2 * seconds
 
     def echoed(self, quiet: float = 0.02) -> bool:
         """Has the screen caught up with the keys? Plain typing: the screen shows it. Edits
@@ -277,6 +291,11 @@ class LineTracker:
         self._sync()
         return self.screen.display[self.screen.cursor.y].rstrip()
 
+    def before_cursor(self) -> str:
+        """What the cursor's row shows left of the cursor (a prompt, and the line typed so far)."""
+        self._sync()
+        return self.screen.display[self.screen.cursor.y][:self.screen.cursor.x]
+
     def snapshot(self) -> str:
         """The screen as text (trailing blanks trimmed): what the user saw at this moment."""
         self._sync()
@@ -362,4 +381,5 @@ class LineTracker:
         self.keys = b""
         self.doubt = ""
         self._prompt = None
+        self._unanswered_key_at = None  # what answers now is the line's output, not an echo
         self._entered_at = self._clock()

@@ -39,7 +39,13 @@ from bastion.stages.decisions import CommandDecisions, Notify, ScreeningContext
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from recorder.transfers import SessionKind
 
-ECHO_WAIT = 0.5  # longest a decision waits for the echo of the keys typed just before it
+# The longest a decision waits for the echo of the keys typed just before it: ECHO_WAIT, or
+# ECHO_MARGIN times the echo delay this session has shown (a distant target, a loaded machine),
+# up to ECHO_WAIT_MAX. The wait ends as soon as the echo shows: only a line whose keys never
+# echo pays it in full, and is then unsure.
+ECHO_WAIT = 0.5
+ECHO_MARGIN = 4.0
+ECHO_WAIT_MAX = 5.0
 # ... when the line was typed ahead of any prompt (a shell still starting, a command still
 # running): the shell shows it once it prompts, and would not run it any sooner.
 TYPEAHEAD_WAIT = 10.0
@@ -85,6 +91,11 @@ CALLS_OUT = re.compile(
     r"\b(?:system|systemlist|job_start|jobstart|termopen|term_start|libcall|libcallnr)\s*\(")
 
 __all__ = ["Notify", "ScreeningContext", "ScreeningStage"]  # the context lives in bastion.stages.decisions
+
+
+def echo_wait(echo_delay: float) -> float:
+    """How long to wait for the echo of keys, given how long this session's keys take to echo."""
+    return min(max(ECHO_WAIT, ECHO_MARGIN * echo_delay), ECHO_WAIT_MAX)
 
 
 def _red(text: str) -> bytes:
@@ -280,7 +291,8 @@ class ScreeningStage(SessionStage):
         """A key that may run the line: read the line, decide, then release or discard."""
         tracker = self._tracker
         assert tracker is not None
-        deadline = time.monotonic() + (TYPEAHEAD_WAIT if tracker.typed_ahead else ECHO_WAIT)
+        wait = TYPEAHEAD_WAIT if tracker.typed_ahead else echo_wait(tracker.echo_delay)
+        deadline = time.monotonic() + wait
         while not tracker.echoed() and time.monotonic() < deadline:  # noqa: ASYNC110 - waits for the echo on the screen, bounded
             await asyncio.sleep(0.01)
         if kind is Key.SUBMIT and self._a_password():
@@ -440,6 +452,9 @@ class ScreeningStage(SessionStage):
             return
         if not tracker.keys and not line.strip() and not self._pending:
             self._held = None  # nothing was sent to the target that could still run
+            # The shell draws nothing (its line did not change): the user gets their prompt
+            # back from the bastion, under the message, where the shell's cursor is.
+            io.say(self._ctx.masker.mask(tracker.before_cursor()).encode("utf-8", "replace"))
             self._screen_typeahead(typeahead)
             return
         if self._scope.tty_changed:

@@ -96,6 +96,80 @@ async def run_line(stage: ScreeningStage, session: Session, line: bytes, prompt:
     stage.on_target_output(b"\r\n", Stream.STDOUT)
 
 
+async def test_the_wait_for_an_echo_follows_the_sessions_own_echo_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distant target or a loaded machine: every echo comes late. The first line's echo shows
+    it; the next line, typed and submitted at once, waits for its echo instead of being unsure."""
+    monkeypatch.setattr(screening, "ECHO_WAIT", 0.05)
+    stage, session, log = shell_stage()
+    stage.on_target_output(b"$ ", Stream.STDOUT)
+    assert stage.on_input(b"l") == b"l"
+    await asyncio.sleep(0.15)
+    stage.on_target_output(b"l", Stream.STDOUT)  # the echo: 0.15 s, three times ECHO_WAIT
+    assert stage.on_input(b"s\r") == b"s"
+    stage.on_target_output(b"s", Stream.STDOUT)
+    await until(lambda: session.target, "the first Enter released")
+    stage.on_target_output(b"\r\nfile\r\n$ ", Stream.STDOUT)
+    assert stage.on_input(b"echo hi\r") == b"echo hi"
+    await asyncio.sleep(0.2)  # later than ECHO_WAIT, sooner than ECHO_MARGIN times the echo delay
+    stage.on_target_output(b"echo hi", Stream.STDOUT)
+    await until(lambda: len(session.target) > 1, "the second Enter released")
+    assert session.target[1] == b"\r", session.client
+    assert [(d["command"], d["action"], "unsure" in d) for d in decisions(log)] == [
+        ("ls", "allow", False), ("echo hi", "allow", False)]
+
+
+def test_the_echo_wait_is_bounded_both_ways() -> None:
+    assert screening.echo_wait(0.0) == screening.ECHO_WAIT
+    assert screening.echo_wait(0.3) == pytest.approx(0.3 * screening.ECHO_MARGIN)
+    assert screening.echo_wait(60.0) == screening.ECHO_WAIT_MAX
+
+
+def test_a_late_echo_raises_the_estimate_at_once_and_early_ones_lower_it_slowly() -> None:
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
+    tracker.output(b"$ ")
+
+    def key_echoed_after(seconds: float) -> None:
+        now[0] += 1
+        tracker.typed(b"x")
+        now[0] += seconds
+        tracker.output(b"x")
+
+    key_echoed_after(0.4)
+    assert tracker.echo_delay == pytest.approx(0.4)
+    key_echoed_after(0.0)
+    assert tracker.echo_delay == pytest.approx(0.32)
+    key_echoed_after(1.0)
+    assert tracker.echo_delay == pytest.approx(1.0)
+    key_echoed_after(60.0)  # no key's echo takes a minute: something else answered
+    assert tracker.echo_delay == linetrack.ECHO_DELAY_CAP
+
+
+def test_output_after_enter_is_not_an_echo() -> None:
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
+    tracker.output(b"$ ")
+    now[0] += 1
+    tracker.typed(b"\x01")  # Ctrl-A at the line's start: nothing to draw
+    tracker.entered()
+    now[0] += 3
+    tracker.output(b"\r\n$ ")
+    assert tracker.echo_delay == 0.0
+
+
+async def test_a_denial_the_shell_does_not_redraw_after_gives_the_prompt_back() -> None:
+    """Ctrl-X Ctrl-E on an empty line: nothing reaches the shell, so it draws nothing; the user
+    sees why the key did not run, then their prompt again where the shell's cursor is."""
+    stage, session, log = shell_stage()
+    stage.on_target_output(b"\x1b[32mdb-1\x1b[0m$ ", Stream.STDOUT)
+    assert stage.on_input(b"\x18\x05") == b""
+    await until(lambda: any(b"bastion: " in line for line in session.client), "the bastion's answer")
+    assert session.target == []
+    assert session.client[-1] == b"db-1$ ", session.client
+    [decision] = decisions(log)
+    assert decision["action"] != "allow" and decision["unsure"] is True
+
+
 async def test_enter_at_a_password_prompt_goes_through_at_once() -> None:
     stage, session, log = shell_stage()
     await run_line(stage, session, b"sudo -k true")  # something in the foreground may ask
