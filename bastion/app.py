@@ -16,7 +16,7 @@ from bastion.auth.oidc import OIDCClient
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, MaskingSinks, TargetConfig, changed_settings, load_config
 from bastion.core.policy import Identity
-from bastion.core.rules import Action, CommandRequest
+from bastion.core.rules import Action, CommandRequest, ModerationNeed
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, ConfigError
 from bastion.rules_file import RulesHolder
@@ -24,8 +24,8 @@ from bastion.ssh.server import BastionState
 from bastion.stages.decisions import Notify, ScreeningContext
 from bastion.stages.machinegate import ShellGateStage
 from bastion.stages.masking import MaskingStage
-from bastion.stages.moderation import ModerationStage
-from bastion.stages.pipeline import SessionStage
+from bastion.stages.moderation import ModerationStage, NotifyModerators, need_from
+from bastion.stages.pipeline import SessionInfo, SessionStage
 from bastion.stages.recording import KeyframeBuilds, RecordingStage
 from bastion.stages.screening import ScreeningStage
 from bastion.stages.sftpgate import SftpGateStage
@@ -52,7 +52,7 @@ from bastion.state.keys import KeyStore
 from bastion.state.live import Registry
 from bastion.web.cookies import COOKIE_KEY, SignedCookies
 from bastion.web.metrics import Check, MetricsService
-from bastion.web.notify import Notifier
+from bastion.web.notify import ModeratorWanted, Notifier
 from bastion.web.service import WebService
 from recorder.index import RecordingIndex, index_location
 from recorder.log import LogEvent
@@ -119,10 +119,11 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
     # Always: a reload may bring a rules file (and the SSO directory opens this database anyway).
     approvals = ApprovalStore(config.state, masker=text_masker, instance=instance)
     state.approvals = approvals
-    notify = _web(config, state, approvals)
+    notify, notify_moderators = _web(config, state, approvals)
     if config.metrics is not None:
         _metrics(config, state, approvals, recorder)
-    screening = _screening(config, state, approvals, notify)
+    holder = RulesHolder(path=config.rules_file)
+    screening = _screening(config, state, approvals, notify, holder)
     state.services.append(InstanceService(
         config, state, Instances(config.state, instance, lease=config.state_lease),
         approvals=approvals, registry=registry, index=index))
@@ -139,10 +140,12 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
     # Moderation next: its gate waits for a moderator before anything reaches the target.
     registry = state.registry
     assert registry is not None
-    moderated = any(target.moderated_by for target in config.targets.values())
-    moderation: Callable[[], list[SessionStage]] = (
-        (lambda: [ModerationStage(registry.moderators, config.targets)]) if moderated else list
-    )
+    # Always there: a rules file (re)loaded later may bring [[moderation]] scopes.
+    need = need_from(config.targets, lambda: holder.rules.moderations)
+
+    def moderation() -> list[SessionStage]:
+        return [ModerationStage(registry.moderators, need, require=registry.require_moderators,
+                                notify=notify_moderators, audit=audit)]
     state.stages = lambda: [ShellGateStage(), *moderation(), *masking_stage(), *recording_stage(),
                             *screening()]
     return state
@@ -244,30 +247,37 @@ def readiness(config: BastionConfig, state: BastionState, recorder: Recorder | N
     return checks
 
 
-def _web(config: BastionConfig, state: BastionState, approvals: ApprovalStore) -> Notify | None:
-    """The approval pages (when [web] is set) and the chat notifier that links to them."""
+def _web(config: BastionConfig, state: BastionState,
+         approvals: ApprovalStore) -> tuple[Notify | None, NotifyModerators | None]:
+    """The approval pages (when [web] is set) and the chat notifier: approvers get a link to
+    them, moderators the command that joins a session."""
     if config.web is None:
-        return None
+        return None, None
     service = WebService(config, approvals, state.audit,
                          SignedCookies.load_or_create(config.keys_dir / COOKIE_KEY),
                          OIDCClient(config.oidc) if config.oidc else None, masker=state.text_masker,
                          sso=state.sso, machines=state.machines)
     state.services.append(service)
     if not config.notify:
-        return None
+        return None, None
     notifier = Notifier(config.notify, masker=state.text_masker)
 
     async def notify(request: ApprovalRequest) -> list[str]:
         failures = await notifier.notify(request, service.link(request))
         return [f"{f.destination}: {f.reason}" for f in failures]
 
-    return notify
+    async def notify_moderators(info: SessionInfo, need: ModerationNeed) -> list[str]:
+        failures = await notifier.notify_moderators(ModeratorWanted(
+            session=info.session_id, user=info.user, target=info.target, login=info.login,
+            moderated_by=tuple(sorted(need.moderated_by)), timeout=need.timeout))
+        return [f"{f.destination}: {f.reason}" for f in failures]
+
+    return notify, notify_moderators
 
 
 def _screening(config: BastionConfig, state: BastionState, approvals: ApprovalStore,
-               notify: Notify | None) -> Callable[[], list[SessionStage]]:
+               notify: Notify | None, holder: RulesHolder) -> Callable[[], list[SessionStage]]:
     """The screening stage for sessions while a rules file is set; SIGHUP reloads it."""
-    holder = RulesHolder(path=config.rules_file)
     holder.reload()  # a bad rules file stops the start, naming file, line and reason
     context = ScreeningContext(rules=holder, approvals=approvals, audit=state.audit, masker=state.text_masker,
                                notify=notify)

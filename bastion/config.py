@@ -19,6 +19,7 @@ import asyncssh
 
 from bastion.core.durations import parse_duration
 from bastion.core.masker import DETECTOR_NAMES, Detector, SecretMasker, TextMasker, chosen_detectors
+from bastion.core.rules import moderator_names
 from bastion.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -474,10 +475,13 @@ def _target(name: str, data: Mapping[str, Any], where: str) -> TargetConfig:
         users=frozenset(table.strings("users")),
         host_key=_public_key(host_key, f"{where}.host_key") if host_key else None,
         host_ca=_public_key(host_ca, f"{where}.host_ca") if host_ca else None,
-        moderated_by=frozenset(table.strings("moderated_by")),
+        moderated_by=(moderator_names(table.get("moderated_by", list), where)
+                      if "moderated_by" in table.data else frozenset()),
         moderator_timeout=parse_duration(table.get("moderator_timeout", (int, str), 300),
                                          where=f"{where}.moderator_timeout"),
     )
+    if target.moderator_timeout <= 0:
+        raise ConfigError(f"{where}.moderator_timeout: must be more than 0")
     table.finish()
     return target
 

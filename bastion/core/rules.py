@@ -190,6 +190,71 @@ class Verdict:
         return text
 
 
+MODERATOR_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
+
+
+def moderator_names(value: object, where: str) -> frozenset[str]:
+    """`moderated_by`: a non-empty list of group or user names (the config's targets and the
+    rules file's [[moderation]] read it alike)."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: moderated_by: expected a non-empty list of group or user names,"
+                          f" got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not MODERATOR_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: moderated_by: {name!r} is not a group or user name")
+    return frozenset(value)
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """A [[moderation]] scope of the rules file: sessions in scope wait for a moderator."""
+
+    name: str
+    moderated_by: frozenset[str]
+    timeout: int = 300
+    targets: tuple[str, ...] = ()
+    logins: tuple[str, ...] = ()
+    groups: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    line: int = 0
+
+    def covers(self, user: str, groups: frozenset[str], target: str, login: str) -> bool:
+        if self.targets and not any(fnmatch.fnmatchcase(target, t) for t in self.targets):
+            return False
+        if self.logins and not any(fnmatch.fnmatchcase(login, p) for p in self.logins):
+            return False
+        return not (self.groups or self.users) or user in self.users or bool(self.groups & groups)
+
+
+@dataclass(frozen=True)
+class ModerationNeed:
+    """Who moderates a session, and how long it may go without one (seconds)."""
+
+    moderated_by: frozenset[str]
+    timeout: int
+    scopes: tuple[str, ...] = ()  # the [[moderation]] scopes that asked for it ("target" for the config)
+
+
+def moderation_need(scopes: tuple[Moderation, ...], *, user: str, groups: frozenset[str], target: str,
+                    login: str, target_moderators: frozenset[str] = frozenset(),
+                    target_timeout: int = 300) -> ModerationNeed | None:
+    """What moderation a session needs: the target's own `moderated_by` (config) and every
+    [[moderation]] scope covering it together; any of their moderators may moderate, and the
+    shortest timeout applies. None: the session is not moderated."""
+    names, timeouts, why = set(target_moderators), [], []
+    if target_moderators:
+        timeouts.append(target_timeout)
+        why.append("target")
+    for scope in scopes:
+        if scope.covers(user, groups, target, login):
+            names |= scope.moderated_by
+            timeouts.append(scope.timeout)
+            why.append(scope.name)
+    if not names:
+        return None
+    return ModerationNeed(frozenset(names), min(timeouts), tuple(why))
+
+
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...] = ()
@@ -197,6 +262,7 @@ class RuleSet:
     target_defaults: tuple[tuple[str, Action], ...] = ()  # (target glob, action), first match wins
     when_unsure: UnsurePolicy = "default"
     path: Path | None = None
+    moderations: tuple[Moderation, ...] = ()
 
     def default_for(self, target: str) -> Action:
         for pattern, action in self.target_defaults:
@@ -290,18 +356,52 @@ class RuleSet:
                        why=f"when_unsure: {reasons}")
 
 
-def _rule_lines(text: str) -> list[int]:
-    return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rule]]"]
+def _rule_lines(text: str, header: str = "[[rule]]") -> list[int]:
+    return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == header]
+
+
+MODERATION_KEYS = {"name", "moderated_by", "timeout", "targets", "logins", "groups", "users"}
+
+
+def _moderations(data: Mapping[str, Any], where: str, text: str) -> tuple[Moderation, ...]:
+    raw_scopes = data.get("moderation", [])
+    if not isinstance(raw_scopes, list):
+        raise ConfigError(f"{where}: moderation must be written [[moderation]]")
+    lines = _rule_lines(text, "[[moderation]]")
+    scopes, names = [], set()
+    for index, raw in enumerate(raw_scopes):
+        line = lines[index] if index < len(lines) else 0
+        at = f"{where}:{line}" if line else f"{where}: moderation {index + 1}"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{at}: a [[moderation]] must be a table")
+        extra = set(raw) - MODERATION_KEYS
+        if extra:
+            raise ConfigError(f"{at}: unknown key {sorted(extra)[0]!r} (a [[moderation]] takes"
+                              f" {', '.join(sorted(MODERATION_KEYS))})")
+        name = raw.get("name", f"moderation {index + 1}")
+        if not isinstance(name, str) or not name or name in names:
+            raise ConfigError(f"{at}: [[moderation]] name: expected a name of its own, got {name!r}")
+        names.add(name)
+        if "moderated_by" not in raw:
+            raise ConfigError(f"{at}: [[moderation]] {name!r}: needs moderated_by (groups or users)")
+        moderated_by = moderator_names(raw["moderated_by"], f"{at}: [[moderation]] {name!r}")
+        timeout = parse_duration(raw.get("timeout", "5m"), where=f"{at}: [[moderation]] {name!r} timeout")
+        if timeout <= 0:
+            raise ConfigError(f"{at}: [[moderation]] {name!r} timeout: must be more than 0")
+        scopes.append(Moderation(
+            name=name, moderated_by=moderated_by, timeout=timeout, targets=_strings(raw, "targets", at),
+            logins=_strings(raw, "logins", at), groups=frozenset(_strings(raw, "groups", at)),
+            users=frozenset(_strings(raw, "users", at)), line=line))
+    return tuple(scopes)
 
 
 def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str = "") -> RuleSet:
     where = str(path) if path else "rules"
     lines = _rule_lines(text)
-    unknown = set(data) - {"rule", "defaults", "targets"}
+    unknown = set(data) - {"rule", "defaults", "targets", "moderation"}
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {sorted(unknown)[0]!r} (expected [[rule]], [defaults], [targets.NAME])"
-        )
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}"
+                          " (expected [[rule]], [[moderation]], [defaults], [targets.NAME])")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, Mapping):
         raise ConfigError(f"{where}: [defaults] must be a table")
@@ -333,7 +433,8 @@ def parse_rules(data: Mapping[str, Any], *, path: Path | None = None, text: str 
             raise ConfigError(f"{where}:{line}: a rule named {rule.name!r} exists already")
         names.add(rule.name)
         rules.append(rule)
-    return RuleSet(tuple(rules), default_action, tuple(target_defaults), when_unsure, path)
+    return RuleSet(tuple(rules), default_action, tuple(target_defaults), when_unsure, path,
+                   _moderations(data, where, text))
 
 
 RULE_KEYS = {"name", "action", "message", "command", "program", "args", "kinds", "targets", "logins",

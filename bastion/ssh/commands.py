@@ -261,7 +261,8 @@ async def viewer_argv(state: BastionState, caller: Caller,
     row = await asyncio.to_thread(_index_row, config.recordings_dir, command.target, config.state_url)
     if row is None or not row.location:
         raise Refused(f"no recording of session {command.target}")
-    if not may_watch(caller.role, me, row.user):
+    # A session's moderator watches it whatever their role (`_may_moderate` said they are one).
+    if command.name != "join" and not may_watch(caller.role, me, row.user):
         raise Refused(f"{command.name}: you may not watch {row.user}'s session {row.id} "
                       f"(reviewers: {_names(config.access.reviewers)})")
     follow = command.name in ("sessions follow", "join")
@@ -279,15 +280,16 @@ async def _may_moderate(state: BastionState, caller: Caller, session: str) -> No
     live = await registry.thread.run(registry.store.get, session)
     if live is None:
         raise Refused(f"join: session {session} is not live")
-    target = state.config.targets.get(live.target)
-    moderators = target.moderated_by if target is not None else frozenset()
+    # Recorded by the serving instance as the session began to wait (the target's config and
+    # the rules file's [[moderation]] scopes there): the same answer on every instance.
+    moderators = await registry.thread.run(registry.store.moderated_by, session)
     me = caller.identity
     if not moderators:
         raise Refused(f"join: sessions to {live.target} are not moderated (use sessions follow)")
     if live.user == me.user:
         raise Refused("join: nobody moderates their own session")
     if not (me.groups | {me.user}) & moderators:
-        raise Refused(f"join: only {_names(moderators)} moderate sessions to {live.target}")
+        raise Refused(f"join: only {_names(moderators)} moderate session {session} to {live.target}")
 
 
 def _killed_in_review(state: BastionState, caller: Caller, said: str) -> None:

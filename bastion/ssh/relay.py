@@ -25,6 +25,9 @@ from recorder.transfers import SessionKind
 STDERR = asyncssh.EXTENDED_DATA_STDERR
 
 
+EARLY_INPUT = 64 * 1024  # what a gate reading the user's input keeps before the session starts
+
+
 class _Pause:
     """Reading pauses while any reason holds it (waiting for upstream, peer buffer full...)."""
 
@@ -79,6 +82,8 @@ class SessionRelay:
         # Input that arrives before the upstream channel is open (bounded by the SSH window,
         # since reading is paused until then).
         self._early_input: list[bytes] = []
+        self._early_size = 0
+        self._input_watcher: Callable[[bytes], None] | None = None  # a gate reading what is typed
         self._pending_eof = False
         self._ended = False
 
@@ -148,7 +153,7 @@ class SessionRelay:
         self._target = chan
         self._target_reading = _Pause(chan.pause_reading, chan.resume_reading)
         assert self._client_reading is not None
-        early, self._early_input = self._early_input, []
+        early, self._early_input, self._early_size = self._early_input, [], 0
         for data in early:
             self._input(data)
         self._client_reading.release("upstream")
@@ -169,6 +174,11 @@ class SessionRelay:
             # Typed before the upstream channel (and the pipeline) started: it goes through
             # the pipeline then, like everything else.
             self._early_input.append(data)
+            self._early_size += len(data)
+            if self._input_watcher is not None:
+                self._input_watcher(data)
+                if self._early_size > EARLY_INPUT and self._client_reading is not None:
+                    self._client_reading.hold("upstream")  # enough kept: the rest waits in the SSH window
         else:
             self._input(data)
 
@@ -337,6 +347,15 @@ class SessionRelay:
     def release_input(self, reason: str) -> None:
         if self._client_reading is not None:
             self._client_reading.release(reason)
+
+    def watch_input(self, watcher: Callable[[bytes], None] | None) -> None:
+        if self._target is not None or self._client_reading is None:
+            return  # the session runs: its input goes through the pipeline
+        self._input_watcher = watcher
+        if watcher is not None and self._early_size <= EARLY_INPUT:
+            self._client_reading.release("upstream")
+        elif watcher is None:
+            self._client_reading.hold("upstream")
 
     def input_eof(self) -> None:
         if self._target is not None and not self._ended:

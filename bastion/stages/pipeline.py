@@ -9,6 +9,7 @@ through `SessionIO`. A stage that raises ends the session: fail closed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -122,6 +123,11 @@ class SessionIO(Protocol):
 
     def input_eof(self) -> None:
         """Send the end of input to the target (after a stage that took it over released all)."""
+
+    def watch_input(self, watcher: Callable[[bytes], None] | None) -> None:
+        """While the session's gates run (nothing reached the target yet): read what the user
+        types, show it to `watcher`, and keep it for the session's start (bounded; past that
+        reading pauses). None: stop (reading pauses until the session starts)."""
 
 
 class SessionStage:

@@ -351,6 +351,31 @@ class ModeratorLeft(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModeratorAwaited(LogEvent):
+    """A moderated session waits for a moderator (the chat was told, unless `notify_failed`)."""
+
+    name = "moderator_awaited"
+    session: str
+    user: str
+    target: str
+    login: str
+    moderated_by: tuple[str, ...]
+    scopes: tuple[str, ...]  # "target" (the config) and the rules file's [[moderation]] names
+    notify_failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModerationCancelled(LogEvent):
+    """The user gave up waiting for a moderator (Ctrl-C); nothing reached the target."""
+
+    name = "moderation_cancelled"
+    session: str
+    user: str
+    target: str
+    login: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class OwnCommandRefused(LogEvent):
     """A shell, an unknown command, a subsystem or a command the user's role does not allow."""
 

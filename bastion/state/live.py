@@ -49,6 +49,7 @@ COLUMNS = (
     ("bytes_in", "INTEGER NOT NULL DEFAULT 0"),
     ("bytes_out", "INTEGER NOT NULL DEFAULT 0"),
     ("recording", "TEXT"),
+    ("moderated_by", "TEXT"),  # a moderated session's moderators, one name a line
 )
 
 
@@ -229,6 +230,17 @@ class LiveSessions:
                                 (session, user, time.time()))
         return live
 
+    def require_moderators(self, session: str, names: frozenset[str]) -> bool:
+        """`session` waits for (and runs only with) a moderator from `names`; False if it is not live."""
+        return self.db.execute("UPDATE live_sessions SET moderated_by = ? WHERE session = ?",
+                               ("\n".join(sorted(names)), session)).rowcount > 0
+
+    def moderated_by(self, session: str) -> frozenset[str]:
+        """Who may moderate `session` (nobody: it is not moderated, or not live)."""
+        row = self.db.execute("SELECT moderated_by FROM live_sessions WHERE session = ?",
+                              (session,)).fetchone()
+        return frozenset(row[0].split("\n")) if row is not None and row[0] else frozenset()
+
     def leave(self, session: str, user: str) -> None:
         self.db.execute("DELETE FROM session_moderators WHERE session = ? AND moderator = ?", (session, user))
 
@@ -269,6 +281,9 @@ class Registry:
 
     async def moderators(self, session: str) -> tuple[str, ...]:
         return await self.thread.run(self.store.moderators, session)
+
+    async def require_moderators(self, session: str, names: frozenset[str]) -> bool:
+        return await self.thread.run(self.store.require_moderators, session, names)
 
     async def kills(self) -> list[KillRequest]:
         return await self.thread.run(self.store.kills_for, self.instance)

@@ -1,4 +1,5 @@
-"""Tell approvers in chat that a command waits for them: Slack, Mattermost, or any JSON webhook.
+"""Tell approvers in chat that a command waits for them, and moderators that a session waits for
+one of them: Slack, Mattermost, or any JSON webhook.
 
 A message says who, where, as which login, the command (masked, in a code block), the rule,
 and carries the link to the request's page. Link previews are turned off where the service
@@ -138,6 +139,83 @@ PAYLOADS = {"slack": slack_payload, "mattermost": mattermost_payload, "webhook":
 
 
 @dataclass(frozen=True)
+class ModeratorWanted:
+    """A moderated session waits for a moderator: who, where, and how to join it."""
+
+    session: str
+    user: str
+    target: str
+    login: str
+    moderated_by: tuple[str, ...]
+    timeout: int  # seconds it waits
+
+    @property
+    def join(self) -> str:
+        return f"ssh -t bastion join {self.session}"
+
+    def summary(self) -> str:
+        return (f"{self.user} waits for a moderator on {self.target} as {self.login}"
+                f" (session {self.session}); join with: {self.join}")
+
+    def context(self) -> str:
+        minutes = max(1, round(self.timeout / 60))
+        return (f"Moderators: {', '.join(self.moderated_by)}; the session ends if nobody joins"
+                f" within {minutes} min.")
+
+
+def slack_moderation(wanted: ModeratorWanted) -> dict[str, Any]:
+    return {
+        "text": wanted.summary(),
+        "unfurl_links": False,
+        "unfurl_media": False,
+        "blocks": [
+            {"type": "header",
+             "text": {"type": "plain_text", "text": f"Moderator needed: session {wanted.session}"}},
+            {"type": "section", "fields": [
+                {"type": "mrkdwn", "text": f"*User*\n{wanted.user}"},
+                {"type": "mrkdwn", "text": f"*Target*\n{wanted.target}"},
+                {"type": "mrkdwn", "text": f"*Login*\n{wanted.login}"},
+            ]},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "Join with:\n" + _fence(wanted.join)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": wanted.context()}]},
+        ],
+    }
+
+
+def mattermost_moderation(wanted: ModeratorWanted) -> dict[str, Any]:
+    return {
+        "text": f"#### Moderator needed: session {wanted.session}\nJoin with:\n{_fence(wanted.join)}",
+        "attachments": [{
+            "fallback": wanted.summary(),
+            "color": "#2563eb",
+            "fields": [
+                {"short": True, "title": "User", "value": wanted.user},
+                {"short": True, "title": "Target", "value": wanted.target},
+                {"short": True, "title": "Login", "value": wanted.login},
+                {"short": False, "title": "Moderators", "value": wanted.context()},
+            ],
+        }],
+    }
+
+
+def webhook_moderation(wanted: ModeratorWanted) -> dict[str, Any]:
+    return {
+        "event": "moderator_requested",
+        "session": wanted.session,
+        "user": wanted.user,
+        "target": wanted.target,
+        "login": wanted.login,
+        "moderated_by": list(wanted.moderated_by),
+        "join": wanted.join,
+        "timeout": wanted.timeout,
+    }
+
+
+MODERATION_PAYLOADS = {"slack": slack_moderation, "mattermost": mattermost_moderation,
+                       "webhook": webhook_moderation}
+
+
+@dataclass(frozen=True)
 class Failure:
     destination: str
     reason: str
@@ -152,16 +230,23 @@ class Notifier:
 
     async def notify(self, request: ApprovalRequest, link: str) -> list[Failure]:
         """Post to every destination at once; the ones that still failed after the retries."""
-        if not self.destinations:
+        return await self._send([(d, PAYLOADS[d.kind](request, link, self.masker))
+                                 for d in self.destinations])
+
+    async def notify_moderators(self, wanted: ModeratorWanted) -> list[Failure]:
+        """Tell the moderators a session waits for one of them, as approvers are told."""
+        return await self._send([(d, MODERATION_PAYLOADS[d.kind](wanted)) for d in self.destinations])
+
+    async def _send(self, payloads: list[tuple[NotifyDestination, dict[str, Any]]]) -> list[Failure]:
+        if not payloads:
             return []
         async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-            results = await asyncio.gather(*(self._post(http, d, request, link) for d in self.destinations))
+            results = await asyncio.gather(*(self._post(http, d, payload) for d, payload in payloads))
         return [failure for failure in results if failure is not None]
 
     async def _post(
-        self, http: aiohttp.ClientSession, destination: NotifyDestination, request: ApprovalRequest, link: str
+        self, http: aiohttp.ClientSession, destination: NotifyDestination, payload: dict[str, Any]
     ) -> Failure | None:
-        payload = PAYLOADS[destination.kind](request, link, self.masker)
         reason = ""
         for attempt in range(ATTEMPTS):
             if attempt:

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,12 @@ from textual.widgets import DataTable, Static
 
 from bastion.cli.livereview import ReviewRegistry
 from bastion.config import load_config
+from bastion.demo.openssh import free_port
 from bastion.demo.sandbox import Sandbox
 from player.app import BrowserScreen, KillScreen, PlayerApp, ReplayScreen, TerminalView
 from player.cli import review_app
 from recorder.asciicast import load_cast
+from tests.support.idp import WebhookReceiver
 from tests.support.lab import LOGIN, eventually, need, until
 from tests.support.recordings import recording_for
 from tests.support.tmux import TmuxPane
@@ -257,7 +260,7 @@ def test_a_moderated_session_waits_for_a_moderator_and_pauses_without_one(box: S
         session = live_one(box, lambda s: s["target"] == "vault-1", "the waiting session")
         assert f"ssh -t bastion join {session['id']}" in shell.screen().replace("\n", "")  # a wrapped line
         for user, refusal in (("alice", "nobody moderates their own session"),
-                              ("bob", "only sec moderate sessions to vault-1")):
+                              ("bob", "only sec moderate session")):
             refused = subprocess.run(["ssh", "-F", str(box.directory / f"ssh_config-{user}"), "-tt", "bastion",
                                       "join", session["id"]], capture_output=True, text=True, timeout=60,
                                      check=False)
@@ -391,3 +394,76 @@ def test_review_over_ssh_lists_live_sessions_by_role_and_only_admins_end_them(bo
     again = jump(box, TARGET, "echo back-$((2*4))")
     out, _ = again.communicate(timeout=60)
     assert again.returncode == 0 and out == b"back-8\n"
+
+
+# -- moderation scoped in the rules file, the chat told, Ctrl-C gives up the wait ---------------------------
+
+SCOPED_RULES = f"""
+[[moderation]]
+name = "root-on-db"
+targets = ["db-*"]
+logins = ["{LOGIN}"]
+groups = ["ops"]
+moderated_by = ["sec"]
+timeout = "10m"
+"""
+
+
+def test_a_rules_file_scope_makes_a_session_wait_tells_the_chat_and_ctrl_c_gives_up(tmp_path: Path) -> None:
+    need("ssh", "sshd", "tmux")
+    chat = WebhookReceiver()
+    (tmp_path / "rules.toml").write_text(SCOPED_RULES)
+    scoped = Sandbox(tmp_path, extra={
+        "rules_file": "rules.toml",
+        "web": {"listen": f"127.0.0.1:{free_port()}", "public_url": "http://127.0.0.1"},
+        "notify": [{"kind": "webhook", "name": "pager", "url": chat.url("/hook")},
+                   {"kind": "slack", "url": chat.url("/slack")}],
+    })
+    scoped.add_user("alice", ["ops"])
+    scoped.add_user("sue", ["sec"])
+    scoped.add_target("db-1", logins=[LOGIN], groups=["ops"])
+    for user in ("alice", "sue"):
+        scoped.write_ssh_config(user)
+    scoped.start_bastion()
+    canary = tmp_path / "typed-while-waiting"
+    shell = TmuxPane(["ssh", "-F", str(scoped.directory / "ssh_config-alice"), "-J", "bastion", "-t", TARGET])
+    moderator: TmuxPane | None = None
+    try:
+        shell.wait_for("Ctrl-C to cancel")
+        hook = chat.wait_for(lambda path, p: path == "/hook" and p.get("user") == "alice")
+        session = hook["session"]
+        assert hook == {"event": "moderator_requested", "session": session, "user": "alice", "target": "db-1",
+                        "login": LOGIN, "moderated_by": ["sec"], "join": f"ssh -t bastion join {session}",
+                        "timeout": 600}
+        slack = chat.wait_for(lambda path, p: path == "/slack" and session in json.dumps(p))
+        assert f"ssh -t bastion join {session}" in json.dumps(slack)
+        assert "waiting for a moderator from sec (session " + session in shell.screen().replace("\n", "")
+        shell.type(f"touch {canary}")  # typed ahead while waiting, then given up on: it never runs
+        shell.send("Enter")
+        shell.send("C-c")
+        shell.wait_for("you stopped waiting for a moderator")
+        eventually(shell.dead, "the user's ssh exits")
+        assert not canary.exists()
+        # The next session waits the same way; a moderator's join starts it.
+        shell.close()
+        shell = TmuxPane(["ssh", "-F", str(scoped.directory / "ssh_config-alice"), "-J", "bastion", "-t", TARGET])
+        shell.wait_for("Ctrl-C to cancel")
+        second = chat.wait_for(lambda path, p: path == "/hook" and p["session"] != session)["session"]
+        moderator = TmuxPane(["ssh", "-F", str(scoped.directory / "ssh_config-sue"), "-t", "bastion", "join",
+                              second], width=120, height=36)
+        shell.wait_for("moderator sue is watching")
+        ready(shell)
+        shell.type("echo scoped-$((6*7))")
+        shell.send("Enter")
+        moderator.wait_for("scoped-42")
+    finally:
+        shell.close()
+        if moderator is not None:
+            moderator.close()
+        scoped.stop()
+        chat.close()
+    events = scoped.events()
+    [cancelled] = [e for e in events if e["event"] == "moderation_cancelled"]
+    assert (cancelled["session"], cancelled["user"], cancelled["target"]) == (session, "alice", "db-1")
+    awaited = {e["session"]: e for e in events if e["event"] == "moderator_awaited"}
+    assert awaited[session]["scopes"] == ["root-on-db"] and awaited[session]["notify_failed"] == []

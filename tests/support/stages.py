@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bastion.stages.pipeline import SessionInfo, SessionStage, Stream
 from recorder.transfers import SessionKind
 
@@ -12,6 +14,7 @@ class Session:
     def __init__(self) -> None:
         self.target: list[bytes] = []
         self.client: list[bytes] = []
+        self.watcher: Callable[[bytes], None] | None = None
 
     def to_target(self, data: bytes) -> None:
         self.target.append(data)
@@ -45,6 +48,9 @@ class Session:
 
     def input_eof(self) -> None:
         self.target.append(b"<EOF>")
+
+    def watch_input(self, watcher: Callable[[bytes], None] | None) -> None:
+        self.watcher = watcher
 
 
 class MarkedSession(Session):
