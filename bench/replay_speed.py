@@ -5,8 +5,11 @@ yet) and with the keyframes cached.
 For each key (End, ←, Home, →, in that order, then → from the middle) the time from the press
 to the frame on screen: the screen at the new position replayed, handed to the UI and drawn.
 While a long seek runs, a `?` press measures how long the UI takes to answer (the help
-screen drawn). A last run opens a recording holding a single 10 MB output event and times
-End, then `q`.
+screen drawn). A run opens a recording holding a single 10 MB output event and times End,
+then `q`. A last run opens a hostile recording (`--hostile-mb`, a cursor move on every line,
+as a full-screen program draws, which the replay cannot skip) and times End the same way.
+Where opening goes: reading, parsing, verifying the signatures (of a signed copy), the
+timeline, and importing the player (Python and Textual) in a fresh process.
 
 Keys are posted to the app as the terminal driver posts them (`events.Key`), not with
 `Pilot.press`: that one first waits for the process to go idle (up to a second, twice) and
@@ -47,6 +50,52 @@ def generate(megabytes: int, seed: int = 3) -> bytes:
         lines.append(encoder.data(clock, "o", chunk.encode()))
         size += len(lines[-1])
     return b"".join(lines)
+
+
+def hostile(megabytes: int, seed: int = 5) -> bytes:
+    """A full-screen program's output: every line drawn at its row with a cursor move."""
+    rng = random.Random(seed)
+    encoder = CastEncoder()
+    lines = [encoder.header(build_header(version=2, width=120, height=40, timestamp=0))]
+    clock, size, row = 0.0, 0, 0
+    while size < megabytes * 1_000_000:
+        clock += rng.choice((0.001, 0.01, 0.2, 3.0))
+        parts = []
+        for _ in range(rng.randint(1, 60)):
+            row = row % 40 + 1
+            colour, number = rng.randint(1, 7), rng.randint(0, 10**9)
+            parts.append(f"\x1b[{row};1H\x1b[3{colour}m{number} row {row}\x1b[0m\x1b[K")
+        lines.append(encoder.data(clock, "o", "".join(parts).encode()))
+        size += len(lines[-1])
+    return b"".join(lines)
+
+
+def opening(path: Path) -> str:
+    """Where opening goes, step by step (a signed copy, so verifying is timed too)."""
+    from recorder.chain import HashChain, checkpoint_line, verify
+    from recorder.signing import RecordingKey
+
+    key = RecordingKey.generate()
+    start = time.perf_counter()
+    data = path.read_bytes()
+    read = time.perf_counter() - start
+    chain = HashChain()
+    chain.extend(data.splitlines(keepends=True))
+    signatures = checkpoint_line(key, chain, final=True, at=0.0)
+    start = time.perf_counter()
+    cast = load_cast(data)
+    parse = time.perf_counter() - start
+    start = time.perf_counter()
+    verdict = verify(data, signatures, key)
+    checked = time.perf_counter() - start
+    start = time.perf_counter()
+    Timeline(cast)
+    timeline = time.perf_counter() - start
+    code = "import time; t = time.perf_counter(); import player.app; print(time.perf_counter() - t)"
+    imports = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout)
+    return (f"opening: read {read:.2f} s, parse {parse:.2f} s, verify {checked:.2f} s ({verdict.state}), "
+            f"timeline {timeline:.2f} s; importing the player (Python, Textual) {imports:.2f} s")
 
 
 def one_event(megabytes: int) -> bytes:
@@ -140,7 +189,8 @@ async def huge_event(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=100)
-    parser.add_argument("--phase", choices=("first", "cached", "huge"), help=argparse.SUPPRESS)
+    parser.add_argument("--hostile-mb", type=int, default=5)
+    parser.add_argument("--phase", choices=("first", "cached", "huge", "hostile"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:  # one phase in a process of its own, as each `bastion play` is
@@ -148,7 +198,8 @@ def main() -> None:
         if args.phase == "huge":
             asyncio.run(huge_event(args.path))
         else:
-            label = "first open (no keyframes)" if args.phase == "first" else "cached keyframes"
+            label = {"first": "first open (no keyframes)", "cached": "cached keyframes",
+                     "hostile": "hostile recording, first open"}[args.phase]
             asyncio.run(keys(args.path, cache, label))
         return
     with tempfile.TemporaryDirectory() as work:
@@ -158,6 +209,7 @@ def main() -> None:
         shown = Timeline(cast).duration
         print(f"{args.mb} MB recording: {len(cast.events)} events, {shown:.0f} s shown", flush=True)
         del cast
+        print(opening(path), flush=True)
 
         def phase(name: str, target: Path = path) -> None:
             subprocess.run([sys.executable, __file__, "--phase", name, "--path", str(target)], check=True)
@@ -173,6 +225,10 @@ def main() -> None:
         huge = Path(work) / "huge.cast"
         huge.write_bytes(one_event(10))
         phase("huge", huge)
+        drawn = Path(work) / "hostile.cast"
+        drawn.write_bytes(hostile(args.hostile_mb))
+        print(f"{args.hostile_mb} MB hostile recording:", flush=True)
+        phase("hostile", drawn)
 
 
 if __name__ == "__main__":

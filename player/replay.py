@@ -26,7 +26,7 @@ from recorder.asciicast import Cast, Event
 from recorder.printable import printable
 
 KEYFRAME_BYTES = 128 * 1024  # a keyframe once the emulator has been fed this much since the last
-KEYFRAME_SCANNED = 32  # or once this many times as much output was passed over (see `Feeder`)
+KEYFRAME_SCANNED = 16  # or once this many times as much output was passed over (see `Feeder`)
 SLICE_BYTES = 64 * 1024  # a large output event is fed in slices, so a replay can stop between them
 EVENT_COST = 64  # what applying an event costs beyond its bytes, in bytes
 
@@ -303,29 +303,39 @@ def feed(feeder: Feeder, event: Event, interrupted: Callable[[], bool] | None = 
 
 # Output that changes nothing but the cells of the cursor's row and the cursor's column, the
 # cursor's row only downwards, and the drawing attributes: printable text, CR, LF, TAB, BS, BEL,
-# SGR (colours and styles) and erasing in the line. Anything else (every other escape or control,
+# SGR (colours and styles), erasing in the line, moves along the line (CSI G, C, D) and window
+# titles (OSC 0, 1, 2: the player ignores them). Anything else (every other escape or control,
 # and bytes that were not UTF-8) is "unsafe" and always goes through the emulator.
-_UNSAFE = re.compile("[\x00-\x06\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f\ud800-\udfff]"
-                     r"|\x1b(?!\[[0-9;]*m|\[[012]?K)")
+_UNSAFE = re.compile(r"(\x1b\][012];[^\x00-\x1f\x7f-\x9f]*(?:\x07|\x1b\\))"  # a title: passed over
+                     "|[\x00-\x06\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f\ud800-\udfff]"
+                     r"|\x1b(?!\[[0-9;]*[mKGCD])")
+
+
+def _next_unsafe(text: str, position: int) -> re.Match[str] | None:
+    while (found := _UNSAFE.search(text, position)) is not None and found.group(1):
+        position = found.end()
+    return found
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
-# For the common case, ASCII output whose only escapes are SGRs: checked with bytes operations.
+# For the common case, ASCII output whose only escapes are CSIs of those: bytes operations.
 _ASCII_SAFE = bytes(range(0x20, 0x7F)) + b"\r\n\t\x08\x07\x1b"
 _PARAMETERS = b"0123456789;"
+_LINE_FINALS = (b"m", b"K", b"G", b"C", b"D")
 DROP_LINES = 4096  # held line feeds beyond those the screen needs before what they hide is dropped
 HOLD_LIMIT = 256 * 1024  # characters held back at most
 _RESET = re.compile(r"\x1b\[0*m")  # every attribute back to its default, whatever came before
 
 
 def _safe_ascii(text: str) -> bool:
-    """ASCII text whose only escapes are SGRs and that holds no other control than CR, LF, TAB,
-    BS and BEL (most output), found with bytes operations, faster than `_UNSAFE`."""
+    """ASCII text whose only escapes are SGR, EL, CHA, CUF and CUB and that holds no other
+    control than CR, LF, TAB, BS and BEL (most output), found faster than with `_UNSAFE`."""
     if not text.isascii():
         return False
     data = text.encode("ascii")
     if data.translate(None, _ASCII_SAFE):
         return False
     bare = data.translate(None, _PARAMETERS)
-    return bare.count(b"\x1b") == bare.count(b"\x1b[m")
+    escapes = bare.count(b"\x1b") - bare.count(b"\x1b[m")
+    return not escapes or escapes == sum(bare.count(b"\x1b[" + final) for final in _LINE_FINALS[1:])
 
 
 class Feeder:
@@ -372,7 +382,7 @@ class Feeder:
             return
         position, end = 0, len(text)
         while position < end:
-            unsafe = _UNSAFE.search(text, position)
+            unsafe = _next_unsafe(text, position)
             if unsafe is None:
                 self._hold(text[position:] if position else text, interrupted)
                 return

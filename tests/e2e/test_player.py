@@ -240,8 +240,8 @@ def test_browser_filter_words_fields_and_dates() -> None:
 
 async def test_keyframes_are_built_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "long.cast"
-    # A cursor move on every line: all of it goes through the emulator, a keyframe every few lines.
-    path.write_bytes(make_cast([(i * 0.5, "o", f"\x1b[1Gline {i}\r\n") for i in range(400)]))
+    # A mode set on every line: all of it goes through the emulator, a keyframe every few lines.
+    path.write_bytes(make_cast([(i * 0.5, "o", f"\x1b[?25hline {i}\r\n") for i in range(400)]))
     monkeypatch.setattr(player.replay, "KEYFRAME_BYTES", 100)
     recording = Recording.open(path, None)
     assert len(recording.timeline.keyframes) == 1  # opening replays nothing

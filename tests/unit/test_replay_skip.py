@@ -21,14 +21,17 @@ from tests.support.casts import make_cast
 # Output that leaves everything but the cursor's row and column and the attributes alone...
 SAFE = ["a", "bc", "word ", "x" * 13, "中", "é", "e\u0301", "\u0301", "\u200b", "\r", "\n", "\r\n", "\r\n",
         "\t", "\x08", "\x07", "\x1b[m", "\x1b[0m", "\x1b[1m", "\x1b[31m", "\x1b[0;32m", "\x1b[38;5;200m",
-        "\x1b[48;2;1;2;3m", "\x1b[;m", "\x1b[1;0;4m", "\x1b[K", "\x1b[1K", "\x1b[2K", "\x1b[7m"]
+        "\x1b[48;2;1;2;3m", "\x1b[;m", "\x1b[1;0;4m", "\x1b[K", "\x1b[1K", "\x1b[2K", "\x1b[7m", "\x1b[3K",
+        "\x1b[0;5K", "\x1b[5G", "\x1b[G", "\x1b[1;2G", "\x1b[2C", "\x1b[C", "\x1b[99999C", "\x1b[3D", "\x1b[D",
+        "\x1b]0;title\x07", "\x1b]2;t\x1b\\", "\x1b]1;é\x07"]
 # ... and output that changes the rest: modes, charsets, margins, cursor moves, saved cursors,
 # tab stops, a latin-1 switch, bytes that are not UTF-8, escapes cut between events, C1 controls.
 STATE = ["\x1b[4h", "\x1b[4l", "\x1b[?7l", "\x1b[?7h", "\x1b[20h", "\x1b[20l", "\x1b(0", "\x1b(B", "\x1b)0",
          "\x0e", "\x0f", "\x1b7", "\x1b8", "\x1b[s", "\x1b[u", "\x1bH", "\x1b[3g", "\x1b[2;3r", "\x1b[r",
          "\x1b[?6h", "\x1b[?6l", "\x1b[?25l", "\x1b[2;3H", "\x1b[A", "\x1b[2J", "\x1bM", "\x1b[L", "\x1b[3K",
          "\x1b[", "\x1b[3", "\x1b]0;title", "\x07", "\x1b%@", "\x1b%G", "\udcc3", "\udce4\udcb8", "\x9b1m",
-         "\x0b", "\x0c", "\x00", "\x7f", "\x1b[?1049h", "\x1bc", "\x1b[1;1;1H", "\x1b[5X", "\x1b[2P"]
+         "\x0b", "\x0c", "\x00", "\x7f", "\x1b[?1049h", "\x1bc", "\x1b[1;1;1H", "\x1b[5X", "\x1b[2P",
+         "\x1b]7;x\x07", "\x1b]0;a", "\x1b]0;a\x1bb\x07", "\x1b[?25h", "\x1b[5H", "\x1b[?5h", "\x1b[?3h"]
 
 
 @contextlib.contextmanager
