@@ -393,6 +393,7 @@ class OuterServer(asyncssh.SSHServer):
         jump = Jump(
             state=state, identity=identity, target=target, session_id=session_id,
             client=self._client, client_version=self._client_version, outer=self._jumps,
+            reads_as=self._conn,
         )
         jump.started()
         options = asyncssh.SSHServerConnectionOptions(
@@ -423,6 +424,7 @@ class Jump:
     client: str
     client_version: str
     outer: set[Jump] = field(default_factory=set)  # the live jumps of the same outer connection
+    reads_as: object = None  # whose turns the target connection's reads count against (`Turns`)
     channels: int = 0
     opened: float = field(default_factory=time.monotonic)
 
@@ -483,6 +485,7 @@ class InnerServer(asyncssh.SSHServer):
                 port_forwarding=jump.state.config.session.allow_port_forwarding,
                 algorithms=jump.state.config.algorithms,
                 retry_for=self._login_deadline - asyncio.get_running_loop().time() - LOGIN_MARGIN,
+                reads_as=jump.reads_as,
             )
         except BastionError as exc:
             hint = PRINCIPALS_HINT if isinstance(exc, UpstreamAuthError) else None

@@ -21,14 +21,18 @@ And the turn each connection takes. One asyncio loop serves every session, and a
 to 256 KiB from a ready socket at once; asyncssh then decrypts, relays and re-encrypts all of it
 before any other connection is looked at. A single bulk stream made every keystroke of every
 other user wait behind several such turns (36 ms at the median on a 2-core machine, 110 ms with
-1 KiB packets; `bench/load.py --hostile`). Every socket the bastion reads SSH from is read at most
-FAIR_READ_SIZE per turn, so a bulk stream relays one slice and the other ready connections go
-next.
+1 KiB packets; `bench/load.py --hostile`). Reading 16 KiB per turn always brought that to a few
+milliseconds, but cost a stream alone a quarter of its throughput (every slice pays the relay's,
+the masker's and the recorder's cost per chunk). So every socket the bastion reads SSH from
+reads BULK_READ_SIZE per turn while its user's connections are the only ones reading, and
+FAIR_READ_SIZE from the moment another user's connection reads until CONTENDED_FOR after the
+last time it did (`Turns`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,31 +47,99 @@ from bastion.core.policy import name_problem
 _EMPTY_STRING = b"\x00\x00\x00\x00"
 MIN_PACKET_SIZE = 1024
 FAIR_READ_SIZE = 16 * 1024
+BULK_READ_SIZE = 256 * 1024  # asyncio's own
+CONTENDED_FOR = 1.0  # seconds
+
+
+class Turns:
+    """How much each socket reads per event-loop turn: BULK_READ_SIZE while one owner (a user's
+    connection to the bastion, with the connections to targets it opened) is the only one
+    reading, FAIR_READ_SIZE for everyone once another owner reads, until CONTENDED_FOR has
+    passed since two owners last read close together.
+
+    A keystroke from another user therefore waits behind at most one large read; the rest of
+    its way (to the target, its echo back) meets only slices. asyncio's socket transports read
+    `max_size` bytes per turn and look it up at every read; a transport without that attribute
+    (another event loop) is left as it is."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last_owner: object = None
+        self._last_read = -CONTENDED_FOR
+        self._contended_until = -CONTENDED_FOR
+
+    def read(self, owner: object, transport: asyncio.BaseTransport) -> None:
+        """`owner`'s socket has just been read: set the size of its next read."""
+        now = self._clock()
+        if owner is not self._last_owner:
+            if now - self._last_read < CONTENDED_FOR:
+                self._contended_until = now + CONTENDED_FOR
+            self._last_owner = owner
+        self._last_read = now
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = FAIR_READ_SIZE if now < self._contended_until else BULK_READ_SIZE  # type: ignore[attr-defined]
+
+    def contended(self) -> bool:
+        return self._clock() < self._contended_until
+
+
+TURNS = Turns()
 
 
 def take_turns(transport: asyncio.BaseTransport) -> None:
-    """Read at most FAIR_READ_SIZE from this socket per event-loop turn.
-
-    asyncio's socket transports read `max_size` bytes per turn (256 KiB); a transport without
-    that attribute (another event loop) is left as it is."""
+    """Start a socket on FAIR_READ_SIZE per turn; `Turns` sets each next read from there."""
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = FAIR_READ_SIZE  # type: ignore[attr-defined]
 
 
+class _CountedReads(asyncio.Protocol):
+    """A protocol in front of another: each read is counted in `turns` for `owner` first."""
+
+    def __init__(self, inner: asyncio.Protocol, owner: object, turns: Turns) -> None:
+        self.inner, self._owner, self._turns = inner, owner, turns
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        take_turns(transport)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._turns.read(self._owner, self._transport)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class FairTCPConnector:
     """What asyncssh.connect(tunnel=...) takes: a plain TCP connection to the target whose
-    socket takes turns with the others (asyncssh gives no other hold on the transport)."""
+    reads count against `owner`'s turns (asyncssh gives no other hold on the transport)."""
 
-    def __init__(self, local_addr: tuple[str, int] | None = None) -> None:
+    def __init__(self, local_addr: tuple[str, int] | None = None, *, owner: object = None,
+                 turns: Turns = TURNS) -> None:
         self.local_addr = local_addr
+        self._owner = owner if owner is not None else self
+        self._turns = turns
 
     async def create_connection(self, session_factory: Callable[[], asyncio.Protocol],
                                 host: str, port: int) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
         loop = asyncio.get_running_loop()
-        transport, session = await loop.create_connection(session_factory, host, port,
-                                                          local_addr=self.local_addr)
-        take_turns(transport)
-        return transport, session
+        transport, counted = await loop.create_connection(
+            lambda: _CountedReads(session_factory(), self._owner, self._turns), host, port,
+            local_addr=self.local_addr)
+        assert isinstance(counted, _CountedReads)
+        return transport, counted.inner
 
 
 class _NoIgnorePadding:
@@ -211,12 +283,19 @@ class OuterServerConnection(_PacketSizeFloor, _NoIgnorePadding, asyncssh.SSHServ
         super().__init__(loop, options)
         self._admit = admit
         self._admission: Admission | None = None
+        self._socket: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._admission = self._admit(transport)
         if self._admission is not None:
+            self._socket = transport
             take_turns(transport)
             super().connection_made(transport)
+
+    def data_received(self, data: bytes, datatype: Any = None) -> None:
+        if self._socket is not None:
+            TURNS.read(self, self._socket)
+        super().data_received(data, datatype)
 
     def connection_lost(self, exc: Exception | None = None) -> None:
         if self._admission is not None:

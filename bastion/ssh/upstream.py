@@ -90,6 +90,7 @@ async def connect_upstream(
     port_forwarding: bool = False,
     algorithms: AlgorithmSettings = AlgorithmSettings(),  # noqa: B008 - frozen, shared on purpose
     retry_for: float = 0.0,
+    reads_as: object = None,
 ) -> UpstreamConnection:
     """Mint a certificate for `login` and log into `target` with it; fail closed on any doubt.
     Transient failures are tried again, with backoff, for up to `retry_for` seconds."""
@@ -110,7 +111,7 @@ async def connect_upstream(
             return await _log_in(target=target, login=login, user=user, session_id=session_id,
                                  known_hosts=(host_keys, host_cas, []), user_ca=keys.user_ca,
                                  settings=settings, port_forwarding=port_forwarding, algorithms=algorithms,
-                                 connect_timeout=timeout, attempt=attempt)
+                                 connect_timeout=timeout, attempt=attempt, reads_as=reads_as)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise TargetHostKeyError(
                 f"host key of {target.name} does not match the pinned key ({exc.reason}); "
@@ -141,6 +142,7 @@ async def _log_in(
     algorithms: AlgorithmSettings,
     connect_timeout: float,
     attempt: int,
+    reads_as: object,
 ) -> UpstreamConnection:
     """One attempt, with a certificate minted for it (valid from now: retries may take longer
     than a short certificate lives)."""
@@ -166,7 +168,7 @@ async def _log_in(
         config=None,
         agent_path=None,
         preferred_auth=["publickey"],
-        tunnel=FairTCPConnector(local_addr),
+        tunnel=FairTCPConnector(local_addr, owner=reads_as),
         connect_timeout=connect_timeout,
         **algorithms.client_options(),
     )
