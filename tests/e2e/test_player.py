@@ -372,3 +372,62 @@ async def test_a_first_open_builds_and_caches_keyframes_in_another_process(tmp_p
         assert "line 399" in str(app.screen.query_one(TerminalView).content)
     again = Recording.open(path, None, cache=cache)
     assert again.timeline.complete  # the cache was read: nothing to build
+
+
+def mixed_cast() -> bytes:
+    """Coloured log lines (which the replay skips through), a stretch drawn by cursor moves in a
+    scroll region (which it cannot skip), window titles, a resize, lines that wrap."""
+    events: list[tuple[float, str, str]] = []
+    for i in range(2400):
+        clock = i * 0.4
+        if 900 <= i < 1000:  # a full-screen program: every line drawn at its row
+            row = i % 10 + 1
+            events.append((clock, "o", f"\x1b[2;11r\x1b[{row};3H\x1b[4{i % 7}mrow {row} at {i}\x1b[0m\x1b[K"))
+        elif i == 1000:
+            events.append((clock, "o", "\x1b[r\x1b[12;1H"))
+        elif i == 1500:
+            events.append((clock, "r", "70x14"))
+        else:
+            # Bold and a background run on over many lines, set and reset now and then.
+            body = {75: "\x1b[1;44m", 25: "\x1b[0m"}.get(i % 100, "") + "".join(
+                f"\x1b[3{(i + j) % 7 + 1}m{i}.{j}\x1b[39m {'wrapping ' * (j % 9)}\r\n" for j in range(i % 12 + 1))
+            events.append((clock, "o", (f"\x1b]0;title {i}\x07" if i % 50 == 0 else "") + body))
+    return make_cast(events, width=60, height=12)
+
+
+def full_replay_text(timeline: Timeline, count: int) -> object:
+    """The frame of the first `count` events, every byte fed to the emulator."""
+    screen = SafeScreen(timeline.width, timeline.height)
+    stream = pyte.ByteStream(screen)
+    for event in timeline.cast.events[:count]:
+        if event.code == "o":
+            stream.feed(event.data.encode("utf-8", "surrogateescape"))
+        elif event.code == "r":
+            columns, rows = (int(v) for v in event.data.split("x"))
+            screen.resize(rows, columns)
+    from rich.text import Text
+
+    text = Text("\n", no_wrap=True, overflow="crop").join(screen_text(screen))
+    return text.plain, text.spans
+
+
+async def test_each_key_shows_the_frame_of_a_full_replay(tmp_path: Path) -> None:
+    """First open, no keyframes yet: End, ←, Home, → and a jump to the middle each show the frame
+    that feeding every byte gives (the replay skips most of this recording)."""
+    path = tmp_path / "mixed.cast"
+    path.write_bytes(mixed_cast())
+    recording = Recording.open(path, None)
+    timeline = recording.timeline
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.screen.query_one(TerminalView)
+        for key in ("end", "left", "left", "home", "right", "middle", "right", "shift+left", "end"):
+            if key == "middle":
+                screen.seek_to(timeline.times[960])  # inside the cursor-drawn stretch
+            else:
+                await pilot.press(key)
+            await settle(pilot, screen)
+            count = timeline.index_at(screen.position)
+            content = view.content
+            assert (content.plain, content.spans) == full_replay_text(timeline, count), (key, count)  # type: ignore[union-attr]
