@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import asyncssh
 
@@ -31,6 +31,7 @@ from bastion.core.policy import Identity, decide_login, decide_target, printable
 from bastion.core.stored import stored_command
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.commands import Caller, OwnCommandSession, caller_role
+from bastion.ssh.forward import CountingForwarder, ForwardTunnel
 from bastion.ssh.limits import StartupGuard
 from bastion.ssh.relay import InnerSession, SessionRelay
 from bastion.ssh.system import SystemdNotifier, raise_open_files_limit
@@ -122,6 +123,7 @@ class BastionState:
     registry: Registry | None = None  # the live-session registry in the state database
     approvals: ApprovalStore | None = None  # for the bastion's own `approvals` commands
     live: dict[str, tuple[SessionRelay, InnerServer]] = field(default_factory=dict)  # by session id
+    forwards: dict[str, tuple[ForwardTunnel, InnerServer]] = field(default_factory=dict)  # by session id
     ended_bytes: tuple[int, int] = (0, 0)  # (in, out) of the sessions that ended, for the metrics
     serving: bool = False  # the SSH listener accepts (for /readyz)
 
@@ -602,11 +604,12 @@ class InnerServer(asyncssh.SSHServer):
             workload=dict(info.workload) if info.machine else None,
         ))
 
-    def connection_requested(
+    def connection_requested(  # type: ignore[override]
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> asyncssh.SSHClientConnection:
+    ) -> Awaitable[CountingForwarder]:
         """`ssh -L` inside the jump: refused unless the config allows port forwarding; allowed, the
-        target's connection carries it (asyncssh opens the channel there and joins the two)."""
+        target's connection carries it: the channel there and this one are joined, and the
+        forward is a live session (listed, killable) until either side closes."""
         jump = self._jump
         gate = jump.state.forward_gate
         refusal = None
@@ -622,7 +625,50 @@ class InnerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "bastion: port forwarding is disabled"
             )
-        return self._upstream.conn
+        return self._forward(self._upstream, dest_host, dest_port)
+
+    async def _forward(self, upstream: UpstreamConnection, host: str, port: int) -> CountingForwarder:
+        jump = self._jump
+        state = jump.state
+        jump.channels += 1
+        session_id = jump.session_id if jump.channels == 1 else f"{jump.session_id}.{jump.channels}"
+        destination = f"{host}:{port}"
+        tunnel = ForwardTunnel(session_id=session_id, user=jump.identity.user, target=jump.target.name,
+                               login=upstream.login, destination=destination, on_closed=self._forward_ended)
+        try:
+            _, target_side = await upstream.conn.create_connection(
+                lambda: CountingForwarder(tunnel, from_user=False), host, port)  # type: ignore[arg-type, return-value]
+        except asyncssh.ChannelOpenError:
+            raise
+        except (asyncssh.Error, OSError) as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                            f"bastion: {jump.target.name} cannot forward: {exc}") from None
+        user_side = CountingForwarder(tunnel, from_user=True, peer=cast(CountingForwarder, target_side))
+        tunnel.client_side = user_side
+        state.forwards[session_id] = (tunnel, self)
+        if state.registry is not None:
+            now = time.time()
+            state.registry.started(LiveSession(
+                session=session_id, user=tunnel.user, target=tunnel.target, login=tunnel.login,
+                kind="forward", command=printable(destination)[:300], client=jump.client, started=now,
+                last_activity=now,
+                bytes_in=0, bytes_out=0, instance=state.registry.instance, recording=None))
+        return user_side
+
+    def _forward_ended(self, tunnel: ForwardTunnel) -> None:
+        state = self._jump.state
+        if state.forwards.pop(tunnel.session_id, None) is not None and state.registry is not None:
+            state.registry.ended(tunnel.session_id)
+        state.ended_bytes = (state.ended_bytes[0] + tunnel.bytes_in, state.ended_bytes[1] + tunnel.bytes_out)
+
+    def kill_forward(self, tunnel: ForwardTunnel, by: str, reason: str) -> None:
+        """End one forward on request. With nothing else on this connection, the connection goes
+        with it, its disconnect message saying who and why (ssh prints it); otherwise only the
+        forward's channels close."""
+        others = [t for t, inner in self._jump.state.forwards.values() if inner is self and t is not tunnel]
+        if not self._relays and not others and self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"bastion: session ended by {by}: {reason}")
+        tunnel.close()
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False
@@ -730,12 +776,16 @@ class Bastion:
         while True:
             now = time.time()
             updates = []
-            for session, (relay, _) in self.state.live.items():
-                counts = (relay.bytes_in, relay.bytes_out)
-                if seen.get(session, (0, 0)) != counts:
-                    updates.append((session, now, *counts))
-                seen[session] = counts
-            for gone in seen.keys() - self.state.live.keys():
+            moving: list[tuple[str, int, int]] = [
+                *((session, relay.bytes_in, relay.bytes_out)
+                  for session, (relay, _) in self.state.live.items()),
+                *((session, tunnel.bytes_in, tunnel.bytes_out)
+                  for session, (tunnel, _) in self.state.forwards.items())]
+            for session, sent, received in moving:
+                if seen.get(session, (0, 0)) != (sent, received):
+                    updates.append((session, now, sent, received))
+                seen[session] = (sent, received)
+            for gone in seen.keys() - {session for session, _, _ in moving}:
                 del seen[gone]
             registry.activity(updates)
             try:
@@ -752,11 +802,18 @@ class Bastion:
     def kill(self, request: KillRequest) -> bool:
         """End a live session this instance serves; False if it is not here (any more)."""
         entry = self.state.live.get(request.session)
-        if entry is None:
-            return False
-        relay, inner = entry
         by = printable(request.by)[:64]
         reason = printable(request.reason)[:KILL_REASON_MAX] or "no reason given"
+        if entry is None:
+            forward = self.state.forwards.get(request.session)
+            if forward is None:
+                return False
+            tunnel, owner = forward
+            self.state.audit.write(SessionKilled(session=tunnel.session_id, user=tunnel.user,
+                                                 target=tunnel.target, by=by, reason=reason))
+            owner.kill_forward(tunnel, by, reason)
+            return True
+        relay, inner = entry
         info = relay.info
         self.state.audit.write(SessionKilled(session=info.session_id, user=info.user, target=info.target,
                                              by=by, reason=reason))

@@ -34,7 +34,8 @@ TARGET = f"{LOGIN}@db-1"
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     need("ssh", "sshd", "sftp", "tmux")
     sandbox = Sandbox(tmp_path_factory.mktemp("live"),
-                      extra={"access": {"reviewers": ["sec"], "admins": ["oncall"]}})
+                      extra={"access": {"reviewers": ["sec"], "admins": ["oncall"]},
+                             "session": {"allow_port_forwarding": True}})
     sandbox.add_user("alice", ["ops"])
     sandbox.add_user("bob", ["ops"])
     sandbox.add_user("sue", ["sec"])
@@ -467,3 +468,38 @@ def test_a_rules_file_scope_makes_a_session_wait_tells_the_chat_and_ctrl_c_gives
     assert (cancelled["session"], cancelled["user"], cancelled["target"]) == (session, "alice", "db-1")
     awaited = {e["session"]: e for e in events if e["event"] == "moderator_awaited"}
     assert awaited[session]["scopes"] == ["root-on-db"] and awaited[session]["notify_failed"] == []
+
+
+# -- forwards are live sessions too -----------------------------------------------------------------------
+
+
+def test_a_forward_is_listed_with_its_destination_and_an_admin_ends_it(box: Sandbox) -> None:
+    sshd_port = box.servers["db-1"].port  # the target's own sshd, reached through the forward
+    tunnel = jump(box, "-W", f"127.0.0.1:{sshd_port}", TARGET, stdin=subprocess.PIPE)
+    try:
+        assert tunnel.stdout is not None
+        assert tunnel.stdout.readline().startswith(b"SSH-2.0-")  # the far side's banner came through
+        forward = live_one(box, lambda s: s["kind"] == "forward" and s["user"] == "alice", "the forward")
+        assert forward["command"] == f"127.0.0.1:{sshd_port}" and forward["login"] == LOGIN
+        assert forward["recording"] is None
+        eventually(lambda: next(s for s in listed(box) if s["id"] == forward["id"])["bytes_out"] > 0,
+                   "its bytes counted")
+        table = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-sue"), "bastion", "sessions", "list"],
+                               capture_output=True, text=True, timeout=60, check=False).stdout
+        assert forward["id"] in table and "forward" in table and f"127.0.0.1:{sshd_port}" in table
+        refused = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-bob"), "bastion", "sessions", "kill",
+                                  forward["id"], "--reason", "mine now"], capture_output=True, text=True, timeout=60,
+                                 check=False)
+        assert refused.returncode == 1 and "only admins" in refused.stderr
+        assert tunnel.poll() is None  # a refused kill changed nothing
+        killed = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-olga"), "bastion", "sessions", "kill",
+                                 forward["id"], "--reason", "no tunnels today"], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert killed.returncode == 0, killed.stderr
+        _, err = tunnel.communicate(timeout=30)
+        assert b"bastion: session ended by olga: no tunnels today" in err
+    finally:
+        tunnel.kill()
+    eventually(lambda: not [s for s in listed(box) if s["id"] == forward["id"]], "the forward gone from the list")
+    [ended] = [e for e in box.events() if e["event"] == "session_killed" and e["session"] == forward["id"]]
+    assert (ended["by"], ended["reason"], ended["user"]) == ("olga", "no tunnels today", "alice")
