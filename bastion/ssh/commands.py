@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class BastionState(Protocol):
     def approvals(self) -> ApprovalStore | None: ...
 
 KILL_WAIT = 10.0  # how long `sessions kill` waits to see the session end
+# The key id of a login certificate (bastion.auth.directory): who signed in where.
+LOGIN_KEY_ID = re.compile(r"bastion-login user=\S+ identity=(?P<identity>\S+) serial=(?P<serial>\d+)")
 SLOTS = ViewerSlots()  # the terminal UIs this process runs
 
 
@@ -64,6 +67,7 @@ class Caller:
     client: str
     role: Role
     certificate_expires: int | None = None
+    certificate_key_id: str | None = None  # what the login certificate says of how it was issued
 
 
 class OwnCommandSession(asyncssh.SSHServerSession[bytes]):
@@ -348,6 +352,12 @@ async def whoami(state: BastionState, caller: Caller, command: Command) -> str:
              f"groups      {', '.join(sorted(identity.groups)) or '-'}",
              f"signed in   with {identity.method} from {caller.client}",
              f"role        {caller.role.name.lower()}"]
+    issued = LOGIN_KEY_ID.fullmatch(caller.certificate_key_id or "")
+    if issued is not None:
+        lines.append(f"certificate issued by bastion login after single sign-on as {issued.group('identity')}"
+                     f" (serial {issued.group('serial')})")
+    elif caller.certificate_key_id:
+        lines.append(f"certificate key id {caller.certificate_key_id}")
     if caller.certificate_expires:
         left = caller.certificate_expires - time.time()
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(caller.certificate_expires))

@@ -349,9 +349,11 @@ class OuterServer(asyncssh.SSHServer):
         assert self._identity is not None
         certified = self._identity.method == "certificate"
         cert = self._certificate if certified else None
-        expires = certificate_info(cert)["valid_before"] if cert is not None else None
+        info = certificate_info(cert) if cert is not None else None
         caller = Caller(identity=self._identity, client=self._client,
-                        role=caller_role(self._state, self._identity), certificate_expires=expires)
+                        role=caller_role(self._state, self._identity),
+                        certificate_expires=info["valid_before"] if info else None,
+                        certificate_key_id=info["key_id"] if info else None)
         return OwnCommandSession(self._state, caller)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:

@@ -279,6 +279,42 @@ def test_bastion_login_certificate_works_with_openssh(world: World, alice_cert: 
     assert other.returncode == 255
 
 
+def test_whoami_over_ssh_with_the_sso_certificate_says_how_and_until_when(world: World,
+                                                                        alice_cert: tuple[Path, Path]) -> None:
+    _, key = alice_cert
+    cert = key.with_name(key.name + "-cert.pub")
+    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True, text=True, check=True).stdout
+    valid = re.search(r"Valid: from \S+ to (\S+)", listing)
+    serial = re.search(r"Serial: (\d+)", listing)
+    assert valid is not None and serial is not None
+    expires = time.mktime(time.strptime(valid.group(1), "%Y-%m-%dT%H:%M:%S"))
+    config = world.ssh_config("whoami", IdentityFile=str(key), CertificateFile=str(cert), BatchMode="yes")
+    before = time.time()
+    run = subprocess.run(["ssh", "-F", str(config), "alice@bastion", "whoami"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    after = time.time()
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "user        alice" in lines and "groups      ops" in lines
+    assert any(line.startswith("signed in   with certificate from 127.0.0.1:") for line in lines), lines
+    assert (f"certificate issued by bastion login after single sign-on as {world.idp.issuer}#alice"
+            f" (serial {serial.group(1)})") in lines
+    shown = next(line for line in lines if line.startswith("certificate expires "))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires))
+    assert shown.startswith(f"certificate expires {when} "), (shown, when)
+    minutes = int(re.search(r"\(in (\d+) min\)", shown).group(1))  # type: ignore[union-attr]
+    assert int((expires - after) // 60) <= minutes <= int((expires - before) // 60)
+    # The same user signed in with a device code has no certificate to show.
+    proc = subprocess.Popen(["ssh", "-F", str(world.ssh_config("whoami-device")), "alice@bastion", "whoami"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        world.sign_in_device(proc.stderr, "alice", proc)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert b"signed in   with sso from 127.0.0.1:" in out and b"certificate" not in out
+
+
 def test_expired_certificate_is_refused(world: World, alice_cert: tuple[Path, Path]) -> None:
     _, key = alice_cert
     issued = Directory(world.box.directory / "bastion.db").issue(
