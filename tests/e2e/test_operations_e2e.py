@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -234,7 +235,13 @@ def test_the_bastions_own_words_to_the_user_are_in_the_replay(ops: tuple[Lab, st
     session = str(decision[0]["session"])
     eventually(lambda: [e for e in lab.events("session_ended") if e["session"] == session], "the session's end")
     cast = next((lab.sandbox.directory / "recordings").rglob(f"{session}.cast"))
-    events = [json.loads(line) for line in cast.read_text().splitlines()[1:]]
+
+    def written() -> list[Any]:
+        """The cast's events once the recorder process wrote the denial (it writes behind the relay)."""
+        events = [json.loads(line) for line in cast.read_text().splitlines()[1:]]
+        return events if any(e[1] == "o" and "denied by rule" in e[2] for e in events) else []
+
+    events = eventually(written, "the denial in the recording")
     output = "".join(e[2] for e in events if e[1] == "o")
     assert said in output
     stderr_at = next(i for i, e in enumerate(events) if e[1] == "m" and e[2] == "stderr")
