@@ -64,9 +64,11 @@ from recorder.writer import Recorder
 RECORDING_KEY = "recording_key"
 
 
-def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None = None) -> BastionState:
+def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None = None,
+                worker: int = 0) -> BastionState:
     """Everything a running bastion shares. Opening the stores only reads the database (and
-    migrates its schema); what this instance writes of its own starts once it listens."""
+    migrates its schema); what this instance writes of its own starts once it listens.
+    `worker`: which of the config's worker processes this is (each is an instance)."""
     instance = instance or new_instance_id()
     masking = config.masking
     # What stored and shown commands are masked with: the configured detectors, even with the
@@ -121,7 +123,7 @@ def build_state(config: BastionConfig, keys: KeyStore, *, instance: str | None =
     state.approvals = approvals
     notify, notify_moderators = _web(config, state, approvals)
     if config.metrics is not None:
-        _metrics(config, state, approvals, recorder)
+        _metrics(config, state, approvals, recorder, worker)
     holder = RulesHolder(path=config.rules_file)
     screening = _screening(config, state, approvals, notify, holder)
     state.services.append(InstanceService(
@@ -157,7 +159,7 @@ RECORDER_FAILURES = {"recording_failed": "recording", "index_failed": "index",
 
 
 def _metrics(config: BastionConfig, state: BastionState, approvals: ApprovalStore,
-             recorder: Recorder | None) -> None:
+             recorder: Recorder | None, worker: int) -> None:
     """The figures the metrics read from the running bastion, the readiness checks, and the
     metrics listener."""
     live = metrics.LIVE
@@ -186,7 +188,7 @@ def _metrics(config: BastionConfig, state: BastionState, approvals: ApprovalStor
     if recorder is not None:
         live.recorder = recorder.figures
     checks = readiness(config, state, recorder)
-    state.services.append(MetricsService(config, checks, refresh=[count_pending]))
+    state.services.append(MetricsService(config, checks, refresh=[count_pending], worker=worker))
 
 
 def readiness(config: BastionConfig, state: BastionState, recorder: Recorder | None) -> dict[str, Check]:

@@ -7,6 +7,7 @@ narrow access.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -346,6 +347,7 @@ class BastionConfig:
     names: tuple[str, ...] = ()
     grace_period: int = 30
     login_timeout: int = 60
+    workers: int = 1  # processes serving the same ports (SO_REUSEPORT), each an instance
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     algorithms: AlgorithmSettings = field(default_factory=AlgorithmSettings)
@@ -778,6 +780,38 @@ def _web_sections(
     return web, oidc, notify
 
 
+MAX_WORKERS = 64
+
+
+def _workers(value: int | str, where: str, listen_port: int, web: WebSettings | None) -> int:
+    """`workers = N` or "auto" (one per core): processes sharing the listening ports."""
+    if value == "auto":
+        count = os.cpu_count() or 1
+    elif isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        count = value
+    else:
+        raise ConfigError(f"{where}: workers = {value!r}: expected a number from 1 to {MAX_WORKERS}, "
+                          "or \"auto\"")
+    if (problem := _shared_port_problem(count, listen_port, web)) is not None:
+        raise ConfigError(f"{where}: workers = {value!r}: {problem}")
+    return count
+
+
+def _shared_port_problem(count: int, listen_port: int, web: WebSettings | None) -> str | None:
+    ports = (("listen", listen_port), ("[web] listen", web.listen_port if web else 1))
+    shared = [name for name, port in ports if port == 0]
+    if count > 1 and shared:
+        return f"the workers share their ports, and {shared[0]} asks for any free port (0); name the port"
+    return None
+
+
+def workers_for(config: BastionConfig, count: int) -> int:
+    """`count` workers for `config` (a command line's choice over the file's), or why not."""
+    if (problem := _shared_port_problem(count, config.listen_port, config.web)) is not None:
+        raise ConfigError(f"--workers {count}: {problem}")
+    return count
+
+
 def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> BastionConfig:
     """Build a config from parsed TOML; relative paths resolve against the file's folder."""
     where = str(path) if path else "config"
@@ -876,6 +910,7 @@ def parse_config(data: Mapping[str, Any], *, path: Path | None = None) -> Bastio
         login_timeout=parse_duration(
             top.get("login_timeout", (int, str), 60), where=f"{where}: login_timeout"
         ),
+        workers=_workers(top.get("workers", (int, str), 1), where, listen_port, web),
         certificates=certificates,
         limits=limits,
         algorithms=_algorithms(_Table(top.get("algorithms", dict, {}), f"{where}: [algorithms]")),

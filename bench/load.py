@@ -285,9 +285,10 @@ def bulk_phase(path: Path_, count: int, size: int, payload: str) -> dict[str, fl
 
 # --- the world -------------------------------------------------------------------------------
 
-def world(tmp: Path, login: str) -> tuple[Sandbox, OpenSSHServer, list[Path_]]:
+def world(tmp: Path, login: str, workers: int = 1) -> tuple[Sandbox, OpenSSHServer, list[Path_]]:
     sandbox = Sandbox(tmp, extra={"limits": {"sessions_per_user": 0, "unauthenticated": 1000,
-                                             "unauthenticated_per_source": 1000}})
+                                             "unauthenticated_per_source": 1000},
+                                  "workers": workers})
     key = sandbox.add_user("alice", ["ops"])
     public = key.with_name(key.name + ".pub").read_text()
     names = [f"db-{i + 1}" for i in range(TARGETS)]
@@ -359,10 +360,11 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100, help="MB each bulk session sends")
     parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text")
     parser.add_argument("--parallel", type=int, default=16, help="sessions being opened at once")
+    parser.add_argument("--workers", type=int, default=1, help="the bastion's worker processes (`workers`)")
     parser.add_argument("--quiet", type=float, default=10, help="seconds the idle CPU is measured over")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bastion-load-") as tmp:
-        sandbox, jump, paths = world(Path(tmp), getpass.getuser())
+        sandbox, jump, paths = world(Path(tmp), getpass.getuser(), args.workers)
         try:
             figures = asyncio.run(run(args, paths))
         finally:

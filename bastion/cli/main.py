@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from bastion.cli import recordings as recordings_cli
 from bastion.cli import screening as screening_cli
 from bastion.cli import sessions as sessions_cli
 from bastion.cli.common import failure, keys_for
-from bastion.config import BastionConfig, load_config
+from bastion.config import MAX_WORKERS, BastionConfig, load_config, workers_for
 from bastion.core.durations import parse_duration
 from bastion.errors import BastionError
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
@@ -53,14 +54,28 @@ def main() -> None:
 
 @main.command()
 @config_option
-def serve(config_path: Path) -> None:
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
+              help="Worker processes sharing the ports (default: the config's `workers`, else 1).")
+@click.option("--worker", "worker", type=int, default=None, hidden=True)  # set by the supervisor
+def serve(config_path: Path, workers: int | None, worker: int | None) -> None:
     """Run the bastion in the foreground until SIGTERM or Ctrl-C."""
     from bastion.app import build_state
     from bastion.ssh.server import Bastion
 
     config = _load(config_path)
+    if workers is not None and workers != config.workers:
+        try:
+            config = replace(config, workers=workers_for(config, workers))
+        except BastionError as exc:
+            raise failure(exc) from None
+    if config.workers > 1 and worker is None:
+        from bastion.cli.workers import Supervisor
+        from bastion.state.audit import AuditLog
+
+        audit = AuditLog(path=config.log_file, masker=config.masking.text_masker())
+        sys.exit(asyncio.run(Supervisor(config, config_path, audit).run()))
     try:
-        state = build_state(config, keys_for(config))
+        state = build_state(config, keys_for(config), worker=worker or 0)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{config_path}: recordings_dir = {str(config.recordings_dir)!r}: "
                                    f"cannot set up recordings: {exc}") from None

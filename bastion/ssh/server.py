@@ -723,6 +723,7 @@ class Bastion:
             config.listen_host,
             config.listen_port,
             reuse_address=True,
+            reuse_port=config.workers > 1,  # the kernel spreads connections over the workers
         )
         for listening in self.state.on_listening:
             await listening()

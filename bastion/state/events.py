@@ -542,6 +542,18 @@ class RulesReloadFailed(LogEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class WorkerExited(LogEvent):
+    """A worker process of `serve` (see `workers`) ended on its own; it is started again."""
+
+    name = "worker_exited"
+    worker: int
+    pid: int
+    status: int  # its exit status, or minus the signal that ended it
+    lived: float  # seconds
+    restart_in: float  # seconds
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConfigReloadFailed(LogEvent):
     name = "config_reload_failed"
     reason: str

@@ -32,9 +32,13 @@ class MetricsService:
     name = "metrics"
 
     def __init__(self, config: BastionConfig, checks: Mapping[str, Check], *,
-                 refresh: list[Callable[[], Awaitable[None]]] | None = None) -> None:
+                 refresh: list[Callable[[], Awaitable[None]]] | None = None, worker: int = 0) -> None:
         assert config.metrics is not None
         self.settings, self._file = config.metrics, str(config.path or "config")
+        # Each worker process has its own figures, on its own port: the configured one plus
+        # its number (any free port stays any free port).
+        port = self.settings.listen_port
+        self._port = port + worker if port else 0
         self._checks, self._refresh = dict(checks), refresh or []
         self._runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -81,13 +85,12 @@ class MetricsService:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.listen_host, self.settings.listen_port,
-                           reuse_address=True)
+        site = web.TCPSite(self._runner, self.settings.listen_host, self._port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            where = f"{self.settings.listen_host}:{self.settings.listen_port}"
+            where = f"{self.settings.listen_host}:{self._port}"
             raise BastionError(f"{self._file}: [metrics] listen = \"{where}\": the metrics listener cannot "
                                f"listen there: {exc.strerror or exc}") from None
         self._lag_task = asyncio.get_running_loop().create_task(self._measure_lag())

@@ -70,6 +70,7 @@ class WebService:
         sign_in = SignIn(oidc, sessions, refuse, audit, users=config.users, public_url=public_url,
                          machines=frozenset(config.machines))
         self._runner: web.AppRunner | None = None
+        self._shared = config.workers > 1  # every worker process listens on the same port
         self.app = web.Application(middlewares=[self._headers], client_max_size=64 * 1024)
         self.app.add_routes([
             web.get("/healthz", self.healthz),
@@ -104,6 +105,7 @@ class WebService:
             self.settings.listen_port,
             ssl_context=context,
             reuse_address=True,
+            reuse_port=self._shared,
         )
         try:
             await site.start()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import asyncssh
@@ -12,6 +13,7 @@ from bastion.config import (
     load_config,
     parse_config,
     parse_host_port,
+    workers_for,
 )
 from bastion.core.durations import parse_duration
 from bastion.errors import ConfigError
@@ -144,3 +146,29 @@ def test_starter_config_from_init_is_valid(tmp_path: Path) -> None:
     (tmp_path / "b.toml").write_text(text)
     config = load_config(tmp_path / "b.toml")
     assert "db-1" in config.targets
+
+
+def test_workers_one_by_default_a_number_or_one_per_core() -> None:
+    assert parse_config(base()).workers == 1
+    assert parse_config(base(workers=3)).workers == 3
+    assert parse_config(base(workers="auto")).workers == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (0, "expected a number from 1 to 64"), (65, "expected a number from 1 to 64"),
+    ("many", "expected a number from 1 to 64"), (True, "expected a number from 1 to 64"),
+])
+def test_workers_out_of_range_are_named(value: object, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"workers = {value!r}: {problem}"):
+        parse_config(base(workers=value))
+
+
+def test_workers_cannot_share_any_free_port() -> None:
+    with pytest.raises(ConfigError, match=r"workers = 2: the workers share their ports, and listen asks for any free port"):
+        parse_config(base(workers=2, listen="127.0.0.1:0"))
+    web = {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080"}
+    with pytest.raises(ConfigError, match=r"and \[web\] listen asks for any free port"):
+        parse_config(base(workers=2, web=web))
+    assert parse_config(base(listen="127.0.0.1:0")).workers == 1  # one process: any port will do
+    with pytest.raises(ConfigError, match=r"--workers 2: the workers share their ports"):
+        workers_for(parse_config(base(listen="127.0.0.1:0")), 2)
