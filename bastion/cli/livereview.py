@@ -14,9 +14,19 @@ KILL_WAIT = 10.0  # how long ending a session waits to see it gone
 
 
 class ReviewRegistry:
+    """Opened at the first question (a registry that cannot be opened is said in the live view;
+    the recordings are browsed all the same)."""
+
     def __init__(self, config: BastionConfig) -> None:
-        self._store = LiveSessions(config.state)
+        self._config = config
+        self._opened: LiveSessions | None = None
         self._lock = threading.Lock()  # the browser asks from more than one thread
+
+    @property
+    def _store(self) -> LiveSessions:
+        if self._opened is None:
+            self._opened = LiveSessions(self._config.state)
+        return self._opened
 
     def sessions(self, user: str | None) -> list[LiveEntry]:
         with self._lock:

@@ -360,6 +360,9 @@ def test_review_over_ssh_lists_live_sessions_by_role_and_only_admins_end_them(bo
         panes.append(stranger)
         stranger.wait_for("live sessions: 0")
         assert " alice " not in stranger.screen()
+        peek = subprocess.run(["ssh", "-F", str(box.directory / "ssh_config-bob"), "-tt", "bastion", "sessions",
+                               "follow", session["id"]], capture_output=True, text=True, timeout=60, check=False)
+        assert peek.returncode == 1 and f"you may not watch alice's session {session['id']}" in peek.stdout + peek.stderr
         reviewer = own_pane(box, "sue", "review", width=160)  # a reviewer sees it, may not end it
         panes.append(reviewer)
         reviewer.wait_for("live sessions: 1")

@@ -3,7 +3,7 @@ command each session ran is a column."""
 
 from __future__ import annotations
 
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from player.app import BrowserScreen, KillScreen, LiveEntry, LiveError, PlayerApp
 from recorder.index import SessionRow
@@ -121,3 +121,15 @@ async def test_following_what_has_no_recording_yet_says_so() -> None:
         await until(lambda: len(live_ids(app)) == 2, "the live sessions")
         await pilot.press("shift+tab", "enter")
         assert isinstance(app.screen, BrowserScreen)
+
+
+async def test_a_registry_that_cannot_be_read_is_said_and_the_recordings_stay() -> None:
+    class Broken(FakeLive):
+        def sessions(self) -> list[LiveEntry]:
+            raise OSError("unable to open database file")
+
+    app = PlayerApp(BrowserScreen(ROWS, lambda r: None, Broken(True)))  # type: ignore[arg-type, return-value]
+    async with app.run_test(size=(160, 30)):
+        title = app.screen.query_one("#live-title", Static)
+        await until(lambda: "cannot read them (unable to open database file)" in str(title.content), "said")
+        assert app.screen.query_one("#sessions", DataTable).row_count == 3
