@@ -55,12 +55,46 @@ class SafeScreen(pyte.Screen):
     # pyte stops with an error on an erase it does not know (`CSI 3 K`, `CSI 5 J`); a terminal
     # ignores it.
     def erase_in_line(self, how: int = 0, private: bool = False) -> None:
-        if how in (0, 1, 2):
-            super().erase_in_line(how, private)
+        """pyte's, with the cells set in one update instead of one at a time."""
+        if how not in (0, 1, 2):
+            return
+        cursor = self.cursor
+        self.dirty.add(cursor.y)
+        cells = {0: range(cursor.x, self.columns), 1: range(cursor.x + 1), 2: range(self.columns)}[how]
+        self.buffer[cursor.y].update(dict.fromkeys(cells, cursor.attrs))
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
         if how in (0, 1, 2, 3):
             super().erase_in_display(how, *args, **kwargs)
+
+    def draw(self, data: str) -> None:
+        """pyte's `draw`, a line's worth of cells at a time for printable ASCII (most text): the
+        same cells, cursor and wraps, without pyte's per-character width lookup and copy."""
+        text = data.translate(self.g1_charset if self.charset else self.g0_charset)
+        cursor, columns = self.cursor, self.columns
+        if modes.IRM in self.mode or cursor.x > columns or not (text.isascii() and text.isprintable()):
+            super().draw(data)
+            return
+        wrap = modes.DECAWM in self.mode
+        rest: tuple[Any, ...] = tuple(cursor.attrs)[1:]
+        position, end = 0, len(text)
+        while position < end:
+            if cursor.x == columns:
+                if not wrap:  # each character left replaces the last column's: the last one stays
+                    cursor.x = columns - 1
+                    self.buffer[cursor.y][cursor.x] = Char(text[-1], *rest)
+                    cursor.x = columns
+                    break
+                self.dirty.add(cursor.y)
+                self.carriage_return()
+                self.linefeed()
+            line, x = self.buffer[cursor.y], cursor.x
+            chunk = text[position:position + columns - x]
+            for offset, char in enumerate(chunk):
+                line[x + offset] = Char(char, *rest)
+            cursor.x = x + len(chunk)
+            position += len(chunk)
+        self.dirty.add(cursor.y)
 
 
 def _tolerant(name: str) -> None:

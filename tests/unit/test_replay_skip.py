@@ -143,3 +143,31 @@ def test_a_timeline_seek_through_skipped_output_matches_a_full_replay() -> None:
     events = timeline.cast.events
     for count in {*(k.index for k in timeline.keyframes), 1, 150, 299, 300, 301, 450, len(events)}:
         assert state(timeline.screen_after(count)) == state(reference(events[:count], 60, 12)), count
+
+
+DRAWN = st.text(st.sampled_from("ab xyz~!qx0é中\x01\u0301\u200b"), max_size=30)
+SETUP = [*STATE, "\x1b[1;31m", "\x1b[3;7H", "\x1b[?7l", "\x1b[?7h", "\x1b[4h", "\x1b(0"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.lists(st.sampled_from(SETUP), max_size=8),
+       st.lists(st.one_of(DRAWN, st.integers(0, 3)), max_size=8))
+def test_drawing_and_erasing_a_line_at_a_time_does_what_pyte_does(columns: int, lines: int, before: list[str],
+                                                                  steps: list[str | int]) -> None:
+    """SafeScreen draws printable ASCII a line's worth at a time, and erases in the line in one
+    update: the cells, cursor and wraps are pyte's, after any modes, charsets, attributes and
+    cursor position (the last column included, with and without autowrap; insert mode and
+    other text go to pyte's own drawing)."""
+    ours, theirs = SafeScreen(columns, lines), SafeScreen(columns, lines)
+    for screen in (ours, theirs):
+        stream = pyte.ByteStream(screen)
+        stream.feed("".join(before).encode("utf-8", "surrogateescape"))
+    for step in steps:
+        if isinstance(step, str):
+            ours.draw(step)
+            pyte.Screen.draw(theirs, step)
+        else:
+            ours.erase_in_line(step)
+            if step < 3:  # pyte fails on the others; ours ignores them
+                pyte.Screen.erase_in_line(theirs, step)
+    assert state(ours) == state(theirs)
