@@ -31,6 +31,8 @@ from typing import Any
 
 from bastion.core.screenview import ScreenView
 from bastion.core.terminal import (
+    C0_INSIDE,
+    CUT_ESCAPE,
     ESC_SEQUENCES,
     ESCAPES,
     FLAG_NON_ASCII,
@@ -54,12 +56,11 @@ except ImportError:  # pragma: no cover - digit runs stay in the Hyperscan scan
 
 # Where a word may start in bytes still holding escape sequences: the start, a non-word byte, or
 # the end of a CSI sequence (whose final byte is a letter, as in SGR's `m`).
-_RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
+_RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[" + C0_INSIDE + rb"0-?]*[" + C0_INSIDE + rb" -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 # An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
 # also reads as a complete two-byte escape), an OSC or DCS without its terminator.
-CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
 
 
 def has_escape(data: bytes) -> bool:
@@ -417,7 +418,7 @@ def _hyperscan_pattern(trigger: bytes) -> bytes:
 # sequences between two visible characters, any other escape right after a visible character
 # (conservative), or a zero-width character after one. Hyperscan reports every way a pattern
 # matches, so each form is spelled out whole.
-_CSI = rb"\x1b\[[0-?]*[ -/]*[@-~]"
+_CSI = rb"\x1b\[[" + C0_INSIDE + rb"0-?]*[" + C0_INSIDE + rb" -/]*[@-~]"
 _INSIDE_TOKEN = (
     rb"[^\s\x1b]" + _CSI + rb"(?:" + _CSI + rb")*[^\s\x1b]",
     rb"[^\s\x1b]\x1b[^\[]",

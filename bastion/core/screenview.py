@@ -31,7 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bastion.core.terminal import FLAG_ESCAPE, FLAG_MOVES, FLAG_UNDRAWN, UNDRAWNS, screen_flags
+from bastion.core.terminal import (
+    CUT_ESCAPE,
+    ESC_SEQUENCES,
+    FLAG_ESCAPE,
+    FLAG_MOVES,
+    FLAG_NON_ASCII,
+    FLAG_UNDRAWN,
+    UNDRAWNS,
+    screen_flags,
+)
 
 # A chunk made of text, line ends and colours only: the cheap update.
 SGR_ONLY = re.compile(rb"\x1b\[[0-9;:]*m")
@@ -47,15 +56,123 @@ MAX_ROWS = 200  # rows kept around the cursor
 MAX_PARTIAL = 4096  # an escape sequence cut by a chunk's end, kept back at most this long
 # An escape sequence the chunk's end may have cut: a CSI without its final byte, an OSC or DCS
 # without its terminator, a lone ESC or ESC with intermediates.
-CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)\Z")
 
 
 def _width(char: str) -> int:
     if char.isascii():
         return 1
-    if unicodedata.combining(char) or UNDRAWNS.fullmatch(char.encode()):
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf") or UNDRAWNS.fullmatch(
+            char.encode()):
         return 0
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+# -- what reaches the terminal ---------------------------------------------------------------
+#
+# Terminals differ on what the view cannot follow, or read it otherwise than the view would:
+# rather than guess which terminal draws the output, the masker (on a pty) passes only what the
+# view follows, so the terminal's cursor is the view's. Removed: escape sequences aborted (CAN,
+# SUB, ESC) or holding control characters; CSI sequences with intermediates (DECCRA copies a
+# rectangle of the screen, DECFRA fills one), a colon outside SGR, modes that move the cursor
+# in ways the view does not follow (DECLRMM's margins, DECCOLM, VT52 mode, reverse wrap), window
+# resizes; ESC # (double-width and double-height lines, DECALN), ESC % (leaving UTF-8) and
+# other ESC sequences outside the ones the view follows or that draw nothing; DCS, SOS, PM and
+# APC strings (sixel and other images, passthrough to an outer terminal) and OSC strings other
+# than titles, colours, links, clipboard and prompt marks (inline images); the C1 controls, the
+# soft hyphen and format characters other than the zero-width ones. Parameters are written
+# plainly (no leading zeros, at most 9999). Bytes that are not UTF-8 and code points the view
+# does not know become U+FFFD, which every terminal draws one column wide.
+CLEAN_CSI = re.compile(rb"\x1b\[([<=>?]?)([0-9;:]*)([ -/]*)([@-~])")
+CLEAN_ESC = re.compile(rb"\x1b([ -/]*)([0-~])")
+DROPPED_MODES = frozenset({b"2", b"3", b"45", b"69", b"95"})  # VT52, DECCOLM, reverse wrap, DECLRMM, DECNCSM
+WINDOW_MOVES = frozenset({b"3", b"4", b"8", b"9", b"10"})  # CSI t: move, resize, maximize, full screen
+ESC_FINALS = frozenset(b"78=>DEMHcNOZ\\nol|}~")
+ESC_CHARSETS = frozenset(b"()*+-./")
+OSC_KEPT = frozenset({b"0", b"1", b"2", b"4", b"7", b"8", b"9", b"10", b"11", b"12", b"13", b"14", b"15",
+                      b"16", b"17", b"18", b"19", b"22", b"52", b"104", b"110", b"111", b"112", b"133",
+                      b"633", b"777"})
+UNICODE_DROPPED = re.compile(rb"\xc2[\x80-\x9f]")  # C1 controls
+PARAMETER = re.compile(rb"[0-9]+")
+
+
+def sanitized(data: bytes) -> bytes:
+    """`data` as the terminal may get it: what the view follows only (see above)."""
+    if b"\x1b" in data:
+        out, last = [], 0
+        for match in ESC_SEQUENCES.finditer(data):
+            sequence = match.group()
+            clean = _clean_sequence(sequence)
+            if clean != sequence:
+                out += [data[last:match.start()], clean]
+                last = match.end()
+        if last:
+            data = b"".join([*out, data[last:]])
+        if data.endswith(b"\x1b"):
+            data = data[:-1]  # a lone ESC at the stream's end
+    if not data.isascii():
+        data = _clean_text(data)
+    return data
+
+
+def _clean_sequence(sequence: bytes) -> bytes:  # noqa: PLR0911, PLR0912 - one rule a line
+    kind = sequence[1:2]
+    if kind == b"[":
+        match = CLEAN_CSI.fullmatch(sequence)
+        if match is None:
+            return b""  # aborted, or control characters inside
+        private, params, intermediate, final = match.groups()
+        if intermediate and (intermediate, final) != (b" ", b"q"):
+            return b""
+        if b":" in params and final != b"m":
+            return b""
+        if private == b"?" and final in b"hl":
+            kept = [p for p in params.split(b";") if p.lstrip(b"0") not in DROPPED_MODES]
+            if not kept:
+                return b""
+            params = b";".join(kept)
+        if final == b"t" and not private and params.split(b";")[0].lstrip(b"0") in WINDOW_MOVES:
+            return b""
+        if any(len(p) > 4 or (len(p) > 1 and p.startswith(b"0")) for p in PARAMETER.findall(params)):
+            params = PARAMETER.sub(lambda m: b"%d" % min(int(m.group()), 9999), params)
+        return b"\x1b[" + private + params + intermediate + final
+    if kind == b"]":
+        if not sequence.endswith((b"\x07", b"\x1b\\")):
+            return b""
+        number = sequence[2:].split(b";", 1)[0]
+        return sequence if number in OSC_KEPT else b""
+    if kind and kind in b"PX^_":
+        return b""
+    match = CLEAN_ESC.fullmatch(sequence)
+    if match is None:
+        return b""
+    intermediate, final = match.groups()
+    if intermediate:
+        return sequence if intermediate[0] in ESC_CHARSETS and len(intermediate) == 1 else b""
+    return sequence if final[0] in ESC_FINALS else b""
+
+
+def _clean_text(data: bytes) -> bytes:
+    if b"\xc2" in data:
+        data = UNICODE_DROPPED.sub(b"", data).replace(b"\xc2\xad", b"-")  # a soft hyphen: drawn, or not
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+    changed = False
+    chars = []
+    for char in text:
+        kept = char
+        if not char.isascii():
+            category = unicodedata.category(char)
+            if category in {"Cn", "Cs"}:
+                kept = "\ufffd"
+            elif category == "Cf" and not UNDRAWNS.fullmatch(char.encode()):
+                kept = ""
+            changed = changed or kept != char
+        chars.append(kept)
+    if not changed:
+        return text.encode()
+    return "".join(chars).encode()
 
 
 Source = tuple[int, int] | None  # the bytes of this chunk that drew a cell (None: earlier)
@@ -85,12 +202,19 @@ class ScreenView:
         self.insert = False
         self.origin = False
         self.top: int | None = None  # the relative index of the screen's first row, once known
+        # While `top` is not known: the screen rows the cursor may be on (first, last). A move up
+        # or down that may stop at the screen's edge is a move the view cannot follow.
+        self.span = (0, self.height - 1)
         self.region: tuple[int, int] | None = None  # scrolling region (screen rows, 0-based)
         self.saved: tuple[int, int] = (0, 0)
         self.tabs: set[int] | None = None  # None: every eighth column
-        self.main: tuple[dict[int, list[str] | str], int, int, int | None] | None = None
+        self.main: tuple[dict[int, list[str] | str], int, int, int | None, list[list[str]]] | None = None
         self.last = " "  # the last character drawn (REP)
         self.forgotten = 0
+        # Rows forgotten while the terminal may still show them: where they are now is not
+        # known, so a row drawn later is also read over each of them (see `_mask`).
+        self.stale: list[list[str]] = []
+        self._scrolled = 0  # lines the whole screen scrolled since a row was last forgotten
         self._touched: set[int] = set()
         self._partial = b""
 
@@ -102,6 +226,7 @@ class ScreenView:
         self.width, self.height = max(2, width), max(2, height)
         self.region = None
         self.x = min(self.x, self.width - 1)
+        self.span = (min(self.span[0], self.height - 1), min(self.span[1], self.height - 1))
 
     # -- the chunk ---------------------------------------------------------------------------
 
@@ -115,6 +240,11 @@ class ScreenView:
                 data, self._partial = data[:cut.start()], data[cut.start():]
         if not data:
             return ViewResult(b"")
+        flags = screen_flags(data)
+        if flags & FLAG_NON_ASCII or (flags & FLAG_ESCAPE and NOT_SGR.search(data) is not None):
+            data = sanitized(data)
+            if not data:
+                return ViewResult(b"")
         body = data[:-1] if data.endswith(b"\r") else data  # a CR LF the chunk's end cut
         flags = screen_flags(body)
         if not flags & (FLAG_MOVES | FLAG_UNDRAWN) and self._clear_ahead(body.startswith(b"\n")) and (
@@ -142,7 +272,7 @@ class ScreenView:
         """Nothing drawn right of the cursor or below it: plain text cannot complete anything
         drawn before (the usual case: output going on at the end of the screen). A chunk that
         starts with a line feed leaves the cursor's row first."""
-        if self.insert or (self.rows and max(self.rows) > self.y):
+        if self.insert or self.stale or (self.rows and max(self.rows) > self.y):
             return False
         if leaves_row:
             return True
@@ -316,6 +446,8 @@ class ScreenView:
         self.y += 1
         if self.top is not None and self.y >= self.top + self.height:
             self.top = self.y - self.height + 1
+        elif self.top is None:
+            self._narrow(1)
 
     def _reverse_index(self) -> None:
         bounds = self._bounds()
@@ -323,8 +455,10 @@ class ScreenView:
             self._scroll(-1, bounds)
         elif bounds is None and self.region is not None:
             self._forget()
-        else:
+        else:  # at the screen's top it scrolls down: the rows move, as they do with the cursor
             self.y -= 1
+            if self.top is None:
+                self._narrow(-1)
 
     def _scroll(self, lines: int, bounds: tuple[int, int] | None = None) -> None:
         """Scroll the region up (`lines` > 0) or down; without a region, the whole screen."""
@@ -342,13 +476,24 @@ class ScreenView:
         _shift(self.rows, first, last, lines)
         _shift(self._sources, first, last, lines)
         self._touched.update(r for r in range(first, last + 1) if r in self.rows)
+        whole = self.top is not None and bounds == (self.top, self.top + self.height - 1)
+        if self.stale and lines > 0 and whole:
+            self._scrolled += lines  # a screenful of lines later, the rows forgotten are gone
+            if self._scrolled >= self.height:
+                self.stale = []
 
     def _forget(self) -> None:
-        """The view cannot follow: what it had drawn is forgotten."""
-        if any("".join(row).strip() for row in self.rows.values()):
+        """The view cannot follow: which rows the terminal shows where is no longer known. The
+        rows it had are kept aside (`stale`): a secret a later row completes over one of them,
+        wherever it is, is still masked."""
+        near = [list(cells) for r, cells in self.rows.items()
+                if abs(r - self.y) <= self.height and "".join(cells).strip()]
+        if near:
             self.forgotten += 1
+            self.stale = [*self.stale, *near][-2 * self.height:]
+            self._scrolled = 0
         self.rows, self._sources = {}, {}
-        self.top = None
+        self.top, self.span = None, (0, self.height - 1)
 
     def _move(self, y: int | None = None, x: int | None = None) -> None:
         if y is not None:
@@ -357,10 +502,32 @@ class ScreenView:
             self.x = min(max(0, x), self.width - 1)
         self.wrap_pending = False
 
+    def _narrow(self, lines: int) -> None:
+        """The cursor went `lines` down (up if < 0) and the screen scrolled if it had to: the
+        rows it may be on, and once that is one row, where the screen is."""
+        first, last = self.span
+        self.span = (min(max(0, first + lines), self.height - 1), min(max(0, last + lines), self.height - 1))
+        if self.span[0] == self.span[1]:
+            self.top = self.y - self.span[0]
+
     def _vertical(self, lines: int) -> None:
-        """CUU/CUD: stop at the region's margin when inside it."""
+        """CUU/CUD: stop at the region's margin when inside it, or at the screen's edge."""
         bounds = self._bounds()
         target = self.y + lines
+        if self.top is None and self.region is None:
+            first, last = self.span
+            if -first <= lines <= self.height - 1 - last:
+                self._move(y=target)
+                self._narrow(lines)
+                return
+            # It may stop at the screen's edge: where it stops is not known.
+            self._forget()
+            self._move(y=target)
+            self.span = (0, max(0, last + lines)) if lines < 0 else (min(self.height - 1, first + lines),
+                                                                    self.height - 1)
+            if self.span[0] == self.span[1]:
+                self.top = self.y - self.span[0]
+            return
         if bounds is not None:
             first, last = bounds
             if first <= self.y <= last:
@@ -444,7 +611,12 @@ class ScreenView:
                 on = final == "h"
                 for value in values:
                     if value in (1049, 1047, 47):
-                        self._alternate(on)
+                        self._alternate(on, value)
+                    elif value == 1048:  # save or restore the cursor, as DECSC and DECRC
+                        if on:
+                            self.saved = (self.y, self.x)
+                        else:
+                            self._move(*self.saved)
                     elif value == 7:
                         self.autowrap = on
                     elif value == 6:
@@ -534,22 +706,33 @@ class ScreenView:
             row[span[0]:span[1]] = " " * (span[1] - span[0])
 
     def _erase_display(self, mode: int) -> None:
-        if mode in (2, 3):
-            self.rows, self._sources = {}, {}
+        if mode in (2, 3):  # the whole screen: forgotten rows on it go too
+            self.rows, self._sources, self.stale = {}, {}, []
             return
         self._erase_line(mode)
         for y in list(self.rows):
             if (mode == 0 and y > self.y) or (mode == 1 and y < self.y):
                 del self.rows[y]
 
-    def _alternate(self, on: bool) -> None:
+    def _alternate(self, on: bool, mode: int) -> None:
+        """1049 saves the cursor on entry and restores it on exit; 47 and 1047 leave it where it
+        is, on the main screen's rows (which the view then forgets if it lost their alignment)."""
         if on and self.main is None:
-            self.main = (self.rows, self.y, self.x, self.top)
-            self.rows = {}
+            self.main = (self.rows, self.y, self.x, self.top, self.stale)
+            self.rows, self.stale = {}, []
         elif not on and self.main is not None:
-            self.rows, self.y, self.x, self.top = self.main
+            rows, y, x, top, stale = self.main
             self.main = None
-            self.wrap_pending = False
+            if mode == 1049:
+                self.rows, self.y, self.x, self.top, self.stale = rows, y, x, top, stale
+                self.wrap_pending = False
+                return
+            if top is None and self.top is not None:  # the rows were placed anew on the other screen
+                self.rows, self.top = rows, None
+                self._forget()
+                self.stale = [*stale, *self.stale][-2 * self.height:]
+            else:
+                self.rows, self.stale = rows, [*stale, *self.stale][-2 * self.height:]
 
     # -- masking -----------------------------------------------------------------------------
 
@@ -581,8 +764,11 @@ class ScreenView:
                     row[column] = "*"
                     if wide:
                         row[column + 1] = "*"
+        unknown: list[str] = []  # secrets completed over a forgotten row: its part cannot be drawn over
+        if self.stale:
+            self._mask_over_stale(replace, redraw, masked, unknown)
         if not replace and not redraw:
-            return ViewResult(data)
+            return ViewResult(data, masked, [(name, "a row the view forgot") for name in unknown])
         out, last = [], 0
         for begin in sorted(replace):
             stop, cells = replace[begin]
@@ -591,7 +777,39 @@ class ScreenView:
         out.append(data[last:])
         unreachable = self._redraw(out, redraw)
         name = masked[0] if masked else "secret"
-        return ViewResult(b"".join(out), masked, [(name, where) for where in unreachable])
+        return ViewResult(b"".join(out), masked, [(name, where) for where in unreachable]
+                          + [(n, "a row the view forgot") for n in unknown])
+
+    def _mask_over_stale(self, replace: dict[int, tuple[int, int]], redraw: dict[int, list[int]],
+                         masked: list[str], unknown: list[str]) -> None:
+        """Each row this chunk touched, read over each forgotten row (its blank cells showing
+        the forgotten row's): a secret found there is masked where this view drew it."""
+        for y in sorted(self._touched):
+            if y not in self.rows:
+                continue
+            row = self._row(y)
+            if not "".join(row).strip(" *"):
+                continue
+            sources = self._sources.get(y) or [None] * len(row)
+            for old in self.stale:
+                over = [c if c != " " or i >= len(old) else (old[i] or " ") for i, c in enumerate(row)]
+                if over == row:
+                    continue
+                for start, end, name in self._find("".join(over)):
+                    columns = _columns(over, start, end)
+                    mine = [c for c in columns if row[c] not in ("*", " ", "")]
+                    if not mine or all(row[c] != " " for c in columns):
+                        continue  # none of it drawn here, or all of it: read without the forgotten row
+                    if name:
+                        masked.append(name)
+                        unknown.append(name)
+                    for column in mine:
+                        source = sources[column]
+                        if source is not None:
+                            replace[source[0]] = (source[1], 1 if row[column + 1:column + 2] != [""] else 2)
+                        else:
+                            redraw.setdefault(y, []).append(column)
+                        row[column] = "*"
 
     def _secrets(self, y: int, row: list[str], *, pause: bool) -> list[tuple[int, int, str]]:
         found = self._find("".join(row))

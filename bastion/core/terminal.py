@@ -6,12 +6,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-# One literal first byte lets `re` skip straight from ESC to ESC.
+# One literal first byte lets `re` skip straight from ESC to ESC. As a terminal reads them: the
+# C0 controls inside a CSI or an ESC sequence are acted on and the sequence goes on (only the
+# moves among them show on screen); CAN and SUB abort any sequence, ESC starts a new one; a
+# byte outside ASCII ends a CSI or ESC sequence. A string (OSC, DCS, SOS, PM, APC) ends at its
+# terminator, CAN, SUB or ESC.
+C0_INSIDE = rb"\x00-\x17\x19\x1c-\x1f\x7f"  # C0 controls and DEL inside a sequence: not CAN, SUB, ESC
+_ENDS = rb"[\x18\x1a]|(?=[\x1b\x80-\xff])"  # an aborted or interrupted sequence
 ESC_SEQUENCE = (
-    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI (SGR colours, cursor moves)
-    rb"|\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, terminated
-    rb"|[PX^_][^\x1b]*\x1b\\"  # DCS, SOS, PM, APC
-    rb"|[ -/]*[0-~])"  # other ESC sequences
+    rb"\x1b(?:\[[" + C0_INSIDE + rb"0-?]*[" + C0_INSIDE + rb" -/]*(?:[@-~]|" + _ENDS + rb")"  # CSI
+    rb"|\][^\x07\x18\x1a\x1b]*(?:\x07|\x1b\\|[\x18\x1a]|(?=\x1b))"  # OSC
+    rb"|[PX^_][^\x18\x1a\x1b]*(?:\x1b\\|[\x18\x1a]|(?=\x1b))"  # DCS, SOS, PM, APC
+    rb"|[" + C0_INSIDE + rb" -/]*(?:[0-~]|" + _ENDS + rb"))"  # other ESC sequences
 )
 # Characters a terminal does not draw: C0 controls other than the moves (BS, HT, LF, VT, FF, CR)
 # and ESC, DEL, C1 controls, the soft hyphen, combining marks (drawn onto the character before:
@@ -27,6 +33,12 @@ UNDRAWN = (
 )
 ZERO_WIDTH = UNDRAWN  # the older name: zero-width characters are among them
 ESC_SEQUENCES = re.compile(ESC_SEQUENCE)
+# An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
+# also reads as a complete two-byte escape), an OSC or DCS without its terminator, a lone ESC or
+# ESC with intermediates.
+CUT_ESCAPE = re.compile(rb"\x1b(?:\[[" + C0_INSIDE + rb"0-?]*[" + C0_INSIDE + rb" -/]*"
+                        rb"|\][^\x07\x18\x1a\x1b]*\x1b?|[PX^_][^\x18\x1a\x1b]*\x1b?"
+                        rb"|[" + C0_INSIDE + rb" -/]*)\Z")
 ZERO_WIDTHS = UNDRAWNS = re.compile(UNDRAWN)
 ESCAPES = re.compile(ESC_SEQUENCE + b"|" + UNDRAWN)
 

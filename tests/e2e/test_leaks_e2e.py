@@ -7,11 +7,12 @@ from __future__ import annotations
 import shlex
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from recorder.asciicast import load_cast
-from tests.support import leaks
+from tests.support import leaks, mask_attacks
 from tests.support.lab import LOGIN, Lab, need
 from tests.support.recordings import recording_for
 from tests.support.samples import pem
@@ -123,3 +124,45 @@ def test_a_password_typed_without_a_prompt_is_hidden_whatever_the_output_after_i
 def _cast(event: dict[str, object], lab: Lab) -> str:
     paths = list((lab.sandbox.directory / "recordings").rglob(f"{event['session']}.cast"))
     return paths[0].read_text(errors="replace") if paths else ""
+
+
+def _attack_script(chunks: list[bytes]) -> str:
+    return "".join(f"printf %s {shlex.quote(c.hex())} | xxd -r -p; sleep 0.2; " for c in chunks)
+
+
+def _attack_screen(command: list[str]) -> str:
+    """What tmux shows once `command` printed an attack, then DONE (it then waits: a pane that
+    ends gets a line of tmux's own, which scrolls the screen)."""
+    pane = TmuxPane(command, width=mask_attacks.WIDTH, height=mask_attacks.HEIGHT)
+    try:
+        return pane.wait_for("DONE", timeout=60)
+    finally:
+        pane.close()
+
+
+def _shows_key(screen: str) -> bool:
+    return any(mask_attacks.KEY in row.encode("ascii", "ignore").decode() for row in screen.split("\n"))
+
+
+def test_hostile_drawing_through_the_bastion_never_shows_the_key_whole(lab: Lab, tmp_path: Path) -> None:
+    """Each attack of tests/support/mask_attacks.py, printed by a real target on a fresh pty
+    (the view knows nothing of the screen yet), drawn by tmux as the ssh client's terminal: the
+    key is never whole, ` end` still shows. Printed straight into tmux, the same bytes show it."""
+    need("tmux", "xxd")
+    failures = []
+    for name, chunks in [*mask_attacks.LEAKS.items(), *mask_attacks.MORE.items()]:
+        script = _attack_script(chunks) + "echo; echo DO''NE"
+        local = tmp_path / "attack.sh"
+        local.write_text(script)
+        if name in mask_attacks.LEAKS and not _shows_key(_attack_screen(["sh", "-c", f"sh {local}; sleep 60"])):
+            failures.append(f"{name}: tmux does not show the key without the bastion")
+        folder = f"/tmp/attack-{uuid.uuid4().hex[:8]}"
+        put = lab.ssh(f"{LOGIN}@db-1", f"mkdir -p {folder} && cat > {folder}/run.sh", input=script.encode())
+        assert put.returncode == 0, put.stderr
+        screen = _attack_screen(["ssh", "-F", str(lab.ssh_config), "-tt", "-J", "bastion", f"{LOGIN}@db-1",
+                                 f"sh {folder}/run.sh; rm -r {folder}; sleep 60"])
+        if _shows_key(screen):
+            failures.append(f"{name}: the key shows through the bastion:\n{screen}")
+        if " end" not in screen.encode("ascii", "ignore").decode():
+            failures.append(f"{name}: over-masked, ' end' missing:\n{screen}")
+    assert failures == [], "\n".join(failures)

@@ -25,6 +25,7 @@ SECRETS = leaks.corpus()
 CLASSES: dict[str, tuple[list[leaks.Trial], Ways]] = {
     "plain": (leaks.plain(SECRETS), leaks.splits),
     "undrawn": (leaks.undrawn(SECRETS), leaks.splits),
+    "undrawn-elsewhere": (leaks.undrawn_elsewhere(SECRETS), leaks.splits),
     "slow": (leaks.plain(SECRETS), leaks.slowly),
     "pem-footer-openssh": (leaks.pem_footer(pem("openssh")), leaks.splits),
     "pem-footer-pkcs8": (leaks.pem_footer(PKCS8), leaks.splits),
