@@ -41,16 +41,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=32768, help="bytes per feed (an SSH packet)")
+    parser.add_argument("--pty", action="store_true",
+                        help="a pty session's masker (it follows the screen), on CR LF line ends")
     args = parser.parse_args()
     data = realistic_output(args.mb * 1_000_000)
     masker = SecretMasker()
+    if args.pty:
+        data = data.replace(b"\n", b"\r\n")
+        masker.on_screen(120, 40)
     start = time.perf_counter()
     out = 0
     for offset in range(0, len(data), args.chunk):
         out += len(masker.feed(data[offset:offset + args.chunk]).data)
     out += len(masker.flush().data)
     seconds = time.perf_counter() - start
-    print(f"masker alone: {len(data) / seconds / 1e6:.0f} MB/s on {args.mb} MB of mixed output "
+    label = "masker alone (pty)" if args.pty else "masker alone"
+    print(f"{label}: {len(data) / seconds / 1e6:.0f} MB/s on {args.mb} MB of mixed output "
           f"({args.chunk}-byte chunks); {len(data) - out} bytes changed length")
 
 

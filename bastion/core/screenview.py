@@ -175,6 +175,8 @@ def _clean_text(data: bytes) -> bytes:
     return "".join(chars).encode()
 
 
+# The main screen while the alternate one shows: rows, cursor, top, rows kept aside, span.
+Screen = tuple[dict[int, list[str] | str], int, int, int | None, list[list[str]], tuple[int, int]]
 Source = tuple[int, int] | None  # the bytes of this chunk that drew a cell (None: earlier)
 
 
@@ -207,16 +209,23 @@ class ScreenView:
         self.span = (0, self.height - 1)
         self.region: tuple[int, int] | None = None  # scrolling region (screen rows, 0-based)
         self.saved: tuple[int, int] = (0, 0)
+        self._saved_unsure = False  # the screen may have scrolled since the cursor was saved
+        self._saved_span = self.span
         self.tabs: set[int] | None = None  # None: every eighth column
-        self.main: tuple[dict[int, list[str] | str], int, int, int | None, list[list[str]]] | None = None
+        self.main: Screen | None = None
         self.last = " "  # the last character drawn (REP)
         self.forgotten = 0
         # Rows forgotten while the terminal may still show them: where they are now is not
         # known, so a row drawn later is also read over each of them (see `_mask`).
         self.stale: list[list[str]] = []
         self._scrolled = 0  # lines the whole screen scrolled since a row was last forgotten
+        self._alternate_rows: list[list[str]] = []  # what the alternate screen showed last
         self._touched: set[int] = set()
         self._partial = b""
+        # What the chunk being drawn masks: (bytes to mask, cells to draw over, names, secrets
+        # whose other part cannot be drawn over).
+        self._pending: tuple[dict[int, tuple[int, int]], dict[int, list[int]], list[str], list[str]] = (
+            {}, {}, [], [])
 
     @property
     def holding(self) -> bool:
@@ -241,6 +250,7 @@ class ScreenView:
         if not data:
             return ViewResult(b"")
         flags = screen_flags(data)
+        self._pending = ({}, {}, [], [])
         if flags & FLAG_NON_ASCII or (flags & FLAG_ESCAPE and NOT_SGR.search(data) is not None):
             data = sanitized(data)
             if not data:
@@ -287,6 +297,8 @@ class ScreenView:
         if self.region is None and data.count(b"\n") > reach:
             head, *lines = data.rsplit(b"\n", reach)
             self.y += head.count(b"\n")
+            if self.top is None:
+                self._narrow(head.count(b"\n"))
             self._line_feed()  # the one before the lines kept: it moves `top` if known
             last = head[head.rfind(b"\n") + 1:]
             self.x = 0 if last.endswith(b"\r") else min(len(last), self.width - 1)
@@ -502,13 +514,32 @@ class ScreenView:
             self.x = min(max(0, x), self.width - 1)
         self.wrap_pending = False
 
+    def _save(self) -> None:
+        self.saved, self._saved_span, self._saved_unsure = (self.y, self.x), self.span, False
+
+    def _restore(self) -> None:
+        """Back to the saved cursor: a screen position. If the screen may have scrolled since
+        (the view not knowing where its edges were), the rows there are not the view's."""
+        if self._saved_unsure:
+            self._forget()
+        self._move(*self.saved)
+        if self.top is None:
+            self.span = self._saved_span  # the screen row it was saved on
+
     def _narrow(self, lines: int) -> None:
         """The cursor went `lines` down (up if < 0) and the screen scrolled if it had to: the
         rows it may be on, and once that is one row, where the screen is."""
         first, last = self.span
+        bottom = self.height - 1
+        if lines == 1 and last < bottom:  # a line feed (the usual case), no scroll
+            self.span = (first + 1, last + 1)
+            return
+        if lines == 1 and first == bottom:
+            self._saved_unsure = True
+            return
+        if not 0 <= last + lines <= bottom or not 0 <= first + lines <= bottom:
+            self._saved_unsure = True  # the screen may have scrolled
         self.span = (min(max(0, first + lines), self.height - 1), min(max(0, last + lines), self.height - 1))
-        if self.span[0] == self.span[1]:
-            self.top = self.y - self.span[0]
 
     def _vertical(self, lines: int) -> None:
         """CUU/CUD: stop at the region's margin when inside it, or at the screen's edge."""
@@ -525,8 +556,6 @@ class ScreenView:
             self._move(y=target)
             self.span = (0, max(0, last + lines)) if lines < 0 else (min(self.height - 1, first + lines),
                                                                     self.height - 1)
-            if self.span[0] == self.span[1]:
-                self.top = self.y - self.span[0]
             return
         if bounds is not None:
             first, last = bounds
@@ -540,7 +569,9 @@ class ScreenView:
         """CUP/VPA to screen row `row` (0-based)."""
         if self.origin and self.region is not None:
             row += self.region[0]
-        if self.top is None:
+        if self.top is None and self.span[0] == self.span[1]:
+            self.top = self.y - self.span[0]  # the cursor's screen row was known: nothing is lost
+        elif self.top is None:
             self._forget()
             self.top = self.y - row  # from now on the rows are known: all blank to the view
         self._move(y=self.top + min(max(0, row), self.height - 1))
@@ -579,9 +610,9 @@ class ScreenView:
                 self._forget()  # double-width and double-height lines
             return
         if final == b"7":
-            self.saved = (self.y, self.x)
+            self._save()
         elif final == b"8":
-            self._move(*self.saved)
+            self._restore()
         elif final == b"D":
             self._line_feed()
         elif final == b"E":
@@ -614,9 +645,9 @@ class ScreenView:
                         self._alternate(on, value)
                     elif value == 1048:  # save or restore the cursor, as DECSC and DECRC
                         if on:
-                            self.saved = (self.y, self.x)
+                            self._save()
                         else:
-                            self._move(*self.saved)
+                            self._restore()
                     elif value == 7:
                         self.autowrap = on
                     elif value == 6:
@@ -659,9 +690,9 @@ class ScreenView:
             elif arg(0, 0) == 0:
                 self.tabs = set(self.tabs if self.tabs is not None else range(0, self.width, 8)) - {self.x}
         elif final == "s":
-            self.saved = (self.y, self.x)
+            self._save()
         elif final == "u":
-            self._move(*self.saved)
+            self._restore()
         elif final == "r":
             first, last = arg(0, 1) - 1, arg(1, self.height) - 1
             self.region = None if (first, last) == (0, self.height - 1) or first >= last else (first, last)
@@ -716,15 +747,25 @@ class ScreenView:
 
     def _alternate(self, on: bool, mode: int) -> None:
         """1049 saves the cursor on entry and restores it on exit; 47 and 1047 leave it where it
-        is, on the main screen's rows (which the view then forgets if it lost their alignment)."""
+        is, on the main screen's rows (which the view then forgets if it lost their alignment).
+        What this chunk drew on the screen it leaves is read first (a secret there showed)."""
+        if (on and self.main is None) or (not on and self.main is not None):
+            replace, _, masked, unknown = self._pending
+            left: dict[int, list[int]] = {}  # cells drawn before, on a screen no longer shown
+            self._collect(replace, left, masked, unknown, pause=False)
+            unknown += ["secret"] * len(left)
+            self._touched, self._sources = set(), {}
         if on and self.main is None:
-            self.main = (self.rows, self.y, self.x, self.top, self.stale)
-            self.rows, self.stale = {}, []
+            self.main = (self.rows, self.y, self.x, self.top, self.stale, self.span)
+            # 1049 clears the alternate screen; after 47, some terminals still show what was
+            # drawn there the last time: kept aside.
+            self.rows, self.stale = {}, [] if mode == 1049 else self._alternate_rows
         elif not on and self.main is not None:
-            rows, y, x, top, stale = self.main
+            rows, y, x, top, stale, span = self.main
             self.main = None
+            self._alternate_rows = [list(c) for c in self.rows.values() if "".join(c).strip()][-self.height:]
             if mode == 1049:
-                self.rows, self.y, self.x, self.top, self.stale = rows, y, x, top, stale
+                self.rows, self.y, self.x, self.top, self.stale, self.span = rows, y, x, top, stale, span
                 self.wrap_pending = False
                 return
             if top is None and self.top is not None:  # the rows were placed anew on the other screen
@@ -739,9 +780,25 @@ class ScreenView:
     def _mask(self, data: bytes, *, pause: bool = False) -> ViewResult:
         """Mask the secrets on the rows this chunk touched; when output pauses, also one still
         being written that ends at the cursor (a card number's digits past its sixth)."""
-        replace: dict[int, tuple[int, int]] = {}  # byte start: (byte end, cells)
-        redraw: dict[int, list[int]] = {}  # row: columns drawn earlier, to draw over
-        masked: list[str] = []
+        replace, redraw, masked, unknown = self._pending
+        self._collect(replace, redraw, masked, unknown, pause=pause)
+        if not replace and not redraw:
+            return ViewResult(data, masked, [(name, "a row the view forgot") for name in unknown])
+        out, last = [], 0
+        for begin in sorted(replace):
+            stop, cells = replace[begin]
+            out += [data[last:begin], b"*" * cells]
+            last = stop
+        out.append(data[last:])
+        unreachable = self._redraw(out, redraw)
+        name = masked[0] if masked else "secret"
+        return ViewResult(b"".join(out), masked, [(name, where) for where in unreachable]
+                          + [(n, "a row the view forgot") for n in unknown])
+
+    def _collect(self, replace: dict[int, tuple[int, int]], redraw: dict[int, list[int]], masked: list[str],
+                 unknown: list[str], *, pause: bool) -> None:
+        """The secrets on the rows touched: the bytes of this chunk to mask (`replace`: byte
+        start: (byte end, cells)) and the cells earlier chunks drew (`redraw`: row: columns)."""
         for y in sorted(self._touched):
             if y not in self.rows:
                 continue
@@ -764,21 +821,8 @@ class ScreenView:
                     row[column] = "*"
                     if wide:
                         row[column + 1] = "*"
-        unknown: list[str] = []  # secrets completed over a forgotten row: its part cannot be drawn over
-        if self.stale:
+        if self.stale:  # secrets completed over a forgotten row: its part cannot be drawn over
             self._mask_over_stale(replace, redraw, masked, unknown)
-        if not replace and not redraw:
-            return ViewResult(data, masked, [(name, "a row the view forgot") for name in unknown])
-        out, last = [], 0
-        for begin in sorted(replace):
-            stop, cells = replace[begin]
-            out += [data[last:begin], b"*" * cells]
-            last = stop
-        out.append(data[last:])
-        unreachable = self._redraw(out, redraw)
-        name = masked[0] if masked else "secret"
-        return ViewResult(b"".join(out), masked, [(name, where) for where in unreachable]
-                          + [(n, "a row the view forgot") for n in unknown])
 
     def _mask_over_stale(self, replace: dict[int, tuple[int, int]], redraw: dict[int, list[int]],
                          masked: list[str], unknown: list[str]) -> None:

@@ -69,7 +69,14 @@ MORE = {
     "DECSC, CUU past the top, DECRC": [AT, b"\x1b7\x1b[99A\x1b8", b"\rid=" + FIRST + TAIL],
     "47 alternate screen with a CUP inside": [AT, b"\x1b[?47h\x1b[5;5Hx\r\x1b[?47l", b"id=" + FIRST + TAIL],
     "IL before the row is known": [b"x\r\n" + AT + b"\x1b[A\r\x1b[L\x1b[B", b"id=" + FIRST + TAIL],
+    # The cursor saved on the screen's last row (where a shell's prompt usually is, which the
+    # view cannot know), a line feed scrolls, the second half on the new last row, restored.
+    "DECSC on the last row, a scroll, DECRC": [b"\x1b7\n\x1b[14G" + SECOND, b"\x1b8\rid=" + FIRST + TAIL],
+    "alternate screen 47 shown again": [b"\x1b[?47h" + AT + b"\x1b[?47l", b"\x1b[?47h\rid=" + FIRST + TAIL],
 }
+# Attacks that start with the cursor on the screen's last row, put there before the masker
+# sees the session (as a shell's earlier output does).
+BOTTOM = {"DECSC on the last row, a scroll, DECRC"}
 
 # -- judging them ------------------------------------------------------------------------------
 
@@ -114,6 +121,8 @@ def run(name: str, make: Callable[[], Masker], tally: Tally, chunks: list[bytes]
         masker = make()
         screen = pyte.Screen(WIDTH, HEIGHT)
         stream = pyte.ByteStream(screen)
+        if name in BOTTOM:
+            stream.feed(b"\n" * HEIGHT)
         leaked = False
         released = []
         for part, pause in zip(parts, pauses, strict=True):
