@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover - digit runs stay in the Hyperscan scan
 
 # Where a word may start in bytes still holding escape sequences: the start, a non-word byte, or
 # the end of a CSI sequence (whose final byte is a letter, as in SGR's `m`).
-_RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[" + C0_INSIDE + rb"0-?]*[" + C0_INSIDE + rb" -/]*[@-~])"
+_RAW_BOUNDARY = rb"(?:^|[^0-9A-Za-z_]|\x1b\[[0-?]*[ -/]*[@-~])"
 _RAW_END = rb"(?:$|[^0-9A-Za-z_])"  # where a word may end: an escape sequence starts with ESC
 TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 # An escape sequence the chunk's end may have cut: a CSI without its final byte (`ESC [` alone
@@ -423,6 +423,7 @@ _INSIDE_TOKEN = (
     rb"[^\s\x1b]" + _CSI + rb"(?:" + _CSI + rb")*[^\s\x1b]",
     rb"[^\s\x1b]\x1b[^\[]",
     rb"[^\s](?:" + UNDRAWN + rb")",
+    rb"\x1b[\[ -/]?[0-?]*[ -/]*[" + C0_INSIDE + rb"]",  # a control character inside a sequence
 )
 
 
