@@ -40,6 +40,21 @@ class Interrupted(Exception):
         self.index, self.torn = index, torn
 
 
+class _Cells(dict[str, Char]):
+    """The cell of each character drawn with some attributes (cells are immutable: shared)."""
+
+    def __init__(self, attrs: Char) -> None:
+        super().__init__()
+        self.rest: tuple[Any, ...] = tuple(attrs)[1:]
+
+    def __missing__(self, char: str) -> Char:
+        cell = self[char] = Char(char, *self.rest)
+        return cell
+
+
+_CELLS: dict[Char, _Cells] = {}
+
+
 class SafeScreen(pyte.Screen):
     """A pyte screen that never answers the recorded program (device status, attributes...)."""
 
@@ -76,13 +91,17 @@ class SafeScreen(pyte.Screen):
             super().draw(data)
             return
         wrap = modes.DECAWM in self.mode
-        rest: tuple[Any, ...] = tuple(cursor.attrs)[1:]
+        cells = _CELLS.get(cursor.attrs)
+        if cells is None:
+            if len(_CELLS) > 1024:
+                _CELLS.clear()
+            cells = _CELLS[cursor.attrs] = _Cells(cursor.attrs)
         position, end = 0, len(text)
         while position < end:
             if cursor.x == columns:
                 if not wrap:  # each character left replaces the last column's: the last one stays
                     cursor.x = columns - 1
-                    self.buffer[cursor.y][cursor.x] = Char(text[-1], *rest)
+                    self.buffer[cursor.y][cursor.x] = cells[text[-1]]
                     cursor.x = columns
                     break
                 self.dirty.add(cursor.y)
@@ -90,8 +109,7 @@ class SafeScreen(pyte.Screen):
                 self.linefeed()
             line, x = self.buffer[cursor.y], cursor.x
             chunk = text[position:position + columns - x]
-            for offset, char in enumerate(chunk):
-                line[x + offset] = Char(char, *rest)
+            line.update(zip(range(x, x + len(chunk)), map(cells.__getitem__, chunk), strict=True))
             cursor.x = x + len(chunk)
             position += len(chunk)
         self.dirty.add(cursor.y)
@@ -350,6 +368,8 @@ def _next_unsafe(text: str, position: int) -> re.Match[str] | None:
         position = found.end()
     return found
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
+_CSI = re.compile(r"\x1b\[(\??)([0-9;]*)([@-~])")
+_CSI_HANDLERS = dict(pyte.Stream.csi)
 # For the common case, ASCII output whose only escapes are CSIs of those: bytes operations.
 _ASCII_SAFE = bytes(range(0x20, 0x7F)) + b"\r\n\t\x08\x07\x1b"
 _PARAMETERS = b"0123456789;"
@@ -451,11 +471,15 @@ class Feeder:
 
     def _emulate(self, text: str, interrupted: Callable[[], bool] | None = None) -> None:
         """Feed `text` to the emulator, in slices between which `interrupted` is asked."""
-        data = text.encode("utf-8", "surrogateescape")
+        stream = self.stream
+        as_text = (text.isascii() and "\x1b%" not in text and stream.use_utf8
+                   and not stream.utf8_decoder.getstate()[0])  # decoding it would change nothing
+        data: str | bytes = text if as_text else text.encode("utf-8", "surrogateescape")
         self.fed += len(data)
         self._unasked += len(data)
+        feed = self._dispatch if as_text else stream.feed
         if len(data) <= SLICE_BYTES or interrupted is None:
-            self.stream.feed(data)
+            feed(data)  # type: ignore[arg-type]
             return
         offset = 0
         while offset < len(data):
@@ -464,9 +488,38 @@ class Feeder:
             # Cut after a line's end where there is one: pyte draws a run of text as one piece.
             stop = offset + SLICE_BYTES
             if stop < len(data):
-                stop = max(data.rfind(b"\n", offset, stop), data.rfind(b"\r", offset, stop)) + 1 or stop
-            self.stream.feed(data[offset:stop])
+                if isinstance(data, str):
+                    stop = max(data.rfind("\n", offset, stop), data.rfind("\r", offset, stop)) + 1 or stop
+                else:
+                    stop = max(data.rfind(b"\n", offset, stop), data.rfind(b"\r", offset, stop)) + 1 or stop
+            feed(data[offset:stop])  # type: ignore[arg-type]
             offset = stop
+
+    def _dispatch(self, text: str) -> None:
+        """What `stream.feed` does with `text`, but each CSI sequence of plain digits and `;`
+        that arrives while the parser waits for text is handed to its handler at once, with the
+        parameters pyte would give it (pyte reads escape sequences one character at a time)."""
+        stream, screen = self.stream, self.screen
+        position = 0
+        for csi in _CSI.finditer(text):
+            start = csi.start()
+            if start > position:
+                pyte.Stream.feed(stream, text[position:start])
+            if stream._taking_plain_text:
+                private, parameters, final = csi.groups()
+                name = _CSI_HANDLERS.get(final)
+                if name is not None:
+                    handler = getattr(screen, name)
+                    arguments = [min(int(p or 0), 9999) for p in parameters.split(";")]
+                    if private:
+                        handler(*arguments, private=True)
+                    else:
+                        handler(*arguments)
+            else:  # inside another sequence (a title, say): pyte reads on
+                pyte.Stream.feed(stream, csi.group())
+            position = csi.end()
+        if position < len(text):
+            pyte.Stream.feed(stream, text[position:] if position else text)
 
     def _hold(self, piece: str, interrupted: Callable[[], bool] | None) -> None:
         if not self.pending:
