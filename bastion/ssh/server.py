@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, NoReturn, Protocol, cast, runtime_checkable
 
 import asyncssh
 
@@ -382,22 +382,55 @@ class OuterServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}"
             )
+        destination = f"{dest_host}:{dest_port}"
         live, limit = state.sessions_of(identity.user), state.config.limits.sessions_per_user
-        refusal = session_limit_refusal(identity.user, live, limit)
-        if refusal is not None:
-            state.audit.write(SessionLimitReached(
-                client=self._client, user=identity.user, destination=f"{dest_host}:{dest_port}",
-                sessions=live, limit=limit,
-            ))
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {refusal}")
+        if session_limit_refusal(identity.user, live, limit) is not None:
+            self._limit_reached(identity, destination, live, limit)
         session_id = new_session_id()
+        if limit and state.registry is not None:
+            # The user's jumps on every instance count: asyncssh awaits the claim in the state
+            # database (its own thread) while the loop serves everyone else.
+            return self._claimed(target, session_id, destination, limit)  # type: ignore[return-value]
+        return self._jump_to(target, session_id, slot=False)
+
+    def _limit_reached(self, identity: Identity, destination: str, live: int, limit: int) -> NoReturn:
+        self._state.audit.write(SessionLimitReached(
+            client=self._client, user=identity.user, destination=destination, sessions=live, limit=limit,
+        ))
+        refusal = session_limit_refusal(identity.user, live, limit)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {refusal}")
+
+    async def _claimed(self, target: TargetConfig, session_id: str, destination: str,
+                       limit: int) -> asyncssh.SSHServerConnection:
+        """The jump, once the state database counted it among its user's open jumps on every
+        instance; refused over the limit, or when the database cannot count (fail closed)."""
+        state, identity = self._state, self._identity
+        assert state.registry is not None
+        assert identity is not None
+        try:
+            held = await state.registry.claim_slot(session_id, identity.user, limit)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the count is unknown: refuse
+            reason = f"cannot count {identity.user}'s open sessions (state database: {exc}); try again"
+            state.audit.write(JumpRefused(client=self._client, user=identity.user, destination=destination,
+                                          reason=reason))
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {reason}") from None
+        if held is not None:
+            self._limit_reached(identity, destination, held, limit)
+        if self._conn is None or self._conn not in state.connections:  # the client left meanwhile
+            state.registry.release_slot(session_id)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "bastion: connection closed")
+        return self._jump_to(target, session_id, slot=True)
+
+    def _jump_to(self, target: TargetConfig, session_id: str, *, slot: bool) -> asyncssh.SSHServerConnection:
+        state, identity = self._state, self._identity
+        assert identity is not None
         state.audit.write(JumpAllowed(
             client=self._client, user=identity.user, target=target.name, session=session_id,
         ))
         jump = Jump(
             state=state, identity=identity, target=target, session_id=session_id,
             client=self._client, client_version=self._client_version, outer=self._jumps,
-            reads_as=self._conn,
+            reads_as=self._conn, slot=slot,
         )
         jump.started()
         options = asyncssh.SSHServerConnectionOptions(
@@ -431,6 +464,7 @@ class Jump:
     reads_as: object = None  # whose turns the target connection's reads count against (`Turns`)
     channels: int = 0
     opened: float = field(default_factory=time.monotonic)
+    slot: bool = False  # counted in the registry's session slots until it ends
 
     def started(self) -> None:
         self.state.jumps.add(self)
@@ -439,6 +473,9 @@ class Jump:
     def ended(self) -> None:
         self.state.jumps.discard(self)
         self.outer.discard(self)
+        if self.slot and self.state.registry is not None:
+            self.slot = False
+            self.state.registry.release_slot(self.session_id)
 
 
 class InnerServer(asyncssh.SSHServer):

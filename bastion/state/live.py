@@ -74,8 +74,16 @@ _V3 = ("""CREATE TABLE IF NOT EXISTS session_moderators (
     since REAL NOT NULL,
     PRIMARY KEY (session, moderator)
 )""",)
-MIGRATIONS = Migrations("live_sessions", sqlite=((*_V1,), _columns, _V3),
-                        postgres=(_postgres(_V1), _columns, _postgres(_V3)))
+# The jumps each user holds open on every instance (what `limits.sessions_per_user` bounds): a
+# row from the jump's channel open to its end, claimed in one transaction with the count.
+_V4 = ("""CREATE TABLE IF NOT EXISTS session_slots (
+    session TEXT PRIMARY KEY,
+    "user" TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    since REAL NOT NULL
+)""",)
+MIGRATIONS = Migrations("live_sessions", sqlite=((*_V1,), _columns, _V3, _V4),
+                        postgres=(_postgres(_V1), _columns, _postgres(_V3), _postgres(_V4)))
 FIELDS = ('session, "user", target, login, kind, command, client, started, last_activity, bytes_in,'
           " bytes_out, instance, recording")
 
@@ -154,6 +162,24 @@ class LiveSessions:
         self.db.execute("DELETE FROM session_kills WHERE session = ?", (session,))
         self.db.execute("DELETE FROM session_moderators WHERE session = ?", (session,))
 
+    def claim_slot(self, session: str, user: str, instance: str, limit: int) -> int | None:
+        """Count `session` among `user`'s open jumps if they hold fewer than `limit` on the
+        instances whose lease runs (None), else how many they hold (and nothing is written).
+        Count and claim are one transaction: two instances claiming at once are serialised."""
+        with self.db.transaction():
+            held = self.db.execute(
+                'SELECT COUNT(*) FROM session_slots s WHERE s."user" = ? AND EXISTS'
+                " (SELECT 1 FROM instances i WHERE i.id = s.instance AND i.expires > ?)",
+                (user, time.time())).fetchone()[0]
+            if held >= limit:
+                return int(held)
+            self.db.execute('INSERT INTO session_slots (session, "user", instance, since) VALUES (?,?,?,?)',
+                            (session, user, instance, time.time()))
+        return None
+
+    def release_slot(self, session: str) -> None:
+        self.db.execute("DELETE FROM session_slots WHERE session = ?", (session,))
+
     def kills_for(self, instance: str) -> list[KillRequest]:
         """Kill requests not yet carried out for sessions this instance serves."""
         rows = self.db.execute(
@@ -174,6 +200,8 @@ class LiveSessions:
                 "DELETE FROM live_sessions WHERE NOT EXISTS"
                 " (SELECT 1 FROM instances i WHERE i.id = live_sessions.instance AND i.expires > ?)",
                 (time.time(),)).rowcount
+            self.db.execute("DELETE FROM session_slots WHERE NOT EXISTS (SELECT 1 FROM instances i"
+                            " WHERE i.id = session_slots.instance AND i.expires > ?)", (time.time(),))
             for table in ("session_kills", "session_moderators"):
                 self.db.execute(f"DELETE FROM {table} WHERE session NOT IN"  # noqa: S608
                                 " (SELECT session FROM live_sessions)")
@@ -183,6 +211,7 @@ class LiveSessions:
         """A clean stop: the instance's own rows go (its sessions were ended)."""
         with self.db.transaction():
             removed = self.db.execute("DELETE FROM live_sessions WHERE instance = ?", (instance,)).rowcount
+            self.db.execute("DELETE FROM session_slots WHERE instance = ?", (instance,))
             for table in ("session_kills", "session_moderators"):
                 self.db.execute(f"DELETE FROM {table} WHERE session NOT IN"  # noqa: S608
                                 " (SELECT session FROM live_sessions)")
@@ -274,6 +303,12 @@ class Registry:
 
     def ended(self, session: str) -> None:
         self._later(session, self.store.ended, session)
+
+    async def claim_slot(self, session: str, user: str, limit: int) -> int | None:
+        return await self.thread.run(self.store.claim_slot, session, user, self.instance, limit)
+
+    def release_slot(self, session: str) -> None:
+        self._later(session, self.store.release_slot, session)
 
     def activity(self, updates: list[tuple[str, float, int, int]]) -> None:
         if updates:

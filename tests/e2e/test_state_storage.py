@@ -265,7 +265,7 @@ def test_migrations_are_applied_once_and_kept(location: Path | str) -> None:
     assert versions == {"instances": 1, "directory": 2, "approvals": 3}
     LiveSessions(location)
     versions = dict(StateDatabase.open(location).execute("SELECT component, version FROM schema_versions"))
-    assert versions["live_sessions"] == 3
+    assert versions["live_sessions"] == 4
 
 
 def test_an_old_sqlite_file_is_brought_up_to_date(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,3 +90,55 @@ def test_a_database_from_before_the_registry_gains_its_columns(tmp_path: Path) -
     assert (old.session, old.kind, old.bytes_in, old.instance) == ("old", "", 0, "")
     live.started(ENTRY)
     assert live.get("s1") == ENTRY
+
+
+def test_a_user_s_session_slots_are_counted_over_every_live_instance(tmp_path: Path) -> None:
+    """`limits.sessions_per_user` holds for the user's jumps on every instance (workers of one
+    `serve` included); a dead instance's slots stop counting and are cleared with its rows."""
+    path = tmp_path / "state.db"
+    here, there = LiveSessions(path), LiveSessions(path)
+    Instances(path, "here:1:a", lease=60).register()
+    Instances(path, "there:2:b", lease=60).register()
+    assert here.claim_slot("j1", "alice", "here:1:a", 2) is None
+    assert there.claim_slot("j2", "alice", "there:2:b", 2) is None
+    assert there.claim_slot("j3", "alice", "there:2:b", 2) == 2  # refused: nothing written
+    assert here.claim_slot("j3", "alice", "here:1:a", 2) == 2
+    assert here.claim_slot("b1", "bob", "here:1:a", 2) is None  # another user's count is their own
+    there.release_slot("j2")
+    assert here.claim_slot("j3", "alice", "here:1:a", 2) is None
+    # The other instance dies: its slots no longer count, and the clean-up removes them.
+    assert there.claim_slot("j4", "carol", "there:2:b", 1) is None
+    here.db.execute("UPDATE instances SET expires = 0 WHERE id = 'there:2:b'")
+    assert here.claim_slot("j5", "carol", "here:1:a", 1) is None
+    here.clear_orphans()
+    slots = {row[0] for row in here.db.execute("SELECT session FROM session_slots")}
+    assert slots == {"j1", "j3", "b1", "j5"}
+    here.clear_instance("here:1:a")
+    assert here.db.execute("SELECT COUNT(*) FROM session_slots").fetchone()[0] == 0
+
+
+def test_claims_racing_from_two_processes_never_exceed_the_limit(tmp_path: Path) -> None:
+    """Count and claim are one transaction: threads standing for the database threads of two
+    workers (a connection each) claim at once and get exactly the limit between them."""
+    path = tmp_path / "state.db"
+    LiveSessions(path)
+    Instances(path, "here:1:a", lease=60).register()
+    Instances(path, "there:2:b", lease=60).register()
+    stores = [LiveSessions(path) for _ in range(20)]
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def claim(n: int) -> None:
+        store, instance = stores[n], ("here:1:a", "there:2:b")[n % 2]
+        got = store.claim_slot(f"j{n}", "alice", instance, 5)
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 20
+    assert results.count(None) == 5
+    assert stores[0].db.execute("SELECT COUNT(*) FROM session_slots").fetchone()[0] == 5
