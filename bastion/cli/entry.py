@@ -43,7 +43,6 @@ def _load(config_path: Path) -> BastionConfig:
 def player_main() -> None:
     import click
 
-    from bastion.config import BastionConfig
     from player import cli as player_cli
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,6 +51,7 @@ def player_main() -> None:
 
     def registry(config: object) -> player_cli.Registry:
         from bastion.cli.livereview import ReviewRegistry
+        from bastion.config import BastionConfig  # with a config only: it brings asyncssh
 
         assert isinstance(config, BastionConfig)
         return ReviewRegistry(config)
