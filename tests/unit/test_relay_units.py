@@ -7,7 +7,10 @@ from typing import Any
 
 from asyncssh import EXTENDED_DATA_STDERR as STDERR
 
-from bastion.ssh.relay import UpstreamSession
+from bastion.core.masker import TextMasker
+from bastion.ssh.relay import SessionRelay, UpstreamSession
+from bastion.stages.pipeline import SessionPipeline
+from tests.support.stages import SHELL
 
 
 class Calls:
@@ -51,3 +54,51 @@ async def test_stderr_exit_and_eof_keep_their_place() -> None:
         ("target_eof",),
         ("target_closed",),
     ]
+
+
+class Channel:
+    """The client's channel, as far as reading goes."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def test_a_gate_reads_typed_input_only_while_it_watches_and_only_so_much() -> None:
+    """While a moderator is awaited the user's keys are read (Ctrl-C gives up); one user typing
+    without end gets no further than 64 KiB: then reading pauses, and the SSH window holds the rest."""
+    relay = SessionRelay(info=SHELL, upstream=None, pipeline=SessionPipeline([]), env_allow=(),  # type: ignore[arg-type]
+                         on_end=lambda relay: None, masker=TextMasker())
+    chan = Channel()
+    relay.client_opened(chan)  # type: ignore[arg-type]
+    assert relay._client_reading is not None
+    relay._client_reading.hold("upstream")  # as at the start: nothing is read until the target is open
+    assert not chan.reading
+    seen: list[bytes] = []
+    relay.watch_input(seen.append)
+    assert chan.reading
+    for _ in range(16):
+        relay.client_data(b"x" * 4096)
+    assert chan.reading and len(seen) == 16
+    relay.client_data(b"y")  # one byte over 64 KiB
+    assert not chan.reading and seen[-1] == b"y"
+    relay.watch_input(None)
+    assert not chan.reading
+    assert relay._early_size == 64 * 1024 + 1 and relay.bytes_in == 64 * 1024 + 1
+
+
+def test_without_a_watching_gate_input_stays_unread_until_the_target_is_open() -> None:
+    relay = SessionRelay(info=SHELL, upstream=None, pipeline=SessionPipeline([]), env_allow=(),  # type: ignore[arg-type]
+                         on_end=lambda relay: None, masker=TextMasker())
+    chan = Channel()
+    relay.client_opened(chan)  # type: ignore[arg-type]
+    assert relay._client_reading is not None
+    relay._client_reading.hold("upstream")
+    relay.watch_input(lambda data: None)
+    relay.watch_input(None)
+    assert not chan.reading
