@@ -224,28 +224,29 @@ class Directory:
             raise SSOError("no user name to certify")
         if self.revoked(user):
             raise SSOError(f"user {user} has been revoked on this bastion")
-        issued_at = time.time()
-        self._rate_limit(identity, issued_at)
-        now = issued_at if now is None else now
-        serial = secrets.randbits(63) | 1
-        key_id = f"bastion-login user={user} identity={identity} serial={serial}"
-        cert = ca.generate_user_certificate(
-            key,
-            key_id=key_id,
-            serial=serial,
-            principals=[user],
-            valid_after=int(now) - 60,
-            valid_before=int(now) + ttl,
-            permit_x11_forwarding=False,
-            permit_agent_forwarding=False,
-            permit_port_forwarding=True,
-            permit_pty=True,
-            permit_user_rc=False,
-        )
-        self.db.execute(
-            "INSERT INTO user_certificates VALUES (?,?,?,?,?,?)",
-            (serial, user, identity, key.get_fingerprint(), issued_at, now + ttl),
-        )
+        with self.db.transaction():  # the count and the row it adds: no race between processes
+            issued_at = time.time()
+            self._rate_limit(identity, issued_at)
+            now = issued_at if now is None else now
+            serial = secrets.randbits(63) | 1
+            key_id = f"bastion-login user={user} identity={identity} serial={serial}"
+            cert = ca.generate_user_certificate(
+                key,
+                key_id=key_id,
+                serial=serial,
+                principals=[user],
+                valid_after=int(now) - 60,
+                valid_before=int(now) + ttl,
+                permit_x11_forwarding=False,
+                permit_agent_forwarding=False,
+                permit_port_forwarding=True,
+                permit_pty=True,
+                permit_user_rc=False,
+            )
+            self.db.execute(
+                "INSERT INTO user_certificates VALUES (?,?,?,?,?,?)",
+                (serial, user, identity, key.get_fingerprint(), issued_at, now + ttl),
+            )
         return IssuedCertificate(cert, serial, key_id, int(now) + ttl)
 
     def _rate_limit(self, identity: str, now: float) -> None:

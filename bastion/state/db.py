@@ -201,6 +201,9 @@ class SqliteDatabase(StateDatabase):
 
     @contextlib.contextmanager
     def transaction(self, *, keep_on_error: bool = True) -> Iterator[None]:
+        if self.db.in_transaction:  # nested: the outer one already holds the lock
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         ending = "COMMIT"
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import asyncssh
@@ -81,3 +82,29 @@ def test_certificates_are_rate_limited_per_identity(directory: Directory, ca: as
     other_process = Directory(tmp_path / "state.db")
     with pytest.raises(SSOError, match="too many certificates"):  # the count is in the database
         other_process.issue(ca, key, user="alice", identity="idp#s-1", ttl=60)
+
+
+def test_the_certificate_rate_holds_for_processes_issuing_at_once(ca: asyncssh.SSHKey, tmp_path: Path) -> None:
+    """Workers (or instances) issuing for one identity at the same moment share one count: the
+    count and the row it adds are one transaction, so no race issues more than CERT_RATE."""
+    Directory(tmp_path / "state.db")
+    workers = [Directory(tmp_path / "state.db") for _ in range(4 * CERT_RATE[0])]
+    issued: list[bool] = []
+    lock = threading.Lock()
+
+    def issue(directory: Directory) -> None:
+        try:
+            directory.issue(ca, public(), user="alice", identity="idp#s-1", ttl=60)
+            ok = True
+        except SSOError:
+            ok = False
+        with lock:
+            issued.append(ok)
+
+    threads = [threading.Thread(target=issue, args=(d,)) for d in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(issued) == len(workers)
+    assert issued.count(True) == CERT_RATE[0]
