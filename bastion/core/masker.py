@@ -624,9 +624,10 @@ class SecretMasker:
         # The second view: the text without any character outside ASCII. A terminal may draw
         # none of them (an invalid byte, a code point it does not know, a format character),
         # so a secret they split is looked for whole there too; its ASCII characters are masked.
-        ascii_view = None if text.isascii() else _AsciiView(text)
-        if ascii_view is not None and start < len(text):
-            self._detect_ascii(ascii_view, start, offset, spans, found, masked)
+        wide = not text.isascii()
+        if wide and start < len(text):
+            self._detect_ascii(text, start, offset, spans, found, masked)
+        ascii_view = _AsciiView(text, max(0, len(text) - ASCII_TAIL)) if wide else None
         hold = self._tails(text, ascii_view, max(start, offset), spans, masked, final=final)
         if not final and run_hold < len(text):
             hold = min(hold, run_hold)
@@ -646,11 +647,14 @@ class SecretMasker:
         # A secret held back is found again with the next chunk: it is named when released.
         return MaskResult(released, [name for b, name in found if b < offset + vis_hold] + masked)
 
-    def _detect_ascii(self, view: _AsciiView, start: int, offset: int, spans: list[tuple[int, int]],
+    def _detect_ascii(self, source: bytes, start: int, offset: int, spans: list[tuple[int, int]],
                       found: list[tuple[int, str]], masked: list[str]) -> None:
         """Complete secrets of the ASCII view, as spans of the text (its ASCII characters)."""
+        detectors, pem = self._prefilter.scan(source.translate(None, _HIGH))
+        if not detectors and not pem:
+            return
+        view = _AsciiView(source)
         text, start2, offset2 = view.text, view.to_view(start), view.to_view(offset)
-        detectors, pem = self._prefilter.scan(text)
         spans2: list[tuple[int, int]] = []
         found2: list[tuple[int, str]] = []
         for detector in detectors:
@@ -738,11 +742,14 @@ class SecretMasker:
         if not buf.isascii() and not self._prefilter.raw_clear((context + buf).translate(None, _HIGH)):
             return None  # a secret split by characters outside ASCII (the second view)
         line = buf.rfind(b"\n", 0, max(0, len(buf) - TAIL_WINDOW))
-        if line < 0 or (not buf.isascii() and not buf[line + 1:].isascii()):
+        if line < 0:
             return None
         tail = _Projection(buf[line + 1:])
         spans: list[tuple[int, int]] = []
         hold = self._open_tail(tail.visible, 0, spans, [])
+        if not tail.visible.isascii():  # the tail's second view: a secret still being written there
+            view = _AsciiView(tail.visible)
+            hold = min(hold, self._ascii_tail(view, 0, spans, [], final=False))
         if spans or self._run is not None:
             self._run = None
             return None
@@ -936,19 +943,21 @@ def _tail_start(text: bytes) -> int:
 
 ASCII_RUN = re.compile(rb"[\x00-\x7f]+")
 _HIGH = bytes(range(0x80, 0x100))
+ASCII_TAIL = 4096  # bytes at the end of a text whose ASCII view the end-of-text checks read
 
 
 class _AsciiView:
     """A text without its characters outside ASCII, and the way between the two."""
 
-    def __init__(self, source: bytes) -> None:
+    def __init__(self, source: bytes, begin: int = 0) -> None:
+        """The view of `source[begin:]` (positions still count from the source's start)."""
         self.source = source
-        self._runs = [m.span() for m in ASCII_RUN.finditer(source)]  # (start, end) in the source
+        self._runs = [m.span() for m in ASCII_RUN.finditer(source, begin)]  # (start, end) in the source
         self._starts: list[int] = []  # where each run starts in the view
         length = 0
-        for begin, end in self._runs:
+        for run_begin, run_end in self._runs:
             self._starts.append(length)
-            length += end - begin
+            length += run_end - run_begin
         self.text = b"".join(source[b:e] for b, e in self._runs)
         self._sources = [b for b, _ in self._runs]
 

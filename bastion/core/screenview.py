@@ -25,6 +25,7 @@ Row indexes are relative: the cursor starts on row 0 and rows are numbered from 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -58,12 +59,13 @@ MAX_PARTIAL = 4096  # an escape sequence cut by a chunk's end, kept back at most
 # without its terminator, a lone ESC or ESC with intermediates.
 
 
+@functools.lru_cache(maxsize=8192)
 def _width(char: str) -> int:
     if char.isascii():
         return 1
     if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf") or UNDRAWNS.fullmatch(
-            char.encode()):
-        return 0
+            char.encode()) or "\u1160" <= char <= "\u11ff" or "\ud7b0" <= char <= "\ud7ff":
+        return 0  # Hangul vowels and finals join the syllable before
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
@@ -91,16 +93,21 @@ ESC_CHARSETS = frozenset(b"()*+-./")
 OSC_KEPT = frozenset({b"0", b"1", b"2", b"4", b"7", b"8", b"9", b"10", b"11", b"12", b"13", b"14", b"15",
                       b"16", b"17", b"18", b"19", b"22", b"52", b"104", b"110", b"111", b"112", b"133",
                       b"633", b"777"})
-UNICODE_DROPPED = re.compile(rb"\xc2[\x80-\x9f]")  # C1 controls
+# C1 controls; the zero-width joiner, the emoji and text presentation selectors and the skin
+# tone modifiers, which some terminals join with the character before into one cell pair and
+# others do not (the view's widths are those of the characters apart).
+UNICODE_DROPPED = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80\x8d|\xef\xb8[\x8e\x8f]|\xf0\x9f\x8f[\xbb-\xbf]")
 PARAMETER = re.compile(rb"[0-9]+")
 
 
 def sanitized(data: bytes) -> bytes:
     """`data` as the terminal may get it: what the view follows only (see above)."""
-    if b"\x1b" in data:
+    if b"\x1b" in data and NOT_SGR.search(data) is not None:
         out, last = [], 0
         for match in ESC_SEQUENCES.finditer(data):
             sequence = match.group()
+            if sequence[-1:] == b"m" and SGR_ONLY.fullmatch(sequence):
+                continue  # colours: the usual case
             clean = _clean_sequence(sequence)
             if clean != sequence:
                 out += [data[last:match.start()], clean]
@@ -152,27 +159,36 @@ def _clean_sequence(sequence: bytes) -> bytes:  # noqa: PLR0911, PLR0912 - one r
 
 
 def _clean_text(data: bytes) -> bytes:
-    if b"\xc2" in data:
-        data = UNICODE_DROPPED.sub(b"", data).replace(b"\xc2\xad", b"-")  # a soft hyphen: drawn, or not
+    data = UNICODE_DROPPED.sub(b"", data).replace(b"\xc2\xad", b"-")  # a soft hyphen: drawn, or not
     try:
         text = data.decode()
     except UnicodeDecodeError:
         text = data.decode("utf-8", "replace")
-    changed = False
-    chars = []
-    for char in text:
-        kept = char
-        if not char.isascii():
+    changed = {ord(c): kept for c in set(text) if not c.isascii() and (kept := _CHARACTERS[ord(c)]) != ord(c)}
+    if not changed:
+        return data if "\ufffd" not in text else text.encode()  # bytes not UTF-8 became U+FFFD
+    return text.translate(changed).encode()
+
+
+class _Characters(dict[int, int | str]):
+    """For str.translate: each character as it reaches the terminal, decided once."""
+
+    def __missing__(self, code: int) -> int | str:
+        if len(self) > 65536:
+            self.clear()
+        char = chr(code)
+        kept: int | str = code
+        if code >= 0x80:
             category = unicodedata.category(char)
             if category in {"Cn", "Cs"}:
                 kept = "\ufffd"
-            elif category == "Cf" and not UNDRAWNS.fullmatch(char.encode()):
+            elif category == "Cf" and not UNDRAWNS.fullmatch(char.encode("utf-8", "surrogatepass")):
                 kept = ""
-            changed = changed or kept != char
-        chars.append(kept)
-    if not changed:
-        return text.encode()
-    return "".join(chars).encode()
+        self[code] = kept
+        return kept
+
+
+_CHARACTERS = _Characters()
 
 
 # The main screen while the alternate one shows: rows, cursor, top, rows kept aside, span.

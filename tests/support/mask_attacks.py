@@ -73,6 +73,12 @@ MORE = {
     # view cannot know), a line feed scrolls, the second half on the new last row, restored.
     "DECSC on the last row, a scroll, DECRC": [b"\x1b7\n\x1b[14G" + SECOND, b"\x1b8\rid=" + FIRST + TAIL],
     "alternate screen 47 shown again": [b"\x1b[?47h" + AT + b"\x1b[?47l", b"\x1b[?47h\rid=" + FIRST + TAIL],
+    # Widths tmux and the view disagreed on: a joined emoji (two columns in tmux, four apart),
+    # a Hangul syllable of conjoining letters (two in tmux, three apart).
+    "ZWJ emoji sequence moves the terminal's cursor less": [
+        "id=\U0001f469\u200d\U0001f4bb".encode() + b"\x1b[8C" + SECOND, b"\rid=" + FIRST + TAIL],
+    "conjoining Hangul moves the terminal's cursor less": [
+        "id=\u1100\u1161".encode() + b"\x1b[8C" + SECOND, b"\rid=" + FIRST + TAIL],
 }
 # Attacks that start with the cursor on the screen's last row, put there before the masker
 # sees the session (as a shell's earlier output does).
