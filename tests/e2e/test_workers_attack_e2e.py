@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -290,6 +291,25 @@ def test_sessions_per_user_holds_across_workers(limited: Sandbox) -> None:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_a_jump_is_refused_when_the_database_cannot_count_the_user_s_sessions(limited: Sandbox) -> None:
+    """Fail closed: while another process holds the SQLite write lock past the bastion's wait,
+    the count of the user's sessions cannot be taken, and the jump is refused with why."""
+    locker = sqlite3.connect(limited.directory / "bastion.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        proc = jump(limited, "echo should-not-run")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert proc.returncode == 255 and out == b"", err
+    assert b"cannot count alice's open sessions" in err, err
+    [refused] = [e for e in events(limited, "jump_refused") if "cannot count" in e["reason"]]
+    assert refused["user"] == "alice"
+    out, err = jump(limited, "echo runs-again").communicate(timeout=60)
+    assert out == b"runs-again\n", err
 
 
 @pytest.mark.xfail(strict=True, reason="[limits] unauthenticated and unauthenticated_per_source are counted"
