@@ -39,6 +39,7 @@ class SubmittedLine:
 
 
 FOREIGN_CHECK_EVERY = 0.25
+SETTLE_QUIET = 0.5  # a prompt after keys typed ahead, and no more output this long: nothing else comes
 ECHO_DELAY_CAP = 5.0  # an answer later than this was not an echo (a key that draws nothing)
 EDIT_QUIET = 1.0  # output this long after the last key, once the keys had echoed, was not typing's
 
@@ -225,8 +226,12 @@ class LineTracker:
         editing the terminal echoes the keys as they come, among what the previous command
         prints, or not at all (they came while a leaving line editor had echo off), and the
         prompt comes last. The screen then cannot say what the line holds (a key binding the
-        bastion never saw reads the same): the wait ends, and the line is unsure."""
+        bastion never saw reads the same): the wait ends, and the line is unsure. With line
+        editing the editor draws the keys right after the prompt, in a write of its own: the
+        prompt counts as the last word once the shell has been quiet for SETTLE_QUIET."""
         if not typed or not self.typed_ahead or self._output_at <= self._key_at:
+            return False
+        if self._clock() - self._output_at < SETTLE_QUIET:
             return False
         after = shown[shown.rindex(typed) + len(typed):] if typed in shown else shown
         return bool(PROMPT_END.search(after)) and self._at_input_end()

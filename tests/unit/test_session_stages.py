@@ -561,23 +561,29 @@ async def test_a_line_in_doubt_that_reads_empty_on_screen_is_still_decided() -> 
 def test_keys_typed_ahead_without_line_editing_echo_before_the_prompt() -> None:
     """Cooked mode: the terminal echoes typed-ahead keys at once, the shell's prompt follows. A
     key binding the bastion never saw could have drawn the same: the line is unsure."""
-    tracker = LineTracker(80, 24, clock=time.monotonic)
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
     tracker.output(b"$ sleep 1\r\n")
     tracker.typed(b"echo hi")
+    now[0] += 0.01
     tracker.output(b"echo hi$ ")
+    now[0] += linetrack.SETTLE_QUIET
     assert tracker.echoed()
     assert tracker.submitted().unsure
 
 
 def test_keys_typed_before_the_previous_enter_echoed_are_typed_ahead() -> None:
     """Keys that reach the bastion before the echo of the previous Enter start on that row."""
-    tracker = LineTracker(80, 24, clock=time.monotonic)
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
     tracker.output(b"# ")
     tracker.typed(b"PS1=x")
     tracker.output(b"PS1=x")
     tracker.entered()
     tracker.typed(b"echo hi")  # before the terminal echoed the Enter
+    now[0] += 0.01
     tracker.output(b"\r\necho hi$ ")
+    now[0] += linetrack.SETTLE_QUIET
     assert tracker.echoed()  # the wait ends ...
     assert tracker.submitted().unsure  # ... and what the line holds cannot be read
 
@@ -603,27 +609,50 @@ def test_text_after_typed_ahead_keys_that_looks_like_a_prompt_is_not_taken_for_o
 
 
 def test_typed_ahead_keys_after_the_previous_output() -> None:
-    tracker = LineTracker(80, 24, clock=time.monotonic)
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
     tracker.output(b"$ echo two")
     tracker.typed(b"echo two")
     tracker.entered()
     tracker.typed(b"echo three")  # before the Enter's echo: the command's output comes first
+    now[0] += 0.01
     tracker.output(b"\r\ntwo\r\necho three$ ")
+    assert not tracker.echoed()  # a line editor may still draw the keys after its prompt
+    now[0] += linetrack.SETTLE_QUIET
     assert tracker.echoed()
     assert tracker.submitted().unsure
 
 
 def test_typed_ahead_keys_the_terminal_never_echoed() -> None:
     """Keys that came while a leaving line editor had echo off: the new shell's prompt only."""
-    tracker = LineTracker(80, 24, clock=time.monotonic)
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
     tracker.output(b"$ exec sh")
     tracker.typed(b"exec sh")
     tracker.entered()
     tracker.typed(b"PS1=x")
     assert not tracker.echoed()
+    now[0] += 0.01
     tracker.output(b"\r\n# ")
+    now[0] += linetrack.SETTLE_QUIET
     assert tracker.echoed()
     assert tracker.submitted().unsure
+
+
+def test_keys_typed_ahead_that_a_line_editor_draws_after_its_prompt_are_read_as_typed() -> None:
+    """The terminal echoed the keys while the shell started; then bash prompts and readline
+    draws them again, a write later (a loaded machine: much later). That line is certain."""
+    now = [10.0]
+    tracker = LineTracker(80, 24, clock=lambda: now[0])
+    tracker.typed(b"PS1=x")
+    now[0] += 0.1
+    tracker.output(b"PS1=xLast login: today\r\nroot@db-1:~# ")
+    now[0] += linetrack.SETTLE_QUIET / 2
+    assert not tracker.echoed()
+    tracker.output(b"PS1=x")
+    assert tracker.echoed()
+    line = tracker.submitted()
+    assert (line.text, line.unsure) == ("PS1=x", False)
 
 
 def test_masking_the_recording_only_follows_the_screen_too() -> None:
