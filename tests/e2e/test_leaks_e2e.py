@@ -103,9 +103,11 @@ def test_a_password_typed_without_a_prompt_is_hidden_whatever_the_output_after_i
         pane.wait_for("hi>")
         for command, password, answer in (("read -s b; echo no-prompt-done", "nodone", "no-prompt-done"),
                                           ("read -s k; head -3 /etc/services", "Nets", "Network")):
-            pane.type(command)
+            # The keys come once echo is off: `stty -echo` has run when its line's answer shows
+            # (`read -s` turns it off itself, some time after the command's echo).
+            pane.type(f"stty -echo; echo echo-$((6*7))-off; {command}; stty echo")
             pane.send("Enter")
-            pane.wait_for(f"{command}\n")
+            pane.wait_for("echo-42-off\n")
             for key in password:  # typed by hand: a key at a time
                 pane.type(key)
                 time.sleep(0.15)

@@ -14,7 +14,7 @@ from recorder.writer import Recorder
 from tests.support.lab import eventually, need
 
 
-def recording_for(box: Sandbox, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> Path:
+def recording_for(box: Sandbox, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30) -> Path:
     """The .cast of the newest session_ended event matching `predicate`, once complete: the
     recorder process finishes a recording (final signed checkpoint) just after the session."""
 
