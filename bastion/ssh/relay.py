@@ -25,6 +25,7 @@ from recorder.transfers import SessionKind
 STDERR = asyncssh.EXTENDED_DATA_STDERR
 
 
+EOF_HOLD = 0.5  # seconds the target's EOF waits for its exit status (see target_eof)
 EARLY_INPUT = 64 * 1024  # what a gate reading the user's input keeps before the session starts
 
 
@@ -68,6 +69,9 @@ class SessionRelay:
         self.bytes_out = 0
         self.exit_status: int | None = None
         self.exit_signal: tuple[str, bool, str, str] | None = None
+        self._target_eof = False
+        self._eof_hold: asyncio.TimerHandle | None = None  # the target's EOF waiting for its exit status
+        self._client_exited = False
         self.end_reason: str | None = None
         self.markers: dict[str, int] = {}
         self._upstream_conn = upstream
@@ -260,28 +264,58 @@ class SessionRelay:
         if data:
             self.to_client(data, stream)
 
+    # The target's end, passed on in the order clients rely on: the exit status, then EOF and
+    # close. sshd sends its EOF when the program's output ends and the exit status when the
+    # program exits, in either order; a client that has sent its own EOF may close the channel
+    # as soon as EOF arrives (PuTTY's plink does), and an exit status coming after that is lost
+    # (plink then exits 0). So the target's EOF waits up to EOF_HOLD for the exit status (or the
+    # close), and the two go on together; a program that closes its output and keeps running
+    # gets its EOF passed on when the wait is over.
+
     def target_eof(self) -> None:
         self._flush_output()
-        if self._client is not None:
+        self._target_eof = True
+        if self.exit_status is not None or self.exit_signal is not None:
+            self._exit_client()
+        elif self._client is not None and self._eof_hold is None:
+            self._eof_hold = asyncio.get_running_loop().call_later(EOF_HOLD, self._pass_eof)
+
+    def _pass_eof(self) -> None:
+        self._eof_hold = None
+        if self._client is not None and not self._client_exited:
             self._client.write_eof()
 
     def target_exit_status(self, status: int) -> None:
         self.exit_status = status
+        if self._target_eof:
+            self._exit_client()
 
     def target_exit_signal(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
         self.exit_signal = (signal, core_dumped, msg, lang)
+        if self._target_eof:
+            self._exit_client()
 
     def target_closed(self) -> None:
         self._flush_output()
-        client = self._client
-        if client is not None:
-            if self.exit_signal is not None:
-                client.exit_with_signal(*self.exit_signal)
-            elif self.exit_status is not None:
-                client.exit(self.exit_status)
-            else:
-                client.close()
+        self._exit_client()
         self._finish()
+
+    def _exit_client(self) -> None:
+        """The target's exit status (or signal) to the client, with EOF and close: no more output
+        can come (the target sent EOF, or closed)."""
+        if self._eof_hold is not None:
+            self._eof_hold.cancel()
+            self._eof_hold = None
+        client = self._client
+        if client is None or self._client_exited:
+            return
+        self._client_exited = True
+        if self.exit_signal is not None:
+            client.exit_with_signal(*self.exit_signal)
+        elif self.exit_status is not None:
+            client.exit(self.exit_status)
+        else:
+            client.close()
 
     def _flush_output(self) -> None:
         for stream in Stream:
@@ -374,12 +408,17 @@ class SessionRelay:
             self._client.write_stderr(line)
             with contextlib.suppress(StageFailed):  # the recorder may be what failed
                 self.pipeline.bastion_output(line, Stream.STDERR)
-            self._client.exit(status)
+            if not self._client_exited:
+                self._client_exited = True
+                self._client.exit(status)
         if self._target is not None:
             self._target.close()
         self._finish()
 
     def _finish(self) -> None:
+        if self._eof_hold is not None:
+            self._eof_hold.cancel()
+            self._eof_hold = None
         if self._ended:
             return
         self._ended = True

@@ -8,6 +8,7 @@ from typing import Any
 from asyncssh import EXTENDED_DATA_STDERR as STDERR
 
 from bastion.core.masker import TextMasker
+from bastion.ssh import relay as relay_module
 from bastion.ssh.relay import SessionRelay, UpstreamSession
 from bastion.stages.pipeline import SessionPipeline
 from tests.support.stages import SHELL
@@ -102,3 +103,76 @@ def test_without_a_watching_gate_input_stays_unread_until_the_target_is_open() -
     relay.watch_input(lambda data: None)
     relay.watch_input(None)
     assert not chan.reading
+
+
+class ClientChannel(Channel):
+    """The client's channel: what the relay sends it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[Any, ...]] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(("data", data))
+
+    def write_stderr(self, data: bytes) -> None:
+        self.sent.append(("stderr", data))
+
+    def write_eof(self) -> None:
+        self.sent.append(("eof",))
+
+    def exit(self, status: int) -> None:
+        self.sent.append(("exit", status))
+
+    def exit_with_signal(self, signal: str, *rest: object) -> None:
+        self.sent.append(("signal", signal))
+
+    def close(self) -> None:
+        self.sent.append(("close",))
+
+
+def opened_relay() -> tuple[SessionRelay, ClientChannel]:
+    relay = SessionRelay(info=SHELL, upstream=None, pipeline=SessionPipeline([]), env_allow=(),  # type: ignore[arg-type]
+                         on_end=lambda relay: None, masker=TextMasker())
+    client = ClientChannel()
+    relay.client_opened(client)  # type: ignore[arg-type]
+    return relay, client
+
+
+async def test_the_targets_eof_waits_for_its_exit_status_and_both_go_on_together() -> None:
+    """sshd's EOF may come before the exit status: a client that closes on EOF (plink) would
+    never see the status."""
+    relay, client = opened_relay()
+    relay.target_eof()
+    await asyncio.sleep(relay_module.EOF_HOLD / 5)
+    assert client.sent == []
+    relay.target_exit_status(3)
+    assert client.sent == [("exit", 3)]  # the channel's exit sends the status, then EOF and close
+    relay.target_closed()
+    assert client.sent == [("exit", 3)]
+
+
+async def test_an_exit_status_before_eof_goes_on_at_the_eof() -> None:
+    relay, client = opened_relay()
+    relay.target_exit_status(0)
+    assert client.sent == []  # output may still come
+    relay.target_eof()
+    assert client.sent == [("exit", 0)]
+
+
+async def test_a_program_that_closes_its_output_and_runs_on_gets_its_eof_passed_on() -> None:
+    relay, client = opened_relay()
+    relay.target_eof()
+    await asyncio.sleep(relay_module.EOF_HOLD * 2)
+    assert client.sent == [("eof",)]
+    relay.target_exit_signal("TERM", False, "", "")
+    relay.target_closed()
+    assert client.sent == [("eof",), ("signal", "TERM")]
+
+
+async def test_a_close_without_an_exit_status_closes() -> None:
+    relay, client = opened_relay()
+    relay.target_eof()
+    relay.target_closed()
+    await asyncio.sleep(relay_module.EOF_HOLD * 2)
+    assert client.sent == [("close",)]  # and no EOF after it
