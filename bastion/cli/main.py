@@ -21,6 +21,7 @@ from bastion.cli import sessions as sessions_cli
 from bastion.cli.common import failure, keys_for
 from bastion.config import MAX_WORKERS, BastionConfig, load_config, workers_for
 from bastion.core.durations import parse_duration
+from bastion.core.limits import WaitingCounts
 from bastion.errors import BastionError
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 from player import cli as player_cli
@@ -57,7 +58,8 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
               help="Worker processes sharing the ports (default: the config's `workers`, else 1).")
 @click.option("--worker", "worker", type=int, default=None, hidden=True)  # set by the supervisor
-def serve(config_path: Path, workers: int | None, worker: int | None) -> None:
+@click.option("--waiting-board", "board", type=int, default=None, hidden=True)  # ditto: a shared fd
+def serve(config_path: Path, workers: int | None, worker: int | None, board: int | None) -> None:
     """Run the bastion in the foreground until SIGTERM or Ctrl-C."""
     from bastion.app import build_state
     from bastion.ssh.server import Bastion
@@ -81,7 +83,8 @@ def serve(config_path: Path, workers: int | None, worker: int | None) -> None:
                                    f"cannot set up recordings: {exc}") from None
     try:
         # The one line goes to stdout even when the log goes to a file: it says where to connect.
-        asyncio.run(Bastion(state).serve_forever(announce=click.echo))
+        asyncio.run(Bastion(state, waiting=_waiting_board(board, config, worker))
+                    .serve_forever(announce=click.echo))
     except BastionError as exc:
         raise failure(exc) from None
     except OSError as exc:
@@ -89,6 +92,15 @@ def serve(config_path: Path, workers: int | None, worker: int | None) -> None:
             f"{config_path}: listen = \"{config.listen_host}:{config.listen_port}\": cannot listen there: "
             f"{exc.strerror or exc}"
         ) from None
+
+
+def _waiting_board(fd: int | None, config: BastionConfig, worker: int | None) -> WaitingCounts | None:
+    """A worker's view of the pre-authentication counts that all the workers share."""
+    if fd is None:
+        return None
+    from bastion.ssh.limits import SharedCounts
+
+    return SharedCounts(fd, config.workers, worker or 0)
 
 
 @main.command()

@@ -19,7 +19,9 @@ This process only supervises them:
   `worker_exited` event; its sessions are lost as a killed bastion's are, and its live rows and
   recordings are ended by the others once its lease runs out.
 
-Each worker serves metrics and health on the configured metrics port plus its number.
+Each worker serves metrics and health on the configured metrics port plus its number. The
+`[limits]` on connections waiting to sign in hold for all of them together: they count on one
+shared board (`bastion.ssh.limits.SharedCounts`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 import click
 
 from bastion.config import BastionConfig
+from bastion.ssh.limits import SharedCounts
 from bastion.ssh.system import SystemdNotifier
 from bastion.state.audit import AuditLog
 from bastion.state.events import WorkerExited
@@ -49,27 +52,27 @@ class StartFailed(Exception):
 
 
 class Worker:
-    def __init__(self, number: int, count: int, config_path: Path) -> None:
-        self.number, self.count, self.config_path = number, count, config_path
+    def __init__(self, number: int, count: int, config_path: Path, board: int) -> None:
+        self.number, self.count, self.config_path, self.board = number, count, config_path, board
         self.process: asyncio.subprocess.Process | None = None
         self.started = 0.0
-        self.line = ""
+        self._echoing: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
         """Start it and wait for its line saying where it listens."""
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # the supervisor speaks
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bastion", "serve", "--config", str(self.config_path),
-            "--workers", str(self.count), "--worker", str(self.number), stdout=asyncio.subprocess.PIPE,
-            env=env)
+            "--workers", str(self.count), "--worker", str(self.number),
+            "--waiting-board", str(self.board), pass_fds=(self.board,),
+            stdout=asyncio.subprocess.PIPE, env=env)
         self.started = time.monotonic()
         assert self.process.stdout is not None
         line = (await self.process.stdout.readline()).decode("utf-8", "replace").strip()
         if not line:
             code = await self.process.wait()
             raise StartFailed(f"bastion: worker {self.number} did not start (exit status {code})")
-        self.line = line
-        asyncio.get_running_loop().create_task(self._echo(self.process.stdout))
+        self._echoing = asyncio.get_running_loop().create_task(self._echo(self.process.stdout))
         return line
 
     @staticmethod
@@ -86,8 +89,9 @@ class Worker:
 
 class Supervisor:
     def __init__(self, config: BastionConfig, config_path: Path, audit: AuditLog) -> None:
-        self.config, self.audit = config, audit
-        self.workers = [Worker(n, config.workers, config_path) for n in range(config.workers)]
+        self.audit = audit
+        board = SharedCounts.create(config.workers)  # the pre-authentication limits hold for all
+        self.workers = [Worker(n, config.workers, config_path, board) for n in range(config.workers)]
         self._stopping = False
         self._pause = RESTART_FIRST
 
@@ -107,7 +111,8 @@ class Supervisor:
             await self._stop_all()
             click.echo(str(exc), err=True)
             return 1
-        line = f"{first.split(', ', 1)[0]} with {len(self.workers)} workers, {first.split(', ', 1)[1]}"
+        where, _, rest = first.partition(", ")
+        line = f"{where} with {len(self.workers)} workers, {rest}"
         click.echo(line)
         notifier.notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
         watchers = [loop.create_task(self._watch(w)) for w in self.workers]

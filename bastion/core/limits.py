@@ -8,7 +8,9 @@ Pure bookkeeping: the caller says which address and what time it is.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,49 @@ class LimitHit:
 class Admission:
     """One admitted connection's place; `release` (any number of times) gives it back."""
 
-    def __init__(self, gate: StartupGate, source: str) -> None:
-        self._gate: StartupGate | None = gate
+    def __init__(self, counts: WaitingCounts, source: str) -> None:
+        self._counts: WaitingCounts | None = counts
         self.source = source
 
     def release(self) -> None:
-        if self._gate is not None:
-            self._gate._release(self.source)
-            self._gate = None
+        if self._counts is not None:
+            with self._counts.locked():
+                self._counts.add(self.source, -1)
+            self._counts = None
+
+
+class WaitingCounts(Protocol):
+    """Where the gate counts waiting connections: this process's own memory, or (with several
+    worker processes on one port) a board they all share, so a limit holds for the service."""
+
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the counts still: no other process changes them until the block ends."""
+
+    def read(self, source: str) -> tuple[int, int]:
+        """Connections waiting: in total, and from `source`."""
+
+    def add(self, source: str, delta: int) -> None:
+        """Count one more (or one fewer) from `source`."""
+
+
+class LocalCounts:
+    """The counts of one process."""
+
+    def __init__(self) -> None:
+        self._by_source: Counter[str] = Counter()
+        self._count = 0
+
+    def locked(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def read(self, source: str) -> tuple[int, int]:
+        return self._count, self._by_source[source]
+
+    def add(self, source: str, delta: int) -> None:
+        self._count += delta
+        self._by_source[source] += delta
+        if self._by_source[source] <= 0:
+            del self._by_source[source]
 
 
 class StartupGate:
@@ -38,30 +75,25 @@ class StartupGate:
     TOTAL = "limits.unauthenticated"
     PER_SOURCE = "limits.unauthenticated_per_source"
 
-    def __init__(self, total: int, per_source: int) -> None:
+    def __init__(self, total: int, per_source: int, counts: WaitingCounts | None = None) -> None:
         self.total, self.per_source = total, per_source
-        self._by_source: Counter[str] = Counter()
-        self._count = 0
+        self.counts: WaitingCounts = counts if counts is not None else LocalCounts()
 
     @property
     def waiting(self) -> int:
         """Connections admitted and not yet signed in or gone."""
-        return self._count
+        with self.counts.locked():
+            return self.counts.read("")[0]
 
     def admit(self, source: str) -> Admission | LimitHit:
-        if self.total and self._count >= self.total:
-            return LimitHit(self.TOTAL, self.total)
-        if self.per_source and self._by_source[source] >= self.per_source:
-            return LimitHit(self.PER_SOURCE, self.per_source)
-        self._count += 1
-        self._by_source[source] += 1
-        return Admission(self, source)
-
-    def _release(self, source: str) -> None:
-        self._count -= 1
-        self._by_source[source] -= 1
-        if self._by_source[source] <= 0:
-            del self._by_source[source]
+        with self.counts.locked():
+            waiting, from_source = self.counts.read(source)
+            if self.total and waiting >= self.total:
+                return LimitHit(self.TOTAL, self.total)
+            if self.per_source and from_source >= self.per_source:
+                return LimitHit(self.PER_SOURCE, self.per_source)
+            self.counts.add(source, 1)
+        return Admission(self.counts, source)
 
 
 SESSIONS_PER_USER = "limits.sessions_per_user"

@@ -25,7 +25,7 @@ from bastion.auth.oidc import DeviceAuthorization, OIDCError
 from bastion.auth.sso import SSO
 from bastion.config import BastionConfig, TargetConfig
 from bastion.core.certs import new_session_id
-from bastion.core.limits import session_limit_refusal
+from bastion.core.limits import WaitingCounts, session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target, printable_name
 from bastion.core.stored import stored_command
@@ -716,10 +716,11 @@ class InnerServer(asyncssh.SSHServer):
 class Bastion:
     """The running service: listen, serve, and stop gracefully."""
 
-    def __init__(self, state: BastionState) -> None:
+    def __init__(self, state: BastionState, *, waiting: WaitingCounts | None = None) -> None:
+        """`waiting`: where the pre-authentication limits count (shared by workers on one port)."""
         self.state = state
         self._server: asyncio.Server | None = None
-        self._startup = StartupGuard(state.config.limits, state.audit)
+        self._startup = StartupGuard(state.config.limits, state.audit, counts=waiting)
         self._watcher: asyncio.Task[None] | None = None
         self._live_watcher: asyncio.Task[None] | None = None
         self._ending: set[asyncssh.SSHServerConnection] = set()

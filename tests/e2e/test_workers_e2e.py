@@ -25,7 +25,9 @@ def box(tmp_path: Path) -> Iterator[Sandbox]:
     need("ssh", "sshd")
     (tmp_path / "box").mkdir(mode=0o700)
     (tmp_path / "box" / "rules.toml").write_text('[defaults]\naction = "allow"\n')
-    sandbox = Sandbox(tmp_path / "box", extra={"workers": 2, "rules_file": "rules.toml"})
+    # SESSIONS at once from one address: more than the default per-source bound, held across workers
+    sandbox = Sandbox(tmp_path / "box", extra={"workers": 2, "rules_file": "rules.toml",
+                                               "limits": {"unauthenticated_per_source": 2 * SESSIONS}})
     sandbox.add_user("alice", ["ops"])
     sandbox.add_target("db-1", logins=[LOGIN], groups=["ops"])
     sandbox.write_ssh_config("alice")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from typing import Any
 
 import asyncssh
@@ -19,7 +20,7 @@ from bastion.config import LimitSettings, parse_config
 from bastion.core.limits import Admission, LimitHit, RefusalTally, StartupGate, session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.errors import ConfigError
-from bastion.ssh.limits import REFUSAL_LINE, StartupGuard
+from bastion.ssh.limits import REFUSAL_LINE, SharedCounts, StartupGuard
 from bastion.ssh.transport import MIN_PACKET_SIZE, _open_with_floor
 from bastion.state.audit import AuditLog
 from tests.support.lab import until
@@ -53,7 +54,41 @@ def test_released_sources_are_forgotten() -> None:
         admission = gate.admit(f"10.0.{n // 256}.{n % 256}")
         assert isinstance(admission, Admission)
         admission.release()
-    assert gate.waiting == 0 and not gate._by_source
+    assert gate.waiting == 0 and not gate.counts._by_source  # type: ignore[attr-defined]
+
+
+def test_workers_sharing_a_board_share_the_limits() -> None:
+    """Each worker's gate counts on the shared board: one source's third connection is refused
+    by whichever worker it reaches, and the total holds across them."""
+    fd = SharedCounts.create(workers=2)
+    try:
+        boards = [SharedCounts(fd, 2, 0), SharedCounts(fd, 2, 1)]
+        gates = [StartupGate(total=5, per_source=2, counts=board) for board in boards]
+        first, second = gates[0].admit("10.0.0.1"), gates[1].admit("10.0.0.1")
+        assert isinstance(first, Admission) and isinstance(second, Admission)
+        assert gates[0].admit("10.0.0.1") == gates[1].admit("10.0.0.1") == LimitHit(StartupGate.PER_SOURCE, 2)
+        others = [gates[1].admit(f"10.0.0.{n}") for n in (2, 3, 4)]
+        assert all(isinstance(o, Admission) for o in others) and gates[0].waiting == 5
+        assert gates[0].admit("10.0.0.9") == LimitHit(StartupGate.TOTAL, 5)
+        second.release()  # given back on worker 1's row, and seen by worker 0
+        assert isinstance(gates[0].admit("10.0.0.1"), Admission)
+        # worker 1 dies and is started again: its row (three connections) starts from nothing,
+        # worker 0's row (two from 10.0.0.1) stays
+        SharedCounts(fd, 2, 1)
+        assert boards[0].read("10.0.0.1") == (2, 2)
+    finally:
+        os.close(fd)
+
+
+def test_a_board_that_does_not_fit_its_worker_is_refused() -> None:
+    fd = SharedCounts.create(workers=2)
+    try:
+        with pytest.raises(ValueError, match="worker 2 of 2"):
+            SharedCounts(fd, 2, 2)
+        with pytest.raises(ValueError, match="worker 0 of 3"):
+            SharedCounts(fd, 3, 0)
+    finally:
+        os.close(fd)
 
 
 def test_the_session_limit_names_the_setting() -> None:
