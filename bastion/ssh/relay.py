@@ -335,7 +335,10 @@ class SessionRelay:
     def to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
         if self._client is None:
             return
-        if stream is Stream.STDERR:
+        # With a pty the target sends one stream (its programs' stderr arrives in its stdout), and
+        # the bastion's words go the same way: OpenSSH writes what it holds for stdout before what
+        # it holds for stderr, so a notice sent on stderr just before output could be drawn after it.
+        if stream is Stream.STDERR and not self.info.has_pty:
             self._client.write_stderr(data)
         else:
             self._client.write(data)
