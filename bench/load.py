@@ -8,7 +8,8 @@ sshd with AllowTcpForwarding) against the same target sshds:
   included) and file descriptors per session, and its CPU while they sit idle;
 - **active**: M sessions each printing a line every 100 ms (pty, recorded and masked on the
   bastion), and on top of them a probe session that types one key at a time and times its echo:
-  the added keystroke-to-echo latency, p50 and p99;
+  the added keystroke-to-echo latency, p50 and p99, and meanwhile the bastion's event loop lag
+  from its own metrics (`bastion_event_loop_lag_max_seconds` of every worker, each second);
 - **bulk**: K sessions each sending B MB of a payload at once; the aggregate throughput.
 
 Idle and active sessions are asyncssh clients in this process, because thousands of `ssh`
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import asyncssh
 
-from bastion.demo.openssh import OpenSSHServer
+from bastion.demo.openssh import OpenSSHServer, free_port
 from bastion.demo.sandbox import Sandbox
 
 Process = asyncssh.SSHClientProcess[bytes]
@@ -119,6 +120,7 @@ class Path_:
     ssh_hosts: list[str]  # `ssh -F config -J jump LOGIN@HOST` for each target
     login: str
     connections: list[asyncssh.SSHClientConnection] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)  # the bastion's workers' /metrics
 
     async def open(self, index: int, command: str | None, *, term: bool = True,
                    **channel: int) -> tuple[Process, list[Connection]]:
@@ -172,6 +174,53 @@ async def open_many(path: Path_, count: int, command: str | None, parallel: int)
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))
     return held, time.perf_counter() - start
+
+
+# --- the bastion's event loop lag, from its own gauge --------------------------------------
+
+LAG_GAUGE = "bastion_event_loop_lag_max_seconds"
+
+
+async def scrape_lag(port: int) -> float:
+    """The largest lag the worker on `port` measured since its last scrape (the gauge resets)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        body = (await reader.read()).decode()
+    finally:
+        writer.close()
+    for line in body.splitlines():
+        if line.startswith(LAG_GAUGE + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"no {LAG_GAUGE} on port {port}")
+
+
+async def watch_lag(ports: list[int], maxima: list[float], every: float = 1.0) -> None:
+    """Append, every `every` seconds, the largest lag of any worker since the last round."""
+    for port in ports:
+        await scrape_lag(port)  # start every worker's maximum afresh
+    while True:
+        await asyncio.sleep(every)
+        maxima.append(max(await asyncio.gather(*(scrape_lag(port) for port in ports))))
+
+
+async def probe_watching_lag(path: Path_, keys: int) -> tuple[list[float], list[float]]:
+    """The probe's samples, and the bastion's loop lag maxima meanwhile (none for OpenSSH)."""
+    maxima: list[float] = []
+    watch = asyncio.create_task(watch_lag(path.metrics_ports, maxima)) if path.metrics_ports else None
+    try:
+        samples = await asyncio.to_thread(probe, path.ssh(0), keys)
+    finally:
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+    return samples, maxima
+
+
+def lag_figures(maxima: list[float]) -> dict[str, float]:
+    if not maxima:
+        return {}
+    return {"lag_p50_ms": 1000 * statistics.median(maxima), "lag_max_ms": 1000 * max(maxima)}
 
 
 # --- the probe: keystroke to echo with the real client --------------------------------------
@@ -246,7 +295,7 @@ async def active_phase(path: Path_, count: int, parallel: int, keys: int) -> dic
         await asyncio.sleep(2)
         before = Usage.of(path.pid)
         start = time.perf_counter()
-        samples = await asyncio.to_thread(probe, path.ssh(0), keys)
+        samples, lags = await probe_watching_lag(path, keys)
         elapsed = time.perf_counter() - start
         after = Usage.of(path.pid)
     finally:
@@ -255,6 +304,7 @@ async def active_phase(path: Path_, count: int, parallel: int, keys: int) -> dic
         "p50_ms": 1000 * statistics.median(samples),
         "p99_ms": 1000 * percentile(samples, 99),
         "cpu_percent": 100 * (after.cpu - before.cpu) / elapsed,
+        **lag_figures(lags),
     }
 
 
@@ -265,10 +315,11 @@ async def hostile_phase(path: Path_, keys: int, packet: int) -> dict[str, float]
     held = Held([process], connections, [asyncio.create_task(drain(process))])
     try:
         await asyncio.sleep(1)
-        samples = await asyncio.to_thread(probe, path.ssh(0), keys)
+        samples, lags = await probe_watching_lag(path, keys)
     finally:
         await held.close()
-    return {"p50_ms": 1000 * statistics.median(samples), "p99_ms": 1000 * percentile(samples, 99)}
+    return {"p50_ms": 1000 * statistics.median(samples), "p99_ms": 1000 * percentile(samples, 99),
+            **lag_figures(lags)}
 
 
 def bulk_phase(path: Path_, count: int, size: int, payload: str) -> dict[str, float]:
@@ -286,9 +337,10 @@ def bulk_phase(path: Path_, count: int, size: int, payload: str) -> dict[str, fl
 # --- the world -------------------------------------------------------------------------------
 
 def world(tmp: Path, login: str, workers: int = 1) -> tuple[Sandbox, OpenSSHServer, list[Path_]]:
+    metrics_port = free_port()  # worker i serves its metrics on this port + i
     sandbox = Sandbox(tmp, extra={"limits": {"sessions_per_user": 0, "unauthenticated": 1000,
                                              "unauthenticated_per_source": 1000},
-                                  "workers": workers})
+                                  "workers": workers, "metrics": {"listen": f"127.0.0.1:{metrics_port}"}})
     key = sandbox.add_user("alice", ["ops"])
     public = key.with_name(key.name + ".pub").read_text()
     names = [f"db-{i + 1}" for i in range(TARGETS)]
@@ -317,12 +369,19 @@ def world(tmp: Path, login: str, workers: int = 1) -> tuple[Sandbox, OpenSSHServ
     servers = list(sandbox.servers.values())
     paths = [
         Path_("bastion", bastion_process.pid, sandbox.port, "alice", key,
-              [(name, 22) for name in names], bastion_config, names, login),
+              [(name, 22) for name in names], bastion_config, names, login,
+              metrics_ports=[metrics_port + i for i in range(workers)]),
         Path_("openssh", jump.process.pid, jump.port, login, key,
               [("127.0.0.1", s.port) for s in servers], openssh_config,
               [f"direct-{name}" for name in names], login),
     ]
     return sandbox, jump, paths
+
+
+def print_lag(figures: dict[str, float]) -> None:
+    if "lag_max_ms" in figures:
+        print(f"  bastion's event loop lag ({LAG_GAUGE}, largest of each second): "
+              f"median {figures['lag_p50_ms']:.1f} ms, largest {figures['lag_max_ms']:.1f} ms")
 
 
 def row(label: str, key: str, results: dict[str, dict[str, float]], unit: str, fmt: str = ".2f") -> None:
@@ -384,11 +443,13 @@ def main() -> None:
         b, o = figures["active"]["bastion"], figures["active"]["openssh"]
         print(f"  added by the bastion: p50 {b['p50_ms'] - o['p50_ms']:+.2f} ms, "
               f"p99 {b['p99_ms'] - o['p99_ms']:+.2f} ms")
+        print_lag(b)
     if figures["hostile"]:
         print(f"a probe typing {args.keys} keys while another session reads /dev/zero"
               f" in {args.hostile_packet}-byte packets:")
         row("keystroke to echo, p50", "p50_ms", figures["hostile"], " ms")
         row("keystroke to echo, p99", "p99_ms", figures["hostile"], " ms")
+        print_lag(figures["hostile"]["bastion"])
     if figures["bulk"]:
         print(f"{args.bulk} bulk sessions at once, {args.mb} MB of {args.payload} each (ssh):")
         row("aggregate throughput", "aggregate_mb_s", figures["bulk"], " MB/s", ".1f")

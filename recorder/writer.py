@@ -398,6 +398,7 @@ class _WorkerProcess:
         self._files.setblocking(False)
         self._out: deque[bytes | memoryview] = deque()
         self._writing = False
+        self._sending_soon = False
         self._reader = FrameReader(64 * 1024)
         self.alive = True
         loop.add_reader(self._data, self._readable)
@@ -412,21 +413,28 @@ class _WorkerProcess:
         cast.close()
         signatures.close()
         self.send(replace(message, files=None))
+        self._send_now()
         if not self.alive:  # it died just now: this recording would go nowhere
             raise OSError(errno.EPIPE, "the recorder process exited")
 
     def send(self, message: ToWriter) -> None:
+        """Queue `message`; what every session queues in one turn of the loop goes in one call."""
         if not self.alive:
             return
-        waiting = bool(self._out)
         self._out.extend(frame(message))
-        if not waiting:
+        if not self._writing and not self._sending_soon:
+            self._sending_soon = True
+            self._loop.call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._sending_soon = False
+        if self.alive and self._out and not self._writing:
             self._writable()
 
     def _writable(self) -> None:
         """Send as much of `_out` as the socket takes; wait for writability for the rest."""
         try:
-            sent = self._data.sendmsg(list(itertools.islice(self._out, 64)))
+            sent = self._data.sendmsg(list(itertools.islice(self._out, 512)))  # IOV_MAX is 1024
         except BlockingIOError:
             sent = 0
         except OSError as exc:
