@@ -316,6 +316,7 @@ def chosen_detectors(disable: tuple[str, ...] = (),
     return (*chosen, *(custom_detector(name, regex, group) for name, regex, group in custom))
 
 
+_BUILTIN_IDS = frozenset(map(id, BUILTIN_DETECTORS))  # the objects themselves, not equal ones
 _PREFILTERS: dict[tuple[Detector, ...], _Prefilter] = {}
 
 
@@ -498,7 +499,7 @@ class SecretMasker:
     def __init__(self, detectors: Iterable[Detector] = BUILTIN_DETECTORS, *, pem: bool = True) -> None:
         self.detectors = list(detectors)
         self._openings = [d for d in self.detectors if d.opening is not None]
-        self._fast_path = all(d in BUILTIN_DETECTORS for d in self.detectors)
+        self._fast_path = all(id(d) in _BUILTIN_IDS for d in self.detectors)
         self._prefilter = _prefilter_for(tuple(self.detectors))
         self._pem = pem
         # The words a password-like key holds, when that detector is on: a quoted value may be held.

@@ -179,7 +179,7 @@ Host *
             stdin=subprocess.DEVNULL,
             stderr=open(self.directory / "bastion.stderr", "ab"),  # noqa: SIM115
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
         while self.process.poll() is None and time.monotonic() < deadline:
             try:
                 wait_for_port("127.0.0.1", self.port, timeout=0.2)

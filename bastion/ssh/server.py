@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, cast, runtime_checkable
@@ -119,7 +120,8 @@ class BastionState:
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     identities: dict[asyncssh.SSHServerConnection, Identity] = field(default_factory=dict)
     relays: set[SessionRelay] = field(default_factory=set)
-    jumps: set[Jump] = field(default_factory=set)
+    jumps: set[Jump] = field(default_factory=set)  # through jump_started and jump_ended
+    _jumps_by_user: Counter[str] = field(default_factory=Counter)
     registry: Registry | None = None  # the live-session registry in the state database
     approvals: ApprovalStore | None = None  # for the bastion's own `approvals` commands
     live: dict[str, tuple[SessionRelay, InnerServer]] = field(default_factory=dict)  # by session id
@@ -133,7 +135,20 @@ class BastionState:
 
     def sessions_of(self, user: str) -> int:
         """The jumps `user` holds open (what `limits.sessions_per_user` bounds)."""
-        return sum(1 for jump in self.jumps if jump.identity.user == user)
+        return self._jumps_by_user[user]
+
+    def jump_started(self, jump: Jump) -> None:
+        if jump not in self.jumps:
+            self.jumps.add(jump)
+            self._jumps_by_user[jump.identity.user] += 1
+
+    def jump_ended(self, jump: Jump) -> None:
+        if jump in self.jumps:
+            self.jumps.discard(jump)
+            user = jump.identity.user
+            self._jumps_by_user[user] -= 1
+            if not self._jumps_by_user[user]:
+                del self._jumps_by_user[user]
 
 
 def _peer(conn: asyncssh.SSHServerConnection) -> str:
@@ -467,11 +482,11 @@ class Jump:
     slot: bool = False  # counted in the registry's session slots until it ends
 
     def started(self) -> None:
-        self.state.jumps.add(self)
+        self.state.jump_started(self)
         self.outer.add(self)
 
     def ended(self) -> None:
-        self.state.jumps.discard(self)
+        self.state.jump_ended(self)
         self.outer.discard(self)
         if self.slot and self.state.registry is not None:
             self.slot = False
