@@ -8,6 +8,7 @@ import random
 import time
 
 from bastion.core.masker import SecretMasker
+from bastion.core.streamscreen import StreamsOutput
 
 
 def realistic_output(size: int, seed: int = 1) -> bytes:
@@ -43,19 +44,26 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=32768, help="bytes per feed (an SSH packet)")
     parser.add_argument("--pty", action="store_true",
                         help="a pty session's masker (it follows the screen), on CR LF line ends")
+    parser.add_argument("--streams", action="store_true",
+                        help="a session without a pty: the stream's masker, then the row the terminal "
+                             "draws (read only once output draws over itself; this output never does)")
     args = parser.parse_args()
     data = realistic_output(args.mb * 1_000_000)
     masker = SecretMasker()
     if args.pty:
         data = data.replace(b"\n", b"\r\n")
         masker.on_screen(120, 40)
+    streams = StreamsOutput({0: masker, 1: SecretMasker()}, SecretMasker()) if args.streams else None
     start = time.perf_counter()
     out = 0
     for offset in range(0, len(data), args.chunk):
-        out += len(masker.feed(data[offset:offset + args.chunk]).data)
-    out += len(masker.flush().data)
+        chunk = data[offset:offset + args.chunk]
+        out += len(streams.feed(chunk, 0).data(0) if streams else masker.feed(chunk).data)
+    out += len(streams.flush(0).data(0) if streams else masker.flush().data)
     seconds = time.perf_counter() - start
     label = "masker alone (pty)" if args.pty else "masker alone"
+    if args.streams:
+        label = "masker and row (no pty)"
     print(f"{label}: {len(data) / seconds / 1e6:.0f} MB/s on {args.mb} MB of mixed output "
           f"({args.chunk}-byte chunks); {len(data) - out} bytes changed length")
 

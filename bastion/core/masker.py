@@ -522,10 +522,14 @@ class SecretMasker:
         """The output goes to a terminal of this size: follow its rows (a pty session), so a
         secret assembled on screen from writes that each hold part of it is masked too."""
         if self._view is None:
-            self._view = ScreenView(width, height, self.secrets_in,
-                                    self._card_opening if self._card_digits else None)
+            self._view = ScreenView(width, height, *self.view_finders())
         else:
             self._view.resize(width, height)
+
+    def view_finders(self) -> tuple[Callable[[str], list[tuple[int, int, str]]], Callable[[str], int] | None]:
+        """What a screen view reads rows with: the secrets in a row, and where a card number
+        still being written at a row's end starts (None: card numbers are not masked)."""
+        return self.secrets_in, self._card_opening if self._card_digits else None
 
     def resize(self, width: int, height: int) -> None:
         if self._view is not None:

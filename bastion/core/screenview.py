@@ -205,8 +205,14 @@ class ViewResult:
 
 class ScreenView:
     def __init__(self, width: int, height: int, find: Callable[[str], list[tuple[int, int, str]]],
-                 opening: Callable[[str], int] | None = None) -> None:
+                 opening: Callable[[str], int] | None = None, *, onlcr: bool = False) -> None:
         self.width = max(2, width)
+        # A line feed also returns to column 0: output without a pty reaches the user's terminal
+        # through their own tty, which turns LF into CR LF (`stty onlcr`).
+        self.onlcr = onlcr
+        # Rows the view may draw `*` over (None: any); a secret's earlier part on another row
+        # is reported as unreachable instead.
+        self.reachable: Callable[[int], bool] | None = None
         self.height = max(2, height)
         self._find = find  # (start, end, detector) of each secret in a row's text
         self._opening = opening  # where a secret still being written at a text's end starts (-1)
@@ -255,9 +261,11 @@ class ScreenView:
 
     # -- the chunk ---------------------------------------------------------------------------
 
-    def draw(self, data: bytes, *, end: bool = False, pause: bool = False) -> ViewResult:
+    def draw(self, data: bytes, *, end: bool = False, pause: bool = False, read: bool = False) -> ViewResult:
         """Follow `data` onto the rows; mask what it assembles. An escape sequence the chunk's
-        end cut is kept back (a terminal acts on it only once whole) unless the stream `end`s."""
+        end cut is kept back (a terminal acts on it only once whole) unless the stream `end`s.
+        `read`: read the rows it draws on even if it is plain text going on at the end of the
+        screen (what is before it on its row may come from another stream)."""
         data, self._partial = self._partial + data, b""
         if not end and b"\x1b" in data[-MAX_PARTIAL:]:
             cut = CUT_ESCAPE.search(data, max(0, len(data) - MAX_PARTIAL))
@@ -273,7 +281,8 @@ class ScreenView:
                 return ViewResult(b"")
         body = data[:-1] if data.endswith(b"\r") else data  # a CR LF the chunk's end cut
         flags = screen_flags(body)
-        if not flags & (FLAG_MOVES | FLAG_UNDRAWN) and self._clear_ahead(body.startswith(b"\n")) and (
+        plain = not read and not flags & (FLAG_MOVES | FLAG_UNDRAWN)
+        if plain and self._clear_ahead(body.startswith(b"\n")) and (
                 not flags & FLAG_ESCAPE or NOT_SGR.search(body) is None):
             self._plain(body)
             if len(body) < len(data):
@@ -326,6 +335,8 @@ class ScreenView:
         for index, line in enumerate(text.split(b"\n")):
             if index:
                 self._line_feed()
+                if self.onlcr:
+                    self.x, self.wrap_pending = 0, False
             if self._fresh_row(line):
                 continue
             begin = 0
@@ -610,6 +621,8 @@ class ScreenView:
             elif byte in b"\n\x0b\x0c":
                 self.wrap_pending = False
                 self._line_feed()
+                if self.onlcr and byte == b"\n":
+                    self.x = 0
             elif byte == b"\x08":
                 self._move(x=self.x - 1)
             elif byte == b"\t":
@@ -639,7 +652,9 @@ class ScreenView:
         elif final == b"H":
             self.tabs = set(self.tabs if self.tabs is not None else range(0, self.width, 8)) | {self.x}
         elif final == b"c":
-            self.__init__(self.width, self.height, self._find, self._opening)  # type: ignore[misc]
+            reachable = self.reachable
+            self.__init__(self.width, self.height, self._find, self._opening, onlcr=self.onlcr)  # type: ignore[misc]
+            self.reachable = reachable
 
     def _csi(  # noqa: C901, PLR0912, PLR0915 - one terminal's CSI sequences
             self, private: bytes, params: bytes, intermediate: bytes, final_byte: bytes) -> None:
@@ -882,15 +897,19 @@ class ScreenView:
 
     def _redraw(self, out: list[bytes], redraw: dict[int, list[int]]) -> list[str]:
         """Draw `*` over cells drawn by earlier chunks: relative moves there and back."""
+        unreachable = []
+        if self.reachable is not None:
+            for y in [y for y in redraw if not self.reachable(y)]:
+                del redraw[y]
+                unreachable.append(f"row {y - self.y:+d}")
         if not redraw:
-            return []
+            return unreachable
         bounds = self._bounds()
         back_y, back_x, pending = self.y, min(self.x, self.width - 1), self.wrap_pending
         moves: list[bytes] = [b"\x1b[4l"] if self.insert else []
         if self.top is not None and not self.origin:  # the screen rows are known: CUP goes anywhere
             out.extend(self._redraw_absolute(moves, redraw, back_y, back_x, pending))
-            return []
-        unreachable = []
+            return unreachable
         at = self.y
         for y in sorted(redraw):
             if bounds is not None and bounds[0] <= self.y <= bounds[1] and not bounds[0] <= y <= bounds[1]:

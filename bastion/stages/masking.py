@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from bastion import metrics
 from bastion.config import MaskingSettings
 from bastion.core.datastream import StreamKinds
+from bastion.core.streamscreen import Drawn, StreamsOutput
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
 from bastion.state.events import SecretDrawn
@@ -24,7 +25,9 @@ class MaskingStage(SessionStage):
 
     With a pty, the output's masker follows the terminal's rows (`bastion.core.screenview`):
     a secret assembled on screen by cursor moves is masked too. One it finds but cannot draw
-    over gets a `secret-drawn` marker and a `secret_drawn` audit event.
+    over gets a `secret-drawn` marker and a `secret_drawn` audit event. Without a pty, stdout
+    and stderr are also read as the row the user's terminal draws from both, in the order they
+    come (`bastion.core.streamscreen`), once output can draw over itself.
     """
 
     name = "masker"
@@ -38,6 +41,7 @@ class MaskingStage(SessionStage):
         self._timers: dict[Stream, asyncio.TimerHandle] = {}
         self._transfer = False
         self._kinds: StreamKinds | None = None  # set for sessions without a pty
+        self._streams: StreamsOutput | None = None  # set for terminal output without a pty
 
     def start(self, info: SessionInfo, io: SessionIO) -> None:
         self._io = io
@@ -48,8 +52,16 @@ class MaskingStage(SessionStage):
         # files (and, where a mask changes the byte count, break the protocol's framing).
         # Their contents are not recorded either; the recorder keeps transfer markers.
         self._transfer = info.transfer is not None
+        if not info.has_pty and not self._transfer:
+            self._streams = StreamsOutput({int(s): m for s, m in self._maskers.items()},
+                                          self._settings.make_masker())
         if info.may_carry_data:
             self._kinds = StreamKinds()
+
+    def on_input(self, data: bytes) -> bytes:
+        if self._streams is not None and data:
+            self._streams.screen.typed()  # echoed by the user's own tty, unseen
+        return data
 
     def on_target_output(self, data: bytes, stream: Stream) -> None:
         # Decided on the target's own first bytes, as the recorder decides: both agree.
@@ -63,18 +75,42 @@ class MaskingStage(SessionStage):
         if self._passes(stream):
             return data
         masker = self._maskers[stream]
-        result = masker.feed(data)
-        self._report(result.masked, result.drawn)
+        if self._streams is not None:
+            data = self._out(self._streams.feed(data, stream), stream)
+            holding = self._streams.holding(stream)
+        else:
+            result = masker.feed(data)
+            self._report(result.masked, result.drawn)
+            data, holding = result.data, masker.holding
         timer = self._timers.pop(stream, None)
         if timer is not None:
             timer.cancel()
-        if masker.holding:
+        if holding:
             loop = asyncio.get_running_loop()
             self._timers[stream] = loop.call_later(self._settings.hold_seconds, self._release, stream)
-        return result.data
+        return data
+
+    def _out(self, drawn: Drawn, stream: Stream) -> bytes:
+        """What goes out on `stream`; what goes out on the other one first is released here."""
+        self._report(drawn.masked, drawn.drawn)
+        mine: list[bytes] = []
+        for number, data in drawn.parts:
+            if number == stream:
+                mine.append(data)
+            elif data and self._io is not None:
+                if any(mine):  # in order: what this stream had before goes first
+                    self._io.release_output_after(self, b"".join(mine), stream)
+                    mine = []
+                self._io.release_output_after(self, data, Stream(number))
+        return b"".join(mine)
 
     def _release(self, stream: Stream) -> None:
         self._timers.pop(stream, None)
+        if self._streams is not None:
+            data = self._out(self._streams.flush(stream, pause=True), stream)
+            if data and self._io is not None:
+                self._io.release_output_after(self, data, stream)
+            return
         result = self._maskers[stream].flush(pause=True)
         self._report(result.masked, result.drawn)
         if result.data and self._io is not None:
@@ -103,6 +139,8 @@ class MaskingStage(SessionStage):
         timer = self._timers.pop(stream, None)
         if timer is not None:
             timer.cancel()
+        if self._streams is not None:
+            return self._out(self._streams.flush(stream), stream)
         result = self._maskers[stream].flush()
         self._report(result.masked, result.drawn)
         return result.data

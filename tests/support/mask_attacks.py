@@ -11,6 +11,7 @@ from typing import Protocol
 import pyte
 
 from bastion.core.masker import MaskResult
+from bastion.core.streamscreen import Drawn
 from tests.support.leaks import for_pyte
 
 KEY = "AKIA" + "Q7ZX3MPLW2RT8YKD"  # an AWS access key id's shape; made up
@@ -151,3 +152,130 @@ def run(name: str, make: Callable[[], Masker], tally: Tally, chunks: list[bytes]
 class Masker(Protocol):
     def feed(self, data: bytes) -> MaskResult: ...
     def flush(self, *, pause: bool = False) -> MaskResult: ...
+
+
+# -- without a pty -----------------------------------------------------------------------------
+#
+# `ssh host 'printf ...'`: no pty, stdout and stderr apart, both written by the user's ssh client
+# to one terminal through the user's own tty (LF becomes CR LF). Each attack is a list of writes
+# (stream, bytes), 0 for stdout and 1 for stderr, with a pause after each.
+
+Write = tuple[int, bytes]
+ROW = b"\n"  # a line feed of the session first: the row is one the session started
+NOPTY: dict[str, list[Write]] = {
+    "CHA then CR": [(0, ROW + AT), (0, b"\rid=" + FIRST + TAIL)],
+    "CHA then CR, one write": [(0, ROW + AT + b"\rid=" + FIRST + TAIL)],
+    "CHA then CR on the session's first row": [(0, AT), (0, b"\rid=" + FIRST + TAIL)],
+    "second half on stderr at its column, first on stdout": [(1, ROW + AT), (0, b"\rid=" + FIRST + TAIL)],
+    "second half on stdout at its column, first on stderr": [(0, ROW + AT), (1, b"\rid=" + FIRST + TAIL)],
+    # No move at all: the prefix on one stream, the rest on the other (neither masker sees
+    # the prefix and the key together).
+    "prefix on stdout, the rest on stderr": [(0, ROW + b"id=" + FIRST[:3]), (1, FIRST[3:] + SECOND + TAIL)],
+    "prefix on stderr, the rest on stdout": [(1, ROW + b"id=" + FIRST[:3]), (0, FIRST[3:] + SECOND + TAIL)],
+    "halves on stdout then stderr": [(0, ROW + b"id=" + FIRST), (1, SECOND + TAIL)],
+    "CR held at the end of stdout, then stderr": [(0, ROW + AT + b"\r"), (1, b"id=" + FIRST + TAIL)],
+    "backspaces": [(0, ROW + b"id=" + b"x" * 10 + SECOND + b"\b" * 20 + FIRST + TAIL)],
+    "CUB": [(0, ROW + b"id=" + b"x" * 10 + SECOND), (0, b"\x1b[20D" + FIRST + TAIL)],
+    "CR then CUF": [(0, ROW + b"id=" + b"x" * 10 + SECOND), (0, b"\r\x1b[3C" + FIRST + TAIL)],
+    "DCH closes the gap": [(0, ROW + b"id=" + FIRST + b"xxxx" + SECOND + b"\x1b[14G"), (0, b"\x1b[4P" + TAIL)],
+    "ECH then the first half": [(0, ROW + AT + b"\r\x1b[3X"), (0, b"id=" + FIRST + TAIL)],
+    "CUU back to the row": [(0, ROW + AT + b"\n"), (0, b"\x1b[A\rid=" + FIRST + TAIL)],
+    "DECSC and DECRC": [(0, ROW + b"\x1b7" + AT), (0, b"\x1b8id=" + FIRST + TAIL)],
+    "CUP to the row": [(0, b"\x1b[2J\x1b[5;1H" + AT + b"\n"), (0, b"\x1b[5;1Hid=" + FIRST + TAIL)],
+    "VT then CUU": [(0, ROW + AT + b"\x0b"), (0, b"\x1b[A\rid=" + FIRST + TAIL)],
+    "RI back to the row": [(0, ROW + AT + b"\n"), (0, b"\x1bM\rid=" + FIRST + TAIL)],
+    "alternate screen 47 kept the row": [(0, ROW + AT), (0, b"\x1b[?47h\x1b[?47l\rid=" + FIRST + TAIL)],
+    "tab then CR": [(0, ROW + b"id=\t" + SECOND), (0, b"\rid=" + FIRST + TAIL)],
+    "C1 CSI in UTF-8": [(0, ROW + AT), (0, "\x9b".encode() + b"1G" + b"id=" + FIRST + TAIL)],
+    # A line wider than the terminal wraps: its CR goes to the start of its last terminal row.
+    "CR on a line that wrapped": [(0, ROW + b"." * WIDTH + AT), (0, b"\rid=" + FIRST + TAIL)],
+    "CR on a line that wraps on a 40-column terminal": [(0, ROW + b"." * 40 + AT), (0, b"\rid=" + FIRST + TAIL)],
+    "CR on a line of wide characters that wraps on a 40-column terminal": [
+        (0, ROW + "\u4e2d".encode() * 20 + AT), (0, b"\rid=" + FIRST + TAIL)],
+    "CHA past the terminal's edge": [(0, ROW + b"id=\x1b[14G" + SECOND + b"\x1b[200G"),
+                                     (0, b"\rid=" + FIRST + TAIL)],
+    "insert mode": [(0, ROW + b"id=" + SECOND), (0, b"\x1b[4h\x1b[4G" + FIRST + b"\x1b[4l" + TAIL)],
+    "ICH opens the gap": [(0, ROW + b"id=" + SECOND + b"\x1b[4G\x1b[10@"), (0, FIRST + TAIL)],
+}
+# Still open (docs/masking.md, Known gaps): plain text, nothing that moves back, but a tab at
+# the right margin draws nothing on the user's terminal, whose width the bastion does not know.
+NOPTY_OPEN: dict[str, list[Write]] = {
+    "tab at the right margin": [(0, ROW + b"." * (WIDTH - 20) + KEY[:19].encode() + b"\t" + KEY[19:].encode()
+                                 + b" end\n")],
+}
+# Attacks drawn on a terminal prepared before the session (the judge feeds these bytes first):
+# the session starts mid-row, or the terminal's tab stops are not every eighth column.
+BEFORE = {
+    "CHA then CR on the session's first row": b"prompt$ ",
+    "tab then CR": b"\x1b[3g\x1b[14G\x1bH\r",
+}
+# Acted on by pyte (and some terminals), not by tmux: through tmux the key shows nowhere.
+NOT_TMUX = {"C1 CSI in UTF-8"}
+NARROW = {"CR on a line that wraps on a 40-column terminal": 40,
+          "CR on a line of wide characters that wraps on a 40-column terminal": 40}
+
+
+def stream_ways(writes: list[Write]) -> Iterator[tuple[str, list[Write], list[bool]]]:
+    """The writes as the attack makes them (a pause after each), then each write split at every
+    offset, with and without a pause there."""
+    yield "as written", writes, [True] * len(writes)
+    for index, (stream, data) in enumerate(writes):
+        for offset in range(1, len(data)):
+            parts = [*writes[:index], (stream, data[:offset]), (stream, data[offset:]), *writes[index + 1:]]
+            pauses = [True] * len(parts)
+            yield f"write {index} @{offset}", parts, [*pauses[:index], False, *pauses[index + 1:]]
+            yield f"write {index} @{offset} paused", parts, pauses
+
+
+class StreamsMasker(Protocol):
+    def feed(self, data: bytes, stream: int) -> Drawn: ...
+    def flush(self, stream: int, *, pause: bool = False) -> Drawn: ...
+
+
+def to_tty(data: bytes) -> bytes:
+    """What the user's tty passes on to the terminal (onlcr)."""
+    return for_pyte(data.replace(b"\n", b"\r\n"))
+
+
+@dataclass
+class Terminal:
+    """One pyte screen drawing what goes out on both streams, in order; whether the key was ever
+    whole on it."""
+
+    width: int = WIDTH
+    before: bytes = b""
+    leaked: bool = False
+    released: list[bytes] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.screen = pyte.Screen(self.width, HEIGHT)
+        self.stream = pyte.ByteStream(self.screen)
+        self.stream.feed(self.before)
+
+    def draw(self, drawn: Drawn) -> None:
+        for _, data in drawn.parts:
+            self.released.append(data)
+            self.stream.feed(to_tty(data))
+            self.leaked = self.leaked or shows_key(self.screen)
+
+
+def run_streams(name: str, make: Callable[[], StreamsMasker], tally: Tally,
+                writes: list[Write] | None = None) -> None:
+    """Every way of `NOPTY[name]` through a fresh masker, both streams drawn on one pyte screen
+    in the order they go out; judged as `run` judges."""
+    for label, parts, pauses in stream_ways(writes if writes is not None else {**NOPTY, **NOPTY_OPEN}[name]):
+        masker = make()
+        terminal = Terminal(NARROW.get(name, WIDTH), BEFORE.get(name, b""))
+        for (number, part), pause in zip(parts, pauses, strict=True):
+            terminal.draw(masker.feed(part, number))
+            if pause:
+                terminal.draw(masker.flush(number, pause=True))
+        for number in (0, 1):
+            terminal.draw(masker.flush(number))
+        over = not any(" end" in row.encode("ascii", "ignore").decode() for row in rows(terminal.screen))
+        tally.trials += 1
+        tally.leaks += terminal.leaked
+        tally.over_masks += over
+        if (terminal.leaked or over) and len(tally.examples) < 5:
+            tally.examples.append(f"{name} {label}: {'leak' if terminal.leaked else 'over-mask'}: {parts!r} -> "
+                                  f"{b''.join(terminal.released)!r}")
