@@ -10,7 +10,9 @@ program draws, which the replay cannot skip) and times End the same way; there a
 while End's seek runs measures how long the UI takes to answer (the help screen drawn), and
 End's time includes that detour.
 Where opening goes: reading, parsing, verifying the signatures (of a signed copy), the
-timeline, and importing the player (Python and Textual) in a fresh process.
+timeline, and importing the player (Python and Textual) in a fresh process. Then opening
+through the real app as `bastion play` does, in a fresh process, from its start: to the first
+frame drawn (banner, terminal, status), to the whole recording read, and to the verdict shown.
 
 Keys are posted to the app as the terminal driver posts them (`events.Key`), not with
 `Pilot.press`: that one first waits for the process to go idle (up to a second, twice) and
@@ -72,17 +74,19 @@ def hostile(megabytes: int, seed: int = 5) -> bytes:
 
 
 def opening(path: Path) -> str:
-    """Where opening goes, step by step (a signed copy, so verifying is timed too)."""
+    """Where opening goes, step by step (a signed copy, so verifying is timed too); the
+    signatures are left beside it (`.sig`) and the public key in `key.pub`."""
     from recorder.chain import HashChain, checkpoint_line, verify
     from recorder.signing import RecordingKey
 
-    key = RecordingKey.generate()
+    key = RecordingKey.load_or_create(path.parent / "key")
     start = time.perf_counter()
     data = path.read_bytes()
     read = time.perf_counter() - start
     chain = HashChain()
     chain.extend(data.splitlines(keepends=True))
     signatures = checkpoint_line(key, chain, final=True, at=0.0)
+    path.with_name(path.name + ".sig").write_bytes(signatures)
     start = time.perf_counter()
     cast = load_cast(data)
     parse = time.perf_counter() - start
@@ -108,6 +112,43 @@ def one_event(megabytes: int, drawn: bool = False) -> bytes:
     return b"".join([encoder.header(build_header(version=2, width=120, height=40, timestamp=0)),
                      encoder.data(0.5, "o", b"before\r\n"), encoder.data(1.0, "o", body),
                      encoder.data(2.0, "o", b"after\r\n")])
+
+
+async def first_frame(path: Path, started: float) -> None:
+    """As `bastion play -c CONFIG FILE` opens it (the key verifies it), from the process's start
+    (`started`, wall clock): the first frame drawn, every event read, the verdict shown."""
+    from textual.widgets import Static
+
+    from player.app import PlayerApp, ReplayScreen, TerminalView
+    from player.cli import opening
+    from recorder.signing import RecordingVerifier
+
+    imported = time.time() - started
+    verifier = RecordingVerifier.load(path.parent / "key.pub")
+    cache = tempfile.TemporaryDirectory()  # none cached yet: as a first open, the builder starts
+    screen = ReplayScreen(opening(None, path, None, verifier, cache=KeyframeCache(Path(cache.name))))
+    app = PlayerApp(screen)
+    figures: dict[str, float] = {}
+    async with app.run_test(size=SIZE):
+        view = screen.query_one(TerminalView)
+        banner = screen.query_one("#banner", Static)
+
+        def seen() -> bool:
+            now = time.time() - started
+            if "frame" not in figures and view.content is not None and not view._dirty_regions \
+                    and not banner._dirty_regions:
+                figures["frame"] = now
+            if "read" not in figures and not screen._loading:
+                figures["read"] = now
+            if "verdict" not in figures and "verified" in str(banner.content):
+                figures["verdict"] = now
+            return len(figures) == 3
+
+        await until(None, seen)
+    cache.cleanup()
+    print(f"open through the app: imports {imported:.2f} s, first frame {figures['frame']:.2f} s, "
+          f"every event read {figures['read']:.2f} s, verdict shown {figures['verdict']:.2f} s "
+          f"(from the process's start)", flush=True)
 
 
 CHARACTERS = {"question_mark": "?", "q": "q"}
@@ -203,9 +244,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--hostile-mb", type=int, default=5)
-    parser.add_argument("--phase", choices=("first", "cached", "huge", "hostile"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("first", "cached", "huge", "hostile", "open"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.phase == "open":
+        asyncio.run(first_frame(args.path, args.started))
+        return
     if args.phase:  # one phase in a process of its own, as each `bastion play` is
         cache = KeyframeCache(args.path.parent / "keyframes")
         if args.phase == "huge":
@@ -225,8 +271,11 @@ def main() -> None:
         print(opening(path), flush=True)
 
         def phase(name: str, target: Path = path) -> None:
-            subprocess.run([sys.executable, __file__, "--phase", name, "--path", str(target)], check=True)
+            subprocess.run([sys.executable, __file__, "--phase", name, "--path", str(target),
+                            "--started", str(time.time())], check=True)
 
+        for _ in range(3):
+            phase("open")
         phase("first")
         cache = KeyframeCache(Path(work) / "keyframes")
         start = time.perf_counter()

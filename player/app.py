@@ -24,10 +24,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from player.follow import FIRST_READ, Loader, Update
 from player.keyframes import KeyframeCache
 from player.render import screen_text
 from player.replay import Interrupted, SafeScreen, Timeline, clone_screen
-from recorder.asciicast import CastFormatError, load_cast
+from recorder.asciicast import Cast, CastFormatError, load_cast
 from recorder.chain import Verification, verify
 from recorder.index import SessionRow
 from recorder.printable import printable
@@ -43,18 +44,28 @@ FOLLOW_INTERVAL = 0.25  # how often a followed recording is looked at again (sec
 
 @dataclass
 class Recording:
-    """What the replay screen needs: the cast, where it came from, and its verdict."""
+    """What the replay screen needs: the cast, where it came from, and its verdict. One made
+    by `start` is still being read (`loader`): the screen reads the rest, and the verdict,
+    in the background."""
 
     path: Path
     timeline: Timeline
     verification: Verification | None
     cache: KeyframeCache | None = None
+    loader: Loader | None = None
+    unread: Update | None = None  # what the loader's first read found, for the screen to take in
+
+    @property
+    def verifying(self) -> bool:
+        """Its verdict is due and not known yet."""
+        return self.verification is None and self.loader is not None and self.loader.verifying
 
     @classmethod
     def open(cls, path: Path, verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
              expected_lines: int | None = None, expected_head: str | None = None,
              expected_session: str | None = None, live: bool = False, unfinished: str | None = None,
              cache: KeyframeCache | None = None) -> Recording:
+        """Read, parsed and verified whole, now."""
         data = path.read_bytes()
         cast = load_cast(data)
         verification = None
@@ -65,6 +76,24 @@ class Recording:
                                   expected_session=expected_session, live=live, unfinished=unfinished)
         cached = cache.load(path, len(cast.events)) if cache is not None else None
         return cls(path, Timeline(cast, idle_cap=idle_cap, keyframes=cached or []), verification, cache)
+
+    @classmethod
+    def start(cls, loader: Loader, *, idle_cap: float | None = 2.0,
+              cache: KeyframeCache | None = None) -> Recording:
+        """Its header (and what else the first small read holds) read now; the replay screen
+        reads the rest, and verifies it, once its first frame is drawn. Raises `CastFormatError`
+        when the file does not start as a recording."""
+        first = loader.poll(FIRST_READ)
+        header = loader.tail.header
+        if header is None:
+            stopped = loader.tail.stopped
+            if isinstance(stopped, CastFormatError):
+                raise stopped
+            if stopped is not None:
+                raise OSError(str(stopped))
+            raise CastFormatError(1, "empty file" if not loader.tail.partial else "no complete header line")
+        timeline = Timeline(Cast(header=header), idle_cap=idle_cap)
+        return cls(loader.path, timeline, None, cache, loader, unread=first)
 
 
 class TerminalView(Static, can_focus=True):
@@ -144,7 +173,7 @@ class ReplayScreen(Screen[None]):
     playing: reactive[bool] = reactive(False)
     speed: reactive[float] = reactive(1.0)
 
-    def __init__(self, recording: Recording, *, follow: Callable[[], Recording | None] | None = None) -> None:
+    def __init__(self, recording: Recording, *, follow: bool = False) -> None:
         super().__init__()
         self.recording = recording
         self.timeline = recording.timeline
@@ -157,8 +186,11 @@ class ReplayScreen(Screen[None]):
         self._builder: subprocess.Popen[bytes] | None = None
         self._hits: list[int] = []
         self._last_tick = time.monotonic()
-        self._follow = follow
+        self._follow = follow  # keep up with what is appended to the recording
         self._was_live = recording.verification is not None and recording.verification.state == "live"
+        self._problem: str | None = None  # why the recording could not be read on
+        self._loading = recording.loader is not None  # until a read says all of it is in
+        self._keyframing = False  # keyframes are read from the cache or being made
 
     def compose(self) -> ComposeResult:
         yield Static(self._banner_text(), id="banner", classes=self._banner_class())
@@ -174,26 +206,107 @@ class ReplayScreen(Screen[None]):
         self._loop = asyncio.get_running_loop()
         sys.setswitchinterval(0.0005)  # a seek thread hands the interpreter back to the UI often
         self.set_interval(1 / FPS, self._tick)
-        if self._follow is not None:
-            self.set_interval(FOLLOW_INTERVAL, self._refresh_follow)
+        self.query_one(TerminalView).focus()  # Tab reaches the marker list
+        recording = self.recording
+        if recording.unread is not None:
+            unread, recording.unread = recording.unread, None
+            self._take(unread)
+        if self._follow:
             self.position = self.timeline.duration  # following: what the user sees now, kept up with
             # Drawn once the screen is up: a session with nothing new to show is still shown.
             self.call_after_refresh(self._redraw)
-        self.query_one(TerminalView).focus()  # Tab reaches the marker list
         self._redraw()
+        loader = recording.loader
+        if loader is not None and not loader.done:
+            # The first frame is drawn first; then the rest is read (and verified) in a thread.
+            self.call_after_refresh(lambda: self.run_worker(self._read_on(loader), group="read"))
+        if loader is None:
+            self._loaded()
+
+    async def _read_on(self, loader: Loader) -> None:
+        """Reads what the recording holds beyond what is shown (all of it on open, a chunk at a
+        time; then, following, what is appended), off the UI thread; takes each part in here."""
+        while not self._closing and not loader.done:
+            try:
+                update = await asyncio.to_thread(loader.poll)
+            except OSError as exc:
+                update = Update(problem=f"{self.recording.path.name} cannot be read now "
+                                        f"({exc.strerror or exc}); trying again")
+            if self._closing or not self.is_mounted:
+                return
+            self._take(update)
+            if loader.loaded and not update.events and not update.loaded:
+                await asyncio.sleep(FOLLOW_INTERVAL)  # nothing new: look again in a while
+        with contextlib.suppress(OSError):
+            loader.close()
+
+    def _take(self, update: Update) -> None:
+        """On the UI thread: what a read found (events, verdict, a problem) goes on screen."""
+        timeline = self.timeline
+        if update.events:
+            at_end = self.position >= timeline.duration - 1e-6
+            count = len(timeline.markers)
+            timeline.extend(update.events)
+            if len(timeline.markers) > count:
+                self.query_one("#markers", OptionList).add_options(self._marker_options(count))
+            if self._follow and at_end:
+                self.position = timeline.duration  # drawn by watch_position
+        banner = update.verification is not None or update.problem is not None or update.state is not None
+        if update.verification is not None:
+            self.recording.verification = update.verification
+            self._was_live = self._was_live or update.verification.state == "live"
+        if update.problem is not None and update.problem != self._problem:
+            self._problem = update.problem
+            self.notify(update.problem, severity="error", timeout=10)
+        if update.loaded and self._loading:
+            self._loading = False
+            banner = True
+        if not self._loading and not self._keyframing and not self.recording.verifying:
+            self._loaded()  # after the verdict: building keyframes would slow it down
+        if banner:
+            widget = self.query_one("#banner", Static)
+            widget.update(self._banner_text())
+            widget.set_classes(self._banner_class())
+            self._redraw()
+        elif update.events:  # the screen shown is the same: its place on the timeline is not
+            markers = [m.time for m in timeline.markers]
+            self.query_one(TimelineBar).draw(self.position, timeline.duration, markers)
+            self._update_status()
+
+    def _loaded(self) -> None:
+        """Everything the recording held when opened is in: keyframes from the cache, or made."""
+        self._keyframing = True
         if self.timeline.complete:
             return
         cache = self.recording.cache
-        if cache is not None and self._follow is None:
-            # Another process (another core, niced) builds and caches every keyframe; they are
-            # taken in once it is done. Seeks meanwhile make keyframes as they go.
-            with contextlib.suppress(OSError):
-                command = [sys.executable, "-m", "player.keyframes", str(self.recording.path),
-                           str(cache.directory)]
-                self._builder = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL)
-                self.set_interval(0.5, self._builder_done)
+        if cache is not None and not self._follow:
+            self.run_worker(self._keyframes_from(cache), group="keyframes")
+            return
+        self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
+
+    async def _keyframes_from(self, cache: KeyframeCache) -> None:
+        """The cached keyframes (read off the UI thread); without them, another process (another
+        core, niced) builds and caches every keyframe, taken in once it is done. Seeks meanwhile
+        make keyframes as they go."""
+        timeline = self.timeline
+        count = len(timeline.cast.events)
+        if self.recording.loader is not None:  # opened at once: the cache is not read yet
+            keyframes = await asyncio.to_thread(cache.load, self.recording.path, count)
+            if keyframes is not None:
+                if timeline is self.timeline and not timeline.complete:
+                    timeline.keyframes, timeline._covered = keyframes, count
                 return
+        if not self._closing:
+            self._start_builder(cache)
+
+    def _start_builder(self, cache: KeyframeCache) -> None:
+        with contextlib.suppress(OSError):
+            path = self.recording.path
+            command = [sys.executable, "-m", "player.keyframes", str(path), str(cache.directory)]
+            self._builder = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+            self.set_interval(0.5, self._builder_done)
+            return
         self.run_worker(self._build_keyframes, thread=True, exclusive=True, group="keyframes")
 
     def on_unmount(self) -> None:
@@ -216,32 +329,39 @@ class ReplayScreen(Screen[None]):
         The result is swapped in on the UI thread; until then seeks replay as they go. A
         finished recording's keyframes are cached for the next open."""
         timeline = self.timeline
-        copy = Timeline(timeline.cast, idle_cap=timeline.idle_cap)
+        # Of the events there now: a followed recording grows meanwhile.
+        copy = Timeline(Cast(timeline.cast.header, list(timeline.cast.events)), idle_cap=timeline.idle_cap)
         copy.screen_after(len(copy.cast.events))
-        if self.recording.cache is not None and self._follow is None:
+        if self.recording.cache is not None and not self._follow:
             self.recording.cache.save(self.recording.path, len(copy.cast.events), copy.keyframes)
         self.app.call_from_thread(self._keyframes_ready, timeline, copy)
 
     def _keyframes_ready(self, timeline: Timeline, built: Timeline) -> None:
-        if timeline is self.timeline and len(built.keyframes) > len(timeline.keyframes):
+        if timeline is self.timeline and built._covered > timeline._covered:
             timeline.keyframes, timeline._covered = built.keyframes, built._covered
 
     # -- integrity ---------------------------------------------------------------------------
 
     def _banner_class(self) -> str:
         v = self.recording.verification
+        if self._problem is not None:
+            return "tampered"
         return "unverified" if v is None else ("tampered" if v.state in ("tampered", "unsigned") else v.state)
 
     def _banner_text(self) -> str:
         text = self._verdict_text()
         v = self.recording.verification
-        if self._follow is not None and self._was_live and (v is None or v.state != "live"):
-            return f"ENDED - {text}"  # it was live when we started following it
+        if self._follow and self._was_live and v is not None and v.state != "live":
+            text = f"ENDED - {text}"  # it was live when we started following it
+        if self._problem is not None:
+            return f"{self._problem} | {text}"
         return text
 
-    def _verdict_text(self) -> str:
+    def _verdict_text(self) -> str:  # noqa: PLR0911 - one return per verdict
         v = self.recording.verification
         name = self.recording.path.name
+        if v is None and self.recording.verifying:
+            return f"{name}: checking its signatures..."
         if v is None:
             return f"{name}: not verified (no recording key given; use -c CONFIG)"
         session = f"session {v.session}" if v.session else "no session id in its header"
@@ -258,9 +378,10 @@ class ReplayScreen(Screen[None]):
 
     # -- markers -----------------------------------------------------------------------------
 
-    def _marker_options(self) -> list[Option]:
+    def _marker_options(self, first: int = 0) -> list[Option]:
+        markers = self.timeline.markers
         return [Option(Text(f"{m.time:7.1f}s  {m.label}", no_wrap=True, overflow="ellipsis"), id=str(i))
-                for i, m in enumerate(self.timeline.markers)]
+                for i, m in enumerate(markers[first:], first)]
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         marker = self.timeline.markers[int(event.option.id or 0)]
@@ -277,7 +398,7 @@ class ReplayScreen(Screen[None]):
         if not self.playing:
             return
         position = min(self.timeline.duration, self.position + elapsed * self.speed)
-        if position >= self.timeline.duration and self._follow is None:
+        if position >= self.timeline.duration and not self._follow:
             self.playing = False
         self.position = position
 
@@ -351,7 +472,7 @@ class ReplayScreen(Screen[None]):
     def _summary(self) -> Text | None:
         """Sessions without terminal output (sftp, scp) are shown as what they did."""
         cast = self.timeline.cast
-        if any(e.code == "o" for e in cast.events):
+        if self._loading or any(e.code == "o" for e in cast.events):
             return None
         meta = cast.header.get("bastion", {}) if isinstance(cast.header.get("bastion"), dict) else {}
         what = cast.header.get("command") or meta.get("subsystem") or meta.get("kind") or "session"
@@ -454,24 +575,6 @@ class ReplayScreen(Screen[None]):
         else:
             self.app.exit()
 
-    def _refresh_follow(self) -> None:
-        assert self._follow is not None
-        fresh = self._follow()
-        if fresh is not None and fresh.verification != self.recording.verification:
-            # Live, then ended (verified or not): the banner says so as it happens.
-            self.recording.verification = fresh.verification
-            banner = self.query_one("#banner", Static)
-            banner.update(self._banner_text())
-            banner.set_classes(self._banner_class())
-        if fresh is not None and len(fresh.timeline.cast.events) > len(self.timeline.cast.events):
-            at_end = self.position >= self.timeline.duration - 1e-6
-            self.recording, self.timeline = fresh, fresh.timeline
-            self._term, self._applied = self.timeline.screen_after(0), 0
-            self.query_one("#markers", OptionList).clear_options().add_options(self._marker_options())
-            self.position = self.timeline.duration if at_end else self.position
-            self._redraw()
-
-
 class _Seek(threading.Thread):
     """Replays a screen to the position the reviewer asks for, off the UI thread. It follows
     `_wanted` as it changes (a held key, playback) and starts over from a keyframe when that is
@@ -545,7 +648,7 @@ class LiveSource(Protocol):
     @property
     def may_kill(self) -> bool: ...
     def sessions(self) -> list[LiveEntry]: ...
-    def follow(self, session: str) -> tuple[Recording, Callable[[], Recording | None]]: ...
+    def follow(self, session: str) -> Recording: ...  # read as it grows
     def kill(self, session: str, reason: str) -> str: ...  # waits until it has ended; one line
 
 
@@ -742,11 +845,11 @@ class BrowserScreen(Screen[None]):
         if self.live is None or session is None:
             return
         try:
-            recording, refresh = self.live.follow(session)
+            recording = self.live.follow(session)
         except (OSError, CastFormatError, LiveError) as exc:
             self.notify(f"cannot follow {session}: {exc}", severity="error")
             return
-        self.app.push_screen(ReplayScreen(recording, follow=refresh))
+        self.app.push_screen(ReplayScreen(recording, follow=True))
 
     def action_kill(self) -> None:
         """End the live session under the cursor, once a reason is given."""

@@ -47,25 +47,6 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def changes(path: Path, state: Callable[[], str | None],
-            reopen: Callable[[], Recording]) -> Callable[[], Recording | None]:
-    """For following a recording: `reopen()` when the file grew or the index state changed since
-    last asked, else None (nothing new); None too when it cannot be read now."""
-    seen: list[tuple[int, str | None]] = []
-
-    def refresh() -> Recording | None:
-        try:
-            now = (path.stat().st_size, state())
-            if seen and seen[-1] == now:
-                return None
-            seen.append(now)
-            return reopen()
-        except (OSError, CastFormatError):
-            return None
-
-    return refresh
-
-
 def _reporter(fd: int | None) -> Callable[[str], None]:
     """Writes each session id opened, one a line, to `fd` (whoever started the browser logs who
     watched what); nothing without one."""
@@ -82,29 +63,23 @@ class Registry(Protocol):
     def kill(self, session: str, by: str, reason: str) -> str: ...  # raises LiveError; waits for the end
 
 
-def following(index: RecordingIndex | None, path: Path, session: str | None,
-              verifier: RecordingVerifier | None, *, idle_cap: float | None = 2.0,
-              cache: KeyframeCache | None = None) -> tuple[Recording, Callable[[], Recording | None]]:
-    """A recording opened as the index says it stands, and how to look at it again as it grows
-    (its banner goes from live to ended with the index's state)."""
+def opening(index: RecordingIndex | None, path: Path, session: str | None,
+            verifier: RecordingVerifier | None, *, follow: bool = False, idle_cap: float | None = 2.0,
+            cache: KeyframeCache | None = None) -> Recording:
+    """A recording started for the replay screen: its header read now, the rest read (and
+    verified as the index says it stands) once the screen is drawn; `follow`: kept up with as it
+    grows, its banner going from live to ended with the index's state."""
     from player.app import Recording
+    from player.follow import IndexState, Loader
 
-    def open_recording() -> Recording:
+    def state() -> IndexState | None:
         row = index.get(session) if index is not None and session is not None else None
-        if row is not None and not (row.location and _same(Path(row.location), path)):
-            row = None
-        closed = row is not None and row.state == "closed"
-        return Recording.open(path, verifier, idle_cap=idle_cap,
-                              expected_lines=row.lines if closed and row else None,
-                              expected_head=row.chain if closed and row else None,
-                              expected_session=session, live=row is not None and row.state == "live",
-                              unfinished=row.error if row is not None else None, cache=cache)
+        if row is None or not (row.location and _same(Path(row.location), path)):
+            return None
+        return IndexState(row.state, row.lines, row.chain, row.error)
 
-    def state() -> str | None:
-        row = index.get(session) if index is not None and session is not None else None
-        return row.state if row is not None else None
-
-    return open_recording(), changes(path, state, open_recording)
+    loader = Loader(path, verifier, follow=follow, state=state, expected_session=session)
+    return Recording.start(loader, idle_cap=idle_cap, cache=None if follow else cache)
 
 
 @dataclass
@@ -123,14 +98,14 @@ class LiveView:
     def sessions(self) -> list[LiveEntry]:
         return self.registry.sessions(self.only_user)
 
-    def follow(self, session: str) -> tuple[Recording, Callable[[], Recording | None]]:
+    def follow(self, session: str) -> Recording:
         from player.app import LiveError
 
         row = self.index.get(session)
         if row is None or not row.location or (self.only_user is not None and row.user != self.only_user):
             raise LiveError("no recording of it (yet)")
         self.report(row.id)
-        return following(self.index, Path(row.location), row.id, self.verifier)
+        return opening(self.index, Path(row.location), row.id, self.verifier, follow=True)
 
     def kill(self, session: str, reason: str) -> str:
         from player.app import LiveError
@@ -179,12 +154,12 @@ def register(main: click.Group, load: Callable[[Path], Setup],
 
         cache = cache_for(path, config.recordings_dir if config else None)
         try:
-            recording, refresh = following(index, path, session, verifier, idle_cap=idle_cap or None,
-                                           cache=None if follow else cache)
+            recording = opening(index, path, session, verifier, follow=follow, idle_cap=idle_cap or None,
+                                cache=cache)
         except (OSError, CastFormatError) as exc:
             raise click.ClickException(f"{path}: {exc}") from None
 
-        PlayerApp(ReplayScreen(recording, follow=refresh if follow else None)).run()
+        PlayerApp(ReplayScreen(recording, follow=follow)).run()
 
     @main.command()
     @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -217,7 +192,7 @@ def review_app(config: Setup, *, limit: int = 1000, only_user: str | None = None
                by: str = "operator", may_kill: bool = False) -> BrowserScreen | None:
     """The browser `bastion review` shows (None without a recordings index): the recordings
     `only_user` may see and, with a registry, the live sessions on top."""
-    from player.app import BrowserScreen, Recording
+    from player.app import BrowserScreen
 
     location = index_location(config.recordings_dir, config.state_url)
     if index_missing(location):
@@ -228,13 +203,9 @@ def review_app(config: Setup, *, limit: int = 1000, only_user: str | None = None
 
     def opener(row: SessionRow) -> Recording:
         report(row.id)
-        closed = row.state == "closed"
         path = Path(row.location or "")
-        return Recording.open(path, verifier,
-                              expected_lines=row.lines if closed else None,
-                              expected_head=row.chain if closed else None,
-                              expected_session=row.id, live=row.state == "live", unfinished=row.error,
-                              cache=cache_for(path, config.recordings_dir) if closed else None)
+        return opening(index, path, row.id, verifier,
+                       cache=cache_for(path, config.recordings_dir) if row.state == "closed" else None)
 
     live = (LiveView(registry, index, verifier, by=by, may_kill=may_kill, only_user=only_user, report=report)
             if registry is not None else None)

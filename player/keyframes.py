@@ -21,7 +21,7 @@ from pyte.screens import Char, Cursor, Margins, Savepoint
 
 from player.replay import Keyframe, SafeScreen
 
-MAGIC = b"bastion-keyframes 2\n"
+MAGIC = b"bastion-keyframes 3\n"  # 3: the cell past the last column kept
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
 INDEX_VARIABLE = "BASTION_RECORDINGS_INDEX"
 
@@ -44,9 +44,11 @@ def snapshot(screen: SafeScreen) -> dict[str, Any]:
     """Everything that decides what later output does to this screen, as JSON values.
 
     Cells that were written are kept even when blank: pyte's erase operations repaint only
-    the cells a row holds, so a written blank and a never-written one differ later."""
+    the cells a row holds, so a written blank and a never-written one differ later. So is the
+    cell just past the last column that pyte's insert mode pushes a character into: deleting a
+    character pulls it back onto the screen."""
     cells = [[y, x, *char] for y, row in screen.buffer.items() if y < screen.lines
-             for x, char in row.items() if x < screen.columns]
+             for x, char in row.items() if x <= screen.columns]
     return {
         "columns": screen.columns,
         "lines": screen.lines,
@@ -70,7 +72,7 @@ def restore(data: dict[str, Any]) -> SafeScreen:
         raise ValueError("keyframe size out of range")
     screen = SafeScreen(columns, lines)
     for y, x, *char in data["cells"]:
-        if not (0 <= y < lines and 0 <= x < columns):
+        if not (0 <= y < lines and 0 <= x <= columns):
             raise ValueError("keyframe cell out of range")
         screen.buffer[y][x] = Char(*char)
     screen.cursor = _restore_cursor(data["cursor"])

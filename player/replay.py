@@ -171,9 +171,10 @@ def clone_screen(screen: SafeScreen) -> SafeScreen:
     return new
 
 
-def idle_capped(events: list[Event], cap: float | None) -> list[float]:
-    """Display times: each gap between events shortened to at most `cap` seconds."""
-    times, clock, last = [], 0.0, 0.0
+def idle_capped(events: list[Event], cap: float | None, clock: float = 0.0, last: float = 0.0) -> list[float]:
+    """Display times: each gap between events shortened to at most `cap` seconds (going on from
+    display time `clock` at recording time `last`)."""
+    times = []
     for event in events:
         gap = max(0.0, event.time - last)
         clock += min(gap, cap) if cap else gap
@@ -238,6 +239,22 @@ class Timeline:
             self._covered = len(self.cast.events)
         else:
             self._build_keyframes()
+
+    def extend(self, events: list[Event]) -> None:
+        """Events appended to the recording (a followed one, or one still being read). A seek
+        thread may be replaying this timeline meanwhile: it reads only what was there before."""
+        if not events:
+            return
+        old = self.cast.events
+        added = idle_capped(events, self.idle_cap, self.times[-1] if self.times else 0.0,
+                            old[-1].time if old else 0.0)
+        first = len(old)
+        costs = list(itertools.accumulate((len(e.data) + EVENT_COST for e in events), initial=self.costs[-1]))
+        self.markers.extend(Marker(added[i], first + i, printable(e.data)) for i, e in enumerate(events)
+                            if e.code in "mx")
+        old.extend(events)
+        self.costs.extend(costs[1:])
+        self.times.extend(added)
 
     @property
     def complete(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import struct
 from collections.abc import Iterable
@@ -47,6 +48,12 @@ class HashChain:
         for line in lines:
             self.add(line)
 
+    def add_many(self, data: bytes | memoryview, lines: int) -> None:
+        """`lines` whole lines, given as their bytes one after the other: one update (hashed
+        several times faster than line by line, and without holding the GIL)."""
+        self._state.update(data)
+        self.lines += lines
+
 
 def checkpoint_message(lines: int, head: bytes, final: bool, session: str | None = None) -> bytes:
     if session is None:  # recordings signed before checkpoints named their session
@@ -71,8 +78,9 @@ def checkpoint_line(key: RecordingKey, chain: HashChain, *, final: bool, at: flo
 
 def header_session(cast: bytes) -> str | None:
     """The session id a recording's header names (None for a cast from elsewhere)."""
+    end = cast.find(b"\n")  # not split: that would copy the whole rest of the file
     try:
-        header = json.loads(cast.split(b"\n", 1)[0])
+        header = json.loads(cast[:end] if end >= 0 else cast)
     except ValueError:
         return None
     meta = header.get("bastion") if isinstance(header, dict) else None
@@ -166,6 +174,8 @@ def verify(  # noqa: PLR0911, PLR0912 - one return per verdict reads better than
         lines.pop()
     events = max(0, len(lines) - 1)
     fp = verifier.fingerprint
+    ends = [0, *itertools.accumulate(map(len, lines))]  # where each line ends in `cast`
+    data = memoryview(cast)
 
     def tampered(line: int, reason: str, intact: int = 0) -> Verification:
         return Verification("tampered", events, intact, at_event=line, reason=reason, key_fingerprint=fp)
@@ -188,7 +198,7 @@ def verify(  # noqa: PLR0911, PLR0912 - one return per verdict reads better than
         if count > len(lines):
             return tampered(len(lines), f"recording is truncated: a checkpoint covers {count - 1} events, "
                                         f"the file has {events}", max(0, good - 1))
-        chain.extend(lines[chain.lines:count])
+        chain.add_many(data[ends[chain.lines]:ends[count]], count - chain.lines)
         if chain.head != head:
             return tampered(good if good else 1, f"events {max(good, 1)}..{count - 1} do not match the "
                                                  f"signed checkpoint", max(0, good - 1))
