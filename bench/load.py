@@ -31,6 +31,7 @@ import pty
 import select
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,7 +46,10 @@ from bastion.demo.sandbox import Sandbox
 Process = asyncssh.SSHClientProcess[bytes]
 Connection = asyncssh.SSHClientConnection
 TARGETS = 4  # sessions are spread over this many target sshds
-TICKER = "i=0; while :; do i=$((i+1)); echo \"tick $i $(date +%s.%N) some log text\"; sleep 0.1; done"
+# A line every 100 ms from bash builtins alone (a read that times out on a pipe nobody writes):
+# `date` and `sleep` in each of 200 sessions were 4,000 processes a second, on the machine's cores.
+TICKER = ("exec 9<> <(:); i=0; while :; do i=$((i+1)); echo \"tick $i $EPOCHREALTIME some log text\";"
+          " read -t 0.1 -u 9; done")
 PAYLOADS = {
     "text": "yes '2026-11-28T14:00:00.123Z INFO api request handled path=/v1/items/42' | head -c {size}",
     "random": "head -c {size} /dev/urandom",
@@ -395,19 +399,53 @@ def row(label: str, key: str, results: dict[str, dict[str, float]], unit: str, f
     print(f"  {label:34} bastion {b:{fmt}}{unit}   openssh jump {o:{fmt}}{unit}   ratio {ratio}")
 
 
-async def run(args: argparse.Namespace, paths: list[Path_]) -> dict[str, dict[str, dict[str, float]]]:
-    figures: dict[str, dict[str, dict[str, float]]] = {"idle": {}, "active": {}, "hostile": {}, "bulk": {}}
-    for path in paths:
-        if args.idle:
-            figures["idle"][path.name] = await idle_phase(path, args.idle, args.parallel, args.quiet)
-        if args.active:
-            figures["active"][path.name] = await active_phase(path, args.active, args.parallel, args.keys)
-        if args.hostile:
-            figures["hostile"][path.name] = await hostile_phase(path, args.keys, args.hostile_packet)
-        if args.bulk:
-            figures["bulk"][path.name] = await asyncio.to_thread(
-                bulk_phase, path, args.bulk, args.mb * 1_000_000, args.payload)
-    return figures
+async def run(args: argparse.Namespace, paths: list[Path_]) -> None:
+    """Phase by phase, each through the bastion and then OpenSSH's jump host; each phase's
+    figures are printed as soon as both are measured."""
+    for phase, wanted in (("idle", args.idle), ("active", args.active), ("hostile", args.hostile),
+                          ("bulk", args.bulk)):
+        if not wanted:
+            continue
+        figures: dict[str, dict[str, float]] = {}
+        for path in paths:
+            if phase == "idle":
+                figures[path.name] = await idle_phase(path, args.idle, args.parallel, args.quiet)
+            elif phase == "active":
+                figures[path.name] = await active_phase(path, args.active, args.parallel, args.keys)
+            elif phase == "hostile":
+                figures[path.name] = await hostile_phase(path, args.keys, args.hostile_packet)
+            else:
+                figures[path.name] = await asyncio.to_thread(
+                    bulk_phase, path, args.bulk, args.mb * 1_000_000, args.payload)
+        report(phase, figures, args)
+
+
+def report(phase: str, figures: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    if phase == "idle":
+        print(f"{args.idle} idle interactive sessions (pty, shell; asyncssh clients):")
+        row("time to open them all", "open_s", figures, " s", ".1f")
+        row("memory per session (PSS)", "kib_per_session", figures, " KiB", ".0f")
+        row("file descriptors per session", "fds_per_session", figures, "", ".1f")
+        row("CPU while idle", "idle_cpu_percent", figures, " %", ".1f")
+    elif phase == "active":
+        print(f"{args.active} active sessions (a line every 100 ms) + a probe typing {args.keys} keys (ssh):")
+        row("keystroke to echo, p50", "p50_ms", figures, " ms")
+        row("keystroke to echo, p99", "p99_ms", figures, " ms")
+        row("jump host CPU meanwhile", "cpu_percent", figures, " %", ".0f")
+        b, o = figures["bastion"], figures["openssh"]
+        print(f"  added by the bastion: p50 {b['p50_ms'] - o['p50_ms']:+.2f} ms, "
+              f"p99 {b['p99_ms'] - o['p99_ms']:+.2f} ms")
+        print_lag(b)
+    elif phase == "hostile":
+        print(f"a probe typing {args.keys} keys while another session reads /dev/zero"
+              f" in {args.hostile_packet}-byte packets:")
+        row("keystroke to echo, p50", "p50_ms", figures, " ms")
+        row("keystroke to echo, p99", "p99_ms", figures, " ms")
+        print_lag(figures["bastion"])
+    else:
+        print(f"{args.bulk} bulk sessions at once, {args.mb} MB of {args.payload} each (ssh):")
+        row("aggregate throughput", "aggregate_mb_s", figures, " MB/s", ".1f")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -430,35 +468,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bastion-load-") as tmp:
         sandbox, jump, paths = world(Path(tmp), getpass.getuser(), args.workers)
         try:
-            figures = asyncio.run(run(args, paths))
+            asyncio.run(run(args, paths))
+        except BaseException:
+            # what the bastion said about it is gone with the folder: its last events go with the error
+            log = Path(tmp) / "bastion.log"
+            if log.exists():
+                print("the bastion's last events:\n" + "".join(log.read_text().splitlines(True)[-15:]),
+                      file=sys.stderr)
+            raise
         finally:
             sandbox.stop()
             jump.stop()
-    if figures["idle"]:
-        print(f"{args.idle} idle interactive sessions (pty, shell; asyncssh clients):")
-        row("time to open them all", "open_s", figures["idle"], " s", ".1f")
-        row("memory per session (PSS)", "kib_per_session", figures["idle"], " KiB", ".0f")
-        row("file descriptors per session", "fds_per_session", figures["idle"], "", ".1f")
-        row("CPU while idle", "idle_cpu_percent", figures["idle"], " %", ".1f")
-    if figures["active"]:
-        print(f"{args.active} active sessions (a line every 100 ms) + a probe typing {args.keys} keys (ssh):")
-        row("keystroke to echo, p50", "p50_ms", figures["active"], " ms")
-        row("keystroke to echo, p99", "p99_ms", figures["active"], " ms")
-        row("jump host CPU meanwhile", "cpu_percent", figures["active"], " %", ".0f")
-        b, o = figures["active"]["bastion"], figures["active"]["openssh"]
-        print(f"  added by the bastion: p50 {b['p50_ms'] - o['p50_ms']:+.2f} ms, "
-              f"p99 {b['p99_ms'] - o['p99_ms']:+.2f} ms")
-        print_lag(b)
-    if figures["hostile"]:
-        print(f"a probe typing {args.keys} keys while another session reads /dev/zero"
-              f" in {args.hostile_packet}-byte packets:")
-        row("keystroke to echo, p50", "p50_ms", figures["hostile"], " ms")
-        row("keystroke to echo, p99", "p99_ms", figures["hostile"], " ms")
-        print_lag(figures["hostile"]["bastion"])
-    if figures["bulk"]:
-        print(f"{args.bulk} bulk sessions at once, {args.mb} MB of {args.payload} each (ssh):")
-        row("aggregate throughput", "aggregate_mb_s", figures["bulk"], " MB/s", ".1f")
-
 
 if __name__ == "__main__":
     main()
