@@ -77,16 +77,40 @@ class CastTail:
         self._file: BinaryIO | None = None
         self._identity: tuple[int, int] | None = None
         self._clock = 0.0  # v3: the time of the last event (its file holds intervals)
+        self._held: bytes | None = None  # the whole file, once `hold` read it: read on from there
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
+    def hold(self) -> bytes:
+        """The whole file, read at once; later reads go on from these bytes, not the file."""
+        size = self._size()
+        self._held = self._pread(0, size)
+        self.close()
+        return self._held
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` (fewer at the end of the file), read from the file now."""
+        assert self._file is not None
+        parts: list[bytes] = []
+        while size > 0:
+            part = os.pread(self._file.fileno(), size, offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            size -= len(part)
+        return b"".join(parts)
+
     def _size(self) -> int:
         """The file's size now; raises if it is no longer the file being read."""
+        if self._held is not None:
+            return len(self._held)
         if self._file is None:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open between reads
+            # Unbuffered: a buffer read ahead would hand back bytes the writer has since taken back.
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - kept open between reads
             info = os.fstat(self._file.fileno())
             self._identity = (info.st_dev, info.st_ino)
         try:
@@ -112,12 +136,13 @@ class CastTail:
             self.stopped = exc
             self.close()
             return [], []
-        assert self._file is not None
         if size < self.offset + len(self.partial):
             self.partial = b""  # the writer took back a line the disk cut short: read it again once whole
         start = self.offset + len(self.partial)
-        self._file.seek(start)
-        data = self._file.read(min(limit, size - start)) if size > start else b""
+        if self._held is not None:
+            data = self._held[start:start + limit]
+        else:
+            data = self._pread(start, min(limit, size - start)) if size > start else b""
         self.eof = start + len(data) >= size
         if self.partial:
             data = self.partial + data
@@ -367,6 +392,10 @@ class Loader:
                 update.state = index.state if index is not None else None
             self._asked, self._index = True, index
         live = index is not None and index.state == "live"
+        if (not self.follow and self.verifier is not None and self._kept is not None and not self.loaded
+                and self.tail.header is not None):
+            self._verify_first(update, index, live)
+            return update
         # The signatures first: any checkpoint in them covers lines already written to the cast.
         signatures = self._signatures() if self.verifier is not None and self.follow and live else []
         lines = self._read(update, limit or self.chunk)
@@ -384,10 +413,10 @@ class Loader:
             if not chain.final:
                 self._set(update, verdict)
                 return update
-        if not self.loaded or isinstance(stopped, FollowStopped):
-            return update  # a file no longer the one read gets no new verdict: the problem says why
-        if update.events:
-            return update  # shown first; verified at the next poll
+        if not self.loaded or isinstance(stopped, FollowStopped) or update.events:
+            # A file no longer the one read gets no new verdict (the problem says why); events
+            # read are shown first, and verified at the next poll.
+            return update
         self._verify_whole(update, index, live)
         self.done = self.done or not self.follow or stopped is not None
         return update
@@ -409,18 +438,41 @@ class Loader:
             self._kept.append(b"".join(lines))
         return lines
 
+    def _verify_first(self, update: Update, index: IndexState | None, live: bool) -> None:
+        """A plain open: the whole file read at once and verified before it is parsed (the
+        verdict is what a reviewer looks for first); it is then parsed from those same bytes."""
+        read = b"".join(self._kept or [])
+        try:
+            data = self.tail.hold()
+        except FollowStopped as exc:
+            self.tail.stopped = exc
+        else:
+            if not data.startswith(read):
+                self.tail.stopped = FollowStopped(f"{self.path.name} changed while being read; showing what "
+                                                  f"was read first ({self.tail.lines} lines)")
+        if self.tail.stopped is not None:
+            update.problem = str(self.tail.stopped)
+            self.done = self.loaded = update.loaded = True
+            return
+        self._kept = None
+        self._verify(update, data, index, live)
+        self._verified_at = (-1, -1, None)  # a plain open is verified once
+
     def _verify_whole(self, update: Update, index: IndexState | None, live: bool) -> None:
         """The verdict `verify` gives the file (closed, never closed, or unknown to the index)."""
         now = (self.tail.lines, self._sig_read, index.state if index is not None else None)
-        if now == self._verified_at:
+        if self._verified_at in ((-1, -1, None), now):
             return
         self._verified_at = now
-        assert self.verifier is not None
         if self._kept is not None and self.tail.stopped is None:
             data = b"".join(self._kept) + self.tail.partial  # exactly the bytes read
         else:
             data = self.path.read_bytes()
         self._kept = None
+        self._verify(update, data, index, live)
+
+    def _verify(self, update: Update, data: bytes, index: IndexState | None, live: bool) -> None:
+        assert self.verifier is not None
         self._chain = None
         try:
             sig: bytes | None = self.sig_path.read_bytes()

@@ -183,6 +183,7 @@ async def test_opening_draws_first_and_says_verified_only_once_it_is(writing: Wr
                 gate.set()
                 expected = "verified, session o1" if name == "o1" else "TAMPERED at event"
                 await wait(lambda: expected in banner(app), "the verdict")  # noqa: B023
+                await wait(lambda: not screen._loading, "every event read")  # noqa: B023
                 assert len(screen.timeline.cast.events) == len(load_cast(data).events)
                 await pilot.press("end")
                 await wait(lambda: screen.settled and "line 2999 of a longer" in shown(app),  # noqa: B023

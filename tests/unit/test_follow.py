@@ -232,3 +232,27 @@ def test_a_loader_reports_a_live_recordings_growth_and_its_verdict(tmp_path: Pat
     assert len(update.events) == 3 and update.verification is not None
     assert update.verification.intact_events == 4
     assert loader.poll().events == []  # nothing new
+
+
+def test_a_plain_open_verifies_the_bytes_it_then_parses_and_says_if_the_file_changed(tmp_path: Path) -> None:
+    lines, signatures = recording(40, [41])
+    path = tmp_path / "s1.cast"
+    path.write_bytes(b"".join(lines))
+    path.with_name("s1.cast.sig").write_bytes(b"".join(signatures))
+    loader = Loader(path, KEY, expected_session="s1", chunk=100)
+    first = loader.poll(200)  # the header and a few lines, before the first frame
+    assert first.header is not None and first.verification is None and loader.verifying
+    verdict = loader.poll()  # then the whole file, verified before it is parsed
+    assert verdict.verification is not None and verdict.verification.state == "incomplete"
+    assert verdict.events == []
+    events = list(first.events)
+    while not loader.done:
+        events += loader.poll().events
+    assert [e.data for e in events] == [e.data for e in load_cast(b"".join(lines)).events]
+
+    loader = Loader(path, KEY, expected_session="s1")
+    loader.poll(200)
+    path.write_bytes(b"".join(lines).replace(b"event 1\\r", b"EVENT 1\\r"))  # what was shown is not there now
+    update = loader.poll()
+    assert update.problem is not None and "s1.cast changed while being read" in update.problem
+    assert update.verification is None and loader.done
