@@ -63,12 +63,13 @@ TRAILING_ESCAPE = re.compile(rb"\x1b[^\x1b]{0,63}\Z")
 # also reads as a complete two-byte escape), an OSC or DCS without its terminator.
 
 
-def has_escape(data: bytes) -> bool:
+def has_escape(data: bytes, flags: int | None = None) -> bool:
     """Any escape sequence or character a terminal does not draw? (One pass in C; the regex
-    only runs on chunks that are not ASCII.)"""
+    only runs on chunks that are not ASCII.) `flags`: `screen_flags(data)`, when known."""
     if b"\x1b" in data:  # memchr: coloured output answers at its first escape
         return True
-    flags = screen_flags(data)
+    if flags is None:
+        flags = screen_flags(data)
     if flags & FLAG_UNDRAWN:
         return True
     return bool(flags & FLAG_NON_ASCII) and UNDRAWNS.search(data) is not None
@@ -507,6 +508,7 @@ class SecretMasker:
                             None)
         self._held = b""
         self._context = b""
+        self.flags: int | None = None  # screen_flags of the last text processed (None: not known)
         self._run: _Run | None = None
         self._card_digits = any(d.name == "card-number" for d in self.detectors)
         self._view: ScreenView | None = None
@@ -603,7 +605,10 @@ class SecretMasker:
 
     def _process(self, buf: bytes, *, final: bool) -> MaskResult:
         self._held = b""
-        escaped = has_escape(buf)
+        # What the chunk holds besides text and line ends, when it has no escape (one pass in C):
+        # what is released of it holds no more (a reader after the masker may use it).
+        self.flags = None if b"\x1b" in buf else screen_flags(buf)
+        escaped = has_escape(buf, self.flags)
         if escaped and self._fast_path and not final and self._run is None and len(buf) >= 2048:
             fast = self._coloured_without_secrets(buf)
             if fast is not None:

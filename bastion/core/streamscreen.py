@@ -58,8 +58,9 @@ MOVES = re.compile(rb"[\x08\x0b\x0c]|\r(?!\n)")
 C1 = re.compile(rb"\xc2[\x80-\x9f]")  # C1 controls written in UTF-8: some terminals act on them
 
 
-def _draws_over(data: bytes) -> bool:
-    flags = screen_flags(data)
+def _draws_over(data: bytes, flags: int | None = None) -> bool:
+    if flags is None:
+        flags = screen_flags(data)
     if flags & FLAG_ESCAPE and NOT_SGR.search(data) is not None:
         return True
     if flags & FLAG_NON_ASCII and C1.search(data) is not None:
@@ -116,13 +117,14 @@ class StreamScreen:
         """Whether the cursor's row is being read on the view."""
         return self._view is not None
 
-    def feed(self, data: bytes, stream: int, *, pause: bool = False) -> Drawn:
-        """`data`, released by `stream`'s masker: what goes out, in order."""
+    def feed(self, data: bytes, stream: int, *, pause: bool = False, flags: int | None = None) -> Drawn:
+        """`data`, released by `stream`'s masker: what goes out, in order. `flags`: what
+        `screen_flags` finds in bytes `data` is part of, when known (it spares a pass)."""
         out = Drawn()
         if self._cr is not None:
             cr_stream, self._cr = self._cr, None
             if cr_stream == stream:
-                data = b"\r" + data
+                data, flags = b"\r" + data, None
             elif data:
                 self._chunk(b"\r", cr_stream, out)
             else:
@@ -130,7 +132,7 @@ class StreamScreen:
         if data.endswith(b"\r") and not pause:
             data, self._cr = data[:-1], stream
         if data or pause:
-            self._chunk(data, stream, out, pause=pause)
+            self._chunk(data, stream, out, pause=pause, flags=flags)
         return out
 
     def typed(self) -> None:
@@ -151,12 +153,13 @@ class StreamScreen:
 
     # -- plain output, the usual case ----------------------------------------------------------
 
-    def _chunk(self, data: bytes, stream: int, out: Drawn, *, pause: bool = False) -> None:
+    def _chunk(self, data: bytes, stream: int, out: Drawn, *, pause: bool = False,
+               flags: int | None = None) -> None:
         switched = self._last is not None and self._last != stream and bool(self._row)
         if data:
             self._last = stream
         if self._view is None:
-            if not switched and not _draws_over(data):
+            if not switched and not _draws_over(data, flags):
                 self._plain(data)
                 out.parts.append((stream, data))
                 return
@@ -305,6 +308,7 @@ class StreamsOutput:
     """The output of a channel without a pty: a masker per stream, then the row both draw."""
 
     def __init__(self, maskers: dict[int, SecretMasker], finder: SecretMasker) -> None:
+        """`finder`: whose detectors read the row (its `secrets_in` keeps no state of its own)."""
         self._maskers = maskers
         self.screen = StreamScreen(*finder.view_finders())
 
@@ -312,8 +316,9 @@ class StreamsOutput:
         return self._maskers[stream].holding or self.screen.holding_for(stream)
 
     def feed(self, data: bytes, stream: int) -> Drawn:
-        result = self._maskers[stream].feed(data)
-        drawn = self.screen.feed(result.data, stream)
+        masker = self._maskers[stream]
+        result = masker.feed(data)
+        drawn = self.screen.feed(result.data, stream, flags=masker.flags)
         drawn.masked[:0] = result.masked
         drawn.drawn[:0] = result.drawn
         return drawn

@@ -54,7 +54,7 @@ class MaskingStage(SessionStage):
         self._transfer = info.transfer is not None
         if not info.has_pty and not self._transfer:
             self._streams = StreamsOutput({int(s): m for s, m in self._maskers.items()},
-                                          self._settings.make_masker())
+                                          self._maskers[Stream.STDOUT])  # reads rows with its detectors
         if info.may_carry_data:
             self._kinds = StreamKinds()
 
