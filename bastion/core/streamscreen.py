@@ -204,12 +204,21 @@ class StreamScreen:
         if cut is not None:  # a sequence the stream's masker let go unfinished: never completed
             data = data[:cut.start()]
         data = sanitized(data)
+        # After the last byte that can draw over, a line feed closes the row for good: the rest
+        # of the chunk is plain output again.
+        last = max([-1, *(m.start() for pattern in (NOT_SGR, MOVES) for m in pattern.finditer(data))])
         position = 0
         pieces: list[bytes] = []
         for match in TOKEN.finditer(data):
             if match.group(7) == b"\n":  # the row is read while the cursor is still on it
                 self._draw(pieces, data[position:match.start()], out)
                 position = match.start()
+                if position > last:
+                    rest = data[position:]
+                    out.parts.append((stream, b"".join(pieces) + rest))
+                    self._view, self._row, self._row_sure = None, b"", True
+                    self._plain(rest)
+                    return
                 continue
             if match.group(7) == b"\t":
                 self._draw(pieces, data[position:match.start()], out)

@@ -240,3 +240,13 @@ def test_data_streams_pass_the_stage_unread() -> None:
     pipeline.start(replace(SHELL, kind=SessionKind.EXEC, command="cat backup", term_type=None), wire)
     payload = b"\x00\x1b[5G\r" + KEY.encode() + b"\x08" * 5
     assert pipeline.output(payload, Stream.STDOUT) == payload
+
+
+def test_after_the_row_that_drew_over_itself_the_chunk_is_plain_again() -> None:
+    output = streams()
+    lines = b"".join(b"line %d of the log\n" % i for i in range(300))
+    drawn = output.feed(b"\n 10%\r100%\n" + lines + b"id=", 0)
+    assert drawn.data(0) == b"\n 10%\r100%\n" + lines + b"id=" and not output.screen.drawing
+    # The open row is still known: the other stream writing on it is read with it.
+    out = output.feed(KEY[:3].encode(), 0).data(0) + output.feed(KEY[3:].encode() + b" end\n", 1).data(1)
+    assert KEY[4:].encode() not in out
