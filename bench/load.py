@@ -350,14 +350,11 @@ def world(tmp: Path, login: str, workers: int = 1) -> tuple[Sandbox, OpenSSHServ
     names = [f"db-{i + 1}" for i in range(TARGETS)]
     for name in names:
         sandbox.add_target(name, logins=[login], groups=["ops"], authorized_keys=public)
-    # The sessions' shells get a home of their own: the account's own start-up files (a version
-    # manager's hooks, say) would otherwise run in each of thousands of shells and be measured.
-    home = tmp / "home"
-    home.mkdir()
+    # The sandbox's targets give their sessions a home of their own: the account's start-up files
+    # (a version manager's hooks, say) would otherwise run in each of thousands of shells.
     for server in sandbox.servers.values():  # more sessions at once than a default sshd takes
         server.stop()
         server.max_startups = "1000:30:2000"
-        server.extra_config.append(f"SetEnv HOME={home}")
         server.start()
     jump = OpenSSHServer(tmp / "openssh-jump", authorized_keys=public, max_startups="1000:30:2000",
                          extra_config=["AllowTcpForwarding yes"]).start()

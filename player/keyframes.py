@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 3 and location:
         index = RecordingIndex(location)
         deadline = time.monotonic() + WAIT_FOR_CLOSE
-        while (row := index.get(args[2])) is not None and row.state == "live":
+        # No row yet: the recorder has not taken the session's opening (its process may be
+        # starting), so the recording is not closed either.
+        while (row := index.get(args[2])) is None or row.state == "live":
             if time.monotonic() > deadline:
                 return 1
             time.sleep(0.5)

@@ -9,6 +9,7 @@ transfer or change (`upload`, `download`, `rename`, `remove`, `mkdir`, `rmdir`).
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shlex
 import struct
 from collections.abc import Callable
@@ -175,7 +176,12 @@ class ScpTransferParser:
         except ValueError:  # the command is the user's: an unclosed quote reads as plain words
             words = command.split()
         self.upload = "-t" in words  # the target receives
-        self.folder = words[-1] if words else ""
+        # `-t TARGET`: a folder with -d (several files) or -r; else the file's own path, or a
+        # folder it goes into: only the target's filesystem knows. `-f SOURCE`: each file is
+        # named (and -r's first folder too) from the source's parent.
+        self.path = words[-1] if len(words) > 1 else ""
+        self.into_folder = (bool({"-d", "-r"} & set(words)) or self.path in ("", ".", "~")
+                            or self.path.endswith("/"))
         self._line = bytearray()
         self._skip = 0
         self._dirs: list[str] = []
@@ -212,9 +218,7 @@ class ScpTransferParser:
             parts = text[1:].split(" ", 2)
             if len(parts) == 3 and parts[1].isdigit():
                 size = int(parts[1])
-                folder = "/".join([self.folder.rstrip("/"), *self._dirs]) if self.folder else ""
-                path = f"{folder}/{parts[2]}" if folder else parts[2]
-                self._emit("upload" if self.upload else "download", f"{path} {size} bytes")
+                self._emit("upload" if self.upload else "download", f"{self._file(parts[2])} {size} bytes")
                 self._skip = size + 1  # the content, then its NUL
         elif text.startswith("D"):
             parts = text[1:].split(" ", 2)
@@ -222,3 +226,13 @@ class ScpTransferParser:
                 self._dirs.append(parts[2])
         elif text.startswith("E") and self._dirs:
             self._dirs.pop()
+
+    def _file(self, name: str) -> str:
+        """Where the file named `name` in a C line is, as far as the command says."""
+        if not self.upload:
+            parent = posixpath.dirname(self.path.rstrip("/")) if "/" in self.path.rstrip("/") else ""
+            return "/".join(p for p in (parent, *self._dirs, name) if p) or name
+        if self._dirs or self.into_folder:
+            folder = self.path.rstrip("/") if self.path not in ("", ".") else ""
+            return "/".join(p for p in (folder, *self._dirs, name) if p) or name
+        return f"{self.path} ({name})"  # the file, renamed, or a folder it goes into

@@ -64,6 +64,9 @@ class OpenSSHServer:
     principals: dict[str, list[str]] = field(default_factory=dict)
     authorized_keys: str | None = None
     extra_config: list[str] = field(default_factory=list)
+    # The sessions' HOME (sshd's SetEnv): a folder of its own keeps the account's start-up files
+    # (shell rc, version managers' hooks) out of every session. None: the account's own.
+    home: Path | None = None
     max_startups: str = "100:30:200"  # sshd's MaxStartups (start:rate:full)
     host: str = "127.0.0.1"
     port: int = 0
@@ -118,6 +121,9 @@ class OpenSSHServer:
             lines.append(f"AuthorizedKeysFile {self.directory / 'authorized_keys'}")
         else:
             lines.append("AuthorizedKeysFile none")
+        if self.home is not None:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lines.append(f"SetEnv HOME={self.home}")
         lines.extend(self.extra_config)
         config = self.directory / "sshd_config"
         config.write_text("\n".join(lines) + "\n")

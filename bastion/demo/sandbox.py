@@ -117,6 +117,7 @@ class Sandbox:
             user_ca=public_line(self.keys.user_ca.convert_to_public()),
             principals=principals if principals is not None else {login: [login] for login in logins},
             authorized_keys=authorized_keys,
+            home=self.directory / f"target-{name}" / "home",  # the sandbox's, not the account's
         )
         if start:
             server.start()

@@ -321,7 +321,8 @@ def test_a_machine_runs_commands_not_shells(world: World) -> None:
     for args in ((), ("bash",), ("sh -s",)):
         run = world.ssh("shell", "-tt" if not args else "-T", f"{LOGIN}@db-1", *args)
         assert run.returncode != 0
-        assert b"runs commands only" in run.stderr and b"allow_shell = false" in run.stderr, run.stderr
+        said = run.stdout + run.stderr  # with a pty the bastion speaks on the one output stream
+        assert b"runs commands only" in said and b"allow_shell = false" in said, said
     refused = eventually(lambda: [e for e in world.events("session_ended") if e["user"] == "deploy-web"
                                   and "runs commands only" in (e.get("reason") or "")][2:] and
                          [e for e in world.events("session_ended") if e["user"] == "deploy-web"

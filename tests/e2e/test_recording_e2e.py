@@ -135,10 +135,12 @@ def test_sftp_transfers_become_markers(lab: Lab, tmp_path: Path) -> None:
 
 def test_legacy_scp_upload_becomes_a_marker(lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "legacy.txt").write_bytes(b"x" * 1234)
-    result = lab.tool("scp", "-O", str(tmp_path / "legacy.txt"), f"{LOGIN}@db-1:/tmp/")
+    remote = f"/tmp/legacy-{tmp_path.name}-{os.getpid()}.txt"  # this test's scp, not another's
+    result = lab.tool("scp", "-O", str(tmp_path / "legacy.txt"), f"{LOGIN}@db-1:{remote}")
     assert result.returncode == 0, result.stderr
-    path = recording_for(lab.sandbox, lambda e: str(e.get("command", "")).startswith("scp -t"))
-    assert load_cast(path.read_bytes()).markers() == ["upload: /tmp/legacy.txt 1234 bytes", "exit: 0"]
+    path = recording_for(lab.sandbox, lambda e: str(e.get("command", "")) == f"scp -t {remote}")
+    # a single file's target may be its new name or a folder it goes into: the marker says both
+    assert load_cast(path.read_bytes()).markers() == [f"upload: {remote} (legacy.txt) 1234 bytes", "exit: 0"]
 
 
 @pytest.fixture
