@@ -22,6 +22,7 @@ from bastion.cli.common import failure, keys_for
 from bastion.config import MAX_WORKERS, BastionConfig, load_config, workers_for
 from bastion.core.durations import parse_duration
 from bastion.core.limits import WaitingCounts
+from bastion.core.words import counted
 from bastion.errors import BastionError
 from bastion.state.keys import KeyStore, known_hosts_lines, public_line
 from player import cli as player_cli
@@ -120,7 +121,7 @@ def check(config_path: Path) -> None:
             rules = load_rules(config.rules_file)
         except BastionError as exc:
             raise failure(exc) from None
-    counts = f"{len(config.users)} users, {len(config.targets)} targets"
+    counts = f"{counted(len(config.users), 'user')}, {counted(len(config.targets), 'target')}"
     if rules is not None:
         counts += f", {len(rules.rules)} rules"
     if config.oidc is not None:
@@ -131,7 +132,8 @@ def check(config_path: Path) -> None:
                      resolved=resolve([target.host for target in config.targets.values()]))
     warnings = sum(1 for line in lines if line.warning)
     shared = _shared_keys(config, keys)
-    click.echo(f"{config_path}: ok ({counts}){f', {warnings} warnings' if warnings else ''}")
+    found = f", {counted(warnings, 'warning')}" if warnings else ""
+    click.echo(f"{config_path}: ok ({counts}){found}")
     for line in lines:
         click.echo(f"  {line}")
     click.echo(f"  {shared}")

@@ -30,6 +30,7 @@ from bastion.core.limits import WaitingCounts, session_limit_refusal
 from bastion.core.masker import TextMasker
 from bastion.core.policy import Identity, decide_login, decide_target, printable_name
 from bastion.core.stored import stored_command
+from bastion.core.words import counted
 from bastion.errors import BastionError, UpstreamAuthError
 from bastion.ssh.commands import Caller, OwnCommandSession, caller_role
 from bastion.ssh.forward import CountingForwarder, ForwardTunnel
@@ -902,7 +903,7 @@ class Bastion:
         host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
         parts = [f"listening on {host}:{self.port}"]
         parts += [f"{name} on {address}" for name, address in self.state.service_addresses()]
-        parts.append(f"{len(config.targets)} targets")
+        parts.append(counted(len(config.targets), "target"))
         parts.append(f"recording to {config.recordings_dir}" if config.recording.enabled else "not recording")
         parts.append(f"log to {config.log_file}" if config.log_file else "log to stderr")
         return ", ".join(parts)
@@ -925,5 +926,5 @@ class Bastion:
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_log)
         await stop.wait()
-        notifier.notify(f"STOPPING=1\nSTATUS=draining {len(self.state.relays)} sessions")
+        notifier.notify(f"STOPPING=1\nSTATUS=draining {counted(len(self.state.relays), 'session')}")
         await self.stop(self.state.config.grace_period)

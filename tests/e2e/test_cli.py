@@ -153,7 +153,7 @@ def test_check_prints_what_serving_will_do(tmp_path: Path) -> None:
     result = bastion("check", "-c", str(box.write_config()))
     assert result.returncode == 0, result.stderr
     said = result.stdout.splitlines()
-    assert said[0].endswith("ok (1 users, 1 targets), 1 warnings")
+    assert said[0].endswith("ok (1 user, 1 target), 1 warning")
     assert "  listen: ssh -J connects to 127.0.0.1:2200 (this machine only, port 2200)" in said
     assert any(line.startswith("  target db-1 -> localhost:2222 (") and "127.0.0.1" in line for line in said)
     assert "  warning: target db-1: no pinned host key (host_key, host_ca or `bastion targets scan db-1`); " \

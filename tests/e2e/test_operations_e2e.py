@@ -174,7 +174,7 @@ def test_systemd_notify_the_listening_line_the_file_limit_and_log_reopening(tmp_
         assert fields["READY"] == "1" and fields["MAINPID"] == str(process.pid)
         assert process.stdout is not None
         line = process.stdout.readline().strip()
-        assert line == (f"listening on 127.0.0.1:{box.port}, 1 targets, recording to "
+        assert line == (f"listening on 127.0.0.1:{box.port}, 1 target, recording to "
                         f"{box.directory / 'recordings'}, log to {box.log_path}")
         assert fields["STATUS"] == line
         limit = lab.events("open_files_limit")
