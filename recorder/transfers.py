@@ -165,6 +165,12 @@ class SftpTransferParser:
                     self._emit(pending[0], pending[1])
 
 
+def _under(folder: str, *parts: str) -> str:
+    """`parts` joined under `folder` ("" for the current one; "/" for the root)."""
+    rest = "/".join(parts)
+    return f"{folder.rstrip('/')}/{rest}" if folder else rest
+
+
 class ScpTransferParser:
     """Legacy scp (`scp -O`): the exec command says the direction; the sender's stream holds
     `C<mode> <size> <name>` lines, each followed by `size` bytes of content and a NUL."""
@@ -230,9 +236,7 @@ class ScpTransferParser:
     def _file(self, name: str) -> str:
         """Where the file named `name` in a C line is, as far as the command says."""
         if not self.upload:
-            parent = posixpath.dirname(self.path.rstrip("/")) if "/" in self.path.rstrip("/") else ""
-            return "/".join(p for p in (parent, *self._dirs, name) if p) or name
+            return _under(posixpath.dirname(self.path.rstrip("/")), *self._dirs, name)
         if self._dirs or self.into_folder:
-            folder = self.path.rstrip("/") if self.path not in ("", ".") else ""
-            return "/".join(p for p in (folder, *self._dirs, name) if p) or name
+            return _under("" if self.path == "." else self.path, *self._dirs, name)
         return f"{self.path} ({name})"  # the file, renamed, or a folder it goes into

@@ -273,12 +273,14 @@ def test_a_cut_never_unmasks_what_the_whole_stream_masks(data: st.DataObject) ->
     ("scp -t /tmp/", b"C0644 3 a.txt\nabc\0", ["upload: /tmp/a.txt 3 bytes"]),
     ("scp -d -t /tmp", b"C0644 3 a.txt\nabc\0C0644 1 b\nx\0", ["upload: /tmp/a.txt 3 bytes", "upload: /tmp/b 1 bytes"]),
     ("scp -t .", b"C0644 3 a.txt\nabc\0", ["upload: a.txt 3 bytes"]),
+    ("scp -t /", b"C0644 3 a.txt\nabc\0", ["upload: /a.txt 3 bytes"]),
     ("scp -r -t /srv", b"D0755 0 site\nC0644 2 i.html\nhi\0E\n", ["upload: /srv/site/i.html 2 bytes"]),
     # one file to a target that is its new name or a folder: both said
     ("scp -t /tmp/x.txt", b"C0644 3 a.txt\nabc\0", ["upload: /tmp/x.txt (a.txt) 3 bytes"]),
     # downloads: the source's own path, and -r's folder from the source's parent
     ("scp -f /etc/hosts", b"C0644 3 hosts\nabc\0", ["download: /etc/hosts 3 bytes"]),
     ("scp -f hosts", b"C0644 3 hosts\nabc\0", ["download: hosts 3 bytes"]),
+    ("scp -f /hosts", b"C0644 3 hosts\nabc\0", ["download: /hosts 3 bytes"]),
     ("scp -r -f /var/log", b"D0755 0 log\nC0644 1 syslog\nx\0E\n", ["download: /var/log/syslog 1 bytes"]),
 ])
 def test_legacy_scp_names_each_file_where_the_command_puts_it(command: str, stream: bytes,
