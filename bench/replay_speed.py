@@ -73,6 +73,38 @@ def hostile(megabytes: int, seed: int = 5) -> bytes:
     return b"".join(lines)
 
 
+def screens(megabytes: int, seed: int = 7, clear_every: int = 1) -> bytes:
+    """A top-like program: once a second the whole screen redrawn (a header, then a table of
+    processes, each row placed with a cursor move, coloured, erased to its end), starting with a
+    full clear (`CSI H CSI 2 J`) every `clear_every` frames and with a move home otherwise."""
+    rng = random.Random(seed)
+    encoder = CastEncoder()
+    width, height = 120, 40
+    lines = [encoder.header(build_header(version=2, width=width, height=height, timestamp=0)),
+             encoder.data(0.0, "o", b"\x1b[?1049h\x1b[?25l")]
+    clock, size, frame = 0.0, 0, 0
+    while size < megabytes * 1_000_000:
+        clock += 1.0
+        load = ", ".join(f"{rng.random() * 4:.2f}" for _ in range(3))
+        parts = ["\x1b[H\x1b[2J" if frame % clear_every == 0 else "\x1b[H",
+                 f"\x1b[1mtop - {int(clock) // 3600:02d}:{int(clock) // 60 % 60:02d}:{int(clock) % 60:02d}"
+                 f" up, load average: {load}\x1b[m\x1b[K",
+                 f"\x1b[2;1HTasks: {rng.randint(100, 300)} total\x1b[K", "\x1b[3;1H\x1b[K",
+                 "\x1b[4;1H\x1b[7m    PID USER      PR  NI    VIRT    RES  %CPU  %MEM     TIME+ COMMAND"
+                 + " " * (width - 71) + "\x1b[m\x1b[K"]
+        for row in range(5, height + 1):
+            pid, cpu = rng.randint(1, 99999), rng.random() * 100
+            colour = "\x1b[1m" if cpu > 50 else ""
+            parts.append(f"\x1b[{row};1H{colour}{pid:7d} user{row:<5d} 20   0 {rng.randint(10**4, 10**7):7d}"
+                         f" {rng.randint(10**3, 10**6):6d} {cpu:5.1f} {rng.random() * 10:5.1f}"
+                         f" {rng.randint(0, 999):5d}:{rng.randint(0, 59):02d}.{rng.randint(0, 99):02d}"
+                         f" process-{rng.randint(0, 10**6)}\x1b[m\x1b[K")
+        lines.append(encoder.data(clock, "o", "".join(parts).encode()))
+        size += len(lines[-1])
+        frame += 1
+    return b"".join(lines)
+
+
 def opening(path: Path) -> str:
     """Where opening goes, step by step (a signed copy, so verifying is timed too); the
     signatures are left beside it (`.sig`) and the public key in `key.pub`."""
@@ -244,6 +276,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--hostile-mb", type=int, default=5)
+    parser.add_argument("--payload", choices=("log", "hostile", "screens", "screens-homed"), default="log",
+                        help="the main recording: coloured log lines (default), a cursor move on every line, "
+                             "a top-like screen redrawn every second after a full clear, or with a full "
+                             "clear every 60 frames only")
+    parser.add_argument("--keys-only", action="store_true",
+                        help="only the keys on the main recording, first open and cached")
     parser.add_argument("--phase", choices=("first", "cached", "huge", "hostile", "open"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
@@ -263,18 +301,23 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "bench.cast"
-        path.write_bytes(generate(args.mb))
+        payloads: dict[str, Callable[[int], bytes]] = {
+            "log": generate, "hostile": hostile, "screens": screens,
+            "screens-homed": lambda mb: screens(mb, clear_every=60)}
+        path.write_bytes(payloads[args.payload](args.mb))
         cast = load_cast(path.read_bytes())
         shown = Timeline(cast).duration
-        print(f"{args.mb} MB recording: {len(cast.events)} events, {shown:.0f} s shown", flush=True)
+        print(f"{args.mb} MB recording ({args.payload}): {len(cast.events)} events, {shown:.0f} s shown",
+              flush=True)
         del cast
-        print(opening(path), flush=True)
+        if not args.keys_only:
+            print(opening(path), flush=True)
 
         def phase(name: str, target: Path = path) -> None:
             subprocess.run([sys.executable, __file__, "--phase", name, "--path", str(target),
                             "--started", str(time.time())], check=True)
 
-        for _ in range(3):
+        for _ in range(0 if args.keys_only else 3):
             phase("open")
         phase("first")
         cache = KeyframeCache(Path(work) / "keyframes")
@@ -284,6 +327,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         print(f"keyframes built and cached in {seconds:.0f} s (a niced process)", flush=True)
         phase("cached")
+        if args.keys_only:
+            return
         huge = Path(work) / "lines.cast"
         huge.write_bytes(one_event(10))
         phase("huge", huge)

@@ -278,6 +278,11 @@ class ReplayScreen(Screen[None]):
         self._keyframing = True
         if self.timeline.complete:
             return
+        # The natural keyframes (full clears) are found first, in a thread: a seek needs them
+        # before the made ones are there.
+        timeline = self.timeline
+        self.run_worker(lambda: timeline.scan_naturals(len(timeline.cast.events)), thread=True,
+                        group="naturals")
         cache = self.recording.cache
         if cache is not None and not self._follow:
             self.run_worker(self._keyframes_from(cache), group="keyframes")
@@ -596,6 +601,7 @@ class _Seek(threading.Thread):
         screen, index = self.screen, self.index
         while not self._gone():
             target = owner._wanted
+            timeline.scan_naturals(target)
             keyframe = timeline.keyframe_before(target)
             if (screen is None or target < index
                     or timeline.cost(keyframe.index, target) < timeline.cost(index, target)):

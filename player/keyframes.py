@@ -21,7 +21,7 @@ from pyte.screens import Char, Cursor, Margins, Savepoint
 
 from player.replay import Keyframe, SafeScreen
 
-MAGIC = b"bastion-keyframes 3\n"  # 3: the cell past the last column kept
+MAGIC = b"bastion-keyframes 4\n"  # 4: a full erase sets every cell of the screen
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
 INDEX_VARIABLE = "BASTION_RECORDINGS_INDEX"
 

@@ -13,6 +13,7 @@ import functools
 import inspect
 import itertools
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,8 +80,18 @@ class SafeScreen(pyte.Screen):
         self.buffer[cursor.y].update(dict.fromkeys(cells, cursor.attrs))
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
-        if how in (0, 1, 2, 3):
+        """pyte's, but a full erase (`CSI 2 J`, `CSI 3 J`) sets every cell of the screen, as a
+        terminal paints it, and forgets what lay outside it (rows left below after a shrink, the
+        cell past the last column): the screen after it depends on nothing drawn before."""
+        if how in (0, 1):
             super().erase_in_display(how, *args, **kwargs)
+        elif how in (2, 3):
+            self.dirty.update(range(self.lines))
+            row = dict.fromkeys(range(self.columns), self.cursor.attrs)
+            buffer = self.buffer
+            buffer.clear()
+            for y in range(self.lines):
+                buffer[y].update(row)
 
     def draw(self, data: str) -> None:
         """pyte's `draw`, a line's worth of cells at a time for printable ASCII (most text): the
@@ -239,6 +250,17 @@ class Timeline:
             self._covered = len(self.cast.events)
         else:
             self._build_keyframes()
+        self._natural = NaturalScan(max(self.width, 1), max(self.height, 1))
+        self._natural_lock = threading.Lock()
+        self._natural_keyframes: dict[int, Keyframe] = {}
+
+    def scan_naturals(self, count: int) -> None:
+        """Find the natural keyframes (see `NaturalScan`) among the first `count` events, if
+        not done yet: seeks then start from the last one before their target. Any thread."""
+        scan, count = self._natural, min(count, len(self.cast.events))
+        while scan.scanned < count and not scan.stopped:  # a stretch at a time: threads share it
+            with self._natural_lock:
+                scan.scan(self.cast.events, self.costs, min(count, scan.scanned + NATURAL_STRETCH))
 
     def extend(self, events: list[Event]) -> None:
         """Events appended to the recording (a followed one, or one still being read). A seek
@@ -280,9 +302,20 @@ class Timeline:
         return self.costs[stop] - self.costs[start]
 
     def keyframe_before(self, count: int) -> Keyframe:
-        """The last keyframe at or before `count` events."""
+        """The last keyframe at or before `count` events: a made one, or a natural one from
+        the events scanned so far (`scan_naturals`), whichever is later."""
         keyframes = self.keyframes
-        return keyframes[bisect.bisect_right([k.index for k in keyframes], count) - 1]
+        made = keyframes[bisect.bisect_right([k.index for k in keyframes], count) - 1]
+        scan = self._natural
+        at = bisect.bisect_right(scan.indices, count) - 1
+        if at < 0 or scan.indices[at] <= made.index:
+            return made
+        keyframe = self._natural_keyframes.get(at)
+        if keyframe is None:
+            point, events = scan.points[at], self.cast.events
+            keyframe = Keyframe(scan.indices[at], loader=lambda: point.screen(events))
+            self._natural_keyframes[at] = keyframe
+        return keyframe
 
     def index_at(self, time: float) -> int:
         """How many events have happened by display time `time`."""
@@ -298,6 +331,8 @@ class Timeline:
             try:
                 return keyframe.index, keyframe.fresh_screen()
             except ValueError:  # a damaged cached keyframe: forget it, start from an earlier one
+                if keyframe not in self.keyframes:
+                    raise
                 self.keyframes.remove(keyframe)
 
     def screen_after(self, count: int) -> SafeScreen:
@@ -610,6 +645,311 @@ class Feeder:
         for piece in pending:
             self._emulate(piece, interrupted)
 
+
+
+# Natural keyframes: points in the output after which the screen no longer depends on what came
+# before, found by a scan that emulates no drawing (see `NaturalScan`).
+NATURAL_STRETCH = 256  # events scanned at a time
+NATURAL_SPACING = 32 * 1024  # at most one natural keyframe per this much output (bytes, roughly)
+_CARRY_LIMIT = 4096  # an escape sequence cut between events is carried this far at most
+_NEUTRAL = r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # a character that is neither control nor stray byte
+# Output whose effect is on the cells, the cursor's position and the drawing attributes only:
+# text and C0 controls, CSI sequences but those that set modes, margins or tab stops (pyte takes
+# `?`, `>` and space anywhere among the parameters), ESC D/E/M and the escapes pyte ignores,
+# ESC # (DECALN), charset designations (ignored in UTF-8) and OSC strings (titles, ignored).
+_COMMON_TOKEN = (r"\[[0-9;? >]*+[!-#%-/:<=@-fi-km-qs-~]"
+                 r"|[^\x00-\x1f\x7f-\x9f\ud800-\udfff\[\]#%()cH78]"
+                 rf"|[#()]{_NEUTRAL}"
+                 r"|\][RP]"
+                 rf"|\][^RP\x00-\x1f\x7f-\x9f\ud800-\udfff]{_NEUTRAL}*+(?:\x07|\x1b\\)")
+_COMMON_RUN = re.compile(rf"(?:\x1b\[[0-9;? >]*+[!-#%-/:<=@-fi-km-qs-~]|[^\x1b\x80-\x9f\ud800-\udfff]++"
+                         rf"|\x1b(?:{_COMMON_TOKEN}))*+")
+# The rare sequences the scan follows; any other is one it cannot follow, and it stops there.
+_STATE_CSI = re.compile(r"\x1b\[([0-9;? >]*)([ghlr])")
+_PARTIAL = re.compile(r"\x1b(?:\[[0-9;? >]*|[#()]|\][^\x00-\x1f\x7f-\x9f\ud800-\udfff]*\x1b?)?\Z")
+# A full clear with the cursor placed absolutely next to it: the screen after it does not
+# depend on the cells or the cursor before it.
+_CLEAR = re.compile(r"\x1b\[[0-9;]*[Hf]\x1b\[[23]J|\x1b\[[23]J\x1b\[[0-9;]*[Hf]")
+# A row drawn whole: the cursor put at its start, printable ASCII in any colours, the rest of
+# the row erased. After every row is drawn so, the cells do not depend on what came before.
+_ROW = re.compile(r"\x1b\[([0-9]{0,4})(?:;1?)?[Hf]((?:[ -~]|\x1b\[[0-9;]*m)*)\x1b\[[02]?K")
+# pyte keeps a cell past the last column that an insert pushes there, or that an erase up to the
+# cursor sets when the cursor waits past the last column.
+_INSERT = re.compile(r"\x1b\[(?:[0-9;? >]*@|[? >]*0*1[0-9;? >]*[JK])")
+_SGR_TOKEN = re.compile(r"\x1b\[[0-9;? >]*m")
+_SIMPLE_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class _Natural:
+    """What a screen holds just before the point at `offset` in event `event` beyond its cells
+    and cursor position: enough to make the screen after that event from nothing."""
+
+    event: int
+    offset: int
+    columns: int
+    lines: int
+    mode: frozenset[int]
+    margins: tuple[int, int] | None
+    tabstops: frozenset[int]
+    saved_columns: int | None
+    attrs: Char
+    hidden: bool
+    at: int  # where in the recording's output (see `Timeline.costs`)
+
+    def screen(self, events: list[Event]) -> SafeScreen:
+        """The screen once events up to `event` are applied, made from this point on."""
+        screen = SafeScreen(self.columns, self.lines)
+        screen.mode = set(self.mode)
+        screen.margins = pyte.screens.Margins(*self.margins) if self.margins else None
+        screen.tabstops = set(self.tabstops)
+        screen.saved_columns = self.saved_columns
+        screen.cursor.attrs, screen.cursor.hidden = self.attrs, self.hidden
+        feeder = Feeder(screen)
+        feeder.feed(events[self.event].data[self.offset:])
+        feeder.flush()
+        return screen
+
+
+def _last(pattern: re.Pattern[str], text: str, start: int, stop: int) -> int:
+    return max((m.start() for m in pattern.finditer(text, start, stop)), default=-1)
+
+
+def _uncounted(text: str, start: int, stop: int, final: str, forms: tuple[str, ...]) -> tuple[int, int]:
+    """(how many `final` characters in text[start:stop] are not the last of one of `forms`,
+    how many are), counted at C speed and only as far as needed."""
+    left = text.count(final, start, stop)
+    counted = 0
+    for form in forms:
+        if not left:
+            break
+        found = text.count(form, start, stop)
+        left, counted = left - found, counted + found
+    return left, counted
+
+
+class NaturalScan:
+    """Finds natural keyframes: points after which the screen depends only on the state a full
+    redraw leaves (size, modes, scroll region, tab stops, attributes, the cursor's visibility,
+    saved cursors), not on any cell or cursor position before. They are a full clear (`CSI 2 J`
+    or `CSI 3 J`) with an absolute cursor move (`CSI H`) next to it, a reset (`ESC c`), and, in
+    one event, a run of rows each drawn whole (`CSI row H`, printable text and colours, `CSI K`)
+    that covers every row, as full-screen programs redraw.
+
+    That state changes only at a few rare sequences (modes, margins, tab stops, saved cursors,
+    resets, resizes) and at SGRs. So the scan looks at those alone, with a pyte screen of its own
+    that sees nothing else, and checks that everything in between is output that cannot change
+    that state (`_COMMON_TOKEN`), with every escape sequence whole, so that pyte reads the text
+    as the scan does. A point is taken only where everything is known: no saved cursor (it holds
+    a position the scan does not follow), tab stops not set at the cursor, attributes known
+    (since the last full SGR reset), origin mode off, and for drawn rows insert mode off and
+    nothing left outside the screen (pyte keeps cells past the last column or below the last
+    row after an insert or a shrink, until a full clear). At the first sequence it cannot follow
+    (a latin-1 switch, bytes that are not UTF-8, C1 controls, reverse video, a malformed escape)
+    the scan stops for good: no natural keyframe after it."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        self.shadow = SafeScreen(columns, lines)  # modes, margins, tab stops, saved cursors, size
+        self.scratch = SafeScreen(1, 1)  # the attributes, from SGRs
+        self.stream = pyte.Stream(self.scratch)
+        self.attrs_known = True
+        self.tabs_known = True
+        self.clean = True  # no cell outside the screen, the cursor on it
+        self.stopped = False
+        self.carry = ""
+        self.scanned = 0  # events scanned
+        self.points: list[_Natural] = []
+        self.indices: list[int] = []  # the event count each point gives (event + 1)
+        self._last = -NATURAL_SPACING  # where the last point taken is
+        self._interned: dict[Any, Any] = {}
+        self._found: _Natural | None = None
+
+    def scan(self, events: list[Event], costs: list[int], stop: int) -> None:
+        while self.scanned < min(stop, len(events)) and not self.stopped:
+            index = self.scanned
+            event = events[index]
+            if event.code == "o":
+                self._output(index, event.data, costs[index])
+            elif event.code == "r":
+                try:
+                    cols, rows = (int(v) for v in event.data.split("x"))
+                except ValueError:
+                    cols = rows = 0
+                if 0 < cols <= 1000 and 0 < rows <= 1000:
+                    if cols < self.shadow.columns or rows < self.shadow.lines:
+                        self.clean = False
+                    self.shadow.resize(rows, cols)
+            self.scanned += 1
+
+    def _intern(self, value: Any) -> Any:
+        return self._interned.setdefault(value, value)
+
+    def _attrs(self, text: str, start: int, stop: int) -> None:
+        """Apply the SGRs of text[start:stop] (from its last full reset) to the attributes."""
+        reset = max(text.rfind("\x1b[m", start, stop), text.rfind("\x1b[0m", start, stop))
+        if reset >= 0:
+            start, self.attrs_known = reset, True
+        if self.attrs_known and text.find("\x1b[", start, stop) >= 0:
+            sgrs = _SGR_TOKEN.findall(text, start, stop)
+            if sgrs in (["\x1b[m"], ["\x1b[0m"]):
+                self.scratch.cursor.attrs = self.scratch.default_char
+            elif sgrs:
+                self.stream.feed("".join(sgrs))
+
+    def _take(self, index: int, offset: int, at: int, kind: str) -> None:
+        shadow = self.shadow
+        if shadow.savepoints or at - self._last < NATURAL_SPACING:
+            return
+        if kind != "reset" and (not self.tabs_known or not self.attrs_known or modes.DECOM in shadow.mode):
+            return
+        if kind == "rows" and (not self.clean or modes.IRM in shadow.mode):
+            return
+        margins = (shadow.margins.top, shadow.margins.bottom) if shadow.margins else None
+        mode = self._intern(frozenset(shadow.mode))
+        self._found = _Natural(index, offset, shadow.columns, shadow.lines, mode, margins,
+                               self._intern(frozenset(shadow.tabstops)), shadow.saved_columns,
+                               self.scratch.cursor.attrs, shadow.cursor.hidden, at)
+
+    def _rows(self, text: str, start: int, stop: int) -> int:
+        """Where the last run of drawn rows in text[start:stop] that covers every row starts
+        (each row drawn at or after it), or -1."""
+        lines, columns = self.shadow.lines, self.shadow.columns
+        width = lines * 96
+        while True:
+            begin = max(start, stop - width)
+            found, rows, end = -1, dict[int, int](), -1
+            for row in _ROW.finditer(text, begin, stop):
+                body = row.group(2)
+                wraps = len(body) > columns and len(_SIMPLE_SGR.sub("", body)) > columns
+                if row.start() != end or wraps:  # a run ends
+                    if len(rows) == lines:
+                        found = min(rows.values())
+                    rows = {}
+                end = -1 if wraps else row.end()
+                if not wraps:
+                    rows[min(int(row.group(1) or 0) or 1, lines) - 1] = row.start()
+            if len(rows) == lines:
+                found = min(rows.values())
+            if found >= 0 or begin == start or width >= 64 * 1024:
+                return found
+            width *= 4
+
+    def _segment(self, text: str, start: int, stop: int, index: int, shift: int, cost: int,
+                 applied: int) -> int:
+        """Output with no rare sequence: the points in it; returns where attributes are known."""
+        # Most output holds no insert and no erase up to the cursor (all its erases are of the
+        # usual forms) and no clear: counted at C speed, not searched.
+        erases = _uncounted(text, start, stop, "K", ("\x1b[K", "\x1b[0K", "\x1b[2K"))
+        inserts = (text.find("@", start, stop) >= 0 or erases[0] > 0
+                   or _uncounted(text, start, stop, "J", ("\x1b[J", "\x1b[0J", "\x1b[2J", "\x1b[3J"))[0] > 0)
+        clears = text.find("\x1b[2J", start, stop) >= 0 or text.find("\x1b[3J", start, stop) >= 0
+        if cost + stop - shift - self._last < NATURAL_SPACING:  # no point wanted: cleanliness only
+            last_insert = _last(_INSERT, text, start, stop) if inserts else -1
+            last_clear = _last(_CLEAR, text, start, stop) if clears else -1
+            if last_insert > last_clear:
+                self.clean = False
+            elif last_clear >= 0:
+                self.clean = True
+            return applied
+        marks = [(m.start(), "insert") for m in _INSERT.finditer(text, start, stop)] if inserts else []
+        if clears:
+            marks += [(m.start(), "clear") for m in _CLEAR.finditer(text, start, stop)]
+        if erases[1] >= self.shadow.lines:
+            rows = self._rows(text, start, stop)
+            if rows >= 0:
+                marks.append((rows, "rows"))
+        for at, kind in sorted(marks):
+            if kind == "insert":
+                self.clean = False
+                continue
+            if at >= shift:
+                self._attrs(text, applied, at)
+                applied = at
+                self._take(index, at - shift, cost + at - shift, kind)
+            if kind == "clear":
+                self.clean = True
+        return applied
+
+    def _state_csi(self, parameters: str, final: str) -> bool:
+        """A CSI that sets modes, margins or tab stops, applied; False if the scan must stop."""
+        shadow = self.shadow
+        private = "?" in parameters
+        digits = parameters.translate({63: None, 32: None, 62: None})  # pyte skips `?`, ` ` and `>`
+        numbers = [min(int(p or 0), 9999) for p in digits.split(";")]
+        if final in "hl" and private and 5 in numbers:
+            return False  # reverse video: every cell and the defaults change
+        if final in "hl" and (3 in numbers if private else 4 in numbers):
+            self.clean = False  # a change of width, or insert mode
+        if final == "g":
+            if numbers[0] == 0 and shadow.tabstops:
+                self.tabs_known = False  # cleared at the cursor, which the scan does not follow
+            elif numbers[0] == 3:
+                self.tabs_known = True
+        handler = getattr(shadow, _CSI_HANDLERS[final])
+        if private:
+            handler(*numbers, private=True)
+        else:
+            handler(*numbers)
+        return True
+
+    def _output(self, index: int, data: str, cost: int) -> None:
+        text = self.carry + data if self.carry else data
+        shift, self.carry = len(self.carry), ""
+        position, end = 0, len(text)
+        applied = 0  # SGRs applied up to here
+        self._found = None
+        while position < end:
+            at = _COMMON_RUN.match(text, position).end()  # type: ignore[union-attr] # it matches ""
+            applied = self._segment(text, position, at, index, shift, cost, applied)
+            if at >= end:
+                break
+            token = _STATE_CSI.match(text, at)
+            if token is not None:
+                if not self._state_csi(*token.groups()):
+                    self.stopped = True
+                    return
+                position = token.end()
+                continue
+            escaped = self._escape(text, at, index, shift, cost, applied)
+            if escaped is None:
+                return
+            position = applied = escaped
+        self._attrs(text, applied, end)
+        if self._found is not None:  # the event ends with every sequence whole: the point holds
+            self.points.append(self._found)
+            self.indices.append(index + 1)
+            self._last, self._found = self._found.at, None
+
+    def _escape(self, text: str, at: int, index: int, shift: int, cost: int, applied: int) -> int | None:
+        """A rare sequence other than a CSI at `at`, applied: where to go on (attributes known up
+        to there), or None when the event ends here (the scan stopped, or a sequence is cut)."""
+        shadow, two = self.shadow, text[at:at + 2]
+        if two == "\x1bc":
+            if at >= shift:
+                self._take(index, at - shift, cost + at - shift, "reset")
+            shadow.reset()
+            self.scratch.cursor.attrs = self.scratch.default_char
+            self.attrs_known = self.tabs_known = self.clean = True
+        elif two in ("\x1bH", "\x1b7"):
+            self._attrs(text, applied, at)
+            if two == "\x1bH":
+                self.tabs_known = False  # set at the cursor
+            else:
+                shadow.save_cursor()
+        elif two == "\x1b8":
+            if shadow.savepoints:
+                self.attrs_known = False  # those saved with the cursor
+            else:
+                self._attrs(text, applied, at)
+            shadow.restore_cursor()
+        elif _PARTIAL.match(text, at) and len(text) - at <= _CARRY_LIMIT:
+            self._attrs(text, applied, at)
+            self.carry = text[at:]
+            return None
+        else:
+            self.stopped = True
+            return None
+        return at + 2
 
 def plain_lines(screen: pyte.Screen) -> list[str]:
     return [line.rstrip() for line in screen.display]
