@@ -601,7 +601,8 @@ class _Seek(threading.Thread):
         screen, index = self.screen, self.index
         while not self._gone():
             target = owner._wanted
-            timeline.scan_naturals(target)
+            if not timeline.complete:  # with every made keyframe, no seek replays much
+                timeline.scan_naturals(target)
             keyframe = timeline.keyframe_before(target)
             if (screen is None or target < index
                     or timeline.cost(keyframe.index, target) < timeline.cost(index, target)):

@@ -649,8 +649,9 @@ class Feeder:
 
 # Natural keyframes: points in the output after which the screen no longer depends on what came
 # before, found by a scan that emulates no drawing (see `NaturalScan`).
-NATURAL_STRETCH = 256  # events scanned at a time
-NATURAL_SPACING = 32 * 1024  # at most one natural keyframe per this much output (bytes, roughly)
+NATURAL_STRETCH = 2048  # events scanned at a time
+NATURAL_SPACING = 128 * 1024  # at most one natural keyframe per this much output (bytes, roughly)
+_BATCH = 1024 * 1024  # output scanned as one text at most (events where no point may be taken)
 _CARRY_LIMIT = 4096  # an escape sequence cut between events is carried this far at most
 _NEUTRAL = r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # a character that is neither control nor stray byte
 # Output whose effect is on the cells, the cursor's position and the drawing attributes only:
@@ -672,10 +673,11 @@ _PARTIAL = re.compile(r"\x1b(?:\[[0-9;? >]*|[#()]|\][^\x00-\x1f\x7f-\x9f\ud800-\
 _CLEAR = re.compile(r"\x1b\[[0-9;]*[Hf]\x1b\[[23]J|\x1b\[[23]J\x1b\[[0-9;]*[Hf]")
 # A row drawn whole: the cursor put at its start, printable ASCII in any colours, the rest of
 # the row erased. After every row is drawn so, the cells do not depend on what came before.
-_ROW = re.compile(r"\x1b\[([0-9]{0,4})(?:;1?)?[Hf]((?:[ -~]|\x1b\[[0-9;]*m)*)\x1b\[[02]?K")
+_ROW = re.compile(r"\x1b\[([0-9]{0,4})(?:;1?)?[Hf]((?:[ -~]++|\x1b\[[0-9;]*+m)*+)\x1b\[[02]?K")
 # pyte keeps a cell past the last column that an insert pushes there, or that an erase up to the
 # cursor sets when the cursor waits past the last column.
 _INSERT = re.compile(r"\x1b\[(?:[0-9;? >]*@|[? >]*0*1[0-9;? >]*[JK])")
+_ANY_TOKEN = re.compile(rf"\x1b(?:{_COMMON_TOKEN}|\[[0-9;? >]*+[ghlr]|[cH78])")
 _SGR_TOKEN = re.compile(r"\x1b\[[0-9;? >]*m")
 _SIMPLE_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -687,6 +689,7 @@ class _Natural:
 
     event: int
     offset: int
+    last: int  # the event it gives the screen after
     columns: int
     lines: int
     mode: frozenset[int]
@@ -698,7 +701,7 @@ class _Natural:
     at: int  # where in the recording's output (see `Timeline.costs`)
 
     def screen(self, events: list[Event]) -> SafeScreen:
-        """The screen once events up to `event` are applied, made from this point on."""
+        """The screen once events up to `last` are applied, made from this point on."""
         screen = SafeScreen(self.columns, self.lines)
         screen.mode = set(self.mode)
         screen.margins = pyte.screens.Margins(*self.margins) if self.margins else None
@@ -707,6 +710,8 @@ class _Natural:
         screen.cursor.attrs, screen.cursor.hidden = self.attrs, self.hidden
         feeder = Feeder(screen)
         feeder.feed(events[self.event].data[self.offset:])
+        for event in events[self.event + 1:self.last + 1]:
+            feed(feeder, event)
         feeder.flush()
         return screen
 
@@ -759,18 +764,23 @@ class NaturalScan:
         self.carry = ""
         self.scanned = 0  # events scanned
         self.points: list[_Natural] = []
-        self.indices: list[int] = []  # the event count each point gives (event + 1)
+        self.indices: list[int] = []  # the event count each point gives (its last event + 1)
         self._last = -NATURAL_SPACING  # where the last point taken is
         self._interned: dict[Any, Any] = {}
-        self._found: _Natural | None = None
+        self._found: list[_Natural] = []
+        # The text scanned now: output events joined (after what the last one cut), where each
+        # starts in it, their indices and where they start in the recording's output.
+        self._text, self._shift = "", 0
+        self._starts: list[int] = []
+        self._events: list[int] = []
+        self._costs: list[int] = []
 
     def scan(self, events: list[Event], costs: list[int], stop: int) -> None:
-        while self.scanned < min(stop, len(events)) and not self.stopped:
+        stop = min(stop, len(events))
+        while self.scanned < stop and not self.stopped:
             index = self.scanned
             event = events[index]
-            if event.code == "o":
-                self._output(index, event.data, costs[index])
-            elif event.code == "r":
+            if event.code == "r":
                 try:
                     cols, rows = (int(v) for v in event.data.split("x"))
                 except ValueError:
@@ -779,7 +789,24 @@ class NaturalScan:
                     if cols < self.shadow.columns or rows < self.shadow.lines:
                         self.clean = False
                     self.shadow.resize(rows, cols)
-            self.scanned += 1
+                self.scanned += 1
+                continue
+            # Events up to the next resize are scanned as one text (the emulator reads them so).
+            end = index + 1
+            while end < stop and events[end].code != "r" and costs[end] - costs[index] < _BATCH:
+                end += 1
+            outputs = [i for i in range(index, end) if events[i].code == "o"]
+            if outputs:
+                self._starts, self._events, self._costs = [], outputs, [costs[i] for i in outputs]
+                position = len(self.carry)
+                for i in outputs:
+                    self._starts.append(position)
+                    position += len(events[i].data)
+                self._shift = len(self.carry)
+                self._text = "".join([self.carry, *(events[i].data for i in outputs)])
+                self.carry = ""
+                self._output()
+            self.scanned = end
 
     def _intern(self, value: Any) -> Any:
         return self._interned.setdefault(value, value)
@@ -796,76 +823,96 @@ class NaturalScan:
             elif sgrs:
                 self.stream.feed("".join(sgrs))
 
-    def _take(self, index: int, offset: int, at: int, kind: str) -> None:
-        shadow = self.shadow
-        if shadow.savepoints or at - self._last < NATURAL_SPACING:
+    def _whole(self, position: int) -> bool:
+        """No escape sequence of the text runs over `position` (an event's end)."""
+        text = self._text
+        if position >= len(text):
+            return True
+        at = text.rfind("\x1b", 0, position)
+        if at < 0:
+            return True
+        token = _ANY_TOKEN.match(text, at)
+        return token is not None and token.end() <= position
+
+    def _take(self, at: int, until: int, kind: str) -> None:
+        """A point at `at` in the text (the redraw ends at `until`), if everything is known."""
+        shadow, text = self.shadow, self._text
+        if at < self._shift or shadow.savepoints:
+            return
+        first = bisect.bisect_right(self._starts, at) - 1
+        last = bisect.bisect_right(self._starts, until - 1) - 1
+        offset = at - self._starts[first]
+        where = self._costs[first] + offset
+        if where - (self._found[-1].at if self._found else self._last) < NATURAL_SPACING:
             return
         if kind != "reset" and (not self.tabs_known or not self.attrs_known or modes.DECOM in shadow.mode):
             return
         if kind == "rows" and (not self.clean or modes.IRM in shadow.mode):
             return
+        end = self._starts[last + 1] if last + 1 < len(self._starts) else len(text)
+        if not self._whole(end):  # the event it gives the screen after ends inside a sequence
+            return
         margins = (shadow.margins.top, shadow.margins.bottom) if shadow.margins else None
         mode = self._intern(frozenset(shadow.mode))
-        self._found = _Natural(index, offset, shadow.columns, shadow.lines, mode, margins,
-                               self._intern(frozenset(shadow.tabstops)), shadow.saved_columns,
-                               self.scratch.cursor.attrs, shadow.cursor.hidden, at)
+        tabstops = self._intern(frozenset(shadow.tabstops))
+        self._found.append(_Natural(self._events[first], offset, self._events[last], shadow.columns,
+                                    shadow.lines, mode, margins, tabstops, shadow.saved_columns,
+                                    self.scratch.cursor.attrs, shadow.cursor.hidden, where))
 
-    def _rows(self, text: str, start: int, stop: int) -> int:
-        """Where the last run of drawn rows in text[start:stop] that covers every row starts
-        (each row drawn at or after it), or -1."""
+    def _rows(self, text: str, start: int, stop: int) -> tuple[int, int]:
+        """Where the last run of drawn rows ending in text[start:stop] that covers every row
+        starts (each row drawn at or after it) and ends, or (-1, -1)."""
         lines, columns = self.shadow.lines, self.shadow.columns
         width = lines * 96
         while True:
             begin = max(start, stop - width)
-            found, rows, end = -1, dict[int, int](), -1
+            found, rows, end, seen = (-1, -1), dict[int, int](), -1, 0
             for row in _ROW.finditer(text, begin, stop):
+                seen += 1
                 body = row.group(2)
                 wraps = len(body) > columns and len(_SIMPLE_SGR.sub("", body)) > columns
                 if row.start() != end or wraps:  # a run ends
                     if len(rows) == lines:
-                        found = min(rows.values())
+                        found = (min(rows.values()), end)
                     rows = {}
                 end = -1 if wraps else row.end()
                 if not wraps:
                     rows[min(int(row.group(1) or 0) or 1, lines) - 1] = row.start()
             if len(rows) == lines:
-                found = min(rows.values())
-            if found >= 0 or begin == start or width >= 64 * 1024:
-                return found
+                found = (min(rows.values()), end)
+            if found[0] >= 0 or seen >= 2 * lines or begin == start or width >= 64 * 1024:
+                return found  # found, or rows enough were seen for a redraw and none covered all
             width *= 4
 
-    def _segment(self, text: str, start: int, stop: int, index: int, shift: int, cost: int,
-                 applied: int) -> int:
+    def _segment(self, start: int, stop: int, applied: int) -> int:
         """Output with no rare sequence: the points in it; returns where attributes are known."""
+        text = self._text
         # Most output holds no insert and no erase up to the cursor (all its erases are of the
         # usual forms) and no clear: counted at C speed, not searched.
         erases = _uncounted(text, start, stop, "K", ("\x1b[K", "\x1b[0K", "\x1b[2K"))
         inserts = (text.find("@", start, stop) >= 0 or erases[0] > 0
                    or _uncounted(text, start, stop, "J", ("\x1b[J", "\x1b[0J", "\x1b[2J", "\x1b[3J"))[0] > 0)
         clears = text.find("\x1b[2J", start, stop) >= 0 or text.find("\x1b[3J", start, stop) >= 0
-        if cost + stop - shift - self._last < NATURAL_SPACING:  # no point wanted: cleanliness only
-            last_insert = _last(_INSERT, text, start, stop) if inserts else -1
-            last_clear = _last(_CLEAR, text, start, stop) if clears else -1
-            if last_insert > last_clear:
-                self.clean = False
-            elif last_clear >= 0:
-                self.clean = True
-            return applied
-        marks = [(m.start(), "insert") for m in _INSERT.finditer(text, start, stop)] if inserts else []
+        marks = [(m.start(), m.start(), "insert") for m in _INSERT.finditer(text, start, stop)] if inserts \
+            else []
         if clears:
-            marks += [(m.start(), "clear") for m in _CLEAR.finditer(text, start, stop)]
-        if erases[1] >= self.shadow.lines:
-            rows = self._rows(text, start, stop)
-            if rows >= 0:
-                marks.append((rows, "rows"))
-        for at, kind in sorted(marks):
+            marks += [(m.start(), m.end(), "clear") for m in _CLEAR.finditer(text, start, stop)]
+        if erases[1] >= self.shadow.lines:  # the last whole redraw in each stretch of NATURAL_SPACING
+            step = max(NATURAL_SPACING, 1024)
+            for chunk in range(start, stop, step):
+                chunk_end = min(stop, chunk + step)
+                if clears and max(text.find(f"\x1b[{n}J", chunk, chunk_end) for n in "23") >= 0:
+                    continue  # a full clear there will do
+                rows = self._rows(text, chunk, chunk_end)
+                if rows[0] >= 0:
+                    marks.append((*rows, "rows"))
+        for at, until, kind in sorted(marks):
             if kind == "insert":
                 self.clean = False
                 continue
-            if at >= shift:
-                self._attrs(text, applied, at)
-                applied = at
-                self._take(index, at - shift, cost + at - shift, kind)
+            self._attrs(text, applied, at)
+            applied = at
+            self._take(at, until, kind)
             if kind == "clear":
                 self.clean = True
         return applied
@@ -892,41 +939,51 @@ class NaturalScan:
             handler(*numbers)
         return True
 
-    def _output(self, index: int, data: str, cost: int) -> None:
-        text = self.carry + data if self.carry else data
-        shift, self.carry = len(self.carry), ""
+    def _output(self) -> None:
+        text = self._text
         position, end = 0, len(text)
         applied = 0  # SGRs applied up to here
-        self._found = None
+        self._found = []
         while position < end:
             at = _COMMON_RUN.match(text, position).end()  # type: ignore[union-attr] # it matches ""
-            applied = self._segment(text, position, at, index, shift, cost, applied)
+            applied = self._segment(position, at, applied)
             if at >= end:
                 break
             token = _STATE_CSI.match(text, at)
             if token is not None:
                 if not self._state_csi(*token.groups()):
-                    self.stopped = True
+                    self._stop(at)
                     return
                 position = token.end()
                 continue
-            escaped = self._escape(text, at, index, shift, cost, applied)
+            escaped = self._escape(at, applied)
             if escaped is None:
                 return
             position = applied = escaped
         self._attrs(text, applied, end)
-        if self._found is not None:  # the event ends with every sequence whole: the point holds
-            self.points.append(self._found)
-            self.indices.append(index + 1)
-            self._last, self._found = self._found.at, None
+        self._commit(end)
 
-    def _escape(self, text: str, at: int, index: int, shift: int, cost: int, applied: int) -> int | None:
+    def _commit(self, end: int) -> None:
+        """Keep the points found whose last event ends before `end` (with every sequence whole)."""
+        for point in self._found:
+            last = self._events.index(point.last)
+            if (self._starts[last + 1] if last + 1 < len(self._starts) else len(self._text)) <= end:
+                self.points.append(point)
+                self.indices.append(point.last + 1)
+                self._last = point.at
+        self._found = []
+
+    def _stop(self, at: int) -> None:
+        self._commit(at)
+        self.stopped = True
+
+    def _escape(self, at: int, applied: int) -> int | None:
         """A rare sequence other than a CSI at `at`, applied: where to go on (attributes known up
-        to there), or None when the event ends here (the scan stopped, or a sequence is cut)."""
-        shadow, two = self.shadow, text[at:at + 2]
+        to there), or None when the text ends here (the scan stopped, or a sequence is cut)."""
+        shadow, text = self.shadow, self._text
+        two = text[at:at + 2]
         if two == "\x1bc":
-            if at >= shift:
-                self._take(index, at - shift, cost + at - shift, "reset")
+            self._take(at, at + 2, "reset")
             shadow.reset()
             self.scratch.cursor.attrs = self.scratch.default_char
             self.attrs_known = self.tabs_known = self.clean = True
@@ -945,9 +1002,10 @@ class NaturalScan:
         elif _PARTIAL.match(text, at) and len(text) - at <= _CARRY_LIMIT:
             self._attrs(text, applied, at)
             self.carry = text[at:]
+            self._commit(at)
             return None
         else:
-            self.stopped = True
+            self._stop(at)
             return None
         return at + 2
 

@@ -148,7 +148,7 @@ HOSTILE = {
     "tab stops cleared, then a reset": (["\x1b[3g\x1b[3;3H\x1bH", "\x1bc\tx", "\ty"], 10, 5, [2]),
     "colours set before a clear": (["\x1b[44;1m", "\x1b[31m\x1b[H\x1b[2Jx", "y"], 10, 5, [2]),
     "colours restored with a saved cursor": (["\x1b[44m\x1b7\x1b[m\x1b8", "\x1b[H\x1b[2Jx", "y"], 10, 5, []),
-    "a clear cut between events": (["\x1b[H\x1b[2", "J", "\x1b[2J\x1b[H\x1b[", "5;5Hx"], 10, 5, []),
+    "a clear cut between events": (["\x1b[H\x1b[2", "J", "\x1b[2J\x1b[H\x1b[", "5;5Hx"], 10, 5, [2]),
 }
 
 
@@ -177,11 +177,17 @@ def test_a_full_screen_program_seeks_from_its_last_redraw() -> None:
     for frame in range(300):
         events.append(Event(float(frame), "o", redraw(24, f"frame {frame}", clear=frame % 50 == 0)))
         events.append(Event(float(frame) + 0.5, "o", f"\x1b[24;1Hstatus {frame}"))
-    timeline = timeline_of(events, 80, 24)
-    timeline.scan_naturals(len(events))
+    spacing = replay.NATURAL_SPACING
+    replay.NATURAL_SPACING = 4096
+    try:
+        timeline = timeline_of(events, 80, 24)
+        timeline.scan_naturals(len(events))
+    finally:
+        replay.NATURAL_SPACING = spacing
     assert not timeline._natural.stopped
+    assert len(timeline._natural.indices) > 40
     start = timeline.keyframe_before(len(events)).index
-    assert timeline.cost(start, len(events)) <= replay.NATURAL_SPACING + 2 * len(events[-2].data)
+    assert timeline.cost(start, len(events)) <= 3 * 4096
     for count in range(0, len(events) + 1, 7):
         assert state(timeline.screen_after(count)) == state(reference(events[:count], 80, 24)), count
 
