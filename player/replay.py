@@ -668,9 +668,9 @@ _COMMON_RUN = re.compile(rf"(?:\x1b\[[0-9;? >]*+[!-#%-/:<=@-fi-km-qs-~]|[^\x1b\x
 # The rare sequences the scan follows; any other is one it cannot follow, and it stops there.
 _STATE_CSI = re.compile(r"\x1b\[([0-9;? >]*)([ghlr])")
 _PARTIAL = re.compile(r"\x1b(?:\[[0-9;? >]*|[#()]|\][^\x00-\x1f\x7f-\x9f\ud800-\udfff]*\x1b?)?\Z")
-# A full clear with the cursor placed absolutely next to it: the screen after it does not
-# depend on the cells or the cursor before it.
-_CLEAR = re.compile(r"\x1b\[[0-9;]*[Hf]\x1b\[[23]J|\x1b\[[23]J\x1b\[[0-9;]*[Hf]")
+# A full clear (`CSI 2 J`, `CSI 3 J`) with the cursor placed absolutely (this) next to it: the
+# screen after it does not depend on the cells or the cursor before it.
+_MOVE = re.compile(r"\x1b\[[0-9;]*[Hf]")
 # A row drawn whole: the cursor put at its start, printable ASCII in any colours, the rest of
 # the row erased. After every row is drawn so, the cells do not depend on what came before.
 _ROW = re.compile(r"\x1b\[([0-9]{0,4})(?:;1?)?[Hf]((?:[ -~]++|\x1b\[[0-9;]*+m)*+)\x1b\[[02]?K")
@@ -714,10 +714,6 @@ class _Natural:
             feed(feeder, event)
         feeder.flush()
         return screen
-
-
-def _last(pattern: re.Pattern[str], text: str, start: int, stop: int) -> int:
-    return max((m.start() for m in pattern.finditer(text, start, stop)), default=-1)
 
 
 def _uncounted(text: str, start: int, stop: int, final: str, forms: tuple[str, ...]) -> tuple[int, int]:
@@ -884,6 +880,22 @@ class NaturalScan:
                 return found  # found, or rows enough were seen for a redraw and none covered all
             width *= 4
 
+    def _clears(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Where each full clear with a cursor move next to it in text[start:stop] starts and
+        ends, found from its erase at C speed."""
+        text, found = self._text, []
+        for erase in ("\x1b[2J", "\x1b[3J"):
+            at = text.find(erase, start, stop)
+            while at >= 0:
+                move = _MOVE.match(text, at + 4, stop)
+                before = text.rfind("\x1b", start, at)
+                if move is not None:
+                    found.append((at, move.end()))
+                elif before >= 0 and _MOVE.fullmatch(text, before, at):
+                    found.append((before, at + 4))
+                at = text.find(erase, at + 4, stop)
+        return sorted(found)
+
     def _segment(self, start: int, stop: int, applied: int) -> int:
         """Output with no rare sequence: the points in it; returns where attributes are known."""
         text = self._text
@@ -896,7 +908,7 @@ class NaturalScan:
         marks = [(m.start(), m.start(), "insert") for m in _INSERT.finditer(text, start, stop)] if inserts \
             else []
         if clears:
-            marks += [(m.start(), m.end(), "clear") for m in _CLEAR.finditer(text, start, stop)]
+            marks += [(*clear, "clear") for clear in self._clears(start, stop)]
         if erases[1] >= self.shadow.lines:  # the last whole redraw in each stretch of NATURAL_SPACING
             step = max(NATURAL_SPACING, 1024)
             for chunk in range(start, stop, step):

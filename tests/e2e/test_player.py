@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from textual.widgets import Static
 
+import player.app
 import player.replay
 from player.app import INLINE_COST, PlayerApp, Recording, ReplayScreen, TerminalView
 from player.keyframes import KeyframeCache
@@ -431,3 +432,72 @@ async def test_each_key_shows_the_frame_of_a_full_replay(tmp_path: Path) -> None
             count = timeline.index_at(screen.position)
             content = view.content
             assert (content.plain, content.spans) == full_replay_text(timeline, count), (key, count)  # type: ignore[union-attr]
+
+
+def redrawn_screens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A full-screen program recorded by the real recorder: a top-like screen redrawn once a
+    second, after a full clear now and then and after a move home otherwise, inside and outside
+    a scroll region, with the alternate screen, resizes and a saved cursor in between."""
+    key = RecordingKey.generate()
+    store = MemoryStore()
+    recorder = Recorder(store, None, key, flush_interval=0.01)
+    rec = recorder.open(session_id="top", width=50, height=12, term=None, command=None,
+                        metadata={"session_id": "top"}, index_fields={})
+    clock = [0.0]
+    monkeypatch.setattr(rec, "_elapsed", lambda: clock[0])  # a frame a second, as the program drew
+    rec.output(b"$ top\r\n\x1b[?1049h\x1b[?25l")
+    lines = 12
+    for frame in range(240):
+        if frame == 80:
+            rec.resize(40, 10)
+            lines = 10
+        elif frame == 160:
+            rec.resize(50, 12)
+            lines = 12
+        start = b"\x1b[H\x1b[2J" if frame % 30 == 0 else b"\x1b[H"
+        if frame % 45 == 7:
+            start = b"\x1b7\x1b[3;8r" + start + b"\x1b[r\x1b8"
+        rows = b"".join(b"\x1b[%d;1H\x1b[3%dm%5d proc %d\x1b[m %s\x1b[K" % (row, row % 7, frame * row, row, b"x" * (frame % 9))
+                        for row in range(1, lines + 1))
+        clock[0] += 1.0
+        rec.output(start + rows)
+        clock[0] += 0.5
+        rec.output(b"\x1b[%d;1Hstatus %d" % (lines, frame))
+    rec.output(b"\x1b[?1049l\x1b[?25h$ ")
+    rec.close(exit_status=0)
+    recorder.stop()
+    path = tmp_path / "top.cast"
+    path.write_bytes(store.read(rec.name)[0])
+    return path
+
+
+async def test_a_redrawn_screen_seeks_from_its_natural_keyframes(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """First open of a full-screen program's recording: the seeks start from its whole redraws
+    (found by the scan once a replay is slow), and End, ←, Home, → and jumps into it each show
+    the frame of a full replay."""
+    monkeypatch.setattr(player.replay, "NATURAL_SPACING", 1500)  # a small recording, many points
+    monkeypatch.setattr(player.app, "SCAN_WORTH_SECONDS", 0.0)  # and every seek finds them
+    monkeypatch.setattr(player.app, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(player.app, "SLOW_REPLAY", 10**15)
+    path = redrawn_screens(tmp_path, monkeypatch)
+    # As a first open: the keyframes are built in another process meanwhile.
+    recording = Recording.open(path, None, cache=KeyframeCache(tmp_path / "keyframes"))
+    timeline = recording.timeline
+    screen = ReplayScreen(recording)
+    app = PlayerApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.screen.query_one(TerminalView)
+        natural = timeline._natural
+        jumps = [f"{fraction / 16}" for fraction in range(1, 16)]
+        for key in ("end", "left", "left", "home", "right", *jumps, "right", "left", "end"):
+            if key[0].isdigit():
+                screen.seek_to(timeline.duration * float(key))
+            else:
+                await pilot.press(key)
+            await settle(pilot, screen)
+            count = timeline.index_at(screen.position)
+            content = view.content
+            assert (content.plain, content.spans) == full_replay_text(timeline, count), (key, count)  # type: ignore[union-attr]
+        assert natural.scanned == len(timeline.cast.events) and not natural.stopped
+        assert len(natural.indices) > 20
