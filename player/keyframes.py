@@ -21,7 +21,7 @@ from pyte.screens import Char, Cursor, Margins, Savepoint
 
 from player.replay import Keyframe, SafeScreen
 
-MAGIC = b"bastion-keyframes 4\n"  # 4: a full erase sets every cell of the screen
+MAGIC = b"bastion-keyframes 5\n"  # 4: a full erase sets every cell of the screen; 5: onlcr (no pty)
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
 INDEX_VARIABLE = "BASTION_RECORDINGS_INDEX"
 
@@ -57,6 +57,7 @@ def snapshot(screen: SafeScreen) -> dict[str, Any]:
                         "charset": s.charset, "origin": s.origin, "wrap": s.wrap} for s in screen.savepoints],
         "margins": list(screen.margins) if screen.margins else None,
         "mode": sorted(screen.mode),
+        "onlcr": screen.onlcr,
         "charset": screen.charset,
         "g0": screen.g0_charset,
         "g1": screen.g1_charset,
@@ -71,6 +72,7 @@ def restore(data: dict[str, Any]) -> SafeScreen:
     if not (0 < columns <= 1000 and 0 < lines <= 1000):
         raise ValueError("keyframe size out of range")
     screen = SafeScreen(columns, lines)
+    screen.onlcr = bool(data.get("onlcr", False))
     for y, x, *char in data["cells"]:
         if not (0 <= y < lines and 0 <= x <= columns):
             raise ValueError("keyframe cell out of range")

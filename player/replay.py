@@ -59,6 +59,20 @@ _CELLS: dict[Char, _Cells] = {}
 class SafeScreen(pyte.Screen):
     """A pyte screen that never answers the recorded program (device status, attributes...)."""
 
+    # The session had no pty: the user's own tty turned each line feed into CR LF (`onlcr`),
+    # whatever the program asked of the terminal, so new line mode (LNM) stays on.
+    onlcr = False
+
+    def reset(self) -> None:
+        super().reset()
+        if self.onlcr:
+            self.mode.add(modes.LNM)
+
+    def reset_mode(self, *numbers: int, **kwargs: Any) -> None:
+        super().reset_mode(*numbers, **kwargs)
+        if self.onlcr:
+            self.mode.add(modes.LNM)
+
     def write_process_input(self, data: str) -> None:
         return
 
@@ -246,11 +260,15 @@ class Timeline:
         # Recordings made without a terminal size (asciinema under a pipe) say 0x0.
         self.width, self.height = (width if width > 0 else 80), (height if height > 0 else 24)
         self.width, self.height = min(self.width, 1000), min(self.height, 1000)  # hostile headers
+        # A session without a pty went to the user's terminal through their own tty, which turns
+        # each line feed into CR LF: the screen replays it in new line mode (LNM).
+        meta = self.cast.header.get("bastion")
+        self.newline_mode = isinstance(meta, dict) and meta.get("pty") is False
         if self.keyframes:  # a complete set (from the cache, or another timeline of this cast)
             self._covered = len(self.cast.events)
         else:
             self._build_keyframes()
-        self._natural = NaturalScan(max(self.width, 1), max(self.height, 1))
+        self._natural = NaturalScan(max(self.width, 1), max(self.height, 1), onlcr=self.newline_mode)
         self._natural_lock = threading.Lock()
         self._natural_keyframes: dict[int, Keyframe] = {}
 
@@ -289,6 +307,9 @@ class Timeline:
 
     def new_screen(self) -> tuple[SafeScreen, pyte.ByteStream]:
         screen = SafeScreen(max(self.width, 1), max(self.height, 1))
+        if self.newline_mode:
+            screen.onlcr = True
+            screen.set_mode(modes.LNM)
         return screen, pyte.ByteStream(screen)
 
     def _build_keyframes(self) -> None:
@@ -444,22 +465,29 @@ def _safe_ascii(text: str) -> bool:
     return not escapes or escapes == sum(bare.count(b"\x1b[" + final) for final in _LINE_FINALS[1:])
 
 
+def _last_return(piece: str, limit: int, newline_mode: bool) -> int:
+    """Where in `piece[:limit]` the cursor last went back to column 0: its last CR, or in new
+    line mode its last CR or LF; -1 if nowhere."""
+    cr = piece.rfind("\r", 0, limit)
+    return max(cr, piece.rfind("\n", 0, limit)) if newline_mode else cr
+
+
 class Feeder:
     """Feeds output events to a screen as `pyte.ByteStream` would, but skips what cannot show.
 
     Within a stretch of safe output (see `_UNSAFE`), while the scroll region is the whole screen
     and origin mode is off, the screen at the end does not depend on what the stretch drew before
-    a point just after a carriage return (column 0) that is followed by at least twice as many
-    line feeds as the screen has rows: a line feed never moves the cursor up and nothing else in
-    such a stretch moves it between rows, so after `rows` line feeds the cursor is on the last row
-    whatever row it started from, and `rows` more scroll every older row away. The attributes at
-    that point are those of the stretch's last full reset and the SGRs after it, and nothing else
-    in the emulator (modes, charsets, tab stops, margins, saved cursors, size) changes in such a
-    stretch. So safe output is held back, and once it holds enough line feeds the part before the
-    cut is dropped: its SGRs are applied, the cursor put at column 0 of the last row, and only the
-    rest is fed, in the pieces the events made (pyte draws a run of text as one piece). The
-    result is the screen that feeding every byte gives, exactly; `fed` counts what the emulator
-    was given, `scanned` what was passed over."""
+    a point just after a carriage return (column 0; in new line mode, a line feed too) that is
+    followed by at least twice as many line feeds as the screen has rows: a line feed never moves
+    the cursor up and nothing else in such a stretch moves it between rows, so after `rows` line
+    feeds the cursor is on the last row whatever row it started from, and `rows` more scroll every
+    older row away. The attributes at that point are those of the stretch's last full reset and
+    the SGRs after it, and nothing else in the emulator (modes, charsets, tab stops, margins,
+    saved cursors, size) changes in such a stretch. So safe output is held back, and once it holds
+    enough line feeds the part before the cut is dropped: its SGRs are applied, the cursor put at
+    column 0 of the last row, and only the rest is fed, in the pieces the events made (pyte draws
+    a run of text as one piece). The result is the screen that feeding every byte gives, exactly;
+    `fed` counts what the emulator was given, `scanned` what was passed over."""
 
     def __init__(self, screen: SafeScreen) -> None:
         self.screen = screen
@@ -587,8 +615,9 @@ class Feeder:
                 self._feed_held(interrupted)
 
     def _drop(self) -> None:
-        """Drop what the last `2 * rows` line feeds after a CR make invisible (or feed it all when
-        the scroll region or origin mode would keep it on screen, or there is no CR)."""
+        """Drop what the last `2 * rows` line feeds after a CR (in new line mode, or a line feed)
+        make invisible (or feed it all when the scroll region or origin mode would keep it on
+        screen, or there is no CR)."""
         screen, pending = self.screen, self.pending
         margins = screen.margins
         whole = margins is None or (margins.top, margins.bottom) == (0, screen.lines - 1)
@@ -606,8 +635,9 @@ class Feeder:
         piece, limit = pending[at], len(pending[at])
         for _ in range(need - seen):
             limit = piece.rfind("\n", 0, limit)
-        while True:  # the last CR before that line feed, in this piece or an earlier one
-            cr = pending[at].rfind("\r", 0, limit)
+        newline_mode = modes.LNM in screen.mode
+        while True:  # the last return to column 0 before that line feed, here or in an earlier piece
+            cr = _last_return(pending[at], limit, newline_mode)
             if cr >= 0:
                 break
             if at == 0:
@@ -699,10 +729,12 @@ class _Natural:
     attrs: Char
     hidden: bool
     at: int  # where in the recording's output (see `Timeline.costs`)
+    onlcr: bool = False  # see `SafeScreen.onlcr`
 
     def screen(self, events: list[Event]) -> SafeScreen:
         """The screen once events up to `last` are applied, made from this point on."""
         screen = SafeScreen(self.columns, self.lines)
+        screen.onlcr = self.onlcr
         screen.mode = set(self.mode)
         screen.margins = pyte.screens.Margins(*self.margins) if self.margins else None
         screen.tabstops = set(self.tabstops)
@@ -749,8 +781,11 @@ class NaturalScan:
     (a latin-1 switch, bytes that are not UTF-8, C1 controls, reverse video, a malformed escape)
     the scan stops for good: no natural keyframe after it."""
 
-    def __init__(self, columns: int, lines: int) -> None:
+    def __init__(self, columns: int, lines: int, *, onlcr: bool = False) -> None:
         self.shadow = SafeScreen(columns, lines)  # modes, margins, tab stops, saved cursors, size
+        if onlcr:
+            self.shadow.onlcr = True
+            self.shadow.set_mode(modes.LNM)
         self.scratch = SafeScreen(1, 1)  # the attributes, from SGRs
         self.stream = pyte.Stream(self.scratch)
         self.attrs_known = True
@@ -853,7 +888,7 @@ class NaturalScan:
         tabstops = self._intern(frozenset(shadow.tabstops))
         self._found.append(_Natural(self._events[first], offset, self._events[last], shadow.columns,
                                     shadow.lines, mode, margins, tabstops, shadow.saved_columns,
-                                    self.scratch.cursor.attrs, shadow.cursor.hidden, where))
+                                    self.scratch.cursor.attrs, shadow.cursor.hidden, where, shadow.onlcr))
 
     def _rows(self, text: str, start: int, stop: int) -> tuple[int, int]:
         """Where the last run of drawn rows ending in text[start:stop] that covers every row

@@ -113,6 +113,27 @@ def test_pty_recording_replays_to_the_same_screen(lab: Lab) -> None:
     assert b"done-5" in asciinema_cat(newest)
 
 
+def test_a_recording_without_a_pty_replays_as_the_users_terminal_drew_it(lab: Lab) -> None:
+    """`ssh db-1 'cmd'` has no pty: its line feeds reach the user's terminal through their own
+    tty as CR LF. The player's replay of its recording shows the screen the real ssh client
+    drew in tmux, lines from the left edge, not a staircase."""
+    need("tmux")
+    command = "printf 'one\\ntwo three\\n'; seq 1 4; echo done-$((2+3))"
+    pane = TmuxPane(["ssh", "-F", str(lab.ssh_config), "-J", "bastion", f"{LOGIN}@db-1", command],
+                    width=60, height=12)
+    try:
+        pane.wait_for("done-5")
+        shown = [line.rstrip() for line in pane.drawn().splitlines()]
+    finally:
+        pane.close()
+    assert shown[:7] == ["one", "two three", "1", "2", "3", "4", "done-5"], shown
+    path = recording_for(lab.sandbox, lambda e: e.get("command") == command)
+    recording = Recording.open(path, None)
+    timeline = recording.timeline
+    assert timeline.cast.header["bastion"]["pty"] is False
+    assert plain_lines(timeline.screen_at(timeline.duration))[:7] == shown[:7]
+
+
 def test_sftp_transfers_become_markers(lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "report.bin").write_bytes(os.urandom(70_000))
     remote = f"/tmp/rec-sftp-{os.getpid()}"

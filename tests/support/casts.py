@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 from recorder.asciicast import CastEncoder, build_header
 
 
-def make_cast(events: list[tuple[float, str, str]], width: int = 40, height: int = 10) -> bytes:
+def make_cast(events: list[tuple[float, str, str]], width: int = 40, height: int = 10,
+              metadata: dict[str, object] | None = None) -> bytes:
     encoder = CastEncoder()
-    lines = [encoder.header(build_header(version=2, width=width, height=height, timestamp=0))]
+    lines = [encoder.header(build_header(version=2, width=width, height=height, timestamp=0, metadata=metadata))]
     for time_, code, data in events:
         if code in "oi":
             lines.append(encoder.data(time_, code, data.encode()))

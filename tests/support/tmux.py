@@ -48,6 +48,12 @@ class TmuxPane:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.name)
 
+    def drawn(self) -> str:
+        """What the program drew, from the first line it scrolled off the screen on, without
+        tmux's own `Pane is dead` line (which scrolls the screen once the program has ended)."""
+        lines = self._tmux("capture-pane", "-p", "-S", "-", "-t", self.name).splitlines()
+        return "\n".join(line for line in lines if not line.startswith("Pane is dead"))
+
     def cursor_row(self) -> str:
         """The text left of the cursor on its row."""
         y, x = (int(v) for v in self._tmux("display-message", "-p", "-t", self.name,

@@ -19,19 +19,23 @@ from tests.support.casts import SESSION, make_cast, recordings
 PIECES = ["abc", "\r\n", "\x1b[2J", "\x1b[H", "\x1b[31;1mred\x1b[0m", "\x1b[5;5H*", "long line " * 9, "\x08\x08",
           "\t|", "\x1b[2;4r", "\x1b[r", "\x1b7", "\x1b8", "\x1b(0lqk\x1b(B", "\x0e", "\x0f", "\x1b[?7l", "\x1b[?7h",
           "\x1b[4h", "\x1b[4l", "\x1b[?25l", "\x1bH", "\x1b[3g", "\x1b[?6h", "\x1b[?6l", "\x1b[7mrev", "\x1b[K",
-          "\x1bD\x1bM", "\u00e9\u4e2d", "\x1b[3;2H", "\x1b[L", "\x1b[P", "\x1b[10C"]
+          "\x1bD\x1bM", "\u00e9\u4e2d", "\x1b[3;2H", "\x1b[L", "\x1b[P", "\x1b[10C", "one\n", "\x1bc", "\x1b[20l", "\x1b[20h"]
 
 
 def state(screen: SafeScreen) -> tuple[object, ...]:
     buffer = tuple(tuple(screen.buffer[y][x] for x in range(screen.columns)) for y in range(screen.lines))
     return (buffer, screen.cursor.x, screen.cursor.y, screen.cursor.attrs, screen.cursor.hidden,
-            frozenset(screen.mode), screen.margins, screen.charset, frozenset(screen.tabstops))
+            frozenset(screen.mode), screen.margins, screen.charset, frozenset(screen.tabstops), screen.onlcr)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.sampled_from(PIECES), max_size=40))
-def test_a_restored_snapshot_behaves_like_the_original(before: list[str], after: list[str]) -> None:
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.sampled_from(PIECES), max_size=40), st.booleans())
+def test_a_restored_snapshot_behaves_like_the_original(before: list[str], after: list[str], onlcr: bool) -> None:
+    """With a pty, and without one (line feeds drawn as CR LF through resets)."""
     original = SafeScreen(30, 8)
+    if onlcr:
+        original.onlcr = True
+        original.set_mode(pyte.modes.LNM)
     stream = pyte.ByteStream(original)
     stream.feed("".join(before).encode())
     copy = restore(orjson.loads(orjson.dumps(snapshot(original))))

@@ -38,9 +38,13 @@ def state(screen: pyte.Screen) -> dict[str, Any]:
     return taken
 
 
-def reference(events: list[Event], columns: int, lines: int) -> SafeScreen:
-    """Every byte of every event fed to pyte, each event at once."""
+def reference(events: list[Event], columns: int, lines: int, onlcr: bool = False) -> SafeScreen:
+    """Every byte of every event fed to pyte, each event at once (`onlcr`: a session without a
+    pty, its line feeds drawn as CR LF)."""
     screen = SafeScreen(columns, lines)
+    if onlcr:
+        screen.onlcr = True
+        screen.set_mode(pyte.modes.LNM)
     stream = pyte.ByteStream(screen)
     for event in events:
         if event.code == "o":
@@ -51,8 +55,10 @@ def reference(events: list[Event], columns: int, lines: int) -> SafeScreen:
     return screen
 
 
-def timeline_of(events: list[Event], columns: int, lines: int) -> Timeline:
-    return Timeline(Cast(build_header(version=2, width=columns, height=lines, timestamp=0), list(events)))
+def timeline_of(events: list[Event], columns: int, lines: int, onlcr: bool = False) -> Timeline:
+    header = build_header(version=2, width=columns, height=lines, timestamp=0,
+                          metadata={"pty": False} if onlcr else None)
+    return Timeline(Cast(header, list(events)))
 
 
 @st.composite
@@ -78,27 +84,29 @@ def recordings(draw: st.DrawFn, stopping: bool) -> tuple[list[Event], int, int]:
     return events, columns, lines
 
 
-def check_every_seek(events: list[Event], columns: int, lines: int) -> int:
+def check_every_seek(events: list[Event], columns: int, lines: int, onlcr: bool = False) -> int:
     """Every seek point of a timeline with natural keyframes against a full replay; returns how
     many of them started from a natural keyframe."""
-    timeline = timeline_of(events, columns, lines)
+    timeline = timeline_of(events, columns, lines, onlcr)
     timeline.scan_naturals(len(events))
     natural = 0
     for count in range(len(events) + 1):
         natural += timeline.keyframe_before(count).index > 0
-        expected = state(reference(events[:count], columns, lines))
+        expected = state(reference(events[:count], columns, lines, onlcr))
         assert state(timeline.screen_after(count)) == expected, count
-        assert state(timeline_of(events, columns, lines).screen_after(count)) == expected, count
+        assert state(timeline_of(events, columns, lines, onlcr).screen_after(count)) == expected, count
     return natural
 
 
 @settings(max_examples=500, deadline=None)
-@given(recordings(stopping=False))
-def test_a_seek_from_a_natural_keyframe_gives_the_screen_of_every_byte(case: tuple[list[Event], int, int]) -> None:
+@given(recordings(stopping=False), st.booleans())
+def test_a_seek_from_a_natural_keyframe_gives_the_screen_of_every_byte(case: tuple[list[Event], int, int],
+                                                                       onlcr: bool) -> None:
+    """With a pty, and without one (line feeds drawn as CR LF, through resets and mode changes)."""
     spacing = replay.NATURAL_SPACING
     replay.NATURAL_SPACING = 0  # every clear is a keyframe
     try:
-        check_every_seek(*case)
+        check_every_seek(*case, onlcr)
     finally:
         replay.NATURAL_SPACING = spacing
 

@@ -52,9 +52,18 @@ def state(screen: pyte.Screen) -> dict[str, Any]:
     return taken
 
 
-def reference(events: list[Event], columns: int, lines: int) -> SafeScreen:
-    """Every byte of every event fed to pyte, each event at once."""
+def new_screen(columns: int, lines: int, onlcr: bool) -> SafeScreen:
+    """A screen as the timeline makes it: a session without a pty (`onlcr`) in new line mode."""
     screen = SafeScreen(columns, lines)
+    if onlcr:
+        screen.onlcr = True
+        screen.set_mode(pyte.modes.LNM)
+    return screen
+
+
+def reference(events: list[Event], columns: int, lines: int, onlcr: bool = False) -> SafeScreen:
+    """Every byte of every event fed to pyte, each event at once."""
+    screen = new_screen(columns, lines, onlcr)
     stream = pyte.ByteStream(screen)
     for event in events:
         if event.code == "o":
@@ -65,8 +74,8 @@ def reference(events: list[Event], columns: int, lines: int) -> SafeScreen:
     return screen
 
 
-def skipping(events: list[Event], columns: int, lines: int) -> tuple[SafeScreen, Feeder]:
-    screen = SafeScreen(columns, lines)
+def skipping(events: list[Event], columns: int, lines: int, onlcr: bool = False) -> tuple[SafeScreen, Feeder]:
+    screen = new_screen(columns, lines, onlcr)
     feeder = Feeder(screen)
     for event in events:
         feed(feeder, event)
@@ -85,32 +94,36 @@ def outputs(draw: st.DrawFn, hostile: bool) -> tuple[list[Event], int, int]:
             continue
         parts = draw(st.lists(tokens, max_size=40))
         # Runs of lines long enough to scroll a screen away twice, and more.
-        parts += ["line\r\n"] * draw(st.sampled_from([0, 0, 1, 2 * lines - 1, 2 * lines, 2 * lines + 1, 5 * lines]))
+        line = draw(st.sampled_from(["line\r\n", "line\n"]))  # a pty's line ends, and a stream's
+        parts += [line] * draw(st.sampled_from([0, 0, 1, 2 * lines - 1, 2 * lines, 2 * lines + 1, 5 * lines]))
         parts = draw(st.permutations(parts)) if draw(st.booleans()) else parts
         events.append(Event(0.0, "o", "".join(parts)))
     return events, columns, lines
 
 
 @settings(max_examples=400, deadline=None)
-@given(outputs(hostile=True), st.integers(0, 3))
-def test_skipping_gives_the_screen_of_every_byte(case: tuple[list[Event], int, int], drop: int) -> None:
+@given(outputs(hostile=True), st.integers(0, 3), st.booleans())
+def test_skipping_gives_the_screen_of_every_byte(case: tuple[list[Event], int, int], drop: int,
+                                                 onlcr: bool) -> None:
+    """With a pty, and without one (each line feed drawn as CR LF, whatever modes and resets
+    the output asks for)."""
     events, columns, lines = case
     with dropping_every(drop):
-        skipped, _ = skipping(events, columns, lines)
-    assert state(skipped) == state(reference(events, columns, lines))
+        skipped, _ = skipping(events, columns, lines, onlcr)
+    assert state(skipped) == state(reference(events, columns, lines, onlcr))
 
 
 @settings(max_examples=300, deadline=None)
-@given(outputs(hostile=False), st.integers(0, 3), st.lists(st.sampled_from(STATE), max_size=6))
+@given(outputs(hostile=False), st.integers(0, 3), st.lists(st.sampled_from(STATE), max_size=6), st.booleans())
 def test_a_safe_stretch_after_any_state_gives_the_screen_of_every_byte(
-        case: tuple[list[Event], int, int], drop: int, before: list[str]) -> None:
+        case: tuple[list[Event], int, int], drop: int, before: list[str], onlcr: bool) -> None:
     """Whatever modes, charsets, attributes and saved cursors the output before set up, a
     stretch of safe output (where most of the skipping happens) ends on the same screen."""
     events, columns, lines = case
     events = [Event(0.0, "o", "".join(before)), *events]
     with dropping_every(drop):
-        skipped, _ = skipping(events, columns, lines)
-    assert state(skipped) == state(reference(events, columns, lines))
+        skipped, _ = skipping(events, columns, lines, onlcr)
+    assert state(skipped) == state(reference(events, columns, lines, onlcr))
 
 
 def test_most_of_a_long_log_never_reaches_the_emulator() -> None:
@@ -124,6 +137,29 @@ def test_most_of_a_long_log_never_reaches_the_emulator() -> None:
     assert state(skipped) == state(reference(events, 80, 24))
     assert plain_lines(skipped)[-1] == "still green at the end"
     assert skipped.buffer[23][0].fg == "green"
+
+
+def test_a_stream_without_a_pty_replays_as_its_users_terminal_drew_it() -> None:
+    """A session without a pty went through the user's own tty, which turns each line feed
+    into CR LF: its lines start at column 0 (a terminal resets or a program turning new line
+    mode off do not change the tty), and a long log of them is skipped as a pty's is. A
+    recording with a pty, or from elsewhere, keeps the line feed a terminal's."""
+    log = "".join(f"{i:08d} a log line without a pty\n" for i in range(25_000))
+    chunks = [(0.0, "o", log[i:i + 4096]) for i in range(0, len(log), 4096)]
+    chunks += [(1.0, "o", "\x1bc\x1b[20lafter a reset\nnext\n")]
+    no_pty = Timeline(load_cast(make_cast(chunks, width=80, height=6, metadata={"pty": False})))
+    screen = no_pty.screen_after(len(no_pty.cast.events) - 1)
+    assert plain_lines(screen)[-2:] == ["00024999 a log line without a pty", ""]
+    assert state(screen) == state(reference(no_pty.cast.events[:-1], 80, 6, onlcr=True))
+    feeder = Feeder(no_pty.new_screen()[0])
+    for event in no_pty.cast.events:
+        feed(feeder, event)
+    feeder.flush()
+    assert feeder.scanned > 800_000 and feeder.fed < 20_000
+    assert plain_lines(feeder.screen)[:3] == ["after a reset", "next", ""]
+    for metadata in ({"pty": True}, None):
+        with_pty = Timeline(load_cast(make_cast([(0.0, "o", "one\ntwo\n")], width=20, height=4, metadata=metadata)))
+        assert plain_lines(with_pty.screen_after(1))[:2] == ["one", "   two"]
 
 
 def test_a_timeline_seek_through_skipped_output_matches_a_full_replay() -> None:
