@@ -17,6 +17,7 @@ from bastion.config import OnFailure, RecordingSettings
 from bastion.core.datastream import DataTally, StreamKinds
 from bastion.core.hidden import HiddenInput
 from bastion.core.masker import MaskResult, SecretMasker, TextMasker
+from bastion.core.screenview import NOT_SGR
 from bastion.stages.pipeline import SessionInfo, SessionIO, SessionStage, Stream
 from bastion.state.audit import AuditLog
 from bastion.state.events import DataStream, SecretDrawn
@@ -115,6 +116,10 @@ class RecordingStage(SessionStage):
         self._stream = Stream.STDOUT
         self._bytes_in = 0
         self._bytes_out = 0
+        # Output with an escape sequence other than colours: a replay must draw it (moves,
+        # modes, erases), so keyframes ahead help. Text, line ends and colours the player skips
+        # at about 150 MB/s: its first open is quick without them, and their build is not paid.
+        self._draws = False
         self._kinds: StreamKinds | None = None  # set for sessions without a pty
         self._data: dict[str, DataTally] = {}  # the data streams, by name
         self._io: SessionIO | None = None
@@ -332,6 +337,8 @@ class RecordingStage(SessionStage):
         # Keys whose echo this is are recorded first: they came before it.
         self._record_input(rec, self._hidden.output(recorded, time.monotonic()))
         if recorded:
+            if not self._draws and b"\x1b" in recorded and NOT_SGR.search(recorded) is not None:
+                self._draws = True
             rec.output(recorded)
         return data
 
@@ -366,7 +373,8 @@ class RecordingStage(SessionStage):
         if self._rec is not None:
             self._rec.close(exit_status=exit_status, exit_signal=exit_signal,
                             bytes_in=self._bytes_in, bytes_out=self._bytes_out)
-            if self._keyframes is not None and self._rec.error is None and self._bytes_out >= KEYFRAMES_FROM:
+            if (self._keyframes is not None and self._rec.error is None and self._bytes_out >= KEYFRAMES_FROM
+                    and self._draws):
                 location = self._rec.index_row.get("location")
                 if location:
                     self._keyframes.add(str(location), self._rec.session_id)

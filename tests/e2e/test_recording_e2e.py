@@ -540,9 +540,13 @@ def test_a_recordings_folder_others_can_write_is_refused_at_start(own_box: Sandb
 
 
 def test_a_long_sessions_keyframes_are_built_as_it_ends(own_box: Sandbox) -> None:
-    """The bastion builds the player's keyframes of a session past 256 KB of output (in a niced
-    process of its own) once the recorder closed it: a reviewer's first open seeks at once."""
+    """The bastion builds the player's keyframes of a session past 256 KB of output that drew
+    on the screen (in a niced process of its own) once the recorder closed it: a reviewer's
+    first open seeks at once. As long a session of plain lines, which the player skips through
+    anyway, gets none (builds run one at a time, in the order the sessions ended)."""
     own_box.start_bastion()
+    plain = _ssh(own_box, "seq 1 100000")
+    assert plain.communicate(timeout=60)[0].endswith(b"\n100000\n")
     # Each line ends deleting a character (DCH): output a replay cannot skip.
     command = r"seq 1 40000 | sed 's/$/\x1b[P/'"
     long = _ssh(own_box, command)
@@ -557,5 +561,8 @@ def test_a_long_sessions_keyframes_are_built_as_it_ends(own_box: Sandbox) -> Non
     recording = Recording.open(path, None, cache=cache)
     assert recording.timeline.complete
     assert "40000" in "\n".join(plain_lines(recording.timeline.screen_after(events)))
+    lines = recording_for(own_box, lambda e: e.get("command") == "seq 1 100000")
+    assert lines.stat().st_size > 256 * 1024
+    assert cache.load(lines, len(load_cast(lines.read_bytes()).events)) is None
     small = recording_for(own_box, lambda e: e.get("command") == "echo short")
     assert cache.load(small, len(load_cast(small.read_bytes()).events)) is None  # replays at once anyway
