@@ -39,12 +39,8 @@ FPS = 30
 # A seek whose replay costs less than this (bytes of output, roughly) is done at once on the UI
 # thread (a few milliseconds); a longer one goes to a thread, and the UI keeps answering.
 INLINE_COST = 32 * 1024
-# A seek replays this long before it judges whether natural keyframes are worth finding: they are
-# when the replay goes slower than this (bytes a second; the scan reads about 150 MB a second,
-# skipped log output replays at about 170) and would take longer than SCAN_WORTH_SECONDS.
-PROBE_SECONDS = 0.1
-SLOW_REPLAY = 40_000_000
-SCAN_WORTH_SECONDS = 0.3
+SCAN_WORTH = 1024 * 1024  # a seek looks for natural keyframes first if it would replay this much of
+# a full-screen program's output (the emulator's 2 MB/s against the scan's 100-200 MB/s)
 FOLLOW_INTERVAL = 0.25  # how often a followed recording is looked at again (seconds)
 
 
@@ -284,6 +280,10 @@ class ReplayScreen(Screen[None]):
         self._keyframing = True
         if self.timeline.complete:
             return
+        timeline = self.timeline
+        if timeline.looks_redrawn():  # found while the reviewer looks at the first frame
+            self.run_worker(lambda: timeline.scan_naturals(len(timeline.cast.events)), thread=True,
+                            group="naturals")
         cache = self.recording.cache
         if cache is not None and not self._follow:
             self.run_worker(self._keyframes_from(cache), group="keyframes")
@@ -593,7 +593,6 @@ class _Seek(threading.Thread):
         self.owner, self.timeline = owner, timeline
         self.screen, self.index = screen, start
         self.progress = 0.0
-        self.scan = False  # the replay is slow: look for natural keyframes before going on
 
     def _gone(self) -> bool:
         return self.owner._closing or self.owner.timeline is not self.timeline
@@ -601,31 +600,23 @@ class _Seek(threading.Thread):
     def run(self) -> None:
         owner, timeline = self.owner, self.timeline
         screen, index = self.screen, self.index
-        probing = not timeline.complete  # with every made keyframe, no seek replays much
         while not self._gone():
             target = owner._wanted
-            if self.scan:
+            # With every made keyframe no seek replays much.
+            if not timeline.complete and not timeline.scanned_to(target) \
+                    and timeline.cost(timeline.keyframe_before(target).index, target) > SCAN_WORTH \
+                    and timeline.looks_redrawn(target):
                 timeline.scan_naturals(target)
-                self.scan = probing = False
             keyframe = timeline.keyframe_before(target)
             if (screen is None or target < index
                     or timeline.cost(keyframe.index, target) < timeline.cost(index, target)):
                 index, screen = timeline.keyframe_screen(target)
             if index == target:
                 break
-            first, total, started = index, max(1, timeline.cost(index, target)), time.monotonic()
+            first, total = index, max(1, timeline.cost(index, target))
 
-            def interrupted(at: int, target: int = target, first: int = first, total: int = total,
-                            started: float = started, probing: bool = probing) -> bool:
-                done = timeline.cost(first, at)
-                self.progress = done / total
-                spent = time.monotonic() - started
-                if probing and spent > PROBE_SECONDS and done < spent * SLOW_REPLAY \
-                        and (total - done) / max(done, 1) * spent > SCAN_WORTH_SECONDS:
-                    # The emulator crawls (a full-screen program): find the natural keyframes
-                    # (a scan takes about a second for 100 MB) and start from the last one.
-                    self.scan = True
-                    return True
+            def interrupted(at: int, target: int = target, first: int = first, total: int = total) -> bool:
+                self.progress = timeline.cost(first, at) / total
                 return owner._wanted != target or self._gone()
 
             try:

@@ -275,10 +275,24 @@ class Timeline:
     def scan_naturals(self, count: int) -> None:
         """Find the natural keyframes (see `NaturalScan`) among the first `count` events, if
         not done yet: seeks then start from the last one before their target. Any thread."""
-        scan, count = self._natural, min(count, len(self.cast.events))
-        while scan.scanned < count and not scan.stopped:  # a stretch at a time: threads share it
+        scan = self._natural
+        while not self.scanned_to(count):  # a stretch at a time: threads share it
             with self._natural_lock:
                 scan.scan(self.cast.events, self.costs, min(count, scan.scanned + NATURAL_STRETCH))
+
+    def looks_redrawn(self, count: int | None = None) -> bool:
+        """The output before `count` events (the end) places the cursor often, as full-screen
+        programs draw: the emulator would replay it byte by byte, and natural keyframes are
+        worth finding first. Logs and shells (which replay fast) do not."""
+        events = self.cast.events[:count][-200:] if count is not None else self.cast.events[-200:]
+        sample = "".join([e.data for e in events if e.code == "o"])[-1_000_000:]
+        return len(_MOVE.findall(sample)) * 500 >= len(sample) > 0
+
+    def scanned_to(self, count: int) -> bool:
+        """The natural keyframes among the first `count` events are found (or none can be)."""
+        scan = self._natural
+        # Events are appended before their costs (`extend`, on another thread).
+        return scan.stopped or scan.scanned >= min(count, len(self.cast.events), len(self.costs) - 1)
 
     def extend(self, events: list[Event]) -> None:
         """Events appended to the recording (a followed one, or one still being read). A seek
@@ -807,7 +821,7 @@ class NaturalScan:
         self._costs: list[int] = []
 
     def scan(self, events: list[Event], costs: list[int], stop: int) -> None:
-        stop = min(stop, len(events))
+        stop = min(stop, len(events), len(costs) - 1)
         while self.scanned < stop and not self.stopped:
             index = self.scanned
             event = events[index]

@@ -474,12 +474,10 @@ def redrawn_screens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 async def test_a_redrawn_screen_seeks_from_its_natural_keyframes(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """First open of a full-screen program's recording: the seeks start from its whole redraws
-    (found by the scan once a replay is slow), and End, ←, Home, → and jumps into it each show
-    the frame of a full replay."""
+    (found by the scan before a seek that would replay much of them), and End, ←, Home, → and
+    jumps into it each show the frame of a full replay."""
     monkeypatch.setattr(player.replay, "NATURAL_SPACING", 1500)  # a small recording, many points
-    monkeypatch.setattr(player.app, "SCAN_WORTH_SECONDS", 0.0)  # and every seek finds them
-    monkeypatch.setattr(player.app, "PROBE_SECONDS", 0.0)
-    monkeypatch.setattr(player.app, "SLOW_REPLAY", 10**15)
+    monkeypatch.setattr(player.app, "SCAN_WORTH", 0)  # and every seek finds them
     path = redrawn_screens(tmp_path, monkeypatch)
     # As a first open: the keyframes are built in another process meanwhile.
     recording = Recording.open(path, None, cache=KeyframeCache(tmp_path / "keyframes"))

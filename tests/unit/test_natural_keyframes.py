@@ -214,3 +214,13 @@ def test_what_the_scan_cannot_follow_ends_it() -> None:
         assert timeline._natural.stopped, repr(stop)
         assert timeline._natural.indices == [1], repr(stop)
         assert state(timeline.screen_after(len(events))) == state(reference(events, 10, 5)), repr(stop)
+
+
+def test_a_full_screen_program_is_told_from_a_log() -> None:
+    """The player looks for natural keyframes as soon as a recording is read when its output
+    places the cursor often; a log (or nothing) does not start the scan."""
+    program = [Event(float(i), "o", redraw(24, f"frame {i}")) for i in range(50)]
+    log = [Event(float(i), "o", f"\x1b[32m{i}\x1b[m a line of a log\r\n" * 20) for i in range(50)]
+    assert timeline_of(program, 80, 24).looks_redrawn()
+    assert not timeline_of(log, 80, 24).looks_redrawn()
+    assert not timeline_of([], 80, 24).looks_redrawn()
