@@ -53,7 +53,7 @@ TOKEN = re.compile(
     rb"|\x1b([ -/]*)([0-~])"  # other ESC sequences
     rb"|([\x00-\x1f\x7f])"  # a control character
 )
-MAX_ROWS = 200  # rows kept around the cursor
+MAX_ROWS = 32  # rows kept beyond two screenfuls before those far from the cursor go (they are off screen)
 MAX_PARTIAL = 4096  # an escape sequence cut by a chunk's end, kept back at most this long
 # An escape sequence the chunk's end may have cut: a CSI without its final byte, an OSC or DCS
 # without its terminator, a lone ESC or ESC with intermediates.
