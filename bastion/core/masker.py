@@ -533,6 +533,33 @@ class SecretMasker:
         still being written at a row's end starts (None: card numbers are not masked)."""
         return self.secrets_in, self._card_opening if self._card_digits else None
 
+    def secrets_across(self, text: bytes, joint: int) -> list[tuple[int, int, str]]:
+        """(start, end, detector) of the complete secrets in visible `text` that hold its bytes
+        from `joint` on (the character after a tab taken out, which ends `text`)."""
+        detectors, _ = self._prefilter.scan(text)
+        across = []
+        for detector in detectors:
+            spans: list[tuple[int, int]] = []
+            if detector.name == "card-number":  # within the run of digits the joint ends
+                if not text[joint:joint + 1].isdigit():
+                    continue
+                head = max(0, len(text[:joint].rstrip(b"0123456789 -")) - 1)
+                spans = [(head + begin, head + end) for begin, end in card_spans(text[head:])]
+            else:
+                self._detect(detector, text, joint, 0, spans, [])
+            across += [(begin, end, detector.name) for begin, end in spans if end > joint]
+        return across
+
+    def may_join(self, text: bytes) -> bool:
+        """Whether `text` read with a tab taken out (its two sides joined) may hold a secret that
+        it does not hold whole, as far as detectors other than card numbers go: a secret ending
+        right after such a tab starts before it, so its trigger occurs in `text` as it is
+        (every built-in trigger ends before the secret does). A custom detector's trigger is
+        its whole pattern: with one on, always."""
+        if not self._fast_path:
+            return True
+        return any(d.name != "card-number" for d in self._prefilter.scan(text)[0])
+
     def resize(self, width: int, height: int) -> None:
         if self._view is not None:
             self._view.resize(width, height)

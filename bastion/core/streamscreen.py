@@ -31,6 +31,9 @@ them, and the rest is changed so that the terminal does what the view follows:
   origin, autowrap, margins) and scrolling regions are removed.
 - Sequences the view does not follow are removed as on a pty (`screenview.sanitized`).
 
+A tab at the terminal's right margin draws nothing (see TAB_RUN): in plain output, each tab is
+also read as nothing, and a secret it completes is masked where the chunk has it.
+
 A CR at a chunk's end is held until the next byte shows whether it ends a line (CR LF), or
 for the masker's pause.
 """
@@ -38,12 +41,23 @@ for the masker's pause.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from bastion.core.masker import SecretMasker
 from bastion.core.screenview import NOT_SGR, ScreenView, sanitized
-from bastion.core.terminal import CUT_ESCAPE, FLAG_ESCAPE, FLAG_MOVES, FLAG_NON_ASCII, screen_flags
+from bastion.core.terminal import (
+    CUT_ESCAPE,
+    ESC_SEQUENCE,
+    FLAG_ESCAPE,
+    FLAG_MOVES,
+    FLAG_NON_ASCII,
+    FLAG_UNDRAWN,
+    UNDRAWN,
+    screen_flags,
+)
 
 NARROWEST = 40  # columns: the narrowest terminal whose rows the view follows
 WIDTH = 1024  # the view's row: longer ones are not sure anyway
@@ -53,6 +67,31 @@ ROW_KEPT = 1024  # bytes of the open row kept while output is plain
 # escape sequences other than colours, C1 controls (a tab only moves it forward: tabs are followed once
 # a chunk is read on the view).
 MOVES = re.compile(rb"[\x08\x0b\x0c]|\r(?!\n)")
+
+
+# A tab with no tab stop after the cursor stops at the right margin: at the margin it draws
+# nothing, and on some terminals (pyte's) one right after a character drawn in the last column
+# brings the cursor back onto it. The character after it is then drawn next to (or over) the one
+# before, in the last column, and the row wraps after it. So each tab, with the characters and
+# escape sequences not drawn around it, is also read as nothing: what comes before it on its row
+# (up to JOIN_WINDOW bytes) joined with the one character drawn after it.
+HIDDEN = ESC_SEQUENCE + b"|" + UNDRAWN
+HIDDENS = re.compile(HIDDEN)
+TAB_RUN = re.compile(rb"\t+")
+TAB_RUN_HIDDEN = re.compile(rb"\t(?:\t|" + HIDDEN + rb")*")
+OPEN_TAB = re.compile(rb"\t(?:\t|" + HIDDEN + rb")*\Z")  # nothing drawn after the row's last tab yet
+# The row's first tab is in the column the bytes before it reach at most (one started by a line
+# feed of this session): on a terminal at least this wide, one nearer its start is not at the
+# margin.
+TAB_NARROWEST = 20
+JOIN_WINDOW = 256  # bytes before a tab read joined with the character after it
+FLAGS_HIDDEN = FLAG_ESCAPE | FLAG_UNDRAWN | FLAG_NON_ASCII
+NON_ASCII = bytes(range(0x80, 0x100))
+# A run of at least twelve digits (a space or a dash between two of them) that a tab run then
+# a digit follow, directly or over single characters between tabs (or one more character first,
+# drawn in the last column): the only way a card number shows once a tab draws nothing.
+CARD_JOINT = re.compile(
+    rb"(?<![0-9])(?<![0-9][ -])[0-9](?:[ -]?[0-9]){11,}+[^\t\n]?(?:\t+[^\t\n])*\t+(?=[0-9])")
 
 
 C1 = re.compile(rb"\xc2[\x80-\x9f]")  # C1 controls written in UTF-8: some terminals act on them
@@ -98,9 +137,17 @@ class StreamScreen:
     """stdout and stderr of one channel without a pty, read as the row one terminal draws."""
 
     def __init__(self, find: Callable[[str], list[tuple[int, int, str]]],
-                 opening: Callable[[str], int] | None = None) -> None:
+                 opening: Callable[[str], int] | None = None,
+                 may_join: Callable[[bytes], bool] | None = None,
+                 across: Callable[[bytes, int], list[tuple[int, int, str]]] | None = None) -> None:
+        """`may_join`, `across`: `SecretMasker.may_join` and `secrets_across`, to read a tab as
+        drawing nothing (None: tabs are not read so)."""
         self._find = find
         self._opening = opening
+        self._may_join = may_join if across is not None else None
+        self._across = across
+        self._tab_open = False  # the open row ends with a tab nothing was drawn after yet
+        self._space_before = False  # the view's next character goes after a space (a tab before it)
         self._view: ScreenView | None = None
         self._row = b""  # the open row's bytes since its line feed, while output is plain
         self._row_sure = False  # a line feed of this session started it, and it has no tab
@@ -160,6 +207,7 @@ class StreamScreen:
             self._last = stream
         if self._view is None:
             if not switched and not _draws_over(data, flags):
+                data = self._joined(data, out)
                 self._plain(data)
                 out.parts.append((stream, data))
                 return
@@ -172,7 +220,9 @@ class StreamScreen:
             self._row, self._row_sure = data[line + 1:][-ROW_KEPT:], True
         else:
             self._row = (self._row + data)[-ROW_KEPT:]
-        if b"\t" in self._row or len(self._row) >= ROW_KEPT:
+        tab = self._row.rfind(b"\t")
+        self._tab_open = tab >= 0 and OPEN_TAB.match(self._row, tab) is not None
+        if tab >= 0 or len(self._row) >= ROW_KEPT:
             self._row_sure = False
 
     def _engage(self) -> None:
@@ -183,6 +233,10 @@ class StreamScreen:
         self._unsure_y = None if self._row_sure else view.y
         if self._row:
             view.draw(sanitized(self._row.replace(b"\t", b" ")))
+        # A tab the terminal got as it is ends the row: the next character drawn may be drawn
+        # right after (or over) the one before it, at the margin. A space before that character
+        # takes a column on every terminal (and wraps at the margin).
+        self._space_before, self._tab_open = self._tab_open, False
 
     # -- read on the view ----------------------------------------------------------------------
 
@@ -204,6 +258,8 @@ class StreamScreen:
         if cut is not None:  # a sequence the stream's masker let go unfinished: never completed
             data = data[:cut.start()]
         data = sanitized(data)
+        if self._space_before:
+            data = self._after_a_tab(data)
         # After the last byte that can draw over, a line feed closes the row for good: the rest
         # of the chunk is plain output again.
         last = max([-1, *(m.start() for pattern in (NOT_SGR, MOVES) for m in pattern.finditer(data))])
@@ -214,9 +270,9 @@ class StreamScreen:
                 self._draw(pieces, data[position:match.start()], out)
                 position = match.start()
                 if position > last:
-                    rest = data[position:]
+                    self._view, self._row, self._row_sure, self._tab_open = None, b"", True, False
+                    rest = self._joined(data[position:], out)
                     out.parts.append((stream, b"".join(pieces) + rest))
-                    self._view, self._row, self._row_sure = None, b"", True
                     self._plain(rest)
                     return
                 continue
@@ -239,6 +295,101 @@ class StreamScreen:
             return
         # The row is closed and never drawn on again: plain output costs nothing again.
         self._view, self._row, self._row_sure = None, b"", True
+
+    def _after_a_tab(self, data: bytes) -> bytes:
+        """A space before the first character `data` draws, unless a move comes first."""
+        position = 0
+        while (hidden := HIDDENS.match(data, position)) is not None and _still(hidden.group()):
+            position = hidden.end()
+        head = data[position:position + 1]
+        if not head:
+            return data
+        self._space_before = False
+        if head in b"\t\x08\n\x0b\x0c\r\x1b":
+            return data
+        return data[:position] + b" " + data[position:]
+
+    # -- a tab at the right margin -------------------------------------------------------------
+
+    def _joined(self, data: bytes, out: Drawn) -> bytes:
+        """`data`, plain output going on after the open row, with the characters it draws of a
+        secret that shows once a tab draws nothing masked (see TAB_RUN)."""
+        if self._may_join is None or (b"\t" not in data and not self._tab_open):
+            return data
+        base = len(self._row)
+        text = self._row + data
+        first = base
+        if self._tab_open:  # the run the open row ends with goes on in `data`
+            opened = OPEN_TAB.search(self._row, max(0, base - 512))
+            first = opened.start() if opened is not None else base
+        hidden = bool(screen_flags(text) & FLAGS_HIDDEN)
+        line = text.rfind(b"\n", 0, first) + 1
+        if not self._suspect(text[line:], hidden):  # the usual case: one look at the whole
+            return data
+        runs = TAB_RUN_HIDDEN if hidden else TAB_RUN
+        spans: dict[tuple[int, int], str] = {}
+        while line < len(text):
+            end = text.find(b"\n", line)
+            end = len(text) if end < 0 else end
+            joints = [run for run in runs.finditer(text, max(line, first), end)
+                      if base <= run.end() < end]
+            if joints and (line > 0 or self._row_sure) and joints[0].start() - line < TAB_NARROWEST - 1 and (
+                    text.find(b"\t", line, joints[0].start()) < 0):
+                del joints[0]  # the row's first tab, too near its start to be at any margin
+            if joints and self._suspect(text[line:end], hidden):
+                for run in joints:
+                    self._joint(text, max(line, run.start() - JOIN_WINDOW), run.start(), run.end(), spans,
+                                hidden=hidden)
+            line = end + 1
+        if not spans:
+            return data
+        masked = bytearray(text)
+        for (start, stop), name in sorted(spans.items(), reverse=True):
+            if start >= base:
+                masked[start:stop] = b"*"
+            elif text[start:stop] != b"*" and f"{name} (row +0)" not in out.drawn:
+                out.drawn.append(f"{name} (row +0)")
+        out.masked += sorted(set(spans.values()))
+        return bytes(masked[base:])
+
+    def _suspect(self, text: bytes, hidden: bool) -> bool:
+        """Whether `text` (lines, as written) may hold a secret that a tab drawing nothing
+        completes: a trigger of a detector other than card numbers in it, or a run of at least
+        twelve digits before a tab and a digit."""
+        assert self._may_join is not None
+        if hidden:
+            text = HIDDENS.sub(b"", text)
+        views = [text] if text.isascii() else [text, text.translate(None, NON_ASCII)]
+        return any(self._may_join(view) or (self._opening is not None and CARD_JOINT.search(view) is not None)
+                   for view in views)
+
+    def _joint(self, text: bytes, begin: int, end: int, after: int,
+               spans: dict[tuple[int, int], str], *, hidden: bool) -> None:
+        """The secrets a tab run (`end`..`after`) drawing nothing completes: their characters
+        (as byte spans of `text`) added to `spans`."""
+        assert self._across is not None
+        size = _char_length(text[after])
+        if not hidden:  # no escape sequence, no character not drawn: bytes are characters
+            for reading in _readings(text[begin:end]):
+                joint = len(reading)
+                for start, stop, name in self._across(reading + text[after:after + size], joint):
+                    for index in range(start, stop):
+                        at = begin + index if index < joint else after + index - joint
+                        spans[(at, at + 1)] = name
+            return
+        chars = _visible(text, begin, end)
+        last = (text[after:after + size].decode("utf-8", "surrogateescape"), after, after + size)
+        for view in (chars, [c for c in chars if c[0].isascii()]):
+            for count in _counts(view):
+                drawn = [*view[:count], last]
+                encoded = [c.encode("utf-8", "surrogateescape") for c, _, _ in drawn]
+                starts = list(accumulate((len(e) for e in encoded), initial=0))
+                for start, stop, name in self._across(b"".join(encoded), starts[count]):
+                    for index in range(bisect_right(starts, start) - 1, bisect_right(starts, stop - 1)):
+                        _, a, b = drawn[index]
+                        spans[(a, b)] = name
+            if last[0].isascii() and all(c[0].isascii() for c in chars):
+                break
 
     def _draw(self, pieces: list[bytes], data: bytes, out: Drawn, *, pause: bool = False) -> None:
         view = self._view
@@ -319,7 +470,7 @@ class StreamsOutput:
     def __init__(self, maskers: dict[int, SecretMasker], finder: SecretMasker) -> None:
         """`finder`: whose detectors read the row (its `secrets_in` keeps no state of its own)."""
         self._maskers = maskers
-        self.screen = StreamScreen(*finder.view_finders())
+        self.screen = StreamScreen(*finder.view_finders(), finder.may_join, finder.secrets_across)
 
     def holding(self, stream: int) -> bool:
         return self._maskers[stream].holding or self.screen.holding_for(stream)
@@ -344,6 +495,69 @@ class StreamsOutput:
         drawn.masked[:0] = result.masked
         drawn.drawn[:0] = result.drawn
         return drawn
+
+
+def _still(sequence: bytes) -> bool:
+    """A character not drawn, a colour or a string: the cursor stays where it is."""
+    if not sequence.startswith(b"\x1b"):
+        return True
+    return sequence.startswith((b"\x1b]", b"\x1bP", b"\x1bX", b"\x1b^", b"\x1b_")) or (
+        sequence.startswith(b"\x1b[") and sequence.endswith(b"m"))
+
+
+def _char_length(lead: int) -> int:
+    """Bytes of the UTF-8 character that starts with `lead` (1 for a byte that starts none)."""
+    return 1 if lead < 0xC2 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4 if lead < 0xF5 else 1
+
+
+def _readings(before: bytes) -> list[bytes]:
+    """What may show before the character after a tab drawing nothing: all of `before`; without
+    its last character (drawn in the last column, the tab brought the cursor back onto it); and
+    so on back over a chain of single characters between tabs."""
+    readings = [before]
+    while before:
+        cut = len(before) - 1
+        while cut > 0 and 0x80 <= before[cut] < 0xC0:
+            cut -= 1
+        before = before[:cut]
+        if not before.endswith(b"\t"):
+            readings.append(before)
+            break
+        before = before.rstrip(b"\t")
+        readings.append(before)
+    return readings
+
+
+def _counts(chars: list[tuple[str, int, int]]) -> list[int]:
+    """`_readings` as counts of leading characters."""
+    counts = [len(chars)]
+    count = len(chars)
+    while count:
+        count -= 1
+        if count == 0 or chars[count - 1][0] != "\t":
+            counts.append(count)
+            break
+        while count and chars[count - 1][0] == "\t":
+            count -= 1
+        counts.append(count)
+    return counts
+
+
+def _visible(text: bytes, begin: int, end: int) -> list[tuple[str, int, int]]:
+    """The characters `text[begin:end]` draws (escape sequences and characters not drawn left
+    out), each with its bytes' span."""
+    chars: list[tuple[str, int, int]] = []
+    position = begin
+    for hidden in [*HIDDENS.finditer(text, begin, end), None]:
+        stop = end if hidden is None else hidden.start()
+        segment = text[position:stop]
+        for char in segment.decode("utf-8", "surrogateescape"):
+            size = len(char.encode("utf-8", "surrogateescape"))
+            chars.append((char, position, position + size))
+            position += size
+        if hidden is not None:
+            position = hidden.end()
+    return chars
 
 
 def _extent(row: list[str] | str | None) -> int:

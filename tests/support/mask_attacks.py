@@ -197,21 +197,68 @@ NOPTY: dict[str, list[Write]] = {
     "insert mode": [(0, ROW + b"id=" + SECOND), (0, b"\x1b[4h\x1b[4G" + FIRST + b"\x1b[4l" + TAIL)],
     "ICH opens the gap": [(0, ROW + b"id=" + SECOND + b"\x1b[4G\x1b[10@"), (0, FIRST + TAIL)],
 }
-# Still open (docs/masking.md, Known gaps): plain text, nothing that moves back, but a tab at
-# the right margin draws nothing on the user's terminal, whose width the bastion does not know.
-NOPTY_OPEN: dict[str, list[Write]] = {
-    "tab at the right margin": [(0, ROW + b"." * (WIDTH - 20) + KEY[:19].encode() + b"\t" + KEY[19:].encode()
-                                 + b" end\n")],
+
+# A tab at the right margin draws nothing: plain text, nothing that moves back, on a terminal
+# whose width the bastion does not know. Each row is laid out so that the key's last character
+# falls in the terminal's last column (K: the key's first 19 characters end in the column
+# before it).
+
+
+def _margin(width: int, rows: int = 1) -> bytes:
+    """Dots up to where K must start for its end to reach the column before the last, on the
+    row's `rows`-th terminal row."""
+    return b"." * ((rows - 1) * width + width - 20)
+
+
+K, D = KEY[:19].encode(), KEY[19:].encode()
+DOTS = _margin(WIDTH)
+TABS: dict[str, list[Write]] = {
+    "tab at the right margin": [(0, ROW + DOTS + K + b"\t" + D + b" end\n")],
+    "three tabs at the right margin": [(0, ROW + DOTS + K + b"\t\t\t" + D + b" end\n")],
+    "tab at the right margin, then a colour": [(0, ROW + DOTS + K + b"\t\x1b[31m" + D + b"\x1b[0m end\n")],
+    "a colour, then a tab at the right margin": [(0, ROW + DOTS + K + b"\x1b[1m\t\x1b[0m" + D + b" end\n")],
+    "tab at the right margin, a character not drawn after it": [
+        (0, ROW + DOTS + K + b"\t\x01\x7f" + D + b" end\n")],
+    "tab at the right margin on a 37-column terminal": [(0, ROW + _margin(37) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin on an 80-column terminal": [(0, ROW + _margin(80) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin on a 200-column terminal": [(0, ROW + _margin(200) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin of a row's third terminal row": [
+        (0, ROW + _margin(WIDTH, 3) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin of a row longer than the row kept": [
+        (0, ROW + _margin(WIDTH, 13) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin after tab-separated columns": [
+        (0, ROW + b"a\tbb\tccc\t" + b"." * (WIDTH - 44) + K + b"\t" + D + b" end\n")],
+    "tab at the right margin on the session's first row": [(0, _margin(WIDTH)[8:] + K + b"\t" + D + b" end\n")],
+    "tab at the right margin, tab stops cleared before": [(0, ROW + DOTS + K + b"\t" + D + b" end\n")],
+    "tab on stdout at the right margin, the last character on stderr": [
+        (0, ROW + DOTS + K + b"\t"), (1, D + b" end\n")],
+    "tab on stderr between two stdout halves": [(0, ROW + DOTS + K), (1, b"\t"), (0, D + b" end\n")],
+    "tab at the right margin, the key's start on stderr": [
+        (1, ROW + DOTS + K[:3]), (0, K[3:] + b"\t" + D + b" end\n")],
+    # pyte (not tmux): a tab right after a character drawn in the last column brings the
+    # cursor back onto it, and the next character is drawn over it.
+    "tab after the last column brings the cursor back": [
+        (0, ROW + DOTS + K + b"x\t" + D + b" end\n")],
+    "single characters between tabs at the right margin": [
+        (0, ROW + DOTS + K + b"\tx\ty\t" + D + b" end\n")],
 }
+NOPTY.update(TABS)
+
 # Attacks drawn on a terminal prepared before the session (the judge feeds these bytes first):
 # the session starts mid-row, or the terminal's tab stops are not every eighth column.
 BEFORE = {
     "CHA then CR on the session's first row": b"prompt$ ",
     "tab then CR": b"\x1b[3g\x1b[14G\x1bH\r",
+    "tab at the right margin on the session's first row": b"prompt$ ",
+    "tab at the right margin, tab stops cleared before": b"\x1b[3g",
 }
 # Acted on by pyte (and some terminals), not by tmux: through tmux the key shows nowhere.
-NOT_TMUX = {"C1 CSI in UTF-8"}
-NARROW = {"CR on a line that wraps on a 40-column terminal": 40,
+NOT_TMUX = {"C1 CSI in UTF-8", "tab after the last column brings the cursor back",
+            "single characters between tabs at the right margin"}
+NARROW = {"tab at the right margin on a 37-column terminal": 37,
+          "tab at the right margin on an 80-column terminal": 80,
+          "tab at the right margin on a 200-column terminal": 200,
+          "CR on a line that wraps on a 40-column terminal": 40,
           "CR on a line of wide characters that wraps on a 40-column terminal": 40}
 
 
@@ -263,7 +310,7 @@ def run_streams(name: str, make: Callable[[], StreamsMasker], tally: Tally,
                 writes: list[Write] | None = None) -> None:
     """Every way of `NOPTY[name]` through a fresh masker, both streams drawn on one pyte screen
     in the order they go out; judged as `run` judges."""
-    for label, parts, pauses in stream_ways(writes if writes is not None else {**NOPTY, **NOPTY_OPEN}[name]):
+    for label, parts, pauses in stream_ways(writes if writes is not None else NOPTY[name]):
         masker = make()
         terminal = Terminal(NARROW.get(name, WIDTH), BEFORE.get(name, b""))
         for (number, part), pause in zip(parts, pauses, strict=True):
