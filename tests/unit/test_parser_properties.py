@@ -61,9 +61,10 @@ def refusal(load: Any, data: dict[str, Any]) -> str | None:
 
 # -- the rules and config loaders ------------------------------------------------------------------
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False),
-                    st.text(max_size=12))
-VALUES = st.recursive(SCALARS.filter(lambda v: v is not None),
+# TOML has no null: values are drawn without one (a filter would throw away most draws, and
+# Hypothesis's health check then fails the test on an unlucky seed).
+SCALARS = st.one_of(st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False), st.text(max_size=12))
+VALUES = st.recursive(SCALARS,
                       lambda inner: st.one_of(st.lists(inner, max_size=4),
                                               st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=12)
