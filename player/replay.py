@@ -779,9 +779,11 @@ class NaturalScan:
     """Finds natural keyframes: points after which the screen depends only on the state a full
     redraw leaves (size, modes, scroll region, tab stops, attributes, the cursor's visibility,
     saved cursors), not on any cell or cursor position before. They are a full clear (`CSI 2 J`
-    or `CSI 3 J`) with an absolute cursor move (`CSI H`) next to it, a reset (`ESC c`), and, in
-    one event, a run of rows each drawn whole (`CSI row H`, printable text and colours, `CSI K`)
-    that covers every row, as full-screen programs redraw.
+    or `CSI 3 J`) with an absolute cursor move (`CSI H`) next to it, a reset (`ESC c`), and a
+    run of rows each drawn whole (`CSI row H`, printable text and colours, `CSI K`) that covers
+    every row, as full-screen programs redraw. Output events up to the next resize are read as
+    one text (as the emulator reads them), so a point may start in one event and give the
+    screen after a later one.
 
     That state changes only at a few rare sequences (modes, margins, tab stops, saved cursors,
     resets, resizes) and at SGRs. So the scan looks at those alone, with a pyte screen of its own
