@@ -625,6 +625,11 @@ class ScreenView:
                     self.x = 0
             elif byte == b"\x08":
                 self._move(x=self.x - 1)
+            elif byte == b"\t" and self.wrap_pending:
+                # Right after a character drawn in the last column: xterm and tmux leave the
+                # cursor waiting to wrap, pyte brings it back onto that character, which the
+                # next one then overwrites. Removed, so that every terminal wraps.
+                self._pending[0][match.start()] = (match.end(), 0)
             elif byte == b"\t":
                 self._tab(1)
             return
@@ -712,7 +717,8 @@ class ScreenView:
         elif final == "d":
             self._absolute_row(arg() - 1)
         elif final == "I":
-            self._tab(arg())
+            if not self.wrap_pending:  # waiting to wrap, the cursor stays (xterm, tmux)
+                self._tab(arg())
         elif final == "Z":
             self._tab(-arg())
         elif final == "g":

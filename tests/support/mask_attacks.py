@@ -81,6 +81,10 @@ MORE = {
     "conjoining Hangul moves the terminal's cursor less": [
         "id=\u1100\u1161".encode() + b"\x1b[8C" + SECOND, b"\rid=" + FIRST + TAIL],
 }
+# A tab right after a character drawn in the last column: tmux keeps the cursor waiting to wrap
+# (the next character starts the row below), pyte brings it back onto the last column.
+MORE["tab after the last column"] = [b"\x1b[2J\x1b[2;1H" + AT, b"\x1b[1;100Hx\ty", b"\rid=" + FIRST + TAIL]
+MORE["CHT after the last column"] = [b"\x1b[2J\x1b[2;1H" + AT, b"\x1b[1;100Hx\x1b[Iy", b"\rid=" + FIRST + TAIL]
 # Attacks that start with the cursor on the screen's last row, put there before the masker
 # sees the session (as a shell's earlier output does).
 BOTTOM = {"DECSC on the last row, a scroll, DECRC"}

@@ -6,6 +6,7 @@ docs/masking.md (Known gaps)."""
 
 from __future__ import annotations
 
+import pyte
 import pytest
 
 from bastion.core.masker import SecretMasker
@@ -76,3 +77,21 @@ def test_more_hostile_drawing_without_a_pty(name: str) -> None:
         out += masker.flush().data
         assert FIRST[4:] not in out or SECOND not in out, (label, out)
         assert b" end" in out, (label, out)
+
+
+@pytest.mark.parametrize("move", [b"\t", b"\x1b[I"])
+def test_a_tab_after_the_last_column_leaves_the_cursor_waiting_to_wrap(move: bytes) -> None:
+    # tmux and xterm keep the cursor waiting to wrap after a tab there (the next character
+    # starts the row below); pyte brings it back onto the last column. The view follows tmux,
+    # and a tab there is removed so that pyte-like terminals wrap too: the first half drawn on
+    # the row below, where the second half is, is masked and the second half drawn over.
+    masker = SecretMasker()
+    masker.on_screen(mask_attacks.WIDTH, mask_attacks.HEIGHT)
+    out = b"".join(masker.feed(chunk).data + masker.flush(pause=True).data
+                   for chunk in mask_attacks.MORE["tab after the last column" if move == b"\t"
+                                                  else "CHT after the last column"])
+    assert FIRST not in out  # the second half went out first: drawn over once the first comes
+    assert (b"x\ty" not in out) if move == b"\t" else (b"x\x1b[Iy" in out)
+    terminal = pyte.Screen(mask_attacks.WIDTH, mask_attacks.HEIGHT)
+    pyte.ByteStream(terminal).feed(out)
+    assert not mask_attacks.shows_key(terminal) and "id=AKIA" + "*" * 16 in "\n".join(mask_attacks.rows(terminal))
