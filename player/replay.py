@@ -107,6 +107,18 @@ class SafeScreen(pyte.Screen):
             for y in range(self.lines):
                 buffer[y].update(row)
 
+    def cursor_to_line(self, line: int | None = None) -> None:
+        """VPA. pyte asserts a scrolling region in origin mode; without one a terminal counts
+        rows from the screen's top."""
+        if modes.DECOM in self.mode and self.margins is None:
+            self.cursor.y = (line or 1) - 1
+            self.ensure_vbounds()
+        else:
+            super().cursor_to_line(line)
+
+    def report_device_status(self, mode: int) -> None:
+        """Never answered (and pyte asserts a scrolling region to answer in origin mode)."""
+
     def draw(self, data: str) -> None:
         """pyte's `draw`, a line's worth of cells at a time for printable ASCII (most text): the
         same cells, cursor and wraps, without pyte's per-character width lookup and copy."""

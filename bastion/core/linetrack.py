@@ -14,6 +14,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyte
 
@@ -49,11 +50,33 @@ class TrackedScreen(pyte.Screen):
     the parameters it parsed (`CSI 1;1 A`, `CSI 1;1;1 H`) and private ones as `private=True`
     (`CSI ? 4 m`), which most handlers do not accept; a terminal ignores the extra parameters
     and the private sequences it does not know, and an exception here would end an honest
-    session."""
+    session (any output can bring one: a file someone else wrote, shown with `cat`)."""
+
+    # pyte stops with an error on an erase it does not know (`CSI 3 K`, `CSI 6 J`); a terminal
+    # ignores it.
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        if how in (0, 1, 2):
+            super().erase_in_line(how, private)
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if how in (0, 1, 2, 3):
+            super().erase_in_display(how, *args, **kwargs)
+
+    def cursor_to_line(self, line: int | None = None) -> None:
+        """VPA. pyte asserts a scrolling region in origin mode; without one a terminal counts
+        rows from the screen's top."""
+        if pyte.modes.DECOM in self.mode and self.margins is None:
+            self.cursor.y = (line or 1) - 1
+            self.ensure_vbounds()
+        else:
+            super().cursor_to_line(line)
+
+    def report_device_status(self, mode: int) -> None:
+        """Never answered (and pyte asserts a scrolling region to answer in origin mode)."""
 
 
 def _tolerant(name: str) -> None:
-    handler = getattr(pyte.Screen, name)
+    handler = getattr(TrackedScreen, name)
     parameters = list(inspect.signature(handler).parameters.values())[1:]
     takes_private = any(p.name == "private" or p.kind is p.VAR_KEYWORD for p in parameters)
     limit = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else sum(

@@ -111,6 +111,25 @@ def test_interactive_denied_line_never_runs_and_the_shell_stays_usable(box: Sand
         p.close()
 
 
+def test_output_the_emulator_once_choked_on_leaves_the_session_screened(box: Sandbox) -> None:
+    """Erases no terminal knows (`CSI 3 K`, `CSI 6 J`) and a row asked for in origin mode
+    without a scrolling region (`CSI ? 6 h`, `CSI 2 d`): any output can hold them (a file
+    another user wrote, shown with `cat`). The session goes on, and its next line is still
+    screened (a denied one does not run, an allowed one does)."""
+    p = pane(box)
+    try:
+        run_line(p, r"printf 'x\033[3K\033[6J\033[?6h\033[2d\033[?6l\033[r\n'; clear")
+        p.at_prompt()
+        path = unique("forbidden")
+        run_line(p, f"touch {path}")
+        p.wait_for("bastion: denied by rule 'no-forbidden'")
+        run_line(p, "echo still-$((40+2))")
+        p.wait_for("still-42")
+        assert not path.exists()
+    finally:
+        p.close()
+
+
 def test_edited_line_is_decided_on_what_bash_ran(box: Sandbox) -> None:
     p = pane(box)
     try:
