@@ -21,7 +21,7 @@ from pyte.screens import Char, Cursor, Margins, Savepoint
 
 from player.replay import Keyframe, SafeScreen
 
-MAGIC = b"bastion-keyframes 5\n"  # 4: a full erase sets every cell of the screen; 5: onlcr (no pty)
+MAGIC = b"bastion-keyframes 6\n"  # 4: a full erase sets every cell; 5: onlcr (no pty); 6: carry
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
 INDEX_VARIABLE = "BASTION_RECORDINGS_INDEX"
 
@@ -58,6 +58,7 @@ def snapshot(screen: SafeScreen) -> dict[str, Any]:
         "margins": list(screen.margins) if screen.margins else None,
         "mode": sorted(screen.mode),
         "onlcr": screen.onlcr,
+        "carry": screen.carry,
         "charset": screen.charset,
         "g0": screen.g0_charset,
         "g1": screen.g1_charset,
@@ -73,6 +74,7 @@ def restore(data: dict[str, Any]) -> SafeScreen:
         raise ValueError("keyframe size out of range")
     screen = SafeScreen(columns, lines)
     screen.onlcr = bool(data.get("onlcr", False))
+    screen.carry = str(data.get("carry", ""))[:4096]
     for y, x, *char in data["cells"]:
         if not (0 <= y < lines and 0 <= x <= columns):
             raise ValueError("keyframe cell out of range")

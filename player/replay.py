@@ -62,6 +62,10 @@ class SafeScreen(pyte.Screen):
     # The session had no pty: the user's own tty turned each line feed into CR LF (`onlcr`),
     # whatever the program asked of the terminal, so new line mode (LNM) stays on.
     onlcr = False
+    # An escape sequence the last output event cut, held for the next one: the emulator's parser
+    # is then never inside a sequence between events, so a copy of the screen (a keyframe, a
+    # seek's start) or playback going on event by event continues exactly where it was.
+    carry = ""
 
     def reset(self) -> None:
         super().reset()
@@ -473,6 +477,7 @@ _CSI_HANDLERS = dict(pyte.Stream.csi)
 _ASCII_SAFE = bytes(range(0x20, 0x7F)) + b"\r\n\t\x08\x07\x1b"
 _PARAMETERS = b"0123456789;"
 _LINE_FINALS = (b"m", b"K", b"G", b"C", b"D")
+CARRY_LIMIT = 4096  # a longer unfinished sequence (a title never ended) goes to the emulator as it is
 DROP_LINES = 4096  # held line feeds beyond those the screen needs before what they hide is dropped
 HOLD_LIMIT = 256 * 1024  # characters held back at most
 _RESET = re.compile(r"\x1b\[0*m")  # every attribute back to its default, whatever came before
@@ -532,8 +537,12 @@ class Feeder:
         return bool(stream._taking_plain_text) and stream.use_utf8 and not stream.utf8_decoder.getstate()[0]
 
     def feed(self, text: str, interrupted: Callable[[], bool] | None = None) -> None:
-        """Feed one output event's text (surrogate escapes stand for bytes that were not UTF-8)."""
+        """Feed one output event's text (surrogate escapes stand for bytes that were not UTF-8).
+        An escape sequence it ends inside waits on the screen (`SafeScreen.carry`) for the next."""
         self.scanned += len(text)
+        text = self._carried(text)
+        if not text:
+            return
         if not self.pending and not self._plain():
             self._emulate(text, interrupted)
             return
@@ -574,6 +583,16 @@ class Feeder:
                 if stop >= end or self._plain():
                     break
             position = stop
+
+    def _carried(self, text: str) -> str:
+        """`text` after what the last event cut, without the escape sequence it ends inside (kept
+        on the screen for the next)."""
+        screen = self.screen
+        if screen.carry:
+            text, screen.carry = screen.carry + text, ""
+        if "\x1b" in text[-CARRY_LIMIT:] and (cut := _PARTIAL.search(text, max(0, len(text) - CARRY_LIMIT))):
+            text, screen.carry = text[:cut.start()], text[cut.start():]
+        return text
 
     def _emulate(self, text: str, interrupted: Callable[[], bool] | None = None) -> None:
         """Feed `text` to the emulator, in slices between which `interrupted` is asked."""

@@ -35,6 +35,9 @@ STOPPING = ["\x1b%G", "\udcc3", "\x9b1m", "\x1b[?5h", "\x1b[1\nm", "\x1b\x1b[2J"
 def state(screen: pyte.Screen) -> dict[str, Any]:
     taken = snapshot(screen)
     taken["cells"] = sorted(taken["cells"])
+    # An escape sequence an event cut: the replay keeps it as text (`SafeScreen.carry`), the
+    # reference in pyte's parser; what either does next with it is compared instead.
+    taken.pop("carry")
     return taken
 
 
