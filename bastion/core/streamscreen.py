@@ -84,7 +84,7 @@ OPEN_TAB = re.compile(rb"\t(?:\t|" + HIDDEN + rb")*\Z")  # nothing drawn after t
 # feed of this session): on a terminal at least this wide, one nearer its start is not at the
 # margin.
 TAB_NARROWEST = 20
-JOIN_WINDOW = 256  # bytes before a tab read joined with the character after it
+JOIN_WINDOW = ROW_KEPT  # bytes before a tab read joined with the character after it
 FLAGS_HIDDEN = FLAG_ESCAPE | FLAG_UNDRAWN | FLAG_NON_ASCII
 NON_ASCII = bytes(range(0x80, 0x100))
 # A run of at least twelve digits (a space or a dash between two of them) that a tab run then

@@ -298,3 +298,12 @@ def test_tab_separated_output_is_masked_only_where_a_card_number_may_show() -> N
     for _, a, b in changed:
         assert len(a) == len(b) and all(x == y or (y == ord("*") and chr(x).isdigit()) for x, y in zip(a, b, strict=True))
     assert 0 < len(changed) < len(plain.split(b"\n")) // 12 // 10
+
+
+def test_a_long_token_at_the_margin_of_a_wide_terminal_is_read_whole() -> None:
+    # A JWT of 333 characters whose signature is long enough only with the character after the
+    # tab: whole on one row of a terminal wider than that.
+    token = b"eyJhbGciOiJIUzI1NiJ9.eyJ" + b"a" * 300 + b"." + b"b" * 8
+    parts, masked, _ = drawn_out((0, b"\n" + token[:-1] + b"\t" + token[-1:] + b" end\n"))
+    out = b"".join(parts)
+    assert masked == ["jwt"] and out.endswith(b"*\t* end\n") and b"a" * 300 not in out
