@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 
 from bastion.config import MaskingSettings
 from bastion.core.masker import (
+    _WORD_OR_DASH,
     BUILTIN_DETECTORS,
+    CARD_RUN,
     SecretMasker,
     TextMasker,
     _hyperscan_pattern,
     _raw_trigger,
     card_ok,
+    card_spans,
     custom_detector,
     digit_run,
     luhn_ok,
@@ -44,6 +47,10 @@ TRUE_CASES = [
     (f"card {CARD} ok\n", CARD),
     (f"card {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]} ok\n", f"{CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}"),
     (f"card {CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]} ok\n", f"{CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]}"),
+    # Prefixes with an underscore or a dash, glued to what comes before them.
+    (f"GITHUB_TOKEN{GH} next\n", GH[4:]),
+    (f"Xxoxb-{rand(string.digits, 12)}-{rand(ALNUM, 24)} next\n", None),
+    (f"aglpat-{rand(ALNUM, 20)} next\n", None),
 ]
 FALSE_CASES = [
     "commit 9fceb02d0ae598e95dc970b74764f0b7f4d1a2e3\n",
@@ -360,3 +367,28 @@ def test_digit_run_finds_card_layouts_and_passes_over_ordinary_numbers() -> None
     for text in [b"2026-11-28T14:00:00.123Z", b"commit 5170929415455f0", b"a4111111111111111 ",
                  b"-rw-r--r-- 1 root root  12345678 Nov 28", b"4111 1111 111", b""]:
         assert not digit_run(text, 12), text
+
+
+def _card_spans_run_by_run(text: bytes) -> list[tuple[int, int]]:
+    """card_spans as it read every run of digits, however short: the reference for the faster
+    search that passes over runs of fewer than 13 digits."""
+    found = []
+    for match in CARD_RUN.finditer(text):
+        run_start, run_end = match.span()
+        if run_start > 0 and text[run_start - 1] in _WORD_OR_DASH:
+            continue
+        if run_end < len(text) and text[run_end] in _WORD_OR_DASH and text[run_end] != 0x2D:
+            continue
+        run = match.group()
+        if sum(c.isdigit() for c in run.decode()) < 13:
+            continue
+        found += [(run_start + begin, run_start + end) for begin, end in card_spans(run)]
+    return found
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["4", "0", "5", "1", " ", "-", ",", "\t", "a", "\n", "4472 2226 2086 7409",
+                                 "4472222620867409", "1234567890123"]), max_size=40))
+def test_card_numbers_are_found_as_when_every_run_of_digits_was_read(pieces: list[str]) -> None:
+    text = "".join(pieces).encode()
+    assert card_spans(text) == _card_spans_run_by_run(text)
