@@ -337,6 +337,10 @@ class StreamScreen:
                     text.find(b"\t", line, joints[0].start()) < 0):
                 del joints[0]  # the row's first tab, too near its start to be at any margin
             if joints and self._suspect(text[line:end], hidden):
+                if not hidden and text[line:end].isascii() and not self._may_join(text[line:end]):
+                    # Only a card number can be completed: at the tabs after twelve digits.
+                    after_digits = {m.end() for m in CARD_JOINT.finditer(text, line, end)}
+                    joints = [run for run in joints if run.end() in after_digits]
                 for run in joints:
                     self._joint(text, max(line, run.start() - JOIN_WINDOW), run.start(), run.end(), spans,
                                 hidden=hidden)

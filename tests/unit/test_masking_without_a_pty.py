@@ -307,3 +307,19 @@ def test_a_long_token_at_the_margin_of_a_wide_terminal_is_read_whole() -> None:
     parts, masked, _ = drawn_out((0, b"\n" + token[:-1] + b"\t" + token[-1:] + b" end\n"))
     out = b"".join(parts)
     assert masked == ["jwt"] and out.endswith(b"*\t* end\n") and b"a" * 300 not in out
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (b"447222262086740\t", b"9"),  # 15 digits, a tab at the margin, the 16th
+    (b"4472 2226 2086 740\t", b"9"),  # in groups
+    (b"447222262086740x\t", b"9"),  # the character before the tab drawn over
+    (b"447222262086740\tx\t", b"9"),  # a single character between two tabs
+    (b"447222262086740\t\t\t", b"9 and tea\tfor\ttwo"),  # several tabs; words after them
+])
+def test_a_card_number_completed_after_a_tab_at_the_margin_is_masked(before: bytes, after: bytes) -> None:
+    """Rows of other columns read only the tabs after twelve digits for card numbers: these
+    still are."""
+    row = b"\nrow 1234\t" + b"." * 20
+    out = streams().feed(row + before + after + b" end\n", 0).data(0)
+    assert out.startswith(row) and out.endswith(after[1:] + b" end\n"), out
+    assert not any(c.isdigit() for c in out[len(row):].decode()), out  # every digit of it masked
