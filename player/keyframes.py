@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pyte.screens import Char, Cursor, Margins, Savepoint
 
-from player.replay import Keyframe, SafeScreen
+from player.replay import CARRY_LIMIT, Keyframe, SafeScreen
 
 MAGIC = b"bastion-keyframes 6\n"  # 4: a full erase sets every cell; 5: onlcr (no pty); 6: carry
 WAIT_FOR_CLOSE = 600.0  # seconds a build waits for the recorder to close the recording
@@ -74,7 +74,7 @@ def restore(data: dict[str, Any]) -> SafeScreen:
         raise ValueError("keyframe size out of range")
     screen = SafeScreen(columns, lines)
     screen.onlcr = bool(data.get("onlcr", False))
-    screen.carry = str(data.get("carry", ""))[:4096]
+    screen.carry = str(data.get("carry", ""))[:CARRY_LIMIT]
     for y, x, *char in data["cells"]:
         if not (0 <= y < lines and 0 <= x <= columns):
             raise ValueError("keyframe cell out of range")

@@ -67,6 +67,11 @@ class SafeScreen(pyte.Screen):
     # seek's start) or playback going on event by event continues exactly where it was.
     carry = ""
 
+    def without_pty(self) -> None:
+        """This screen shows a session without a pty (see `onlcr`)."""
+        self.onlcr = True
+        self.set_mode(modes.LNM)
+
     def reset(self) -> None:
         super().reset()
         if self.onlcr:
@@ -338,8 +343,7 @@ class Timeline:
     def new_screen(self) -> tuple[SafeScreen, pyte.ByteStream]:
         screen = SafeScreen(max(self.width, 1), max(self.height, 1))
         if self.newline_mode:
-            screen.onlcr = True
-            screen.set_mode(modes.LNM)
+            screen.without_pty()
         return screen, pyte.ByteStream(screen)
 
     def _build_keyframes(self) -> None:
@@ -727,7 +731,6 @@ class Feeder:
 NATURAL_STRETCH = 2048  # events scanned at a time
 NATURAL_SPACING = 128 * 1024  # at most one natural keyframe per this much output (bytes, roughly)
 _BATCH = 1024 * 1024  # output scanned as one text at most (events where no point may be taken)
-_CARRY_LIMIT = 4096  # an escape sequence cut between events is carried this far at most
 _NEUTRAL = r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # a character that is neither control nor stray byte
 # Output whose effect is on the cells, the cursor's position and the drawing attributes only:
 # text and C0 controls, CSI sequences but those that set modes, margins or tab stops (pyte takes
@@ -831,8 +834,7 @@ class NaturalScan:
     def __init__(self, columns: int, lines: int, *, onlcr: bool = False) -> None:
         self.shadow = SafeScreen(columns, lines)  # modes, margins, tab stops, saved cursors, size
         if onlcr:
-            self.shadow.onlcr = True
-            self.shadow.set_mode(modes.LNM)
+            self.shadow.without_pty()
         self.scratch = SafeScreen(1, 1)  # the attributes, from SGRs
         self.stream = pyte.Stream(self.scratch)
         self.attrs_known = True
@@ -1093,7 +1095,7 @@ class NaturalScan:
             else:
                 self._attrs(text, applied, at)
             shadow.restore_cursor()
-        elif _PARTIAL.match(text, at) and len(text) - at <= _CARRY_LIMIT:
+        elif _PARTIAL.match(text, at) and len(text) - at <= CARRY_LIMIT:
             self._attrs(text, applied, at)
             self.carry = text[at:]
             self._commit(at)

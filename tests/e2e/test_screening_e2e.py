@@ -98,15 +98,19 @@ def run_line(p: TmuxPane, text: str, *keys: str) -> None:
     p.send("Enter")
 
 
+def a_denied_line_does_not_run_and_the_next_does(p: TmuxPane) -> None:
+    path = unique("forbidden")
+    run_line(p, f"touch {path}")
+    p.wait_for("bastion: denied by rule 'no-forbidden'")
+    run_line(p, "echo still-$((40+2))")
+    p.wait_for("still-42")
+    assert not path.exists()
+
+
 def test_interactive_denied_line_never_runs_and_the_shell_stays_usable(box: Sandbox) -> None:
     p = pane(box)
     try:
-        path = unique("forbidden")
-        run_line(p, f"touch {path}")
-        p.wait_for("bastion: denied by rule 'no-forbidden'")
-        run_line(p, "echo still-$((40+2))")
-        p.wait_for("still-42")
-        assert not path.exists()
+        a_denied_line_does_not_run_and_the_next_does(p)
     finally:
         p.close()
 
@@ -120,12 +124,7 @@ def test_output_the_emulator_once_choked_on_leaves_the_session_screened(box: San
     try:
         run_line(p, r"printf 'x\033[3K\033[6J\033[?6h\033[2d\033[?6l\033[r\n'; clear")
         p.at_prompt()
-        path = unique("forbidden")
-        run_line(p, f"touch {path}")
-        p.wait_for("bastion: denied by rule 'no-forbidden'")
-        run_line(p, "echo still-$((40+2))")
-        p.wait_for("still-42")
-        assert not path.exists()
+        a_denied_line_does_not_run_and_the_next_does(p)
     finally:
         p.close()
 

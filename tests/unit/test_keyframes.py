@@ -34,8 +34,7 @@ def test_a_restored_snapshot_behaves_like_the_original(before: list[str], after:
     """With a pty, and without one (line feeds drawn as CR LF through resets)."""
     original = SafeScreen(30, 8)
     if onlcr:
-        original.onlcr = True
-        original.set_mode(pyte.modes.LNM)
+        original.without_pty()
     stream = pyte.ByteStream(original)
     stream.feed("".join(before).encode())
     copy = restore(orjson.loads(orjson.dumps(snapshot(original))))

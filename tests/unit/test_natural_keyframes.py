@@ -46,8 +46,7 @@ def reference(events: list[Event], columns: int, lines: int, onlcr: bool = False
     pty, its line feeds drawn as CR LF)."""
     screen = SafeScreen(columns, lines)
     if onlcr:
-        screen.onlcr = True
-        screen.set_mode(pyte.modes.LNM)
+        screen.without_pty()
     stream = pyte.ByteStream(screen)
     for event in events:
         if event.code == "o":

@@ -59,8 +59,7 @@ def new_screen(columns: int, lines: int, onlcr: bool) -> SafeScreen:
     """A screen as the timeline makes it: a session without a pty (`onlcr`) in new line mode."""
     screen = SafeScreen(columns, lines)
     if onlcr:
-        screen.onlcr = True
-        screen.set_mode(pyte.modes.LNM)
+        screen.without_pty()
     return screen
 
 
